@@ -1,0 +1,98 @@
+# sharpctl — build, test, bench.
+#   make deps    install Debian packages and npm modules (idempotent, quiet when present)
+#   make build   eBPF objects, generated ABI, native addon, TypeScript
+#   make test    everything above, then the test suite (as root: it loads programs into the kernel)
+#   make bench   benchmarks; figures printed and written to results/bench.json
+
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.PHONY: all deps apt-deps npm-deps build ebpf addon ts test bench clean check-root bpffs
+
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3
+ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -I ebpf/include -I $(ARCH_INCLUDE)
+
+OUT := build
+EBPF_SRC := $(wildcard ebpf/*.bpf.c)
+EBPF_OBJ := $(patsubst ebpf/%.bpf.c,$(OUT)/ebpf/%.bpf.o,$(EBPF_SRC))
+TEST_EBPF_SRC := $(wildcard test/ebpf/*.bpf.c)
+TEST_EBPF_OBJ := $(patsubst test/ebpf/%.bpf.c,$(OUT)/test-ebpf/%.bpf.o,$(TEST_EBPF_SRC))
+ABI_HEADERS := $(wildcard ebpf/include/*.h)
+ABI_OBJ := $(OUT)/ebpf/abi_anchor.o
+GENERATED := src/generated/abi.ts
+ADDON := src/native/build/Release/sharp_bpf.node
+NODEDIR := $(if $(wildcard /usr/include/node/node_api.h),--nodedir=/usr,)
+TS_SRC := $(shell find src test -name '*.ts' -not -path 'src/generated/*' 2>/dev/null)
+TS_STAMP := dist/.stamp
+TEST_FILES ?= dist/test
+
+all: build
+
+# ---------------------------------------------------------------- dependencies
+
+deps: apt-deps npm-deps
+
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+npm-deps: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# ---------------------------------------------------------------- build
+
+build: deps ebpf addon ts
+
+ebpf: $(EBPF_OBJ) $(TEST_EBPF_OBJ) $(ABI_OBJ) $(GENERATED)
+
+$(OUT)/ebpf/%.bpf.o: ebpf/%.bpf.c $(ABI_HEADERS) | apt-deps
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+$(OUT)/test-ebpf/%.bpf.o: test/ebpf/%.bpf.c $(ABI_HEADERS) | apt-deps
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+$(ABI_OBJ): ebpf/include/abi_anchor.c $(ABI_HEADERS) | apt-deps
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+$(GENERATED): ebpf/tools/gen-abi.mjs $(ABI_OBJ) $(EBPF_OBJ) $(TEST_EBPF_OBJ)
+	node ebpf/tools/gen-abi.mjs --abi $(ABI_OBJ) --out $@ $(EBPF_OBJ) $(TEST_EBPF_OBJ)
+
+addon: $(ADDON)
+
+$(ADDON): src/native/bpf_binding.cc src/native/binding.gyp | npm-deps apt-deps
+	cd src/native && ../../node_modules/.bin/node-gyp rebuild $(NODEDIR) --loglevel=error >/dev/null
+
+ts: $(TS_STAMP)
+
+$(TS_STAMP): $(TS_SRC) $(GENERATED) tsconfig.json | npm-deps
+	node_modules/.bin/tsc -p tsconfig.json
+	@touch $@
+
+# ---------------------------------------------------------------- test & bench
+
+check-root:
+	@if [ "$$(id -u)" != 0 ]; then echo "make test loads programs into the kernel and creates network namespaces: run it as root" >&2; exit 1; fi
+
+bpffs:
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+test: build check-root bpffs
+	node test/run.mjs $(TEST_FILES)
+
+bench: build check-root bpffs
+	@mkdir -p results
+	node dist/src/bench/main.js
+
+clean:
+	rm -rf $(OUT) dist src/generated src/native/build

@@ -1,0 +1,427 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * agent.bpf.c - the sharpctl agent on a VNF instance.
+ *
+ * One loaded object per VNF instance, the entry program attached to both of
+ * its interfaces. It strips the shim before the VNF sees a frame, counts PRE
+ * frames on the old instance, and on the new instance holds frames of an
+ * incoming handover in a ring (a BPF array) until user space releases them
+ * with agent_replay / agent_release_finish. The VNF is a separate object,
+ * tail-called through vnf_chain[0], so live and replayed frames take the
+ * same path into it.
+ *
+ * Programs and return codes:
+ *   agent (entry)
+ *     XDP_PASS     iface not in `ifaces` (or its side > 1: config_error);
+ *                  or the tail call to the VNF failed (chain_missing)
+ *     XDP_DROP     shim rejected/malformed; frame held in a ring (consumed);
+ *                  ring overflow; frame too big to hold; bad ring config
+ *     otherwise    whatever the VNF returns (tail call)
+ *   agent_replay (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES, repeat = n)
+ *     XDP_DROP     nothing ready at the head of the ring (replay_empty)
+ *     XDP_ABORTED  config error, or the held frame could not be rebuilt
+ *                  (it is dropped from the ring and counted)
+ *     XDP_PASS     replayed frame, no VNF in vnf_chain
+ *     otherwise    whatever the VNF returns for the replayed frame
+ *   agent_release_finish (normal test run): enum sharp_finish_result
+ *
+ * Note for user space reading pre_seen: it is counted before the tail call
+ * into the VNF, so when pre_seen reaches the switch's pre count the last PRE
+ * frames may still be inside the VNF on another CPU. Wait a quiescence
+ * interval after that before treating the old instance's state as final.
+ */
+#include "parse.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by user space before load; slots must have
+ * ring_count * 2 * ring_capacity entries. */
+const volatile __u32 ring_capacity = SHARP_DEFAULT_RING_CAPACITY;
+const volatile __u32 ring_count = SHARP_DEFAULT_RING_COUNT;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARP_DEFAULT_AGENT_IFACES);
+	__type(key, __u32);			/* ifindex */
+	__type(value, struct sharp_agent_iface);
+} ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);			/* prog fd of the VNF */
+} vnf_chain SEC(".maps");
+
+/* NO_PREALLOC: a deleted handover's element is not recycled for a new one
+ * while a program on another CPU still holds a pointer to it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SHARP_DEFAULT_AGENT_HANDOVERS);
+	__type(key, __u32);			/* hid */
+	__type(value, struct sharp_agent_ho);
+} handovers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_DEFAULT_RING_COUNT * SHARP_SIDES * SHARP_DEFAULT_RING_CAPACITY);
+	__type(key, __u32);
+	__type(value, struct sharp_slot);
+} slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_SIDES);
+	__type(key, __u32);			/* side */
+	__type(value, __u32);			/* hid being released */
+} replay_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sharp_agent_stats);
+} agent_stats SEC(".maps");
+
+#define STAT_INC(st, field) do { if (st) (st)->field++; } while (0)
+
+static __always_inline struct sharp_agent_stats *agent_stats_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&agent_stats, &zero);
+}
+
+/* Hand the frame to the VNF. Only returns if vnf_chain[0] is empty. */
+static __always_inline int to_vnf(struct xdp_md *ctx, struct sharp_agent_stats *st)
+{
+	bpf_tail_call(ctx, &vnf_chain, SHARP_VNF_CHAIN_INDEX);
+	STAT_INC(st, chain_missing);
+	return XDP_PASS;
+}
+
+/*
+ * Remove the 4 shim bytes: move the MACs forward over them, then drop the
+ * first 4 bytes. The shim's inner_proto becomes the EtherType in place:
+ *   before: dst src 0x821C tag type payload
+ *   after:  dst src type payload
+ */
+static __always_inline int strip_shim(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 macs[12];
+
+	if (data + SHARP_ETH_SHIM_HLEN > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	__builtin_memcpy(data + SHARP_SHIM_LEN, macs, sizeof(macs));
+	return bpf_xdp_adjust_head(ctx, SHARP_SHIM_LEN);
+}
+
+/* First slot index of ring `ring`, side `side`; -1 if the configuration
+ * (ring number, ring_capacity, size of `slots`) cannot hold that ring. */
+static __always_inline int ring_base(__u32 ring, __u32 side, __u32 *base)
+{
+	__u32 cap = ring_capacity;
+	__u32 last;
+
+	if (cap == 0 || ring >= ring_count)
+		return -1;
+	*base = (ring * SHARP_SIDES + side) * cap;
+	/* If the last slot of the ring exists, every slot of it does. */
+	last = *base + cap - 1;
+	if (!bpf_map_lookup_elem(&slots, &last))
+		return -1;
+	return 0;
+}
+
+enum hold_verdict {
+	HOLD_PASS,
+	HOLD_STORE,
+	HOLD_OVERFLOW,
+	HOLD_TOO_BIG,
+};
+
+/* Role NEW, shim already stripped. */
+static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_ho *ho, __u32 side,
+					struct sharp_agent_stats *st)
+{
+	enum hold_verdict v;
+	struct sharp_slot *slot;
+	__u32 cap = ring_capacity;
+	__u32 base, pos = 0, idx;
+	__u64 len;
+	int fits;
+
+	if (ring_base(ho->ring, side, &base)) {
+		/* Cannot hold: a lost frame, reported as overflow + cause. */
+		STAT_INC(st, config_error);
+		__sync_fetch_and_add(&ho->overflow[side], 1);
+		return XDP_DROP;
+	}
+
+	/* Length from the helper, not data_end - data (frags, verifier). */
+	len = bpf_xdp_get_buff_len(ctx);
+	fits = len >= SHARP_ETH_HLEN && len <= SHARP_MAX_FRAME;
+
+	/* No helper calls while holding the lock. */
+	bpf_spin_lock(&ho->lock);
+	if (ho->state[side] != SHARP_HOLD_HOLDING) {
+		v = HOLD_PASS;
+	} else if (!fits) {
+		v = HOLD_TOO_BIG;
+	} else if (ho->tail[side] - ho->head[side] >= cap) {
+		v = HOLD_OVERFLOW;
+	} else {
+		pos = ho->tail[side]++;
+		ho->held[side]++;
+		v = HOLD_STORE;
+	}
+	bpf_spin_unlock(&ho->lock);
+
+	switch (v) {
+	case HOLD_PASS:
+		__sync_fetch_and_add(&ho->passed[side], 1);
+		return to_vnf(ctx, st);
+	case HOLD_TOO_BIG:
+		STAT_INC(st, too_big);
+		__sync_fetch_and_add(&ho->overflow[side], 1);
+		return XDP_DROP;
+	case HOLD_OVERFLOW:
+		STAT_INC(st, overflow);
+		__sync_fetch_and_add(&ho->overflow[side], 1);
+		return XDP_DROP;
+	default:
+		break;
+	}
+
+	/* pos is reserved: whatever happens, publish the slot so the replay
+	 * never waits forever on it. */
+	idx = base + pos % cap;
+	slot = bpf_map_lookup_elem(&slots, &idx);
+	if (!slot) {
+		/* Unreachable: ring_base() checked the whole ring exists. */
+		STAT_INC(st, config_error);
+		return XDP_DROP;
+	}
+	/* Verifier (clang 14): keep the length in one 64-bit register, masked
+	 * and range-checked, right where the helper takes it. */
+	len &= 0x7ff;
+	if (len < SHARP_ETH_HLEN || len > SHARP_MAX_FRAME || bpf_xdp_load_bytes(ctx, 0, slot->data, len))
+		len = 0;	/* tombstone: replay drops and counts it */
+	slot->len = len;
+	/* Publish after the copy; the xchg is a full barrier. */
+	__atomic_exchange_n(&slot->ready, 1, __ATOMIC_SEQ_CST);
+	STAT_INC(st, held);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int agent(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct sharp_agent_stats *st;
+	struct sharp_agent_iface *ifc;
+	struct sharp_agent_ho *ho;
+	struct sharp_cursor c;
+	struct sharp_shim *shim;
+	struct ethhdr *eth;
+	__u32 side, hid, phase;
+	__u16 tag;
+
+	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return XDP_PASS;
+	st = agent_stats_get();
+	if (ifc->side > SHARP_SIDE_1) {
+		STAT_INC(st, config_error);
+		return XDP_PASS;
+	}
+	side = ifc->side;
+
+	sharp_cursor_init(&c, ctx);
+	eth = sharp_parse_eth(&c);
+	if (!eth || eth->h_proto != bpf_htons(SHARP_ETH_P_SHIM)) {
+		STAT_INC(st, passed_plain);
+		return to_vnf(ctx, st);
+	}
+	if (!ifc->accept_shim) {
+		STAT_INC(st, shim_rejected);
+		return XDP_DROP;
+	}
+	shim = sharp_parse_shim(&c);
+	if (!shim) {
+		STAT_INC(st, shim_malformed);
+		return XDP_DROP;
+	}
+	tag = bpf_ntohs(shim->tag);
+	phase = sharp_tag_phase(tag);
+	hid = sharp_tag_hid(tag);
+	if (hid < SHARP_HID_MIN || (phase != SHARP_PHASE_PRE && phase != SHARP_PHASE_POST)) {
+		STAT_INC(st, shim_malformed);
+		return XDP_DROP;
+	}
+
+	ho = bpf_map_lookup_elem(&handovers, &hid);
+	if (ho) {
+		/* Counted on arrival, before the VNF ran (see header note). */
+		if (phase == SHARP_PHASE_PRE)
+			__sync_fetch_and_add(&ho->pre_seen, 1);
+		else
+			__sync_fetch_and_add(&ho->post_seen, 1);
+	}
+
+	if (strip_shim(ctx)) {
+		STAT_INC(st, shim_malformed);
+		return XDP_DROP;
+	}
+	STAT_INC(st, stripped);
+
+	if (!ho) {
+		/* Late frame of a finished handover, or an early one: the
+		 * shim is only a mark, the frame itself is valid. */
+		STAT_INC(st, unknown_hid);
+		return to_vnf(ctx, st);
+	}
+	if (ho->role != SHARP_AGENT_NEW) {
+		/* OLD: counting above is all it does. */
+		__sync_fetch_and_add(&ho->passed[side], 1);
+		return to_vnf(ctx, st);
+	}
+	return hold_or_pass(ctx, ho, side, st);
+}
+
+/* Side and handover that replay/finish act on; NULL on config error. */
+static __always_inline struct sharp_agent_ho *release_target(struct xdp_md *ctx, __u32 *side)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct sharp_agent_iface *ifc;
+	__u32 *hid;
+
+	__u32 s;
+
+	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return NULL;
+	s = ifc->side;
+	if (s > SHARP_SIDE_1)
+		return NULL;
+	*side = s;
+	hid = bpf_map_lookup_elem(&replay_ctl, &s);
+	if (!hid)
+		return NULL;
+	return bpf_map_lookup_elem(&handovers, hid);
+}
+
+/*
+ * Re-inject the frame at the head of the ring. The test run's data_in is
+ * only a template buffer: it is resized to the held frame and overwritten.
+ *
+ * The head advances only AFTER the frame was copied out of its slot: the
+ * free space the holder sees (tail - head < capacity) then never includes
+ * a slot still being read, so a frame arriving meanwhile cannot overwrite
+ * it. `replaying` marks the copy-out window; a second concurrent replay of
+ * the same side sees it and returns empty instead of duplicating a frame.
+ */
+SEC("xdp")
+int agent_replay(struct xdp_md *ctx)
+{
+	struct sharp_agent_stats *st = agent_stats_get();
+	struct sharp_agent_ho *ho;
+	struct sharp_slot *slot;
+	__u32 side = 0, base, snap, idx;
+	__u64 len, cur;
+	int ok, good;
+
+	ho = release_target(ctx, &side);
+	side &= 1;	/* already checked; keeps the bound visible to the verifier */
+	if (!ho || ring_base(ho->ring, side, &base)) {
+		STAT_INC(st, config_error);
+		return XDP_ABORTED;
+	}
+
+	/* Look the slot up before taking the lock (no helper calls under it);
+	 * the lock then confirms head has not moved. */
+	snap = SHARP_READ_ONCE(ho->head[side]);
+	idx = base + snap % ring_capacity;
+	slot = bpf_map_lookup_elem(&slots, &idx);
+	if (!slot) {
+		STAT_INC(st, config_error);
+		return XDP_ABORTED;
+	}
+
+	bpf_spin_lock(&ho->lock);
+	ok = !ho->replaying[side] && ho->head[side] == snap && ho->tail[side] != snap &&
+	     SHARP_READ_ONCE(slot->ready);
+	if (ok)
+		ho->replaying[side] = 1;
+	bpf_spin_unlock(&ho->lock);
+	if (!ok) {
+		STAT_INC(st, replay_empty);
+		return XDP_DROP;
+	}
+
+	len = slot->len;
+	good = len >= SHARP_ETH_HLEN && len <= SHARP_MAX_FRAME;
+	if (good) {
+		cur = bpf_xdp_get_buff_len(ctx);
+		if (bpf_xdp_adjust_tail(ctx, (int)((__s64)len - (__s64)cur)))
+			good = 0;
+	}
+	if (good) {
+		len &= 0x7ff;
+		if (len < SHARP_ETH_HLEN || len > SHARP_MAX_FRAME ||
+		    bpf_xdp_store_bytes(ctx, 0, slot->data, len))
+			good = 0;
+	}
+	__atomic_exchange_n(&slot->ready, 0, __ATOMIC_SEQ_CST);
+
+	bpf_spin_lock(&ho->lock);
+	ho->head[side] = snap + 1;
+	if (good)
+		ho->released[side]++;
+	ho->replaying[side] = 0;
+	bpf_spin_unlock(&ho->lock);
+
+	if (!good) {
+		__sync_fetch_and_add(&ho->replay_failed[side], 1);
+		STAT_INC(st, replay_error);
+		return XDP_ABORTED;
+	}
+	STAT_INC(st, replayed);
+	return to_vnf(ctx, st);
+}
+
+/*
+ * Switch a side to PASSING iff its ring is empty, atomically with the
+ * emptiness check: a frame that arrived before the switch is still in the
+ * ring (caller replays again), one that arrives after it passes directly.
+ * Run only after the replay test run returned, so everything it popped has
+ * already been flushed to the next device.
+ */
+SEC("xdp")
+int agent_release_finish(struct xdp_md *ctx)
+{
+	struct sharp_agent_ho *ho;
+	__u32 side = 0;
+	int done;
+
+	ho = release_target(ctx, &side);
+	side &= 1;	/* already checked; keeps the bound visible to the verifier */
+	if (!ho || ho->role != SHARP_AGENT_NEW) {
+		struct sharp_agent_stats *st = agent_stats_get();
+
+		STAT_INC(st, config_error);
+		return SHARP_FINISH_ERROR;
+	}
+
+	bpf_spin_lock(&ho->lock);
+	done = ho->head[side] == ho->tail[side] && !ho->replaying[side];
+	if (done)
+		ho->state[side] = SHARP_HOLD_PASSING;
+	bpf_spin_unlock(&ho->lock);
+
+	return done ? SHARP_FINISH_DONE : SHARP_FINISH_AGAIN;
+}

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * abi_anchor.c - puts every sharp_abi.h struct and enum into BTF.
+ *
+ * Compiled with the same flags as the programs; never loaded. The TypeScript
+ * codec generator reads `bpftool btf dump file abi_anchor.o format raw -j`.
+ * An enum or struct only reaches BTF when something uses it, hence one
+ * member per ABI type below. Add a member here for every new ABI type.
+ */
+#include "sharp_abi.h"
+
+struct sharp_abi_anchor {
+	/* enums */
+	enum sharp_shim_const shim_const;
+	enum sharp_phase phase;
+	enum sharp_probe_const probe_const;
+	enum sharp_port_role port_role;
+	enum sharp_switch_limits switch_limits;
+	enum sharp_agent_role agent_role;
+	enum sharp_hold_state hold_state;
+	enum sharp_agent_side agent_side;
+	enum sharp_agent_limits agent_limits;
+	enum sharp_finish_result finish_result;
+	enum sharp_vnf_limits vnf_limits;
+	/* structs */
+	struct sharp_shim shim;
+	struct sharp_eth_shim_hdr eth_shim_hdr;
+	struct sharp_probe probe;
+	struct sharp_flow_key flow_key;
+	struct sharp_port_info port_info;
+	struct sharp_wild_rule wild_rule;
+	struct sharp_rule_action rule_action;
+	struct sharp_rule_stats rule_stats;
+	struct sharp_port_stats port_stats;
+	struct sharp_ho_stats ho_stats;
+	struct sharp_agent_iface agent_iface;
+	struct sharp_agent_ho agent_ho;
+	struct sharp_slot slot;
+	struct sharp_agent_stats agent_stats;
+	struct sharp_vnf_flow_state vnf_flow_state;
+	struct sharp_vnf_stats vnf_stats;
+};
+
+struct sharp_abi_anchor sharp_abi_anchor __attribute__((section(".abi"), used));

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * sharp_abi.h - everything that crosses the kernel/user boundary in sharpctl:
+ * the shim layout, the probe payload, map keys and values, constants.
+ *
+ * This is the ONLY definition of the ABI. The TypeScript codecs are generated
+ * from the BTF of abi_anchor.o (see abi_anchor.c), which is why:
+ *   - constants are C enums (enums reach BTF, #defines do not),
+ *   - every struct uses fixed-width types, explicit pad* fields and a
+ *     _Static_assert on its size,
+ *   - every name is prefixed sharp_ / SHARP_ and must stay stable.
+ * Byte order: fields typed __be16/__be32/__be64 are network byte order
+ * (they are compared with packet bytes as-is); everything else is host order.
+ *
+ * Includable by BPF programs (clang -target bpf) and by plain C. It uses only
+ * UAPI headers: <linux/types.h>, and <linux/bpf.h> for struct bpf_spin_lock
+ * (the verifier recognises the lock by that BTF type name, so the agent's
+ * handover value must embed exactly that struct).
+ */
+#ifndef SHARP_ABI_H
+#define SHARP_ABI_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+/* ------------------------------------------------------------------------ */
+/* Shim                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A frame of a flow under handover:
+ *
+ *   dst(6) src(6) | 0x821C | tag(2) | inner EtherType(2) | payload...
+ *
+ * i.e. 4 bytes (the size of an 802.1Q tag, so a marked full-size frame fits
+ * every link that carries VLAN frames) inserted after the MAC addresses.
+ *   tag = phase << 14 | handover_id     (handover_id 1..16383, 0 is invalid)
+ */
+enum sharp_shim_const {
+	SHARP_ETH_P_SHIM = 0x821C,	/* EtherType of the shim */
+	SHARP_SHIM_LEN = 4,		/* bytes added by the shim */
+	SHARP_ETH_HLEN = 14,		/* plain Ethernet header */
+	SHARP_ETH_SHIM_HLEN = 18,	/* Ethernet header incl. shim */
+	SHARP_TAG_PHASE_SHIFT = 14,
+	SHARP_TAG_HID_MASK = 0x3FFF,
+	SHARP_HID_MIN = 1,
+	SHARP_HID_MAX = 16383,
+	SHARP_HID_COUNT = 16384,	/* entries of per-hid arrays (ho_stats) */
+};
+
+/* Handover phase carried in the tag (and in a switch rule action). */
+enum sharp_phase {
+	SHARP_PHASE_NONE = 0,	/* not under handover: no shim */
+	SHARP_PHASE_PRE = 1,	/* still going to the old instance, counted */
+	SHARP_PHASE_POST = 2,	/* going to the new instance, held there */
+};
+
+/* The 4 shim bytes that follow an Ethernet header of type SHARP_ETH_P_SHIM
+ * (same shape as struct vlan_hdr). */
+struct sharp_shim {
+	__be16 tag;		/* phase << 14 | hid, network order */
+	__be16 inner_proto;	/* original EtherType */
+};
+_Static_assert(sizeof(struct sharp_shim) == 4, "sharp_shim size");
+
+/* Whole Ethernet header of a marked frame. */
+struct sharp_eth_shim_hdr {
+	__u8 dst[6];
+	__u8 src[6];
+	__be16 proto;		/* SHARP_ETH_P_SHIM */
+	__be16 tag;
+	__be16 inner_proto;
+};
+_Static_assert(sizeof(struct sharp_eth_shim_hdr) == 18, "sharp_eth_shim_hdr size");
+
+/* Tag helpers, host order in and out. */
+static inline __u16 sharp_tag_make(__u32 phase, __u32 hid)
+{
+	return (__u16)((phase << SHARP_TAG_PHASE_SHIFT) | (hid & SHARP_TAG_HID_MASK));
+}
+
+static inline __u32 sharp_tag_phase(__u16 tag)
+{
+	return tag >> SHARP_TAG_PHASE_SHIFT;
+}
+
+static inline __u32 sharp_tag_hid(__u16 tag)
+{
+	return tag & SHARP_TAG_HID_MASK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Test-traffic probe (UDP payload, all fields big endian)                  */
+/* ------------------------------------------------------------------------ */
+
+enum sharp_probe_const {
+	SHARP_PROBE_MAGIC = 0x53485250,	/* "SHRP" */
+	SHARP_PROBE_LEN = 32,
+};
+
+struct sharp_probe {
+	__be32 magic;	/* SHARP_PROBE_MAGIC */
+	__be32 flow;	/* generator's flow number */
+	__be64 seq;	/* per-flow sequence number, 1-based */
+	__be64 stamp;	/* written by the VNF: its per-flow counter after this packet */
+	__be64 tx_ns;	/* sender timestamp */
+};
+_Static_assert(sizeof(struct sharp_probe) == 32, "sharp_probe size");
+
+/* ------------------------------------------------------------------------ */
+/* Flow key (switch rules_exact, VNF flow_state)                            */
+/* ------------------------------------------------------------------------ */
+
+/* Directional IPv4 5-tuple. Ports are 0 for protocols other than TCP/UDP and
+ * for non-first IPv4 fragments. pad must be 0 (it is part of the hash key). */
+struct sharp_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct sharp_flow_key) == 16, "sharp_flow_key size");
+
+/* ------------------------------------------------------------------------ */
+/* Switch (switch.bpf.c)                                                    */
+/* ------------------------------------------------------------------------ */
+
+enum sharp_port_role {
+	SHARP_PORT_HOST = 1,	/* faces a host (client/server) */
+	SHARP_PORT_VNF = 2,	/* faces a VNF instance */
+};
+
+enum sharp_switch_limits {
+	SHARP_MAX_WILD_RULES = 256,	/* rules_wild size == scan bound (fixed) */
+	SHARP_DEFAULT_MAX_PORTS = 64,	/* ports, tx_ports, port_stats (resizable) */
+	SHARP_DEFAULT_MAX_RULES = 4096,	/* rules_exact, rule_actions, rule_stats (resizable) */
+};
+
+/* ports: HASH ifindex (__u32) -> sharp_port_info.
+ * role is informational for the control plane; the program treats all
+ * ports alike (every port drops incoming shims). */
+struct sharp_port_info {
+	__u32 slot;	/* index into tx_ports / port_stats, and wild rule in_slot */
+	__u32 role;	/* enum sharp_port_role */
+};
+_Static_assert(sizeof(struct sharp_port_info) == 8, "sharp_port_info size");
+
+/*
+ * Rule lookup order (the switch program):
+ *   1. rules_exact: HASH sharp_flow_key -> __u32 rule_id. An exact rule
+ *      ALWAYS wins over any wildcard rule, whatever its priority.
+ *   2. rules_wild: ARRAY[SHARP_MAX_WILD_RULES] of sharp_wild_rule, with the
+ *      number of used entries in wild_count[0]. User space keeps entries
+ *      0..wild_count-1 sorted by priority, descending; the program scans
+ *      them in index order and takes the FIRST match (priority itself is
+ *      not read by the program). Entries with valid == 0 are skipped, which
+ *      lets user space disable an entry before rewriting it in place.
+ *   3. no rule, or no rule_actions entry for the rule -> XDP_DROP.
+ * Wildcard match: (key.saddr & smask) == (saddr & smask), same for daddr;
+ * sport/dport 0 = any; proto 0 = any; in_slot_plus1 0 = any ingress port,
+ * else ingress slot + 1.
+ */
+struct sharp_wild_rule {
+	__be32 saddr;
+	__be32 smask;
+	__be32 daddr;
+	__be32 dmask;
+	__be16 sport;		/* 0 = any */
+	__be16 dport;		/* 0 = any */
+	__u8 proto;		/* 0 = any */
+	__u8 pad[3];
+	__u32 in_slot_plus1;	/* 0 = any port, else ingress slot + 1 */
+	__u32 rule_id;
+	__u32 priority;		/* for user space ordering only */
+	__u32 valid;		/* 0 = skip this entry */
+};
+_Static_assert(sizeof(struct sharp_wild_rule) == 40, "sharp_wild_rule size");
+
+/*
+ * rule_actions: HASH rule_id (__u32) -> sharp_rule_action. A HASH on purpose:
+ * a hash update replaces the element atomically for concurrent readers
+ * (array values can tear), and a handover of a wildcard rule changes the ONE
+ * action all its micro-flows share. The map is BPF_F_NO_PREALLOC so a
+ * replaced element is not recycled while a reader may still hold it.
+ */
+struct sharp_rule_action {
+	__u32 out_slot;	/* tx_ports key (egress port slot) */
+	__u16 hid;	/* handover id, host order; used when phase != NONE */
+	__u8 phase;	/* enum sharp_phase; != NONE -> insert shim(phase, hid) */
+	__u8 flags;	/* reserved, must be 0 */
+};
+_Static_assert(sizeof(struct sharp_rule_action) == 8, "sharp_rule_action size");
+
+/* rule_stats: PERCPU_ARRAY rule_id -> sharp_rule_stats (frames that matched
+ * the rule and were redirected; bytes as received, without shim). Rule ids
+ * >= max_entries are forwarded but not counted. */
+struct sharp_rule_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct sharp_rule_stats) == 16, "sharp_rule_stats size");
+
+/* port_stats: PERCPU_ARRAY slot -> sharp_port_stats.
+ * rx_* count every frame received on a known port (ingress slot);
+ * tx_* count frames bpf_redirect_map accepted for that egress slot, bytes
+ * including an inserted shim; drop_* / pass_* are charged to the ingress
+ * slot. */
+struct sharp_port_stats {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 drop_no_rule;	/* IPv4, no matching rule or no action */
+	__u64 drop_shim;	/* shim frame arrived on a switch port */
+	__u64 pass_non_ip;	/* non-IPv4 (ARP, ...) passed to the stack */
+	__u64 drop_malformed;	/* truncated Ethernet/IPv4/L4 header, bad ihl */
+	__u64 drop_bad_action;	/* action with invalid phase or hid */
+	__u64 drop_no_headroom;	/* bpf_xdp_adjust_head failed inserting shim */
+	__u64 drop_no_tx;	/* action.out_slot not in tx_ports (XDP_ABORTED) */
+};
+_Static_assert(sizeof(struct sharp_port_stats) == 88, "sharp_port_stats size");
+
+/* ho_stats: PERCPU_ARRAY hid (SHARP_HID_COUNT entries) -> sharp_ho_stats.
+ * Sum over CPUs: pre_packets is the "pre_sent" of the protocol. */
+struct sharp_ho_stats {
+	__u64 pre_packets;
+	__u64 post_packets;
+};
+_Static_assert(sizeof(struct sharp_ho_stats) == 16, "sharp_ho_stats size");
+
+/* ------------------------------------------------------------------------ */
+/* Agent (agent.bpf.c)                                                      */
+/* ------------------------------------------------------------------------ */
+
+enum sharp_agent_role {
+	SHARP_AGENT_OLD = 1,	/* old instance A: count PRE, pass everything */
+	SHARP_AGENT_NEW = 2,	/* new instance B: hold until released */
+};
+
+enum sharp_hold_state {
+	SHARP_HOLD_HOLDING = 1,	/* frames of this side go into the ring */
+	SHARP_HOLD_PASSING = 2,	/* ring drained: frames pass to the VNF */
+};
+
+enum sharp_agent_side {
+	SHARP_SIDE_0 = 0,
+	SHARP_SIDE_1 = 1,
+	SHARP_SIDES = 2,
+};
+
+enum sharp_agent_limits {
+	SHARP_MAX_FRAME = 1536,			/* bytes per ring slot */
+	SHARP_DEFAULT_RING_CAPACITY = 1024,	/* default of const ring_capacity */
+	SHARP_DEFAULT_RING_COUNT = 4,		/* default of const ring_count */
+	SHARP_DEFAULT_AGENT_HANDOVERS = 256,	/* handovers max_entries */
+	SHARP_DEFAULT_AGENT_IFACES = 8,		/* ifaces max_entries */
+	SHARP_VNF_CHAIN_INDEX = 0,		/* vnf_chain key of the VNF program */
+};
+
+/*
+ * Result of agent_release_finish (values are the XDP action codes it
+ * returns, so a test run's retval can be compared directly).
+ */
+enum sharp_finish_result {
+	SHARP_FINISH_ERROR = 0,	/* XDP_ABORTED: unknown iface, no handover
+				 * for replay_ctl[side], or role != NEW */
+	SHARP_FINISH_AGAIN = 1,	/* XDP_DROP: ring not empty (or a replay is
+				 * copying a slot out): replay again */
+	SHARP_FINISH_DONE = 2,	/* XDP_PASS: ring empty, side now PASSING */
+};
+
+/* ifaces: HASH ifindex (__u32) -> sharp_agent_iface. */
+struct sharp_agent_iface {
+	__u32 side;		/* 0 or 1 */
+	__u32 accept_shim;	/* 0: a shim frame on this iface is dropped */
+};
+_Static_assert(sizeof(struct sharp_agent_iface) == 8, "sharp_agent_iface size");
+
+/*
+ * handovers: HASH hid (__u32) -> sharp_agent_ho (BPF_F_NO_PREALLOC).
+ *
+ * Arrays [2] are indexed by side. head/tail are free-running u32 counters
+ * (tail - head = frames in the ring); user space creates the element with
+ * head = tail = 0. Ring position p of side s lives in slot
+ *   (ring * 2 + s) * ring_capacity + p % ring_capacity
+ * (keep ring_capacity a power of two if a ring may see 2^32 frames).
+ *
+ * Locking: lock protects state, head, tail, replaying, held, released.
+ * pre_seen, post_seen, overflow, passed and replay_failed are updated with
+ * atomic adds. Once the element exists, user space must change it only with
+ * BPF_F_LOCK (in place); a plain update replaces the element under a
+ * program that may hold a pointer to the old one.
+ */
+struct sharp_agent_ho {
+	struct bpf_spin_lock lock;
+	__u32 role;		/* enum sharp_agent_role */
+	__u32 ring;		/* ring index, < ring_count (NEW only) */
+	__u32 state[2];		/* enum sharp_hold_state, per side */
+	__u32 head[2];		/* next position to replay */
+	__u32 tail[2];		/* next position to fill */
+	__u32 replaying[2];	/* 1 while agent_replay copies slot(head) out */
+	__u32 pad0;
+	__u64 pre_seen;		/* PRE frames received (any role) */
+	__u64 post_seen;	/* POST frames received (any role) */
+	__u64 held[2];		/* frames put into the ring */
+	__u64 released[2];	/* frames replayed out of the ring */
+	__u64 overflow[2];	/* frames dropped: ring full or frame > SHARP_MAX_FRAME
+				 * or bad ring configuration */
+	__u64 passed[2];	/* frames handed straight to the VNF */
+	__u64 replay_failed[2];	/* ring frames that could not be re-injected */
+};
+_Static_assert(sizeof(struct sharp_agent_ho) == 144, "sharp_agent_ho size");
+
+/*
+ * slots: ARRAY of sharp_slot, max_entries = ring_count * 2 * ring_capacity.
+ * Frames are stored WITHOUT the shim. ready is set (atomic xchg, after the
+ * copy) when data/len are complete, and cleared by agent_replay after the
+ * frame has been copied out. len == 0 with ready == 1 is a slot whose copy
+ * failed (replay drops it and counts replay_failed).
+ */
+struct sharp_slot {
+	__u32 len;
+	__u32 ready;
+	__u8 data[SHARP_MAX_FRAME];
+};
+_Static_assert(sizeof(struct sharp_slot) == 1544, "sharp_slot size");
+
+/* replay_ctl: ARRAY side -> __u32 hid drained by agent_replay and
+ * agent_release_finish on that side. */
+
+/* agent_stats: PERCPU_ARRAY (1 entry) -> sharp_agent_stats. */
+struct sharp_agent_stats {
+	__u64 passed_plain;	/* frame without shim -> VNF */
+	__u64 stripped;		/* shim removed */
+	__u64 shim_rejected;	/* shim on an iface with accept_shim == 0: dropped */
+	__u64 shim_malformed;	/* truncated shim, hid 0 or bad phase: dropped */
+	__u64 unknown_hid;	/* shim with hid not in handovers: stripped, passed */
+	__u64 held;		/* frames stored in a ring */
+	__u64 overflow;		/* frames dropped because the ring was full */
+	__u64 too_big;		/* frames dropped, longer than SHARP_MAX_FRAME */
+	__u64 replayed;		/* frames re-injected by agent_replay */
+	__u64 replay_empty;	/* agent_replay found nothing ready */
+	__u64 replay_error;	/* agent_replay could not rebuild a frame */
+	__u64 chain_missing;	/* tail call to vnf_chain[0] failed: XDP_PASS */
+	__u64 config_error;	/* bad side/ring/replay_ctl/slots size */
+};
+_Static_assert(sizeof(struct sharp_agent_stats) == 104, "sharp_agent_stats size");
+
+/* ------------------------------------------------------------------------ */
+/* Example VNF (vnf_counter.bpf.c)                                          */
+/* ------------------------------------------------------------------------ */
+
+enum sharp_vnf_limits {
+	SHARP_DEFAULT_VNF_FLOWS = 65536,	/* flow_state max_entries (resizable) */
+	SHARP_DEFAULT_VNF_PORTS = 8,		/* vnf_ports, vnf_tx max_entries */
+};
+
+/* flow_state: HASH sharp_flow_key (directional) -> sharp_vnf_flow_state. */
+struct sharp_vnf_flow_state {
+	__u64 packets;	/* the counter stamped into probes */
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct sharp_vnf_flow_state) == 16, "sharp_vnf_flow_state size");
+
+/* vnf_stats: PERCPU_ARRAY (1 entry) -> sharp_vnf_stats. */
+struct sharp_vnf_stats {
+	__u64 processed;	/* IPv4 frames counted in flow_state */
+	__u64 stamped;		/* probes stamped */
+	__u64 no_route;		/* no vnf_ports entry: XDP_PASS */
+	__u64 non_ipv4;		/* forwarded without per-flow state */
+	__u64 table_full;	/* flow_state full: forwarded uncounted */
+	__u64 malformed;	/* truncated IPv4/L4 header: forwarded uncounted */
+};
+_Static_assert(sizeof(struct sharp_vnf_stats) == 48, "sharp_vnf_stats size");
+
+#endif /* SHARP_ABI_H */

@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * switch.bpf.c - the sharpctl XDP switch.
+ *
+ * Attached to every port of a switch (ingress and egress switch run the same
+ * object). Classifies IPv4 frames into rules (exact 5-tuple first, then a
+ * priority-ordered wildcard list), marks frames of rules under handover with
+ * the shim, counts, and forwards through a devmap.
+ *
+ * Return codes:
+ *   XDP_PASS      ingress port not in `ports`, or non-IPv4 frame
+ *   XDP_DROP      shim frame, malformed IPv4, no rule/action, bad action,
+ *                 no headroom for the shim
+ *   XDP_REDIRECT  forwarded to tx_ports[action.out_slot]
+ *   XDP_ABORTED   action.out_slot has no tx_ports entry (what
+ *                 bpf_redirect_map with flags 0 returns; counted as
+ *                 drop_no_tx, also visible in the xdp_exception tracepoint)
+ */
+#include "parse.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARP_DEFAULT_MAX_PORTS);
+	__type(key, __u32);			/* ifindex */
+	__type(value, struct sharp_port_info);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, SHARP_DEFAULT_MAX_PORTS);
+	__type(key, __u32);			/* slot */
+	__type(value, __u32);			/* ifindex */
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARP_DEFAULT_MAX_RULES);
+	__type(key, struct sharp_flow_key);
+	__type(value, __u32);			/* rule_id */
+} rules_exact SEC(".maps");
+
+/* Fixed size: the scan bound of the program is the array size. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_MAX_WILD_RULES);
+	__type(key, __u32);
+	__type(value, struct sharp_wild_rule);
+} rules_wild SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);			/* used entries of rules_wild */
+} wild_count SEC(".maps");
+
+/* HASH, not ARRAY: updates replace the element atomically for readers
+ * (array values can tear), and all micro-flows of a wildcard rule share this
+ * ONE action, so a handover flips them together. NO_PREALLOC: a replaced
+ * element is freed after an RCU grace period instead of being recycled
+ * immediately under a reader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SHARP_DEFAULT_MAX_RULES);
+	__type(key, __u32);			/* rule_id */
+	__type(value, struct sharp_rule_action);
+} rule_actions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHARP_DEFAULT_MAX_RULES);
+	__type(key, __u32);			/* rule_id */
+	__type(value, struct sharp_rule_stats);
+} rule_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHARP_DEFAULT_MAX_PORTS);
+	__type(key, __u32);			/* slot */
+	__type(value, struct sharp_port_stats);
+} port_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHARP_HID_COUNT);
+	__type(key, __u32);			/* hid */
+	__type(value, struct sharp_ho_stats);
+} ho_stats SEC(".maps");
+
+/* Stats are per-CPU: plain increments, no atomics. */
+#define PSTAT_INC(ps, field) do { if (ps) (ps)->field++; } while (0)
+
+struct wild_scan {
+	const struct sharp_flow_key *key;
+	__u32 in_slot;
+	__u32 n;
+	__u32 rule_id;
+	__u32 found;
+};
+
+/* bpf_loop callback: the verifier checks the body once instead of walking
+ * up to SHARP_MAX_WILD_RULES unrolled iterations (an open-coded loop costs
+ * ~170k verified instructions and seconds of load time). Returns 1 to stop. */
+static long wild_scan_one(__u32 i, void *arg)
+{
+	struct wild_scan *s = arg;
+	const struct sharp_flow_key *key = s->key;
+	struct sharp_wild_rule *r;
+
+	if (i >= s->n)
+		return 1;
+	r = bpf_map_lookup_elem(&rules_wild, &i);
+	if (!r)
+		return 1;
+	if (!r->valid)
+		return 0;
+	if ((key->saddr & r->smask) != (r->saddr & r->smask))
+		return 0;
+	if ((key->daddr & r->dmask) != (r->daddr & r->dmask))
+		return 0;
+	if (r->proto && r->proto != key->proto)
+		return 0;
+	if (r->sport && r->sport != key->sport)
+		return 0;
+	if (r->dport && r->dport != key->dport)
+		return 0;
+	if (r->in_slot_plus1 && r->in_slot_plus1 != s->in_slot + 1)
+		return 0;
+	s->rule_id = r->rule_id;
+	s->found = 1;
+	return 1;
+}
+
+/* First wildcard rule (in array order) matching key and ingress slot. */
+static __always_inline int wild_lookup(const struct sharp_flow_key *key, __u32 in_slot,
+				       __u32 *rule_id)
+{
+	struct wild_scan s = { .key = key, .in_slot = in_slot };
+	__u32 zero = 0;
+	__u32 *cnt = bpf_map_lookup_elem(&wild_count, &zero);
+
+	if (!cnt)
+		return -1;
+	s.n = *cnt;
+	if (s.n > SHARP_MAX_WILD_RULES)
+		s.n = SHARP_MAX_WILD_RULES;
+	if (!s.n)
+		return -1;
+	bpf_loop(s.n, wild_scan_one, &s, 0);
+	if (!s.found)
+		return -1;
+	*rule_id = s.rule_id;
+	return 0;
+}
+
+/*
+ * Insert shim(phase, hid) after the MAC addresses. The original EtherType
+ * stays where it is and becomes the shim's inner_proto:
+ *   before: dst src type payload
+ *   after:  dst src 0x821C tag type payload
+ */
+static __always_inline int push_shim(struct xdp_md *ctx, __u32 phase, __u32 hid)
+{
+	struct sharp_eth_shim_hdr *h;
+	void *data, *data_end;
+	__u8 macs[12];
+
+	if (bpf_xdp_adjust_head(ctx, -(int)SHARP_SHIM_LEN))
+		return -1;
+	/* adjust_head invalidated every packet pointer: re-check. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	h = data;
+	if ((void *)(h + 1) > data_end)
+		return -1;
+	__builtin_memcpy(macs, data + SHARP_SHIM_LEN, sizeof(macs));
+	__builtin_memcpy(h->dst, macs, sizeof(macs));
+	h->proto = bpf_htons(SHARP_ETH_P_SHIM);
+	h->tag = bpf_htons(sharp_tag_make(phase, hid));
+	return 0;
+}
+
+SEC("xdp")
+int sharp_switch(struct xdp_md *ctx)
+{
+	struct sharp_flow_key key = {};
+	struct sharp_port_stats *ps_in, *ps_out;
+	struct sharp_rule_action *act;
+	struct sharp_rule_stats *rs;
+	struct sharp_port_info *pi;
+	struct sharp_cursor c;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 in_slot, rule_id, out_slot, hid, phase;
+	__u64 len;
+	__u32 *rid;
+	long rc;
+
+	pi = bpf_map_lookup_elem(&ports, &ifindex);
+	if (!pi)
+		return XDP_PASS;	/* not a switch port we manage */
+	in_slot = pi->slot;
+	ps_in = bpf_map_lookup_elem(&port_stats, &in_slot);
+
+	sharp_cursor_init(&c, ctx);
+	len = (__u64)(c.end - c.pos);
+	if (ps_in) {
+		ps_in->rx_packets++;
+		ps_in->rx_bytes += len;
+	}
+
+	eth = sharp_parse_eth(&c);
+	if (!eth) {
+		PSTAT_INC(ps_in, drop_malformed);
+		return XDP_DROP;
+	}
+	/* Only switches mark frames, and switches never exchange marked frames:
+	 * a shim arriving from a host or a VNF would be forged handover traffic. */
+	if (eth->h_proto == bpf_htons(SHARP_ETH_P_SHIM)) {
+		PSTAT_INC(ps_in, drop_shim);
+		return XDP_DROP;
+	}
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		PSTAT_INC(ps_in, pass_non_ip);
+		return XDP_PASS;
+	}
+
+	iph = sharp_parse_ipv4(&c);
+	if (!iph || sharp_flow_key_ipv4(&c, iph, &key)) {
+		PSTAT_INC(ps_in, drop_malformed);
+		return XDP_DROP;
+	}
+
+	/* Exact rules always win over wildcard rules. */
+	rid = bpf_map_lookup_elem(&rules_exact, &key);
+	if (rid)
+		rule_id = *rid;
+	else if (wild_lookup(&key, in_slot, &rule_id)) {
+		PSTAT_INC(ps_in, drop_no_rule);
+		return XDP_DROP;
+	}
+
+	act = bpf_map_lookup_elem(&rule_actions, &rule_id);
+	if (!act) {
+		PSTAT_INC(ps_in, drop_no_rule);
+		return XDP_DROP;
+	}
+	/* One snapshot of the action: it may be replaced concurrently. */
+	out_slot = act->out_slot;
+	hid = act->hid;
+	phase = act->phase;
+
+	if (phase != SHARP_PHASE_NONE) {
+		struct sharp_ho_stats *hs;
+
+		if (phase > SHARP_PHASE_POST || hid < SHARP_HID_MIN || hid > SHARP_HID_MAX) {
+			PSTAT_INC(ps_in, drop_bad_action);
+			return XDP_DROP;
+		}
+		if (push_shim(ctx, phase, hid)) {
+			PSTAT_INC(ps_in, drop_no_headroom);
+			return XDP_DROP;
+		}
+		/* Counted only once the frame really carries the shim: this is
+		 * the pre_sent the old instance must reach. */
+		hs = bpf_map_lookup_elem(&ho_stats, &hid);
+		if (hs) {
+			if (phase == SHARP_PHASE_PRE)
+				hs->pre_packets++;
+			else
+				hs->post_packets++;
+		}
+	}
+
+	/* bpf_redirect_map only looks the slot up; count once it accepted it. */
+	rc = bpf_redirect_map(&tx_ports, out_slot, 0);
+	if (rc != XDP_REDIRECT) {
+		PSTAT_INC(ps_in, drop_no_tx);
+		return rc;
+	}
+	rs = bpf_map_lookup_elem(&rule_stats, &rule_id);
+	if (rs) {
+		rs->packets++;
+		rs->bytes += len;
+	}
+	ps_out = bpf_map_lookup_elem(&port_stats, &out_slot);
+	if (ps_out) {
+		ps_out->tx_packets++;
+		ps_out->tx_bytes += len + (phase != SHARP_PHASE_NONE ? SHARP_SHIM_LEN : 0);
+	}
+	return rc;
+}

@@ -1,0 +1,11 @@
+export * from './errors.js';
+export * from './constants.js';
+export * from './codec.js';
+export * from './netns.js';
+export * from './handles.js';
+export { BpfMap, TypedMap, numPossibleCpus, type MapInfo } from './map.js';
+export { BpfProgram, type RunOptions, type RunResult, type XdpAttachOptions, type XdpNetlinkAttachOptions, type TcAttachOptions } from './program.js';
+export { BpfObjectSpec, BpfCollection, type MapSpec, type ProgramSpec, type ConstantLayout } from './object.js';
+export { XdpLink, XdpAttachment, TcFilter, removeClsact, queryXdp, type XdpMode, type TcDirection } from './link.js';
+export { RingBufferReader } from './ringbuf.js';
+export { bpfNative } from './native.js';

@@ -1,0 +1,133 @@
+/**
+ * The native addon's surface, typed. Nothing here decides anything: it is
+ * libbpf and a few system calls, as they are (see src/native/bpf_binding.cc).
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export interface NativeMapSpec {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  internal: boolean;
+  pinPath?: string;
+  fd?: number;
+}
+
+export interface NativeProgramSpec {
+  name: string;
+  section: string;
+  type: number;
+  autoload: boolean;
+  fd?: number;
+}
+
+export interface NativeBpfObject {
+  maps(): NativeMapSpec[];
+  programs(): NativeProgramSpec[];
+  setMaxEntries(map: string, n: number): void;
+  setPinPath(map: string, path: string | null): void;
+  initialValue(map: string): Buffer | null;
+  setInitialValue(map: string, value: Buffer): void;
+  setAutoload(program: string, on: boolean): void;
+  /** Returns libbpf's output of the load. */
+  load(): string;
+  mapFd(name: string): number;
+  programFd(name: string): number;
+  close(): void;
+}
+
+export interface NativeTestRunOptions {
+  dataIn?: Buffer;
+  dataOutSize?: number;
+  ctxIn?: Buffer;
+  ctxOutSize?: number;
+  repeat?: number;
+  flags?: number;
+  batchSize?: number;
+  cpu?: number;
+  /** path of a network namespace to run in (the thread enters it) */
+  netns?: string;
+}
+
+export interface NativeTestRunResult {
+  retval: number;
+  duration: number;
+  dataOut?: Buffer;
+  ctxOut?: Buffer;
+}
+
+export interface NativeRingBuffer {
+  consume(): number;
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+export interface NativeBatch {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+  token: Buffer;
+  done: boolean;
+}
+
+export interface NativeBinding {
+  BpfObject: new (path: string) => NativeBpfObject;
+  RingBuffer: new (mapFd: number, onSamples: (samples: Buffer[]) => void) => NativeRingBuffer;
+  mapLookup(fd: number, key: Buffer, valueSize: number, flags?: number): Buffer | null;
+  mapLookupAndDelete(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  mapLookupBatch(fd: number, token: Buffer | null, keySize: number, valueSize: number, count: number, tokenSize: number): NativeBatch;
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
+  mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+  mapInfo(fd: number): { id: number; name: string; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number };
+  progInfo(fd: number): { id: number; name: string; type: number };
+  linkInfo(fd: number): { id: number; type: number; progId: number; ifindex?: number };
+  numPossibleCpus(): number;
+  objPin(fd: number, path: string): void;
+  objGet(path: string): number;
+  closeFd(fd: number): void;
+  progGetFdById(id: number): number;
+  netnsEnter(path: string): number;
+  netnsRestore(saved: number): void;
+  ifNameToIndex(name: string): number;
+  xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
+  linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;
+  linkDetach(linkFd: number): void;
+  xdpAttach(ifindex: number, progFd: number, flags: number, oldProgFd?: number): void;
+  xdpDetach(ifindex: number, flags: number): void;
+  xdpQuery(ifindex: number): { progId: number; driverProgId: number; genericProgId: number; hardwareProgId: number; attachMode: number };
+  tcAttach(ifindex: number, point: 'ingress' | 'egress', progFd: number, handle: number, priority: number, replace: boolean): { handle: number; priority: number; progId: number };
+  tcDetach(ifindex: number, point: 'ingress' | 'egress', handle: number, priority: number): void;
+  tcQuery(ifindex: number, point: 'ingress' | 'egress', handle: number, priority: number): { progId: number } | null;
+  tcHookDestroy(ifindex: number): void;
+  progTestRun(progFd: number, opts: NativeTestRunOptions): NativeTestRunResult;
+  progTestRunAsync(progFd: number, opts: NativeTestRunOptions): Promise<NativeTestRunResult>;
+  setDebug(on: boolean): void;
+  libbpfVersion(): string;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** The addon is built in place by node-gyp (make build) under src/native/build. */
+function addonPath(): string {
+  const candidates = [
+    path.resolve(here, '../../../src/native/build/Release/sharp_bpf.node'), // from dist/src/bpf
+    path.resolve(here, '../native/build/Release/sharp_bpf.node'), // from src/bpf
+  ];
+  const found = candidates.find((c) => existsSync(c));
+  if (found === undefined) throw new Error(`native addon not built (looked in ${candidates.join(', ')}); run 'make build'`);
+  return found;
+}
+
+export const bpfNative: NativeBinding = createRequire(import.meta.url)(addonPath()) as NativeBinding;
+
+if (process.env['SHARP_DEBUG']?.split(',').includes('libbpf')) bpfNative.setDebug(true);

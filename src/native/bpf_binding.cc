@@ -1,0 +1,995 @@
+// Thin Node binding over libbpf. It exposes libbpf and the bpf(2)/setns(2)
+// calls faithfully; every policy decision (naming, codecs, retries, which
+// namespace) lives in TypeScript (src/bpf/).
+//
+// Errors are thrown as JS Errors carrying `errno`, `code` (errno name), `op`
+// and, for object loads, `log` (libbpf's output including the verifier log).
+
+#include <napi.h>
+#include <uv.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <net/if.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <fcntl.h>
+#include <sched.h>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------- errors
+
+Napi::Error ErrnoError(Napi::Env env, const std::string& op, int err) {
+  if (err < 0) err = -err;
+  const char* name = strerrorname_np(err);
+  std::string msg = op + ": " + std::strerror(err);
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
+  e.Set("op", Napi::String::New(env, op));
+  return e;
+}
+
+[[noreturn]] void ThrowErrno(Napi::Env env, const std::string& op, int err) {
+  throw ErrnoError(env, op, err);
+}
+
+// ---------------------------------------------------------------- libbpf log capture
+// libbpf reports through one global print callback. While an object loads we
+// capture everything it prints (including the verifier log it prints after a
+// rejected program) so the thrown error can carry it.
+
+std::string* g_capture = nullptr;
+bool g_print_debug = false;
+
+int PrintCallback(enum libbpf_print_level level, const char* fmt, va_list args) {
+  va_list copy;
+  va_copy(copy, args);
+  int n = vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
+  if (n < 0) return 0;
+  std::string text(static_cast<size_t>(n) + 1, '\0');
+  vsnprintf(text.data(), text.size(), fmt, args);
+  text.resize(static_cast<size_t>(n));
+  if (g_capture != nullptr) {
+    if (level != LIBBPF_DEBUG || g_print_debug) g_capture->append(text);
+    return 0;
+  }
+  if (level == LIBBPF_WARN || g_print_debug) fputs(text.c_str(), stderr);
+  return 0;
+}
+
+struct CaptureScope {
+  std::string text;
+  CaptureScope() { g_capture = &text; }
+  ~CaptureScope() { g_capture = nullptr; }
+};
+
+// ---------------------------------------------------------------- argument helpers
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  return info[i].As<Napi::Number>().Int64Value();
+}
+
+Napi::Buffer<uint8_t> BufferArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsBuffer())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a Buffer");
+  return info[i].As<Napi::Buffer<uint8_t>>();
+}
+
+bool OptionalBuffer(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsBuffer();
+}
+
+// ---------------------------------------------------------------- BpfObject
+
+class BpfObject : public Napi::ObjectWrap<BpfObject> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "BpfObject",
+                       {
+                           InstanceMethod("maps", &BpfObject::Maps),
+                           InstanceMethod("programs", &BpfObject::Programs),
+                           InstanceMethod("setMaxEntries", &BpfObject::SetMaxEntries),
+                           InstanceMethod("setPinPath", &BpfObject::SetPinPath),
+                           InstanceMethod("initialValue", &BpfObject::InitialValue),
+                           InstanceMethod("setInitialValue", &BpfObject::SetInitialValue),
+                           InstanceMethod("setAutoload", &BpfObject::SetAutoload),
+                           InstanceMethod("load", &BpfObject::Load),
+                           InstanceMethod("mapFd", &BpfObject::MapFd),
+                           InstanceMethod("programFd", &BpfObject::ProgramFd),
+                           InstanceMethod("close", &BpfObject::Close),
+                       });
+  }
+
+  explicit BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObject>(info) {
+    std::string path = StringArg(info, 0, "path");
+    CaptureScope capture;
+    obj_ = bpf_object__open_file(path.c_str(), nullptr);
+    long err = libbpf_get_error(obj_);
+    if (err != 0) {
+      obj_ = nullptr;
+      Napi::Error e = ErrnoError(info.Env(), "bpf_object__open_file(" + path + ")", static_cast<int>(err));
+      e.Set("log", Napi::String::New(info.Env(), capture.text));
+      throw e;
+    }
+  }
+
+  ~BpfObject() override { Destroy(); }
+
+ private:
+  bpf_object* obj_ = nullptr;
+  bool loaded_ = false;
+
+  void Destroy() {
+    if (obj_ != nullptr) bpf_object__close(obj_);
+    obj_ = nullptr;
+  }
+
+  bpf_object* Obj(Napi::Env env) {
+    if (obj_ == nullptr) throw Napi::Error::New(env, "BPF object is closed");
+    return obj_;
+  }
+
+  bpf_map* FindMap(Napi::Env env, const std::string& name) {
+    bpf_map* m = bpf_object__find_map_by_name(Obj(env), name.c_str());
+    if (m == nullptr) ThrowErrno(env, "map '" + name + "' not found", ENOENT);
+    return m;
+  }
+
+  bpf_program* FindProgram(Napi::Env env, const std::string& name) {
+    bpf_program* p = bpf_object__find_program_by_name(Obj(env), name.c_str());
+    if (p == nullptr) ThrowErrno(env, "program '" + name + "' not found", ENOENT);
+    return p;
+  }
+
+  Napi::Value Maps(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t i = 0;
+    bpf_map* m;
+    bpf_object__for_each_map(m, Obj(env)) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", bpf_map__name(m));
+      o.Set("type", static_cast<double>(bpf_map__type(m)));
+      o.Set("keySize", bpf_map__key_size(m));
+      o.Set("valueSize", bpf_map__value_size(m));
+      o.Set("maxEntries", bpf_map__max_entries(m));
+      o.Set("flags", bpf_map__map_flags(m));
+      o.Set("internal", bpf_map__is_internal(m));
+      const char* pin = bpf_map__pin_path(m);
+      if (pin != nullptr) o.Set("pinPath", pin);
+      if (loaded_) o.Set("fd", bpf_map__fd(m));
+      out.Set(i++, o);
+    }
+    return out;
+  }
+
+  Napi::Value Programs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t i = 0;
+    bpf_program* p;
+    bpf_object__for_each_program(p, Obj(env)) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", bpf_program__name(p));
+      o.Set("section", bpf_program__section_name(p));
+      o.Set("type", static_cast<double>(bpf_program__type(p)));
+      o.Set("autoload", bpf_program__autoload(p));
+      if (loaded_) o.Set("fd", bpf_program__fd(p));
+      out.Set(i++, o);
+    }
+    return out;
+  }
+
+  Napi::Value SetMaxEntries(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "map name");
+    int64_t n = IntArg(info, 1, "maxEntries");
+    int err = bpf_map__set_max_entries(FindMap(info.Env(), name), static_cast<uint32_t>(n));
+    if (err) ThrowErrno(info.Env(), "bpf_map__set_max_entries(" + name + ")", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetPinPath(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "map name");
+    bpf_map* m = FindMap(info.Env(), name);
+    int err;
+    if (info.Length() > 1 && info[1].IsString()) {
+      std::string path = info[1].As<Napi::String>().Utf8Value();
+      err = bpf_map__set_pin_path(m, path.c_str());
+    } else {
+      err = bpf_map__set_pin_path(m, nullptr);
+    }
+    if (err) ThrowErrno(info.Env(), "bpf_map__set_pin_path(" + name + ")", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value InitialValue(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "map name");
+    size_t size = 0;
+    const void* data = bpf_map__initial_value(FindMap(info.Env(), name), &size);
+    if (data == nullptr) return info.Env().Null();
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), static_cast<const uint8_t*>(data), size);
+  }
+
+  Napi::Value SetInitialValue(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "map name");
+    auto buf = BufferArg(info, 1, "value");
+    int err = bpf_map__set_initial_value(FindMap(info.Env(), name), buf.Data(), buf.Length());
+    if (err) ThrowErrno(info.Env(), "bpf_map__set_initial_value(" + name + ")", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetAutoload(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "program name");
+    bool on = info.Length() > 1 && info[1].ToBoolean().Value();
+    int err = bpf_program__set_autoload(FindProgram(info.Env(), name), on);
+    if (err) ThrowErrno(info.Env(), "bpf_program__set_autoload(" + name + ")", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bpf_object* obj = Obj(env);
+    CaptureScope capture;
+    int err = bpf_object__load(obj);
+    if (err) {
+      // libbpf has already unloaded whatever it created; the object can only
+      // be closed now.
+      Napi::Error e = ErrnoError(env, std::string("bpf_object__load(") + bpf_object__name(obj) + ")", err);
+      e.Set("log", Napi::String::New(env, capture.text));
+      throw e;
+    }
+    loaded_ = true;
+    return Napi::String::New(env, capture.text);
+  }
+
+  Napi::Value MapFd(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "map name");
+    int fd = bpf_map__fd(FindMap(info.Env(), name));
+    if (fd < 0) ThrowErrno(info.Env(), "map '" + name + "' is not loaded", fd);
+    return Napi::Number::New(info.Env(), fd);
+  }
+
+  Napi::Value ProgramFd(const Napi::CallbackInfo& info) {
+    std::string name = StringArg(info, 0, "program name");
+    int fd = bpf_program__fd(FindProgram(info.Env(), name));
+    if (fd < 0) ThrowErrno(info.Env(), "program '" + name + "' is not loaded", fd);
+    return Napi::Number::New(info.Env(), fd);
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Destroy();
+    return info.Env().Undefined();
+  }
+};
+
+// ---------------------------------------------------------------- maps
+
+Napi::Value MapLookup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  auto key = BufferArg(info, 1, "key");
+  size_t valueSize = static_cast<size_t>(IntArg(info, 2, "valueSize"));
+  uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 0;
+  auto value = Napi::Buffer<uint8_t>::New(env, valueSize);
+  int err = bpf_map_lookup_elem_flags(fd, key.Data(), value.Data(), flags);
+  if (err) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, "bpf_map_lookup_elem", errno);
+  }
+  return value;
+}
+
+Napi::Value MapLookupAndDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  auto key = BufferArg(info, 1, "key");
+  size_t valueSize = static_cast<size_t>(IntArg(info, 2, "valueSize"));
+  auto value = Napi::Buffer<uint8_t>::New(env, valueSize);
+  int err = bpf_map_lookup_and_delete_elem(fd, key.Data(), value.Data());
+  if (err) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, "bpf_map_lookup_and_delete_elem", errno);
+  }
+  return value;
+}
+
+Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  auto key = BufferArg(info, 1, "key");
+  auto value = BufferArg(info, 2, "value");
+  uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 0;
+  if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags)) ThrowErrno(info.Env(), "bpf_map_update_elem", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value MapDelete(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  auto key = BufferArg(info, 1, "key");
+  if (bpf_map_delete_elem(fd, key.Data())) {
+    if (errno == ENOENT) return Napi::Boolean::New(info.Env(), false);
+    ThrowErrno(info.Env(), "bpf_map_delete_elem", errno);
+  }
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  const void* prev = OptionalBuffer(info, 1) ? info[1].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
+  size_t keySize = static_cast<size_t>(IntArg(info, 2, "keySize"));
+  auto next = Napi::Buffer<uint8_t>::New(env, keySize);
+  if (bpf_map_get_next_key(fd, prev, next.Data())) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, "bpf_map_get_next_key", errno);
+  }
+  return next;
+}
+
+// lookupBatch(fd, inToken|null, keySize, valueSize, count, tokenSize)
+//   -> { keys, values, count, token, done }
+Napi::Value MapLookupBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  bool hasIn = OptionalBuffer(info, 1);
+  size_t keySize = static_cast<size_t>(IntArg(info, 2, "keySize"));
+  size_t valueSize = static_cast<size_t>(IntArg(info, 3, "valueSize"));
+  uint32_t count = static_cast<uint32_t>(IntArg(info, 4, "count"));
+  size_t tokenSize = static_cast<size_t>(IntArg(info, 5, "tokenSize"));
+  auto keys = Napi::Buffer<uint8_t>::New(env, keySize * count);
+  auto values = Napi::Buffer<uint8_t>::New(env, valueSize * count);
+  auto token = Napi::Buffer<uint8_t>::New(env, tokenSize);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  uint32_t n = count;
+  int err = bpf_map_lookup_batch(fd, hasIn ? info[1].As<Napi::Buffer<uint8_t>>().Data() : nullptr, token.Data(),
+                                 keys.Data(), values.Data(), &n, &opts);
+  bool done = false;
+  if (err) {
+    if (errno != ENOENT) ThrowErrno(env, "bpf_map_lookup_batch", errno);
+    done = true;  // ENOENT: the last batch, n holds how many it returned
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("keys", keys);
+  out.Set("values", values);
+  out.Set("count", n);
+  out.Set("token", token);
+  out.Set("done", done);
+  return out;
+}
+
+Napi::Value MapUpdateBatch(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  auto keys = BufferArg(info, 1, "keys");
+  auto values = BufferArg(info, 2, "values");
+  uint32_t count = static_cast<uint32_t>(IntArg(info, 3, "count"));
+  uint64_t flags = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int64Value() : 0;
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
+  uint32_t n = count;
+  if (bpf_map_update_batch(fd, keys.Data(), values.Data(), &n, &opts)) {
+    Napi::Error e = ErrnoError(info.Env(), "bpf_map_update_batch", errno);
+    e.Set("completed", Napi::Number::New(info.Env(), n));
+    throw e;
+  }
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value MapDeleteBatch(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  auto keys = BufferArg(info, 1, "keys");
+  uint32_t count = static_cast<uint32_t>(IntArg(info, 2, "count"));
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  uint32_t n = count;
+  if (bpf_map_delete_batch(fd, keys.Data(), &n, &opts)) {
+    Napi::Error e = ErrnoError(info.Env(), "bpf_map_delete_batch", errno);
+    e.Set("completed", Napi::Number::New(info.Env(), n));
+    throw e;
+  }
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value MapInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  bpf_map_info mi{};
+  uint32_t len = sizeof(mi);
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) ThrowErrno(env, "bpf_obj_get_info_by_fd(map)", errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", mi.id);
+  o.Set("name", mi.name);
+  o.Set("type", mi.type);
+  o.Set("keySize", mi.key_size);
+  o.Set("valueSize", mi.value_size);
+  o.Set("maxEntries", mi.max_entries);
+  o.Set("flags", mi.map_flags);
+  return o;
+}
+
+Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  bpf_prog_info pi{};
+  uint32_t len = sizeof(pi);
+  if (bpf_obj_get_info_by_fd(fd, &pi, &len)) ThrowErrno(env, "bpf_obj_get_info_by_fd(prog)", errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", pi.id);
+  o.Set("name", pi.name);
+  o.Set("type", pi.type);
+  return o;
+}
+
+Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  bpf_link_info li{};
+  uint32_t len = sizeof(li);
+  if (bpf_obj_get_info_by_fd(fd, &li, &len)) ThrowErrno(env, "bpf_obj_get_info_by_fd(link)", errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", li.id);
+  o.Set("type", li.type);
+  o.Set("progId", li.prog_id);
+  if (li.type == BPF_LINK_TYPE_XDP) o.Set("ifindex", li.xdp.ifindex);
+  return o;
+}
+
+Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
+  int n = libbpf_num_possible_cpus();
+  if (n < 0) ThrowErrno(info.Env(), "libbpf_num_possible_cpus", n);
+  return Napi::Number::New(info.Env(), n);
+}
+
+// ---------------------------------------------------------------- fds, pinning
+
+Napi::Value ObjPin(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  std::string path = StringArg(info, 1, "path");
+  if (bpf_obj_pin(fd, path.c_str())) ThrowErrno(info.Env(), "bpf_obj_pin(" + path + ")", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value ObjGet(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "path");
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_obj_get(" + path + ")", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  if (close(fd)) ThrowErrno(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value ProgGetFdById(const Napi::CallbackInfo& info) {
+  uint32_t id = static_cast<uint32_t>(IntArg(info, 0, "id"));
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_prog_get_fd_by_id", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// ---------------------------------------------------------------- network namespaces
+// setns(2) switches only the calling thread. TypeScript calls enter/restore
+// around synchronous work on the JS thread; asynchronous test runs switch the
+// worker thread themselves (see TestRunWorker).
+
+int EnterNetns(const std::string& path, std::string* errOp) {
+  int saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (saved < 0) {
+    *errOp = "open(/proc/thread-self/ns/net)";
+    return -errno;
+  }
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int e = errno;
+    close(saved);
+    *errOp = "open network namespace " + path;
+    return -e;
+  }
+  int rc = setns(target, CLONE_NEWNET);
+  int e = errno;
+  close(target);
+  if (rc) {
+    close(saved);
+    *errOp = "setns(" + path + ")";
+    return -e;
+  }
+  return saved;
+}
+
+int RestoreNetns(int saved) {
+  int rc = setns(saved, CLONE_NEWNET);
+  int e = errno;
+  close(saved);
+  return rc ? -e : 0;
+}
+
+Napi::Value NetnsEnter(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "namespace path");
+  std::string op;
+  int saved = EnterNetns(path, &op);
+  if (saved < 0) ThrowErrno(info.Env(), op, saved);
+  return Napi::Number::New(info.Env(), saved);
+}
+
+Napi::Value NetnsRestore(const Napi::CallbackInfo& info) {
+  int saved = static_cast<int>(IntArg(info, 0, "saved fd"));
+  int rc = RestoreNetns(saved);
+  if (rc) ThrowErrno(info.Env(), "setns(restore)", rc);
+  return info.Env().Undefined();
+}
+
+Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
+  std::string name = StringArg(info, 0, "interface name");
+  unsigned idx = if_nametoindex(name.c_str());
+  if (idx == 0) ThrowErrno(info.Env(), "if_nametoindex(" + name + ")", errno);
+  return Napi::Number::New(info.Env(), idx);
+}
+
+// ---------------------------------------------------------------- XDP
+
+// bpf_link based attach: detached when the last fd/pin goes away.
+Napi::Value XdpLinkCreate(const Napi::CallbackInfo& info) {
+  int progFd = static_cast<int>(IntArg(info, 0, "program fd"));
+  int ifindex = static_cast<int>(IntArg(info, 1, "ifindex"));
+  uint32_t flags = static_cast<uint32_t>(IntArg(info, 2, "flags"));
+  LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
+  int fd = bpf_link_create(progFd, ifindex, BPF_XDP, &opts);
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_link_create(xdp)", fd);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
+  int linkFd = static_cast<int>(IntArg(info, 0, "link fd"));
+  int progFd = static_cast<int>(IntArg(info, 1, "program fd"));
+  int oldFd = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : -1;
+  LIBBPF_OPTS(bpf_link_update_opts, opts);
+  if (oldFd >= 0) {
+    opts.flags = BPF_F_REPLACE;
+    opts.old_prog_fd = static_cast<uint32_t>(oldFd);
+  }
+  int err = bpf_link_update(linkFd, progFd, &opts);
+  if (err) ThrowErrno(info.Env(), "bpf_link_update", err);
+  return info.Env().Undefined();
+}
+
+Napi::Value LinkDetach(const Napi::CallbackInfo& info) {
+  int linkFd = static_cast<int>(IntArg(info, 0, "link fd"));
+  int err = bpf_link_detach(linkFd);
+  if (err) ThrowErrno(info.Env(), "bpf_link_detach", err);
+  return info.Env().Undefined();
+}
+
+// Netlink attach: survives the process (like `ip link set dev X xdp ...`).
+Napi::Value XdpAttach(const Napi::CallbackInfo& info) {
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  int progFd = static_cast<int>(IntArg(info, 1, "program fd"));
+  uint32_t flags = static_cast<uint32_t>(IntArg(info, 2, "flags"));
+  int oldFd = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+  LIBBPF_OPTS(bpf_xdp_attach_opts, opts);
+  if (oldFd >= 0) {
+    flags |= XDP_FLAGS_REPLACE;
+    opts.old_prog_fd = oldFd;
+  }
+  int err = bpf_xdp_attach(ifindex, progFd, flags, &opts);
+  if (err) ThrowErrno(info.Env(), "bpf_xdp_attach", err);
+  return info.Env().Undefined();
+}
+
+Napi::Value XdpDetach(const Napi::CallbackInfo& info) {
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  uint32_t flags = static_cast<uint32_t>(IntArg(info, 1, "flags"));
+  int err = bpf_xdp_detach(ifindex, flags, nullptr);
+  if (err) ThrowErrno(info.Env(), "bpf_xdp_detach", err);
+  return info.Env().Undefined();
+}
+
+Napi::Value XdpQuery(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  LIBBPF_OPTS(bpf_xdp_query_opts, opts);
+  int err = bpf_xdp_query(ifindex, 0, &opts);
+  if (err) ThrowErrno(env, "bpf_xdp_query", err);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("progId", opts.prog_id);
+  o.Set("driverProgId", opts.drv_prog_id);
+  o.Set("genericProgId", opts.skb_prog_id);
+  o.Set("hardwareProgId", opts.hw_prog_id);
+  o.Set("attachMode", opts.attach_mode);
+  return o;
+}
+
+// ---------------------------------------------------------------- tc (clsact)
+
+bpf_tc_attach_point AttachPoint(Napi::Env env, const std::string& s) {
+  if (s == "ingress") return BPF_TC_INGRESS;
+  if (s == "egress") return BPF_TC_EGRESS;
+  throw Napi::TypeError::New(env, "tc attach point must be 'ingress' or 'egress'");
+}
+
+// tcAttach(ifindex, point, progFd, handle, priority, replace) -> {handle, priority, progId}
+Napi::Value TcAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  auto point = AttachPoint(env, StringArg(info, 1, "attach point"));
+  int progFd = static_cast<int>(IntArg(info, 2, "program fd"));
+  uint32_t handle = static_cast<uint32_t>(IntArg(info, 3, "handle"));
+  uint32_t priority = static_cast<uint32_t>(IntArg(info, 4, "priority"));
+  bool replace = info.Length() > 5 && info[5].ToBoolean().Value();
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+  int err = bpf_tc_hook_create(&hook);
+  if (err && err != -EEXIST) ThrowErrno(env, "bpf_tc_hook_create", err);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .flags = replace ? static_cast<__u32>(BPF_TC_F_REPLACE) : 0u,
+              .handle = handle, .priority = priority);
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) ThrowErrno(env, "bpf_tc_attach", err);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("handle", opts.handle);
+  o.Set("priority", opts.priority);
+  o.Set("progId", opts.prog_id);
+  return o;
+}
+
+Napi::Value TcDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  auto point = AttachPoint(env, StringArg(info, 1, "attach point"));
+  uint32_t handle = static_cast<uint32_t>(IntArg(info, 2, "handle"));
+  uint32_t priority = static_cast<uint32_t>(IntArg(info, 3, "priority"));
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+  int err = bpf_tc_detach(&hook, &opts);
+  if (err) ThrowErrno(env, "bpf_tc_detach", err);
+  return env.Undefined();
+}
+
+Napi::Value TcQuery(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  auto point = AttachPoint(env, StringArg(info, 1, "attach point"));
+  uint32_t handle = static_cast<uint32_t>(IntArg(info, 2, "handle"));
+  uint32_t priority = static_cast<uint32_t>(IntArg(info, 3, "priority"));
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+  int err = bpf_tc_query(&hook, &opts);
+  if (err == -ENOENT || err == -EINVAL) return env.Null();
+  if (err) ThrowErrno(env, "bpf_tc_query", err);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("progId", opts.prog_id);
+  return o;
+}
+
+// Removes the clsact qdisc (and with it every filter on both hooks).
+Napi::Value TcHookDestroy(const Napi::CallbackInfo& info) {
+  int ifindex = static_cast<int>(IntArg(info, 0, "ifindex"));
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+              .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+  int err = bpf_tc_hook_destroy(&hook);
+  if (err && err != -ENOENT && err != -EINVAL) ThrowErrno(info.Env(), "bpf_tc_hook_destroy", err);
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- BPF_PROG_TEST_RUN
+
+struct TestRunArgs {
+  int progFd = -1;
+  std::vector<uint8_t> dataIn, ctxIn, dataOut, ctxOut;
+  bool hasDataIn = false, hasCtxIn = false;
+  uint32_t repeat = 0, flags = 0, batchSize = 0, cpu = 0;
+  std::string netns;
+  // results
+  int err = 0;
+  std::string errOp;
+  uint32_t retval = 0, duration = 0, dataOutSize = 0, ctxOutSize = 0;
+};
+
+void ParseTestRun(const Napi::CallbackInfo& info, TestRunArgs& a) {
+  Napi::Env env = info.Env();
+  a.progFd = static_cast<int>(IntArg(info, 0, "program fd"));
+  if (info.Length() < 2 || !info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  auto buf = [&](const char* k, std::vector<uint8_t>& dst, bool& has) {
+    Napi::Value v = o.Get(k);
+    if (v.IsBuffer()) {
+      auto b = v.As<Napi::Buffer<uint8_t>>();
+      dst.assign(b.Data(), b.Data() + b.Length());
+      has = true;
+    }
+  };
+  auto num = [&](const char* k) -> uint32_t {
+    Napi::Value v = o.Get(k);
+    return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0;
+  };
+  buf("dataIn", a.dataIn, a.hasDataIn);
+  buf("ctxIn", a.ctxIn, a.hasCtxIn);
+  a.dataOut.resize(num("dataOutSize"));
+  a.ctxOut.resize(num("ctxOutSize"));
+  a.repeat = num("repeat");
+  a.flags = num("flags");
+  a.batchSize = num("batchSize");
+  a.cpu = num("cpu");
+  Napi::Value ns = o.Get("netns");
+  if (ns.IsString()) a.netns = ns.As<Napi::String>().Utf8Value();
+}
+
+void ExecuteTestRun(TestRunArgs& a) {
+  int saved = -1;
+  if (!a.netns.empty()) {
+    saved = EnterNetns(a.netns, &a.errOp);
+    if (saved < 0) {
+      a.err = saved;
+      return;
+    }
+  }
+  LIBBPF_OPTS(bpf_test_run_opts, opts);
+  if (a.hasDataIn) {
+    opts.data_in = a.dataIn.data();
+    opts.data_size_in = static_cast<uint32_t>(a.dataIn.size());
+  }
+  if (!a.dataOut.empty()) {
+    opts.data_out = a.dataOut.data();
+    opts.data_size_out = static_cast<uint32_t>(a.dataOut.size());
+  }
+  if (a.hasCtxIn) {
+    opts.ctx_in = a.ctxIn.data();
+    opts.ctx_size_in = static_cast<uint32_t>(a.ctxIn.size());
+  }
+  if (!a.ctxOut.empty()) {
+    opts.ctx_out = a.ctxOut.data();
+    opts.ctx_size_out = static_cast<uint32_t>(a.ctxOut.size());
+  }
+  opts.repeat = static_cast<int>(a.repeat);
+  opts.flags = a.flags;
+  opts.batch_size = a.batchSize;
+  opts.cpu = a.cpu;
+  int err = bpf_prog_test_run_opts(a.progFd, &opts);
+  if (err) {
+    a.err = err;
+    a.errOp = "bpf_prog_test_run_opts";
+  } else {
+    a.retval = opts.retval;
+    a.duration = opts.duration;
+    a.dataOutSize = opts.data_size_out;
+    a.ctxOutSize = opts.ctx_size_out;
+  }
+  if (saved >= 0) {
+    int rc = RestoreNetns(saved);
+    // A thread we cannot move back must not run anything else.
+    if (rc) abort();
+  }
+}
+
+Napi::Value TestRunResult(Napi::Env env, TestRunArgs& a) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("retval", a.retval);
+  o.Set("duration", a.duration);
+  if (!a.dataOut.empty())
+    o.Set("dataOut", Napi::Buffer<uint8_t>::Copy(env, a.dataOut.data(), std::min<size_t>(a.dataOutSize, a.dataOut.size())));
+  if (!a.ctxOut.empty())
+    o.Set("ctxOut", Napi::Buffer<uint8_t>::Copy(env, a.ctxOut.data(), std::min<size_t>(a.ctxOutSize, a.ctxOut.size())));
+  return o;
+}
+
+Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
+  TestRunArgs a;
+  ParseTestRun(info, a);
+  ExecuteTestRun(a);
+  if (a.err) ThrowErrno(info.Env(), a.errOp, a.err);
+  return TestRunResult(info.Env(), a);
+}
+
+// Runs on a libuv worker thread so long live-frames runs (traffic generation,
+// replay of a big ring) do not stall the event loop.
+class TestRunWorker : public Napi::AsyncWorker {
+ public:
+  TestRunWorker(Napi::Env env, TestRunArgs&& a)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), args_(std::move(a)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { ExecuteTestRun(args_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (args_.err) {
+      deferred_.Reject(ErrnoError(env, args_.errOp, args_.err).Value());
+    } else {
+      deferred_.Resolve(TestRunResult(env, args_));
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  TestRunArgs args_;
+};
+
+Napi::Value ProgTestRunAsync(const Napi::CallbackInfo& info) {
+  TestRunArgs a;
+  ParseTestRun(info, a);
+  auto* w = new TestRunWorker(info.Env(), std::move(a));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// ---------------------------------------------------------------- ring buffer
+// The ring buffer's epoll fd is watched by libuv on the JS thread: no busy
+// polling. All samples available at wake-up are copied and delivered to JS in
+// one call, in ring order.
+
+class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "RingBuffer",
+                       {InstanceMethod("consume", &RingBuffer::Consume), InstanceMethod("close", &RingBuffer::Close),
+                        InstanceMethod("ref", &RingBuffer::Ref), InstanceMethod("unref", &RingBuffer::Unref)});
+  }
+
+  // new RingBuffer(mapFd, onSamples(buffers[]))
+  explicit RingBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBuffer>(info) {
+    Napi::Env env = info.Env();
+    int mapFd = static_cast<int>(IntArg(info, 0, "map fd"));
+    if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "callback must be a function");
+    callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+    rb_ = ring_buffer__new(mapFd, &RingBuffer::OnSample, this, nullptr);
+    if (rb_ == nullptr) ThrowErrno(env, "ring_buffer__new", errno);
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    poll_ = new uv_poll_t;
+    poll_->data = this;
+    int err = uv_poll_init(loop, poll_, ring_buffer__epoll_fd(rb_));
+    if (err == 0) err = uv_poll_start(poll_, UV_READABLE, &RingBuffer::OnReadable);
+    if (err != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      ring_buffer__free(rb_);
+      rb_ = nullptr;
+      throw Napi::Error::New(env, std::string("uv_poll: ") + uv_strerror(err));
+    }
+    env_ = env;
+    Napi::ObjectWrap<RingBuffer>::Ref();  // stay alive while the poll handle is open
+  }
+
+  ~RingBuffer() override { Shutdown(); }
+
+ private:
+  ring_buffer* rb_ = nullptr;
+  uv_poll_t* poll_ = nullptr;
+  Napi::FunctionReference callback_;
+  Napi::Env env_ = nullptr;
+  std::vector<std::vector<uint8_t>> pending_;
+
+  static int OnSample(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<RingBuffer*>(ctx);
+    auto* p = static_cast<uint8_t*>(data);
+    self->pending_.emplace_back(p, p + size);
+    return 0;
+  }
+
+  int Drain() {
+    if (rb_ == nullptr) return 0;
+    return ring_buffer__consume(rb_);
+  }
+
+  void Deliver() {
+    if (pending_.empty()) return;
+    Napi::HandleScope scope(env_);
+    Napi::Array arr = Napi::Array::New(env_, pending_.size());
+    for (size_t i = 0; i < pending_.size(); i++)
+      arr.Set(i, Napi::Buffer<uint8_t>::Copy(env_, pending_[i].data(), pending_[i].size()));
+    pending_.clear();
+    callback_.MakeCallback(Value(), {arr});
+  }
+
+  static void OnReadable(uv_poll_t* handle, int status, int events) {
+    auto* self = static_cast<RingBuffer*>(handle->data);
+    if (status < 0 || self->rb_ == nullptr) return;
+    self->Drain();
+    self->Deliver();
+  }
+
+  Napi::Value Consume(const Napi::CallbackInfo& info) {
+    int n = Drain();
+    if (n < 0) ThrowErrno(info.Env(), "ring_buffer__consume", n);
+    Deliver();
+    return Napi::Number::New(info.Env(), n);
+  }
+
+  void Shutdown() {
+    if (poll_ != nullptr) {
+      uv_poll_stop(poll_);
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (rb_ != nullptr) {
+      ring_buffer__free(rb_);
+      rb_ = nullptr;
+    }
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    bool wasOpen = poll_ != nullptr;
+    Shutdown();
+    if (wasOpen) Napi::ObjectWrap<RingBuffer>::Unref();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Ref(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unref(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+};
+
+// ---------------------------------------------------------------- module
+
+Napi::Value SetDebug(const Napi::CallbackInfo& info) {
+  g_print_debug = info.Length() > 0 && info[0].ToBoolean().Value();
+  return info.Env().Undefined();
+}
+
+Napi::Value LibbpfVersion(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), libbpf_version_string());
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  libbpf_set_print(PrintCallback);
+  exports.Set("BpfObject", BpfObject::Init(env));
+  exports.Set("RingBuffer", RingBuffer::Init(env));
+#define EXPORT(name, fn) exports.Set(name, Napi::Function::New(env, fn, name))
+  EXPORT("mapLookup", MapLookup);
+  EXPORT("mapLookupAndDelete", MapLookupAndDelete);
+  EXPORT("mapUpdate", MapUpdate);
+  EXPORT("mapDelete", MapDelete);
+  EXPORT("mapNextKey", MapNextKey);
+  EXPORT("mapLookupBatch", MapLookupBatch);
+  EXPORT("mapUpdateBatch", MapUpdateBatch);
+  EXPORT("mapDeleteBatch", MapDeleteBatch);
+  EXPORT("mapInfo", MapInfo);
+  EXPORT("progInfo", ProgInfo);
+  EXPORT("linkInfo", LinkInfo);
+  EXPORT("numPossibleCpus", NumPossibleCpus);
+  EXPORT("objPin", ObjPin);
+  EXPORT("objGet", ObjGet);
+  EXPORT("closeFd", CloseFd);
+  EXPORT("progGetFdById", ProgGetFdById);
+  EXPORT("netnsEnter", NetnsEnter);
+  EXPORT("netnsRestore", NetnsRestore);
+  EXPORT("ifNameToIndex", IfNameToIndex);
+  EXPORT("xdpLinkCreate", XdpLinkCreate);
+  EXPORT("linkUpdate", LinkUpdate);
+  EXPORT("linkDetach", LinkDetach);
+  EXPORT("xdpAttach", XdpAttach);
+  EXPORT("xdpDetach", XdpDetach);
+  EXPORT("xdpQuery", XdpQuery);
+  EXPORT("tcAttach", TcAttach);
+  EXPORT("tcDetach", TcDetach);
+  EXPORT("tcQuery", TcQuery);
+  EXPORT("tcHookDestroy", TcHookDestroy);
+  EXPORT("progTestRun", ProgTestRun);
+  EXPORT("progTestRunAsync", ProgTestRunAsync);
+  EXPORT("setDebug", SetDebug);
+  EXPORT("libbpfVersion", LibbpfVersion);
+#undef EXPORT
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(sharp_bpf, Init)

@@ -1,0 +1,116 @@
+/**
+ * Network namespaces and links through iproute2 and ethtool. Every command's
+ * failure is an IprouteError carrying the command and what it printed.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+
+export class IprouteError extends Error {
+  override name = 'IprouteError';
+  constructor(
+    readonly command: readonly string[],
+    readonly stderr: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${command.join(' ')}: ${stderr.trim() || 'failed'}`, options);
+  }
+}
+
+function run(cmd: string, args: readonly string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const stderr = (e as { stderr?: string }).stderr ?? String(e);
+    throw new IprouteError([cmd, ...args], stderr, { cause: e });
+  }
+}
+
+/** `ip [-n NS] ARGS...` */
+export function ip(args: readonly string[], netns?: string): string {
+  return run('ip', netns === undefined ? args : ['-n', netns, ...args]);
+}
+
+/** Runs a command inside a named namespace. */
+export function inNetns(netns: string, cmd: string, args: readonly string[]): string {
+  return run('ip', ['netns', 'exec', netns, cmd, ...args]);
+}
+
+export function netnsExists(name: string): boolean {
+  return existsSync(`/run/netns/${name}`);
+}
+
+export function listNetns(prefix = ''): string[] {
+  if (!existsSync('/run/netns')) return [];
+  return readdirSync('/run/netns').filter((n) => n.startsWith(prefix));
+}
+
+export function createNetns(name: string): void {
+  ip(['netns', 'add', name]);
+  ip(['link', 'set', 'lo', 'up'], name);
+}
+
+/** Deletes a namespace (and every interface inside it); missing is fine. */
+export function deleteNetns(name: string): void {
+  if (netnsExists(name)) ip(['netns', 'del', name]);
+}
+
+export interface VethEnd {
+  name: string;
+  netns?: string;
+  mac?: string;
+  /** CIDR, e.g. 10.0.0.1/24 */
+  address?: string;
+}
+
+/**
+ * Creates a veth pair with one rx queue per end (so frames from different
+ * CPUs cannot be reordered by queue choice) and brings both ends up.
+ */
+export function createVeth(a: VethEnd, b: VethEnd, mtu?: number): void {
+  const args = ['link', 'add', a.name, 'numtxqueues', '1', 'numrxqueues', '1'];
+  if (a.mac) args.push('address', a.mac);
+  args.push('type', 'veth', 'peer', 'name', b.name, 'numtxqueues', '1', 'numrxqueues', '1');
+  if (b.mac) args.push('address', b.mac);
+  if (b.netns) args.push('netns', b.netns);
+  ip(args, a.netns);
+  for (const end of [a, b]) {
+    if (mtu !== undefined) ip(['link', 'set', end.name, 'mtu', String(mtu)], end.netns);
+    if (end.address) ip(['addr', 'add', end.address, 'dev', end.name], end.netns);
+    ip(['link', 'set', end.name, 'up'], end.netns);
+  }
+}
+
+export function deleteLink(name: string, netns?: string): void {
+  try {
+    ip(['link', 'del', name], netns);
+  } catch (e) {
+    if (e instanceof IprouteError && /Cannot find device|does not exist/.test(e.stderr)) return;
+    throw e;
+  }
+}
+
+export function linkExists(name: string, netns?: string): boolean {
+  try {
+    ip(['link', 'show', name], netns);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function linkMac(name: string, netns?: string): string {
+  const out = ip(['-j', 'link', 'show', name], netns);
+  const parsed = JSON.parse(out) as { address: string }[];
+  return parsed[0]!.address;
+}
+
+/** ethtool -K on an interface, e.g. { tx: 'off', gro: 'on' }. */
+export function ethtoolFeatures(ifname: string, features: Readonly<Record<string, 'on' | 'off'>>, netns?: string): void {
+  const args = ['-K', ifname, ...Object.entries(features).flat()];
+  if (netns === undefined) run('ethtool', args);
+  else inNetns(netns, 'ethtool', args);
+}
+
+export function addNeighbor(ifname: string, ipAddr: string, mac: string, netns?: string): void {
+  ip(['neigh', 'replace', ipAddr, 'lladdr', mac, 'dev', ifname, 'nud', 'permanent'], netns);
+}

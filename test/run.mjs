@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// Runs the tap suite on the compiled tests, then the leftover check (which
+// must run last, after every other test process has exited), and closes with
+// one plain summary line: "N passed, N failed, N skipped".
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const tap = path.join(root, 'node_modules/.bin/tap');
+const targets = process.argv.slice(2);
+const LAST = 'dist/test/zz-leftovers.test.js';
+
+function runTap(files, extra = []) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(tap, ['--reporter=tap', '--no-color', '--disable-coverage', '--allow-empty-coverage', ...extra, ...files], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let summary = { total: 0, pass: 0, fail: 0, skip: 0, todo: 0 };
+    let buf = '';
+    child.stdout.on('data', (d) => {
+      process.stdout.write(d);
+      buf += d.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const m = [...buf.matchAll(/^# \{ (.*) \}$/gm)].pop();
+      if (m) for (const kv of m[1].split(',')) {
+        const [k, v] = kv.split(':').map((s) => s.trim());
+        if (k in summary) summary[k] = Number(v);
+      }
+      resolve({ code: code ?? 1, summary });
+    });
+  });
+}
+
+// every *.test.js under the given files/folders, the leftover check excluded
+function collect(target) {
+  const st = statSync(path.join(root, target));
+  if (!st.isDirectory()) return [target];
+  return readdirSync(path.join(root, target), { recursive: true })
+    .map((f) => path.join(target, String(f)))
+    .filter((f) => f.endsWith('.test.js'));
+}
+const files = (targets.length ? targets : ['dist/test']).flatMap(collect).filter((f) => f !== LAST).sort();
+const main = await runTap(files);
+const last = await runTap([LAST]);
+const pass = main.summary.pass + last.summary.pass;
+const fail = main.summary.fail + last.summary.fail;
+const skip = main.summary.skip + last.summary.skip + main.summary.todo + last.summary.todo;
+const failedRun = main.code !== 0 || last.code !== 0;
+console.log(`${pass} passed, ${fail} failed, ${skip} skipped`);
+process.exit(failedRun || fail > 0 || pass === 0 ? 1 : 0);
