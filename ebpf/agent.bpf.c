@@ -78,6 +78,21 @@ struct {
 } replay_ctl SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_SIDES);
+	__type(key, __u32);			/* side */
+	__type(value, __u32);			/* enum sharp_replay_mode */
+} replay_mode SEC(".maps");
+
+/* Rollback path: where RELAY-mode replays send frames, per side. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, SHARP_SIDES);
+	__type(key, __u32);			/* side */
+	__type(value, __u32);			/* ifindex */
+} relay_tx SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -331,7 +346,7 @@ int agent_replay(struct xdp_md *ctx)
 	struct sharp_agent_stats *st = agent_stats_get();
 	struct sharp_agent_ho *ho;
 	struct sharp_slot *slot;
-	__u32 side = 0, base, snap, idx;
+	__u32 side = 0, base, snap, idx, mkey, *mode;
 	__u64 len, cur;
 	int ok, good;
 
@@ -391,6 +406,11 @@ int agent_replay(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	}
 	STAT_INC(st, replayed);
+	/* a copy: taking side's address would spill it and lose its bound */
+	mkey = side;
+	mode = bpf_map_lookup_elem(&replay_mode, &mkey);
+	if (mode && *mode == SHARP_REPLAY_RELAY)
+		return bpf_redirect_map(&relay_tx, mkey, XDP_ABORTED);
 	return to_vnf(ctx, st);
 }
 

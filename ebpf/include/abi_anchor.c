@@ -22,6 +22,8 @@ struct sharp_abi_anchor {
 	enum sharp_agent_limits agent_limits;
 	enum sharp_finish_result finish_result;
 	enum sharp_vnf_limits vnf_limits;
+	enum sharp_replay_mode replay_mode;
+	enum sharp_tg_limits tg_limits;
 	/* structs */
 	struct sharp_shim shim;
 	struct sharp_eth_shim_hdr eth_shim_hdr;
@@ -39,6 +41,9 @@ struct sharp_abi_anchor {
 	struct sharp_agent_stats agent_stats;
 	struct sharp_vnf_flow_state vnf_flow_state;
 	struct sharp_vnf_stats vnf_stats;
+	struct sharp_tg_config tg_config;
+	struct sharp_tg_event tg_event;
+	struct sharp_tg_sink_stats tg_sink_stats;
 };
 
 struct sharp_abi_anchor sharp_abi_anchor __attribute__((section(".abi"), used));

@@ -327,6 +327,20 @@ struct sharp_slot {
 };
 _Static_assert(sizeof(struct sharp_slot) == 1544, "sharp_slot size");
 
+/*
+ * replay_mode: ARRAY side -> __u32 enum sharp_replay_mode. Where agent_replay
+ * sends a frame it took out of the ring:
+ *   TO_VNF  into this instance's VNF (vnf_chain), the normal release;
+ *   RELAY   out through relay_tx[side] (a DEVMAP entry user space points at
+ *           the switch port facing ANOTHER instance), so a handover rolled
+ *           back after switch-over delivers the frames held here to the old
+ *           instance, in order, without them leaving the kernel.
+ */
+enum sharp_replay_mode {
+	SHARP_REPLAY_TO_VNF = 0,
+	SHARP_REPLAY_RELAY = 1,
+};
+
 /* replay_ctl: ARRAY side -> __u32 hid drained by agent_replay and
  * agent_release_finish on that side. */
 
@@ -374,5 +388,40 @@ struct sharp_vnf_stats {
 	__u64 malformed;	/* truncated IPv4/L4 header: forwarded uncounted */
 };
 _Static_assert(sizeof(struct sharp_vnf_stats) == 48, "sharp_vnf_stats size");
+
+/* ------------------------------------------------------------------------ */
+/* Traffic generator and sink (trafficgen.bpf.c)                            */
+/* ------------------------------------------------------------------------ */
+enum sharp_tg_limits {
+	SHARP_TG_MAX_FLOWS = 4096,	/* tg_seq entries: per-flow sequence numbers */
+	SHARP_TG_EVENTS_BYTES = 8 << 20,	/* tg_events ring buffer size */
+};
+/* tg_config: ARRAY[1]. The generator turns one template frame into probes of
+ * `flows` flows, round robin: flow f has UDP source port base_sport + f. */
+struct sharp_tg_config {
+	__u32 flows;		/* 1..SHARP_TG_MAX_FLOWS */
+	__u16 base_sport;	/* host order */
+	__u16 pad;
+	__u64 next;		/* packets generated so far (the round-robin cursor) */
+};
+_Static_assert(sizeof(struct sharp_tg_config) == 16, "sharp_tg_config size");
+/* tg_events: RINGBUF of sharp_tg_event, one per probe the sink received. */
+struct sharp_tg_event {
+	__u32 flow;
+	__u32 len;		/* frame length as received */
+	__u64 seq;
+	__u64 stamp;
+	__u64 tx_ns;
+	__u64 rx_ns;
+};
+_Static_assert(sizeof(struct sharp_tg_event) == 40, "sharp_tg_event size");
+/* tg_sink_stats: PERCPU_ARRAY[1]. */
+struct sharp_tg_sink_stats {
+	__u64 probes;		/* probes received and reported */
+	__u64 lost_events;	/* probes received but the ring buffer was full */
+	__u64 other;		/* frames that were not probes (passed to the stack) */
+	__u64 marked;		/* probes that still carried a shim (must stay 0) */
+};
+_Static_assert(sizeof(struct sharp_tg_sink_stats) == 32, "sharp_tg_sink_stats size");
 
 #endif /* SHARP_ABI_H */

@@ -91,14 +91,18 @@ function writeScalar(b: Buffer, off: number, kind: string, v: number | bigint): 
   }
 }
 
-/**
- * A codec for a generated struct layout. `T` is the matching generated
- * interface; missing fields encode as zero (padding always is).
- */
-export function structCodec<T extends object>(layout: StructLayout): Codec<T> {
+/** A struct codec: fields left out (padding, say) encode as zero. */
+export interface StructCodec<T> extends Codec<T> {
+  readonly layout: StructLayout;
+  encode(value: Partial<T>): Buffer;
+}
+
+/** A codec for a generated struct layout. `T` is the matching generated interface. */
+export function structCodec<T extends object>(layout: StructLayout): StructCodec<T> {
   return {
     size: layout.size,
-    encode(value: T): Buffer {
+    layout,
+    encode(value: Partial<T>): Buffer {
       const b = Buffer.alloc(layout.size);
       const rec = value as Record<string, FieldValue | undefined>;
       for (const f of layout.fields) {

@@ -161,8 +161,9 @@ export class BpfMap {
     this.#fd = -1;
   }
 
-  typed<K, V>(key: Codec<K>, value: Codec<V>): TypedMap<K, V> {
-    return new TypedMap(this, key, value);
+  /** V is taken from what the codec decodes (struct codecs also encode partial values). */
+  typed<K, V>(key: Codec<K>, value: { readonly size: number; decode(b: Buffer, offset?: number): V; encode(v: NoInfer<V>): Buffer }): TypedMap<K, V> {
+    return new TypedMap<K, V>(this, key, value);
   }
 }
 

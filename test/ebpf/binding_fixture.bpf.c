@@ -179,3 +179,10 @@ int tc_fixture(struct __sk_buff *skb)
 }
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* Sends the test run's frame out unchanged (live frames): raw frames from a host. */
+SEC("xdp")
+int xdp_tx_raw(struct xdp_md *ctx)
+{
+	return XDP_TX;
+}

@@ -1,0 +1,213 @@
+/**
+ * The data-plane contract the handover engine is written against. Nothing
+ * above this interface knows whether it drives XDP or a P4 switch.
+ *
+ * Names: switches, ports and VNF instances are the names of the lab spec
+ * ("s1", "s1-vnf2", "vnf1"); rules have numeric ids unique per data plane.
+ */
+
+/** Directional IPv4 5-tuple. Addresses dotted, ports host order. */
+export interface FlowKey {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** IP protocol number (17 = UDP) */
+  proto: number;
+}
+
+export interface ExactMatch {
+  kind: 'exact';
+  flow: FlowKey;
+}
+
+/** Fields left out match anything. Prefixes are CIDR ("10.0.0.0/24"). */
+export interface WildcardMatch {
+  kind: 'wildcard';
+  src?: string;
+  dst?: string;
+  sport?: number;
+  dport?: number;
+  proto?: number;
+  /** ingress port name */
+  inPort?: string;
+  /** higher wins among wildcard rules; exact rules always win over wildcards */
+  priority: number;
+}
+
+export type RuleMatch = ExactMatch | WildcardMatch;
+
+export const Phase = { NONE: 0, PRE: 1, POST: 2 } as const;
+export type Phase = (typeof Phase)[keyof typeof Phase];
+
+/** What a rule does with a matching packet. */
+export interface RuleAction {
+  /** egress port name */
+  outPort: string;
+  phase: Phase;
+  /** handover id when phase != NONE */
+  handoverId: number;
+}
+
+export interface Rule {
+  id: number;
+  switch: string;
+  match: RuleMatch;
+  action: RuleAction;
+}
+
+export interface Counter {
+  packets: bigint;
+  bytes: bigint;
+}
+
+export interface HandoverMarkCounters {
+  pre: bigint;
+  post: bigint;
+}
+
+export interface PortCounters extends Counter {
+  port: string;
+  txPackets: bigint;
+  txBytes: bigint;
+  dropNoRule: bigint;
+  dropShim: bigint;
+  dropOther: bigint;
+}
+
+/** The agent's view of one handover on one instance. */
+export interface AgentHandoverStatus {
+  role: 'old' | 'new';
+  preSeen: bigint;
+  postSeen: bigint;
+  /** per side (0: towards the ingress switch, 1: towards the egress switch) */
+  held: [bigint, bigint];
+  released: [bigint, bigint];
+  overflow: [bigint, bigint];
+  passed: [bigint, bigint];
+  replayFailed: [bigint, bigint];
+  /** frames in the ring right now */
+  queued: [number, number];
+  passing: [boolean, boolean];
+}
+
+export interface ReleaseResult {
+  released: bigint;
+  rounds: number;
+}
+
+/** One VNF per-flow state record, opaque to the engine. */
+export interface FlowStateEntry {
+  flow: FlowKey;
+  /** the VNF's state bytes for the flow, in the VNF's own encoding */
+  value: Buffer;
+}
+
+export interface InstanceInfo {
+  name: string;
+  /** the switch port facing this instance, per switch */
+  ports: Readonly<Record<string, string>>;
+  ringCapacity: number;
+  ringCount: number;
+}
+
+export interface DataPlane {
+  /** 'xdp' | 'bmv2' */
+  readonly kind: string;
+  /** Q: longer than any packet takes through a switch (and through an agent into its VNF) */
+  readonly quiescenceMs: number;
+
+  switches(): string[];
+  instances(): InstanceInfo[];
+  /** the port of `sw` that leads to `instance`, or undefined */
+  portTowards(sw: string, instance: string): string | undefined;
+
+  // rules
+  addRule(rule: Omit<Rule, 'id'> & { id?: number }): Promise<Rule>;
+  deleteRule(id: number): Promise<void>;
+  getRule(id: number): Rule | undefined;
+  rules(): Rule[];
+  /** Replaces a rule's action atomically: a packet sees the old or the new action, never a mix. */
+  setRuleAction(id: number, action: RuleAction): Promise<void>;
+  ruleCounters(id: number): Promise<Counter>;
+  portCounters(sw: string): Promise<PortCounters[]>;
+  /** marked packets a switch sent for a handover (summed over CPUs) */
+  handoverCounters(sw: string, handoverId: number): Promise<HandoverMarkCounters>;
+  resetHandoverCounters(sw: string, handoverId: number): Promise<void>;
+  /** data packets that reached the controller (0 by construction on XDP) */
+  controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }>;
+
+  // agents
+  /** throws AgentUnavailableError with the reason when the instance has no working agent */
+  checkAgent(instance: string): Promise<void>;
+  /** old instance: count PRE packets of the handover */
+  armOld(instance: string, handoverId: number): Promise<void>;
+  /** new instance: hold packets of the handover in ring `ring` */
+  armNew(instance: string, handoverId: number, ring: number): Promise<void>;
+  agentStatus(instance: string, handoverId: number): Promise<AgentHandoverStatus | undefined>;
+  /**
+   * Releases the held packets in order inside the kernel, then lets new
+   * packets pass; `relayTo` sends them to another instance instead of this
+   * instance's VNF (rollback after switch-over).
+   */
+  release(instance: string, handoverId: number, options?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult>;
+  disarm(instance: string, handoverId: number): Promise<void>;
+
+  // VNF state (the example VNF's per-flow records)
+  exportState(instance: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]>;
+  importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void>;
+  deleteState(instance: string, flows: readonly FlowKey[]): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+export class DataPlaneError extends Error {
+  override name = 'DataPlaneError';
+}
+
+export class AgentUnavailableError extends DataPlaneError {
+  override name = 'AgentUnavailableError';
+  constructor(
+    readonly instance: string,
+    readonly reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`instance ${instance} has no working SHarP agent: ${reason}`, options);
+  }
+}
+
+export class RuleError extends DataPlaneError {
+  override name = 'RuleError';
+}
+
+export function flowString(f: FlowKey): string {
+  const p = f.proto === 17 ? 'udp' : f.proto === 6 ? 'tcp' : `proto${f.proto}`;
+  return `${p} ${f.src}:${f.sport} -> ${f.dst}:${f.dport}`;
+}
+
+export function reverseFlow(f: FlowKey): FlowKey {
+  return { src: f.dst, dst: f.src, sport: f.dport, dport: f.sport, proto: f.proto };
+}
+
+function prefixMatch(addr: string, prefix: string | undefined, toNum: (a: string) => number): boolean {
+  if (prefix === undefined) return true;
+  const [net, lenStr] = prefix.split('/');
+  const len = lenStr === undefined ? 32 : Number(lenStr);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return ((toNum(addr) & mask) >>> 0) === ((toNum(net!) & mask) >>> 0);
+}
+
+/** Whether a rule's match covers a flow (ingress port not considered). */
+export function matchCovers(m: RuleMatch, f: FlowKey, toNum: (a: string) => number): boolean {
+  if (m.kind === 'exact') {
+    const e = m.flow;
+    return e.src === f.src && e.dst === f.dst && e.sport === f.sport && e.dport === f.dport && e.proto === f.proto;
+  }
+  return (
+    prefixMatch(f.src, m.src, toNum) &&
+    prefixMatch(f.dst, m.dst, toNum) &&
+    (m.sport === undefined || m.sport === 0 || m.sport === f.sport) &&
+    (m.dport === undefined || m.dport === 0 || m.dport === f.dport) &&
+    (m.proto === undefined || m.proto === 0 || m.proto === f.proto)
+  );
+}

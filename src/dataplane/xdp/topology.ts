@@ -1,0 +1,33 @@
+/** What the XDP data plane needs to know about the lab it drives. */
+
+export interface XdpSwitchPort {
+  /** port name, unique per data plane (e.g. "s1-vnf1") */
+  name: string;
+  /** interface name inside the switch's namespace */
+  ifname: string;
+  role: 'host' | 'vnf';
+  /** for role 'vnf': the instance behind the port */
+  instance?: string;
+}
+
+export interface XdpSwitch {
+  name: string;
+  netns: string;
+  ports: XdpSwitchPort[];
+}
+
+export interface XdpInstance {
+  name: string;
+  netns: string;
+  /** [side 0, side 1]: side 0 faces the ingress switch, side 1 the egress switch */
+  ifaces: [string, string];
+  /** frames per ring (per side); a power of two */
+  ringCapacity: number;
+  /** concurrent incoming handovers */
+  ringCount: number;
+}
+
+export interface XdpTopology {
+  switches: XdpSwitch[];
+  instances: XdpInstance[];
+}

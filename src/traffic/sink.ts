@@ -1,0 +1,134 @@
+/**
+ * The receiving side: tg_sink on the host's interface reports every probe
+ * through a ring buffer; here they are checked for loss, reordering,
+ * duplication and VNF state continuity (stamp = sequence number).
+ */
+import path from 'node:path';
+import { BpfObjectSpec, type BpfCollection, type XdpLink, RingBufferReader, u32 } from '../bpf/index.js';
+import { sharpTgEventCodec, sharpTgSinkStatsCodec } from '../generated/abi.js';
+import { sleep } from '../util/mutex.js';
+
+export interface FlowReport {
+  flow: number;
+  sent: bigint;
+  delivered: number;
+  lost: number;
+  reordered: number;
+  duplicated: number;
+  stampMismatches: number;
+}
+
+export interface TrafficReport {
+  sent: number;
+  delivered: number;
+  lost: number;
+  reordered: number;
+  duplicated: number;
+  stampMismatches: number;
+  /** probes that arrived still carrying a shim (must be 0) */
+  marked: number;
+  /** probes the sink saw but could not report (its ring was full) */
+  unreported: number;
+  flows: FlowReport[];
+  latencyUs: { median: number; p99: number; max: number };
+  /** per-probe (rx time ms since start, one-way latency µs), sampled for plots */
+  timeline: [number, number][];
+}
+
+class FlowTrack {
+  seen = new Uint8Array(1024);
+  maxSeq = 0;
+  delivered = 0;
+  reordered = 0;
+  duplicated = 0;
+  stampMismatches = 0;
+
+  add(seq: number, stamp: number): void {
+    if (seq >= this.seen.length) {
+      const next = new Uint8Array(Math.max(seq + 1, this.seen.length * 2));
+      next.set(this.seen);
+      this.seen = next;
+    }
+    if (stamp !== seq) this.stampMismatches++;
+    if (this.seen[seq]) {
+      this.duplicated++;
+      return;
+    }
+    this.seen[seq] = 1;
+    this.delivered++;
+    if (seq < this.maxSeq) this.reordered++;
+    else this.maxSeq = seq;
+  }
+}
+
+export class TrafficSink {
+  readonly #coll: BpfCollection;
+  readonly #link: XdpLink;
+  readonly #reader: RingBufferReader;
+  readonly #flows = new Map<number, FlowTrack>();
+  readonly #latencies: number[] = [];
+  readonly #timeline: [number, number][] = [];
+  readonly #t0 = process.hrtime.bigint();
+  #events = 0;
+  #lastEventAt = performance.now();
+
+  constructor(o: { objectsDir: string; netns: string; ifname: string; sampleEvery?: number }) {
+    this.#coll = BpfObjectSpec.open(path.join(o.objectsDir, 'trafficgen.bpf.o')).load();
+    const every = o.sampleEvery ?? 1;
+    this.#reader = new RingBufferReader(this.#coll.map('tg_events'));
+    this.#reader.on('data', (b: Buffer) => {
+      const ev = sharpTgEventCodec.decode(b);
+      let f = this.#flows.get(ev.flow);
+      if (f === undefined) this.#flows.set(ev.flow, (f = new FlowTrack()));
+      f.add(Number(ev.seq), Number(ev.stamp));
+      const lat = Number(ev.rx_ns - ev.tx_ns) / 1000;
+      this.#latencies.push(lat);
+      if (this.#events % every === 0) this.#timeline.push([Number(process.hrtime.bigint() - this.#t0) / 1e6, lat]);
+      this.#events++;
+      this.#lastEventAt = performance.now();
+    });
+    this.#link = this.#coll.program('tg_sink').attachXdp(o.ifname, { netns: o.netns });
+  }
+
+  get received(): number {
+    return this.#events;
+  }
+
+  /** Waits until `expected` probes arrived or nothing arrived for `quietMs`. */
+  async drain(expected: number, quietMs = 300): Promise<void> {
+    this.#lastEventAt = performance.now();
+    while (this.#events < expected && performance.now() - this.#lastEventAt < quietMs) await sleep(5);
+  }
+
+  report(sentPerFlow: readonly bigint[]): TrafficReport {
+    const st = this.#coll.map('tg_sink_stats').typed(u32, sharpTgSinkStatsCodec).getPerCpu(0) ?? [];
+    const marked = st.reduce((a, s) => a + Number(s.marked), 0);
+    const unreported = st.reduce((a, s) => a + Number(s.lost_events), 0);
+    const flows: FlowReport[] = sentPerFlow.map((sent, flow) => {
+      const t = this.#flows.get(flow) ?? new FlowTrack();
+      return { flow, sent, delivered: t.delivered, lost: Math.max(0, Number(sent) - t.delivered), reordered: t.reordered, duplicated: t.duplicated, stampMismatches: t.stampMismatches };
+    });
+    const lat = [...this.#latencies].sort((a, b) => a - b);
+    const q = (p: number): number => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! : 0);
+    const total = (k: 'delivered' | 'lost' | 'reordered' | 'duplicated' | 'stampMismatches'): number => flows.reduce((a, f) => a + f[k], 0);
+    return {
+      sent: flows.reduce((a, f) => a + Number(f.sent), 0),
+      delivered: total('delivered'),
+      lost: total('lost'),
+      reordered: total('reordered'),
+      duplicated: total('duplicated'),
+      stampMismatches: total('stampMismatches'),
+      marked,
+      unreported,
+      flows,
+      latencyUs: { median: q(0.5), p99: q(0.99), max: lat.length ? lat[lat.length - 1]! : 0 },
+      timeline: this.#timeline,
+    };
+  }
+
+  close(): void {
+    this.#reader.close();
+    this.#link.close();
+    this.#coll.close();
+  }
+}

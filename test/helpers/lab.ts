@@ -1,0 +1,52 @@
+/** A netns lab with the XDP data plane, traffic generators and sinks, torn down after the test. */
+import path from 'node:path';
+import type { Test } from 'tap';
+import { createNetnsLab, destroyLab, type NetnsLab } from '../../src/lab/netns-lab.js';
+import { XdpDataPlane } from '../../src/dataplane/xdp/xdp-dataplane.js';
+import { TrafficGenerator } from '../../src/traffic/generator.js';
+import { TrafficSink } from '../../src/traffic/sink.js';
+import { repoRoot, uniqueName } from './env.js';
+
+export const objectsDir = path.join(repoRoot, 'build/ebpf');
+
+export interface TestLab {
+  lab: NetnsLab;
+  dp: XdpDataPlane;
+  /** client -> server */
+  forward(flows?: number, frameSize?: number): { gen: TrafficGenerator; sink: TrafficSink };
+  /** server -> client */
+  reverse(flows?: number, frameSize?: number): { gen: TrafficGenerator; sink: TrafficSink };
+}
+
+/**
+ * client — s1 — {vnf1, vnf2} — s2 — server, with default routes through
+ * vnf1: s1 sends client traffic to vnf1, s2 sends server traffic to vnf1,
+ * and both switches deliver to their host whatever comes back.
+ */
+export async function testLab(t: Test, options: { ringCapacity?: number; ringCount?: number; instances?: number; defaultRules?: boolean } = {}): Promise<TestLab> {
+  const prefix = `${uniqueName('lab')}-`;
+  t.teardown(() => {
+    destroyLab(prefix);
+  });
+  const lab = createNetnsLab({ prefix, ...options });
+  const dp = await XdpDataPlane.create(lab.topology, { objectsDir });
+  const closers: (() => void)[] = [];
+  t.teardown(async () => {
+    for (const c of closers.reverse()) c();
+    await dp.close();
+  });
+  if (options.defaultRules !== false) {
+    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 1 }, action: { outPort: 's1-vnf1', phase: 0, handoverId: 0 } });
+    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', phase: 0, handoverId: 0 } });
+    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 1 }, action: { outPort: 's2-vnf1', phase: 0, handoverId: 0 } });
+    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', phase: 0, handoverId: 0 } });
+  }
+  const pair = (from: typeof lab.client, to: typeof lab.client, flows = 1, frameSize = 128): { gen: TrafficGenerator; sink: TrafficSink } => {
+    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname });
+    closers.push(() => sink.close());
+    const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows, frameSize });
+    closers.push(() => gen.close());
+    return { gen, sink };
+  };
+  return { lab, dp, forward: (f, s) => pair(lab.client, lab.server, f, s), reverse: (f, s) => pair(lab.server, lab.client, f, s) };
+}
