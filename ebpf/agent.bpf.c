@@ -84,6 +84,14 @@ struct {
 	__type(value, __u32);			/* enum sharp_replay_mode */
 } replay_mode SEC(".maps");
 
+/* user space resizes to ring_count * 2 */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_DEFAULT_RING_COUNT * SHARP_SIDES);
+	__type(key, __u32);			/* ring * 2 + side */
+	__type(value, struct sharp_release_ctl);
+} release_ctl SEC(".maps");
+
 /* Rollback path: where RELAY-mode replays send frames, per side. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
@@ -165,8 +173,9 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 {
 	enum hold_verdict v;
 	struct sharp_slot *slot;
+	struct sharp_release_ctl *ctl;
 	__u32 cap = ring_capacity;
-	__u32 base, pos = 0, idx;
+	__u32 base, pos = 0, idx, ckey, requested = 0, flushed = 0;
 	__u64 len;
 	int fits;
 
@@ -181,9 +190,23 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 	len = bpf_xdp_get_buff_len(ctx);
 	fits = len >= SHARP_ETH_HLEN && len <= SHARP_MAX_FRAME;
 
-	/* No helper calls while holding the lock. */
+	/* Release progress, read before the lock (no helper calls under it). */
+	ckey = ho->ring * SHARP_SIDES + side;
+	ctl = bpf_map_lookup_elem(&release_ctl, &ckey);
+	if (ctl) {
+		requested = SHARP_READ_ONCE(ctl->requested);
+		flushed = SHARP_READ_ONCE(ctl->flushed_head);
+	}
+
 	bpf_spin_lock(&ho->lock);
 	if (ho->state[side] != SHARP_HOLD_HOLDING) {
+		v = HOLD_PASS;
+	} else if (requested && ho->head[side] == ho->tail[side] && !ho->replaying[side] &&
+		   flushed == ho->head[side]) {
+		/* Everything held before this frame is out of the ring and
+		 * flushed: this frame may overtake nothing, so it passes, and
+		 * so do all that follow. */
+		ho->state[side] = SHARP_HOLD_PASSING;
 		v = HOLD_PASS;
 	} else if (!fits) {
 		v = HOLD_TOO_BIG;

@@ -341,6 +341,22 @@ enum sharp_replay_mode {
 	SHARP_REPLAY_RELAY = 1,
 };
 
+/*
+ * release_ctl: ARRAY (ring * 2 + side) -> sharp_release_ctl, written by user
+ * space only. Lets a HOLDING side switch to PASSING by itself, on the
+ * arrival path, so a release converges under any arrival rate: a new frame
+ * passes directly iff release was requested, the ring is empty, no replay is
+ * copying a slot, and every frame popped so far has been flushed to the next
+ * device (user space sets flushed_head to head after each replay test run
+ * returned). Otherwise it is queued behind the held frames as before.
+ * User space zeroes the entry when it arms the ring.
+ */
+struct sharp_release_ctl {
+	__u32 requested;	/* 1 once user space started releasing */
+	__u32 flushed_head;	/* head value up to which replayed frames are flushed */
+};
+_Static_assert(sizeof(struct sharp_release_ctl) == 8, "sharp_release_ctl size");
+
 /* replay_ctl: ARRAY side -> __u32 hid drained by agent_replay and
  * agent_release_finish on that side. */
 

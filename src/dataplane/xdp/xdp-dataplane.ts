@@ -27,6 +27,7 @@ import {
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
   sharpFlowKeyCodec,
+  sharpReleaseCtlCodec,
   rodataLayouts,
   SHARP_PORT_HOST,
   SHARP_PORT_VNF,
@@ -160,6 +161,7 @@ export class XdpDataPlane implements DataPlane {
     const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'agent.bpf.o'));
     spec.setConstants(rodataLayouts['agent']!, { ring_capacity: inst.ringCapacity, ring_count: inst.ringCount });
     spec.setMaxEntries('slots', inst.ringCount * 2 * inst.ringCapacity);
+    spec.setMaxEntries('release_ctl', inst.ringCount * 2);
     const agent = spec.load();
     let vnf: BpfCollection;
     try {
@@ -379,6 +381,8 @@ export class XdpDataPlane implements DataPlane {
     await this.checkAgent(name);
     const inst = this.#instance(name);
     if (!Number.isInteger(ring) || ring < 0 || ring >= inst.spec.ringCount) throw new DataPlaneError(`ring ${ring} out of range 0..${inst.spec.ringCount - 1} on ${name}`);
+    const ctl = inst.agent.map('release_ctl');
+    for (const side of [0, 1]) ctl.update(u32.encode(ring * 2 + side), sharpReleaseCtlCodec.encode({ requested: 0, flushed_head: 0 }));
     this.#putHandover(name, hid, { role: SHARP_AGENT_NEW, ring, state: [SHARP_HOLD_HOLDING, SHARP_HOLD_HOLDING] });
   }
 
@@ -424,23 +428,35 @@ export class XdpDataPlane implements DataPlane {
       let rounds = 0;
       if (options.relayTo !== undefined) this.#pointRelay(inst, options.relayTo);
       const template = Buffer.alloc(64);
+      const releaseCtl = inst.agent.map('release_ctl');
       for (const side of [0, 1] as const) {
         ctl.update(u32.encode(side), u32.encode(hid));
         mode.update(u32.encode(side), u32.encode(options.relayTo === undefined ? SHARP_REPLAY_TO_VNF : SHARP_REPLAY_RELAY));
         const ctx = xdpMd({ dataLen: template.length, ingressIfindex: inst.ifindex[side] });
+        let st = this.#readHandover(name, hid);
+        if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} is not armed`);
+        const key = u32.encode(st.ring * 2 + side);
+        // from now on a frame finding the ring empty and flushed passes by itself
+        releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: st.head[side] as number }));
         for (;;) {
-          const st = this.#readHandover(name, hid);
-          if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} is not armed`);
+          st = this.#readHandover(name, hid);
+          if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} was disarmed during its release`);
+          if (st.state[side] === SHARP_HOLD_PASSING) break;
           const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
           if (queued > 0) {
             rounds++;
-            await inst.agent.program('agent_replay').runAsync({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns });
+            // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
+            inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns });
+            const head = this.#readHandover(name, hid)?.head[side] as number | undefined;
+            if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
+            continue;
           }
+          // nothing queued and no frame arrived to flip the side: flip it here
           const fin = inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns }).retval;
           if (fin === SHARP_FINISH_DONE) break;
           if (fin !== SHARP_FINISH_AGAIN) throw new DataPlaneError(`${name}: releasing handover ${hid} failed on side ${side} (finish returned ${fin})`);
-          if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side}, ${queued} frames queued)`);
-          if (queued === 0) await sleep(0); // a frame is being written into its slot: let it finish
+          if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side})`);
+          await sleep(0); // a frame is being written into its slot: let it finish
         }
         mode.update(u32.encode(side), u32.encode(SHARP_REPLAY_TO_VNF));
       }

@@ -1,0 +1,108 @@
+/**
+ * The state-mover hook: called by the handover engine once SHarP says the
+ * old instance's state for the moving flows is final, with the handover's
+ * context — the "additional information" SHarP hands to any state
+ * management solution.
+ */
+import type { DataPlane, FlowKey, Rule } from '../dataplane/types.js';
+import { matchCovers } from '../dataplane/types.js';
+import { ipv4Number } from '../net/frame.js';
+
+export interface HandoverCounts {
+  /** PRE packets the switches sent to the old instance */
+  preSent: bigint;
+  /** PRE packets the old instance's agent received */
+  preSeen: bigint;
+  /** POST packets the switches sent to the new instance so far */
+  postSent: bigint;
+}
+
+export interface HandoverContext {
+  id: number;
+  rules: readonly Rule[];
+  from: string;
+  to: string;
+  /** whether a flow belongs to the moving rules (either direction) */
+  covers(flow: FlowKey): boolean;
+  counts: HandoverCounts;
+  /** ms since the handover started, per completed step */
+  timings: Readonly<Record<string, number>>;
+  dataPlane: DataPlane;
+}
+
+export interface StateMover {
+  readonly name: string;
+  /** Moves the flows' state from ctx.from to ctx.to. Must honour `signal` (timeout/abort). */
+  move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult>;
+  /** Undoes a partial move at ctx.to after a failure (best effort). */
+  rollback?(ctx: HandoverContext): Promise<void>;
+}
+
+export interface StateMoveResult {
+  /** state records moved */
+  records: number;
+  bytes: number;
+}
+
+export function ruleCovers(rules: readonly Rule[]): (flow: FlowKey) => boolean {
+  return (flow) => rules.some((r) => matchCovers(r.match, flow, ipv4Number));
+}
+
+/** Moves the example XDP VNF's per-flow map entries (export at A, import at B, delete at A). */
+export class VnfMapStateMover implements StateMover {
+  readonly name = 'vnf-map';
+
+  async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {
+    const entries = await ctx.dataPlane.exportState(ctx.from, ctx.covers);
+    signal.throwIfAborted();
+    await ctx.dataPlane.importState(ctx.to, entries);
+    signal.throwIfAborted();
+    await ctx.dataPlane.deleteState(
+      ctx.from,
+      entries.map((e) => e.flow),
+    );
+    return { records: entries.length, bytes: entries.reduce((a, e) => a + e.value.length, 0) };
+  }
+
+  async rollback(ctx: HandoverContext): Promise<void> {
+    const moved = await ctx.dataPlane.exportState(ctx.to, ctx.covers);
+    await ctx.dataPlane.deleteState(
+      ctx.to,
+      moved.map((e) => e.flow),
+    );
+  }
+}
+
+/**
+ * Wraps a mover with an injected transfer delay (as if the state crossed a
+ * slow network), to show that the handover stays lossless whatever it takes.
+ */
+export class DelayedStateMover implements StateMover {
+  readonly name: string;
+  constructor(
+    readonly inner: StateMover,
+    readonly delayMs: number,
+  ) {
+    this.name = `${inner.name}+${delayMs}ms`;
+  }
+
+  async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, this.delayMs);
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          reject(signal.reason);
+        },
+        { once: true },
+      );
+    });
+    return this.inner.move(ctx, signal);
+  }
+
+  async rollback(ctx: HandoverContext): Promise<void> {
+    await this.inner.rollback?.(ctx);
+  }
+}
+

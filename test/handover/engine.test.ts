@@ -1,0 +1,223 @@
+// End-to-end SHarP handovers in network namespaces, while probe traffic runs
+// in both directions: nothing lost, reordered or duplicated; VNF state
+// continuous; no packet at the controller; held = released.
+import t from 'tap';
+import { testLab, type TestLab } from '../helpers/lab.js';
+import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
+import { VnfMapStateMover, DelayedStateMover, type StateMover } from '../../src/handover/state-mover.js';
+import { Phase, type FlowKey } from '../../src/dataplane/types.js';
+import { sleep } from '../../src/util/mutex.js';
+import type { TrafficReport } from '../../src/traffic/sink.js';
+
+const UDP = 17;
+
+/** Exact rules for one flow each way: client→server on s1, server→client on s2. */
+async function exactRules(l: TestLab, flow: FlowKey): Promise<number[]> {
+  const fwd = await l.dp.addRule({ switch: 's1', match: { kind: 'exact', flow }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
+  const rev = await l.dp.addRule({
+    switch: 's2',
+    match: { kind: 'exact', flow: { src: flow.dst, dst: flow.src, sport: flow.dport, dport: flow.sport, proto: flow.proto } },
+    action: { outPort: 's2-vnf1', phase: Phase.NONE, handoverId: 0 },
+  });
+  return [fwd.id, rev.id];
+}
+
+function wildcardRules(l: TestLab): number[] {
+  return l.dp
+    .rules()
+    .filter((r) => r.action.outPort === 's1-vnf1' || r.action.outPort === 's2-vnf1')
+    .map((r) => r.id);
+}
+
+interface Run {
+  reports: TrafficReport[];
+  results: HandoverResult[];
+}
+
+/** Traffic both ways at `pps` each; `handovers` back and forth between vnf1 and vnf2. */
+async function runHandovers(l: TestLab, opts: { flows: number; pps: number; rules: number[]; count: number; mover: StateMover; gapMs?: number }): Promise<Run> {
+  const engine = new HandoverEngine(l.dp, { mover: opts.mover });
+  const fw = l.forward(opts.flows);
+  const rv = l.reverse(opts.flows);
+  fw.gen.start(opts.pps);
+  rv.gen.start(opts.pps);
+  // every flow has sent (and so has VNF state) before the first move
+  await sleep(200);
+  const results: HandoverResult[] = [];
+  let at = 'vnf1';
+  for (let i = 0; i < opts.count; i++) {
+    const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+    const r = await engine.handover({ rules: opts.rules, from: at, to, expectedPps: opts.pps * 2 });
+    results.push(r);
+    if (r.outcome === 'completed') at = to;
+    await sleep(opts.gapMs ?? 20);
+  }
+  await Promise.all([fw.gen.stop(), rv.gen.stop()]);
+  await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
+  return { reports: [fw.sink.report(fw.gen.sentPerFlow()), rv.sink.report(rv.gen.sentPerFlow())], results };
+}
+
+function assertClean(t: Tap.Test, run: Run, l: TestLab): Promise<void> {
+  run.reports.forEach((r, i) => {
+    const dir = i === 0 ? 'client→server' : 'server→client';
+    t.ok(r.sent > 0, `${dir}: ${r.sent} probes sent`);
+    t.equal(r.delivered, r.sent, `${dir}: every probe delivered`);
+    t.equal(r.lost, 0, `${dir}: 0 lost`);
+    t.equal(r.reordered, 0, `${dir}: 0 reordered`);
+    t.equal(r.duplicated, 0, `${dir}: 0 duplicated`);
+    t.equal(r.stampMismatches, 0, `${dir}: the VNF's counter equals the sequence number on every probe`);
+    t.equal(r.marked, 0, `${dir}: no probe arrived with a shim`);
+  });
+  for (const h of run.results) {
+    t.equal(h.outcome, 'completed', `handover ${h.id} ${h.from}→${h.to} completed${h.reason ? ` (${h.reason})` : ''}`);
+    t.equal(h.counts.held, h.counts.released, `handover ${h.id}: held ${h.counts.held} = released ${h.counts.released}`);
+    t.equal(h.counts.overflow, 0n);
+    t.equal(h.counts.preSeen >= h.counts.preSent, true, `handover ${h.id}: ${h.counts.preSent} PRE frames drained`);
+  }
+  return l.dp.controllerDataPackets().then((c) => {
+    t.equal(c.packets, 0n, 'the controller received 0 data packets');
+  });
+}
+
+import type * as Tap from 'tap';
+
+t.test('exact-flow handovers back and forth with state delays of 0, 100 ms and 1 s', async (t) => {
+  for (const [delay, count] of [
+    [0, 12],
+    [100, 4],
+    [1000, 2],
+  ] as const) {
+    await t.test(`state delay ${delay} ms, ${count} handovers`, async (t) => {
+      const l = await testLab(t);
+      const rules = await exactRules(l, { src: l.lab.client.ip, dst: l.lab.server.ip, sport: 20000, dport: 9000, proto: UDP });
+      const run = await runHandovers(l, { flows: 1, pps: 2000, rules, count, mover: new DelayedStateMover(new VnfMapStateMover(), delay) });
+      await assertClean(t, run, l);
+      for (const h of run.results) t.ok(h.stateMs >= delay, `handover ${h.id}: the state move took ${h.stateMs.toFixed(1)} ms (injected ${delay})`);
+      t.ok(
+        run.results.some((h) => h.counts.held > 0n),
+        'frames were really held at the new instance during the moves',
+      );
+    });
+  }
+});
+
+t.test('a wildcard rule carrying 128 concurrent flows moves as one', async (t) => {
+  const l = await testLab(t);
+  const rules = wildcardRules(l);
+  t.equal(rules.length, 2, 'the forward rule on s1 and the reverse rule on s2');
+  const run = await runHandovers(l, { flows: 128, pps: 4000, rules, count: 4, mover: new DelayedStateMover(new VnfMapStateMover(), 100) });
+  await assertClean(t, run, l);
+  for (const h of run.results) t.equal(h.state?.records, 256, `handover ${h.id} moved the state of 128 flows in both directions`);
+  t.equal(run.reports[0]!.flows.filter((f) => f.delivered > 0).length, 128, 'all 128 flows carried traffic');
+});
+
+t.test('concurrent handovers of different flows', async (t) => {
+  const l = await testLab(t);
+  const a = await exactRules(l, { src: l.lab.client.ip, dst: l.lab.server.ip, sport: 20000, dport: 9000, proto: UDP });
+  const b = await exactRules(l, { src: l.lab.client.ip, dst: l.lab.server.ip, sport: 20001, dport: 9000, proto: UDP });
+  const engine = new HandoverEngine(l.dp, { mover: new DelayedStateMover(new VnfMapStateMover(), 100) });
+  const fw = l.forward(2);
+  fw.gen.start(2000);
+  await sleep(50);
+  const results = await Promise.all([engine.handover({ rules: a, from: 'vnf1', to: 'vnf2', expectedPps: 2000 }), engine.handover({ rules: b, from: 'vnf1', to: 'vnf2', expectedPps: 2000 })]);
+  await sleep(50);
+  await fw.gen.stop();
+  await fw.sink.drain(fw.gen.sent);
+  const r = fw.sink.report(fw.gen.sentPerFlow());
+  t.same(
+    results.map((x) => x.outcome),
+    ['completed', 'completed'],
+  );
+  t.not(results[0]!.id, results[1]!.id, 'distinct handover ids');
+  t.equal(r.delivered, r.sent);
+  t.equal(r.lost + r.reordered + r.duplicated + r.stampMismatches, 0);
+});
+
+t.test('a handover to an instance whose agent is missing is refused; traffic keeps flowing through the old one', async (t) => {
+  const l = await testLab(t);
+  const rules = wildcardRules(l);
+  const engine = new HandoverEngine(l.dp, { mover: new VnfMapStateMover() });
+  const fw = l.forward(2);
+  fw.gen.start(2000);
+  await sleep(50);
+  l.dp.detachAgent('vnf2');
+  await t.rejects(engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 2000 }), { name: 'HandoverError', message: /vnf2 has no working SHarP agent: the agent program is not attached to eth0/ });
+  await sleep(100);
+  await fw.gen.stop();
+  await fw.sink.drain(fw.gen.sent);
+  const r = fw.sink.report(fw.gen.sentPerFlow());
+  t.equal(r.delivered, r.sent, 'every probe still delivered');
+  t.equal(r.stampMismatches, 0, 'through vnf1, whose state is untouched');
+  t.equal(l.dp.getRule(rules[0]!)!.action.outPort, 's1-vnf1', 'the rule still points at vnf1');
+  t.equal(engine.active().length, 0, 'nothing left in flight');
+});
+
+class ThrowingMover implements StateMover {
+  readonly name = 'throws';
+  async move(): Promise<never> {
+    await sleep(50);
+    throw new Error('state store unreachable');
+  }
+}
+
+class HangingMover implements StateMover {
+  readonly name = 'hangs';
+  move(_ctx: unknown, signal: AbortSignal): Promise<never> {
+    return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+  }
+}
+
+for (const [name, mover, stateTimeoutMs] of [
+  ['throws', new ThrowingMover(), undefined],
+  ['times out', new HangingMover(), 300],
+] as const) {
+  t.test(`a state mover that ${name} rolls back after switch-over with nothing lost`, async (t) => {
+    const l = await testLab(t);
+    const rules = wildcardRules(l);
+    const engine = new HandoverEngine(l.dp, { mover });
+    const fw = l.forward(4);
+    const rv = l.reverse(4);
+    fw.gen.start(2000);
+    rv.gen.start(2000);
+    await sleep(50);
+    const res = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 4000, ...(stateTimeoutMs ? { stateTimeoutMs } : {}) });
+    await sleep(100);
+    await Promise.all([fw.gen.stop(), rv.gen.stop()]);
+    await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
+    t.equal(res.outcome, 'aborted');
+    t.match(res.reason, name === 'throws' ? /moving-state: .*state store unreachable; traffic stays on vnf1/ : /did not finish within 300 ms; traffic stays on vnf1/);
+    t.ok(res.counts.relayed > 0n, `${res.counts.relayed} frames held at vnf2 went back to vnf1 in the kernel`);
+    t.ok(res.events.some((e) => e.step === 'rolling-back'));
+    for (const [dir, r] of [
+      ['client→server', fw.sink.report(fw.gen.sentPerFlow())],
+      ['server→client', rv.sink.report(rv.gen.sentPerFlow())],
+    ] as const) {
+      t.equal(r.delivered, r.sent, `${dir}: every probe delivered`);
+      t.equal(r.lost + r.reordered + r.duplicated, 0, `${dir}: nothing lost, reordered or duplicated`);
+      t.equal(r.stampMismatches, 0, `${dir}: vnf1's state stayed continuous`);
+    }
+    for (const id of rules) t.same(l.dp.getRule(id)!.action, { outPort: l.dp.getRule(id)!.switch === 's1' ? 's1-vnf1' : 's2-vnf1', phase: Phase.NONE, handoverId: 0 }, `rule ${id} is back on vnf1, unmarked`);
+  });
+}
+
+t.test('ring overflow is reported and reconciles: sent = delivered + dropped', async (t) => {
+  const l = await testLab(t, { ringCapacity: 64 });
+  const rules = wildcardRules(l);
+  const engine = new HandoverEngine(l.dp, { mover: new DelayedStateMover(new VnfMapStateMover(), 400) });
+  await t.rejects(engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 2000, expectedStateMs: 400 }), { name: 'CapacityError', message: /holds 64 frames per side.*refusing/ }, 'refused up front by default');
+  const fw = l.forward(1);
+  fw.gen.start(2000);
+  await sleep(50);
+  const res = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 2000, expectedStateMs: 400, capacityPolicy: 'warn' });
+  await sleep(50);
+  await fw.gen.stop();
+  await fw.sink.drain(fw.gen.sent);
+  const r = fw.sink.report(fw.gen.sentPerFlow());
+  t.equal(res.outcome, 'completed');
+  t.ok(res.counts.overflow > 0n, `${res.counts.overflow} frames overflowed the 64-frame ring`);
+  t.match(res.reason, /overflowed the hold ring/);
+  t.ok(res.events.some((e) => e.step === 'warning'), 'a warning event was emitted');
+  t.equal(res.counts.held, 64n, 'the ring held exactly its capacity');
+  t.equal(r.sent, r.delivered + Number(res.counts.overflow), `sent ${r.sent} = delivered ${r.delivered} + dropped ${res.counts.overflow}`);
+  t.equal(r.reordered + r.duplicated, 0, 'what was delivered is in order, once');
+});
