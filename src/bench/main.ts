@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchMapOps } from './map-ops.js';
+import { benchForwarding } from './forwarding.js';
+import { benchMaxLosslessRate, benchOverhead } from './handover.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const outFile = path.join(repoRoot, 'results/bench.json');
@@ -26,6 +28,36 @@ console.table({
   lookup: { 'single /s': m.singleLookupPerSec, 'batch /s': m.batchLookupPerSec, 'batch ÷ single': m.batchVsSingleLookup },
 });
 for (const [k, v] of Object.entries(m)) results[`maps.${k}`] = v;
+
+const objectsDir = path.join(repoRoot, 'build/ebpf');
+const quick = process.argv.includes('--quick');
+
+console.log('\nXDP forwarding, 60-byte frames: live-frames generator → veth → DUT → veth → counting sink (medians of alternating rounds):');
+const fw = await benchForwarding(objectsDir, quick ? { frames: 500_000, rounds: 1 } : { frames: 2_000_000, rounds: 3 });
+console.table({
+  'bare XDP redirect': { Mpps: fw.bareMpps, 'vs bare': 1 },
+  'switch (rule lookup, counters)': { Mpps: fw.switchMpps, 'vs bare': fw.switchVsBareRatio },
+  'switch, marking active (PRE shim)': { Mpps: fw.switchMarkedMpps, 'vs bare': fw.switchMarkedVsBareRatio },
+});
+results['xdp.bareMpps'] = fw.bareMpps;
+results['xdp.switchMpps'] = fw.switchMarkedMpps;
+results['xdp.switchVsBareRatio'] = fw.switchMarkedVsBareRatio;
+results['xdp.switchUnmarkedMpps'] = fw.switchMpps;
+results['xdp.switchUnmarkedVsBareRatio'] = fw.switchVsBareRatio;
+
+console.log('\nhighest offered rate at which handovers stay lossless and ordered (8 flows, 5 handovers per rate, state delay 0):');
+const rates = quick ? [5_000, 20_000] : [5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000];
+const mr = await benchMaxLosslessRate(objectsDir, rates, quick ? 2 : 5);
+console.table(mr.tried);
+results['handover.maxLosslessPps'] = mr.maxLosslessPps;
+console.log(`handover.maxLosslessPps = ${mr.maxLosslessPps}`);
+
+const ovhOpts = quick ? { handovers: 5, pps: 2000, delayMs: 100 } : { handovers: 30, pps: 5000, delayMs: 100 };
+console.log(`\nhandover completion time minus the injected state delay (${ovhOpts.handovers} handovers, ${ovhOpts.pps} pps, ${ovhOpts.delayMs} ms delay):`);
+const ovh = await benchOverhead(objectsDir, ovhOpts);
+console.table({ overhead: { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.overheadP99Ms, 'all lossless': ovh.allClean } });
+results['handover.overheadMedianMs'] = ovh.overheadMedianMs;
+results['handover.overheadP99Ms'] = ovh.overheadP99Ms;
 
 mkdirSync(path.dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');

@@ -9,3 +9,4 @@ export { BpfObjectSpec, BpfCollection, type MapSpec, type ProgramSpec, type Cons
 export { XdpLink, XdpAttachment, TcFilter, removeClsact, queryXdp, type XdpMode, type TcDirection } from './link.js';
 export { RingBufferReader } from './ringbuf.js';
 export { bpfNative } from './native.js';
+export { XdpDispatcherAnchor } from './dispatcher.js';

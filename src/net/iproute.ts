@@ -67,22 +67,22 @@ export interface VethEnd {
  * CPUs cannot be reordered by queue choice) and brings both ends up.
  */
 export function createVeth(a: VethEnd, b: VethEnd, mtu?: number): void {
-  const args = ['link', 'add', a.name, 'numtxqueues', '1', 'numrxqueues', '1'];
+  const args = ['link', 'add', 'name', a.name, 'numtxqueues', '1', 'numrxqueues', '1'];
   if (a.mac) args.push('address', a.mac);
   args.push('type', 'veth', 'peer', 'name', b.name, 'numtxqueues', '1', 'numrxqueues', '1');
   if (b.mac) args.push('address', b.mac);
   if (b.netns) args.push('netns', b.netns);
   ip(args, a.netns);
   for (const end of [a, b]) {
-    if (mtu !== undefined) ip(['link', 'set', end.name, 'mtu', String(mtu)], end.netns);
+    if (mtu !== undefined) ip(['link', 'set', 'dev', end.name, 'mtu', String(mtu)], end.netns);
     if (end.address) ip(['addr', 'add', end.address, 'dev', end.name], end.netns);
-    ip(['link', 'set', end.name, 'up'], end.netns);
+    ip(['link', 'set', 'dev', end.name, 'up'], end.netns);
   }
 }
 
 export function deleteLink(name: string, netns?: string): void {
   try {
-    ip(['link', 'del', name], netns);
+    ip(['link', 'del', 'dev', name], netns);
   } catch (e) {
     if (e instanceof IprouteError && /Cannot find device|does not exist/.test(e.stderr)) return;
     throw e;
@@ -91,7 +91,7 @@ export function deleteLink(name: string, netns?: string): void {
 
 export function linkExists(name: string, netns?: string): boolean {
   try {
-    ip(['link', 'show', name], netns);
+    ip(['link', 'show', 'dev', name], netns);
     return true;
   } catch {
     return false;
@@ -99,7 +99,7 @@ export function linkExists(name: string, netns?: string): boolean {
 }
 
 export function linkMac(name: string, netns?: string): string {
-  const out = ip(['-j', 'link', 'show', name], netns);
+  const out = ip(['-j', 'link', 'show', 'dev', name], netns);
   const parsed = JSON.parse(out) as { address: string }[];
   return parsed[0]!.address;
 }
@@ -113,4 +113,12 @@ export function ethtoolFeatures(ifname: string, features: Readonly<Record<string
 
 export function addNeighbor(ifname: string, ipAddr: string, mac: string, netns?: string): void {
   ip(['neigh', 'replace', ipAddr, 'lladdr', mac, 'dev', ifname, 'nud', 'permanent'], netns);
+}
+
+/**
+ * An interface that carries no traffic: a veth pair left down (this kernel
+ * has no dummy driver). Deleting `name` deletes its peer too.
+ */
+export function createIdleInterface(name: string, netns?: string): void {
+  ip(['link', 'add', 'name', name, 'type', 'veth', 'peer', 'name', `${name.slice(0, 14)}p`], netns);
 }

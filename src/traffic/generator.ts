@@ -4,7 +4,7 @@
  * carries its flow number and per-flow sequence number (1-based).
  */
 import path from 'node:path';
-import { BpfObjectSpec, type BpfCollection, ifindexOf, xdpMd, u32, u64 } from '../bpf/index.js';
+import { BpfObjectSpec, type BpfCollection, XdpDispatcherAnchor, ifindexOf, xdpMd, u32, u64 } from '../bpf/index.js';
 import { sharpTgConfigCodec } from '../generated/abi.js';
 import { udpFrame } from '../net/frame.js';
 import { sleep } from '../util/mutex.js';
@@ -32,6 +32,7 @@ export class TrafficGenerator {
   readonly #o: Required<GeneratorOptions>;
   readonly #template: Buffer;
   readonly #ctx: Buffer;
+  readonly #anchor: XdpDispatcherAnchor;
   #sent = 0;
   #running: Promise<void> | undefined;
   #stop = false;
@@ -52,6 +53,12 @@ export class TrafficGenerator {
       udpChecksum: false, // tg_tx rewrites ports and probe fields without checksum updates
     });
     this.#ctx = xdpMd({ dataLen: this.#template.length, ingressIfindex: ifindexOf(o.ifname, o.netns) });
+    try {
+      this.#anchor = new XdpDispatcherAnchor(this.#coll.program('tg_tx'), `sharp-tg${process.pid % 1000}`, o.netns);
+    } catch (e) {
+      this.#coll.close();
+      throw e;
+    }
   }
 
   get flows(): number {
@@ -101,6 +108,7 @@ export class TrafficGenerator {
   }
 
   close(): void {
+    this.#anchor.close();
     this.#coll.close();
   }
 }

@@ -16,6 +16,7 @@ import {
   MapUpdate,
   queryXdp,
   BpfError,
+  XdpDispatcherAnchor,
 } from '../../bpf/index.js';
 import {
   sharpPortInfoCodec,
@@ -88,6 +89,8 @@ interface LoadedSwitch {
 
 interface LoadedInstance {
   spec: XdpInstance;
+  /** keeps agent_replay in the XDP dispatcher: repeated test runs stay fast */
+  anchor: XdpDispatcherAnchor;
   agent: BpfCollection;
   vnf: BpfCollection;
   links: XdpLink[];
@@ -171,7 +174,15 @@ export class XdpDataPlane implements DataPlane {
       throw e;
     }
     const ifindex: [number, number] = [ifindexOf(inst.ifaces[0], inst.netns), ifindexOf(inst.ifaces[1], inst.netns)];
-    const loaded: LoadedInstance = { spec: inst, agent, vnf, links: [], ifindex, releaseLock: new Mutex() };
+    let anchor: XdpDispatcherAnchor;
+    try {
+      anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), 'sharp-anchor', inst.netns);
+    } catch (e) {
+      agent.close();
+      vnf.close();
+      throw e;
+    }
+    const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex() };
     this.#instances.set(inst.name, loaded);
     // the VNF forwards between its two interfaces: side 0 <-> side 1
     withNetns(inst.netns, () => {
@@ -543,6 +554,7 @@ export class XdpDataPlane implements DataPlane {
     this.#closed = true;
     for (const i of this.#instances.values()) {
       for (const l of i.links) l.close();
+      i.anchor.close();
       i.agent.close();
       i.vnf.close();
     }
