@@ -92,7 +92,7 @@ t.test('exact-flow handovers back and forth with state delays of 0, 100 ms and 1
       const rules = await exactRules(l, { src: l.lab.client.ip, dst: l.lab.server.ip, sport: 20000, dport: 9000, proto: UDP });
       const run = await runHandovers(l, { flows: 1, pps: 2000, rules, count, mover: new DelayedStateMover(new VnfMapStateMover(), delay) });
       await assertClean(t, run, l);
-      for (const h of run.results) t.ok(h.stateMs >= delay, `handover ${h.id}: the state move took ${h.stateMs.toFixed(1)} ms (injected ${delay})`);
+      for (const h of run.results) t.ok(h.stateMs >= delay - 1, `handover ${h.id}: the state move took ${h.stateMs.toFixed(1)} ms (injected ${delay})`);
       t.ok(
         run.results.some((h) => h.counts.held > 0n),
         'frames were really held at the new instance during the moves',
