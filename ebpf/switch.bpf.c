@@ -21,8 +21,8 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SHARP_DEFAULT_MAX_PORTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_DEFAULT_MAX_IFINDEX);
 	__type(key, __u32);			/* ifindex */
 	__type(value, struct sharp_port_info);
 } ports SEC(".maps");
@@ -36,9 +36,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SHARP_DEFAULT_MAX_RULES);
 	__type(key, struct sharp_flow_key);
-	__type(value, __u32);			/* rule_id */
+	__type(value, struct sharp_exact_rule);
 } rules_exact SEC(".maps");
 
 /* Fixed size: the scan bound of the program is the array size. */
@@ -197,11 +198,11 @@ int sharp_switch(struct xdp_md *ctx)
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 in_slot, rule_id, out_slot, hid, phase;
 	__u64 len;
-	__u32 *rid;
+	struct sharp_exact_rule *ex;
 	long rc;
 
 	pi = bpf_map_lookup_elem(&ports, &ifindex);
-	if (!pi)
+	if (!pi || pi->role == 0)
 		return XDP_PASS;	/* not a switch port we manage */
 	in_slot = pi->slot;
 	ps_in = bpf_map_lookup_elem(&port_stats, &in_slot);
@@ -236,18 +237,20 @@ int sharp_switch(struct xdp_md *ctx)
 	}
 
 	/* Exact rules always win over wildcard rules. */
-	rid = bpf_map_lookup_elem(&rules_exact, &key);
-	if (rid)
-		rule_id = *rid;
-	else if (wild_lookup(&key, in_slot, &rule_id)) {
-		PSTAT_INC(ps_in, drop_no_rule);
-		return XDP_DROP;
-	}
-
-	act = bpf_map_lookup_elem(&rule_actions, &rule_id);
-	if (!act) {
-		PSTAT_INC(ps_in, drop_no_rule);
-		return XDP_DROP;
+	ex = bpf_map_lookup_elem(&rules_exact, &key);
+	if (ex) {
+		rule_id = ex->rule_id;
+		act = &ex->action;
+	} else {
+		if (wild_lookup(&key, in_slot, &rule_id)) {
+			PSTAT_INC(ps_in, drop_no_rule);
+			return XDP_DROP;
+		}
+		act = bpf_map_lookup_elem(&rule_actions, &rule_id);
+		if (!act) {
+			PSTAT_INC(ps_in, drop_no_rule);
+			return XDP_DROP;
+		}
 	}
 	/* One snapshot of the action: it may be replaced concurrently. */
 	out_slot = act->out_slot;

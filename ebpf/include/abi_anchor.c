@@ -32,6 +32,7 @@ struct sharp_abi_anchor {
 	struct sharp_port_info port_info;
 	struct sharp_wild_rule wild_rule;
 	struct sharp_rule_action rule_action;
+	struct sharp_exact_rule exact_rule;
 	struct sharp_rule_stats rule_stats;
 	struct sharp_port_stats port_stats;
 	struct sharp_ho_stats ho_stats;

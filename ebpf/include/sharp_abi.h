@@ -134,11 +134,14 @@ enum sharp_port_role {
 
 enum sharp_switch_limits {
 	SHARP_MAX_WILD_RULES = 256,	/* rules_wild size == scan bound (fixed) */
-	SHARP_DEFAULT_MAX_PORTS = 64,	/* ports, tx_ports, port_stats (resizable) */
+	SHARP_DEFAULT_MAX_PORTS = 64,	/* tx_ports, port_stats (resizable) */
+	SHARP_DEFAULT_MAX_IFINDEX = 1024,	/* ports: ifindexes below this (resizable) */
 	SHARP_DEFAULT_MAX_RULES = 4096,	/* rules_exact, rule_actions, rule_stats (resizable) */
 };
 
-/* ports: HASH ifindex (__u32) -> sharp_port_info.
+/* ports: ARRAY indexed by ifindex -> sharp_port_info; role 0 = not a switch
+ * port. An array, not a hash: its lookup is inlined, and it is on every
+ * packet's path (user space sizes it above the largest port ifindex).
  * role is informational for the control plane; the program treats all
  * ports alike (every port drops incoming shims). */
 struct sharp_port_info {
@@ -149,15 +152,17 @@ _Static_assert(sizeof(struct sharp_port_info) == 8, "sharp_port_info size");
 
 /*
  * Rule lookup order (the switch program):
- *   1. rules_exact: HASH sharp_flow_key -> __u32 rule_id. An exact rule
- *      ALWAYS wins over any wildcard rule, whatever its priority.
+ *   1. rules_exact: HASH sharp_flow_key -> sharp_exact_rule (id and action).
+ *      An exact rule ALWAYS wins over any wildcard rule, whatever its
+ *      priority.
  *   2. rules_wild: ARRAY[SHARP_MAX_WILD_RULES] of sharp_wild_rule, with the
  *      number of used entries in wild_count[0]. User space keeps entries
  *      0..wild_count-1 sorted by priority, descending; the program scans
  *      them in index order and takes the FIRST match (priority itself is
  *      not read by the program). Entries with valid == 0 are skipped, which
  *      lets user space disable an entry before rewriting it in place.
- *   3. no rule, or no rule_actions entry for the rule -> XDP_DROP.
+ *   3. a wildcard rule's action is rule_actions[rule_id]; no rule, or no
+ *      action for a wildcard rule -> XDP_DROP.
  * Wildcard match: (key.saddr & smask) == (saddr & smask), same for daddr;
  * sport/dport 0 = any; proto 0 = any; in_slot_plus1 0 = any ingress port,
  * else ingress slot + 1.
@@ -192,6 +197,17 @@ struct sharp_rule_action {
 	__u8 flags;	/* reserved, must be 0 */
 };
 _Static_assert(sizeof(struct sharp_rule_action) == 8, "sharp_rule_action size");
+
+/*
+ * rules_exact: HASH sharp_flow_key -> sharp_exact_rule (BPF_F_NO_PREALLOC).
+ * The action travels with the match, so an exact hit costs one lookup; a
+ * value update replaces the element atomically, exactly like rule_actions.
+ */
+struct sharp_exact_rule {
+	__u32 rule_id;
+	struct sharp_rule_action action;
+};
+_Static_assert(sizeof(struct sharp_exact_rule) == 12, "sharp_exact_rule size");
 
 /* rule_stats: PERCPU_ARRAY rule_id -> sharp_rule_stats (frames that matched
  * the rule and were redirected; bytes as received, without shim). Rule ids

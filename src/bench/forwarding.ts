@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { BpfObjectSpec, type BpfCollection, ifindexOf, withNetns, xdpMd, u32, u64 } from '../bpf/index.js';
-import { sharpPortInfoCodec, sharpRuleActionCodec, sharpFlowKeyCodec, SHARP_PORT_HOST, SHARP_PORT_VNF } from '../generated/abi.js';
+import { sharpPortInfoCodec, sharpRuleActionCodec, sharpFlowKeyCodec, sharpExactRuleCodec, SHARP_PORT_HOST, SHARP_PORT_VNF } from '../generated/abi.js';
 import { createNetns, createVeth, deleteNetns } from '../net/iproute.js';
 import { udpFrame, ipv4Number } from '../net/frame.js';
 import { sleep } from '../util/mutex.js';
@@ -51,8 +51,8 @@ export async function benchForwarding(objectsDir: string, o: { frames?: number; 
     sw.map('ports').update(u32.encode(d0), sharpPortInfoCodec.encode({ slot: 0, role: SHARP_PORT_HOST }));
     sw.map('ports').update(u32.encode(d1), sharpPortInfoCodec.encode({ slot: 1, role: SHARP_PORT_VNF }));
     const flow = { saddr: ipv4Number('10.9.0.1'), daddr: ipv4Number('10.9.0.2'), sport: 20000, dport: 9000, proto: 17, pad: Buffer.alloc(3) };
-    sw.map('rules_exact').update(sharpFlowKeyCodec.encode(flow), u32.encode(1));
-    const setAction = (phase: number): void => sw.map('rule_actions').update(u32.encode(1), sharpRuleActionCodec.encode({ out_slot: 1, hid: phase ? 1 : 0, phase, flags: 0 }));
+    const setAction = (phase: number): void =>
+      sw.map('rules_exact').update(sharpFlowKeyCodec.encode(flow), sharpExactRuleCodec.encode({ rule_id: 1, action: sharpRuleActionCodec.encode({ out_slot: 1, hid: phase ? 1 : 0, phase, flags: 0 }) }));
     const frame = udpFrame({ srcMac: '02:00:00:00:01:01', dstMac: '02:00:00:00:01:02', srcIp: '10.9.0.1', dstIp: '10.9.0.2', srcPort: 20000, dstPort: 9000, payload: Buffer.alloc(18), udpChecksum: false });
     const ctx = xdpMd({ dataLen: frame.length, ingressIfindex: ifindexOf('g0', gen) });
     const counter = (): bigint => (bench.map('bench_count').lookupPerCpu(u32.encode(0)) ?? []).reduce((a, b) => a + u64.decode(b), 0n);

@@ -3,8 +3,8 @@
  * batch calls, on the switch's exact-rule table (a hash of 16-byte flow keys).
  */
 import path from 'node:path';
-import { BpfObjectSpec, u32 } from '../bpf/index.js';
-import { sharpFlowKeyCodec } from '../generated/abi.js';
+import { BpfObjectSpec } from '../bpf/index.js';
+import { sharpFlowKeyCodec, sharpExactRuleCodec } from '../generated/abi.js';
 
 export interface MapOpsResult {
   elements: number;
@@ -32,7 +32,7 @@ export function benchMapOps(repoRoot: string, elements = 50_000): MapOpsResult {
     const keys = Array.from({ length: elements }, (_, i) =>
       sharpFlowKeyCodec.encode({ saddr: 0x0a000000 + i, daddr: 0x0a010001, sport: 1000 + (i % 50000), dport: 5000, proto: 17, pad: Buffer.alloc(3) }),
     );
-    const values = keys.map((_, i) => u32.encode(i + 1));
+    const values = keys.map((_, i) => sharpExactRuleCodec.encode({ rule_id: i + 1, action: Buffer.alloc(8) }));
     // rounds alternate so neither mode always runs on a warm map
     const singleUpdate = rate(elements, () => keys.forEach((k, i) => m.update(k, values[i]!)));
     m.deleteBatch(keys);

@@ -28,6 +28,7 @@ import {
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
   sharpFlowKeyCodec,
+  sharpExactRuleCodec,
   sharpReleaseCtlCodec,
   rodataLayouts,
   SHARP_PORT_HOST,
@@ -40,6 +41,7 @@ import {
   SHARP_HID_MAX,
   SHARP_MAX_WILD_RULES,
   SHARP_DEFAULT_MAX_RULES,
+  SHARP_DEFAULT_MAX_IFINDEX,
   SHARP_FINISH_DONE,
   SHARP_FINISH_AGAIN,
   SHARP_REPLAY_RELAY,
@@ -145,13 +147,17 @@ export class XdpDataPlane implements DataPlane {
   }
 
   #loadSwitch(sw: XdpSwitch, o: XdpDataPlaneOptions): void {
-    const coll = BpfObjectSpec.open(path.join(o.objectsDir, 'switch.bpf.o')).load();
+    const ifindexes = sw.ports.map((p) => ifindexOf(p.ifname, sw.netns));
+    const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'switch.bpf.o'));
+    // ports is an array indexed by ifindex
+    spec.setMaxEntries('ports', Math.max(SHARP_DEFAULT_MAX_IFINDEX, ...ifindexes.map((i) => i + 1)));
+    const coll = spec.load();
     const loaded: LoadedSwitch = { spec: sw, coll, links: [], slots: new Map(), wild: [] };
     this.#switches.set(sw.name, loaded);
     const ports = coll.map('ports');
     const tx = coll.map('tx_ports');
     sw.ports.forEach((p, slot) => {
-      const ifindex = ifindexOf(p.ifname, sw.netns);
+      const ifindex = ifindexes[slot]!;
       loaded.slots.set(p.name, slot);
       ports.update(u32.encode(ifindex), sharpPortInfoCodec.encode({ slot, role: p.role === 'host' ? SHARP_PORT_HOST : SHARP_PORT_VNF }));
       // devmap entries resolve the ifindex in the caller's namespace
@@ -251,8 +257,7 @@ export class XdpDataPlane implements DataPlane {
     if (r.match.kind === 'exact') {
       const key = sharpFlowKeyCodec.encode(flowKeyToAbi(r.match.flow));
       if (sw.coll.map('rules_exact').lookup(key) !== undefined) throw new RuleError(`switch ${r.switch} has an exact rule for this flow already`);
-      sw.coll.map('rule_actions').update(u32.encode(id), action);
-      sw.coll.map('rules_exact').update(key, u32.encode(id), MapUpdate.NOEXIST);
+      sw.coll.map('rules_exact').update(key, sharpExactRuleCodec.encode({ rule_id: id, action }), MapUpdate.NOEXIST);
     } else {
       if (sw.wild.length >= SHARP_MAX_WILD_RULES) throw new RuleError(`switch ${r.switch} holds at most ${SHARP_MAX_WILD_RULES} wildcard rules`);
       if (r.match.inPort !== undefined) this.#slot(sw, r.match.inPort);
@@ -303,8 +308,8 @@ export class XdpDataPlane implements DataPlane {
     else {
       sw.wild = sw.wild.filter((r) => r.id !== id);
       this.#writeWild(sw);
+      sw.coll.map('rule_actions').delete(u32.encode(id));
     }
-    sw.coll.map('rule_actions').delete(u32.encode(id));
     this.#rules.delete(id);
   }
 
@@ -321,7 +326,10 @@ export class XdpDataPlane implements DataPlane {
     if (rule === undefined) throw new RuleError(`no rule ${id}`);
     const sw = this.#switch(rule.switch);
     // one hash update: readers see the old or the new element, never a mix
-    sw.coll.map('rule_actions').update(u32.encode(id), this.#encodeAction(sw, action), MapUpdate.EXIST);
+    const encoded = this.#encodeAction(sw, action);
+    if (rule.match.kind === 'exact')
+      sw.coll.map('rules_exact').update(sharpFlowKeyCodec.encode(flowKeyToAbi(rule.match.flow)), sharpExactRuleCodec.encode({ rule_id: id, action: encoded }), MapUpdate.EXIST);
+    else sw.coll.map('rule_actions').update(u32.encode(id), encoded, MapUpdate.EXIST);
     rule.action = { ...action };
   }
 
