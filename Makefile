@@ -3,10 +3,11 @@
 #   make build   eBPF objects, generated ABI, native addon, TypeScript
 #   make test    everything above, then the test suite (as root: it loads programs into the kernel)
 #   make bench   benchmarks; figures printed and written to results/bench.json
+#   make demo    live handovers in a lab of network namespaces (DEMO_ARGS=... passes options)
 
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: all deps apt-deps npm-deps build ebpf addon ts test bench clean check-root bpffs
+.PHONY: all deps apt-deps npm-deps build ebpf addon ts test bench demo clean check-root bpffs
 
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3
 ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
@@ -93,6 +94,9 @@ test: build check-root bpffs
 bench: build check-root bpffs
 	@mkdir -p results
 	node dist/src/bench/main.js
+
+demo: build check-root bpffs
+	node dist/src/cli/main.js demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(OUT) dist src/generated src/native/build

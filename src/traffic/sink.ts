@@ -69,6 +69,8 @@ export class TrafficSink {
   readonly #latencies: number[] = [];
   readonly #timeline: [number, number][] = [];
   readonly #t0 = process.hrtime.bigint();
+  /** wall clock (ms since the epoch) of the timeline's zero */
+  readonly startedAt = Date.now();
   #events = 0;
   #lastEventAt = performance.now();
 

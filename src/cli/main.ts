@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+/**
+ * sharpctl — seamless, zero-buffer handovers of live flows between stateful
+ * network functions.
+ *
+ * Exit codes: 0 success; 1 the operation ran but failed (a handover aborted,
+ * packets lost); 2 bad usage or input; 3 the machine cannot run it (not root,
+ * missing tool or kernel feature); 130 interrupted.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import path from 'node:path';
+import { runDemo, DemoError, type DemoReport } from '../demo/demo.js';
+import { compileXdp, compileBmv2, CompileError } from './compile.js';
+import { objectsDir, repoRoot } from './paths.js';
+
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130 } as const;
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+function int(name: string, min: number, max: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+}
+
+function requireRoot(what: string): void {
+  if (process.getuid?.() !== 0) {
+    const e = new Error(`${what} needs root: it creates network namespaces and loads programs into the kernel`);
+    e.name = 'EnvironmentError';
+    throw e;
+  }
+}
+
+/** Progress lines go to stderr, so stdout stays clean for --json. */
+function progress(json: boolean): (line: string) => void {
+  const t0 = Date.now();
+  return (line) => {
+    if (!json || process.env['SHARPCTL_PROGRESS'] === '1') process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${line}\n`);
+  };
+}
+
+function printDemo(r: DemoReport): void {
+  const rows: [string, string | number][] = [
+    ['packets sent', r.sent],
+    ['delivered', r.delivered],
+    ['lost', r.lost],
+    ['reordered', r.reordered],
+    ['duplicated', r.duplicated],
+    ['VNF stamp mismatches', r.stampMismatches],
+    ['controller data bytes', r.controllerDataBytes],
+    ['held in kernel rings', r.held],
+    ['released in order', r.released],
+    ['one-way latency median / p99', `${(r.latencyUs.median / 1000).toFixed(3)} / ${(r.latencyUs.p99 / 1000).toFixed(1)} ms`],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  console.log('\nsummary');
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(w)}  ${v}`);
+  console.log('\nhandovers');
+  console.log('   #  from → to       outcome     duration  state delay  held  released');
+  r.handovers.forEach((h, i) =>
+    console.log(
+      `  ${String(i + 1).padStart(2)}  ${`${h.from} → ${h.to}`.padEnd(14)}  ${h.outcome.padEnd(10)}  ${`${h.durationMs.toFixed(1)} ms`.padStart(9)}  ${`${h.stateDelayMs} ms`.padStart(11)}  ${String(h.held).padStart(4)}  ${String(h.released).padStart(8)}${h.reason ? `  ${h.reason}` : ''}`,
+    ),
+  );
+  console.log(`\nreport:   ${path.relative(process.cwd(), r.files.report)}\ntimeline: ${path.relative(process.cwd(), r.files.timeline)}`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('sharpctl')
+    .description('Seamless, zero-buffer handovers of live flows between stateful network functions (SHarP on XDP)')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('demo')
+    .description('bring up the default lab, run traffic, hand the flows over back and forth, report, tear down')
+    .option('--rate <pps>', 'probe packets per second, per direction', int('--rate', 1, 2_000_000), 1000)
+    .option('--handovers <n>', 'handovers to perform', int('--handovers', 0, 1000), 6)
+    .option('--state-delay <ms>', 'injected state-transfer delay per handover', int('--state-delay', 0, 60_000), 200)
+    .option('--duration <s>', 'seconds of traffic (default: long enough for the handovers)', int('--duration', 1, 3600))
+    .option('--flows <n>', 'flows per direction', int('--flows', 1, 4096), 4)
+    .addOption(new Option('--target <target>', 'data plane').choices(['xdp', 'bmv2']).default('xdp'))
+    .option('--out <dir>', 'where the JSON report and the SVG timeline go', 'results/demo')
+    .option('--json', 'print the report as JSON on stdout')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  sharpctl demo                                  # 6 handovers at 1000 pps, 200 ms state delay
+  sharpctl demo --rate 50000 --handovers 20 --state-delay 1000
+  sharpctl demo --json --out /tmp/demo | jq .lost`,
+    )
+    .action(async (o: { rate: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; out: string; json?: boolean }) => {
+      requireRoot('sharpctl demo');
+      const ac = new AbortController();
+      const onSigint = (): void => {
+        if (ac.signal.aborted) process.exit(EXIT.INTERRUPTED);
+        process.stderr.write('\ninterrupted: finishing the handover in flight and tearing the lab down (Ctrl-C again to quit at once)\n');
+        ac.abort();
+      };
+      process.on('SIGINT', onSigint);
+      try {
+        const report = await runDemo({
+          rate: o.rate,
+          handovers: o.handovers,
+          stateDelayMs: o.stateDelay,
+          ...(o.duration === undefined ? {} : { durationS: o.duration }),
+          flows: o.flows,
+          target: o.target,
+          outDir: path.resolve(o.out),
+          objectsDir,
+          progress: progress(o.json === true),
+          signal: ac.signal,
+        });
+        if (o.json) console.log(JSON.stringify(report, null, 2));
+        else printDemo(report);
+        if (ac.signal.aborted) process.exitCode = EXIT.INTERRUPTED;
+        else if (report.lost + report.reordered + report.duplicated + report.stampMismatches > 0 || report.handovers.some((h) => h.outcome !== 'completed')) process.exitCode = EXIT.FAILED;
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+    });
+
+  program
+    .command('compile')
+    .description('build the data-plane programs (clang for XDP; p4c for BMv2 when installed)')
+    .addOption(new Option('--target <target>', 'data plane').choices(['xdp', 'bmv2']).default('xdp'))
+    .option('--force', 'rebuild everything')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', `\nExamples:\n  sharpctl compile\n  sharpctl compile --force --json`)
+    .action((o: { target: 'xdp' | 'bmv2'; force?: boolean; json?: boolean }) => {
+      const r = o.target === 'xdp' ? compileXdp(o.force === true) : compileBmv2();
+      if (o.json) console.log(JSON.stringify(r, null, 2));
+      else {
+        for (const b of r.built) console.log(`built       ${path.relative(repoRoot, path.join(objectsDir, b))}`);
+        for (const b of r.upToDate) console.log(`up to date  ${path.relative(repoRoot, path.join(objectsDir, b))}`);
+        if (r.note) console.log(r.note);
+      }
+    });
+
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv as string[]);
+    return Number(process.exitCode ?? EXIT.OK);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.OK;
+      return EXIT.USAGE;
+    }
+    const err = e instanceof Error ? e : new Error(String(e));
+    const json = argv.includes('--json');
+    const code = err instanceof UsageError || err instanceof DemoError ? EXIT.USAGE : err.name === 'EnvironmentError' || err instanceof CompileError ? EXIT.ENVIRONMENT : EXIT.FAILED;
+    if (json) console.log(JSON.stringify({ error: { name: err.name, message: err.message } }));
+    process.stderr.write(`sharpctl: ${err.message}\n`);
+    return code;
+  }
+}
+
+process.exitCode = await main(process.argv);

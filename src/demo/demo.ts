@@ -1,0 +1,196 @@
+/**
+ * `sharpctl demo`: bring up the default lab, run probe traffic both ways,
+ * move the flows back and forth between vnf1 and vnf2 with a state-transfer
+ * delay, report, draw the timeline, tear the lab down.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createNetnsLab, destroyLab } from '../lab/netns-lab.js';
+import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
+import { TrafficGenerator } from '../traffic/generator.js';
+import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
+import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
+import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
+import { Phase } from '../dataplane/types.js';
+import { svgTimeline, type TimelinePhase } from '../report/svg-timeline.js';
+import { sleep } from '../util/mutex.js';
+
+export interface DemoOptions {
+  rate: number;
+  handovers: number;
+  stateDelayMs: number;
+  /** seconds of traffic; default: enough for the handovers */
+  durationS?: number;
+  target: 'xdp' | 'bmv2';
+  outDir: string;
+  flows?: number;
+  objectsDir: string;
+  /** namespace prefix of the lab */
+  prefix?: string;
+  progress?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface DemoHandover {
+  id: number;
+  from: string;
+  to: string;
+  durationMs: number;
+  stateDelayMs: number;
+  outcome: HandoverResult['outcome'];
+  reason?: string;
+  held: number;
+  released: number;
+}
+
+export interface DemoReport {
+  sent: number;
+  delivered: number;
+  lost: number;
+  reordered: number;
+  duplicated: number;
+  stampMismatches: number;
+  controllerDataBytes: number;
+  held: number;
+  released: number;
+  handovers: DemoHandover[];
+  rate: number;
+  flows: number;
+  durationS: number;
+  latencyUs: { median: number; p99: number; max: number };
+  directions: { name: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[];
+  machine: string;
+  target: string;
+  files: { report: string; timeline: string };
+}
+
+export class DemoError extends Error {
+  override name = 'DemoError';
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoReport> {
+  if (o.target === 'bmv2') throw new DemoError("target bmv2 needs the P4 data plane (simple_switch_grpc and the committed P4 artifacts), which this build does not have yet; use --target xdp");
+  const say = o.progress ?? (() => undefined);
+  const flows = o.flows ?? 4;
+  const durationS = o.durationS ?? Math.max(3, (o.handovers * (o.stateDelayMs + 250)) / 1000 + 1);
+  const prefix = o.prefix ?? `sharp-demo${process.pid}-`;
+  destroyLab(prefix);
+  say(`lab: client — s1 — {vnf1, vnf2} — s2 — server in namespaces ${prefix}*`);
+  const lab = createNetnsLab({ prefix, ringCapacity: 8192, ringCount: 2 });
+  let dp: XdpDataPlane | undefined;
+  const closers: (() => void)[] = [];
+  try {
+    dp = await XdpDataPlane.create(lab.topology, { objectsDir: o.objectsDir });
+    say('programs loaded: switch on s1/s2 ports, agent + stateful VNF on vnf1/vnf2');
+    const none = { phase: Phase.NONE, handoverId: 0 };
+    const fwd = await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 10 }, action: { outPort: 's1-vnf1', ...none } });
+    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', ...none } });
+    const rev = await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 10 }, action: { outPort: 's2-vnf1', ...none } });
+    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', ...none } });
+
+    const mk = (from: typeof lab.client, to: typeof lab.client, name: string): { name: string; gen: TrafficGenerator; sink: TrafficSink } => {
+      const sink = new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(o.rate / 500)) });
+      closers.push(() => sink.close());
+      const gen = new TrafficGenerator({ objectsDir: o.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows, burst: 128 });
+      closers.push(() => gen.close());
+      return { name, gen, sink };
+    };
+    const dirs = [mk(lab.client, lab.server, 'client→server'), mk(lab.server, lab.client, 'server→client')];
+    const t0 = Date.now();
+    for (const d of dirs) d.gen.start(o.rate);
+    say(`traffic: ${flows} flows each way at ${o.rate} pps per direction, ${durationS.toFixed(1)} s`);
+
+    const engine = new HandoverEngine(dp, { mover: new DelayedStateMover(new VnfMapStateMover(), o.stateDelayMs) });
+    const results: HandoverResult[] = [];
+    let at = 'vnf1';
+    const gap = (durationS * 1000) / (o.handovers + 1);
+    for (let i = 0; i < o.handovers; i++) {
+      const due = t0 + gap * (i + 1) - (o.stateDelayMs + 50) / 2;
+      while (Date.now() < due) {
+        if (o.signal?.aborted) break;
+        await sleep(Math.min(100, due - Date.now()));
+      }
+      if (o.signal?.aborted) break;
+      const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+      const r = await engine.handover({ rules: [fwd.id, rev.id], from: at, to, expectedPps: 2 * o.rate, expectedStateMs: o.stateDelayMs, capacityPolicy: 'warn' });
+      results.push(r);
+      if (r.outcome === 'completed') at = to;
+      say(`handover ${i + 1}/${o.handovers}: ${r.from} → ${r.to} ${r.outcome} in ${r.durationMs.toFixed(1)} ms (state ${r.stateMs.toFixed(0)} ms, held ${r.counts.held}, released ${r.counts.released})${r.reason ? ` — ${r.reason}` : ''}`);
+    }
+    while (!o.signal?.aborted && Date.now() < t0 + durationS * 1000) await sleep(Math.min(100, t0 + durationS * 1000 - Date.now()));
+    for (const d of dirs) await d.gen.stop();
+    for (const d of dirs) await d.sink.drain(d.gen.sent);
+    const reports: TrafficReport[] = dirs.map((d) => d.sink.report(d.gen.sentPerFlow()));
+    const ctl = await dp.controllerDataPackets();
+    const sum = (k: 'sent' | 'delivered' | 'lost' | 'reordered' | 'duplicated' | 'stampMismatches'): number => reports.reduce((a, r) => a + r[k], 0);
+
+    mkdirSync(o.outDir, { recursive: true });
+    const files = { report: path.join(o.outDir, 'report.json'), timeline: path.join(o.outDir, 'timeline.svg') };
+    // the timeline: the forward direction's probes, each handover's phases behind them
+    const sinkStart = dirs[0]!.sink.startedAt;
+    const phases: TimelinePhase[] = [];
+    for (const r of results) {
+      const ev = (step: string): number | undefined => r.events.find((e) => e.step === step)?.at;
+      const end = r.events[r.events.length - 1]!.at;
+      const seq: [TimelinePhase['kind'], string, string | undefined][] = [
+        ['marking', 'pre-marking', 'draining'],
+        ['draining', 'draining', 'moving-state'],
+        ['moving-state', 'moving-state', 'releasing'],
+        ['releasing', 'releasing', 'cleaning'],
+        ['rolling-back', 'rolling-back', undefined],
+      ];
+      for (const [kind, from, to] of seq) {
+        const s = ev(from);
+        if (s === undefined) continue;
+        const e = (to === undefined ? undefined : ev(to)) ?? end;
+        phases.push({ kind, start: s - sinkStart, end: e - sinkStart, label: `handover ${r.id} ${r.from}→${r.to}: ${kind}` });
+      }
+    }
+    writeFileSync(
+      files.timeline,
+      svgTimeline({ title: `sharpctl demo: ${o.handovers} handovers at ${o.rate} pps, state delay ${o.stateDelayMs} ms — ${sum('lost')} lost, ${sum('reordered')} reordered`, points: reports[0]!.timeline, phases }),
+    );
+    const lat = reports[0]!.latencyUs;
+    const report: DemoReport = {
+      sent: sum('sent'),
+      delivered: sum('delivered'),
+      lost: sum('lost'),
+      reordered: sum('reordered'),
+      duplicated: sum('duplicated'),
+      stampMismatches: sum('stampMismatches'),
+      controllerDataBytes: Number(ctl.bytes),
+      held: results.reduce((a, r) => a + Number(r.counts.held), 0),
+      released: results.reduce((a, r) => a + Number(r.counts.released), 0),
+      handovers: results.map((r) => ({
+        id: r.id,
+        from: r.from,
+        to: r.to,
+        durationMs: +r.durationMs.toFixed(2),
+        stateDelayMs: o.stateDelayMs,
+        outcome: r.outcome,
+        ...(r.reason === undefined ? {} : { reason: r.reason }),
+        held: Number(r.counts.held),
+        released: Number(r.counts.released),
+      })),
+      rate: o.rate,
+      flows,
+      durationS: +((Date.now() - t0) / 1000).toFixed(2),
+      latencyUs: { median: +lat.median.toFixed(1), p99: +lat.p99.toFixed(1), max: +lat.max.toFixed(1) },
+      directions: dirs.map((d, i) => {
+        const r = reports[i]!;
+        return { name: d.name, sent: r.sent, delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches };
+      }),
+      machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Linux ${os.release()}`,
+      target: o.target,
+      files,
+    };
+    writeFileSync(files.report, JSON.stringify(report, null, 2) + '\n');
+    return report;
+  } finally {
+    for (const c of closers.reverse()) c();
+    await dp?.close();
+    destroyLab(prefix);
+    say('lab torn down');
+  }
+}

@@ -1,0 +1,110 @@
+// The real CLI, spawned as a user would run it.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot } from '../helpers/env.js';
+import { listNetns } from '../../src/net/iproute.js';
+
+const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+
+function run(args: string[], timeout = 120_000): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout, cwd: repoRoot });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Tags open and close in order, attributes quoted: enough to catch a broken SVG. */
+export function wellFormed(xml: string): boolean {
+  const stack: string[] = [];
+  const re = /<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"]*")*)\s*(\/?)>/g;
+  let m: RegExpExecArray | null;
+  let last = 0;
+  while ((m = re.exec(xml))) {
+    const between = xml.slice(last, m.index);
+    if (/[<>]/.test(between)) return false;
+    last = re.lastIndex;
+    if (m[4] === '/') continue;
+    if (m[1] === '/') {
+      if (stack.pop() !== m[2]) return false;
+    } else stack.push(m[2]!);
+  }
+  return stack.length === 0 && !/[<>]/.test(xml.slice(last));
+}
+
+t.test('--help everywhere, with examples', async (t) => {
+  for (const args of [['--help'], ['demo', '--help'], ['compile', '--help']]) {
+    const r = run(args);
+    t.equal(r.code, 0, `${args.join(' ')} exits 0`);
+    t.match(r.stdout, /Usage: sharpctl/);
+  }
+  t.match(run(['demo', '--help']).stdout, /Examples:\n\s+sharpctl demo/);
+});
+
+const invalid: [string[], RegExp][] = [
+  [['demo', '--rate', 'abc'], /--rate must be an integer from 1 to 2000000, got 'abc'/],
+  [['demo', '--rate', '0'], /--rate must be an integer from 1 to 2000000, got '0'/],
+  [['demo', '--rate', '1.5'], /--rate must be an integer/],
+  [['demo', '--handovers', '-1'], /--handovers must be an integer from 0 to 1000/],
+  [['demo', '--handovers', '1001'], /--handovers must be an integer from 0 to 1000/],
+  [['demo', '--state-delay', '60001'], /--state-delay must be an integer from 0 to 60000/],
+  [['demo', '--state-delay', 'soon'], /--state-delay must be an integer/],
+  [['demo', '--duration', '0'], /--duration must be an integer from 1 to 3600/],
+  [['demo', '--flows', '5000'], /--flows must be an integer from 1 to 4096/],
+  [['demo', '--target', 'ovs'], /argument 'ovs' is invalid. Allowed choices are xdp, bmv2/],
+  [['demo', '--bogus'], /unknown option '--bogus'/],
+  [['demo', '--rate'], /option '--rate <pps>' argument missing/],
+  [['compile', '--target', 'p5'], /Allowed choices are xdp, bmv2/],
+  [['frobnicate'], /unknown command 'frobnicate'/],
+  [['demo', 'extra'], /too many arguments/],
+  [['demo', '--target', 'bmv2'], /target bmv2 needs the P4 data plane/],
+];
+for (const [args, message] of invalid) {
+  t.test(`sharpctl ${args.join(' ')} → usage error`, async (t) => {
+    const r = run(args);
+    t.equal(r.code, 2, 'exit code 2 (usage)');
+    t.match(r.stderr, message);
+  });
+}
+
+t.test('compile reports what is up to date, as JSON', async (t) => {
+  const r = run(['compile', '--json']);
+  t.equal(r.code, 0);
+  const j = JSON.parse(r.stdout) as { target: string; built: string[]; upToDate: string[] };
+  t.equal(j.target, 'xdp');
+  t.ok(j.upToDate.includes('switch.bpf.o') || j.built.includes('switch.bpf.o'));
+});
+
+t.test('demo in a short mode: lossless, 0 controller bytes, stamps continuous, SVG well-formed', async (t) => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'sharpt-demo-'));
+  t.teardown(() => rmSync(out, { recursive: true, force: true }));
+  const before = listNetns('sharp-demo');
+  const r = run(['demo', '--json', '--rate', '2000', '--handovers', '3', '--state-delay', '100', '--duration', '2', '--out', out]);
+  t.equal(r.code, 0, `exit 0 (stderr: ${r.stderr.slice(-400)})`);
+  const rep = JSON.parse(r.stdout) as Record<string, unknown> & { handovers: { outcome: string; id: number; from: string; to: string; durationMs: number; stateDelayMs: number }[] };
+  for (const k of ['sent', 'delivered', 'lost', 'reordered', 'duplicated', 'stampMismatches', 'controllerDataBytes', 'held', 'released', 'handovers']) t.ok(k in rep, `report has ${k}`);
+  t.ok((rep['sent'] as number) > 5000, `${rep['sent']} probes sent`);
+  t.equal(rep['delivered'], rep['sent']);
+  t.equal(rep['lost'], 0);
+  t.equal(rep['reordered'], 0);
+  t.equal(rep['duplicated'], 0);
+  t.equal(rep['stampMismatches'], 0);
+  t.equal(rep['controllerDataBytes'], 0);
+  t.equal(rep['held'], rep['released']);
+  t.equal(rep.handovers.length, 3);
+  for (const h of rep.handovers) {
+    t.equal(h.outcome, 'completed');
+    t.equal(h.stateDelayMs, 100);
+    t.ok(h.durationMs >= 100);
+  }
+  t.same(
+    rep.handovers.map((h) => `${h.from}>${h.to}`),
+    ['vnf1>vnf2', 'vnf2>vnf1', 'vnf1>vnf2'],
+  );
+  const svg = readFileSync(path.join(out, 'timeline.svg'), 'utf8');
+  t.ok(existsSync(path.join(out, 'report.json')));
+  t.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  t.ok(wellFormed(svg), 'the SVG is well-formed');
+  t.match(svg, /handover \d+ vnf1→vnf2: moving-state/, 'handover phases are shaded');
+  t.same(listNetns('sharp-demo'), before, 'the demo tore its lab down');
+});
