@@ -8,6 +8,8 @@ import { listNetns } from '../src/net/iproute.js';
 
 t.test('no test namespaces are left', async (t) => {
   t.same(listNetns(TEST_PREFIX), []);
+  t.same(listNetns('sharp-zt'), [], 'no lab the CLI tests brought up');
+  t.same(listNetns('sharp-demo'), [], 'no demo lab');
 });
 
 t.test('no pinned test objects are left in bpffs', async (t) => {

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { runDemo, DemoError, type DemoReport } from '../demo/demo.js';
 import { compileXdp, compileBmv2, CompileError } from './compile.js';
 import { objectsDir, repoRoot } from './paths.js';
+import { addLabCommands, LabError } from './lab-commands.js';
 
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130 } as const;
 
@@ -143,6 +144,7 @@ Examples:
       }
     });
 
+  addLabCommands(program);
   return program;
 }
 
@@ -158,7 +160,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const err = e instanceof Error ? e : new Error(String(e));
     const json = argv.includes('--json');
-    const code = err instanceof UsageError || err instanceof DemoError ? EXIT.USAGE : err.name === 'EnvironmentError' || err instanceof CompileError ? EXIT.ENVIRONMENT : EXIT.FAILED;
+    const code =
+      err instanceof UsageError || err instanceof DemoError || err.name === 'UsageError'
+        ? EXIT.USAGE
+        : err.name === 'EnvironmentError' || err instanceof CompileError
+          ? EXIT.ENVIRONMENT
+          : EXIT.FAILED;
+    void LabError;
     if (json) console.log(JSON.stringify({ error: { name: err.name, message: err.message } }));
     process.stderr.write(`sharpctl: ${err.message}\n`);
     return code;

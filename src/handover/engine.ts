@@ -202,6 +202,10 @@ export class HandoverEngine extends EventEmitter {
       emit('validating');
       if (req.from === req.to) throw new HandoverError(`from and to are the same instance (${req.from})`, 'validating');
       if (req.rules.length === 0) throw new HandoverError('no rules to move', 'validating');
+      const names = dp.instances().map((i) => i.name);
+      const target = dp.instances().find((i) => i.name === req.to);
+      if (target === undefined) throw new HandoverError(`no VNF instance '${req.to}' (instances: ${names.join(', ')})`, 'validating');
+      if (!names.includes(req.from)) throw new HandoverError(`no VNF instance '${req.from}' (instances: ${names.join(', ')})`, 'validating');
       rules = req.rules.map((rid) => {
         const r = dp.getRule(rid);
         if (r === undefined) throw new HandoverError(`no rule ${rid}`, 'validating');
@@ -213,9 +217,6 @@ export class HandoverEngine extends EventEmitter {
         if (dp.portTowards(r.switch, req.to) === undefined) throw new HandoverError(`switch ${r.switch} has no port towards ${req.to}`, 'validating');
         return r;
       });
-      const target = dp.instances().find((i) => i.name === req.to);
-      if (target === undefined) throw new HandoverError(`no VNF instance '${req.to}'`, 'validating');
-      if (!dp.instances().some((i) => i.name === req.from)) throw new HandoverError(`no VNF instance '${req.from}'`, 'validating');
       await this.#checkCapacity(req, rules, target.ringCapacity, emit, mover);
       // agents first: a missing agent is refused before anything changes
       await dp.checkAgent(req.from);
@@ -287,6 +288,9 @@ export class HandoverEngine extends EventEmitter {
       // ---- 2. pre-mark: still to A, now marked PRE and counted
       enter('pre-marking');
       await setAll(fromPorts, Phase.PRE, id);
+      // let PRE frames flow for Q: the count-drain then also covers every
+      // unmarked frame sent before them (A's queue is FIFO)
+      await sleep(Q);
 
       // ---- 3. switch over: to B, marked POST; after Q the PRE count is final
       enter('switching');

@@ -1,0 +1,226 @@
+/**
+ * The lab daemon: owns a running lab (namespaces, loaded programs, the
+ * handover engine, traffic) between CLI invocations. Started detached by
+ * `sharpctl lab up`; answers on a Unix socket in the lab's run directory;
+ * tears everything down on `lab down`, SIGTERM or SIGINT.
+ */
+import { mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import type net from 'node:net';
+import { createNetnsLab, destroyLab, type NetnsLab } from './netns-lab.js';
+import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
+import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
+import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
+import { Phase, type RuleMatch } from '../dataplane/types.js';
+import { TrafficGenerator } from '../traffic/generator.js';
+import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
+import { serve, type Handler } from './rpc.js';
+import { labPaths, writeState, type LabState } from './run-dir.js';
+
+interface Args {
+  name: string;
+  runDir: string;
+  objectsDir: string;
+  instances: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const get = (k: string, d?: string): string => {
+    const i = argv.indexOf(k);
+    if (i >= 0 && argv[i + 1] !== undefined) return argv[i + 1]!;
+    if (d !== undefined) return d;
+    throw new Error(`missing ${k}`);
+  };
+  return { name: get('--name'), runDir: get('--run-dir'), objectsDir: get('--objects'), instances: Number(get('--instances', '2')) };
+}
+
+interface Traffic {
+  name: string;
+  gen: TrafficGenerator;
+  sink: TrafficSink;
+}
+
+function summarize(r: HandoverResult): Record<string, unknown> {
+  return {
+    id: r.id,
+    from: r.from,
+    to: r.to,
+    rules: r.rules,
+    outcome: r.outcome,
+    ...(r.reason === undefined ? {} : { reason: r.reason }),
+    durationMs: +r.durationMs.toFixed(2),
+    stateMs: +r.stateMs.toFixed(2),
+    counts: r.counts,
+  };
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  const paths = labPaths(a.runDir, a.name);
+  mkdirSync(paths.dir, { recursive: true });
+  const prefix = `sharp-${a.name}-`;
+  const state: LabState = { name: a.name, pid: process.pid, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
+  writeState(paths, state);
+  let lab: NetnsLab | undefined;
+  let dp: XdpDataPlane | undefined;
+  let server: net.Server | undefined;
+  let traffic: Traffic[] = [];
+  let lastTraffic: TrafficReport[] | undefined;
+  const history: HandoverResult[] = [];
+  let stopping = false;
+
+  const teardown = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    for (const t of traffic) await t.gen.stop().catch(() => undefined);
+    for (const t of traffic) {
+      t.sink.close();
+      t.gen.close();
+    }
+    traffic = [];
+    server?.close();
+    await dp?.close();
+    destroyLab(prefix);
+    rmSync(paths.dir, { recursive: true, force: true });
+  };
+  process.on('SIGTERM', () => void teardown().then(() => process.exit(0)));
+  process.on('SIGINT', () => void teardown().then(() => process.exit(0)));
+
+  try {
+    destroyLab(prefix);
+    lab = createNetnsLab({ prefix, instances: a.instances, ringCapacity: 8192, ringCount: 4 });
+    dp = await XdpDataPlane.create(lab.topology, { objectsDir: a.objectsDir });
+    const none = { phase: Phase.NONE, handoverId: 0 };
+    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 10 }, action: { outPort: 's1-vnf1', ...none } });
+    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', ...none } });
+    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 10 }, action: { outPort: 's2-vnf1', ...none } });
+    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', ...none } });
+  } catch (e) {
+    writeState(paths, { ...state, status: 'failed', error: e instanceof Error ? e.message : String(e) });
+    await dp?.close();
+    destroyLab(prefix);
+    process.exit(1);
+  }
+  const theLab = lab;
+  const theDp = dp;
+  const engine = new HandoverEngine(theDp, { mover: new VnfMapStateMover() });
+
+  /** A port by its name ("s1-vnf1") or by the node behind it ("vnf1"). */
+  const port = (sw: string, to: string): string => {
+    const ports = theLab.topology.switches.find((s) => s.name === sw)?.ports;
+    if (ports === undefined) throw new Error(`no switch '${sw}' (switches: ${theDp.switches().join(', ')})`);
+    const p = ports.find((x) => x.name === to || x.name === `${sw}-${to}`);
+    if (p === undefined) throw new Error(`switch ${sw} has no port towards '${to}' (ports: ${ports.map((x) => x.name).join(', ')})`);
+    return p.name;
+  };
+
+  const counters = async (): Promise<unknown[]> =>
+    Promise.all(theDp.rules().map(async (r) => ({ ...r, counters: await theDp.ruleCounters(r.id) })));
+
+  const trafficNow = (): TrafficReport[] | undefined => (traffic.length ? traffic.map((t) => t.sink.report(t.gen.sentPerFlow())) : lastTraffic);
+
+  const handlers: Record<string, Handler> = {
+    status: async () => ({
+      name: a.name,
+      prefix,
+      pid: process.pid,
+      switches: theLab.topology.switches.map((s) => ({ name: s.name, netns: s.netns, ports: s.ports.map((p) => p.name) })),
+      instances: theDp.instances(),
+      hosts: [theLab.client, theLab.server],
+      rules: await counters(),
+      active: engine.active(),
+      traffic: trafficNow()?.map((r, i) => ({ direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'), running: traffic.length > 0, sent: r.sent, delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches })),
+      handovers: history.slice(-20).map(summarize),
+      controllerDataPackets: await theDp.controllerDataPackets(),
+    }),
+    'rule.list': async () => counters(),
+    'rule.add': async (p) => {
+      const q = p as { switch: string; to: string; match: RuleMatch; id?: number };
+      const match: RuleMatch = q.match.kind === 'wildcard' && q.match.inPort !== undefined ? { ...q.match, inPort: port(q.switch, q.match.inPort) } : q.match;
+      return theDp.addRule({ switch: q.switch, match, action: { outPort: port(q.switch, q.to), phase: Phase.NONE, handoverId: 0 }, ...(q.id === undefined ? {} : { id: q.id }) });
+    },
+    'rule.del': async (p) => {
+      await theDp.deleteRule((p as { id: number }).id);
+      return { deleted: (p as { id: number }).id };
+    },
+    handover: async (p, emit) => {
+      const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number };
+      let rules = q.rules;
+      let from = q.from;
+      if (rules === 'all') {
+        if (from === undefined) throw new Error("handover all needs --from: the instance whose rules move");
+        rules = theDp.rules().filter((r) => theDp.portTowards(r.switch, from!) === r.action.outPort).map((r) => r.id);
+        if (rules.length === 0) throw new Error(`no rule sends traffic to ${from}`);
+      }
+      if (from === undefined) {
+        const first = theDp.getRule(rules[0]!);
+        if (first === undefined) throw new Error(`no rule ${rules[0]}`);
+        from = theDp.instances().find((i) => theDp.portTowards(first.switch, i.name) === first.action.outPort)?.name;
+        if (from === undefined) throw new Error(`rule ${first.id} does not send to a VNF instance (it sends to ${first.action.outPort})`);
+      }
+      const onEvent = (ev: unknown): void => emit(ev);
+      engine.on('event', onEvent);
+      try {
+        const r = await engine.handover({
+          rules,
+          from,
+          to: q.to,
+          mover: new DelayedStateMover(new VnfMapStateMover(), q.stateDelayMs ?? 0),
+          capacityPolicy: 'warn',
+          ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),
+        });
+        history.push(r);
+        return summarize(r);
+      } finally {
+        engine.off('event', onEvent);
+      }
+    },
+    'traffic.start': async (p) => {
+      const q = p as { rate: number; flows: number; reverse: boolean };
+      if (traffic.length) throw new Error('traffic is running already (sharpctl traffic stop)');
+      const mk = (from: typeof theLab.client, to: typeof theLab.client, name: string, basePort: number): Traffic => {
+        const sink = new TrafficSink({ objectsDir: a.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(q.rate / 200)) });
+        const gen = new TrafficGenerator({ objectsDir: a.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: q.flows, burst: 128, basePort });
+        return { name, gen, sink };
+      };
+      // fresh source ports per run: the VNF's counters of earlier flows go on where they were
+      const base = 20000 + (history.length % 100) * 200 + (Date.now() % 50) * 4;
+      traffic = [mk(theLab.client, theLab.server, 'client→server', base)];
+      if (q.reverse) traffic.push(mk(theLab.server, theLab.client, 'server→client', base));
+      for (const t of traffic) t.gen.start(q.rate);
+      return { started: traffic.map((t) => t.name), rate: q.rate, flows: q.flows };
+    },
+    'traffic.stop': async () => {
+      if (!traffic.length) throw new Error('no traffic is running (sharpctl traffic start)');
+      for (const t of traffic) await t.gen.stop();
+      for (const t of traffic) await t.sink.drain(t.gen.sent);
+      lastTraffic = traffic.map((t) => t.sink.report(t.gen.sentPerFlow()));
+      const names = traffic.map((t) => t.name);
+      for (const t of traffic) {
+        t.sink.close();
+        t.gen.close();
+      }
+      traffic = [];
+      return lastTraffic.map((r, i) => ({ direction: names[i], ...r, timeline: undefined, flows: undefined }));
+    },
+    report: async () => ({
+      handovers: history.map(summarize),
+      traffic: trafficNow()?.map((r) => ({ ...r, timeline: undefined })),
+    }),
+    shutdown: async () => {
+      setImmediate(() => void teardown().then(() => process.exit(0)));
+      return { stopping: true };
+    },
+  };
+
+  if (existsSync(paths.socket)) rmSync(paths.socket);
+  server = serve(paths.socket, handlers);
+  await new Promise<void>((r) => server!.once('listening', () => r()));
+  writeState(paths, { ...state, status: 'ready', namespaces: theLab.namespaces });
+  writeFileSync(path.join(paths.dir, 'ready'), '');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`lab daemon: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.exit(1);
+});
