@@ -3,13 +3,12 @@
  *  - the highest offered rate at which handovers stay lossless and ordered;
  *  - handover completion time minus the injected state-transfer delay.
  */
-import { createNetnsLab, destroyLab } from '../lab/netns-lab.js';
+import { createNetnsLab, destroyLab, installRules } from '../lab/netns-lab.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
-import { Phase } from '../dataplane/types.js';
 import { sleep } from '../util/mutex.js';
 
 export interface LabSession {
@@ -30,11 +29,9 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
     destroyLab(prefix);
     throw e;
   }
-  const none = { phase: Phase.NONE, handoverId: 0 };
-  const f = await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 1 }, action: { outPort: 's1-vnf1', ...none } });
-  await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', ...none } });
-  const r = await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 1 }, action: { outPort: 's2-vnf1', ...none } });
-  await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', ...none } });
+  const rules = await installRules(dp, lab.spec.rules);
+  const f = rules.find((x) => x.action.outPort === 's1-vnf1')!;
+  const r = rules.find((x) => x.action.outPort === 's2-vnf1')!;
   let at = 'vnf1';
   let runs = 0;
   return {

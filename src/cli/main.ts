@@ -161,7 +161,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const err = e instanceof Error ? e : new Error(String(e));
     const json = argv.includes('--json');
     const code =
-      err instanceof UsageError || err instanceof DemoError || err.name === 'UsageError'
+      err instanceof UsageError || err instanceof DemoError || err.name === 'UsageError' || err.name === 'SpecError'
         ? EXIT.USAGE
         : err.name === 'EnvironmentError' || err instanceof CompileError
           ? EXIT.ENVIRONMENT

@@ -6,13 +6,12 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createNetnsLab, destroyLab } from '../lab/netns-lab.js';
+import { createNetnsLab, destroyLab, installRules } from '../lab/netns-lab.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
-import { Phase } from '../dataplane/types.js';
 import { svgTimeline, type TimelinePhase } from '../report/svg-timeline.js';
 import { sleep } from '../util/mutex.js';
 
@@ -83,11 +82,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   try {
     dp = await XdpDataPlane.create(lab.topology, { objectsDir: o.objectsDir });
     say('programs loaded: switch on s1/s2 ports, agent + stateful VNF on vnf1/vnf2');
-    const none = { phase: Phase.NONE, handoverId: 0 };
-    const fwd = await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 10 }, action: { outPort: 's1-vnf1', ...none } });
-    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', ...none } });
-    const rev = await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 10 }, action: { outPort: 's2-vnf1', ...none } });
-    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', ...none } });
+    const rules = await installRules(dp, lab.spec.rules);
+    const fwd = rules.find((x) => x.action.outPort === 's1-vnf1')!;
+    const rev = rules.find((x) => x.action.outPort === 's2-vnf1')!;
 
     const mk = (from: typeof lab.client, to: typeof lab.client, name: string): { name: string; gen: TrafficGenerator; sink: TrafficSink } => {
       const sink = new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(o.rate / 500)) });

@@ -4,10 +4,11 @@
  * `sharpctl lab up`; answers on a Unix socket in the lab's run directory;
  * tears everything down on `lab down`, SIGTERM or SIGINT.
  */
-import { mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
-import { createNetnsLab, destroyLab, type NetnsLab } from './netns-lab.js';
+import { createNetnsLab, createLabFromSpec, destroyLab, installRules, type NetnsLab } from './netns-lab.js';
+import type { LabSpec } from './spec/types.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
@@ -22,6 +23,8 @@ interface Args {
   runDir: string;
   objectsDir: string;
   instances: number;
+  /** a validated spec (JSON) to build instead of the standard lab */
+  spec?: string;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -31,7 +34,8 @@ function parseArgs(argv: string[]): Args {
     if (d !== undefined) return d;
     throw new Error(`missing ${k}`);
   };
-  return { name: get('--name'), runDir: get('--run-dir'), objectsDir: get('--objects'), instances: Number(get('--instances', '2')) };
+  const spec = get('--spec', '');
+  return { name: get('--name'), runDir: get('--run-dir'), objectsDir: get('--objects'), instances: Number(get('--instances', '2')), ...(spec ? { spec } : {}) };
 }
 
 interface Traffic {
@@ -88,13 +92,9 @@ async function main(): Promise<void> {
 
   try {
     destroyLab(prefix);
-    lab = createNetnsLab({ prefix, instances: a.instances, ringCapacity: 8192, ringCount: 4 });
+    lab = a.spec === undefined ? createNetnsLab({ prefix, instances: a.instances, ringCapacity: 8192, ringCount: 4 }) : createLabFromSpec(JSON.parse(readFileSync(a.spec, 'utf8')) as LabSpec, prefix);
     dp = await XdpDataPlane.create(lab.topology, { objectsDir: a.objectsDir });
-    const none = { phase: Phase.NONE, handoverId: 0 };
-    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 10 }, action: { outPort: 's1-vnf1', ...none } });
-    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', ...none } });
-    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 10 }, action: { outPort: 's2-vnf1', ...none } });
-    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', ...none } });
+    await installRules(dp, lab.spec.rules);
   } catch (e) {
     writeState(paths, { ...state, status: 'failed', error: e instanceof Error ? e.message : String(e) });
     await dp?.close();

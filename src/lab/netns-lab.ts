@@ -1,12 +1,17 @@
 /**
- * Builds a lab in network namespaces: client — s1 — {vnf1..vnfN} — s2 — server.
- * Switches and VNF instances are namespaces whose veth ends carry the XDP
- * programs; hosts are namespaces with one interface each. Every namespace
- * name starts with the lab's prefix, so leftovers of a crashed run are found
- * and removed by prefix.
+ * Builds a lab in network namespaces from a validated lab spec. Switches and
+ * VNF instances are namespaces whose veth ends carry the XDP programs; hosts
+ * are namespaces with one interface each. Every namespace name starts with
+ * the lab's prefix, so leftovers of a crashed run are found and removed by
+ * prefix.
+ *
+ * Interface names: in a switch, `p-<neighbour>`; in a VNF, eth0 (its first
+ * link: side 0, towards the ingress switch) and eth1; in a host, eth0.
  */
 import { createNetns, createVeth, deleteNetns, listNetns, ethtoolFeatures, addNeighbor, inNetns } from '../net/iproute.js';
-import type { XdpTopology } from '../dataplane/xdp/topology.js';
+import type { XdpTopology, XdpSwitchPort } from '../dataplane/xdp/topology.js';
+import { Phase, type DataPlane, type Rule } from '../dataplane/types.js';
+import type { LabSpec, RuleSpec } from './spec/types.js';
 
 export interface LabHost {
   name: string;
@@ -18,10 +23,13 @@ export interface LabHost {
 
 export interface NetnsLab {
   prefix: string;
+  hosts: LabHost[];
+  /** the first two hosts: where traffic starts and ends by default */
   client: LabHost;
   server: LabHost;
   topology: XdpTopology;
   namespaces: string[];
+  spec: LabSpec;
 }
 
 export interface NetnsLabOptions {
@@ -40,54 +48,133 @@ export function destroyLab(prefix: string): string[] {
   return gone;
 }
 
-export function createNetnsLab(o: NetnsLabOptions): NetnsLab {
+/** The standard lab client — s1 — {vnf1..vnfN} — s2 — server, traffic through vnf1. */
+export function standardSpec(o: Omit<NetnsLabOptions, 'prefix'> = {}): LabSpec {
   const n = o.instances ?? 2;
-  const ns = (role: string): string => `${o.prefix}${role}`;
-  const names = ['client', 'server', 's1', 's2', ...Array.from({ length: n }, (_, i) => `vnf${i + 1}`)];
+  const vnfs = Array.from({ length: n }, (_, i) => `vnf${i + 1}`);
+  const mtu = o.mtu ?? 1500;
+  return {
+    name: 'standard',
+    target: 'xdp',
+    state: 'vnf-map',
+    hosts: [
+      { name: 'client', ip: '10.0.0.1/24', mac: '02:00:0a:00:00:01' },
+      { name: 'server', ip: '10.0.0.2/24', mac: '02:00:0a:00:00:02' },
+    ],
+    switches: [{ name: 's1' }, { name: 's2' }],
+    vnfs: vnfs.map((name) => ({ name, type: 'counter', ringCapacity: o.ringCapacity ?? 4096, ringCount: o.ringCount ?? 4 })),
+    links: [
+      { ends: ['client', 's1'], mtu },
+      ...vnfs.map((v) => ({ ends: ['s1', v] as [string, string], mtu })),
+      ...vnfs.map((v) => ({ ends: [v, 's2'] as [string, string], mtu })),
+      { ends: ['s2', 'server'], mtu },
+    ],
+    rules: [
+      { switch: 's1', match: { dst: '10.0.0.2/32', from: 'client' }, to: 'vnf1', priority: 1 },
+      { switch: 's1', match: { dst: '10.0.0.1/32' }, to: 'client', priority: 1 },
+      { switch: 's2', match: { dst: '10.0.0.1/32', from: 'server' }, to: 'vnf1', priority: 1 },
+      { switch: 's2', match: { dst: '10.0.0.2/32' }, to: 'server', priority: 1 },
+    ],
+  };
+}
+
+/** The standard lab (see standardSpec), built in namespaces. */
+export function createNetnsLab(o: NetnsLabOptions): NetnsLab {
+  return createLabFromSpec(standardSpec(o), o.prefix);
+}
+
+export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
+  const ns = (node: string): string => `${prefix}${node}`;
+  const kind = new Map<string, 'host' | 'switch' | 'vnf'>([
+    ...spec.hosts.map((h) => [h.name, 'host'] as const),
+    ...spec.switches.map((s) => [s.name, 'switch'] as const),
+    ...spec.vnfs.map((v) => [v.name, 'vnf'] as const),
+  ]);
   const created: string[] = [];
   try {
-    for (const r of names) {
-      createNetns(ns(r));
-      created.push(ns(r));
+    for (const node of kind.keys()) {
+      createNetns(ns(node));
+      created.push(ns(node));
       // no IPv6 autoconfiguration chatter: every frame on the lab's links is ours
-      inNetns(ns(r), 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      inNetns(ns(node), 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     }
-    const client: LabHost = { name: 'client', netns: ns('client'), ifname: 'eth0', ip: '10.0.0.1', mac: '02:00:0a:00:00:01' };
-    const server: LabHost = { name: 'server', netns: ns('server'), ifname: 'eth0', ip: '10.0.0.2', mac: '02:00:0a:00:00:02' };
-    createVeth({ name: 'eth0', netns: client.netns, mac: client.mac, address: `${client.ip}/24` }, { name: 'p-client', netns: ns('s1') }, o.mtu);
-    createVeth({ name: 'eth0', netns: server.netns, mac: server.mac, address: `${server.ip}/24` }, { name: 'p-server', netns: ns('s2') }, o.mtu);
-    for (let i = 1; i <= n; i++) {
-      const v = ns(`vnf${i}`);
-      createVeth({ name: `p-vnf${i}`, netns: ns('s1') }, { name: 'eth0', netns: v }, o.mtu);
-      createVeth({ name: 'eth1', netns: v }, { name: `p-vnf${i}`, netns: ns('s2') }, o.mtu);
+    /** links of each VNF seen so far: its next link is that side */
+    const vnfSides = new Map<string, number>();
+    const ports = new Map<string, XdpSwitchPort[]>(spec.switches.map((s) => [s.name, []]));
+    const hostIf = new Map<string, string>();
+    for (const link of spec.links) {
+      const [a, b] = link.ends;
+      const side = (node: string): number => (kind.get(node) === 'vnf' ? (vnfSides.get(node) ?? 0) : 0);
+      const name = (node: string, other: string): string => (kind.get(node) === 'switch' ? `p-${other}` : kind.get(node) === 'host' ? 'eth0' : `eth${side(node)}`);
+      const hostEnd = (node: string, ifname: string): { mac?: string; address?: string } => {
+        const h = spec.hosts.find((x) => x.name === node);
+        if (h === undefined) return {};
+        hostIf.set(node, ifname);
+        return { mac: h.mac, address: h.ip };
+      };
+      const ends = [
+        { node: a, other: b, ifname: name(a, b), side: side(a) },
+        { node: b, other: a, ifname: name(b, a), side: side(b) },
+      ] as const;
+      createVeth({ name: ends[0].ifname, netns: ns(a), ...hostEnd(a, ends[0].ifname) }, { name: ends[1].ifname, netns: ns(b), ...hostEnd(b, ends[1].ifname) }, link.mtu);
+      for (const [i, e] of ends.entries()) {
+        const far = ends[1 - i]!;
+        if (kind.get(e.node) === 'vnf') vnfSides.set(e.node, e.side + 1);
+        if (kind.get(e.node) === 'switch') {
+          const farKind = kind.get(far.node);
+          ports.get(e.node)!.push({
+            name: `${e.node}-${far.node}`,
+            ifname: e.ifname,
+            role: farKind === 'host' ? 'host' : 'vnf',
+            ...(farKind === 'vnf' ? { instance: far.node, instanceSide: far.side } : {}),
+          });
+        }
+      }
     }
-    for (const h of [client, server]) {
+    const hosts: LabHost[] = spec.hosts.map((h) => ({ name: h.name, netns: ns(h.name), ifname: hostIf.get(h.name) ?? 'eth0', ip: h.ip.split('/')[0]!, mac: h.mac }));
+    for (const h of hosts) {
       // complete checksums on the wire: frames are replayed as new frames
       ethtoolFeatures(h.ifname, { tx: 'off' }, h.netns);
       // frames redirected into a veth need XDP or GRO on the receiving end
       ethtoolFeatures(h.ifname, { gro: 'on' }, h.netns);
+      for (const other of hosts) if (other !== h) addNeighbor(h.ifname, other.ip, other.mac, h.netns);
     }
-    addNeighbor(client.ifname, server.ip, server.mac, client.netns);
-    addNeighbor(server.ifname, client.ip, client.mac, server.netns);
-    const vnfs = Array.from({ length: n }, (_, i) => `vnf${i + 1}`);
     const topology: XdpTopology = {
-      switches: [
-        {
-          name: 's1',
-          netns: ns('s1'),
-          ports: [{ name: 's1-client', ifname: 'p-client', role: 'host' }, ...vnfs.map((v) => ({ name: `s1-${v}`, ifname: `p-${v}`, role: 'vnf' as const, instance: v }))],
-        },
-        {
-          name: 's2',
-          netns: ns('s2'),
-          ports: [{ name: 's2-server', ifname: 'p-server', role: 'host' }, ...vnfs.map((v) => ({ name: `s2-${v}`, ifname: `p-${v}`, role: 'vnf' as const, instance: v }))],
-        },
-      ],
-      instances: vnfs.map((v) => ({ name: v, netns: ns(v), ifaces: ['eth0', 'eth1'], ringCapacity: o.ringCapacity ?? 4096, ringCount: o.ringCount ?? 4 })),
+      switches: spec.switches.map((s) => ({ name: s.name, netns: ns(s.name), ports: ports.get(s.name)! })),
+      instances: spec.vnfs.map((v) => ({ name: v.name, netns: ns(v.name), ifaces: ['eth0', 'eth1'], ringCapacity: v.ringCapacity, ringCount: v.ringCount })),
     };
-    return { prefix: o.prefix, client, server, topology, namespaces: created };
+    return { prefix, hosts, client: hosts[0]!, server: hosts[1] ?? hosts[0]!, topology, namespaces: created, spec };
   } catch (e) {
     for (const c of created) deleteNetns(c);
     throw e;
   }
+}
+
+/** Installs the spec's rules; returns them in spec order. */
+export async function installRules(dp: DataPlane, rules: readonly RuleSpec[]): Promise<Rule[]> {
+  const out: Rule[] = [];
+  for (const r of rules) {
+    const action = { outPort: `${r.switch}-${r.to}`, phase: Phase.NONE, handoverId: 0 };
+    if ('flow' in r) out.push(await dp.addRule({ switch: r.switch, match: { kind: 'exact', flow: r.flow }, action }));
+    else {
+      const m = r.match;
+      out.push(
+        await dp.addRule({
+          switch: r.switch,
+          match: {
+            kind: 'wildcard',
+            priority: r.priority,
+            ...(m.src === undefined ? {} : { src: m.src }),
+            ...(m.dst === undefined ? {} : { dst: m.dst }),
+            ...(m.sport === undefined ? {} : { sport: m.sport }),
+            ...(m.dport === undefined ? {} : { dport: m.dport }),
+            ...(m.proto === undefined ? {} : { proto: m.proto }),
+            ...(m.from === undefined ? {} : { inPort: `${r.switch}-${m.from}` }),
+          },
+          action,
+        }),
+      );
+    }
+  }
+  return out;
 }

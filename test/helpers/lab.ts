@@ -1,7 +1,7 @@
 /** A netns lab with the XDP data plane, traffic generators and sinks, torn down after the test. */
 import path from 'node:path';
 import type { Test } from 'tap';
-import { createNetnsLab, destroyLab, type NetnsLab } from '../../src/lab/netns-lab.js';
+import { createNetnsLab, destroyLab, installRules, type NetnsLab } from '../../src/lab/netns-lab.js';
 import { XdpDataPlane } from '../../src/dataplane/xdp/xdp-dataplane.js';
 import { TrafficGenerator } from '../../src/traffic/generator.js';
 import { TrafficSink } from '../../src/traffic/sink.js';
@@ -35,12 +35,7 @@ export async function testLab(t: Test, options: { ringCapacity?: number; ringCou
     for (const c of closers.reverse()) c();
     await dp.close();
   });
-  if (options.defaultRules !== false) {
-    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, inPort: 's1-client', priority: 1 }, action: { outPort: 's1-vnf1', phase: 0, handoverId: 0 } });
-    await dp.addRule({ switch: 's1', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, priority: 1 }, action: { outPort: 's1-client', phase: 0, handoverId: 0 } });
-    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.client.ip}/32`, inPort: 's2-server', priority: 1 }, action: { outPort: 's2-vnf1', phase: 0, handoverId: 0 } });
-    await dp.addRule({ switch: 's2', match: { kind: 'wildcard', dst: `${lab.server.ip}/32`, priority: 1 }, action: { outPort: 's2-server', phase: 0, handoverId: 0 } });
-  }
+  if (options.defaultRules !== false) await installRules(dp, lab.spec.rules);
   const pair = (from: typeof lab.client, to: typeof lab.client, flows = 1, frameSize = 128): { gen: TrafficGenerator; sink: TrafficSink } => {
     const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname });
     closers.push(() => sink.close());

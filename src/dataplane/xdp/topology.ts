@@ -8,6 +8,8 @@ export interface XdpSwitchPort {
   role: 'host' | 'vnf';
   /** for role 'vnf': the instance behind the port */
   instance?: string;
+  /** for role 'vnf': the instance's side this port is cabled to (0 = its ingress side) */
+  instanceSide?: number;
 }
 
 export interface XdpSwitch {

@@ -484,28 +484,17 @@ export class XdpDataPlane implements DataPlane {
     });
   }
 
-  /** Points the agent's relay devmap at the switch ports facing `target`. */
+  /** Points the agent's relay devmap, per side, at the switch port facing `target` on that side's switch. */
   #pointRelay(inst: LoadedInstance, target: string): void {
     this.#instance(target);
     const relay = inst.agent.map('relay_tx');
-    // side 0 faces the ingress switch, side 1 the egress switch: find, per
-    // side, the switch that has a port towards this instance on that iface
     for (const sw of this.#switches.values()) {
       const mine = sw.spec.ports.find((p) => p.instance === inst.spec.name);
       const theirs = sw.spec.ports.find((p) => p.instance === target);
       if (mine === undefined || theirs === undefined) continue;
-      const side = this.#sideFacing(inst, sw);
       const ifindex = ifindexOf(theirs.ifname, sw.spec.netns);
-      withNetns(sw.spec.netns, () => relay.update(u32.encode(side), u32.encode(ifindex)));
+      withNetns(sw.spec.netns, () => relay.update(u32.encode(mine.instanceSide ?? 0), u32.encode(ifindex)));
     }
-  }
-
-  /** Which side of an instance is cabled to a switch: the switch order of the topology (first = ingress). */
-  #sideFacing(inst: LoadedInstance, sw: LoadedSwitch): number {
-    const facing = [...this.#switches.values()].filter((s) => s.spec.ports.some((p) => p.instance === inst.spec.name));
-    const i = facing.indexOf(sw);
-    if (i < 0 || i > 1) throw new DataPlaneError(`instance ${inst.spec.name} is not cabled to switch ${sw.spec.name}`);
-    return i;
   }
 
   async disarm(name: string, hid: number): Promise<void> {

@@ -1,0 +1,206 @@
+/**
+ * The lab spec: what a user writes (`LabSpecInput`, matching
+ * lab-spec.schema.json) and what `validateSpec` hands back (`LabSpec`: the
+ * same document with every default filled in and every shorthand expanded).
+ *
+ * A `LabSpec` is itself a valid input: validating it again yields an equal
+ * spec.
+ */
+
+export type Target = 'xdp' | 'bmv2';
+export type StateBackend = 'vnf-map' | 'copy' | 'estate' | 'redis';
+export type VnfType = 'counter';
+export type ProtoName = 'udp' | 'tcp' | 'icmp';
+
+export const TARGETS: readonly Target[] = ['xdp', 'bmv2'];
+export const STATE_BACKENDS: readonly StateBackend[] = ['vnf-map', 'copy', 'estate', 'redis'];
+export const PROTO_NUMBERS: Readonly<Record<ProtoName, number>> = { icmp: 1, tcp: 6, udp: 17 };
+
+export const DEFAULTS = {
+  target: 'xdp' as Target,
+  state: 'vnf-map' as StateBackend,
+  vnfType: 'counter' as VnfType,
+  ringCapacity: 4096,
+  ringCount: 4,
+  mtu: 1500,
+  priority: 0,
+} as const;
+
+export const LIMITS = {
+  ringCapacity: { min: 64, max: 65536 },
+  ringCount: { min: 1, max: 16 },
+  mtu: { min: 576, max: 9000 },
+  /** SHARP_MAX_WILD_RULES: wildcard rules one XDP switch holds */
+  xdpWildcardRules: 256,
+} as const;
+
+// ------------------------------------------------------------ validated spec
+
+export interface HostSpec {
+  name: string;
+  /** address with prefix length, e.g. "10.0.0.1/24" */
+  ip: string;
+  /** lowercase; derived from the IP ("02:00:" + its four bytes) when not written */
+  mac: string;
+}
+
+export interface SwitchSpec {
+  name: string;
+}
+
+export interface VnfSpec {
+  name: string;
+  type: VnfType;
+  /** frames per hold ring and side; a power of two in 64..65536 */
+  ringCapacity: number;
+  /** hold rings (concurrent incoming handovers), 1..16 */
+  ringCount: number;
+}
+
+export interface LinkSpec {
+  /** For a VNF, its first listed link goes to its side 0 (ingress) switch, the second to side 1. */
+  ends: [string, string];
+  mtu: number;
+}
+
+/** Fields left out match anything. */
+export interface WildcardMatchSpec {
+  /** CIDR; a bare address in the input becomes /32 */
+  src?: string;
+  dst?: string;
+  /** 0 = any */
+  sport?: number;
+  dport?: number;
+  /** IP protocol number; 0 = any */
+  proto?: number;
+  /** neighbour node the packet came from (ingress port) */
+  from?: string;
+}
+
+export interface FlowSpec {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** IP protocol number */
+  proto: number;
+}
+
+export interface WildcardRuleSpec {
+  name?: string;
+  switch: string;
+  match: WildcardMatchSpec;
+  /** neighbour node the packet goes to (egress port) */
+  to: string;
+  priority: number;
+}
+
+export interface ExactRuleSpec {
+  name?: string;
+  switch: string;
+  flow: FlowSpec;
+  to: string;
+}
+
+export type RuleSpec = WildcardRuleSpec | ExactRuleSpec;
+
+export interface LabSpec {
+  name: string;
+  description?: string;
+  target: Target;
+  state: StateBackend;
+  hosts: HostSpec[];
+  switches: SwitchSpec[];
+  vnfs: VnfSpec[];
+  links: LinkSpec[];
+  rules: RuleSpec[];
+}
+
+export function isExactRule(r: RuleSpec): r is ExactRuleSpec {
+  return 'flow' in r;
+}
+
+// ------------------------------------------------------------ what users write
+
+export type ProtoInput = ProtoName | number;
+
+export interface HostInput {
+  name: string;
+  ip: string;
+  mac?: string;
+}
+
+export interface VnfInput {
+  name: string;
+  type?: VnfType;
+  ringCapacity?: number;
+  ringCount?: number;
+}
+
+/** `[a, b]` or `{ ends: [a, b], mtu }` */
+export type LinkInput = [string, string] | { ends: [string, string]; mtu?: number };
+
+export interface WildcardMatchInput {
+  src?: string;
+  dst?: string;
+  sport?: number;
+  dport?: number;
+  proto?: ProtoInput;
+  from?: string;
+}
+
+export interface FlowInput {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  proto: ProtoInput;
+}
+
+export type RuleInput =
+  | { name?: string; switch: string; match: WildcardMatchInput; to: string; priority?: number }
+  | { name?: string; switch: string; flow: FlowInput; to: string };
+
+export interface LabSpecInput {
+  $schema?: string;
+  name: string;
+  description?: string;
+  target?: Target;
+  state?: StateBackend;
+  hosts: HostInput[];
+  switches: SwitchSpec[];
+  vnfs?: VnfInput[];
+  links: LinkInput[];
+  rules?: RuleInput[];
+}
+
+// ------------------------------------------------------------ errors
+
+/** One problem in a spec. */
+export interface SpecIssue {
+  /** where: a dotted path like `rules[2].to`; "" for the document itself */
+  path: string;
+  /** what is wrong, in words */
+  message: string;
+  /** 1-based position in the source text, when known (loadSpec) */
+  line?: number;
+  column?: number;
+}
+
+function issueLine(i: SpecIssue): string {
+  const where = i.path === '' ? 'spec' : i.path;
+  const pos = i.line === undefined ? '' : ` (line ${i.line}${i.column === undefined ? '' : `, column ${i.column}`})`;
+  return `${where}${pos}: ${i.message}`;
+}
+
+export class SpecError extends Error {
+  override name = 'SpecError';
+  readonly errors: SpecIssue[];
+  constructor(errors: SpecIssue[], options?: ErrorOptions & { source?: string }) {
+    const head = `${options?.source ? `${options.source}: ` : ''}lab spec: ${errors.length} ${errors.length === 1 ? 'problem' : 'problems'}`;
+    super([head, ...errors.map((e) => `  ${issueLine(e)}`)].join('\n'), options);
+    this.errors = errors;
+  }
+}
+
+export { issueLine as formatIssue };
