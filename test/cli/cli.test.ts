@@ -1,7 +1,7 @@
 // The real CLI, spawned as a user would run it.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../helpers/env.js';
@@ -59,6 +59,21 @@ const invalid: [string[], RegExp][] = [
   [['demo', 'extra'], /too many arguments/],
   [['demo', '--target', 'bmv2'], /target bmv2 needs the P4 data plane/],
 ];
+// specs given to lab up: rejected before anything is created
+const specDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-spec-'));
+t.teardown(() => rmSync(specDir, { recursive: true, force: true }));
+const specFile = (name: string, text: string): string => {
+  const f = path.join(specDir, name);
+  writeFileSync(f, text);
+  return f;
+};
+invalid.push(
+  [['lab', 'up', specFile('syntax.yaml', 'name: x\nhosts: [\n')], /syntax\.yaml.*line 3/s],
+  [['lab', 'up', specFile('unknown.json', JSON.stringify({ name: 'x', hosts: [], switches: [], vnfs: [], links: [], rules: [], colour: 'blue' }))], /colour/],
+  [['lab', 'up', specFile('dup.yaml', 'name: x\nhosts: [{name: a, ip: 10.0.0.1/24}, {name: a, ip: 10.0.0.2/24}]\nswitches: []\nvnfs: []\nlinks: []\nrules: []\n')], /hosts\[1\]\.name.*'a' is already the name/],
+  [['lab', 'up', path.join(specDir, 'missing.yaml')], /missing\.yaml/],
+);
+
 for (const [args, message] of invalid) {
   t.test(`sharpctl ${args.join(' ')} → usage error`, async (t) => {
     const r = run(args);
