@@ -12,6 +12,7 @@ import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { schemaIssues, schemaPath, labSpecSchema } from './schema.js';
 import { semanticIssues, normalize, protoNumber } from './semantics.js';
 import { specAsset } from './assets.js';
+import { findJsonSyntaxError } from './json-position.js';
 import { SpecError, type LabSpec, type LabSpecInput, type SpecIssue } from './types.js';
 import { pathString, type RawIssue, type Segment } from './util.js';
 
@@ -37,14 +38,13 @@ export function parseSpec(text: string, format: SpecFormat): unknown {
     try {
       return JSON.parse(src) as unknown;
     } catch (e) {
-      const msg = e instanceof Error ? e.message : String(e);
-      const pos = /at position (\d+)/.exec(msg);
-      const where = pos ? lineCol(src, Number(pos[1])) : msg.includes('end of JSON') ? lineCol(src, src.length) : undefined;
-      const message = `not valid JSON: ${msg.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the text')}`;
-      throw new SpecError([{ path: '', message, ...(where ?? {}) }], { cause: e });
+      const found = findJsonSyntaxError(src);
+      const message = `not valid JSON: ${found?.message ?? (e instanceof Error ? e.message : String(e))}`;
+      throw new SpecError([{ path: '', message, ...(found ? lineCol(src, found.offset) : {}) }], { cause: e });
     }
   }
-  const doc = parseDocument(src, { prettyErrors: true });
+  // merge keys (<<: *anchor) let a hand-written spec share settings between entries
+  const doc = parseDocument(src, { prettyErrors: true, merge: true });
   if (doc.errors.length > 0) {
     throw new SpecError(
       doc.errors.map((e) => {
@@ -117,7 +117,7 @@ export function specFromText(text: string, format: SpecFormat, source?: string):
   if (r.ok) return r.spec;
   // JSON is YAML too: one parser finds positions for both formats
   const lines = new LineCounter();
-  const doc = parseDocument(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, { lineCounter: lines });
+  const doc = parseDocument(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, { lineCounter: lines, merge: true });
   const located = doc.errors.length === 0;
   const errors = r.raw.map((x) => ({ ...toIssue(x), ...(located ? locate(doc, lines, x.at) : undefined) }));
   throw new SpecError(errors, source === undefined ? {} : { source });

@@ -115,7 +115,8 @@ function translate(e: ErrorObject): RawIssue | undefined {
       const n = Array.isArray(e.data) ? e.data.length : 0;
       const what = (k: number): string => `${k} ${k === 1 ? 'entry' : 'entries'}`;
       const want = min !== undefined && min === max ? `exactly ${what(Number(min))}` : e.keyword === 'minItems' ? `at least ${what(Number(min))}` : `at most ${what(Number(max))}`;
-      const d = describe(parent);
+      // a fixed-length list's description says what its entries are
+      const d = min !== undefined && min === max ? describe(parent) : undefined;
       return { at, message: `must have ${want}${d ? ` (${d})` : ''}, got ${n === 0 ? 'none' : n}` };
     }
     default:
