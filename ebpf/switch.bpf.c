@@ -163,6 +163,65 @@ static __always_inline int wild_lookup(const struct sharp_flow_key *key, __u32 i
  *   before: dst src type payload
  *   after:  dst src 0x821C tag type payload
  */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} divert SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sharp_divert_stats);
+} divert_stats SEC(".maps");
+
+/* Baseline (controller-buffer mode): the frame goes to the controller. */
+static __always_inline int divert_to_controller(struct xdp_md *ctx, __u32 hid, __u32 in_slot)
+{
+	struct sharp_divert_record *rec;
+	struct sharp_divert_stats *ds;
+	__u32 zero = 0;
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+
+	ds = bpf_map_lookup_elem(&divert_stats, &zero);
+	if (len < SHARP_ETH_HLEN || len > SHARP_MAX_FRAME) {
+		if (ds)
+			ds->dropped++;
+		return XDP_DROP;
+	}
+	rec = bpf_ringbuf_reserve(&divert, sizeof(*rec), 0);
+	if (!rec) {
+		if (ds)
+			ds->dropped++;
+		return XDP_DROP;
+	}
+	len &= 0x7ff;
+	if (len < SHARP_ETH_HLEN || len > SHARP_MAX_FRAME || bpf_xdp_load_bytes(ctx, 0, rec->data, len)) {
+		bpf_ringbuf_discard(rec, 0);
+		if (ds)
+			ds->dropped++;
+		return XDP_DROP;
+	}
+	rec->hid = hid;
+	rec->len = len;
+	rec->in_slot = in_slot;
+	rec->pad = 0;
+	bpf_ringbuf_submit(rec, 0);
+	if (ds) {
+		ds->packets++;
+		ds->bytes += len;
+	}
+	return XDP_DROP;
+}
+
+/* The controller sends a frame out of a switch port: a live-frames test run
+ * with the port as ingress device, and XDP_TX. */
+SEC("xdp")
+int tx_inject(struct xdp_md *ctx)
+{
+	return XDP_TX;
+}
+
 static __always_inline int push_shim(struct xdp_md *ctx, __u32 phase, __u32 hid)
 {
 	struct sharp_eth_shim_hdr *h;
@@ -256,6 +315,9 @@ int sharp_switch(struct xdp_md *ctx)
 	out_slot = act->out_slot;
 	hid = act->hid;
 	phase = act->phase;
+
+	if (phase == SHARP_PHASE_DIVERT)
+		return divert_to_controller(ctx, hid, in_slot);
 
 	if (phase != SHARP_PHASE_NONE) {
 		struct sharp_ho_stats *hs;

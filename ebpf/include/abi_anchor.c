@@ -43,6 +43,8 @@ struct sharp_abi_anchor {
 	struct sharp_vnf_flow_state vnf_flow_state;
 	struct sharp_vnf_stats vnf_stats;
 	struct sharp_release_ctl release_ctl;
+	struct sharp_divert_record divert_record;
+	struct sharp_divert_stats divert_stats;
 	struct sharp_tg_config tg_config;
 	struct sharp_tg_event tg_event;
 	struct sharp_tg_sink_stats tg_sink_stats;

@@ -53,6 +53,8 @@ enum sharp_phase {
 	SHARP_PHASE_NONE = 0,	/* not under handover: no shim */
 	SHARP_PHASE_PRE = 1,	/* still going to the old instance, counted */
 	SHARP_PHASE_POST = 2,	/* going to the new instance, held there */
+	SHARP_PHASE_DIVERT = 3,	/* baseline only (controller-buffer mode): to the
+				 * controller, never on a link */
 };
 
 /* The 4 shim bytes that follow an Ethernet header of type SHARP_ETH_P_SHIM
@@ -420,6 +422,32 @@ struct sharp_vnf_stats {
 	__u64 malformed;	/* truncated IPv4/L4 header: forwarded uncounted */
 };
 _Static_assert(sizeof(struct sharp_vnf_stats) == 48, "sharp_vnf_stats size");
+
+/*
+ * The controller-buffer baseline (OpenNF-style, what SHarP replaces): a rule
+ * whose action has phase DIVERT sends its frames to the controller instead of
+ * a port. The switch copies each frame into the `divert` ring buffer as one
+ * sharp_divert_record and drops it; the controller buffers them in its own
+ * memory and later sends them on (tx_inject). Frames larger than
+ * SHARP_MAX_FRAME, or arriving while the ring buffer is full, are counted in
+ * divert_stats.dropped — and reported, never silent.
+ */
+struct sharp_divert_record {
+	__u32 hid;
+	__u32 len;
+	__u32 in_slot;
+	__u32 pad;
+	__u8 data[SHARP_MAX_FRAME];
+};
+_Static_assert(sizeof(struct sharp_divert_record) == 1552, "sharp_divert_record size");
+
+/* divert_stats: PERCPU_ARRAY[1]. */
+struct sharp_divert_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 dropped;
+};
+_Static_assert(sizeof(struct sharp_divert_stats) == 24, "sharp_divert_stats size");
 
 /* ------------------------------------------------------------------------ */
 /* Traffic generator and sink (trafficgen.bpf.c)                            */

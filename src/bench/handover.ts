@@ -14,7 +14,7 @@ import { sleep } from '../util/mutex.js';
 export interface LabSession {
   dp: XdpDataPlane;
   rules: number[];
-  run(pps: number, handovers: number, delayMs: number, onResult?: (r: HandoverResult) => void): Promise<{ report: TrafficReport; results: HandoverResult[] }>;
+  run(pps: number, handovers: number, delayMs: number, onResult?: (r: HandoverResult) => void, mode?: 'sharp' | 'controller-buffer'): Promise<{ report: TrafficReport; results: HandoverResult[] }>;
   close(): Promise<void>;
 }
 
@@ -37,7 +37,7 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
   return {
     dp,
     rules: [f.id, r.id],
-    async run(pps, handovers, delayMs, onResult) {
+    async run(pps, handovers, delayMs, onResult, mode = 'sharp') {
       const sink = new TrafficSink({ objectsDir, netns: lab.server.netns, ifname: lab.server.ifname, sampleEvery: 50 });
       // new flows for every run: the VNF's counters of earlier runs' flows go on from where they were
       const basePort = 20000 + 100 * runs++;
@@ -49,7 +49,7 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
         const results: HandoverResult[] = [];
         for (let i = 0; i < handovers; i++) {
           const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
-          const res = await engine.handover({ rules: [f.id, r.id], from: at, to, expectedPps: pps, expectedStateMs: delayMs, capacityPolicy: 'warn' });
+          const res = await engine.handover({ rules: [f.id, r.id], from: at, to, expectedPps: pps, expectedStateMs: delayMs, capacityPolicy: 'warn', mode });
           if (res.outcome === 'completed') at = to;
           results.push(res);
           onResult?.(res);

@@ -37,7 +37,8 @@ export interface WildcardMatch {
 
 export type RuleMatch = ExactMatch | WildcardMatch;
 
-export const Phase = { NONE: 0, PRE: 1, POST: 2 } as const;
+/** DIVERT is the controller-buffer baseline's: frames go to the controller. */
+export const Phase = { NONE: 0, PRE: 1, POST: 2, DIVERT: 3 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
 
 /** What a rule does with a matching packet. */
@@ -134,8 +135,15 @@ export interface DataPlane {
   /** marked packets a switch sent for a handover (summed over CPUs) */
   handoverCounters(sw: string, handoverId: number): Promise<HandoverMarkCounters>;
   resetHandoverCounters(sw: string, handoverId: number): Promise<void>;
-  /** data packets that reached the controller (0 by construction on XDP) */
+  /** data packets that reached the controller (only diverted rules send any) */
   controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }>;
+  /**
+   * Baseline (controller-buffer mode) only: frames of rules whose action is
+   * DIVERT, delivered to the controller in the order each switch sent them.
+   */
+  openControllerChannel(onFrame: (f: DivertedFrame) => void): ControllerChannel;
+  /** Baseline only: the controller sends frames out of a switch port, in order. */
+  sendFromController(sw: string, port: string, frames: readonly Buffer[]): Promise<void>;
 
   // agents
   /** throws AgentUnavailableError with the reason when the instance has no working agent */
@@ -159,6 +167,18 @@ export interface DataPlane {
   deleteState(instance: string, flows: readonly FlowKey[]): Promise<void>;
 
   close(): Promise<void>;
+}
+
+export interface DivertedFrame {
+  switch: string;
+  handoverId: number;
+  frame: Buffer;
+}
+
+export interface ControllerChannel {
+  /** delivers whatever the switches have diverted so far, now */
+  drain(): void;
+  close(): void;
 }
 
 export class DataPlaneError extends Error {

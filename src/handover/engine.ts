@@ -5,7 +5,7 @@
  * the new instance's kernel ring.
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, type DataPlane, type Rule } from '../dataplane/types.js';
+import { Phase, DataPlaneError, type DataPlane, type Rule, type ControllerChannel } from '../dataplane/types.js';
 import { sleep, waitFor } from '../util/mutex.js';
 import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
 
@@ -14,7 +14,9 @@ export type HandoverStep =
   | 'arming'
   | 'pre-marking'
   | 'switching'
+  | 'diverting'
   | 'draining'
+  | 'flushing'
   | 'moving-state'
   | 'releasing'
   | 'cleaning'
@@ -49,6 +51,49 @@ export interface HandoverRequest {
   /** what to do when the ring may overflow: refuse (default) or warn and go on */
   capacityPolicy?: 'refuse' | 'warn';
   mover?: StateMover;
+  /**
+   * 'sharp' (default): zero controller buffer. 'controller-buffer': the
+   * baseline SHarP replaced (OpenNF-style): during the move the switches
+   * divert the flow to the controller, which buffers the packets and sends
+   * them to the new instance once the state has moved.
+   */
+  mode?: 'sharp' | 'controller-buffer';
+}
+
+/** What the controller itself held during a handover (0 in sharp mode). */
+export interface ControllerBufferStats {
+  packets: number;
+  bytes: number;
+  peakPackets: number;
+  peakBytes: number;
+}
+
+/** The baseline's buffer: frames in arrival order per switch. */
+class ControllerBuffer {
+  readonly frames = new Map<string, Buffer[]>();
+  readonly stats: ControllerBufferStats = { packets: 0, bytes: 0, peakPackets: 0, peakBytes: 0 };
+  #packets = 0;
+  #bytes = 0;
+
+  push(sw: string, frame: Buffer): void {
+    const list = this.frames.get(sw) ?? [];
+    list.push(frame);
+    this.frames.set(sw, list);
+    this.#packets++;
+    this.#bytes += frame.length;
+    this.stats.packets++;
+    this.stats.bytes += frame.length;
+    this.stats.peakPackets = Math.max(this.stats.peakPackets, this.#packets);
+    this.stats.peakBytes = Math.max(this.stats.peakBytes, this.#bytes);
+  }
+
+  take(sw: string): Buffer[] {
+    const list = this.frames.get(sw) ?? [];
+    this.frames.delete(sw);
+    this.#packets -= list.length;
+    this.#bytes -= list.reduce((a, f) => a + f.length, 0);
+    return list;
+  }
 }
 
 export interface HandoverResult {
@@ -62,6 +107,8 @@ export interface HandoverResult {
   /** time the state mover took */
   stateMs: number;
   counts: HandoverCounts & { held: bigint; released: bigint; overflow: bigint; relayed: bigint };
+  mode: 'sharp' | 'controller-buffer';
+  controllerBuffer: ControllerBufferStats;
   state?: StateMoveResult;
   timings: Record<string, number>;
   events: HandoverEvent[];
@@ -121,6 +168,39 @@ export class HandoverEngine extends EventEmitter {
   readonly #ringsInUse = new Map<string, Set<number>>();
   readonly #active = new Map<number, { step: HandoverStep; request: HandoverRequest; startedAt: number }>();
   #nextHid = 1;
+  /** baseline only: one channel for all handovers (a ring buffer has one consumer) */
+  #channel: ControllerChannel | undefined;
+  readonly #buffers = new Map<number, ControllerBuffer>();
+  /** diverted frames no handover claimed (must stay 0) */
+  unclaimedFrames = 0;
+
+  #openBuffer(hid: number): ControllerBuffer {
+    this.#channel ??= this.#dp.openControllerChannel((f) => {
+      const b = this.#buffers.get(f.handoverId);
+      if (b === undefined) this.unclaimedFrames++;
+      else b.push(f.switch, f.frame);
+    });
+    const b = new ControllerBuffer();
+    this.#buffers.set(hid, b);
+    return b;
+  }
+
+  #closeBuffer(hid: number): void {
+    this.#buffers.delete(hid);
+    if (this.#buffers.size === 0) {
+      this.#channel?.close();
+      this.#channel = undefined;
+    }
+  }
+
+  /** Sends a handover's buffered frames out of the switch ports towards `ports`' instance, in order. */
+  async #flush(buffer: ControllerBuffer, rules: readonly Rule[], ports: Map<number, string>): Promise<void> {
+    this.#channel?.drain();
+    for (const sw of new Set(rules.map((r) => r.switch))) {
+      const port = ports.get(rules.find((r) => r.switch === sw)!.id)!;
+      await this.#dp.sendFromController(sw, port, buffer.take(sw));
+    }
+  }
 
   constructor(dataPlane: DataPlane, options: EngineOptions) {
     super();
@@ -194,6 +274,8 @@ export class HandoverEngine extends EventEmitter {
     };
     const remaining = (): number => Math.max(1, timeoutMs - (performance.now() - t0));
     const counts = { preSent: 0n, preSeen: 0n, postSent: 0n, held: 0n, released: 0n, overflow: 0n, relayed: 0n };
+    const mode = req.mode ?? 'sharp';
+    let buffer: ControllerBuffer | undefined;
 
     // ---- validate (nothing has changed yet: errors reject)
     let rules: Rule[];
@@ -270,6 +352,8 @@ export class HandoverEngine extends EventEmitter {
         durationMs: performance.now() - t0,
         stateMs,
         counts,
+        mode,
+        controllerBuffer: buffer?.stats ?? { packets: 0, bytes: 0, peakPackets: 0, peakBytes: 0 },
         timings,
         events,
         ...(reason === undefined ? {} : { reason }),
@@ -279,36 +363,49 @@ export class HandoverEngine extends EventEmitter {
     };
 
     try {
-      // ---- 1. arm: B holds shim(H) frames, A counts shim(H, PRE)
-      enter('arming');
-      for (const s of switches) await dp.resetHandoverCounters(s, id);
-      await dp.armNew(req.to, id, ring);
-      await dp.armOld(req.from, id);
+      if (mode === 'controller-buffer') {
+        // ---- baseline: B will hold frames that arrive while the controller flushes its buffer
+        enter('arming');
+        await dp.armNew(req.to, id, ring);
+        // ---- the switches divert the flow to the controller, which buffers it
+        enter('diverting');
+        buffer = this.#openBuffer(id);
+        await setAll(fromPorts, Phase.DIVERT, id);
+        switchedOver = true;
+        // frames sent to A before the divert are through A after Q: its state is final
+        await sleep(Q);
+      } else {
+        // ---- 1. arm: B holds shim(H) frames, A counts shim(H, PRE)
+        enter('arming');
+        for (const s of switches) await dp.resetHandoverCounters(s, id);
+        await dp.armNew(req.to, id, ring);
+        await dp.armOld(req.from, id);
 
-      // ---- 2. pre-mark: still to A, now marked PRE and counted
-      enter('pre-marking');
-      await setAll(fromPorts, Phase.PRE, id);
-      // let PRE frames flow for Q: the count-drain then also covers every
-      // unmarked frame sent before them (A's queue is FIFO)
-      await sleep(Q);
+        // ---- 2. pre-mark: still to A, now marked PRE and counted
+        enter('pre-marking');
+        await setAll(fromPorts, Phase.PRE, id);
+        // let PRE frames flow for Q: the count-drain then also covers every
+        // unmarked frame sent before them (A's queue is FIFO)
+        await sleep(Q);
 
-      // ---- 3. switch over: to B, marked POST; after Q the PRE count is final
-      enter('switching');
-      await setAll(toPorts, Phase.POST, id);
-      switchedOver = true;
-      await sleep(Q);
-      counts.preSent = (await sumMarks(id)).pre;
+        // ---- 3. switch over: to B, marked POST; after Q the PRE count is final
+        enter('switching');
+        await setAll(toPorts, Phase.POST, id);
+        switchedOver = true;
+        await sleep(Q);
+        counts.preSent = (await sumMarks(id)).pre;
 
-      // ---- 4. drain A: its agent has seen every PRE frame (+Q: it counts before its VNF ran)
-      enter('draining', `waiting for ${counts.preSent} PRE frames at ${req.from}`);
-      const drained = await waitFor(async () => {
-        const st = await dp.agentStatus(req.from, id);
-        counts.preSeen = st?.preSeen ?? 0n;
-        return counts.preSeen >= counts.preSent ? true : undefined;
-      }, Math.min(remaining(), 5_000 + 10 * Q));
-      if (drained === undefined)
-        throw new HandoverError(`${req.from} received ${counts.preSeen} of ${counts.preSent} PRE frames before the timeout: ${counts.preSent - counts.preSeen} missing`, 'draining');
-      await sleep(Q);
+        // ---- 4. drain A: its agent has seen every PRE frame (+Q: it counts before its VNF ran)
+        enter('draining', `waiting for ${counts.preSent} PRE frames at ${req.from}`);
+        const drained = await waitFor(async () => {
+          const st = await dp.agentStatus(req.from, id);
+          counts.preSeen = st?.preSeen ?? 0n;
+          return counts.preSeen >= counts.preSent ? true : undefined;
+        }, Math.min(remaining(), 5_000 + 10 * Q));
+        if (drained === undefined)
+          throw new HandoverError(`${req.from} received ${counts.preSeen} of ${counts.preSent} PRE frames before the timeout: ${counts.preSent - counts.preSeen} missing`, 'draining');
+        await sleep(Q);
+      }
 
       // ---- 5. move state, now final at A
       enter('moving-state', mover.name);
@@ -324,6 +421,16 @@ export class HandoverEngine extends EventEmitter {
       } finally {
         clearTimeout(timer);
         stateMs = performance.now() - ts;
+      }
+
+      if (buffer !== undefined) {
+        // ---- baseline: new frames go to B and are held there; the buffer goes first
+        enter('flushing', `${buffer.stats.packets} frames buffered at the controller`);
+        await setAll(toPorts, Phase.POST, id);
+        await sleep(Q);
+        await this.#flush(buffer, rules, toPorts);
+        // B's agent has passed the flushed frames to its VNF before its ring is released
+        await sleep(Q);
       }
 
       // ---- 6. release B's ring in order, in the kernel; then new frames pass
@@ -352,7 +459,7 @@ export class HandoverEngine extends EventEmitter {
           await dp.disarm(req.from, id).catch(() => undefined);
           await dp.disarm(req.to, id).catch(() => undefined);
         } else {
-          await this.#rollbackAfterSwitch(req, rules, id, fromPorts, counts, remaining);
+          await this.#rollbackAfterSwitch(req, rules, id, fromPorts, counts, remaining, buffer);
         }
         return finish('aborted', `${failedStep}: ${err.message.replace(/^[a-z-]+: /, '')}; traffic stays on ${req.from}`);
       } catch (e2) {
@@ -361,6 +468,7 @@ export class HandoverEngine extends EventEmitter {
       }
     } finally {
       for (const r of rules) this.#rulesInUse.delete(r.id);
+      if (buffer !== undefined) this.#closeBuffer(id);
       this.#freeRing(req.to, ring);
       this.#hidsInUse.delete(id);
       this.#active.delete(id);
@@ -372,7 +480,15 @@ export class HandoverEngine extends EventEmitter {
    * come. They go back to A: A holds new frames (a second handover id), B
    * relays its ring to A in the kernel, then A releases its own ring.
    */
-  async #rollbackAfterSwitch(req: HandoverRequest, rules: Rule[], hid: number, fromPorts: Map<number, string>, counts: HandoverResult['counts'], remaining: () => number): Promise<void> {
+  async #rollbackAfterSwitch(
+    req: HandoverRequest,
+    rules: Rule[],
+    hid: number,
+    fromPorts: Map<number, string>,
+    counts: HandoverResult['counts'],
+    remaining: () => number,
+    buffer?: ControllerBuffer,
+  ): Promise<void> {
     const dp = this.#dp;
     const Q = dp.quiescenceMs;
     const info = dp.instances().find((i) => i.name === req.from)!;
@@ -383,9 +499,14 @@ export class HandoverEngine extends EventEmitter {
       await dp.armNew(req.from, back, backRing);
       for (const r of rules) await dp.setRuleAction(r.id, { outPort: fromPorts.get(r.id)!, phase: Phase.POST, handoverId: back });
       await sleep(Q);
-      // B's ring is complete now: relay it to A, where the frames pass unmarked
-      const relayed = await dp.release(req.to, hid, { relayTo: req.from, timeoutMs: remaining() });
-      counts.relayed = relayed.released;
+      if (buffer !== undefined) {
+        // baseline: the controller's buffer goes back to A
+        await this.#flush(buffer, rules, fromPorts);
+      } else {
+        // B's ring is complete now: relay it to A, where the frames pass unmarked
+        const relayed = await dp.release(req.to, hid, { relayTo: req.from, timeoutMs: remaining() });
+        counts.relayed = relayed.released;
+      }
       await sleep(Q);
       await dp.release(req.from, back, { timeoutMs: remaining() });
       for (const r of rules) await dp.setRuleAction(r.id, { outPort: fromPorts.get(r.id)!, phase: Phase.NONE, handoverId: 0 });

@@ -17,6 +17,7 @@ import {
   queryXdp,
   BpfError,
   XdpDispatcherAnchor,
+  RingBufferReader,
 } from '../../bpf/index.js';
 import {
   sharpPortInfoCodec,
@@ -29,6 +30,8 @@ import {
   sharpAgentHoCodec,
   sharpFlowKeyCodec,
   sharpExactRuleCodec,
+  sharpDivertRecordCodec,
+  sharpDivertStatsCodec,
   sharpReleaseCtlCodec,
   rodataLayouts,
   SHARP_PORT_HOST,
@@ -66,6 +69,8 @@ import {
   type InstanceInfo,
   type PortCounters,
   type ReleaseResult,
+  type ControllerChannel,
+  type DivertedFrame,
   type Rule,
   type RuleAction,
   type WildcardMatch,
@@ -369,9 +374,47 @@ export class XdpDataPlane implements DataPlane {
   }
 
   async controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }> {
-    // The XDP data plane has no path to the controller: switches redirect
-    // between their ports, agents hold frames in kernel maps.
-    return { packets: 0n, bytes: 0n };
+    // The only path to the controller is a DIVERT action (the baseline);
+    // SHarP handovers never use it.
+    let packets = 0n;
+    let bytes = 0n;
+    for (const sw of this.#switches.values()) {
+      for (const st of sw.coll.map('divert_stats').typed(u32, sharpDivertStatsCodec).getPerCpu(0) ?? []) {
+        packets += st.packets;
+        bytes += st.bytes;
+      }
+    }
+    return { packets, bytes };
+  }
+
+  openControllerChannel(onFrame: (f: DivertedFrame) => void): ControllerChannel {
+    const readers = [...this.#switches.values()].map((sw) => {
+      const r = new RingBufferReader(sw.coll.map('divert'));
+      r.on('data', (b: Buffer) => {
+        const rec = sharpDivertRecordCodec.decode(b);
+        onFrame({ switch: sw.spec.name, handoverId: rec.hid, frame: Buffer.from(rec.data.subarray(0, rec.len)) });
+      });
+      return r;
+    });
+    return {
+      drain: () => readers.forEach((r) => r.consume()),
+      close: () => readers.forEach((r) => r.close()),
+    };
+  }
+
+  async sendFromController(swName: string, port: string, frames: readonly Buffer[]): Promise<void> {
+    const sw = this.#switch(swName);
+    const p = sw.spec.ports.find((x) => x.name === port);
+    if (p === undefined) throw new RuleError(`switch ${swName} has no port '${port}'`);
+    const ifindex = ifindexOf(p.ifname, sw.spec.netns);
+    const prog = sw.coll.program('tx_inject');
+    // one frame per run, in order: each run has flushed its frame to the port before the next
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i]!;
+      prog.run({ data: f, context: xdpMd({ dataLen: f.length, ingressIfindex: ifindex }), liveFrames: true, repeat: 1, netns: sw.spec.netns });
+      // let the receiving interface's poll keep up: its queue holds a few hundred frames
+      if (i % 64 === 63) await sleep(0);
+    }
   }
 
   // ------------------------------------------------------------ agents
