@@ -11,10 +11,21 @@ import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
 import { sleep } from '../util/mutex.js';
 
+export interface RunOptions {
+  pps: number;
+  handovers: number;
+  delayMs: number;
+  mode?: 'sharp' | 'controller-buffer';
+  flows?: number;
+  /** traffic before the first handover (every flow should have state by then) */
+  warmupMs?: number;
+  onResult?: (r: HandoverResult) => void;
+}
+
 export interface LabSession {
   dp: XdpDataPlane;
   rules: number[];
-  run(pps: number, handovers: number, delayMs: number, onResult?: (r: HandoverResult) => void, mode?: 'sharp' | 'controller-buffer'): Promise<{ report: TrafficReport; results: HandoverResult[] }>;
+  run(o: RunOptions): Promise<{ report: TrafficReport; results: HandoverResult[]; seconds: number }>;
   close(): Promise<void>;
 }
 
@@ -37,15 +48,16 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
   return {
     dp,
     rules: [f.id, r.id],
-    async run(pps, handovers, delayMs, onResult, mode = 'sharp') {
+    async run({ pps, handovers, delayMs, mode = 'sharp', flows = 8, warmupMs = 100, onResult }) {
       const sink = new TrafficSink({ objectsDir, netns: lab.server.netns, ifname: lab.server.ifname, sampleEvery: 50 });
       // new flows for every run: the VNF's counters of earlier runs' flows go on from where they were
       const basePort = 20000 + 100 * runs++;
-      const gen = new TrafficGenerator({ objectsDir, netns: lab.client.netns, ifname: lab.client.ifname, srcMac: lab.client.mac, dstMac: lab.server.mac, srcIp: lab.client.ip, dstIp: lab.server.ip, flows: 8, basePort, burst: 128 });
+      const gen = new TrafficGenerator({ objectsDir, netns: lab.client.netns, ifname: lab.client.ifname, srcMac: lab.client.mac, dstMac: lab.server.mac, srcIp: lab.client.ip, dstIp: lab.server.ip, flows, basePort, burst: 128 });
       try {
         const engine = new HandoverEngine(dp, { mover: new DelayedStateMover(new VnfMapStateMover(), delayMs) });
+        const t0 = performance.now();
         gen.start(pps);
-        await sleep(100);
+        await sleep(warmupMs);
         const results: HandoverResult[] = [];
         for (let i = 0; i < handovers; i++) {
           const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
@@ -56,8 +68,9 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
           await sleep(10);
         }
         await gen.stop();
+        const seconds = (performance.now() - t0) / 1000;
         await sink.drain(gen.sent);
-        return { report: sink.report(gen.sentPerFlow()), results };
+        return { report: sink.report(gen.sentPerFlow()), results, seconds };
       } finally {
         sink.close();
         gen.close();
@@ -84,9 +97,7 @@ export async function benchMaxLosslessRate(objectsDir: string, rates: readonly n
   let best = 0;
   try {
     for (const pps of rates) {
-      const t0 = performance.now();
-      const { report, results } = await s.run(pps, handoversPerRate, 0);
-      const secs = (performance.now() - t0) / 1000;
+      const { report, results, seconds: secs } = await s.run({ pps, handovers: handoversPerRate, delayMs: 0 });
       const ok = clean(report) && results.every((x) => x.outcome === 'completed' && x.counts.overflow === 0n);
       tried.push({ pps, achievedPps: Math.round(report.sent / secs), handovers: results.length, lost: report.lost, reordered: report.reordered, duplicated: report.duplicated, clean: ok });
       if (ok) best = Math.max(best, Math.round(report.sent / secs));
@@ -110,7 +121,7 @@ export interface OverheadResult {
 export async function benchOverhead(objectsDir: string, o: { handovers: number; pps: number; delayMs: number }): Promise<OverheadResult> {
   const s = await openLab(objectsDir, `sharp-bench-ovh-${process.pid}-`);
   try {
-    const { report, results } = await s.run(o.pps, o.handovers, o.delayMs);
+    const { report, results } = await s.run({ pps: o.pps, handovers: o.handovers, delayMs: o.delayMs });
     const over = results.map((r) => r.durationMs - o.delayMs).sort((a, b) => a - b);
     const q = (p: number): number => over[Math.min(over.length - 1, Math.floor(p * over.length))]!;
     return {

@@ -13,6 +13,8 @@ import { runDemo, DemoError, type DemoReport } from '../demo/demo.js';
 import { compileXdp, compileBmv2, CompileError } from './compile.js';
 import { objectsDir, repoRoot } from './paths.js';
 import { addLabCommands, LabError } from './lab-commands.js';
+import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
 
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130 } as const;
 
@@ -141,6 +143,46 @@ Examples:
         for (const b of r.built) console.log(`built       ${path.relative(repoRoot, path.join(objectsDir, b))}`);
         for (const b of r.upToDate) console.log(`up to date  ${path.relative(repoRoot, path.join(objectsDir, b))}`);
         if (r.note) console.log(r.note);
+      }
+    });
+
+  program
+    .command('bench')
+    .description("reproduce the SHarP paper's evaluation against the controller-buffer baseline")
+    .argument('<experiment>', `one of: ${EXPERIMENTS.join(', ')}`)
+    .option('--quick', 'fewer points and repetitions (about a minute)')
+    .option('--out <dir>', 'where the JSON and SVG plots go', 'results')
+    .option('--json', 'print {experiment, rows} as JSON on stdout')
+    .addHelpText(
+      'after',
+      `
+Experiments:
+  buffer      controller buffer peak vs state-transfer delay (0 … 5000 ms), both modes
+  rate        loss / reordering / duplication vs offered rate, both modes
+  duration    handover duration vs state-transfer delay, both modes
+  forwarding  switch forwarding rate with and without marking vs a bare XDP redirect
+  wildcard    time to move a wildcard rule carrying 1, 10, 100, 1000 flows
+
+Examples:
+  sharpctl bench buffer --quick
+  sharpctl bench rate --json | jq '.rows[] | select(.lost > 0)'`,
+    )
+    .action(async (name: string, o: { quick?: boolean; out: string; json?: boolean }) => {
+      if (!(EXPERIMENTS as readonly string[]).includes(name)) throw new UsageError(`unknown experiment '${name}' (experiments: ${EXPERIMENTS.join(', ')})`);
+      requireRoot('sharpctl bench');
+      const say = progress(o.json === true);
+      say(`${name}${o.quick ? ' (quick)' : ''} on ${machine()}`);
+      const r = await runExperiment(name as ExperimentName, { objectsDir, quick: o.quick === true, progress: say });
+      const dir = path.resolve(o.out, name);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, `${name}.json`), JSON.stringify({ experiment: r.experiment, machine: r.machine, rows: r.rows }, null, 2) + '\n');
+      for (const [file, svg] of Object.entries(r.plots)) writeFileSync(path.join(dir, file), svg);
+      if (o.json) console.log(JSON.stringify({ experiment: r.experiment, machine: r.machine, rows: r.rows }, null, 2));
+      else {
+        console.log(`${name} — ${r.machine}`);
+        // compact: the spread columns stay in the JSON
+        console.table(r.rows.map((row) => Object.fromEntries(Object.entries(row).filter(([k]) => !/Min$|Max$|^repetitions$|^stampMismatches$/.test(k)))));
+        console.log(`written: ${path.relative(process.cwd(), dir)}/`);
       }
     });
 

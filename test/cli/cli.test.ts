@@ -6,30 +6,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../helpers/env.js';
 import { listNetns } from '../../src/net/iproute.js';
+import { wellFormed } from '../helpers/xml.js';
 
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 
 function run(args: string[], timeout = 120_000): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout, cwd: repoRoot });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Tags open and close in order, attributes quoted: enough to catch a broken SVG. */
-export function wellFormed(xml: string): boolean {
-  const stack: string[] = [];
-  const re = /<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"]*")*)\s*(\/?)>/g;
-  let m: RegExpExecArray | null;
-  let last = 0;
-  while ((m = re.exec(xml))) {
-    const between = xml.slice(last, m.index);
-    if (/[<>]/.test(between)) return false;
-    last = re.lastIndex;
-    if (m[4] === '/') continue;
-    if (m[1] === '/') {
-      if (stack.pop() !== m[2]) return false;
-    } else stack.push(m[2]!);
-  }
-  return stack.length === 0 && !/[<>]/.test(xml.slice(last));
 }
 
 t.test('--help everywhere, with examples', async (t) => {
