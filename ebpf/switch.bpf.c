@@ -320,8 +320,6 @@ int sharp_switch(struct xdp_md *ctx)
 		return divert_to_controller(ctx, hid, in_slot);
 
 	if (phase != SHARP_PHASE_NONE) {
-		struct sharp_ho_stats *hs;
-
 		if (phase > SHARP_PHASE_POST || hid < SHARP_HID_MIN || hid > SHARP_HID_MAX) {
 			PSTAT_INC(ps_in, drop_bad_action);
 			return XDP_DROP;
@@ -330,15 +328,6 @@ int sharp_switch(struct xdp_md *ctx)
 			PSTAT_INC(ps_in, drop_no_headroom);
 			return XDP_DROP;
 		}
-		/* Counted only once the frame really carries the shim: this is
-		 * the pre_sent the old instance must reach. */
-		hs = bpf_map_lookup_elem(&ho_stats, &hid);
-		if (hs) {
-			if (phase == SHARP_PHASE_PRE)
-				hs->pre_packets++;
-			else
-				hs->post_packets++;
-		}
 	}
 
 	/* bpf_redirect_map only looks the slot up; count once it accepted it. */
@@ -346,6 +335,18 @@ int sharp_switch(struct xdp_md *ctx)
 	if (rc != XDP_REDIRECT) {
 		PSTAT_INC(ps_in, drop_no_tx);
 		return rc;
+	}
+	if (phase != SHARP_PHASE_NONE) {
+		/* Counted only once the frame carries the shim and is on its way:
+		 * this is the pre_sent the old instance must reach. */
+		struct sharp_ho_stats *hs = bpf_map_lookup_elem(&ho_stats, &hid);
+
+		if (hs) {
+			if (phase == SHARP_PHASE_PRE)
+				hs->pre_packets++;
+			else
+				hs->post_packets++;
+		}
 	}
 	rs = bpf_map_lookup_elem(&rule_stats, &rule_id);
 	if (rs) {

@@ -19,6 +19,6 @@ t.test('no pinned test objects are left in bpffs', async (t) => {
 
 t.test('no test programs are still loaded or attached', async (t) => {
   const progs = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as { name?: string }[];
-  const ours = new Set(['xdp_fixture', 'xdp_tail', 'xdp_count', 'xdp_emit', 'xdp_redirect_fi', 'tc_fixture', 'sharp_switch', 'agent', 'agent_replay', 'agent_release_f', 'vnf_counter']);
+  const ours = new Set(['xdp_fixture', 'xdp_tail', 'xdp_count', 'xdp_emit', 'xdp_redirect_fi', 'tc_fixture', 'sharp_switch', 'agent', 'agent_replay', 'agent_release_f', 'vnf_counter', 'probe_sink', 'tg_tx', 'tg_sink', 'bench_tx', 'bench_bare', 'bench_sink', 'tx_inject']);
   t.same(progs.filter((p) => p.name !== undefined && ours.has(p.name)).map((p) => p.name), []);
 });
