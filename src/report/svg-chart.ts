@@ -51,7 +51,13 @@ export function svgChart(c: ChartInput): string {
     o.push(`<line x1="${m.l}" y1="${yy.toFixed(1)}" x2="${m.l + pw}" y2="${yy.toFixed(1)}" stroke="#eee"/>`);
     o.push(`<text x="${m.l - 6}" y="${(yy + 4).toFixed(1)}" text-anchor="end">${fmt(c.yLog ? 10 ** yv : yv)}</text>`);
   }
-  for (const x of [...new Set(xs)].sort((a, b) => a - b)) o.push(`<text x="${X(x).toFixed(1)}" y="${m.t + ph + 16}" text-anchor="middle">${fmt(x)}</text>`);
+  // x labels at the measured points, skipping those that would overlap the previous one
+  let lastLabel = -Infinity;
+  for (const x of [...new Set(xs)].sort((a, b) => a - b)) {
+    if (X(x) - lastLabel < 34) continue;
+    lastLabel = X(x);
+    o.push(`<text x="${X(x).toFixed(1)}" y="${m.t + ph + 16}" text-anchor="middle">${fmt(x)}</text>`);
+  }
   o.push(`<text x="${m.l + pw / 2}" y="${m.t + ph + 36}" text-anchor="middle">${esc(c.xLabel)}</text>`);
   o.push(`<text transform="translate(18 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(c.yLabel)}</text>`);
   c.series.forEach((s, i) => {
