@@ -55,6 +55,7 @@ function printDemo(r: DemoReport): void {
     ['duplicated', r.duplicated],
     ['VNF stamp mismatches', r.stampMismatches],
     ['controller data bytes', r.controllerDataBytes],
+    ['controller buffer peak', `${r.controllerBufferPeakBytes} bytes (${r.mode})`],
     ['held in kernel rings', r.held],
     ['released in order', r.released],
     ['one-way latency median / p99', `${(r.latencyUs.median / 1000).toFixed(3)} / ${(r.latencyUs.p99 / 1000).toFixed(1)} ms`],
@@ -88,6 +89,7 @@ export function buildProgram(): Command {
     .option('--duration <s>', 'seconds of traffic (default: long enough for the handovers)', int('--duration', 1, 3600))
     .option('--flows <n>', 'flows per direction', int('--flows', 1, 4096), 4)
     .addOption(new Option('--target <target>', 'data plane').choices(['xdp', 'bmv2']).default('xdp'))
+    .addOption(new Option('--mode <mode>', 'sharp (zero controller buffer) or the controller-buffer baseline').choices(['sharp', 'controller-buffer']).default('sharp'))
     .option('--out <dir>', 'where the JSON report and the SVG timeline go', 'results/demo')
     .option('--json', 'print the report as JSON on stdout')
     .addHelpText(
@@ -98,7 +100,7 @@ Examples:
   sharpctl demo --rate 50000 --handovers 20 --state-delay 1000
   sharpctl demo --json --out /tmp/demo | jq .lost`,
     )
-    .action(async (o: { rate: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; out: string; json?: boolean }) => {
+    .action(async (o: { rate: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; out: string; json?: boolean }) => {
       requireRoot('sharpctl demo');
       const ac = new AbortController();
       const onSigint = (): void => {
@@ -115,6 +117,7 @@ Examples:
           ...(o.duration === undefined ? {} : { durationS: o.duration }),
           flows: o.flows,
           target: o.target,
+          mode: o.mode,
           outDir: path.resolve(o.out),
           objectsDir,
           progress: progress(o.json === true),

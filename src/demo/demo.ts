@@ -22,6 +22,8 @@ export interface DemoOptions {
   /** seconds of traffic; default: enough for the handovers */
   durationS?: number;
   target: 'xdp' | 'bmv2';
+  /** sharp (default) or the controller-buffer baseline */
+  mode?: 'sharp' | 'controller-buffer';
   outDir: string;
   flows?: number;
   objectsDir: string;
@@ -51,6 +53,8 @@ export interface DemoReport {
   duplicated: number;
   stampMismatches: number;
   controllerDataBytes: number;
+  controllerBufferPeakBytes: number;
+  mode: 'sharp' | 'controller-buffer';
   held: number;
   released: number;
   handovers: DemoHandover[];
@@ -110,7 +114,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       }
       if (o.signal?.aborted) break;
       const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
-      const r = await engine.handover({ rules: [fwd.id, rev.id], from: at, to, expectedPps: 2 * o.rate, expectedStateMs: o.stateDelayMs, capacityPolicy: 'warn' });
+      const r = await engine.handover({ rules: [fwd.id, rev.id], from: at, to, expectedPps: 2 * o.rate, expectedStateMs: o.stateDelayMs, capacityPolicy: 'warn', mode: o.mode ?? 'sharp' });
       results.push(r);
       if (r.outcome === 'completed') at = to;
       say(`handover ${i + 1}/${o.handovers}: ${r.from} → ${r.to} ${r.outcome} in ${r.durationMs.toFixed(1)} ms (state ${r.stateMs.toFixed(0)} ms, held ${r.counts.held}, released ${r.counts.released})${r.reason ? ` — ${r.reason}` : ''}`);
@@ -157,6 +161,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       duplicated: sum('duplicated'),
       stampMismatches: sum('stampMismatches'),
       controllerDataBytes: Number(ctl.bytes),
+      controllerBufferPeakBytes: Math.max(0, ...results.map((r) => r.controllerBuffer.peakBytes)),
+      mode: o.mode ?? 'sharp',
       held: results.reduce((a, r) => a + Number(r.counts.held), 0),
       released: results.reduce((a, r) => a + Number(r.counts.released), 0),
       handovers: results.map((r) => ({

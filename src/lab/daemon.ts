@@ -55,6 +55,8 @@ function summarize(r: HandoverResult): Record<string, unknown> {
     durationMs: +r.durationMs.toFixed(2),
     stateMs: +r.stateMs.toFixed(2),
     counts: r.counts,
+    mode: r.mode,
+    controllerBuffer: r.controllerBuffer,
   };
 }
 
@@ -144,7 +146,7 @@ async function main(): Promise<void> {
       return { deleted: (p as { id: number }).id };
     },
     handover: async (p, emit) => {
-      const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number };
+      const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number; mode?: 'sharp' | 'controller-buffer' };
       let rules = q.rules;
       let from = q.from;
       if (rules === 'all') {
@@ -167,6 +169,7 @@ async function main(): Promise<void> {
           to: q.to,
           mover: new DelayedStateMover(new VnfMapStateMover(), q.stateDelayMs ?? 0),
           capacityPolicy: 'warn',
+          mode: q.mode ?? 'sharp',
           ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),
         });
         history.push(r);

@@ -109,12 +109,19 @@ export class CopyEndpoint {
         resolve();
       });
     });
+    void ep.address;
     return ep;
   }
 
+  #address: { host: string; port: number } | undefined;
+
+  /** where it listens */
   get address(): { host: string; port: number } {
-    const a = this.server.address() as net.AddressInfo;
-    return { host: a.address, port: a.port };
+    if (this.#address === undefined) {
+      const a = this.server.address() as net.AddressInfo;
+      this.#address = { host: a.address, port: a.port };
+    }
+    return this.#address;
   }
 
   #serve(s: net.Socket): void {
