@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { benchMapOps } from './map-ops.js';
 import { benchForwarding } from './forwarding.js';
 import { benchMaxLosslessRate, benchOverhead } from './handover.js';
+import { benchState, printStateBench } from '../state/bench.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const outFile = path.join(repoRoot, 'results/bench.json');
@@ -58,6 +59,16 @@ const ovh = await benchOverhead(objectsDir, ovhOpts);
 console.table({ overhead: { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.overheadP99Ms, 'all lossless': ovh.allClean } });
 results['handover.overheadMedianMs'] = ovh.overheadMedianMs;
 results['handover.overheadP99Ms'] = ovh.overheadP99Ms;
+
+console.log('\nstate management (E-State over gRPC, peers in separate processes, vs Redis):');
+const stateRows = await benchState(quick ? { localOps: 20_000, redisOps: 2000, samples: 50, peerCounts: [1, 2] } : {});
+printStateBench(stateRows);
+for (const r of stateRows) {
+  const key = `state.${r.backend}.${r.op.replace(/[^a-zA-Z0-9]+/g, '_')}${r.peers === null ? '' : `.${r.peers}peers`}`;
+  if (r.opsPerSec !== null) results[`${key}.opsPerSec`] = r.opsPerSec;
+  if (r.medianMs !== null) results[`${key}.medianMs`] = r.medianMs;
+  if (r.p99Ms !== null) results[`${key}.p99Ms`] = r.p99Ms;
+}
 
 mkdirSync(path.dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');

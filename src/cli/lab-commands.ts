@@ -240,10 +240,11 @@ export function addLabCommands(program: Command): void {
     .option('--state-delay <ms>', 'injected state-transfer delay', int('--state-delay', 0, 600_000), 0)
     .option('--timeout <ms>', 'give up (and roll back) after this long', int('--timeout', 100, 3_600_000))
     .addOption(new Option('--mode <mode>', 'sharp (zero controller buffer) or the controller-buffer baseline').choices(['sharp', 'controller-buffer']).default('sharp'))
+    .addOption(new Option('--state <backend>', "how VNF state moves (default: the lab spec's state)").choices(['vnf-map', 'estate', 'redis', 'copy']))
     .option('--name <name>', 'lab name', labName, 'default')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExamples:\n  sharpctl handover 1,3 --to vnf2\n  sharpctl handover all --from vnf2 --to vnf1 --state-delay 500')
-    .action(async (spec: string, o: { to: string; from?: string; stateDelay: number; timeout?: number; mode: string; name: string; json?: boolean }) => {
+    .action(async (spec: string, o: { to: string; from?: string; stateDelay: number; timeout?: number; mode: string; state?: string; name: string; json?: boolean }) => {
       let rules: number[] | 'all';
       if (spec === 'all') rules = 'all';
       else {
@@ -253,7 +254,7 @@ export function addLabCommands(program: Command): void {
       const r = await call<{ outcome: string; reason?: string; durationMs: number; id: number; from: string; to: string }>(
         liveLab(o.name).socket,
         'handover',
-        { rules, to: o.to, stateDelayMs: o.stateDelay, mode: o.mode, ...(o.from === undefined ? {} : { from: o.from }), ...(o.timeout === undefined ? {} : { timeoutMs: o.timeout }) },
+        { rules, to: o.to, stateDelayMs: o.stateDelay, mode: o.mode, ...(o.state === undefined ? {} : { state: o.state }), ...(o.from === undefined ? {} : { from: o.from }), ...(o.timeout === undefined ? {} : { timeoutMs: o.timeout }) },
         (ev) => {
           const e = ev as { step: string; t: number; detail?: string };
           if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);

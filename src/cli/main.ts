@@ -90,6 +90,7 @@ export function buildProgram(): Command {
     .option('--flows <n>', 'flows per direction', int('--flows', 1, 4096), 4)
     .addOption(new Option('--target <target>', 'data plane').choices(['xdp', 'bmv2']).default('xdp'))
     .addOption(new Option('--mode <mode>', 'sharp (zero controller buffer) or the controller-buffer baseline').choices(['sharp', 'controller-buffer']).default('sharp'))
+    .addOption(new Option('--state <backend>', 'how VNF state moves: the example VNF maps copied in the kernel (vnf-map), E-State peers over gRPC, a Redis server, or a direct TCP copy').choices(['vnf-map', 'estate', 'redis', 'copy']).default('vnf-map'))
     .option('--out <dir>', 'where the JSON report and the SVG timeline go', 'results/demo')
     .option('--json', 'print the report as JSON on stdout')
     .addHelpText(
@@ -98,9 +99,11 @@ export function buildProgram(): Command {
 Examples:
   sharpctl demo                                  # 6 handovers at 1000 pps, 200 ms state delay
   sharpctl demo --rate 50000 --handovers 20 --state-delay 1000
+  sharpctl demo --state estate                   # state moves between E-State peers over gRPC
+  sharpctl demo --mode controller-buffer         # the baseline SHarP replaced
   sharpctl demo --json --out /tmp/demo | jq .lost`,
     )
-    .action(async (o: { rate: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; out: string; json?: boolean }) => {
+    .action(async (o: { rate: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; state: 'vnf-map' | 'estate' | 'redis' | 'copy'; out: string; json?: boolean }) => {
       requireRoot('sharpctl demo');
       const ac = new AbortController();
       const onSigint = (): void => {
@@ -118,6 +121,7 @@ Examples:
           flows: o.flows,
           target: o.target,
           mode: o.mode,
+          state: o.state,
           outDir: path.resolve(o.out),
           objectsDir,
           progress: progress(o.json === true),

@@ -11,7 +11,8 @@ import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
-import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
+import { DelayedStateMover } from '../handover/state-mover.js';
+import { createStateMover, type StateKind } from '../state/factory.js';
 import { svgTimeline, type TimelinePhase } from '../report/svg-timeline.js';
 import { sleep } from '../util/mutex.js';
 
@@ -24,6 +25,8 @@ export interface DemoOptions {
   target: 'xdp' | 'bmv2';
   /** sharp (default) or the controller-buffer baseline */
   mode?: 'sharp' | 'controller-buffer';
+  /** how VNF state moves (default: the example VNF's maps, copied directly) */
+  state?: StateKind;
   outDir: string;
   flows?: number;
   objectsDir: string;
@@ -55,6 +58,7 @@ export interface DemoReport {
   controllerDataBytes: number;
   controllerBufferPeakBytes: number;
   mode: 'sharp' | 'controller-buffer';
+  state: string;
   held: number;
   released: number;
   handovers: DemoHandover[];
@@ -102,7 +106,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     for (const d of dirs) d.gen.start(o.rate);
     say(`traffic: ${flows} flows each way at ${o.rate} pps per direction, ${durationS.toFixed(1)} s`);
 
-    const engine = new HandoverEngine(dp, { mover: new DelayedStateMover(new VnfMapStateMover(), o.stateDelayMs) });
+    const stateMover = createStateMover(o.state ?? 'vnf-map');
+    closers.push(() => void stateMover.close());
+    const engine = new HandoverEngine(dp, { mover: new DelayedStateMover(stateMover, o.stateDelayMs) });
     const results: HandoverResult[] = [];
     let at = 'vnf1';
     const gap = (durationS * 1000) / (o.handovers + 1);
@@ -163,6 +169,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       controllerDataBytes: Number(ctl.bytes),
       controllerBufferPeakBytes: Math.max(0, ...results.map((r) => r.controllerBuffer.peakBytes)),
       mode: o.mode ?? 'sharp',
+      state: o.state ?? 'vnf-map',
       held: results.reduce((a, r) => a + Number(r.counts.held), 0),
       released: results.reduce((a, r) => a + Number(r.counts.released), 0),
       handovers: results.map((r) => ({

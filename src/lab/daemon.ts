@@ -11,7 +11,9 @@ import { createNetnsLab, createLabFromSpec, destroyLab, installRules, type Netns
 import type { LabSpec } from './spec/types.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
-import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
+import { DelayedStateMover } from '../handover/state-mover.js';
+import { createStateMover, parseStateKind, type StateKind } from '../state/factory.js';
+import type { StateManagerMover } from '../state/mover.js';
 import { Phase, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
@@ -74,6 +76,7 @@ async function main(): Promise<void> {
   let lastTraffic: TrafficReport[] | undefined;
   const history: HandoverResult[] = [];
   let stopping = false;
+  let closeMovers: () => Promise<void> = async () => undefined;
 
   const teardown = async (): Promise<void> => {
     if (stopping) return;
@@ -85,6 +88,7 @@ async function main(): Promise<void> {
     }
     traffic = [];
     server?.close();
+    await closeMovers();
     await dp?.close();
     destroyLab(prefix);
     rmSync(paths.dir, { recursive: true, force: true });
@@ -105,7 +109,18 @@ async function main(): Promise<void> {
   }
   const theLab = lab;
   const theDp = dp;
-  const engine = new HandoverEngine(theDp, { mover: new VnfMapStateMover() });
+  // one state mover per backend, made when first used, closed with the lab
+  const movers = new Map<StateKind, StateManagerMover>();
+  const mover = (kind: string): StateManagerMover => {
+    const k = parseStateKind(kind);
+    let m = movers.get(k);
+    if (m === undefined) movers.set(k, (m = createStateMover(k)));
+    return m;
+  };
+  closeMovers = async () => {
+    for (const m of movers.values()) await m.close().catch(() => undefined);
+  };
+  const engine = new HandoverEngine(theDp, { mover: mover('vnf-map') });
 
   /** A port by its name ("s1-vnf1") or by the node behind it ("vnf1"). */
   const port = (sw: string, to: string): string => {
@@ -146,7 +161,7 @@ async function main(): Promise<void> {
       return { deleted: (p as { id: number }).id };
     },
     handover: async (p, emit) => {
-      const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number; mode?: 'sharp' | 'controller-buffer' };
+      const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number; mode?: 'sharp' | 'controller-buffer'; state?: string };
       let rules = q.rules;
       let from = q.from;
       if (rules === 'all') {
@@ -167,7 +182,7 @@ async function main(): Promise<void> {
           rules,
           from,
           to: q.to,
-          mover: new DelayedStateMover(new VnfMapStateMover(), q.stateDelayMs ?? 0),
+          mover: new DelayedStateMover(mover(q.state ?? theLab.spec.state), q.stateDelayMs ?? 0),
           capacityPolicy: 'warn',
           mode: q.mode ?? 'sharp',
           ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),

@@ -1,0 +1,172 @@
+/**
+ * State-store benchmark after the E-State paper (Peuster & Karl, NetSoft
+ * 2016): operations per second of the local view, latency of the global
+ * view with 1, 2, 4 and 8 peers, and the same workload against a
+ * centralized store (a private redis-server). Peers run in processes of
+ * their own (as instances would), all on loopback. Nothing here asserts.
+ */
+import { pathToFileURL } from 'node:url';
+import { EStateNode } from './estate/node.js';
+import { spawnPeer, type PeerProcess } from './estate/peer-process.js';
+import { RedisStateManager } from './redis-manager.js';
+import { findRedisServer } from './redis-server.js';
+
+export interface StateBenchRow {
+  backend: 'estate' | 'redis';
+  /** what was measured */
+  op: string;
+  /** peers asked (global operations), else null */
+  peers: number | null;
+  opsPerSec: number | null;
+  medianMs: number | null;
+  p99Ms: number | null;
+  samples: number;
+  note?: string;
+}
+
+export interface StateBenchOptions {
+  /** local get/set operations per measurement (default 200 000) */
+  localOps?: number;
+  /** Redis GET/SET round trips per measurement (default 20 000) */
+  redisOps?: number;
+  /** global reads per peer count (default 500) */
+  samples?: number;
+  /** default [1, 2, 4, 8] */
+  peerCounts?: number[];
+  /** include Redis (default: if redis-server is installed) */
+  redis?: boolean;
+  /** progress lines */
+  log?: (line: string) => void;
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+const round = (x: number, d = 3): number => +x.toFixed(d);
+
+function rate(n: number, fn: () => void): number {
+  const t0 = process.hrtime.bigint();
+  fn();
+  return (n / Number(process.hrtime.bigint() - t0)) * 1e9;
+}
+
+async function rateAsync(n: number, fn: (i: number) => Promise<unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await fn(i);
+  return (n / Number(process.hrtime.bigint() - t0)) * 1e9;
+}
+
+async function latencies(n: number, warmup: number, fn: () => Promise<unknown>): Promise<{ medianMs: number; p99Ms: number }> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn();
+    ms.push(performance.now() - t);
+  }
+  ms.sort((a, b) => a - b);
+  return { medianMs: round(percentile(ms, 0.5)), p99Ms: round(percentile(ms, 0.99)) };
+}
+
+export async function benchState(options: StateBenchOptions = {}): Promise<StateBenchRow[]> {
+  const log = options.log ?? ((): void => undefined);
+  const localOps = options.localOps ?? 200_000;
+  const redisOps = options.redisOps ?? 20_000;
+  const samples = options.samples ?? 500;
+  const peerCounts = options.peerCounts ?? [1, 2, 4, 8];
+  const maxPeers = Math.max(...peerCounts);
+  const rows: StateBenchRow[] = [];
+  const KEYS = 1000;
+  const key = (i: number): string => `flow/17/10.0.${(i >> 8) & 255}.${i & 255}:20000>10.1.0.1:9000/packets`;
+
+  // ---------------------------------------------------------------- E-State
+  const asker = await EStateNode.start({ id: 'bench-asker', timeoutMs: 2000, retries: 1 });
+  const peers: PeerProcess[] = [];
+  try {
+    log(`E-State local view: ${localOps} set and ${localOps} get`);
+    const setRate = rate(localOps, () => {
+      for (let i = 0; i < localOps; i++) asker.set(key(i % KEYS), BigInt(i));
+    });
+    let sink = 0n;
+    const getRate = rate(localOps, () => {
+      for (let i = 0; i < localOps; i++) sink += asker.get(key(i % KEYS)) as bigint;
+    });
+    void sink;
+    rows.push({ backend: 'estate', op: 'local set', peers: null, opsPerSec: Math.round(setRate), medianMs: null, p99Ms: null, samples: localOps });
+    rows.push({ backend: 'estate', op: 'local get', peers: null, opsPerSec: Math.round(getRate), medianMs: null, p99Ms: null, samples: localOps });
+
+    log(`E-State global view: starting ${maxPeers} peer processes`);
+    for (let i = 0; i < maxPeers; i++) peers.push(await spawnPeer({ id: `bench-peer${i + 1}`, items: [[key(0), { int: String(i + 1) }]] }));
+    for (const p of peerCounts) {
+      for (const m of asker.members()) asker.removePeer(m.id);
+      for (const peer of peers.slice(0, p)) asker.addPeer({ id: peer.id, address: peer.address });
+      let partial = 0;
+      const l = await latencies(samples, 20, async () => {
+        const r = await asker.getGlobal(key(0), 'sum');
+        if (r.partial) partial++;
+      });
+      log(`  getGlobal with ${p} peer(s): median ${l.medianMs} ms, p99 ${l.p99Ms} ms`);
+      rows.push({ backend: 'estate', op: 'getGlobal (sum)', peers: p, opsPerSec: null, ...l, samples, ...(partial ? { note: `${partial} partial answers` } : {}) });
+    }
+  } finally {
+    await Promise.all(peers.map((p) => p.stop()));
+    await asker.close();
+  }
+
+  // ---------------------------------------------------------------- Redis
+  const found = findRedisServer();
+  const wantRedis = options.redis ?? !('reason' in found);
+  if (!wantRedis) return rows;
+  if ('reason' in found) {
+    rows.push({ backend: 'redis', op: 'skipped', peers: null, opsPerSec: null, medianMs: null, p99Ms: null, samples: 0, note: found.reason });
+    return rows;
+  }
+  const mgr = new RedisStateManager({ spawn: true, timeoutMs: 5000 });
+  try {
+    const c = await mgr.client();
+    log(`Redis (${found.version}): ${redisOps} SET and ${redisOps} GET, one round trip each`);
+    const setRate = await rateAsync(redisOps, (i) => c.set(key(i % KEYS), String(i)));
+    const getRate = await rateAsync(redisOps, (i) => c.get(key(i % KEYS)));
+    rows.push({ backend: 'redis', op: 'set', peers: null, opsPerSec: Math.round(setRate), medianMs: null, p99Ms: null, samples: redisOps });
+    rows.push({ backend: 'redis', op: 'get', peers: null, opsPerSec: Math.round(getRate), medianMs: null, p99Ms: null, samples: redisOps });
+    // the global view on a centralized store: every instance's item under its own key, read in one MGET and reduced here
+    for (let i = 0; i < maxPeers + 1; i++) await c.set(`${key(0)}@inst${i}`, String(i + 1));
+    for (const p of peerCounts) {
+      const keys = Array.from({ length: p + 1 }, (_, i) => `${key(0)}@inst${i}`);
+      const l = await latencies(samples, 20, async () => {
+        const vs = await c.mget(...keys);
+        return vs.reduce((a, v) => a + Number(v ?? 0), 0);
+      });
+      log(`  global read (MGET of ${p + 1} instance keys, summed): median ${l.medianMs} ms, p99 ${l.p99Ms} ms`);
+      rows.push({ backend: 'redis', op: 'global read (MGET + sum)', peers: p, opsPerSec: null, ...l, samples });
+    }
+  } finally {
+    await mgr.close();
+  }
+  return rows;
+}
+
+/** Prints the rows as a table (for `make bench` and by hand: node dist/src/state/bench.js). */
+export function printStateBench(rows: readonly StateBenchRow[]): void {
+  console.table(
+    rows.map((r) => ({
+      backend: r.backend,
+      op: r.op,
+      peers: r.peers ?? '',
+      'ops/s': r.opsPerSec ?? '',
+      'median ms': r.medianMs ?? '',
+      'p99 ms': r.p99Ms ?? '',
+      samples: r.samples,
+      note: r.note ?? '',
+    })),
+  );
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const quick = process.argv.includes('--quick');
+  const rows = await benchState({ log: (l) => console.log(l), ...(quick ? { localOps: 50_000, redisOps: 5_000, samples: 100 } : {}) });
+  printStateBench(rows);
+}

@@ -1,0 +1,257 @@
+/**
+ * The E-State peer protocol: one gRPC service every instance's store
+ * serves, with protobuf messages (so a peer written in another language can
+ * join a group). The .proto text below is the only definition; it is parsed
+ * at load time by protobufjs.
+ */
+import protobuf from 'protobufjs';
+
+export const ESTATE_PROTO = `
+syntax = "proto3";
+package sharp.estate.v1;
+
+// One instance's item of a key.
+message Item {
+  string key = 1;
+  string owner = 2;   // id of the instance whose local view holds it
+  double ts = 3;      // microseconds since the epoch, monotonic per owner
+  oneof value {
+    double num = 4;
+    sint64 int = 5;
+    string str = 6;
+    bytes raw = 7;
+  }
+}
+
+message Member {
+  string id = 1;
+  string address = 2;  // host:port of its EState service
+}
+
+message GetRequest {
+  string key = 1;
+  string from = 2;     // asking instance
+}
+message GetReply {
+  string node = 1;
+  bool found = 2;
+  Item item = 3;
+}
+
+// Items of the answering instance's local view: the listed keys, and/or
+// every key starting with prefix (prefix "" with no keys: nothing).
+message FetchRequest {
+  repeated string keys = 1;
+  string prefix = 2;
+  bool by_prefix = 3;
+  string from = 4;
+}
+message FetchReply {
+  string node = 1;
+  repeated Item items = 2;
+}
+
+message DropRequest {
+  repeated string keys = 1;
+  string from = 2;
+}
+message DropReply {
+  string node = 1;
+  uint32 dropped = 2;
+}
+
+message JoinRequest { Member member = 1; }
+message Members {
+  string node = 1;
+  repeated Member members = 2;  // the answering node and every peer it knows
+}
+message LeaveRequest { string id = 1; }
+message LeaveReply { string node = 1; }
+
+service EState {
+  rpc Get(GetRequest) returns (GetReply);
+  rpc Fetch(FetchRequest) returns (FetchReply);
+  rpc Drop(DropRequest) returns (DropReply);
+  rpc Join(JoinRequest) returns (Members);
+  rpc Leave(LeaveRequest) returns (LeaveReply);
+}
+`;
+
+export const ESTATE_SERVICE = 'sharp.estate.v1.EState';
+
+const root = protobuf.parse(ESTATE_PROTO, { keepCase: true }).root;
+
+export type StateValue = number | bigint | string | Buffer;
+
+/** A state item: one instance's value of a key. */
+export interface StateItem {
+  key: string;
+  value: StateValue;
+  /** microseconds since the epoch; monotonic per owner (also across handovers) */
+  ts: number;
+  /** id of the instance whose local view holds it */
+  owner: string;
+}
+
+export interface Member {
+  id: string;
+  address: string;
+}
+
+export interface GetRequest {
+  key: string;
+  from: string;
+}
+export interface GetReply {
+  node: string;
+  item: StateItem | undefined;
+}
+export interface FetchRequest {
+  keys: string[];
+  prefix: string | undefined;
+  from: string;
+}
+export interface FetchReply {
+  node: string;
+  items: StateItem[];
+}
+export interface DropRequest {
+  keys: string[];
+  from: string;
+}
+export interface DropReply {
+  node: string;
+  dropped: number;
+}
+export interface JoinRequest {
+  member: Member;
+}
+export interface Members {
+  node: string;
+  members: Member[];
+}
+export interface LeaveRequest {
+  id: string;
+}
+export interface LeaveReply {
+  node: string;
+}
+
+type Obj = Record<string, unknown>;
+
+function wireItem(i: StateItem): Obj {
+  const o: Obj = { key: i.key, owner: i.owner, ts: i.ts };
+  const v = i.value;
+  if (typeof v === 'number') o['num'] = v;
+  else if (typeof v === 'bigint') o['int'] = v.toString();
+  else if (typeof v === 'string') o['str'] = v;
+  else o['raw'] = v;
+  return o;
+}
+
+function itemFromWire(o: Obj): StateItem {
+  let value: StateValue;
+  switch (o['value']) {
+    case 'num':
+      value = o['num'] as number;
+      break;
+    case 'int':
+      value = BigInt(o['int'] as string);
+      break;
+    case 'str':
+      value = o['str'] as string;
+      break;
+    case 'raw': {
+      const r = o['raw'] as Uint8Array;
+      value = Buffer.isBuffer(r) ? r : Buffer.from(r.buffer, r.byteOffset, r.byteLength);
+      break;
+    }
+    default:
+      throw new Error(`E-State item '${String(o['key'])}' carries no value`);
+  }
+  return { key: String(o['key'] ?? ''), owner: String(o['owner'] ?? ''), ts: Number(o['ts'] ?? 0), value };
+}
+
+interface MessageCodec<T> {
+  serialize(v: T): Buffer;
+  deserialize(b: Buffer): T;
+}
+
+function codec<T>(typeName: string, toWire: (v: T) => Obj, fromWire: (o: Obj) => T): MessageCodec<T> {
+  const type = root.lookupType(`sharp.estate.v1.${typeName}`);
+  return {
+    serialize(v: T): Buffer {
+      const w = type.encode(type.fromObject(toWire(v))).finish();
+      return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
+    },
+    deserialize(b: Buffer): T {
+      const o = type.toObject(type.decode(b), { longs: String, oneofs: true, defaults: true, arrays: true }) as Obj;
+      return fromWire(o);
+    },
+  };
+}
+
+const members = (o: Obj): Member[] => ((o['members'] as Obj[] | undefined) ?? []).map((m) => ({ id: String(m['id']), address: String(m['address']) }));
+
+export const codecs = {
+  GetRequest: codec<GetRequest>(
+    'GetRequest',
+    (v) => ({ key: v.key, from: v.from }),
+    (o) => ({ key: String(o['key']), from: String(o['from']) }),
+  ),
+  GetReply: codec<GetReply>(
+    'GetReply',
+    (v) => ({ node: v.node, found: v.item !== undefined, ...(v.item ? { item: wireItem(v.item) } : {}) }),
+    (o) => ({ node: String(o['node']), item: o['found'] === true && o['item'] ? itemFromWire(o['item'] as Obj) : undefined }),
+  ),
+  FetchRequest: codec<FetchRequest>(
+    'FetchRequest',
+    (v) => ({ keys: v.keys, prefix: v.prefix ?? '', by_prefix: v.prefix !== undefined, from: v.from }),
+    (o) => ({ keys: (o['keys'] as string[]) ?? [], prefix: o['by_prefix'] === true ? String(o['prefix']) : undefined, from: String(o['from']) }),
+  ),
+  FetchReply: codec<FetchReply>(
+    'FetchReply',
+    (v) => ({ node: v.node, items: v.items.map(wireItem) }),
+    (o) => ({ node: String(o['node']), items: ((o['items'] as Obj[]) ?? []).map(itemFromWire) }),
+  ),
+  DropRequest: codec<DropRequest>(
+    'DropRequest',
+    (v) => ({ keys: v.keys, from: v.from }),
+    (o) => ({ keys: (o['keys'] as string[]) ?? [], from: String(o['from']) }),
+  ),
+  DropReply: codec<DropReply>(
+    'DropReply',
+    (v) => ({ node: v.node, dropped: v.dropped }),
+    (o) => ({ node: String(o['node']), dropped: Number(o['dropped']) }),
+  ),
+  JoinRequest: codec<JoinRequest>(
+    'JoinRequest',
+    (v) => ({ member: v.member }),
+    (o) => {
+      const m = (o['member'] as Obj | undefined) ?? {};
+      return { member: { id: String(m['id'] ?? ''), address: String(m['address'] ?? '') } };
+    },
+  ),
+  Members: codec<Members>(
+    'Members',
+    (v) => ({ node: v.node, members: v.members }),
+    (o) => ({ node: String(o['node']), members: members(o) }),
+  ),
+  LeaveRequest: codec<LeaveRequest>(
+    'LeaveRequest',
+    (v) => ({ id: v.id }),
+    (o) => ({ id: String(o['id']) }),
+  ),
+  LeaveReply: codec<LeaveReply>(
+    'LeaveReply',
+    (v) => ({ node: v.node }),
+    (o) => ({ node: String(o['node']) }),
+  ),
+} as const;
+
+/** Size of a value on the wire, roughly (for statistics). */
+export function valueBytes(v: StateValue): number {
+  if (typeof v === 'number' || typeof v === 'bigint') return 8;
+  if (typeof v === 'string') return Buffer.byteLength(v);
+  return v.length;
+}

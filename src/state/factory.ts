@@ -1,0 +1,53 @@
+/**
+ * One entry point for the CLI's `--state`: a state manager by name, and the
+ * mover the handover engine takes.
+ */
+import { CopyStateManager, type CopyStateManagerOptions } from './copy-manager.js';
+import { EStateManager, type EStateManagerOptions } from './estate-manager.js';
+import { StateManagerMover } from './mover.js';
+import { RedisStateManager, type RedisStateManagerOptions } from './redis-manager.js';
+import { StateError, type StateManager } from './types.js';
+import { VnfMapStateManager } from './vnf-map-manager.js';
+import type { HandoverContext } from '../handover/state-mover.js';
+
+export const STATE_KINDS = ['estate', 'redis', 'copy', 'vnf-map'] as const;
+export type StateKind = (typeof STATE_KINDS)[number];
+
+export interface StateManagerOptions {
+  estate?: EStateManagerOptions;
+  /** without url/host/port the manager starts its own redis-server (spawn: true) */
+  redis?: RedisStateManagerOptions;
+  copy?: CopyStateManagerOptions;
+}
+
+export function isStateKind(s: string): s is StateKind {
+  return (STATE_KINDS as readonly string[]).includes(s);
+}
+
+export function parseStateKind(s: string): StateKind {
+  if (!isStateKind(s)) throw new StateError(`unknown state manager '${s}' (choose one of ${STATE_KINDS.join(', ')})`);
+  return s;
+}
+
+export function createStateManager(kind: StateKind, options: StateManagerOptions = {}): StateManager<HandoverContext> {
+  switch (kind) {
+    case 'estate':
+      return new EStateManager(options.estate);
+    case 'redis': {
+      const r = options.redis ?? {};
+      const given = r.url !== undefined || r.host !== undefined || r.port !== undefined;
+      return new RedisStateManager(given || r.spawn !== undefined ? r : { ...r, spawn: true });
+    }
+    case 'copy':
+      return new CopyStateManager(options.copy);
+    case 'vnf-map':
+      return new VnfMapStateManager();
+    default:
+      throw new StateError(`unknown state manager '${String(kind)}' (choose one of ${STATE_KINDS.join(', ')})`);
+  }
+}
+
+/** createStateManager wrapped for the handover engine; close() it when done. */
+export function createStateMover(kind: StateKind, options: StateManagerOptions = {}): StateManagerMover {
+  return new StateManagerMover(createStateManager(kind, options));
+}

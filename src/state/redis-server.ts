@@ -1,0 +1,133 @@
+/**
+ * A private redis-server (Debian package redis-server) on a free loopback
+ * port with its own temporary directory, for tests, benchmarks and
+ * `--state redis` without a server of one's own. No persistence.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { StateError } from './types.js';
+
+export interface RedisServerOptions {
+  /** executable (default: redis-server from PATH) */
+  bin?: string;
+  /** default 127.0.0.1 */
+  host?: string;
+  /** default: a free port */
+  port?: number;
+  /** how long to wait for "ready" (default 10 s) */
+  startTimeoutMs?: number;
+}
+
+export interface RedisServer {
+  readonly host: string;
+  readonly port: number;
+  /** redis://host:port */
+  readonly url: string;
+  readonly dir: string;
+  readonly pid: number;
+  /** Stops the server and removes its directory. */
+  stop(): Promise<void>;
+}
+
+/** The path of redis-server, or undefined with the reason it cannot be used. */
+export function findRedisServer(bin = 'redis-server'): { path: string; version: string } | { reason: string } {
+  const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+  if (r.error) return { reason: `${bin} cannot be run (${(r.error as NodeJS.ErrnoException).code ?? r.error.message}): install the Debian package redis-server` };
+  if (r.status !== 0) return { reason: `${bin} --version exited with ${r.status}: ${r.stderr.trim()}` };
+  const v = /v=(\S+)/.exec(r.stdout)?.[1] ?? r.stdout.trim();
+  return { path: bin, version: v };
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function stopChild(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+async function startOnce(bin: string, host: string, port: number, timeoutMs: number): Promise<RedisServer> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharp-redis-'));
+  const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice', '--logfile', ''];
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new StateError(`redis-server on ${host}:${port} was not ready within ${timeoutMs} ms:\n${out.slice(-2000)}`)), timeoutMs);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (/Ready to accept connections/.test(out)) {
+        clearTimeout(t);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('error', (e) => {
+      clearTimeout(t);
+      reject(new StateError(`redis-server cannot be started: ${e.message}`, { cause: e }));
+    });
+    child.once('exit', (code, sig) => {
+      clearTimeout(t);
+      reject(new StateError(`redis-server exited (${sig ?? code}) before it was ready:\n${out.slice(-2000)}`));
+    });
+  });
+  try {
+    await ready;
+  } catch (e) {
+    await stopChild(child);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  // keep draining its output so it never blocks on a full pipe
+  child.stdout!.resume();
+  child.stderr!.resume();
+  let stopped: Promise<void> | undefined;
+  return {
+    host,
+    port,
+    url: `redis://${host}:${port}`,
+    dir,
+    pid: child.pid!,
+    stop(): Promise<void> {
+      stopped ??= stopChild(child).then(() => rmSync(dir, { recursive: true, force: true }));
+      return stopped;
+    },
+  };
+}
+
+/** Starts redis-server; retries on another port if the chosen one was taken meanwhile. */
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const bin = options.bin ?? 'redis-server';
+  const found = findRedisServer(bin);
+  if ('reason' in found) throw new StateError(found.reason);
+  const host = options.host ?? '127.0.0.1';
+  let last: unknown;
+  for (let i = 0; i < (options.port === undefined ? 5 : 1); i++) {
+    const port = options.port ?? (await freePort(host));
+    try {
+      return await startOnce(bin, host, port, options.startTimeoutMs ?? 10_000);
+    } catch (e) {
+      last = e;
+      if (!(e instanceof Error) || !/Address already in use|bind/i.test(e.message)) break;
+    }
+  }
+  throw last;
+}

@@ -1,0 +1,306 @@
+// E-State: local and global views, reduce functions, membership, handover
+// support, and peers that stop answering — all over gRPC on loopback.
+import t from 'tap';
+import type { Test } from 'tap';
+import { EStateNode, PeerUnavailableError, type EStateNodeOptions } from '../../src/state/estate/node.js';
+import { spawnPeer, type PeerProcess, type PeerSpec } from '../../src/state/estate/peer-process.js';
+import type { StateItem } from '../../src/state/estate/proto.js';
+
+async function node(t: Test, id: string, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<EStateNode> {
+  const n = await EStateNode.start({ id, ...o });
+  t.teardown(() => n.close());
+  return n;
+}
+
+async function peer(t: Test, spec: PeerSpec): Promise<PeerProcess> {
+  const p = await spawnPeer(spec);
+  t.teardown(() => p.stop());
+  return p;
+}
+
+/** a, b, c joined into one group */
+async function group(t: Test, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<[EStateNode, EStateNode, EStateNode]> {
+  const a = await node(t, 'a', o);
+  const b = await node(t, 'b', o);
+  const c = await node(t, 'c', o);
+  await b.join(a.address);
+  await c.join(b.address);
+  return [a, b, c];
+}
+
+const ids = (n: EStateNode): string[] =>
+  n
+    .members()
+    .map((m) => m.id)
+    .sort();
+
+t.test('three nodes on distinct loopback ports form one group by joining through any member', async (t) => {
+  const [a, b, c] = await group(t);
+  const ports = [a, b, c].map((n) => Number(n.address.split(':').pop()));
+  t.equal(new Set(ports).size, 3, `distinct ports ${ports.join(', ')}`);
+  t.ok([a, b, c].every((n) => n.address.startsWith('127.0.0.1:')), 'all on loopback');
+  t.same(ids(a), ['b', 'c'], 'a learned about c although c joined through b');
+  t.same(ids(b), ['a', 'c']);
+  t.same(ids(c), ['a', 'b']);
+});
+
+t.test('local view: get, set, del on the instance’s own items, timestamped', async (t) => {
+  const a = await node(t, 'a');
+  t.equal(a.get('x'), undefined);
+  const i1 = a.set('x', 1n);
+  const i2 = a.set('x', 2n);
+  t.equal(a.get('x'), 2n);
+  t.equal(i2.owner, 'a');
+  t.ok(i2.ts > i1.ts, 'timestamps grow with every write');
+  t.ok(Math.abs(i2.ts / 1000 - Date.now()) < 60_000, 'timestamps are µs of wall-clock time');
+  a.set('flow/1', 'one');
+  a.set('flow/2', Buffer.from([1, 2, 3]));
+  t.same(a.keys('flow/').sort(), ['flow/1', 'flow/2']);
+  t.equal(a.del('x'), true);
+  t.equal(a.del('x'), false);
+  t.equal(a.get('x'), undefined);
+  t.equal(a.size, 2);
+});
+
+t.test('every value type crosses the wire unchanged', async (t) => {
+  const [a, b] = await group(t);
+  const values = [0, -1.5, 1e300, 0n, -42n, 2n ** 63n - 1n, -(2n ** 63n), '', 'häßlich ✓', Buffer.alloc(0), Buffer.from([0, 255, 1, 254])];
+  values.forEach((v, i) => b.set(`v${i}`, v));
+  const got = new Map((await a.fetch('b', { prefix: 'v' })).map((i) => [i.key, i.value]));
+  values.forEach((v, i) => t.same(got.get(`v${i}`), v, `${typeof v} ${Buffer.isBuffer(v) ? v.toString('hex') : String(v)}`));
+  t.ok(Buffer.isBuffer(got.get('v10')), 'bytes come back as a Buffer');
+});
+
+t.test('global view: every reduce function', async (t) => {
+  const [a, b, c] = await group(t);
+
+  await t.test('sum of bigints is exact, beyond 2^53', async (t) => {
+    a.set('n', 2n ** 60n);
+    b.set('n', 3n);
+    c.set('n', 4n);
+    const r = await a.getGlobal('n', 'sum');
+    t.equal(r.value, 2n ** 60n + 7n);
+    t.same(r.answered.sort(), ['a', 'b', 'c']);
+    t.same(r.missing, []);
+    t.equal(r.partial, false);
+    t.equal(r.items.length, 3);
+  });
+
+  await t.test('sum and avg of numbers, and of numbers mixed with bigints', async (t) => {
+    a.set('f', 1.5);
+    b.set('f', 2.5);
+    c.set('f', 5);
+    t.equal((await b.getGlobal('f', 'sum')).value, 9);
+    t.equal((await b.getGlobal('f', 'avg')).value, 3);
+    c.set('f', 5n);
+    t.equal((await b.getGlobal('f', 'sum')).value, 9, 'mixed: a number');
+    a.set('i', 1n);
+    b.set('i', 2n);
+    c.set('i', 4n);
+    t.equal((await c.getGlobal('i', 'avg')).value, 7 / 3);
+  });
+
+  await t.test('latest: the value written last anywhere', async (t) => {
+    b.set('cfg', 'old');
+    c.set('cfg', 'middle');
+    a.set('cfg', 'new');
+    for (const n of [a, b, c]) t.equal((await n.getGlobal('cfg', 'latest')).value, 'new', `seen from ${n.id}`);
+    b.set('cfg', 'newest');
+    t.equal((await a.getGlobal('cfg', 'latest')).value, 'newest');
+  });
+
+  await t.test('a key only some instances hold; a key nobody holds', async (t) => {
+    b.set('only-b', 7n);
+    const r = await a.getGlobal('only-b', 'sum');
+    t.equal(r.value, 7n);
+    t.equal(r.items.length, 1);
+    t.same(r.answered.sort(), ['a', 'b', 'c'], 'all answered, one had it');
+    t.equal((await a.getGlobal('nobody', 'sum')).value, 0n);
+    t.equal((await a.getGlobal('nobody', 'avg')).value, undefined);
+    t.equal((await a.getGlobal('nobody', 'latest')).value, undefined);
+  });
+
+  await t.test('custom reduce functions get every item with owner and timestamp', async (t) => {
+    a.set('load', 0.2);
+    b.set('load', 0.9);
+    c.set('load', 0.4);
+    const busiest = (items: readonly StateItem[]): string | undefined => [...items].sort((x, y) => Number(y.value) - Number(x.value))[0]?.owner;
+    t.equal((await c.getGlobal('load', busiest)).value, 'b');
+    const owners = await a.getGlobal('load', (items) => items.map((i) => i.owner).sort());
+    t.same(owners.value, ['a', 'b', 'c']);
+    const max = await a.getGlobal('load', (items) => Math.max(...items.map((i) => Number(i.value))));
+    t.equal(max.value, 0.9);
+  });
+
+  await t.test('the instance’s own item can be left out', async (t) => {
+    a.set('s', 100n);
+    b.set('s', 1n);
+    c.set('s', 2n);
+    const r = await a.getGlobal('s', 'sum', { self: false });
+    t.equal(r.value, 3n);
+    t.same(r.answered.sort(), ['b', 'c']);
+  });
+
+  await t.test('sum and avg of non-numeric items reject; unknown reduce names reject', async (t) => {
+    a.set('str', 'x');
+    b.set('str', 1n);
+    await t.rejects(a.getGlobal('str', 'sum'), { name: 'ReduceError', message: /sum: the item of 'str' at a is a string, not a number/ });
+    c.set('raw', Buffer.from('x'));
+    await t.rejects(a.getGlobal('raw', 'avg'), { name: 'ReduceError', message: /is a byte string/ });
+    await t.rejects(a.getGlobal('s', 'median' as 'sum'), { message: /unknown reduce function 'median'/ });
+  });
+});
+
+t.test('peers join and leave; the global view follows', async (t) => {
+  const [a, b, c] = await group(t);
+  for (const n of [a, b, c]) n.set('k', 1n);
+  const d = await node(t, 'd');
+  d.set('k', 10n);
+  const joined = await d.join(c.address);
+  t.same(joined.members.map((m) => m.id).sort(), ['a', 'b', 'c']);
+  t.same(joined.unreached, []);
+  t.same(ids(a), ['b', 'c', 'd'], 'a knows d');
+  const before = await a.getGlobal('k', 'sum');
+  t.equal(before.value, 13n, 'd is counted');
+  t.same(before.answered.sort(), ['a', 'b', 'c', 'd']);
+
+  const left = await d.leave();
+  t.same(left.told.sort(), ['a', 'b', 'c']);
+  t.same(d.members(), [], 'd forgot the group');
+  for (const n of [a, b, c]) t.notOk(ids(n).includes('d'), `${n.id} forgot d`);
+  const after = await a.getGlobal('k', 'sum');
+  t.equal(after.value, 3n);
+  t.equal(after.partial, false, 'a peer that left is not missing: it is no member');
+
+  // a member that leaves by closing without telling anyone is missing until removed
+  await c.close();
+  const gone = await a.getGlobal('k', 'sum', { timeoutMs: 300, retries: 1 });
+  t.equal(gone.partial, true);
+  t.same(gone.missing, ['c']);
+  t.equal(gone.value, 2n, 'the answer covers a and b');
+  t.match(gone.errors['c'], /E-State peer c did not answer \(2 attempts\): Get (UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED)/);
+  a.removePeer('c');
+  t.equal((await a.getGlobal('k', 'sum')).partial, false);
+});
+
+t.test('joining through a member that does not answer rejects, bounded', async (t) => {
+  const a = await node(t, 'a', { timeoutMs: 200, retries: 1 });
+  const closed = await node(t, 'gone');
+  const addr = closed.address;
+  await closed.close();
+  await t.rejects(a.join(addr), PeerUnavailableError);
+});
+
+/** The most a getGlobal may take with these options: every attempt's deadline plus the back-offs. */
+function bound(timeoutMs: number, retries: number, backoffMs = 25): number {
+  let b = 0;
+  for (let i = 0; i <= retries; i++) b += timeoutMs + (i > 0 ? backoffMs * 2 ** (i - 1) : 0);
+  return b;
+}
+// scheduling slack on a loaded 2-core machine: the check is "no hang", not speed
+const SLACK_MS = 3000;
+
+t.test('a peer process killed while it is answering: a partial result, flagged, in bounded time', async (t) => {
+  const a = await node(t, 'a', { timeoutMs: 1500, retries: 2 });
+  const ok = await peer(t, { id: 'ok', items: [['k', { int: '5' }]] });
+  const slow = await peer(t, { id: 'slow', items: [['k', { int: '1000' }]], answerDelayMs: 700 });
+  a.set('k', 1n);
+  a.addPeer({ id: ok.id, address: ok.address });
+  a.addPeer({ id: slow.id, address: slow.address });
+  const warm = await a.getGlobal('k', 'sum');
+  t.equal(warm.value, 1006n, 'all three answer while alive');
+
+  const t0 = performance.now();
+  const pending = a.getGlobal('k', 'sum');
+  await new Promise((r) => setTimeout(r, 150));
+  slow.signal('SIGKILL'); // mid-request: it has the request, its answer is 550 ms away
+  const r = await pending;
+  const ms = performance.now() - t0;
+  t.equal(r.partial, true, 'flagged as partial');
+  t.same(r.missing, ['slow']);
+  t.same(r.answered.sort(), ['a', 'ok']);
+  t.equal(r.value, 6n, 'the value covers the instances that answered');
+  t.match(r.errors['slow'], /did not answer \(3 attempts\)/, 'retried, then gave up');
+  t.ok(ms <= bound(1500, 2) + SLACK_MS, `returned after ${ms.toFixed(0)} ms (bound ${bound(1500, 2)} ms)`);
+  t.ok(a.stats().retries >= 2, 'the failed peer was retried');
+});
+
+t.test('a frozen peer (SIGSTOP) misses its deadlines; thawed, it answers again', async (t) => {
+  const a = await node(t, 'a', { timeoutMs: 300, retries: 1 });
+  const p = await peer(t, { id: 'frozen', items: [['k', { int: '7' }]] });
+  a.addPeer({ id: p.id, address: p.address });
+  t.equal((await a.getGlobal('k', 'sum')).value, 7n);
+  p.signal('SIGSTOP');
+  const t0 = performance.now();
+  const r = await a.getGlobal('k', 'sum');
+  const ms = performance.now() - t0;
+  t.equal(r.partial, true);
+  t.same(r.missing, ['frozen']);
+  t.match(r.errors['frozen'], /DEADLINE_EXCEEDED/);
+  t.ok(ms <= bound(300, 1) + SLACK_MS, `returned after ${ms.toFixed(0)} ms (bound ${bound(300, 1)} ms)`);
+  await t.rejects(a.fetch('frozen', { keys: ['k'] }), PeerUnavailableError, 'handover fetches reject instead of hanging');
+  p.signal('SIGCONT');
+  const back = await a.getGlobal('k', 'sum', { timeoutMs: 2000 });
+  t.equal(back.partial, false, 'thawed, it answers');
+  t.equal(back.value, 7n);
+});
+
+t.test('an in-process peer closed while a request is in flight', async (t) => {
+  // b would answer after 2 s, well within a's 5 s deadline: only its closing can make it miss
+  const a = await node(t, 'a', { timeoutMs: 5000, retries: 1 });
+  const b = await node(t, 'b', { answerDelayMs: 2000 });
+  b.set('k', 3n);
+  a.addPeer({ id: 'b', address: b.address });
+  const pending = a.getGlobal('k', 'sum');
+  await new Promise((r) => setTimeout(r, 100));
+  await b.close();
+  const r = await pending;
+  t.equal(r.partial, true, `missing: ${r.errors['b']}`);
+  t.same(r.missing, ['b']);
+  t.equal(r.value, 0n);
+});
+
+t.test('getGlobal honours an abort signal', async (t) => {
+  const a = await node(t, 'a', { timeoutMs: 5000 });
+  const b = await node(t, 'b', { answerDelayMs: 2000 });
+  a.addPeer({ id: 'b', address: b.address });
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(new Error('enough')), 100);
+  await t.rejects(a.getGlobal('k', 'sum', { signal: ac.signal }), { message: 'enough' });
+});
+
+t.test('handover support: fetch, drop and obtain move items between local views', async (t) => {
+  const [a, b] = await group(t);
+  a.set('flow/x/packets', 41n);
+  a.set('flow/x/bytes', 4100n);
+  a.set('flow/y/packets', 1n);
+  const tsX = a.getItem('flow/x/packets')!.ts;
+
+  const copy = await b.fetch('a', { prefix: 'flow/x/' });
+  t.same(copy.map((i) => i.key).sort(), ['flow/x/bytes', 'flow/x/packets']);
+  t.ok(a.has('flow/x/packets'), 'fetch copies');
+
+  await t.rejects(b.obtain('a', { keys: ['flow/x/packets', 'flow/z/packets'] }), { name: 'StateError', message: /has no item of 1 requested key/ });
+  t.notOk(b.has('flow/x/packets'), 'a failed obtain adopts nothing');
+  t.ok(a.has('flow/x/packets'), '… and drops nothing');
+
+  const moved = await b.obtain('a', { keys: ['flow/x/packets', 'flow/x/bytes'] });
+  t.equal(moved.length, 2);
+  t.equal(b.get('flow/x/packets'), 41n);
+  t.equal(b.getItem('flow/x/packets')!.owner, 'b', 'adopted: now b’s own');
+  t.equal(b.getItem('flow/x/packets')!.ts, tsX, 'with its timestamp');
+  t.notOk(a.has('flow/x/packets'), 'dropped at the old instance');
+  t.ok(a.has('flow/y/packets'), 'other flows stay');
+  t.ok(b.set('flow/x/packets', 42n).ts > tsX, 'the new owner’s next write is later than the old owner’s last');
+  t.equal((await a.getGlobal('flow/x/packets', 'sum')).value, 42n, 'the global view sees one counter, at b');
+
+  t.equal(await b.drop('a', ['flow/y/packets', 'nope']), 1);
+  await t.rejects(b.fetch('zz', { keys: ['k'] }), { name: 'StateError', message: /no peer 'zz' \(peers: a, c\)/ });
+});
+
+t.test('nodes need ids; a taken port is reported', async (t) => {
+  await t.rejects(EStateNode.start({ id: '' }), { message: /needs an id/ });
+  const a = await node(t, 'a');
+  const port = Number(a.address.split(':').pop());
+  await t.rejects(EStateNode.start({ id: 'b', port }), { name: 'StateError', message: /cannot listen on 127\.0\.0\.1:\d+/ });
+});
