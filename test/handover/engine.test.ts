@@ -2,84 +2,12 @@
 // in both directions: nothing lost, reordered or duplicated; VNF state
 // continuous; no packet at the controller; held = released.
 import t from 'tap';
-import { testLab, type TestLab } from '../helpers/lab.js';
-import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
+import { testLab } from '../helpers/lab.js';
+import { UDP, exactRules, wildcardRules, runHandovers, assertClean } from '../helpers/handovers.js';
+import { HandoverEngine } from '../../src/handover/engine.js';
 import { VnfMapStateMover, DelayedStateMover, type StateMover } from '../../src/handover/state-mover.js';
-import { Phase, type FlowKey } from '../../src/dataplane/types.js';
+import { Phase } from '../../src/dataplane/types.js';
 import { sleep } from '../../src/util/mutex.js';
-import type { TrafficReport } from '../../src/traffic/sink.js';
-
-const UDP = 17;
-
-/** Exact rules for one flow each way: client→server on s1, server→client on s2. */
-async function exactRules(l: TestLab, flow: FlowKey): Promise<number[]> {
-  const fwd = await l.dp.addRule({ switch: 's1', match: { kind: 'exact', flow }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
-  const rev = await l.dp.addRule({
-    switch: 's2',
-    match: { kind: 'exact', flow: { src: flow.dst, dst: flow.src, sport: flow.dport, dport: flow.sport, proto: flow.proto } },
-    action: { outPort: 's2-vnf1', phase: Phase.NONE, handoverId: 0 },
-  });
-  return [fwd.id, rev.id];
-}
-
-function wildcardRules(l: TestLab): number[] {
-  return l.dp
-    .rules()
-    .filter((r) => r.action.outPort === 's1-vnf1' || r.action.outPort === 's2-vnf1')
-    .map((r) => r.id);
-}
-
-interface Run {
-  reports: TrafficReport[];
-  results: HandoverResult[];
-}
-
-/** Traffic both ways at `pps` each; `handovers` back and forth between vnf1 and vnf2. */
-async function runHandovers(l: TestLab, opts: { flows: number; pps: number; rules: number[]; count: number; mover: StateMover; gapMs?: number }): Promise<Run> {
-  const engine = new HandoverEngine(l.dp, { mover: opts.mover });
-  const fw = l.forward(opts.flows);
-  const rv = l.reverse(opts.flows);
-  fw.gen.start(opts.pps);
-  rv.gen.start(opts.pps);
-  // every flow has sent (and so has VNF state) before the first move
-  await sleep(200);
-  const results: HandoverResult[] = [];
-  let at = 'vnf1';
-  for (let i = 0; i < opts.count; i++) {
-    const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
-    const r = await engine.handover({ rules: opts.rules, from: at, to, expectedPps: opts.pps * 2 });
-    results.push(r);
-    if (r.outcome === 'completed') at = to;
-    await sleep(opts.gapMs ?? 20);
-  }
-  await Promise.all([fw.gen.stop(), rv.gen.stop()]);
-  await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
-  return { reports: [fw.sink.report(fw.gen.sentPerFlow()), rv.sink.report(rv.gen.sentPerFlow())], results };
-}
-
-function assertClean(t: Tap.Test, run: Run, l: TestLab): Promise<void> {
-  run.reports.forEach((r, i) => {
-    const dir = i === 0 ? 'client→server' : 'server→client';
-    t.ok(r.sent > 0, `${dir}: ${r.sent} probes sent`);
-    t.equal(r.delivered, r.sent, `${dir}: every probe delivered`);
-    t.equal(r.lost, 0, `${dir}: 0 lost`);
-    t.equal(r.reordered, 0, `${dir}: 0 reordered`);
-    t.equal(r.duplicated, 0, `${dir}: 0 duplicated`);
-    t.equal(r.stampMismatches, 0, `${dir}: the VNF's counter equals the sequence number on every probe`);
-    t.equal(r.marked, 0, `${dir}: no probe arrived with a shim`);
-  });
-  for (const h of run.results) {
-    t.equal(h.outcome, 'completed', `handover ${h.id} ${h.from}→${h.to} completed${h.reason ? ` (${h.reason})` : ''}`);
-    t.equal(h.counts.held, h.counts.released, `handover ${h.id}: held ${h.counts.held} = released ${h.counts.released}`);
-    t.equal(h.counts.overflow, 0n);
-    t.equal(h.counts.preSeen >= h.counts.preSent, true, `handover ${h.id}: ${h.counts.preSent} PRE frames drained`);
-  }
-  return l.dp.controllerDataPackets().then((c) => {
-    t.equal(c.packets, 0n, 'the controller received 0 data packets');
-  });
-}
-
-import type * as Tap from 'tap';
 
 t.test('exact-flow handovers back and forth with state delays of 0, 100 ms and 1 s', async (t) => {
   for (const [delay, count] of [
@@ -93,10 +21,6 @@ t.test('exact-flow handovers back and forth with state delays of 0, 100 ms and 1
       const run = await runHandovers(l, { flows: 1, pps: 2000, rules, count, mover: new DelayedStateMover(new VnfMapStateMover(), delay) });
       await assertClean(t, run, l);
       for (const h of run.results) t.ok(h.stateMs >= delay - 1, `handover ${h.id}: the state move took ${h.stateMs.toFixed(1)} ms (injected ${delay})`);
-      t.ok(
-        run.results.some((h) => h.counts.held > 0n),
-        'frames were really held at the new instance during the moves',
-      );
     });
   }
 });
