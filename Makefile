@@ -7,7 +7,7 @@
 
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: all deps apt-deps npm-deps build ebpf addon ts test bench demo clean check-root bpffs
+.PHONY: all deps apt-deps npm-deps build ebpf addon ts test bench demo p4 clean check-root bpffs
 
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3 redis-server
 ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
@@ -94,6 +94,16 @@ test: build check-root bpffs
 bench: build check-root bpffs
 	@mkdir -p results
 	node dist/src/bench/main.js
+
+# The P4 program: compiled with p4c when it is installed; the BMv2 JSON, the
+# P4Info and the hash of the sources they came from are committed, so users
+# without p4c load those (a test fails when the sources changed but not they).
+P4_SRC := p4/sharp.p4 p4/sharp_abi.p4
+p4:
+	@if ! command -v p4c >/dev/null 2>&1; then echo "p4c is not installed: using the committed p4/build artifacts (see README, P4)"; exit 0; fi; \
+	mkdir -p p4/build && \
+	p4c --target bmv2 --arch v1model --p4runtime-files p4/build/sharp.p4info.txtpb -o p4/build p4/sharp.p4 && \
+	sha256sum $(P4_SRC) > p4/build/sources.sha256 && echo "p4/build: sharp.json, sharp.p4info.txtpb, sources.sha256"
 
 demo: build check-root bpffs
 	node dist/src/cli/main.js demo $(DEMO_ARGS)
