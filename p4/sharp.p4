@@ -328,7 +328,11 @@ control SharpIngress(inout headers_t hdr,
     /* Wildcard rules: arbitrary masks on the addresses, ports and protocol
      * exact or wildcard (mask 0 = any, as 0 = any in XDP), ingress slot
      * exact or any. Among matching entries the highest P4Runtime priority
-     * wins (XDP: first in the priority-sorted array). */
+     * wins (XDP: first in the priority-sorted array). Two overlapping
+     * entries of equal priority: which wins is unspecified - the control
+     * plane gives every wildcard rule its own priority. (simple_switch_CLI
+     * writes BMv2's native priorities, where the LOWER number wins; the
+     * P4Runtime server inverts them.) */
     table rules_wild {
         key = {
             hdr.ipv4.src_addr : ternary @name("saddr");
