@@ -102,8 +102,8 @@ P4_SRC := p4/sharp.p4 p4/sharp_abi.p4
 p4:
 	@if ! command -v p4c >/dev/null 2>&1; then echo "p4c is not installed: using the committed p4/build artifacts (see README, P4)"; exit 0; fi; \
 	mkdir -p p4/build && \
-	p4c --target bmv2 --arch v1model --p4runtime-files p4/build/sharp.p4info.txtpb -o p4/build p4/sharp.p4 && \
-	sha256sum $(P4_SRC) > p4/build/sources.sha256 && echo "p4/build: sharp.json, sharp.p4info.txtpb, sources.sha256"
+	p4c --target bmv2 --arch v1model --p4runtime-files p4/build/sharp.p4info.txtpb,p4/build/sharp.p4info.json -o p4/build p4/sharp.p4 && \
+	sha256sum $(P4_SRC) > p4/build/sources.sha256 && echo "p4/build: sharp.json, sharp.p4info.txtpb, sharp.p4info.json, sources.sha256"
 
 demo: build check-root bpffs
 	node dist/src/cli/main.js demo $(DEMO_ARGS)
