@@ -7,16 +7,12 @@ import path from 'node:path';
 import {
   BpfObjectSpec,
   type BpfCollection,
-  type BpfMap,
   type XdpLink,
   ifindexOf,
   withNetns,
   xdpMd,
   u32,
   MapUpdate,
-  queryXdp,
-  BpfError,
-  XdpDispatcherAnchor,
   RingBufferReader,
 } from '../../bpf/index.js';
 import {
@@ -26,37 +22,21 @@ import {
   sharpRuleStatsCodec,
   sharpPortStatsCodec,
   sharpHoStatsCodec,
-  sharpAgentIfaceCodec,
-  sharpAgentHoCodec,
   sharpFlowKeyCodec,
   sharpExactRuleCodec,
   sharpDivertRecordCodec,
   sharpDivertStatsCodec,
-  sharpReleaseCtlCodec,
-  rodataLayouts,
   SHARP_PORT_HOST,
   SHARP_PORT_VNF,
-  SHARP_AGENT_OLD,
-  SHARP_AGENT_NEW,
-  SHARP_HOLD_HOLDING,
-  SHARP_HOLD_PASSING,
   SHARP_HID_MIN,
   SHARP_HID_MAX,
   SHARP_MAX_WILD_RULES,
   SHARP_DEFAULT_MAX_RULES,
   SHARP_DEFAULT_MAX_IFINDEX,
-  SHARP_FINISH_DONE,
-  SHARP_FINISH_AGAIN,
-  SHARP_REPLAY_RELAY,
-  SHARP_REPLAY_TO_VNF,
-  SHARP_VNF_CHAIN_INDEX,
-  type SharpAgentHo,
-  type SharpFlowKey,
 } from '../../generated/abi.js';
-import { ipv4Number, ipv4String } from '../../net/frame.js';
-import { Mutex, sleep } from '../../util/mutex.js';
+import { ipv4Number } from '../../net/frame.js';
+import { sleep } from '../../util/mutex.js';
 import {
-  AgentUnavailableError,
   DataPlaneError,
   RuleError,
   Phase,
@@ -75,7 +55,8 @@ import {
   type RuleAction,
   type WildcardMatch,
 } from '../types.js';
-import type { XdpInstance, XdpSwitch, XdpTopology } from './topology.js';
+import type { XdpSwitch, XdpTopology } from './topology.js';
+import { XdpAgentSet, flowKeyToAbi } from './agents.js';
 
 export interface XdpDataPlaneOptions {
   /** folder with the compiled switch/agent/vnf objects */
@@ -94,27 +75,7 @@ interface LoadedSwitch {
   wild: Rule[];
 }
 
-interface LoadedInstance {
-  spec: XdpInstance;
-  /** keeps agent_replay in the XDP dispatcher: repeated test runs stay fast */
-  anchor: XdpDispatcherAnchor;
-  agent: BpfCollection;
-  vnf: BpfCollection;
-  links: XdpLink[];
-  ifindex: [number, number];
-  /** serialises replays: replay_ctl/replay_mode are per side, not per handover */
-  releaseLock: Mutex;
-}
-
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
-
-export function flowKeyToAbi(f: FlowKey): SharpFlowKey {
-  return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: Buffer.alloc(3) };
-}
-
-export function flowKeyFromAbi(k: SharpFlowKey): FlowKey {
-  return { src: ipv4String(k.saddr), dst: ipv4String(k.daddr), sport: k.sport, dport: k.dport, proto: k.proto };
-}
 
 function prefix(p: string | undefined): { addr: number; mask: number } {
   if (p === undefined) return { addr: 0, mask: 0 };
@@ -129,7 +90,7 @@ export class XdpDataPlane implements DataPlane {
   readonly kind = 'xdp';
   readonly quiescenceMs: number;
   readonly #switches = new Map<string, LoadedSwitch>();
-  readonly #instances = new Map<string, LoadedInstance>();
+  #agents!: XdpAgentSet;
   readonly #rules = new Map<number, Rule>();
   #nextRuleId = 1;
   #closed = false;
@@ -143,7 +104,7 @@ export class XdpDataPlane implements DataPlane {
     const dp = new XdpDataPlane(options);
     try {
       for (const sw of topology.switches) dp.#loadSwitch(sw, options);
-      for (const inst of topology.instances) dp.#loadInstance(inst, options);
+      dp.#agents = XdpAgentSet.load(topology.instances, { objectsDir: options.objectsDir, switches: topology.switches, ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }) });
     } catch (e) {
       await dp.close();
       throw e;
@@ -171,42 +132,6 @@ export class XdpDataPlane implements DataPlane {
     for (const p of sw.ports) loaded.links.push(coll.program('sharp_switch').attachXdp(p.ifname, { netns: sw.netns, mode: o.xdpMode ?? 'native' }));
   }
 
-  #loadInstance(inst: XdpInstance, o: XdpDataPlaneOptions): void {
-    const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'agent.bpf.o'));
-    spec.setConstants(rodataLayouts['agent']!, { ring_capacity: inst.ringCapacity, ring_count: inst.ringCount });
-    spec.setMaxEntries('slots', inst.ringCount * 2 * inst.ringCapacity);
-    spec.setMaxEntries('release_ctl', inst.ringCount * 2);
-    const agent = spec.load();
-    let vnf: BpfCollection;
-    try {
-      vnf = BpfObjectSpec.open(path.join(o.objectsDir, 'vnf_counter.bpf.o')).load();
-    } catch (e) {
-      agent.close();
-      throw e;
-    }
-    const ifindex: [number, number] = [ifindexOf(inst.ifaces[0], inst.netns), ifindexOf(inst.ifaces[1], inst.netns)];
-    let anchor: XdpDispatcherAnchor;
-    try {
-      anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), 'sharp-anchor', inst.netns);
-    } catch (e) {
-      agent.close();
-      vnf.close();
-      throw e;
-    }
-    const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex() };
-    this.#instances.set(inst.name, loaded);
-    // the VNF forwards between its two interfaces: side 0 <-> side 1
-    withNetns(inst.netns, () => {
-      vnf.map('vnf_tx').update(u32.encode(0), u32.encode(ifindex[0]));
-      vnf.map('vnf_tx').update(u32.encode(1), u32.encode(ifindex[1]));
-    });
-    vnf.map('vnf_ports').update(u32.encode(ifindex[0]), u32.encode(1));
-    vnf.map('vnf_ports').update(u32.encode(ifindex[1]), u32.encode(0));
-    ifindex.forEach((ix, side) => agent.map('ifaces').update(u32.encode(ix), sharpAgentIfaceCodec.encode({ side, accept_shim: 1 })));
-    agent.map('vnf_chain').update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnf.program('vnf_counter').fd));
-    for (const ifname of inst.ifaces) loaded.links.push(agent.program('agent').attachXdp(ifname, { netns: inst.netns, mode: o.xdpMode ?? 'native' }));
-  }
-
   // ------------------------------------------------------------ topology
 
   switches(): string[] {
@@ -214,12 +139,15 @@ export class XdpDataPlane implements DataPlane {
   }
 
   instances(): InstanceInfo[] {
-    return [...this.#instances.values()].map((i) => ({
-      name: i.spec.name,
-      ports: Object.fromEntries(this.switches().flatMap((s) => (this.portTowards(s, i.spec.name) ? [[s, this.portTowards(s, i.spec.name)!]] : []))),
-      ringCapacity: i.spec.ringCapacity,
-      ringCount: i.spec.ringCount,
-    }));
+    return this.#agents.names().map((name) => {
+      const spec = this.#agents.spec(name);
+      return {
+        name,
+        ports: Object.fromEntries(this.switches().flatMap((s) => (this.portTowards(s, name) ? [[s, this.portTowards(s, name)!]] : []))),
+        ringCapacity: spec.ringCapacity,
+        ringCount: spec.ringCount,
+      };
+    });
   }
 
   portTowards(sw: string, instance: string): string | undefined {
@@ -230,12 +158,6 @@ export class XdpDataPlane implements DataPlane {
     const s = this.#switches.get(name);
     if (s === undefined) throw new DataPlaneError(`unknown switch '${name}' (switches: ${this.switches().join(', ')})`);
     return s;
-  }
-
-  #instance(name: string): LoadedInstance {
-    const i = this.#instances.get(name);
-    if (i === undefined) throw new AgentUnavailableError(name, `no such VNF instance (instances: ${[...this.#instances.keys()].join(', ')})`);
-    return i;
   }
 
   #slot(sw: LoadedSwitch, port: string): number {
@@ -417,165 +339,49 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
-  // ------------------------------------------------------------ agents
+  // ------------------------------------------------------------ agents (XDP on the instances' interfaces)
 
-  async checkAgent(name: string): Promise<void> {
-    const inst = this.#instance(name);
-    if (inst.agent.closed) throw new AgentUnavailableError(name, 'the agent was unloaded');
-    const agentId = inst.agent.program('agent').id;
-    inst.spec.ifaces.forEach((ifname, side) => {
-      let attached: number;
-      try {
-        attached = queryXdp(inst.ifindex[side]!, inst.spec.netns).progId;
-      } catch (e) {
-        throw new AgentUnavailableError(name, `interface ${ifname} cannot be queried (${e instanceof Error ? e.message : String(e)})`, { cause: e });
-      }
-      if (attached !== agentId) throw new AgentUnavailableError(name, `the agent program is not attached to ${ifname} (attached program id: ${attached || 'none'})`);
-    });
+  checkAgent(name: string): Promise<void> {
+    return this.#agents.checkAgent(name);
   }
 
-  async armOld(name: string, hid: number): Promise<void> {
-    await this.checkAgent(name);
-    this.#putHandover(name, hid, { role: SHARP_AGENT_OLD, ring: 0, state: [SHARP_HOLD_PASSING, SHARP_HOLD_PASSING] });
+  armOld(name: string, hid: number): Promise<void> {
+    return this.#agents.armOld(name, hid);
   }
 
-  async armNew(name: string, hid: number, ring: number): Promise<void> {
-    await this.checkAgent(name);
-    const inst = this.#instance(name);
-    if (!Number.isInteger(ring) || ring < 0 || ring >= inst.spec.ringCount) throw new DataPlaneError(`ring ${ring} out of range 0..${inst.spec.ringCount - 1} on ${name}`);
-    const ctl = inst.agent.map('release_ctl');
-    for (const side of [0, 1]) ctl.update(u32.encode(ring * 2 + side), sharpReleaseCtlCodec.encode({ requested: 0, flushed_head: 0 }));
-    this.#putHandover(name, hid, { role: SHARP_AGENT_NEW, ring, state: [SHARP_HOLD_HOLDING, SHARP_HOLD_HOLDING] });
+  armNew(name: string, hid: number, ring: number): Promise<void> {
+    return this.#agents.armNew(name, hid, ring);
   }
 
-  #putHandover(name: string, hid: number, v: Partial<SharpAgentHo>): void {
-    const m = this.#instance(name).agent.map('handovers');
-    try {
-      m.update(u32.encode(hid), sharpAgentHoCodec.encode(v), MapUpdate.NOEXIST);
-    } catch (e) {
-      if (e instanceof BpfError && e.code === 'EEXIST') throw new DataPlaneError(`${name}: handover ${hid} is armed already`, { cause: e });
-      throw e;
-    }
+  agentStatus(name: string, hid: number): Promise<AgentHandoverStatus | undefined> {
+    return this.#agents.agentStatus(name, hid);
   }
 
-  #readHandover(name: string, hid: number): SharpAgentHo | undefined {
-    const raw = this.#instance(name).agent.map('handovers').lookup(u32.encode(hid));
-    return raw === undefined ? undefined : sharpAgentHoCodec.decode(raw);
+  release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
+    return this.#agents.release(name, hid, options);
   }
 
-  async agentStatus(name: string, hid: number): Promise<AgentHandoverStatus | undefined> {
-    const h = this.#readHandover(name, hid);
-    if (h === undefined) return undefined;
-    const pair = <T>(xs: T[]): [T, T] => [xs[0]!, xs[1]!];
-    return {
-      role: h.role === SHARP_AGENT_NEW ? 'new' : 'old',
-      preSeen: h.pre_seen,
-      postSeen: h.post_seen,
-      held: pair(h.held as bigint[]),
-      released: pair(h.released as bigint[]),
-      overflow: pair(h.overflow as bigint[]),
-      passed: pair(h.passed as bigint[]),
-      replayFailed: pair(h.replay_failed as bigint[]),
-      queued: [((h.tail[0] as number) - (h.head[0] as number)) >>> 0, ((h.tail[1] as number) - (h.head[1] as number)) >>> 0],
-      passing: [h.state[0] === SHARP_HOLD_PASSING, h.state[1] === SHARP_HOLD_PASSING],
-    };
+  disarm(name: string, hid: number): Promise<void> {
+    return this.#agents.disarm(name, hid);
   }
 
-  async release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
-    const inst = this.#instance(name);
-    return inst.releaseLock.run(async () => {
-      const deadline = performance.now() + (options.timeoutMs ?? 10_000);
-      const ctl = inst.agent.map('replay_ctl');
-      const mode = inst.agent.map('replay_mode');
-      let rounds = 0;
-      if (options.relayTo !== undefined) this.#pointRelay(inst, options.relayTo);
-      const template = Buffer.alloc(64);
-      const releaseCtl = inst.agent.map('release_ctl');
-      for (const side of [0, 1] as const) {
-        ctl.update(u32.encode(side), u32.encode(hid));
-        mode.update(u32.encode(side), u32.encode(options.relayTo === undefined ? SHARP_REPLAY_TO_VNF : SHARP_REPLAY_RELAY));
-        const ctx = xdpMd({ dataLen: template.length, ingressIfindex: inst.ifindex[side] });
-        let st = this.#readHandover(name, hid);
-        if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} is not armed`);
-        const key = u32.encode(st.ring * 2 + side);
-        // from now on a frame finding the ring empty and flushed passes by itself
-        releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: st.head[side] as number }));
-        for (;;) {
-          st = this.#readHandover(name, hid);
-          if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} was disarmed during its release`);
-          if (st.state[side] === SHARP_HOLD_PASSING) break;
-          const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
-          if (queued > 0) {
-            rounds++;
-            // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
-            inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns });
-            const head = this.#readHandover(name, hid)?.head[side] as number | undefined;
-            if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
-            continue;
-          }
-          // nothing queued and no frame arrived to flip the side: flip it here
-          const fin = inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns }).retval;
-          if (fin === SHARP_FINISH_DONE) break;
-          if (fin !== SHARP_FINISH_AGAIN) throw new DataPlaneError(`${name}: releasing handover ${hid} failed on side ${side} (finish returned ${fin})`);
-          if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side})`);
-          await sleep(0); // a frame is being written into its slot: let it finish
-        }
-        mode.update(u32.encode(side), u32.encode(SHARP_REPLAY_TO_VNF));
-      }
-      const after = this.#readHandover(name, hid)!;
-      return { released: sum(after.released as bigint[]), rounds };
-    });
+  exportState(name: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]> {
+    return this.#agents.exportState(name, select);
   }
 
-  /** Points the agent's relay devmap, per side, at the switch port facing `target` on that side's switch. */
-  #pointRelay(inst: LoadedInstance, target: string): void {
-    this.#instance(target);
-    const relay = inst.agent.map('relay_tx');
-    for (const sw of this.#switches.values()) {
-      const mine = sw.spec.ports.find((p) => p.instance === inst.spec.name);
-      const theirs = sw.spec.ports.find((p) => p.instance === target);
-      if (mine === undefined || theirs === undefined) continue;
-      const ifindex = ifindexOf(theirs.ifname, sw.spec.netns);
-      withNetns(sw.spec.netns, () => relay.update(u32.encode(mine.instanceSide ?? 0), u32.encode(ifindex)));
-    }
+  importState(name: string, entries: readonly FlowStateEntry[]): Promise<void> {
+    return this.#agents.importState(name, entries);
   }
 
-  async disarm(name: string, hid: number): Promise<void> {
-    this.#instance(name).agent.map('handovers').delete(u32.encode(hid));
-  }
-
-  // ------------------------------------------------------------ VNF state
-
-  async exportState(name: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]> {
-    const m = this.#instance(name).vnf.map('flow_state');
-    const { keys, values } = m.lookupBatch();
-    const out: FlowStateEntry[] = [];
-    keys.forEach((k, i) => {
-      const flow = flowKeyFromAbi(sharpFlowKeyCodec.decode(k));
-      if (select(flow)) out.push({ flow, value: values[i]! });
-    });
-    return out;
-  }
-
-  async importState(name: string, entries: readonly FlowStateEntry[]): Promise<void> {
-    const m: BpfMap = this.#instance(name).vnf.map('flow_state');
-    m.updateBatch(
-      entries.map((e) => sharpFlowKeyCodec.encode(flowKeyToAbi(e.flow))),
-      entries.map((e) => e.value),
-    );
-  }
-
-  async deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
-    const m = this.#instance(name).vnf.map('flow_state');
-    for (const f of flows) m.delete(sharpFlowKeyCodec.encode(flowKeyToAbi(f)));
+  deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
+    return this.#agents.deleteState(name, flows);
   }
 
   // ------------------------------------------------------------ XDP-specific (labs and tests)
 
   /** The loaded objects of an instance (tests and the lab inspect them). */
   instanceObjects(name: string): { agent: BpfCollection; vnf: BpfCollection } {
-    const i = this.#instance(name);
-    return { agent: i.agent, vnf: i.vnf };
+    return this.#agents.objects(name);
   }
 
   switchObject(name: string): BpfCollection {
@@ -584,25 +390,17 @@ export class XdpDataPlane implements DataPlane {
 
   /** Detaches an instance's agent from its interfaces (as if it had crashed). */
   detachAgent(name: string): void {
-    const i = this.#instance(name);
-    for (const l of i.links) l.close();
-    i.links = [];
+    this.#agents.detach(name);
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const i of this.#instances.values()) {
-      for (const l of i.links) l.close();
-      i.anchor.close();
-      i.agent.close();
-      i.vnf.close();
-    }
+    this.#agents?.close();
     for (const s of this.#switches.values()) {
       for (const l of s.links) l.close();
       s.coll.close();
     }
-    this.#instances.clear();
     this.#switches.clear();
   }
 }
