@@ -83,67 +83,115 @@ export function createNetnsLab(o: NetnsLabOptions): NetnsLab {
   return createLabFromSpec(standardSpec(o), o.prefix);
 }
 
-export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
+/** One end of a planned link. */
+export interface PlannedLinkEnd {
+  node: string;
+  netns: string;
+  ifname: string;
+  mac?: string;
+  /** address with prefix length (hosts only) */
+  address?: string;
+}
+
+/** What a lab is made of, whoever builds it (plain namespaces or Mininet). */
+export interface LabPlan {
+  nodes: { name: string; kind: 'host' | 'switch' | 'vnf'; netns: string }[];
+  links: { ends: [PlannedLinkEnd, PlannedLinkEnd]; mtu: number }[];
+  hosts: LabHost[];
+  topology: XdpTopology;
+}
+
+/** Names every namespace and interface of a spec's lab (pure). */
+export function planLab(spec: LabSpec, prefix: string): LabPlan {
   const ns = (node: string): string => `${prefix}${node}`;
   const kind = new Map<string, 'host' | 'switch' | 'vnf'>([
     ...spec.hosts.map((h) => [h.name, 'host'] as const),
     ...spec.switches.map((s) => [s.name, 'switch'] as const),
     ...spec.vnfs.map((v) => [v.name, 'vnf'] as const),
   ]);
-  const created: string[] = [];
-  try {
-    for (const node of kind.keys()) {
-      createNetns(ns(node));
-      created.push(ns(node));
-      // no IPv6 autoconfiguration chatter: every frame on the lab's links is ours
-      inNetns(ns(node), 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
-    }
-    /** links of each VNF seen so far: its next link is that side */
-    const vnfSides = new Map<string, number>();
-    const ports = new Map<string, XdpSwitchPort[]>(spec.switches.map((s) => [s.name, []]));
-    const hostIf = new Map<string, string>();
-    for (const link of spec.links) {
-      const [a, b] = link.ends;
-      const side = (node: string): number => (kind.get(node) === 'vnf' ? (vnfSides.get(node) ?? 0) : 0);
-      const name = (node: string, other: string): string => (kind.get(node) === 'switch' ? `p-${other}` : kind.get(node) === 'host' ? 'eth0' : `eth${side(node)}`);
-      const hostEnd = (node: string, ifname: string): { mac?: string; address?: string } => {
-        const h = spec.hosts.find((x) => x.name === node);
-        if (h === undefined) return {};
-        hostIf.set(node, ifname);
-        return { mac: h.mac, address: h.ip };
-      };
-      const ends = [
-        { node: a, other: b, ifname: name(a, b), side: side(a) },
-        { node: b, other: a, ifname: name(b, a), side: side(b) },
-      ] as const;
-      createVeth({ name: ends[0].ifname, netns: ns(a), ...hostEnd(a, ends[0].ifname) }, { name: ends[1].ifname, netns: ns(b), ...hostEnd(b, ends[1].ifname) }, link.mtu);
-      for (const [i, e] of ends.entries()) {
-        const far = ends[1 - i]!;
-        if (kind.get(e.node) === 'vnf') vnfSides.set(e.node, e.side + 1);
-        if (kind.get(e.node) === 'switch') {
-          const farKind = kind.get(far.node);
-          ports.get(e.node)!.push({
-            name: `${e.node}-${far.node}`,
-            ifname: e.ifname,
-            role: farKind === 'host' ? 'host' : 'vnf',
-            ...(farKind === 'vnf' ? { instance: far.node, instanceSide: far.side } : {}),
-          });
-        }
+  /** links of each VNF seen so far: its next link is that side */
+  const vnfSides = new Map<string, number>();
+  const ports = new Map<string, XdpSwitchPort[]>(spec.switches.map((s) => [s.name, []]));
+  const hostIf = new Map<string, string>();
+  const links: LabPlan['links'] = [];
+  for (const link of spec.links) {
+    const [a, b] = link.ends;
+    const side = (node: string): number => (kind.get(node) === 'vnf' ? (vnfSides.get(node) ?? 0) : 0);
+    const name = (node: string, other: string): string => (kind.get(node) === 'switch' ? `p-${other}` : kind.get(node) === 'host' ? 'eth0' : `eth${side(node)}`);
+    const hostEnd = (node: string, ifname: string): { mac?: string; address?: string } => {
+      const h = spec.hosts.find((x) => x.name === node);
+      if (h === undefined) return {};
+      hostIf.set(node, ifname);
+      return { mac: h.mac, address: h.ip };
+    };
+    const ends = [
+      { node: a, other: b, ifname: name(a, b), side: side(a) },
+      { node: b, other: a, ifname: name(b, a), side: side(b) },
+    ] as const;
+    links.push({
+      ends: [
+        { node: a, netns: ns(a), ifname: ends[0].ifname, ...hostEnd(a, ends[0].ifname) },
+        { node: b, netns: ns(b), ifname: ends[1].ifname, ...hostEnd(b, ends[1].ifname) },
+      ],
+      mtu: link.mtu,
+    });
+    for (const [i, e] of ends.entries()) {
+      const far = ends[1 - i]!;
+      if (kind.get(e.node) === 'vnf') vnfSides.set(e.node, e.side + 1);
+      if (kind.get(e.node) === 'switch') {
+        const farKind = kind.get(far.node);
+        ports.get(e.node)!.push({
+          name: `${e.node}-${far.node}`,
+          ifname: e.ifname,
+          role: farKind === 'host' ? 'host' : 'vnf',
+          ...(farKind === 'vnf' ? { instance: far.node, instanceSide: far.side } : {}),
+        });
       }
     }
-    const hosts: LabHost[] = spec.hosts.map((h) => ({ name: h.name, netns: ns(h.name), ifname: hostIf.get(h.name) ?? 'eth0', ip: h.ip.split('/')[0]!, mac: h.mac }));
-    for (const h of hosts) {
-      // complete checksums on the wire: frames are replayed as new frames
-      ethtoolFeatures(h.ifname, { tx: 'off' }, h.netns);
-      // frames redirected into a veth need XDP or GRO on the receiving end
-      ethtoolFeatures(h.ifname, { gro: 'on' }, h.netns);
-      for (const other of hosts) if (other !== h) addNeighbor(h.ifname, other.ip, other.mac, h.netns);
-    }
-    const topology: XdpTopology = {
+  }
+  return {
+    nodes: [...kind.entries()].map(([name, k]) => ({ name, kind: k, netns: ns(name) })),
+    links,
+    hosts: spec.hosts.map((h) => ({ name: h.name, netns: ns(h.name), ifname: hostIf.get(h.name) ?? 'eth0', ip: h.ip.split('/')[0]!, mac: h.mac })),
+    topology: {
       switches: spec.switches.map((s) => ({ name: s.name, netns: ns(s.name), ports: ports.get(s.name)! })),
       instances: spec.vnfs.map((v) => ({ name: v.name, netns: ns(v.name), ifaces: ['eth0', 'eth1'], ringCapacity: v.ringCapacity, ringCount: v.ringCount })),
-    };
-    return { prefix, hosts, client: hosts[0]!, server: hosts[1] ?? hosts[0]!, topology, namespaces: created, spec };
+    },
+  };
+}
+
+/** Host interface settings every lab needs, once the namespaces and links exist. */
+export function configureHosts(hosts: readonly LabHost[]): void {
+  for (const h of hosts) {
+    // complete checksums on the wire: frames are replayed as new frames
+    ethtoolFeatures(h.ifname, { tx: 'off' }, h.netns);
+    // frames redirected into a veth need XDP or GRO on the receiving end
+    ethtoolFeatures(h.ifname, { gro: 'on' }, h.netns);
+    for (const other of hosts) if (other !== h) addNeighbor(h.ifname, other.ip, other.mac, h.netns);
+  }
+}
+
+export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
+  const plan = planLab(spec, prefix);
+  const created: string[] = [];
+  try {
+    for (const node of plan.nodes) {
+      createNetns(node.netns);
+      created.push(node.netns);
+      // no IPv6 autoconfiguration chatter: every frame on the lab's links is ours
+      inNetns(node.netns, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    }
+    for (const link of plan.links) {
+      const end = (e: PlannedLinkEnd): { name: string; netns: string; mac?: string; address?: string } => ({
+        name: e.ifname,
+        netns: e.netns,
+        ...(e.mac === undefined ? {} : { mac: e.mac }),
+        ...(e.address === undefined ? {} : { address: e.address }),
+      });
+      createVeth(end(link.ends[0]), end(link.ends[1]), link.mtu);
+    }
+    configureHosts(plan.hosts);
+    return { prefix, hosts: plan.hosts, client: plan.hosts[0]!, server: plan.hosts[1] ?? plan.hosts[0]!, topology: plan.topology, namespaces: created, spec };
   } catch (e) {
     for (const c of created) deleteNetns(c);
     throw e;
