@@ -1,0 +1,536 @@
+/**
+ * A P4Runtime v1 client for one device: arbitration on the stream channel,
+ * the forwarding pipeline, table entries, indirect counters and packet I/O,
+ * all by P4Info names.
+ *
+ *   const c = await P4RuntimeClient.connect({ address: 'unix:/run/x.grpc', deviceId: 1 });
+ *   await c.setPipeline(P4Info.load('sharp.p4info.json'), readFileSync('sharp.json'));
+ *   await c.insertEntry({ table: 'tx_port', match: { slot: { exact: 1 } }, action: { name: 'set_tx', params: { port: 1 } } });
+ *   c.close();
+ *
+ * Arbitration: connect() opens the stream channel and sends
+ * MasterArbitrationUpdate(device_id, election_id); it resolves once the server
+ * says this client is the primary and rejects with P4RuntimeNotPrimaryError
+ * otherwise. When a client with a higher election id takes over, this client
+ * emits 'primacy-lost' and its writes fail at once with
+ * P4RuntimeNotPrimaryError (the server would refuse them anyway).
+ *
+ * Events: 'packet-in', 'primacy-lost', 'primacy-gained', 'error' (stream
+ * errors; only emitted while someone listens, so an unobserved stream error
+ * never crashes the process — it is kept in `lastError`), 'close'.
+ *
+ * Debug tracing: SHARP_DEBUG=p4runtime.
+ */
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { codeName, P4RuntimeError, P4RuntimeNotPrimaryError, P4RuntimeUnavailableError, P4RuntimeWriteError, type FailedUpdate } from './errors.js';
+import { counterEntry, decodeCounterData, decodePacketMetadata, decodeTableEntry, packetMetadata, tableEntry, type CounterValue, type DecodedTableEntry, type P4Value, type TableEntrySpec } from './encode.js';
+import { P4Info } from './p4info.js';
+import {
+  codec,
+  decode,
+  P4_ERROR_TYPE_URL,
+  P4RUNTIME_SERVICE,
+  type CapabilitiesResponseMsg,
+  type Codec,
+  type EmptyMsg,
+  type EntityMsg,
+  type GetForwardingPipelineConfigRequestMsg,
+  type GetForwardingPipelineConfigResponseMsg,
+  type MasterArbitrationUpdateMsg,
+  type P4ErrorMsg,
+  type ReadRequestMsg,
+  type ReadResponseMsg,
+  type SetForwardingPipelineConfigRequestMsg,
+  type StatusMsg,
+  type StreamMessageRequestMsg,
+  type StreamMessageResponseMsg,
+  type Uint128Msg,
+  type UpdateMsg,
+  type UpdateType,
+  type WriteRequestMsg,
+} from './proto.js';
+
+const DEBUG = process.env['SHARP_DEBUG']?.split(',').includes('p4runtime') === true;
+const trace = (msg: string): void => {
+  if (DEBUG) process.stderr.write(`p4runtime: ${msg}\n`);
+};
+
+export interface P4RuntimeClientOptions {
+  /** gRPC target: "unix:/path/to/socket", "127.0.0.1:9559", ... */
+  address: string;
+  deviceId: number | bigint;
+  /** this controller's election id (default 1n); the highest live one is primary */
+  electionId?: bigint;
+  /** deadline of connecting, arbitration and every call (default 10000 ms) */
+  timeoutMs?: number;
+  /** the P4Info of the running pipeline, when it is not set with setPipeline() */
+  p4info?: P4Info;
+}
+
+export interface PacketIn {
+  payload: Buffer;
+  /** packet_in header fields by name */
+  metadata: Record<string, bigint>;
+}
+
+export interface PrimacyLost {
+  /** election id of the new primary (when the server said) */
+  primaryElectionId: bigint | undefined;
+  /** the arbitration status code we got (ALREADY_EXISTS: another client is primary; NOT_FOUND: none is) */
+  code: number;
+}
+
+export interface P4RuntimeClientEvents {
+  'packet-in': [PacketIn];
+  'primacy-lost': [PrimacyLost];
+  'primacy-gained': [];
+  error: [P4RuntimeError];
+  close: [];
+}
+
+/** One update of a Write, by names. */
+export type P4Update =
+  | { type: UpdateType; tableEntry: TableEntrySpec }
+  | { type: 'MODIFY'; counterEntry: { counter: string; index: number | bigint; data: CounterValue } };
+
+export interface WriteOptions {
+  /** default CONTINUE_ON_ERROR: each update is applied or fails on its own */
+  atomicity?: 'CONTINUE_ON_ERROR' | 'ROLLBACK_ON_ERROR' | 'DATAPLANE_ATOMIC';
+}
+
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.initial_reconnect_backoff_ms': 50,
+  'grpc.min_reconnect_backoff_ms': 50,
+  'grpc.max_reconnect_backoff_ms': 1000,
+  'grpc.enable_retries': 0,
+  // one connection per client, also when several clients talk to one switch
+  'grpc.use_local_subchannel_pool': 1,
+  // pipelines (BMv2 JSON) and big reads exceed the 4 MiB default
+  'grpc.max_send_message_length': 256 * 1024 * 1024,
+  'grpc.max_receive_message_length': 256 * 1024 * 1024,
+};
+
+const MASK64 = (1n << 64n) - 1n;
+
+export function uint128(v: bigint): Uint128Msg {
+  if (v < 0n || v > (1n << 128n) - 1n) throw new RangeError(`election id ${v} is not a 128-bit unsigned integer`);
+  return { high: (v >> 64n).toString(), low: (v & MASK64).toString() };
+}
+
+export function fromUint128(m: Uint128Msg | undefined): bigint | undefined {
+  if (!m) return undefined;
+  return (BigInt(m.high ?? '0') << 64n) | BigInt(m.low ?? '0');
+}
+
+/**
+ * The per-update errors of a failed Write, from the google.rpc.Status in the
+ * `grpc-status-details-bin` trailer: one p4.v1.Error per update, in request
+ * order; those with canonical_code OK were applied. Undefined when the
+ * trailer is absent or holds no p4.v1.Error.
+ */
+export function decodeWriteErrorDetails(statusBin: Uint8Array): { code: number; message: string; updates: FailedUpdate[]; total: number } | undefined {
+  const status = decode<StatusMsg>('google.rpc.Status', statusBin);
+  const errors = (status.details ?? []).filter((d) => d.type_url === P4_ERROR_TYPE_URL);
+  if (errors.length === 0) return undefined;
+  const updates: FailedUpdate[] = [];
+  errors.forEach((d, index) => {
+    const e = decode<P4ErrorMsg>('p4.v1.Error', d.value ?? Buffer.alloc(0));
+    const code = e.canonical_code ?? 0;
+    if (code === grpc.status.OK) return;
+    const u: FailedUpdate = { index, code, message: e.message ?? '' };
+    if (e.space) u.space = e.space;
+    if (e.code) u.targetCode = e.code;
+    updates.push(u);
+  });
+  return { code: status.code ?? grpc.status.UNKNOWN, message: status.message ?? '', updates, total: errors.length };
+}
+
+const c = {
+  write: codec<WriteRequestMsg>('p4.v1.WriteRequest'),
+  writeResponse: codec<EmptyMsg>('p4.v1.WriteResponse'),
+  read: codec<ReadRequestMsg>('p4.v1.ReadRequest'),
+  readResponse: codec<ReadResponseMsg>('p4.v1.ReadResponse'),
+  setPipeline: codec<SetForwardingPipelineConfigRequestMsg>('p4.v1.SetForwardingPipelineConfigRequest'),
+  setPipelineResponse: codec<EmptyMsg>('p4.v1.SetForwardingPipelineConfigResponse'),
+  getPipeline: codec<GetForwardingPipelineConfigRequestMsg>('p4.v1.GetForwardingPipelineConfigRequest'),
+  getPipelineResponse: codec<GetForwardingPipelineConfigResponseMsg>('p4.v1.GetForwardingPipelineConfigResponse'),
+  capabilities: codec<EmptyMsg>('p4.v1.CapabilitiesRequest'),
+  capabilitiesResponse: codec<CapabilitiesResponseMsg>('p4.v1.CapabilitiesResponse'),
+  streamRequest: codec<StreamMessageRequestMsg>('p4.v1.StreamMessageRequest'),
+  streamResponse: codec<StreamMessageResponseMsg>('p4.v1.StreamMessageResponse'),
+};
+
+const path = (method: string): string => `/${P4RUNTIME_SERVICE}/${method}`;
+
+function isServiceError(e: unknown): e is grpc.ServiceError {
+  return e instanceof Error && typeof (e as Partial<grpc.ServiceError>).code === 'number';
+}
+
+export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
+  readonly address: string;
+  readonly deviceId: bigint;
+  readonly electionId: bigint;
+  readonly timeoutMs: number;
+  /** the last stream error (also when nobody listened for 'error') */
+  lastError: P4RuntimeError | undefined;
+
+  #p4info: P4Info | undefined;
+  readonly #client: grpc.Client;
+  #stream: grpc.ClientDuplexStream<StreamMessageRequestMsg, StreamMessageResponseMsg> | undefined;
+  #primary = false;
+  #primaryElectionId: bigint | undefined;
+  #closed = false;
+  #closeEmitted = false;
+  // the pending arbitration of connect()
+  #arbitration: { resolve: () => void; reject: (e: P4RuntimeError) => void } | undefined;
+
+  private constructor(options: P4RuntimeClientOptions) {
+    super();
+    this.address = options.address;
+    this.deviceId = BigInt(options.deviceId);
+    this.electionId = options.electionId ?? 1n;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.#p4info = options.p4info;
+    uint128(this.electionId); // range check
+    this.#client = new grpc.Client(options.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  /**
+   * Connects and becomes primary. Rejects with P4RuntimeUnavailableError when
+   * the server cannot be reached, P4RuntimeNotPrimaryError when another
+   * client holds a higher election id, P4RuntimeError for other refusals
+   * (e.g. INVALID_ARGUMENT: the election id is in use, NOT_FOUND: no such device).
+   */
+  static async connect(options: P4RuntimeClientOptions): Promise<P4RuntimeClient> {
+    const client = new P4RuntimeClient(options);
+    try {
+      await client.#waitForReady();
+      await client.#arbitrate();
+      return client;
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+  }
+
+  /** Whether the server last told us we are the primary controller. */
+  get isPrimary(): boolean {
+    return this.#primary && !this.#closed;
+  }
+
+  /** Election id of the current primary, as last announced by the server. */
+  get primaryElectionId(): bigint | undefined {
+    return this.#primaryElectionId;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The P4Info used for names (set by setPipeline() or the connect option). */
+  get p4info(): P4Info {
+    if (!this.#p4info) throw new P4RuntimeError('P4RuntimeClient: no P4Info: call setPipeline() or pass p4info to connect()', grpc.status.FAILED_PRECONDITION, '');
+    return this.#p4info;
+  }
+  set p4info(p: P4Info) {
+    this.#p4info = p;
+  }
+
+  #waitForReady(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#client.waitForReady(Date.now() + this.timeoutMs, (err) => {
+        if (err) reject(new P4RuntimeUnavailableError(this.address, `not reachable within ${this.timeoutMs} ms (${err.message})`, { cause: err }));
+        else resolve();
+      });
+    });
+  }
+
+  #arbitrate(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#arbitration = undefined;
+        reject(new P4RuntimeUnavailableError(this.address, `no answer to the arbitration within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.#arbitration = {
+        resolve: () => {
+          clearTimeout(timer);
+          this.#arbitration = undefined;
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          this.#arbitration = undefined;
+          reject(e);
+        },
+      };
+      const stream = this.#client.makeBidiStreamRequest<StreamMessageRequestMsg, StreamMessageResponseMsg>(path('StreamChannel'), c.streamRequest.serialize, c.streamResponse.deserialize);
+      this.#stream = stream;
+      stream.on('data', (m: StreamMessageResponseMsg) => this.#onStreamMessage(m));
+      stream.on('error', (e: Error) => this.#onStreamError(e));
+      stream.on('end', () => this.#onStreamEnd());
+      trace(`${this.address}: arbitration device ${this.deviceId} election ${this.electionId}`);
+      stream.write({ arbitration: { device_id: this.deviceId.toString(), election_id: uint128(this.electionId) } });
+    });
+  }
+
+  #onStreamMessage(m: StreamMessageResponseMsg): void {
+    if (m.arbitration) this.#onArbitration(m.arbitration);
+    else if (m.packet) {
+      const metadata = this.#p4info ? decodePacketMetadata(this.#p4info, 'packet_in', m.packet.metadata ?? []) : Object.fromEntries((m.packet.metadata ?? []).map((x) => [`#${x.metadata_id}`, BigInt(`0x${Buffer.from(x.value ?? []).toString('hex') || '0'}`)]));
+      const p: PacketIn = { payload: m.packet.payload ?? Buffer.alloc(0), metadata };
+      trace(`${this.address}: packet-in ${p.payload.length} bytes`);
+      this.emit('packet-in', p);
+    } else if (m.error) {
+      const e = m.error;
+      const code = e.canonical_code ?? grpc.status.UNKNOWN;
+      this.#emitError(new P4RuntimeError(`P4Runtime stream error from ${this.address}: ${codeName(code)}: ${e.message ?? ''}${e.packet_out ? ' (packet-out)' : ''}`, code, e.message ?? ''));
+    }
+  }
+
+  #onArbitration(a: MasterArbitrationUpdateMsg): void {
+    const code = a.status?.code ?? grpc.status.OK;
+    this.#primaryElectionId = fromUint128(a.election_id);
+    trace(`${this.address}: arbitration answer ${codeName(code)} primary election ${this.#primaryElectionId ?? '(none)'}`);
+    const wasPrimary = this.#primary;
+    this.#primary = code === grpc.status.OK;
+    if (this.#arbitration) {
+      if (this.#primary) this.#arbitration.resolve();
+      else {
+        const who = this.#primaryElectionId !== undefined ? `the primary has election id ${this.#primaryElectionId}` : 'there is no primary';
+        this.#arbitration.reject(
+          new P4RuntimeNotPrimaryError(`P4Runtime ${this.address} device ${this.deviceId}: election id ${this.electionId} does not make this client primary (${codeName(code)}: ${a.status?.message ?? ''}; ${who})`, this.#primaryElectionId, code, a.status?.message ?? ''),
+        );
+      }
+      return;
+    }
+    if (wasPrimary && !this.#primary) this.emit('primacy-lost', { primaryElectionId: this.#primaryElectionId, code });
+    else if (!wasPrimary && this.#primary) this.emit('primacy-gained');
+  }
+
+  #streamError(e: Error): P4RuntimeError {
+    if (e instanceof P4RuntimeError) return e;
+    if (isServiceError(e)) {
+      if (e.code === grpc.status.UNAVAILABLE) return new P4RuntimeUnavailableError(this.address, e.details || e.message, { cause: e });
+      return new P4RuntimeError(`P4Runtime stream to ${this.address}: ${codeName(e.code)}: ${e.details}`, e.code, e.details, { cause: e });
+    }
+    return new P4RuntimeError(`P4Runtime stream to ${this.address}: ${e.message}`, grpc.status.UNKNOWN, e.message, { cause: e });
+  }
+
+  #onStreamError(e: Error): void {
+    if (this.#closed) return; // our own cancel
+    const err = this.#streamError(e);
+    trace(`${this.address}: stream error ${err.message}`);
+    this.#primary = false;
+    if (this.#arbitration) this.#arbitration.reject(err);
+    else this.#emitError(err);
+    this.close();
+  }
+
+  #onStreamEnd(): void {
+    if (this.#closed) return;
+    trace(`${this.address}: stream ended by the server`);
+    this.#primary = false;
+    if (this.#arbitration) this.#arbitration.reject(new P4RuntimeUnavailableError(this.address, 'the server ended the stream during arbitration'));
+    this.close();
+  }
+
+  #emitError(e: P4RuntimeError): void {
+    this.lastError = e;
+    if (this.listenerCount('error') > 0) this.emit('error', e);
+  }
+
+  /** Ends the stream and closes the channel; idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#primary = false;
+    const s = this.#stream;
+    this.#stream = undefined;
+    if (s) {
+      try {
+        s.end();
+      } catch {
+        /* already ended */
+      }
+      s.cancel();
+    }
+    this.#client.close();
+    trace(`${this.address}: closed`);
+    if (!this.#closeEmitted) {
+      this.#closeEmitted = true;
+      // after the caller's current step, so a 'close' listener added right after close() still hears it
+      queueMicrotask(() => this.emit('close'));
+    }
+  }
+
+  // ---------------------------------------------------------------- calls
+
+  #checkOpen(): void {
+    if (this.#closed) throw new P4RuntimeUnavailableError(this.address, 'the client is closed');
+  }
+
+  #checkPrimary(what: string): void {
+    this.#checkOpen();
+    if (!this.#primary) {
+      throw new P4RuntimeNotPrimaryError(
+        `P4Runtime ${this.address}: ${what} refused: this client (election id ${this.electionId}) is not the primary${this.#primaryElectionId !== undefined ? ` (the primary has election id ${this.#primaryElectionId})` : ''}`,
+        this.#primaryElectionId,
+      );
+    }
+  }
+
+  #callError(method: string, e: unknown, updates = 0): P4RuntimeError {
+    if (!isServiceError(e)) return new P4RuntimeError(`P4Runtime ${method}: ${e instanceof Error ? e.message : String(e)}`, grpc.status.UNKNOWN, String(e), { cause: e });
+    if (e.code === grpc.status.UNAVAILABLE) return new P4RuntimeUnavailableError(this.address, `${method}: ${e.details}`, { cause: e });
+    if (method === 'Write') {
+      const bin = e.metadata?.get('grpc-status-details-bin')[0];
+      const details = bin !== undefined && typeof bin !== 'string' ? decodeWriteErrorDetails(bin) : undefined;
+      if (details) return new P4RuntimeWriteError(e.code, e.details, details.updates, Math.max(details.total, updates), { cause: e });
+    }
+    if (e.code === grpc.status.PERMISSION_DENIED && /primary|master/i.test(e.details)) {
+      this.#primary = false;
+      return new P4RuntimeNotPrimaryError(`P4Runtime ${method} refused by ${this.address}: ${e.details}`, this.#primaryElectionId, e.code, e.details, { cause: e });
+    }
+    if (method === 'Write') return new P4RuntimeWriteError(e.code, e.details, [], updates, { cause: e });
+    return new P4RuntimeError(`P4Runtime ${method} at ${this.address}: ${codeName(e.code)}: ${e.details}`, e.code, e.details, { cause: e });
+  }
+
+  #unary<Req, Res>(method: string, codecs: [Codec<Req>, Codec<Res>], req: Req, updates = 0): Promise<Res> {
+    return new Promise<Res>((resolve, reject) => {
+      this.#client.makeUnaryRequest<Req, Res>(path(method), codecs[0].serialize, codecs[1].deserialize, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+        if (err) reject(this.#callError(method, err, updates));
+        else resolve(res as Res);
+      });
+    });
+  }
+
+  #read(entities: EntityMsg[]): Promise<EntityMsg[]> {
+    this.#checkOpen();
+    return new Promise<EntityMsg[]>((resolve, reject) => {
+      const out: EntityMsg[] = [];
+      const call = this.#client.makeServerStreamRequest<ReadRequestMsg, ReadResponseMsg>(path('Read'), c.read.serialize, c.readResponse.deserialize, { device_id: this.deviceId.toString(), entities }, new grpc.Metadata(), {
+        deadline: Date.now() + this.timeoutMs,
+      });
+      call.on('data', (r: ReadResponseMsg) => out.push(...(r.entities ?? [])));
+      call.on('error', (e: Error) => reject(this.#callError('Read', e)));
+      call.on('end', () => resolve(out));
+    });
+  }
+
+  /** The P4Runtime API version the server implements. */
+  async capabilities(): Promise<string> {
+    this.#checkOpen();
+    const r = await this.#unary('Capabilities', [c.capabilities, c.capabilitiesResponse], {});
+    return r.p4runtime_api_version ?? '';
+  }
+
+  /**
+   * Installs a pipeline (VERIFY_AND_COMMIT): the P4Info and the target's
+   * device config (for BMv2: the JSON p4c wrote). The P4Info becomes the
+   * one this client uses for names.
+   */
+  async setPipeline(p4info: P4Info, deviceConfig: Buffer, options: { cookie?: bigint } = {}): Promise<void> {
+    this.#checkPrimary('SetForwardingPipelineConfig');
+    await this.#unary('SetForwardingPipelineConfig', [c.setPipeline, c.setPipelineResponse], {
+      device_id: this.deviceId.toString(),
+      election_id: uint128(this.electionId),
+      action: 'VERIFY_AND_COMMIT',
+      config: { p4info: p4info.toMessage(), p4_device_config: deviceConfig, ...(options.cookie !== undefined ? { cookie: { cookie: options.cookie.toString() } } : {}) },
+    });
+    this.#p4info = p4info;
+  }
+
+  /** The P4Info of the running pipeline, or undefined when none is installed. */
+  async getPipelineP4Info(): Promise<P4Info | undefined> {
+    this.#checkOpen();
+    let r: GetForwardingPipelineConfigResponseMsg;
+    try {
+      r = await this.#unary('GetForwardingPipelineConfig', [c.getPipeline, c.getPipelineResponse], { device_id: this.deviceId.toString(), response_type: 'P4INFO_AND_COOKIE' });
+    } catch (e) {
+      if (e instanceof P4RuntimeError && e.code === grpc.status.FAILED_PRECONDITION) return undefined; // no pipeline
+      throw e;
+    }
+    const p = r.config?.p4info;
+    if (!p || Object.keys(p).length === 0) return undefined;
+    return P4Info.fromJson(p);
+  }
+
+  /**
+   * One Write request. Rejects with P4RuntimeWriteError listing the failed
+   * updates by index (the others were applied, with CONTINUE_ON_ERROR).
+   */
+  async write(updates: readonly P4Update[], options: WriteOptions = {}): Promise<void> {
+    this.#checkPrimary('Write');
+    if (updates.length === 0) return;
+    const p4info = this.p4info;
+    const wire: UpdateMsg[] = updates.map((u) => {
+      if ('tableEntry' in u) return { type: u.type, entity: { table_entry: tableEntry(p4info, u.tableEntry) } };
+      return { type: u.type, entity: { counter_entry: counterEntry(p4info, u.counterEntry.counter, u.counterEntry.index, u.counterEntry.data) } };
+    });
+    await this.#unary(
+      'Write',
+      [c.write, c.writeResponse],
+      { device_id: this.deviceId.toString(), election_id: uint128(this.electionId), updates: wire, atomicity: options.atomicity ?? 'CONTINUE_ON_ERROR' },
+      updates.length,
+    );
+  }
+
+  insertEntry(entry: TableEntrySpec): Promise<void> {
+    if (entry.action === undefined && entry.isDefaultAction !== true) {
+      return Promise.reject(new P4RuntimeError(`P4Runtime INSERT into ${entry.table}: an inserted entry needs an action`, grpc.status.INVALID_ARGUMENT, ''));
+    }
+    return this.write([{ type: 'INSERT', tableEntry: entry }]);
+  }
+
+  modifyEntry(entry: TableEntrySpec): Promise<void> {
+    return this.write([{ type: 'MODIFY', tableEntry: entry }]);
+  }
+
+  /** Deletes the entry with this match (and priority); its action is ignored. */
+  deleteEntry(entry: TableEntrySpec): Promise<void> {
+    return this.write([{ type: 'DELETE', tableEntry: entry }]);
+  }
+
+  /** Every entry of a table (the default entry is not included). */
+  async readEntries(table: string): Promise<DecodedTableEntry[]> {
+    const p4info = this.p4info;
+    const info = p4info.table(table);
+    const entities = await this.#read([{ table_entry: { table_id: info.id } }]);
+    return entities.flatMap((e) => (e.table_entry ? [decodeTableEntry(p4info, e.table_entry)] : []));
+  }
+
+  /** One index of an indirect counter. */
+  async readCounter(counter: string, index: number | bigint): Promise<CounterValue> {
+    const msg = counterEntry(this.p4info, counter, index);
+    const entities = await this.#read([{ counter_entry: msg }]);
+    const e = entities.find((x) => x.counter_entry !== undefined);
+    return decodeCounterData(e?.counter_entry?.data);
+  }
+
+  /** Every index of an indirect counter. */
+  async readCounters(counter: string): Promise<Map<number, CounterValue>> {
+    const msg = counterEntry(this.p4info, counter);
+    const entities = await this.#read([{ counter_entry: msg }]);
+    const out = new Map<number, CounterValue>();
+    for (const e of entities) {
+      if (e.counter_entry) out.set(Number(e.counter_entry.index?.index ?? '0'), decodeCounterData(e.counter_entry.data));
+    }
+    return out;
+  }
+
+  /** Sets one index of an indirect counter (e.g. to zero: a reset). */
+  writeCounter(counter: string, index: number | bigint, value: CounterValue): Promise<void> {
+    return this.write([{ type: 'MODIFY', counterEntry: { counter, index, data: value } }]);
+  }
+
+  /**
+   * Sends a frame to the switch as a packet-out, with the packet_out header
+   * fields by name (every field must be given).
+   */
+  sendPacketOut(payload: Buffer, metadata: Readonly<Record<string, P4Value>>): void {
+    this.#checkPrimary('packet-out');
+    const md = packetMetadata(this.p4info, 'packet_out', metadata);
+    this.#stream?.write({ packet: { payload, metadata: md } });
+  }
+}
