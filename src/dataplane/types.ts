@@ -176,8 +176,8 @@ export interface DivertedFrame {
 }
 
 export interface ControllerChannel {
-  /** delivers whatever the switches have diverted so far, now */
-  drain(): void;
+  /** delivers every frame the switches have diverted so far (P4: waits for the packet-ins in flight) */
+  drain(): Promise<void>;
   close(): void;
 }
 

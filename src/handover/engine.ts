@@ -195,7 +195,7 @@ export class HandoverEngine extends EventEmitter {
 
   /** Sends a handover's buffered frames out of the switch ports towards `ports`' instance, in order. */
   async #flush(buffer: ControllerBuffer, rules: readonly Rule[], ports: Map<number, string>): Promise<void> {
-    this.#channel?.drain();
+    await this.#channel?.drain();
     for (const sw of new Set(rules.map((r) => r.switch))) {
       const port = ports.get(rules.find((r) => r.switch === sw)!.id)!;
       await this.#dp.sendFromController(sw, port, buffer.take(sw));

@@ -59,12 +59,16 @@ export interface MininetLabOptions {
   /** BMv2's own event log per switch (slow: only for debugging) */
   bmv2Log?: boolean;
   startTimeoutMs?: number;
+  /** frames per BMv2 egress queue (default 16384: a whole hold ring's release fits) */
+  queueDepth?: number;
 }
 
 export interface MininetLab extends NetnsLab {
   bmv2: Bmv2Topology;
   /** pid of the Mininet process */
   pid: number;
+  /** what the lab could not set up as wanted (it runs anyway) */
+  warnings: string[];
   /** stops BMv2, the nodes and links, and removes the namespace names */
   stop(): Promise<void>;
 }
@@ -101,6 +105,7 @@ export async function createMininetLab(spec: LabSpec, prefix: string, o: Mininet
               binary,
               deviceId: s.deviceId,
               cpuPort: BMV2_CPU_PORT,
+              queueDepth: o.queueDepth ?? 16384,
               ports: s.ports.map((p) => ({ port: p.bmv2Port, ifname: p.ifname })),
               grpc: s.grpcAddress,
               notifications: path.join(o.dir, `${s.name}-notifications.ipc`),
@@ -136,13 +141,13 @@ export async function createMininetLab(spec: LabSpec, prefix: string, o: Mininet
     })());
   const stderrTail = (): string => (existsSync(errLog) ? readFileSync(errLog, 'utf8').trim().split('\n').slice(-5).join(' | ') : '');
   try {
-    const ready = await new Promise<{ pid: number }>((resolve, reject) => {
+    const ready = await new Promise<{ pid: number; warnings: string[] }>((resolve, reject) => {
       const lines = createInterface({ input: child.stdout! });
       const timer = setTimeout(() => reject(new MininetLabError(`Mininet did not report ready within ${(o.startTimeoutMs ?? 60_000) / 1000} s (${errLog}: ${stderrTail()})`)), o.startTimeoutMs ?? 60_000);
       lines.on('line', (line) => {
         if (line.startsWith('READY ')) {
           clearTimeout(timer);
-          resolve(JSON.parse(line.slice(6)) as { pid: number });
+          resolve(JSON.parse(line.slice(6)) as { pid: number; warnings: string[] });
         } else if (line.startsWith('ERROR ')) {
           clearTimeout(timer);
           reject(new MininetLabError(`Mininet: ${line.slice(6)}${stderrTail() ? ` (${errLog}: ${stderrTail()})` : ''}`));
@@ -164,6 +169,7 @@ export async function createMininetLab(spec: LabSpec, prefix: string, o: Mininet
       spec,
       bmv2,
       pid: ready.pid,
+      warnings: ready.warnings,
       stop,
     };
   } catch (e) {

@@ -319,7 +319,7 @@ export class XdpDataPlane implements DataPlane {
       return r;
     });
     return {
-      drain: () => readers.forEach((r) => r.consume()),
+      drain: async () => readers.forEach((r) => r.consume()),
       close: () => readers.forEach((r) => r.close()),
     };
   }

@@ -18,6 +18,7 @@ on SIGTERM or on SIGINT.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,11 +60,15 @@ class Bmv2Switch(Switch):
 
     def start(self, controllers):
         b = self.bmv2
+        self.cmd('ip link set lo up')  # BMv2's Thrift server listens there
         args = [b['binary'], '--device-id', str(b['deviceId'])]
         for port in b['ports']:
-            # frames redirected into this veth by XDP (agents, VNFs, traffic
-            # generators) need XDP or GRO on the receiving end
-            self.cmd('ethtool -K %s gro on tx off' % port['ifname'])
+            # No offloads: with any of TSO/GSO/GRO on, libpcap (BMv2's port
+            # I/O) sizes its receive ring for 64 KiB frames - 32 slots in its
+            # 2 MiB - and drops bursts. (sharpctl attaches an XDP pass
+            # program so XDP can still redirect frames into these veths.)
+            for feature in ('tx', 'sg', 'tso', 'gso', 'gro'):
+                self.cmd('ethtool -K %s %s off' % (port['ifname'], feature))
             args += ['-i', '%d@%s' % (port['port'], port['ifname'])]
         args += ['--thrift-port', '9090',
                  '--notifications-addr', 'ipc://%s' % b['notifications']]
@@ -87,6 +92,22 @@ class Bmv2Switch(Switch):
 
     def connected(self):
         return self.proc is not None and self.proc.poll() is None
+
+
+def set_queue_depth(node, depth):
+    """BMv2 queues 64 frames per egress port by default: a hold ring's release
+    (thousands of frames at once) would overflow it. P4Runtime has no call for
+    this; BMv2's own CLI sets it over Thrift. Returns a warning or None."""
+    cli = shutil.which('simple_switch_CLI')
+    if cli is None:
+        return 'simple_switch_CLI not found: %s keeps BMv2\'s 64-frame egress queues' % node.name
+    # its shebang may name an interpreter without BMv2's Thrift bindings
+    p = node.popen([sys.executable, cli, '--thrift-port', '9090'], stdin=subprocess.PIPE,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = p.communicate(('set_queue_depth %d\n' % depth).encode(), timeout=30)
+    if p.returncode != 0 or b'Error' in out or b'Could not connect' in out:
+        return 'set_queue_depth on %s failed: %s' % (node.name, out.decode(errors='replace').strip()[-300:])
+    return None
 
 
 def wait_for_socket(path, proc, timeout_s):
@@ -172,7 +193,8 @@ def main():
             why = wait_for_socket(b['grpc'][len('unix:'):], nodes[name].proc, 30)
             if why is not None:
                 raise RuntimeError('BMv2 of %s %s (log: %s)' % (name, why, b['stdout']))
-        ready = {'pid': os.getpid(), 'nodes': {n: nodes[n].pid for n in nodes},
+        warnings = [w for w in (set_queue_depth(nodes[name], b['queueDepth']) for name, b in plan['bmv2'].items()) if w]
+        ready = {'pid': os.getpid(), 'warnings': warnings, 'nodes': {n: nodes[n].pid for n in nodes},
                  'switches': {n: nodes[n].proc.pid for n in plan['bmv2']}}
         print('READY ' + json.dumps(ready), flush=True)
         if with_cli:

@@ -1,0 +1,59 @@
+/**
+ * A lab and the data plane driving it, for either target: XDP switches in
+ * plain namespaces, or BMv2 switches in Mininet. Everything above this
+ * (daemon, demo, tests) is the same for both.
+ */
+import { createLabFromSpec, destroyLab, type NetnsLab } from './netns-lab.js';
+import { createMininetLab } from './mininet-lab.js';
+import type { LabSpec, Target } from './spec/types.js';
+import type { DataPlane } from '../dataplane/types.js';
+import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
+import { Bmv2DataPlane } from '../dataplane/bmv2/bmv2-dataplane.js';
+import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
+
+export interface OpenLabOptions {
+  objectsDir: string;
+  /** bmv2: folder for the switches' sockets and logs */
+  workDir: string;
+  /** overrides the spec's target */
+  target?: Target;
+  quiescenceMs?: number;
+  /** bmv2: BMv2's per-packet event log (slow) */
+  bmv2Log?: boolean;
+}
+
+export interface OpenedLab {
+  target: Target;
+  lab: NetnsLab;
+  dp: DataPlane;
+  /** closes the data plane, then removes the lab; idempotent */
+  close(): Promise<void>;
+}
+
+export async function openLab(spec: LabSpec, prefix: string, o: OpenLabOptions): Promise<OpenedLab> {
+  const target = o.target ?? spec.target;
+  const q = o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs };
+  if (target === 'xdp') {
+    destroyLab(prefix);
+    const lab = createLabFromSpec({ ...spec, target }, prefix);
+    let dp: XdpDataPlane;
+    try {
+      dp = await XdpDataPlane.create(lab.topology, { objectsDir: o.objectsDir, ...q });
+    } catch (e) {
+      destroyLab(prefix);
+      throw e;
+    }
+    let closed: Promise<void> | undefined;
+    return { target, lab, dp, close: () => (closed ??= dp.close().finally(() => void destroyLab(prefix))) };
+  }
+  const lab = await createMininetLab({ ...spec, target }, prefix, { dir: o.workDir, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }) });
+  let dp: Bmv2DataPlane;
+  try {
+    dp = await Bmv2DataPlane.create(lab.bmv2, { objectsDir: o.objectsDir, p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json, ...q });
+  } catch (e) {
+    await lab.stop();
+    throw e;
+  }
+  let closed: Promise<void> | undefined;
+  return { target, lab, dp, close: () => (closed ??= dp.close().finally(() => lab.stop())) };
+}
