@@ -500,21 +500,23 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
     return entities.flatMap((e) => (e.table_entry ? [decodeTableEntry(p4info, e.table_entry)] : []));
   }
 
-  /** One index of an indirect counter. */
+  /** One index of an indirect counter (the count its unit does not keep is 0). */
   async readCounter(counter: string, index: number | bigint): Promise<CounterValue> {
     const msg = counterEntry(this.p4info, counter, index);
+    const unit = this.p4info.counter(counter).unit;
     const entities = await this.#read([{ counter_entry: msg }]);
     const e = entities.find((x) => x.counter_entry !== undefined);
-    return decodeCounterData(e?.counter_entry?.data);
+    return decodeCounterData(e?.counter_entry?.data, unit);
   }
 
   /** Every index of an indirect counter. */
   async readCounters(counter: string): Promise<Map<number, CounterValue>> {
     const msg = counterEntry(this.p4info, counter);
+    const unit = this.p4info.counter(counter).unit;
     const entities = await this.#read([{ counter_entry: msg }]);
     const out = new Map<number, CounterValue>();
     for (const e of entities) {
-      if (e.counter_entry) out.set(Number(e.counter_entry.index?.index ?? '0'), decodeCounterData(e.counter_entry.data));
+      if (e.counter_entry) out.set(Number(e.counter_entry.index?.index ?? '0'), decodeCounterData(e.counter_entry.data, unit));
     }
     return out;
   }

@@ -14,7 +14,7 @@
  * the others need 0.
  */
 import { P4EncodingError } from './errors.js';
-import type { P4Info, TableInfo, ActionInfo } from './p4info.js';
+import type { P4Info, TableInfo, ActionInfo, CounterUnit } from './p4info.js';
 import type { ActionMsg, CounterDataMsg, CounterEntryMsg, FieldMatchMsg, PacketMetadataMsg, TableEntryMsg } from './proto.js';
 
 /** An unsigned integer: a number, a bigint, big-endian bytes, or an IPv4 address "10.0.0.1". */
@@ -286,8 +286,18 @@ export function counterEntry(p4info: P4Info, counter: string, index?: number | b
   return msg;
 }
 
-export function decodeCounterData(d: CounterDataMsg | undefined): CounterValue {
-  return { packets: BigInt(d?.packet_count ?? '0'), bytes: BigInt(d?.byte_count ?? '0') };
+/**
+ * Counter data read from the switch. With the counter's unit, the count it
+ * does not keep is 0: BMv2 counts packets and bytes for every counter and
+ * returns both, but only the unit's count can be written (a MODIFY of a
+ * PACKETS counter leaves its bytes as they were), so the other is noise.
+ */
+export function decodeCounterData(d: CounterDataMsg | undefined, unit?: CounterUnit): CounterValue {
+  const packets = BigInt(d?.packet_count ?? '0');
+  const bytes = BigInt(d?.byte_count ?? '0');
+  if (unit === 'PACKETS') return { packets, bytes: 0n };
+  if (unit === 'BYTES') return { packets: 0n, bytes };
+  return { packets, bytes };
 }
 
 // ------------------------------------------------------------ packet I/O metadata

@@ -8,6 +8,7 @@ import {
   bytestringToBigInt,
   canonicalBytes,
   counterEntry,
+  decodeCounterData,
   decodePacketMetadata,
   decodeTableEntry,
   packetMetadata,
@@ -242,4 +243,12 @@ t.test('counter entries and packet metadata', async (t) => {
     { metadata_id: 1, value: Buffer.from([0, 1]) },
     { metadata_id: 2, value: Buffer.from([5]) },
   ]), { in_slot: 1n, hid: 5n });
+});
+
+t.test('counter data: the count a counter unit does not keep reads as 0', async (t) => {
+  const d = { packet_count: '2', byte_count: '212' };
+  t.same(decodeCounterData(d, 'PACKETS'), { packets: 2n, bytes: 0n });
+  t.same(decodeCounterData(d, 'BYTES'), { packets: 0n, bytes: 212n });
+  t.same(decodeCounterData(d, 'BOTH'), { packets: 2n, bytes: 212n });
+  t.same(decodeCounterData(undefined), { packets: 0n, bytes: 0n });
 });
