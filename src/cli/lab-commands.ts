@@ -12,6 +12,7 @@ import { objectsDir, repoRoot, runDir } from './paths.js';
 import { call } from '../lab/rpc.js';
 import { labPaths, listLabs, processAlive, readState, type LabState } from '../lab/run-dir.js';
 import { destroyLab } from '../lab/netns-lab.js';
+import { bmv2Availability } from '../lab/mininet-lab.js';
 import { listNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
 
@@ -85,12 +86,17 @@ export function addLabCommands(program: Command): void {
     .argument('[spec]', 'lab spec, JSON or YAML (see src/lab/spec/default.yaml)')
     .option('--name <name>', 'lab name (namespaces are sharp-<name>-*)', labName, 'default')
     .option('--instances <n>', 'VNF instances', int('--instances', 2, 8), 2)
+    .addOption(new Option('--target <target>', "switches: XDP in namespaces, or BMv2 (simple_switch_grpc) in Mininet over P4Runtime (default: the spec's target, else xdp)").choices(['xdp', 'bmv2']))
     .option('--json', 'print the lab as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl lab up\n  sharpctl lab up my-lab.yaml --name lab2\n  sharpctl lab up --instances 3 --json')
-    .action(async (specFile: string | undefined, o: { name: string; instances: number; json?: boolean }) => {
+    .addHelpText('after', '\nExamples:\n  sharpctl lab up\n  sharpctl lab up my-lab.yaml --name lab2\n  sharpctl lab up --target bmv2\n  sharpctl lab up --instances 3 --json')
+    .action(async (specFile: string | undefined, o: { name: string; instances: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
       // every problem of the spec at once, before anything is created
       const spec = specFile === undefined ? undefined : loadSpec(specFile);
-      if (spec?.target === 'bmv2') throw new LabError(`${specFile}: target bmv2 needs the P4 data plane, which this build does not have yet; use target: xdp`);
+      const target = o.target ?? spec?.target ?? 'xdp';
+      if (target === 'bmv2') {
+        const avail = bmv2Availability();
+        if (!avail.ok) throw new LabError(`target bmv2: ${avail.reason}`);
+      }
       const p = labPaths(runDir, o.name);
       const st = readState(p);
       if (st !== undefined && processAlive(st.pid)) throw new LabError(`lab '${o.name}' is up already (daemon pid ${st.pid}); sharpctl lab down${o.name === 'default' ? '' : ` --name ${o.name}`} first`);
@@ -105,12 +111,12 @@ export function addLabCommands(program: Command): void {
         writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
         specArgs.push('--spec', specJson);
       }
-      const daemon = spawn(process.execPath, [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', o.name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(o.instances), ...specArgs], {
+      const daemon = spawn(process.execPath, [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', o.name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(o.instances), '--target', target, ...specArgs], {
         detached: true,
         stdio: ['ignore', log, log],
       });
       daemon.unref();
-      if (!o.json) process.stderr.write(`starting lab '${o.name}' (daemon pid ${daemon.pid})`);
+      if (!o.json) process.stderr.write(`starting lab '${o.name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${daemon.pid})`);
       let state: LabState | undefined;
       for (let i = 0; i < 600; i++) {
         state = readState(p);

@@ -83,7 +83,7 @@ export function buildProgram(): Command {
   program
     .command('demo')
     .description('bring up the default lab, run traffic, hand the flows over back and forth, report, tear down')
-    .option('--rate <pps>', 'probe packets per second, per direction', int('--rate', 1, 2_000_000), 1000)
+    .option('--rate <pps>', 'probe packets per second, per direction (default: 1000; 300 on bmv2, a software switch)', int('--rate', 1, 2_000_000))
     .option('--handovers <n>', 'handovers to perform', int('--handovers', 0, 1000), 6)
     .option('--state-delay <ms>', 'injected state-transfer delay per handover', int('--state-delay', 0, 60_000), 200)
     .option('--duration <s>', 'seconds of traffic (default: long enough for the handovers)', int('--duration', 1, 3600))
@@ -101,9 +101,10 @@ Examples:
   sharpctl demo --rate 50000 --handovers 20 --state-delay 1000
   sharpctl demo --state estate                   # state moves between E-State peers over gRPC
   sharpctl demo --mode controller-buffer         # the baseline SHarP replaced
+  sharpctl demo --target bmv2                    # the same on BMv2 switches in Mininet, over P4Runtime
   sharpctl demo --json --out /tmp/demo | jq .lost`,
     )
-    .action(async (o: { rate: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; state: 'vnf-map' | 'estate' | 'redis' | 'copy'; out: string; json?: boolean }) => {
+    .action(async (o: { rate?: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; state: 'vnf-map' | 'estate' | 'redis' | 'copy'; out: string; json?: boolean }) => {
       requireRoot('sharpctl demo');
       const ac = new AbortController();
       const onSigint = (): void => {
@@ -114,7 +115,7 @@ Examples:
       process.on('SIGINT', onSigint);
       try {
         const report = await runDemo({
-          rate: o.rate,
+          rate: o.rate ?? (o.target === 'bmv2' ? 300 : 1000),
           handovers: o.handovers,
           stateDelayMs: o.stateDelay,
           ...(o.duration === undefined ? {} : { durationS: o.duration }),

@@ -3,11 +3,12 @@
  * move the flows back and forth between vnf1 and vnf2 with a state-transfer
  * delay, report, draw the timeline, tear the lab down.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createNetnsLab, destroyLab, installRules } from '../lab/netns-lab.js';
-import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
+import { standardSpec, installRules } from '../lab/netns-lab.js';
+import { openLab, type OpenedLab } from '../lab/open-lab.js';
+import { bmv2Availability } from '../lab/mininet-lab.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
@@ -77,19 +78,35 @@ export class DemoError extends Error {
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoReport> {
-  if (o.target === 'bmv2') throw new DemoError("target bmv2 needs the P4 data plane (simple_switch_grpc and the committed P4 artifacts), which this build does not have yet; use --target xdp");
+  if (o.target === 'bmv2') {
+    const avail = bmv2Availability();
+    if (!avail.ok) throw new DemoError(`--target bmv2: ${avail.reason}`);
+  }
   const say = o.progress ?? (() => undefined);
   const flows = o.flows ?? 4;
   const durationS = o.durationS ?? Math.max(3, (o.handovers * (o.stateDelayMs + 250)) / 1000 + 1);
   const prefix = o.prefix ?? `sharp-demo${process.pid}-`;
-  destroyLab(prefix);
-  say(`lab: client — s1 — {vnf1, vnf2} — s2 — server in namespaces ${prefix}*`);
-  const lab = createNetnsLab({ prefix, ringCapacity: 8192, ringCount: 2 });
-  let dp: XdpDataPlane | undefined;
+  say(
+    o.target === 'bmv2'
+      ? `lab: client — s1 — {vnf1, vnf2} — s2 — server in Mininet, s1 and s2 are BMv2 (simple_switch_grpc) in namespaces ${prefix}*`
+      : `lab: client — s1 — {vnf1, vnf2} — s2 — server in namespaces ${prefix}*`,
+  );
+  const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharpctl-demo-'));
+  let opened: OpenedLab;
+  try {
+    opened = await openLab(standardSpec({ ringCapacity: 8192, ringCount: 2 }), prefix, { objectsDir: o.objectsDir, workDir, target: o.target });
+  } catch (e) {
+    rmSync(workDir, { recursive: true, force: true });
+    throw e;
+  }
+  const { lab, dp } = opened;
   const closers: (() => void)[] = [];
   try {
-    dp = await XdpDataPlane.create(lab.topology, { objectsDir: o.objectsDir });
-    say('programs loaded: switch on s1/s2 ports, agent + stateful VNF on vnf1/vnf2');
+    say(
+      o.target === 'bmv2'
+        ? 'P4 pipeline loaded on s1/s2 over P4Runtime; agent + stateful VNF (XDP) on vnf1/vnf2'
+        : 'programs loaded: switch on s1/s2 ports, agent + stateful VNF on vnf1/vnf2',
+    );
     const rules = await installRules(dp, lab.spec.rules);
     const fwd = rules.find((x) => x.action.outPort === 's1-vnf1')!;
     const rev = rules.find((x) => x.action.outPort === 's2-vnf1')!;
@@ -199,8 +216,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     return report;
   } finally {
     for (const c of closers.reverse()) c();
-    await dp?.close();
-    destroyLab(prefix);
+    await opened.close();
+    rmSync(workDir, { recursive: true, force: true });
     say('lab torn down');
   }
 }

@@ -7,14 +7,14 @@
 import { mkdirSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
-import { createNetnsLab, createLabFromSpec, destroyLab, installRules, type NetnsLab } from './netns-lab.js';
+import { standardSpec, destroyLab, installRules, type NetnsLab } from './netns-lab.js';
+import { openLab, type OpenedLab } from './open-lab.js';
 import type { LabSpec } from './spec/types.js';
-import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover } from '../handover/state-mover.js';
 import { createStateMover, parseStateKind, type StateKind } from '../state/factory.js';
 import type { StateManagerMover } from '../state/mover.js';
-import { Phase, type RuleMatch } from '../dataplane/types.js';
+import { Phase, type DataPlane, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { serve, type Handler } from './rpc.js';
@@ -27,6 +27,8 @@ interface Args {
   instances: number;
   /** a validated spec (JSON) to build instead of the standard lab */
   spec?: string;
+  /** overrides the spec's target */
+  target?: 'xdp' | 'bmv2';
 }
 
 function parseArgs(argv: string[]): Args {
@@ -37,7 +39,9 @@ function parseArgs(argv: string[]): Args {
     throw new Error(`missing ${k}`);
   };
   const spec = get('--spec', '');
-  return { name: get('--name'), runDir: get('--run-dir'), objectsDir: get('--objects'), instances: Number(get('--instances', '2')), ...(spec ? { spec } : {}) };
+  const target = get('--target', '');
+  if (target !== '' && target !== 'xdp' && target !== 'bmv2') throw new Error(`--target must be xdp or bmv2, not '${target}'`);
+  return { name: get('--name'), runDir: get('--run-dir'), objectsDir: get('--objects'), instances: Number(get('--instances', '2')), ...(spec ? { spec } : {}), ...(target ? { target } : {}) };
 }
 
 interface Traffic {
@@ -67,10 +71,11 @@ async function main(): Promise<void> {
   const paths = labPaths(a.runDir, a.name);
   mkdirSync(paths.dir, { recursive: true });
   const prefix = `sharp-${a.name}-`;
-  const state: LabState = { name: a.name, pid: process.pid, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
+  let state: LabState = { name: a.name, pid: process.pid, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
   writeState(paths, state);
   let lab: NetnsLab | undefined;
-  let dp: XdpDataPlane | undefined;
+  let dp: DataPlane | undefined;
+  let opened: OpenedLab | undefined;
   let server: net.Server | undefined;
   let traffic: Traffic[] = [];
   let lastTraffic: TrafficReport[] | undefined;
@@ -89,7 +94,7 @@ async function main(): Promise<void> {
     traffic = [];
     server?.close();
     await closeMovers();
-    await dp?.close();
+    await opened?.close();
     destroyLab(prefix);
     rmSync(paths.dir, { recursive: true, force: true });
   };
@@ -98,12 +103,16 @@ async function main(): Promise<void> {
 
   try {
     destroyLab(prefix);
-    lab = a.spec === undefined ? createNetnsLab({ prefix, instances: a.instances, ringCapacity: 8192, ringCount: 4 }) : createLabFromSpec(JSON.parse(readFileSync(a.spec, 'utf8')) as LabSpec, prefix);
-    dp = await XdpDataPlane.create(lab.topology, { objectsDir: a.objectsDir });
+    const spec: LabSpec = a.spec === undefined ? standardSpec({ instances: a.instances, ringCapacity: 8192, ringCount: 4 }) : (JSON.parse(readFileSync(a.spec, 'utf8')) as LabSpec);
+    const target = a.target ?? spec.target;
+    writeState(paths, (state = { ...state, target }));
+    opened = await openLab(spec, prefix, { objectsDir: a.objectsDir, workDir: path.join(paths.dir, 'bmv2'), target });
+    lab = opened.lab;
+    dp = opened.dp;
     await installRules(dp, lab.spec.rules);
   } catch (e) {
     writeState(paths, { ...state, status: 'failed', error: e instanceof Error ? e.message : String(e) });
-    await dp?.close();
+    await opened?.close();
     destroyLab(prefix);
     process.exit(1);
   }

@@ -1,8 +1,13 @@
 /** A netns lab with the XDP data plane, traffic generators and sinks, torn down after the test. */
 import path from 'node:path';
 import type { Test } from 'tap';
-import { createNetnsLab, destroyLab, installRules, type NetnsLab } from '../../src/lab/netns-lab.js';
-import { XdpDataPlane } from '../../src/dataplane/xdp/xdp-dataplane.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { standardSpec, installRules, type NetnsLab } from '../../src/lab/netns-lab.js';
+import { openLab } from '../../src/lab/open-lab.js';
+import { bmv2Availability } from '../../src/lab/mininet-lab.js';
+import type { XdpDataPlane } from '../../src/dataplane/xdp/xdp-dataplane.js';
+import type { Bmv2DataPlane } from '../../src/dataplane/bmv2/bmv2-dataplane.js';
 import { TrafficGenerator } from '../../src/traffic/generator.js';
 import { TrafficSink } from '../../src/traffic/sink.js';
 import { repoRoot, uniqueName } from './env.js';
@@ -11,7 +16,7 @@ export const objectsDir = path.join(repoRoot, 'build/ebpf');
 
 export interface TestLab {
   lab: NetnsLab;
-  dp: XdpDataPlane;
+  dp: XdpDataPlane | Bmv2DataPlane;
   /** client -> server */
   forward(flows?: number, frameSize?: number): { gen: TrafficGenerator; sink: TrafficSink };
   /** server -> client */
@@ -23,17 +28,21 @@ export interface TestLab {
  * vnf1: s1 sends client traffic to vnf1, s2 sends server traffic to vnf1,
  * and both switches deliver to their host whatever comes back.
  */
-export async function testLab(t: Test, options: { ringCapacity?: number; ringCount?: number; instances?: number; defaultRules?: boolean } = {}): Promise<TestLab> {
+export async function testLab(
+  t: Test,
+  options: { ringCapacity?: number; ringCount?: number; instances?: number; defaultRules?: boolean; target?: 'xdp' | 'bmv2' } = {},
+): Promise<TestLab> {
   const prefix = `${uniqueName('lab')}-`;
-  t.teardown(() => {
-    destroyLab(prefix);
-  });
-  const lab = createNetnsLab({ prefix, ...options });
-  const dp = await XdpDataPlane.create(lab.topology, { objectsDir });
+  const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-lab-'));
+  t.teardown(() => rmSync(workDir, { recursive: true, force: true }));
+  const target = options.target ?? 'xdp';
+  const opened = await openLab(standardSpec(options), prefix, { objectsDir, workDir, target });
+  const lab = opened.lab;
+  const dp = opened.dp as XdpDataPlane | Bmv2DataPlane;
   const closers: (() => void)[] = [];
   t.teardown(async () => {
     for (const c of closers.reverse()) c();
-    await dp.close();
+    await opened.close();
   });
   if (options.defaultRules !== false) await installRules(dp, lab.spec.rules);
   const pair = (from: typeof lab.client, to: typeof lab.client, flows = 1, frameSize = 128): { gen: TrafficGenerator; sink: TrafficSink } => {
@@ -44,4 +53,10 @@ export async function testLab(t: Test, options: { ringCapacity?: number; ringCou
     return { gen, sink };
   };
   return { lab, dp, forward: (f, s) => pair(lab.client, lab.server, f, s), reverse: (f, s) => pair(lab.server, lab.client, f, s) };
+}
+
+/** Why BMv2 tests cannot run here (printed as the skip reason), or false. */
+export function bmv2Skip(): string | false {
+  const a = bmv2Availability();
+  return a.ok ? false : a.reason;
 }
