@@ -24,7 +24,7 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { codeName, P4RuntimeError, P4RuntimeNotPrimaryError, P4RuntimeUnavailableError, P4RuntimeWriteError, type FailedUpdate } from './errors.js';
-import { counterEntry, decodeCounterData, decodePacketMetadata, decodeTableEntry, packetMetadata, tableEntry, type CounterValue, type DecodedTableEntry, type P4Value, type TableEntrySpec } from './encode.js';
+import { bytestringToBigInt, counterEntry, decodeCounterData, decodePacketMetadata, decodeTableEntry, packetMetadata, tableEntry, type CounterValue, type DecodedTableEntry, type P4Value, type TableEntrySpec } from './encode.js';
 import { P4Info } from './p4info.js';
 import {
   codec,
@@ -277,7 +277,7 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
   #onStreamMessage(m: StreamMessageResponseMsg): void {
     if (m.arbitration) this.#onArbitration(m.arbitration);
     else if (m.packet) {
-      const metadata = this.#p4info ? decodePacketMetadata(this.#p4info, 'packet_in', m.packet.metadata ?? []) : Object.fromEntries((m.packet.metadata ?? []).map((x) => [`#${x.metadata_id}`, BigInt(`0x${Buffer.from(x.value ?? []).toString('hex') || '0'}`)]));
+      const metadata = this.#p4info ? decodePacketMetadata(this.#p4info, 'packet_in', m.packet.metadata ?? []) : Object.fromEntries((m.packet.metadata ?? []).map((x) => [`#${x.metadata_id}`, bytestringToBigInt(x.value ?? Buffer.alloc(0))]));
       const p: PacketIn = { payload: m.packet.payload ?? Buffer.alloc(0), metadata };
       trace(`${this.address}: packet-in ${p.payload.length} bytes`);
       this.emit('packet-in', p);

@@ -5,7 +5,7 @@
  */
 export { P4RuntimeClient, decodeWriteErrorDetails, uint128, fromUint128 } from './client.js';
 export type { P4RuntimeClientOptions, P4RuntimeClientEvents, PacketIn, PrimacyLost, P4Update, WriteOptions } from './client.js';
-export { P4Info } from './p4info.js';
+export { P4Info, P4InfoObjects } from './p4info.js';
 export type { MatchType, ActionScope, CounterUnit, Preamble, MatchFieldInfo, ActionRefInfo, TableInfo, ActionParamInfo, ActionInfo, CounterInfo, PacketMetadataFieldInfo, ControllerPacketMetadataInfo } from './p4info.js';
 export { bytestring, canonicalBytes, bytestringToBigInt, toBigInt, tableEntry, decodeTableEntry, encodeAction, counterEntry, decodeCounterData, packetMetadata, decodePacketMetadata } from './encode.js';
 export type { P4Value, MatchSpec, ActionSpec, TableEntrySpec, DecodedMatch, DecodedTableEntry, CounterValue } from './encode.js';

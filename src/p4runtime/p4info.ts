@@ -74,8 +74,8 @@ function preamble(o: Obj, kind: string): Preamble {
   return { id, name, alias: str(p['alias']) || name, annotations: (p['annotations'] as string[] | undefined) ?? [] };
 }
 
-/** Objects of one kind, by full name, alias and id. */
-class Registry<T extends Preamble> {
+/** The P4Info objects of one kind, by full name, alias and id. */
+export class P4InfoObjects<T extends Preamble> {
   readonly #byName = new Map<string, T>();
   readonly #byAlias = new Map<string, T>();
   readonly #byId = new Map<number, T>();
@@ -132,10 +132,10 @@ function unknownFields(t: protobuf.Type, v: Obj, path: string, out: string[]): v
 }
 
 export class P4Info {
-  readonly tables: Registry<TableInfo>;
-  readonly actions: Registry<ActionInfo>;
-  readonly counters: Registry<CounterInfo>;
-  readonly packetMetadata: Registry<ControllerPacketMetadataInfo>;
+  readonly tables: P4InfoObjects<TableInfo>;
+  readonly actions: P4InfoObjects<ActionInfo>;
+  readonly counters: P4InfoObjects<CounterInfo>;
+  readonly packetMetadata: P4InfoObjects<ControllerPacketMetadataInfo>;
   /**
    * Fields of the source P4Info that this client's P4Info definition lacks:
    * they are not sent with SetForwardingPipelineConfig (empty for the P4Info
@@ -183,10 +183,10 @@ export class P4Info {
         metadata: arr(c['metadata']).map((x) => ({ id: num(x['id']), name: str(x['name']), bitwidth: num(x['bitwidth']) })),
       }),
     );
-    this.tables = new Registry('table', tables);
-    this.actions = new Registry('action', actions);
-    this.counters = new Registry('counter', counters);
-    this.packetMetadata = new Registry('controller packet metadata', cpm);
+    this.tables = new P4InfoObjects('table', tables);
+    this.actions = new P4InfoObjects('action', actions);
+    this.counters = new P4InfoObjects('counter', counters);
+    this.packetMetadata = new P4InfoObjects('controller packet metadata', cpm);
     for (const t of tables) {
       for (const r of t.actionRefs) {
         if (!this.actions.has(r.id)) throw new P4InfoError(`P4Info: table ${t.name} refers to action id ${r.id}, which is not in the P4Info`);

@@ -449,6 +449,7 @@ export type MessageName =
   | 'p4.v1.StreamMessageRequest'
   | 'p4.v1.StreamMessageResponse'
   | 'p4.v1.MasterArbitrationUpdate'
+  | 'p4.v1.Uint128'
   | 'p4.v1.SetForwardingPipelineConfigRequest'
   | 'p4.v1.SetForwardingPipelineConfigResponse'
   | 'p4.v1.GetForwardingPipelineConfigRequest'
