@@ -513,6 +513,9 @@ control SharpEgress(inout headers_t hdr,
     counter(SHARP_HID_COUNT, CounterType.packets) ho_post;
     /* frames sent to the controller (struct sharp_divert_stats), index 0 */
     counter(1, CounterType.packets_and_bytes) divert_stats;
+    /* controller frames (packet-out) sent out of a port, index 0: the
+     * controller knows its frames have left when this reaches their count */
+    counter(1, CounterType.packets_and_bytes) packet_out_tx;
 
     apply {
         if (meta.fwd == FWD_RULE) {
@@ -527,6 +530,8 @@ control SharpEgress(inout headers_t hdr,
             }
         } else if (meta.fwd == FWD_DIVERT) {
             divert_stats.count(0);
+        } else if (meta.fwd == FWD_PACKET_OUT) {
+            packet_out_tx.count(0);
         }
     }
 }

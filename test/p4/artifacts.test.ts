@@ -25,6 +25,13 @@ t.test('the BMv2 JSON and the P4Info describe the SHarP switch', async (t) => {
   for (const name of ['SharpIngress.rules_exact', 'SharpIngress.rules_wild', 'SharpIngress.rule_actions']) t.ok(tables.includes(name), `BMv2 JSON has ${name}`);
   const info = readFileSync(p4('p4/build/sharp.p4info.txtpb'), 'utf8');
   for (const name of ['SharpIngress.rules_exact', 'SharpIngress.rules_wild', 'SharpIngress.port_info']) t.match(info, `name: "${name}"`, `P4Info has ${name}`);
+  const infoJson = JSON.parse(readFileSync(p4('p4/build/sharp.p4info.json'), 'utf8')) as { tables: { preamble: { name: string } }[]; counters: { preamble: { name: string } }[] };
+  t.same(
+    infoJson.tables.map((x) => x.preamble.name).sort(),
+    [...info.matchAll(/tables \{\n  preamble \{\n    id: \d+\n    name: "([^"]+)"/g)].map((m) => m[1]).sort(),
+    'the JSON P4Info has the same tables as the text one',
+  );
+  t.ok(infoJson.counters.some((c) => c.preamble.name === 'SharpEgress.packet_out_tx'), 'the JSON P4Info has the packet-out counter');
 });
 
 let p4c = true;
@@ -36,6 +43,7 @@ try {
 t.test('p4c compiles p4/sharp.p4 to the committed P4Info', { skip: p4c ? false : 'p4c is not installed (it is in no registry this project uses; see README)' }, async (t) => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'sharpt-p4-'));
   t.teardown(() => rmSync(out, { recursive: true, force: true }));
-  execFileSync('p4c', ['--target', 'bmv2', '--arch', 'v1model', '--p4runtime-files', path.join(out, 'sharp.p4info.txtpb'), '-o', out, p4('p4/sharp.p4')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  execFileSync('p4c', ['--target', 'bmv2', '--arch', 'v1model', '--p4runtime-files', `${path.join(out, 'sharp.p4info.txtpb')},${path.join(out, 'sharp.p4info.json')}`, '-o', out, p4('p4/sharp.p4')], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.equal(readFileSync(path.join(out, 'sharp.p4info.txtpb'), 'utf8'), readFileSync(p4('p4/build/sharp.p4info.txtpb'), 'utf8'), 'same P4Info as committed');
+  t.equal(readFileSync(path.join(out, 'sharp.p4info.json'), 'utf8'), readFileSync(p4('p4/build/sharp.p4info.json'), 'utf8'), 'same P4Info (JSON) as committed');
 });

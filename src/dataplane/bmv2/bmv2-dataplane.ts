@@ -389,10 +389,20 @@ export class Bmv2DataPlane implements DataPlane {
   async sendFromController(swName: string, port: string, frames: readonly Buffer[]): Promise<void> {
     const sw = this.#switch(swName);
     const slot = this.#slot(sw, port);
+    const before = (await sw.client.readCounter('packet_out_tx', 0)).packets;
     // one ordered stream; yield now and then so BMv2's CPU-port queue keeps up
     for (let i = 0; i < frames.length; i++) {
       sw.client.sendPacketOut(frames[i]!, { out_slot: slot });
       if (i % 32 === 31) await sleep(1);
+    }
+    // Packet-outs cross BMv2's queues: return once all of them have left the
+    // port, so that what the engine does next (release B's ring) comes after.
+    const deadline = performance.now() + 5000 + frames.length;
+    for (;;) {
+      const sent = (await sw.client.readCounter('packet_out_tx', 0)).packets - before;
+      if (sent >= BigInt(frames.length)) return;
+      if (performance.now() > deadline) throw new DataPlaneError(`switch ${swName}: ${sent} of ${frames.length} controller frames left port ${port} before the timeout`);
+      await sleep(2);
     }
   }
 
