@@ -12,7 +12,7 @@ import { objectsDir, repoRoot, runDir } from './paths.js';
 import { call } from '../lab/rpc.js';
 import { labPaths, listLabs, processAlive, readState, type LabState } from '../lab/run-dir.js';
 import { destroyLab } from '../lab/netns-lab.js';
-import { bmv2Availability } from '../lab/mininet-lab.js';
+import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { listNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
 
@@ -95,7 +95,7 @@ export function addLabCommands(program: Command): void {
       const target = o.target ?? spec?.target ?? 'xdp';
       if (target === 'bmv2') {
         const avail = bmv2Availability();
-        if (!avail.ok) throw new LabError(`target bmv2: ${avail.reason}`);
+        if (!avail.ok) throw new Bmv2UnavailableError(`target bmv2: ${avail.reason}`);
       }
       const p = labPaths(runDir, o.name);
       const st = readState(p);

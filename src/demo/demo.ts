@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { standardSpec, installRules } from '../lab/netns-lab.js';
 import { openLab, type OpenedLab } from '../lab/open-lab.js';
-import { bmv2Availability } from '../lab/mininet-lab.js';
+import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
@@ -80,7 +80,7 @@ export class DemoError extends Error {
 export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   if (o.target === 'bmv2') {
     const avail = bmv2Availability();
-    if (!avail.ok) throw new DemoError(`--target bmv2: ${avail.reason}`);
+    if (!avail.ok) throw new Bmv2UnavailableError(`--target bmv2: ${avail.reason}`);
   }
   const say = o.progress ?? (() => undefined);
   const flows = o.flows ?? 4;

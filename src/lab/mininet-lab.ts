@@ -22,6 +22,11 @@ export class MininetLabError extends Error {
   override name = 'MininetLabError';
 }
 
+/** This machine cannot run a BMv2 lab (simple_switch_grpc or Mininet missing). */
+export class Bmv2UnavailableError extends Error {
+  override name = 'EnvironmentError';
+}
+
 export type Bmv2Availability = { ok: true; simpleSwitchGrpc: string } | { ok: false; reason: string };
 
 function which(cmd: string): string | undefined {
@@ -76,7 +81,7 @@ export interface MininetLab extends NetnsLab {
 /** Builds the spec's lab in Mininet and waits until every switch answers on P4Runtime. */
 export async function createMininetLab(spec: LabSpec, prefix: string, o: MininetLabOptions): Promise<MininetLab> {
   const avail = bmv2Availability();
-  if (!avail.ok && (o.simpleSwitchGrpc === undefined || mininetMissing() !== undefined)) throw new MininetLabError(`cannot build a BMv2 lab: ${avail.reason}`);
+  if (!avail.ok && (o.simpleSwitchGrpc === undefined || mininetMissing() !== undefined)) throw new Bmv2UnavailableError(`cannot build a BMv2 lab: ${avail.reason}`);
   const binary = o.simpleSwitchGrpc ?? (avail.ok ? avail.simpleSwitchGrpc : '');
   mkdirSync(o.dir, { recursive: true });
   const plan = planLab(spec, prefix);
