@@ -11,6 +11,9 @@ const tap = path.join(root, 'node_modules/.bin/tap');
 const targets = process.argv.slice(2);
 const LAST = 'dist/test/zz-leftovers.test.js';
 
+/** "name: reason" of every skipped test */
+const skipped = [];
+
 function runTap(files, extra = []) {
   return new Promise((resolve, reject) => {
     const child = spawn(tap, ['--reporter=tap', '--no-color', '--disable-coverage', '--allow-empty-coverage', ...extra, ...files], {
@@ -25,6 +28,7 @@ function runTap(files, extra = []) {
     });
     child.on('error', reject);
     child.on('close', (code) => {
+      skipped.push(...[...buf.matchAll(/^\s*ok \d+ - (.*?) # SKIP (.*)$/gm)].map((m) => `${m[1]}: ${m[2]}`));
       const m = [...buf.matchAll(/^# \{ (.*) \}$/gm)].pop();
       if (m) for (const kv of m[1].split(',')) {
         const [k, v] = kv.split(':').map((s) => s.trim());
@@ -50,5 +54,6 @@ const pass = main.summary.pass + last.summary.pass;
 const fail = main.summary.fail + last.summary.fail;
 const skip = main.summary.skip + last.summary.skip + main.summary.todo + last.summary.todo;
 const failedRun = main.code !== 0 || last.code !== 0;
+if (skipped.length) console.log(`skipped:\n${skipped.map((s) => `  - ${s}`).join('\n')}`);
 console.log(`${pass} passed, ${fail} failed, ${skip} skipped`);
 process.exit(failedRun || fail > 0 || pass === 0 ? 1 : 0);
