@@ -209,12 +209,19 @@ export function reverseFlow(f: FlowKey): FlowKey {
   return { src: f.dst, dst: f.src, sport: f.dport, dport: f.sport, proto: f.proto };
 }
 
-function prefixMatch(addr: string, prefix: string | undefined, toNum: (a: string) => number): boolean {
-  if (prefix === undefined) return true;
-  const [net, lenStr] = prefix.split('/');
+/** A CIDR prefix ("10.0.0.0/24"; a bare address is /32) as host-order address and mask, host bits cleared. */
+export function parsePrefix(p: string | undefined, toNum: (a: string) => number): { addr: number; mask: number } {
+  if (p === undefined) return { addr: 0, mask: 0 };
+  const [net, lenStr] = p.split('/');
   const len = lenStr === undefined ? 32 : Number(lenStr);
+  if (!Number.isInteger(len) || len < 0 || len > 32) throw new RuleError(`prefix ${p}: length must be 0..32`);
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return ((toNum(addr) & mask) >>> 0) === ((toNum(net!) & mask) >>> 0);
+  return { addr: (toNum(net!) & mask) >>> 0, mask };
+}
+
+function prefixMatch(addr: string, prefix: string | undefined, toNum: (a: string) => number): boolean {
+  const p = parsePrefix(prefix, toNum);
+  return ((toNum(addr) & p.mask) >>> 0) === p.addr;
 }
 
 /** Whether a rule's match covers a flow (ingress port not considered). */

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { planLab, configureHosts, destroyLab, type NetnsLab } from './netns-lab.js';
 import type { LabSpec } from './spec/types.js';
 import { BMV2_CPU_PORT, type Bmv2Topology } from '../dataplane/bmv2/topology.js';
+import { commandPath } from '../util/command.js';
 
 /** Mininet's Python API is Debian's: it needs the system interpreter. */
 export const SYSTEM_PYTHON = '/usr/bin/python3';
@@ -29,17 +30,10 @@ export class Bmv2UnavailableError extends Error {
 
 export type Bmv2Availability = { ok: true; simpleSwitchGrpc: string } | { ok: false; reason: string };
 
-function which(cmd: string): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Why Mininet cannot be used here, or undefined when it can. */
 export function mininetMissing(): string | undefined {
-  if (which('mnexec') === undefined) return 'Mininet is not installed (apt-get install --no-install-recommends mininet)';
+  if (commandPath('mnexec') === undefined) return 'Mininet is not installed (apt-get install --no-install-recommends mininet)';
   try {
     execFileSync(SYSTEM_PYTHON, ['-c', 'import mininet.net'], { stdio: 'ignore' });
   } catch {
@@ -50,7 +44,7 @@ export function mininetMissing(): string | undefined {
 
 /** Whether this machine can run a BMv2 lab; the reason when it cannot. */
 export function bmv2Availability(): Bmv2Availability {
-  const ssg = which('simple_switch_grpc');
+  const ssg = commandPath('simple_switch_grpc');
   if (ssg === undefined) return { ok: false, reason: 'simple_switch_grpc is not on PATH (BMv2 is in no package registry: build it from p4lang/behavioral-model, see README "P4 and BMv2")' };
   const mn = mininetMissing();
   return mn === undefined ? { ok: true, simpleSwitchGrpc: ssg } : { ok: false, reason: mn };

@@ -9,7 +9,7 @@
  * simple_switch_grpc is looked up on PATH only; without it, `bmv2Skip` is
  * the reason tests print when they skip.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -18,17 +18,9 @@ import type { Test } from 'tap';
 import { createNetns, createVeth, deleteNetns, inNetns } from '../../src/net/iproute.js';
 import { uniqueName } from './env.js';
 
-function which(cmd: string): string | undefined {
-  try {
-    const out = execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return out === '' ? undefined : out;
-  } catch {
-    return undefined;
-  }
-}
 
-export const simpleSwitchGrpc: string | undefined = which('simple_switch_grpc');
-const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : which('python3');
+export const simpleSwitchGrpc: string | undefined = commandPath('simple_switch_grpc');
+const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : commandPath('python3');
 
 /** false when BMv2 tests can run, else why they skip. */
 export const bmv2Skip: false | string = !simpleSwitchGrpc
@@ -119,6 +111,7 @@ while caps:
             linger_until = time.monotonic() + req['lingerMs'] / 1000.0
 json.dump(out, sys.stdout)
 `;
+import { commandPath } from '../../src/util/command.js';
 
 function runIn(netns: string, cmd: string, args: readonly string[], input: string, timeoutMs: number, onReady?: () => void): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -87,3 +87,12 @@ export async function assertClean(t: Test, run: HandoverRun, l: TestLab): Promis
   const c = await l.dp.controllerDataPackets();
   t.equal(c.packets, 0n, 'the controller received 0 data packets');
 }
+
+/** Every probe of each direction delivered once, in order, with the VNF state continuous at `instance`. */
+export function assertDirectionsIntact(t: Test, reports: readonly (readonly [string, TrafficReport])[], instance: string): void {
+  for (const [dir, r] of reports) {
+    t.equal(r.delivered, r.sent, `${dir}: every probe delivered`);
+    t.equal(r.lost + r.reordered + r.duplicated, 0, `${dir}: nothing lost, reordered or duplicated`);
+    t.equal(r.stampMismatches, 0, `${dir}: ${instance}'s state stayed continuous`);
+  }
+}

@@ -13,26 +13,25 @@
  *   - DIVERT          -> packet-in; sendFromController -> packet-out
  */
 import { readFileSync } from 'node:fs';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import path from 'node:path';
 import { BpfObjectSpec, type BpfCollection, type XdpLink } from '../../bpf/index.js';
-import { P4Info, P4RuntimeClient, type CounterValue, type MatchSpec, type TableEntrySpec } from '../../p4runtime/index.js';
+import { P4Info, P4RuntimeClient, P4RuntimeWriteError, type CounterValue, type MatchSpec, type TableEntrySpec } from '../../p4runtime/index.js';
 import { SHARP_PORT_HOST, SHARP_PORT_VNF, SHARP_HID_MIN, SHARP_HID_MAX, SHARP_MAX_WILD_RULES, SHARP_DEFAULT_MAX_RULES } from '../../generated/abi.js';
 import { ipv4Number } from '../../net/frame.js';
 import { sleep } from '../../util/mutex.js';
 import { XdpAgentSet } from '../xdp/agents.js';
+import { AgentBackedDataPlane } from '../agent-backed.js';
 import {
   DataPlaneError,
   RuleError,
   Phase,
-  type AgentHandoverStatus,
+  parsePrefix,
   type Counter,
   type DataPlane,
   type FlowKey,
-  type FlowStateEntry,
   type HandoverMarkCounters,
-  type InstanceInfo,
   type PortCounters,
-  type ReleaseResult,
   type ControllerChannel,
   type DivertedFrame,
   type Rule,
@@ -72,16 +71,6 @@ interface ConnectedSwitch {
   lostPrimacy?: string;
 }
 
-const PREFIX_MASK = (len: number): number => (len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
-
-function prefix(p: string | undefined): { addr: number; mask: number } {
-  if (p === undefined) return { addr: 0, mask: 0 };
-  const [net, lenStr] = p.split('/');
-  const len = lenStr === undefined ? 32 : Number(lenStr);
-  if (!Number.isInteger(len) || len < 0 || len > 32) throw new RuleError(`prefix ${p}: length must be 0..32`);
-  const mask = PREFIX_MASK(len);
-  return { addr: (ipv4Number(net!) & mask) >>> 0, mask };
-}
 
 /**
  * P4Runtime priority of a wildcard rule: higher wins, as in our rules; ties
@@ -94,8 +83,8 @@ export function p4rtPriority(priority: number, ruleId: number): number {
 /** The rules_wild match of a wildcard rule; fields that match anything are left out. */
 export function wildMatch(m: WildcardMatch, inSlot: number | undefined): Record<string, MatchSpec> {
   const out: Record<string, MatchSpec> = {};
-  const s = prefix(m.src);
-  const d = prefix(m.dst);
+  const s = parsePrefix(m.src, ipv4Number);
+  const d = parsePrefix(m.dst, ipv4Number);
   if (s.mask !== 0) out['saddr'] = { ternary: { value: s.addr, mask: s.mask } };
   if (d.mask !== 0) out['daddr'] = { ternary: { value: d.addr, mask: d.mask } };
   if (m.proto !== undefined && m.proto !== 0) out['proto'] = { ternary: { value: m.proto, mask: 0xff } };
@@ -109,7 +98,7 @@ export function exactMatch(f: FlowKey): Record<string, MatchSpec> {
   return { saddr: { exact: ipv4Number(f.src) }, daddr: { exact: ipv4Number(f.dst) }, proto: { exact: f.proto }, sport: { exact: f.sport }, dport: { exact: f.dport } };
 }
 
-export class Bmv2DataPlane implements DataPlane {
+export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   readonly kind = 'bmv2';
   readonly quiescenceMs: number;
   readonly #switches = new Map<string, ConnectedSwitch>();
@@ -119,6 +108,7 @@ export class Bmv2DataPlane implements DataPlane {
   #closed = false;
 
   private constructor(o: Bmv2DataPlaneOptions) {
+    super();
     this.quiescenceMs = o.quiescenceMs ?? 50;
   }
 
@@ -175,24 +165,11 @@ export class Bmv2DataPlane implements DataPlane {
     return [...this.#switches.keys()];
   }
 
-  instances(): InstanceInfo[] {
-    const agents = this.#agentSet();
-    return agents.names().map((name) => {
-      const spec = agents.spec(name);
-      return {
-        name,
-        ports: Object.fromEntries(this.switches().flatMap((s) => (this.portTowards(s, name) ? [[s, this.portTowards(s, name)!]] : []))),
-        ringCapacity: spec.ringCapacity,
-        ringCount: spec.ringCount,
-      };
-    });
-  }
-
   portTowards(sw: string, instance: string): string | undefined {
     return this.#switches.get(sw)?.spec.ports.find((p) => p.instance === instance)?.name;
   }
 
-  #agentSet(): XdpAgentSet {
+  protected agentSet(): XdpAgentSet {
     if (this.#agents === undefined) throw new DataPlaneError('the BMv2 data plane is closed');
     return this.#agents;
   }
@@ -244,10 +221,14 @@ export class Bmv2DataPlane implements DataPlane {
     if (this.#rules.has(id)) throw new RuleError(`rule id ${id} exists already`);
     const rule: Rule = { id, switch: r.switch, match: r.match, action: r.action };
     if (r.match.kind === 'exact') {
-      const f = r.match.flow;
-      if ([...this.#rules.values()].some((x) => x.switch === r.switch && x.match.kind === 'exact' && sameFlow(x.match.flow, f)))
-        throw new RuleError(`switch ${r.switch} has an exact rule for this flow already`);
-      await sw.client.insertEntry(this.#exactEntry(sw, rule, r.action));
+      try {
+        await sw.client.insertEntry(this.#exactEntry(sw, rule, r.action));
+      } catch (e) {
+        // the switch's table is the one record of which flows have a rule
+        if (e instanceof P4RuntimeWriteError && e.updates[0]?.code === grpcStatus.ALREADY_EXISTS)
+          throw new RuleError(`switch ${r.switch} has an exact rule for this flow already`, { cause: e });
+        throw e;
+      }
     } else {
       if ([...this.#rules.values()].filter((x) => x.switch === r.switch && x.match.kind === 'wildcard').length >= SHARP_MAX_WILD_RULES)
         throw new RuleError(`switch ${r.switch} holds at most ${SHARP_MAX_WILD_RULES} wildcard rules`);
@@ -406,54 +387,11 @@ export class Bmv2DataPlane implements DataPlane {
     }
   }
 
-  // ------------------------------------------------------------ agents (XDP on the instances' interfaces)
-
-  checkAgent(name: string): Promise<void> {
-    return this.#agentSet().checkAgent(name);
-  }
-
-  armOld(name: string, hid: number): Promise<void> {
-    return this.#agentSet().armOld(name, hid);
-  }
-
-  armNew(name: string, hid: number, ring: number): Promise<void> {
-    return this.#agentSet().armNew(name, hid, ring);
-  }
-
-  agentStatus(name: string, hid: number): Promise<AgentHandoverStatus | undefined> {
-    return this.#agentSet().agentStatus(name, hid);
-  }
-
-  release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
-    return this.#agentSet().release(name, hid, options);
-  }
-
-  disarm(name: string, hid: number): Promise<void> {
-    return this.#agentSet().disarm(name, hid);
-  }
-
-  exportState(name: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]> {
-    return this.#agentSet().exportState(name, select);
-  }
-
-  importState(name: string, entries: readonly FlowStateEntry[]): Promise<void> {
-    return this.#agentSet().importState(name, entries);
-  }
-
-  deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
-    return this.#agentSet().deleteState(name, flows);
-  }
-
   // ------------------------------------------------------------ BMv2-specific (labs and tests)
 
   /** The P4Runtime client of a switch (tests read tables and counters through it). */
   client(sw: string): P4RuntimeClient {
     return this.#switch(sw).client;
-  }
-
-  /** Detaches an instance's agent from its interfaces (as if it had crashed). */
-  detachAgent(name: string): void {
-    this.#agentSet().detach(name);
   }
 
   async close(): Promise<void> {
@@ -468,8 +406,4 @@ export class Bmv2DataPlane implements DataPlane {
     }
     this.#switches.clear();
   }
-}
-
-function sameFlow(a: FlowKey, b: FlowKey): boolean {
-  return a.src === b.src && a.dst === b.dst && a.sport === b.sport && a.dport === b.dport && a.proto === b.proto;
 }

@@ -40,15 +40,11 @@ import {
   DataPlaneError,
   RuleError,
   Phase,
-  type AgentHandoverStatus,
+  parsePrefix,
   type Counter,
   type DataPlane,
-  type FlowKey,
-  type FlowStateEntry,
   type HandoverMarkCounters,
-  type InstanceInfo,
   type PortCounters,
-  type ReleaseResult,
   type ControllerChannel,
   type DivertedFrame,
   type Rule,
@@ -57,6 +53,7 @@ import {
 } from '../types.js';
 import type { XdpSwitch, XdpTopology } from './topology.js';
 import { XdpAgentSet, flowKeyToAbi } from './agents.js';
+import { AgentBackedDataPlane } from '../agent-backed.js';
 
 export interface XdpDataPlaneOptions {
   /** folder with the compiled switch/agent/vnf objects */
@@ -77,16 +74,8 @@ interface LoadedSwitch {
 
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
 
-function prefix(p: string | undefined): { addr: number; mask: number } {
-  if (p === undefined) return { addr: 0, mask: 0 };
-  const [net, lenStr] = p.split('/');
-  const len = lenStr === undefined ? 32 : Number(lenStr);
-  if (!Number.isInteger(len) || len < 0 || len > 32) throw new RuleError(`prefix ${p}: length must be 0..32`);
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return { addr: (ipv4Number(net!) & mask) >>> 0, mask };
-}
 
-export class XdpDataPlane implements DataPlane {
+export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
   readonly kind = 'xdp';
   readonly quiescenceMs: number;
   readonly #switches = new Map<string, LoadedSwitch>();
@@ -96,6 +85,7 @@ export class XdpDataPlane implements DataPlane {
   #closed = false;
 
   private constructor(options: XdpDataPlaneOptions) {
+    super();
     this.quiescenceMs = options.quiescenceMs ?? 5;
   }
 
@@ -138,18 +128,6 @@ export class XdpDataPlane implements DataPlane {
     return [...this.#switches.keys()];
   }
 
-  instances(): InstanceInfo[] {
-    return this.#agents.names().map((name) => {
-      const spec = this.#agents.spec(name);
-      return {
-        name,
-        ports: Object.fromEntries(this.switches().flatMap((s) => (this.portTowards(s, name) ? [[s, this.portTowards(s, name)!]] : []))),
-        ringCapacity: spec.ringCapacity,
-        ringCount: spec.ringCount,
-      };
-    });
-  }
-
   portTowards(sw: string, instance: string): string | undefined {
     return this.#switches.get(sw)?.spec.ports.find((p) => p.instance === instance)?.name;
   }
@@ -188,8 +166,8 @@ export class XdpDataPlane implements DataPlane {
     } else {
       if (sw.wild.length >= SHARP_MAX_WILD_RULES) throw new RuleError(`switch ${r.switch} holds at most ${SHARP_MAX_WILD_RULES} wildcard rules`);
       if (r.match.inPort !== undefined) this.#slot(sw, r.match.inPort);
-      prefix(r.match.src);
-      prefix(r.match.dst);
+      parsePrefix(r.match.src, ipv4Number);
+      parsePrefix(r.match.dst, ipv4Number);
       sw.coll.map('rule_actions').update(u32.encode(id), action);
       sw.wild.push(rule);
       this.#writeWild(sw);
@@ -205,8 +183,8 @@ export class XdpDataPlane implements DataPlane {
     const arr = sw.coll.map('rules_wild');
     sw.wild.forEach((r, i) => {
       const m = r.match as WildcardMatch;
-      const s = prefix(m.src);
-      const d = prefix(m.dst);
+      const s = parsePrefix(m.src, ipv4Number);
+      const d = parsePrefix(m.dst, ipv4Number);
       arr.update(
         u32.encode(i),
         sharpWildRuleCodec.encode({
@@ -339,44 +317,6 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
-  // ------------------------------------------------------------ agents (XDP on the instances' interfaces)
-
-  checkAgent(name: string): Promise<void> {
-    return this.#agents.checkAgent(name);
-  }
-
-  armOld(name: string, hid: number): Promise<void> {
-    return this.#agents.armOld(name, hid);
-  }
-
-  armNew(name: string, hid: number, ring: number): Promise<void> {
-    return this.#agents.armNew(name, hid, ring);
-  }
-
-  agentStatus(name: string, hid: number): Promise<AgentHandoverStatus | undefined> {
-    return this.#agents.agentStatus(name, hid);
-  }
-
-  release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
-    return this.#agents.release(name, hid, options);
-  }
-
-  disarm(name: string, hid: number): Promise<void> {
-    return this.#agents.disarm(name, hid);
-  }
-
-  exportState(name: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]> {
-    return this.#agents.exportState(name, select);
-  }
-
-  importState(name: string, entries: readonly FlowStateEntry[]): Promise<void> {
-    return this.#agents.importState(name, entries);
-  }
-
-  deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
-    return this.#agents.deleteState(name, flows);
-  }
-
   // ------------------------------------------------------------ XDP-specific (labs and tests)
 
   /** The loaded objects of an instance (tests and the lab inspect them). */
@@ -384,13 +324,12 @@ export class XdpDataPlane implements DataPlane {
     return this.#agents.objects(name);
   }
 
-  switchObject(name: string): BpfCollection {
-    return this.#switch(name).coll;
+  protected agentSet(): XdpAgentSet {
+    return this.#agents;
   }
 
-  /** Detaches an instance's agent from its interfaces (as if it had crashed). */
-  detachAgent(name: string): void {
-    this.#agents.detach(name);
+  switchObject(name: string): BpfCollection {
+    return this.#switch(name).coll;
   }
 
   async close(): Promise<void> {
