@@ -4,7 +4,7 @@
  * A data plane supplies its switches; this supplies the rest.
  */
 import type { XdpAgentSet } from './xdp/agents.js';
-import type { AgentHandoverStatus, FlowKey, FlowStateEntry, InstanceInfo, ReleaseResult } from './types.js';
+import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowStateEntry, type InstanceInfo, type ReleaseResult } from './types.js';
 
 export abstract class AgentBackedDataPlane {
   /** the agents of the instances (throws once the data plane is closed) */
@@ -12,17 +12,16 @@ export abstract class AgentBackedDataPlane {
   abstract switches(): string[];
   abstract portTowards(sw: string, instance: string): string | undefined;
 
-  instances(): InstanceInfo[] {
+  agentInstances(): AgentInstanceInfo[] {
     const agents = this.agentSet();
     return agents.names().map((name) => {
       const spec = agents.spec(name);
-      return {
-        name,
-        ports: Object.fromEntries(this.switches().flatMap((s) => (this.portTowards(s, name) ? [[s, this.portTowards(s, name)!]] : []))),
-        ringCapacity: spec.ringCapacity,
-        ringCount: spec.ringCount,
-      };
+      return { name, ringCapacity: spec.ringCapacity, ringCount: spec.ringCount };
     });
+  }
+
+  instances(): InstanceInfo[] {
+    return instancesOf({ switchControl: this, agentControl: this });
   }
 
   checkAgent(name: string): Promise<void> {

@@ -104,26 +104,33 @@ export interface FlowStateEntry {
   value: Buffer;
 }
 
-export interface InstanceInfo {
+/** An instance as its agent's host knows it. */
+export interface AgentInstanceInfo {
   name: string;
-  /** the switch port facing this instance, per switch */
-  ports: Readonly<Record<string, string>>;
   ringCapacity: number;
   ringCount: number;
 }
 
-export interface DataPlane {
-  /** 'xdp' | 'bmv2' */
-  readonly kind: string;
+export interface InstanceInfo extends AgentInstanceInfo {
+  /** the switch port facing this instance, per switch */
+  ports: Readonly<Record<string, string>>;
+}
+
+/**
+ * The engine's contract, split by role so that each part can live on a
+ * different host: the switches (a node running the XDP switch, or BMv2 over
+ * P4Runtime), the agents of the VNF instances (their nodes), the VNFs'
+ * per-flow state (the instances' nodes) and, for the baseline only, the
+ * controller's packet channel.
+ */
+
+/** Switch control: rules, atomic action updates, counters. Switches and ports by name. */
+export interface SwitchControl {
   /** Q: longer than any packet takes through a switch (and through an agent into its VNF) */
   readonly quiescenceMs: number;
-
   switches(): string[];
-  instances(): InstanceInfo[];
   /** the port of `sw` that leads to `instance`, or undefined */
   portTowards(sw: string, instance: string): string | undefined;
-
-  // rules
   addRule(rule: Omit<Rule, 'id'> & { id?: number }): Promise<Rule>;
   deleteRule(id: number): Promise<void>;
   getRule(id: number): Rule | undefined;
@@ -135,17 +142,11 @@ export interface DataPlane {
   /** marked packets a switch sent for a handover (summed over CPUs) */
   handoverCounters(sw: string, handoverId: number): Promise<HandoverMarkCounters>;
   resetHandoverCounters(sw: string, handoverId: number): Promise<void>;
-  /** data packets that reached the controller (only diverted rules send any) */
-  controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }>;
-  /**
-   * Baseline (controller-buffer mode) only: frames of rules whose action is
-   * DIVERT, delivered to the controller in the order each switch sent them.
-   */
-  openControllerChannel(onFrame: (f: DivertedFrame) => void): ControllerChannel;
-  /** Baseline only: the controller sends frames out of a switch port, in order. */
-  sendFromController(sw: string, port: string, frames: readonly Buffer[]): Promise<void>;
+}
 
-  // agents
+/** Agent control: the SHarP agents in front of the VNF instances. */
+export interface AgentControl {
+  agentInstances(): AgentInstanceInfo[];
   /** throws AgentUnavailableError with the reason when the instance has no working agent */
   checkAgent(instance: string): Promise<void>;
   /** old instance: count PRE packets of the handover */
@@ -160,13 +161,57 @@ export interface DataPlane {
    */
   release(instance: string, handoverId: number, options?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult>;
   disarm(instance: string, handoverId: number): Promise<void>;
+}
 
-  // VNF state (the example VNF's per-flow records)
+/** The VNFs' per-flow state records, where the instance's host reaches them. */
+export interface VnfStateStore {
   exportState(instance: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]>;
   importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void>;
   deleteState(instance: string, flows: readonly FlowKey[]): Promise<void>;
+}
 
+/** The baseline's (controller-buffer mode) packet path through the controller. */
+export interface ControllerPacketPath {
+  /** data packets that reached the controller (only diverted rules send any) */
+  controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }>;
+  /** frames of rules whose action is DIVERT, delivered to the controller in the order each switch sent them */
+  openControllerChannel(onFrame: (f: DivertedFrame) => void): ControllerChannel;
+  /** the controller sends frames out of a switch port, in order */
+  sendFromController(sw: string, port: string, frames: readonly Buffer[]): Promise<void>;
+}
+
+/** What the engine drives: each part may be local or on another host. */
+export interface Deployment {
+  readonly switchControl: SwitchControl;
+  readonly agentControl: AgentControl;
+  readonly vnfState: VnfStateStore;
+  /** only the controller-buffer baseline needs it */
+  readonly packetPath?: ControllerPacketPath;
+}
+
+/** One process driving every part on one host: a lab's XDP or BMv2 data plane. */
+export interface DataPlane extends SwitchControl, AgentControl, VnfStateStore, ControllerPacketPath {
+  /** 'xdp' | 'bmv2' */
+  readonly kind: string;
+  instances(): InstanceInfo[];
   close(): Promise<void>;
+}
+
+/** The deployment of a data plane whose parts all run in this process. */
+export function localDeployment(dp: DataPlane): Deployment {
+  return { switchControl: dp, agentControl: dp, vnfState: dp, packetPath: dp };
+}
+
+/** Instances with the switch ports facing them. */
+export function instancesOf(d: { switchControl: Pick<SwitchControl, 'switches' | 'portTowards'>; agentControl: Pick<AgentControl, 'agentInstances'> }): InstanceInfo[] {
+  const sc = d.switchControl;
+  return d.agentControl.agentInstances().map((i) => ({
+    ...i,
+    ports: Object.fromEntries(sc.switches().flatMap((s) => {
+      const p = sc.portTowards(s, i.name);
+      return p === undefined ? [] : [[s, p]];
+    })),
+  }));
 }
 
 export interface DivertedFrame {

@@ -11,7 +11,7 @@ import { openLab, type OpenedLab } from '../lab/open-lab.js';
 import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
-import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
+import { HandoverEngine, flowMoved, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover } from '../handover/state-mover.js';
 import { createStateMover, type StateKind } from '../state/factory.js';
 import { svgTimeline, type TimelinePhase } from '../report/svg-timeline.js';
@@ -139,7 +139,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
       const r = await engine.handover({ rules: [fwd.id, rev.id], from: at, to, expectedPps: 2 * o.rate, expectedStateMs: o.stateDelayMs, capacityPolicy: 'warn', mode: o.mode ?? 'sharp' });
       results.push(r);
-      if (r.outcome === 'completed') at = to;
+      if (flowMoved(r)) at = to;
       say(`handover ${i + 1}/${o.handovers}: ${r.from} → ${r.to} ${r.outcome} in ${r.durationMs.toFixed(1)} ms (state ${r.stateMs.toFixed(0)} ms, held ${r.counts.held}, released ${r.counts.released})${r.reason ? ` — ${r.reason}` : ''}`);
     }
     while (!o.signal?.aborted && Date.now() < t0 + durationS * 1000) await sleep(Math.min(100, t0 + durationS * 1000 - Date.now()));

@@ -4,7 +4,7 @@
  * context — the "additional information" SHarP hands to any state
  * management solution.
  */
-import type { DataPlane, FlowKey, Rule } from '../dataplane/types.js';
+import type { FlowKey, Rule, VnfStateStore } from '../dataplane/types.js';
 import { matchCovers } from '../dataplane/types.js';
 import { ipv4Number } from '../net/frame.js';
 
@@ -27,11 +27,14 @@ export interface HandoverContext {
   counts: HandoverCounts;
   /** ms since the handover started, per completed step */
   timings: Readonly<Record<string, number>>;
-  dataPlane: DataPlane;
+  /** where the instances' per-flow VNF state is reached */
+  vnfState: VnfStateStore;
 }
 
 export interface StateMover {
   readonly name: string;
+  /** how long a move is expected to take (ms), for the hold-capacity check; unknown: the engine assumes 100 ms */
+  readonly expectedMs?: number | undefined;
   /** Moves the flows' state from ctx.from to ctx.to. Must honour `signal` (timeout/abort). */
   move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult>;
   /** Undoes a partial move at ctx.to after a failure (best effort). */
@@ -51,13 +54,15 @@ export function ruleCovers(rules: readonly Rule[]): (flow: FlowKey) => boolean {
 /** Moves the example XDP VNF's per-flow map entries (export at A, import at B, delete at A). */
 export class VnfMapStateMover implements StateMover {
   readonly name = 'vnf-map';
+  /** a few map batch operations */
+  readonly expectedMs = 5;
 
   async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {
-    const entries = await ctx.dataPlane.exportState(ctx.from, ctx.covers);
+    const entries = await ctx.vnfState.exportState(ctx.from, ctx.covers);
     signal.throwIfAborted();
-    await ctx.dataPlane.importState(ctx.to, entries);
+    await ctx.vnfState.importState(ctx.to, entries);
     signal.throwIfAborted();
-    await ctx.dataPlane.deleteState(
+    await ctx.vnfState.deleteState(
       ctx.from,
       entries.map((e) => e.flow),
     );
@@ -65,8 +70,8 @@ export class VnfMapStateMover implements StateMover {
   }
 
   async rollback(ctx: HandoverContext): Promise<void> {
-    const moved = await ctx.dataPlane.exportState(ctx.to, ctx.covers);
-    await ctx.dataPlane.deleteState(
+    const moved = await ctx.vnfState.exportState(ctx.to, ctx.covers);
+    await ctx.vnfState.deleteState(
       ctx.to,
       moved.map((e) => e.flow),
     );
@@ -84,6 +89,10 @@ export class DelayedStateMover implements StateMover {
     readonly delayMs: number,
   ) {
     this.name = `${inner.name}+${delayMs}ms`;
+  }
+
+  get expectedMs(): number {
+    return this.delayMs + (this.inner.expectedMs ?? 100);
   }
 
   async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {

@@ -34,7 +34,7 @@ export abstract class DataPlaneStateManager implements StateManager<HandoverCont
 
   async leaving(ctx: HandoverContext, signal: AbortSignal): Promise<Departure> {
     await this.start();
-    const entries = await ctx.dataPlane.exportState(ctx.from, ctx.covers);
+    const entries = await ctx.vnfState.exportState(ctx.from, ctx.covers);
     signal.throwIfAborted();
     const keys = await this.stage(ctx, entries, signal);
     return { handoverId: ctx.id, from: ctx.from, to: ctx.to, keys, flows: entries.map((e) => e.flow), records: entries.length, bytes: entryBytes(entries) };
@@ -48,14 +48,14 @@ export abstract class DataPlaneStateManager implements StateManager<HandoverCont
     if (absent.length > 0 || got.size !== want.size)
       throw new StateError(`${this.kind}: ${ctx.to} obtained ${got.size} of the ${want.size} records ${ctx.from} handed over${absent.length ? ` (missing e.g. ${absent[0]})` : ''}`);
     signal.throwIfAborted();
-    await ctx.dataPlane.importState(ctx.to, entries);
+    await ctx.vnfState.importState(ctx.to, entries);
     return { records: entries.length, bytes: entryBytes(entries) };
   }
 
   async commit(ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<void> {
     // the backend's copy first: if that fails, the old instance still has everything
     await this.discard(ctx, departure, signal);
-    await ctx.dataPlane.deleteState(ctx.from, departure.flows);
+    await ctx.vnfState.deleteState(ctx.from, departure.flows);
     this.counters.moves++;
     this.counters.records += departure.records;
     this.counters.bytes += departure.bytes;
@@ -68,7 +68,7 @@ export abstract class DataPlaneStateManager implements StateManager<HandoverCont
    */
   async rollback(ctx: HandoverContext, departure: Departure | undefined, _committed: boolean): Promise<void> {
     this.counters.rollbacks++;
-    const dp = ctx.dataPlane;
+    const dp = ctx.vnfState;
     const atFrom = new Set((await dp.exportState(ctx.from, ctx.covers)).map((e) => flowKeyString(e.flow)));
     const atTo = await dp.exportState(ctx.to, ctx.covers);
     const back = atTo.filter((e) => !atFrom.has(flowKeyString(e.flow)));

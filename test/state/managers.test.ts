@@ -122,7 +122,7 @@ class VnfState {
 
   /** a context as the engine builds it, over the real data plane */
   context(id: number, from: string, to: string, rules: readonly Rule[] = this.rules): HandoverContext {
-    return { id, rules, from, to, covers: ruleCovers(rules), counts: { preSent: 0n, preSeen: 0n, postSent: 0n }, timings: {}, dataPlane: this.dp };
+    return { id, rules, from, to, covers: ruleCovers(rules), counts: { preSent: 0n, preSeen: 0n, postSent: 0n }, timings: {}, vnfState: this.dp };
   }
 }
 

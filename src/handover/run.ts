@@ -1,0 +1,201 @@
+/**
+ * One handover in flight: what it moves, where to, its counts and events,
+ * and the operations its steps are made of. The procedures (SHarP, and the
+ * controller-buffer baseline) are sequences of these operations; the engine
+ * owns validation, allocation and rollback.
+ */
+import { Phase, type Deployment, type Rule, type InstanceInfo } from '../dataplane/types.js';
+import { sleep } from '../util/mutex.js';
+import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
+
+export type HandoverStep =
+  | 'validating'
+  | 'arming'
+  | 'pre-marking'
+  | 'switching'
+  | 'diverting'
+  | 'draining'
+  | 'flushing'
+  | 'moving-state'
+  | 'releasing'
+  | 'cleaning'
+  | 'completed'
+  | 'lossy'
+  | 'rolling-back'
+  | 'aborted'
+  | 'failed';
+
+/** The SHarP sequence, in order (the baseline's steps differ: see controller-buffer.ts). */
+export const SHARP_STEPS = ['validating', 'arming', 'pre-marking', 'switching', 'draining', 'moving-state', 'releasing', 'cleaning'] as const satisfies readonly HandoverStep[];
+
+export type HandoverMode = 'sharp' | 'controller-buffer';
+
+export interface HandoverEvent {
+  id: number;
+  step: HandoverStep | 'warning';
+  /** wall clock, ms since the epoch */
+  at: number;
+  /** ms since the handover started */
+  t: number;
+  detail?: string;
+}
+
+export interface RunCounts extends HandoverCounts {
+  held: bigint;
+  released: bigint;
+  /** frames that did not fit the hold ring (lost) */
+  overflow: bigint;
+  /** held frames whose replay failed (lost) */
+  replayFailed: bigint;
+  relayed: bigint;
+}
+
+export class HandoverError extends Error {
+  override name = 'HandoverError';
+  constructor(
+    message: string,
+    readonly step: HandoverStep,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+class StepTimeout extends Error {
+  override name = 'StepTimeout';
+}
+
+export class HandoverRun {
+  readonly t0 = performance.now();
+  readonly events: HandoverEvent[] = [];
+  readonly timings: Record<string, number> = {};
+  readonly counts: RunCounts = { preSent: 0n, preSeen: 0n, postSent: 0n, held: 0n, released: 0n, overflow: 0n, replayFailed: 0n, relayed: 0n };
+  readonly fromPorts: Map<number, string>;
+  readonly toPorts: Map<number, string>;
+  readonly switchNames: string[];
+  readonly ctx: HandoverContext;
+  step: HandoverStep = 'validating';
+  /** set once the rules point at the new instance (or away from the old one): rollback must bring frames back */
+  switchedOver = false;
+  stateMs = 0;
+  stateResult: StateMoveResult | undefined;
+
+  constructor(
+    readonly d: Deployment,
+    readonly id: number,
+    readonly rules: readonly Rule[],
+    readonly from: InstanceInfo,
+    readonly to: InstanceInfo,
+    /** B's hold ring for this handover */
+    readonly ring: number,
+    readonly timeoutMs: number,
+    readonly mover: StateMover,
+    readonly onEvent: (ev: HandoverEvent) => void,
+  ) {
+    const sc = d.switchControl;
+    this.fromPorts = new Map(rules.map((r) => [r.id, sc.portTowards(r.switch, from.name)!]));
+    this.toPorts = new Map(rules.map((r) => [r.id, sc.portTowards(r.switch, to.name)!]));
+    this.switchNames = [...new Set(rules.map((r) => r.switch))];
+    this.ctx = { id, rules, from: from.name, to: to.name, covers: ruleCovers(rules), counts: this.counts, timings: this.timings, vnfState: d.vnfState };
+  }
+
+  get Q(): number {
+    return this.d.switchControl.quiescenceMs;
+  }
+
+  elapsed(): number {
+    return performance.now() - this.t0;
+  }
+
+  remaining(): number {
+    return Math.max(1, this.timeoutMs - this.elapsed());
+  }
+
+  emit(step: HandoverStep | 'warning', detail?: string): void {
+    const ev: HandoverEvent = { id: this.id, step, at: Date.now(), t: this.elapsed(), ...(detail === undefined ? {} : { detail }) };
+    this.events.push(ev);
+    this.onEvent(ev);
+  }
+
+  /** timings[step] = ms since start when the step began */
+  enter(step: HandoverStep, detail?: string): void {
+    this.timings[step] = this.elapsed();
+    this.step = step;
+    this.emit(step, detail);
+  }
+
+  /** The quiescence interval Q: every frame a switch sent before the last action change has reached its agent. */
+  quiesce(): Promise<void> {
+    return sleep(this.Q);
+  }
+
+  /** Points every moving rule at `ports` with the given mark, one atomic action update per rule. */
+  async route(ports: ReadonlyMap<number, string>, phase: Phase, hid = this.id): Promise<void> {
+    for (const r of this.rules) await this.d.switchControl.setRuleAction(r.id, { outPort: ports.get(r.id)!, phase, handoverId: phase === Phase.NONE ? 0 : hid });
+  }
+
+  async resetMarks(hid = this.id): Promise<void> {
+    for (const s of this.switchNames) await this.d.switchControl.resetHandoverCounters(s, hid);
+  }
+
+  /** Marked frames the switches sent for `hid`. */
+  async marks(hid = this.id): Promise<{ pre: bigint; post: bigint }> {
+    let pre = 0n;
+    let post = 0n;
+    for (const s of this.switchNames) {
+      const c = await this.d.switchControl.handoverCounters(s, hid);
+      pre += c.pre;
+      post += c.post;
+    }
+    return { pre, post };
+  }
+
+  /** Step 5: the state mover, bounded by the handover's (and the request's state) timeout. */
+  async moveState(stateTimeoutMs: number | undefined): Promise<void> {
+    this.enter('moving-state', this.mover.name);
+    const ts = performance.now();
+    const ac = new AbortController();
+    const limit = Math.min(stateTimeoutMs ?? this.remaining(), this.remaining());
+    const timer = setTimeout(() => ac.abort(new StepTimeout(`the state move did not finish within ${limit.toFixed(0)} ms`)), limit);
+    try {
+      this.stateResult = await Promise.race([
+        this.mover.move(this.ctx, ac.signal),
+        new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true })),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      this.stateMs = performance.now() - ts;
+    }
+  }
+
+  /** Step 7: stop marking, let the last marked frames land, forget the handover at both agents. */
+  async cleanUp(): Promise<void> {
+    this.enter('cleaning');
+    await this.route(this.toPorts, Phase.NONE);
+    await this.quiesce();
+    await this.collect(this.to.name);
+    this.counts.postSent = (await this.marks()).post;
+    await this.d.agentControl.disarm(this.from.name, this.id);
+    await this.d.agentControl.disarm(this.to.name, this.id);
+  }
+
+  /** Adds an instance's hold/release counts of `hid` to the run's. */
+  async collect(instance: string, hid = this.id): Promise<void> {
+    const st = await this.d.agentControl.agentStatus(instance, hid);
+    if (st === undefined) return;
+    const c = this.counts;
+    c.held += st.held[0] + st.held[1];
+    c.released += st.released[0] + st.released[1];
+    c.overflow += st.overflow[0] + st.overflow[1];
+    c.replayFailed += st.replayFailed[0] + st.replayFailed[1];
+  }
+
+  /** Frames this handover lost (each with its reason); 0 for a clean handover. */
+  lost(): { frames: bigint; reasons: string[] } {
+    const reasons: string[] = [];
+    if (this.counts.overflow > 0n) reasons.push(`${this.counts.overflow} frames overflowed the hold ring of ${this.to.name} (${this.to.ringCapacity} frames per side)`);
+    if (this.counts.replayFailed > 0n) reasons.push(`${this.counts.replayFailed} held frames failed to replay`);
+    return { frames: this.counts.overflow + this.counts.replayFailed, reasons };
+  }
+}
+

@@ -1,0 +1,163 @@
+// The handover engine against an in-memory deployment (no root, no kernel):
+// the order of its steps, both rollback branches, loss that is reported as
+// such, rule locks. The real-kernel runs of the same engine are in
+// engine.test.ts.
+import t, { type Test } from 'tap';
+import { FakeDeployment } from '../helpers/fake-deployment.js';
+import { HandoverEngine, SHARP_STEPS, type HandoverResult } from '../../src/handover/engine.js';
+import { DelayedStateMover, VnfMapStateMover, type HandoverContext, type StateMover } from '../../src/handover/state-mover.js';
+import { Phase } from '../../src/dataplane/types.js';
+import { sleep } from '../../src/util/mutex.js';
+
+const UDP = 17;
+
+async function setup(o: { ring?: number } = {}): Promise<{ d: FakeDeployment; rules: number[] }> {
+  const d = new FakeDeployment(['vnf1', 'vnf2'], o.ring ?? 1024);
+  const fwd = await d.switchControl.addRule({ switch: 's1', match: { kind: 'exact', flow: { src: '10.0.0.1', dst: '10.0.0.2', sport: 1000, dport: 9000, proto: UDP } }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
+  const rev = await d.switchControl.addRule({ switch: 's2', match: { kind: 'exact', flow: { src: '10.0.0.2', dst: '10.0.0.1', sport: 9000, dport: 1000, proto: UDP } }, action: { outPort: 's2-vnf1', phase: Phase.NONE, handoverId: 0 } });
+  for (let i = 0; i < 10; i++) d.tick();
+  return { d, rules: [fwd.id, rev.id] };
+}
+
+function assertIntact(t: Test, d: FakeDeployment, what: string): void {
+  const r = d.report();
+  t.ok(r.sent > 0, `${what}: ${r.sent} frames sent`);
+  t.same({ lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches, delivered: r.delivered }, { lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0, delivered: r.sent }, `${what}: nothing lost, reordered or duplicated; the VNF's counter continuous`);
+}
+
+function assertAt(t: Test, d: FakeDeployment, rules: number[], instance: string): void {
+  for (const id of rules) {
+    const r = d.switchControl.getRule(id)!;
+    t.same(r.action, { outPort: `${r.switch}-${instance}`, phase: Phase.NONE, handoverId: 0 }, `rule ${id} sends to ${instance}, unmarked`);
+  }
+  t.same([...d.armed('vnf1'), ...d.armed('vnf2')], [], 'no agent keeps a handover armed');
+}
+
+class FailingMover implements StateMover {
+  readonly name = 'failing';
+  async move(): Promise<never> {
+    throw new Error('the state store is down');
+  }
+}
+
+/** Waits in the state move until released: lets a test act mid-handover. */
+class GateMover implements StateMover {
+  readonly name = 'gate';
+  readonly inner = new VnfMapStateMover();
+  open!: () => void;
+  readonly entered: Promise<void>;
+  #entered!: () => void;
+  constructor() {
+    this.entered = new Promise((r) => (this.#entered = r));
+  }
+  async move(ctx: HandoverContext, signal: AbortSignal): ReturnType<StateMover['move']> {
+    this.#entered();
+    await new Promise<void>((r) => (this.open = r));
+    return this.inner.move(ctx, signal);
+  }
+}
+
+t.test('a handover runs the seven SHarP steps in order and moves the flow losslessly', async (t) => {
+  const { d, rules } = await setup();
+  const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 20) });
+  d.start(1);
+  const seen: string[] = [];
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100, onEvent: (e) => seen.push(e.step) });
+  await sleep(5);
+  d.stop();
+  for (let i = 0; i < 5; i++) d.tick();
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.same(seen, [...SHARP_STEPS, 'completed'], 'events: validating, arming, pre-marking, switching, draining, moving-state, releasing, cleaning, completed');
+  t.same(
+    r.events.map((e) => e.step),
+    seen,
+    'the result carries the same events',
+  );
+  const order = (c: string): number => d.calls.indexOf(c);
+  t.ok(order('checkAgent vnf1') < order('armNew vnf2'), 'agents are checked before anything changes');
+  t.ok(order('armNew vnf2') < order('armOld vnf1') && order('armOld vnf1') < order('setRuleAction s1'), 'B holds and A counts before the first mark');
+  t.ok(order('exportState vnf1') < order('release vnf2'), 'state moves before B releases');
+  t.ok(r.counts.preSent > 0n && r.counts.preSeen === r.counts.preSent, `A saw every PRE frame (${r.counts.preSent})`);
+  t.ok(r.counts.held > 0n && r.counts.held === r.counts.released, `B held ${r.counts.held} frames and released them all`);
+  assertAt(t, d, rules, 'vnf2');
+  assertIntact(t, d, 'vnf1 → vnf2');
+  t.ok(d.deliveries.at(-1)!.instance === 'vnf2', 'new frames run through vnf2');
+});
+
+t.test('a failure before switch-over: the rules go back unmarked, nothing armed, nothing lost', async (t) => {
+  const { d, rules } = await setup();
+  d.faults.push({ method: 'armOld', target: 'vnf1', message: 'agent map write refused' });
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  d.stop();
+  t.equal(r.outcome, 'aborted');
+  t.match(r.reason, /arming: .*agent map write refused; traffic stays on vnf1/);
+  t.notOk(d.calls.some((c) => c.startsWith('release')), 'nothing to release or relay: nothing was held');
+  assertAt(t, d, rules, 'vnf1');
+  assertIntact(t, d, 'rolled back before switch-over');
+});
+
+t.test('a failure after switch-over: B relays its ring back to A, A releases, nothing lost', async (t) => {
+  const { d, rules } = await setup();
+  const engine = new HandoverEngine(d, { mover: new FailingMover() });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  await sleep(5);
+  d.stop();
+  t.equal(r.outcome, 'aborted');
+  t.match(r.reason, /moving-state: the state store is down; traffic stays on vnf1/);
+  t.ok(d.calls.includes('release vnf2->vnf1'), "B's ring was relayed to A");
+  t.ok(d.calls.indexOf('release vnf2->vnf1') < d.calls.lastIndexOf('release vnf1'), "then A released what it held meanwhile");
+  t.equal(r.counts.relayed, r.counts.held - r.counts.released + r.counts.relayed, 'the relayed frames are counted');
+  assertAt(t, d, rules, 'vnf1');
+  assertIntact(t, d, 'rolled back after switch-over');
+  t.equal(d.deliveries.at(-1)!.instance, 'vnf1');
+});
+
+t.test('a rollback that fails leaves no rule marked and says so', async (t) => {
+  const { d, rules } = await setup();
+  d.faults.push({ method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true });
+  const engine = new HandoverEngine(d, { mover: new FailingMover() });
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  t.equal(r.outcome, 'failed');
+  t.match(r.reason, /rollback failed: relay target unreachable/);
+  for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.phase, Phase.NONE, `rule ${id} is not left marked`);
+});
+
+t.test('frames that overflow the hold ring: outcome lossy with the count, never completed', async (t) => {
+  const { d, rules } = await setup({ ring: 4 });
+  const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 30) });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1, capacityPolicy: 'warn' });
+  d.stop();
+  t.equal(r.outcome, 'lossy');
+  t.ok(r.counts.overflow > 0n, `${r.counts.overflow} frames overflowed`);
+  t.match(r.reason, new RegExp(`${r.counts.overflow} frames were lost: ${r.counts.overflow} frames overflowed the hold ring of vnf2`));
+  const rep = d.report();
+  t.equal(rep.lost, Number(r.counts.overflow), 'every lost frame is the reported overflow: sent = delivered + reported');
+});
+
+t.test('the capacity check uses the expected state time and refuses by default, changing nothing', async (t) => {
+  const { d, rules } = await setup({ ring: 100 });
+  const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 5000) });
+  const before = d.calls.length;
+  await t.rejects(engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 200 }), { name: 'CapacityError', message: /holds 100 frames per side, but 100 pps per side over 5075 ms/ });
+  t.notOk(d.calls.slice(before).some((c) => c.startsWith('setRuleAction') || c.startsWith('arm')), 'no rule or agent was touched');
+});
+
+t.test('rules under handover are locked; a second handover of them names the first', async (t) => {
+  const { d, rules } = await setup();
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate });
+  const first = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  await gate.entered;
+  const hid = engine.active()[0]!.id;
+  t.equal(engine.ruleLock(rules[0]!), hid, `rule ${rules[0]} is locked by handover ${hid}`);
+  await t.rejects(engine.handover({ rules, from: 'vnf2', to: 'vnf1', expectedPps: 100 }), { message: new RegExp(`rule ${rules[0]} is being moved by handover ${hid}`) });
+  await t.rejects(engine.handover({ rules, from: 'vnf2', to: 'vnf2', expectedPps: 100 }), { message: /is being moved by handover/ }, 'the lock is named before any other check');
+  gate.open();
+  const r: HandoverResult = await first;
+  t.equal(r.outcome, 'completed');
+  t.equal(engine.ruleLock(rules[0]!), undefined, 'unlocked once done');
+});

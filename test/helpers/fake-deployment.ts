@@ -1,0 +1,337 @@
+/**
+ * An in-memory deployment for engine unit tests without root: switches,
+ * agents and VNFs that pass sequenced frames with the same rules as the
+ * kernel programs (PRE/POST marks, PRE counting at the old agent, an
+ * in-order hold ring at the new one, release, relay), a counter VNF whose
+ * per-flow state is what the state mover moves, and a sink that checks
+ * order and stamps. Frames are delivered synchronously, so Q holds
+ * trivially; what this checks is the engine's sequence, not timing.
+ */
+import {
+  AgentUnavailableError,
+  DataPlaneError,
+  Phase,
+  RuleError,
+  type AgentControl,
+  type AgentHandoverStatus,
+  type AgentInstanceInfo,
+  type Counter,
+  type Deployment,
+  type FlowKey,
+  type FlowStateEntry,
+  type HandoverMarkCounters,
+  type PortCounters,
+  type ReleaseResult,
+  type Rule,
+  type RuleAction,
+  type SwitchControl,
+  type VnfStateStore,
+} from '../../src/dataplane/types.js';
+
+interface Frame {
+  rule: number;
+  seq: number;
+  flow: FlowKey;
+  phase: Phase;
+  hid: number;
+}
+
+interface AgentHo {
+  role: 'old' | 'new';
+  preSeen: bigint;
+  postSeen: bigint;
+  ring: Frame[];
+  holding: boolean;
+  held: bigint;
+  released: bigint;
+  overflow: bigint;
+}
+
+export interface Delivery {
+  rule: number;
+  seq: number;
+  instance: string;
+  /** the VNF's counter for the flow after this frame */
+  stamp: number;
+}
+
+/** Fault injection: the named call throws (once, or every time). */
+export interface Fault {
+  method: string;
+  /** the instance or switch argument it applies to (any if absent) */
+  target?: string;
+  message?: string;
+  /** throw on every call, not only the first */
+  always?: boolean;
+}
+
+const flowId = (f: FlowKey): string => `${f.src}:${f.sport}>${f.dst}:${f.dport}/${f.proto}`;
+
+export class FakeDeployment implements Deployment {
+  readonly calls: string[] = [];
+  readonly deliveries: Delivery[] = [];
+  readonly faults: Fault[] = [];
+  readonly #rules = new Map<number, Rule>();
+  readonly #ruleStats = new Map<number, bigint>();
+  readonly #marks = new Map<string, HandoverMarkCounters>();
+  readonly #agents = new Map<string, Map<number, AgentHo>>();
+  readonly #state = new Map<string, Map<string, number>>();
+  readonly #flows = new Map<string, FlowKey>();
+  readonly #seq = new Map<number, number>();
+  readonly #instances: AgentInstanceInfo[];
+  #timer: NodeJS.Timeout | undefined;
+  /** called once per call name: lets a test act at a given step (e.g. "kill" the controller) */
+  onCall: ((call: string) => void) | undefined;
+
+  constructor(
+    instances: string[],
+    readonly ringCapacity = 1024,
+  ) {
+    this.#instances = instances.map((name) => ({ name, ringCapacity, ringCount: 4 }));
+    for (const i of instances) {
+      this.#agents.set(i, new Map());
+      this.#state.set(i, new Map());
+    }
+  }
+
+  #call(name: string, target?: string): void {
+    this.calls.push(target === undefined ? name : `${name} ${target}`);
+    this.onCall?.(name);
+    const i = this.faults.findIndex((f) => f.method === name && (f.target === undefined || f.target === target));
+    if (i >= 0) {
+      const f = this.faults[i]!;
+      if (!f.always) this.faults.splice(i, 1);
+      throw new DataPlaneError(f.message ?? `injected fault in ${name}${target ? ` (${target})` : ''}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- traffic
+
+  /** One frame of every rule's flow through the switches. */
+  tick(): void {
+    for (const r of this.#rules.values()) this.send(r.id);
+  }
+
+  /** Frames every `ms` until stop(). */
+  start(ms = 1): void {
+    this.#timer = setInterval(() => this.tick(), ms);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** The switch: classify by rule, mark, count, forward to the instance behind the out port. */
+  send(ruleId: number): void {
+    const r = this.#rules.get(ruleId)!;
+    const seq = (this.#seq.get(ruleId) ?? 0) + 1;
+    this.#seq.set(ruleId, seq);
+    this.#ruleStats.set(ruleId, (this.#ruleStats.get(ruleId) ?? 0n) + 1n);
+    const flow = r.match.kind === 'exact' ? r.match.flow : { src: '0.0.0.0', dst: '0.0.0.0', sport: ruleId, dport: 0, proto: 17 };
+    this.#flows.set(flowId(flow), flow);
+    const a = r.action;
+    if (a.phase === Phase.PRE || a.phase === Phase.POST) {
+      const k = `${r.switch}/${a.handoverId}`;
+      const m = this.#marks.get(k) ?? { pre: 0n, post: 0n };
+      if (a.phase === Phase.PRE) m.pre++;
+      else m.post++;
+      this.#marks.set(k, m);
+    }
+    this.#agentRx(this.#instanceOf(a.outPort), { rule: ruleId, seq, flow, phase: a.phase, hid: a.handoverId });
+  }
+
+  #instanceOf(port: string): string {
+    return port.slice(port.indexOf('-') + 1);
+  }
+
+  /** The agent: strip, count, hold or pass. */
+  #agentRx(instance: string, f: Frame): void {
+    const hos = this.#agents.get(instance)!;
+    const h = f.phase === Phase.NONE ? undefined : hos.get(f.hid);
+    if (h !== undefined) {
+      if (f.phase === Phase.PRE) h.preSeen++;
+      if (f.phase === Phase.POST) h.postSeen++;
+      if (h.role === 'new' && (h.holding || h.ring.length > 0)) {
+        if (h.ring.length >= this.ringCapacity) {
+          h.overflow++;
+          return;
+        }
+        h.ring.push(f);
+        h.held++;
+        return;
+      }
+    }
+    this.#vnf(instance, f);
+  }
+
+  /** The counter VNF: per-flow count, stamped on the frame; then the sink. */
+  #vnf(instance: string, f: Frame): void {
+    const st = this.#state.get(instance)!;
+    const n = (st.get(flowId(f.flow)) ?? 0) + 1;
+    st.set(flowId(f.flow), n);
+    this.deliveries.push({ rule: f.rule, seq: f.seq, instance, stamp: n });
+  }
+
+  /** Per rule: sent, delivered, lost, reordered, duplicated, stamp mismatches. */
+  report(): { sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number } {
+    let sent = 0;
+    let lost = 0;
+    let reordered = 0;
+    let duplicated = 0;
+    let stampMismatches = 0;
+    for (const [rule, last] of this.#seq) {
+      sent += last;
+      const got = this.deliveries.filter((d) => d.rule === rule);
+      const seen = new Set<number>();
+      let prev = 0;
+      for (const d of got) {
+        if (seen.has(d.seq)) duplicated++;
+        seen.add(d.seq);
+        if (d.seq < prev) reordered++;
+        prev = Math.max(prev, d.seq);
+        if (d.stamp !== d.seq) stampMismatches++;
+      }
+      lost += last - seen.size;
+    }
+    return { sent, delivered: this.deliveries.length, lost, reordered, duplicated, stampMismatches };
+  }
+
+  // ---------------------------------------------------------------- Deployment
+
+  get switchControl(): SwitchControl {
+    return this.#switchControl;
+  }
+
+  get agentControl(): AgentControl {
+    return this.#agentControl;
+  }
+
+  get vnfState(): VnfStateStore {
+    return this.#vnfState;
+  }
+
+  readonly #switchControl: SwitchControl = {
+    quiescenceMs: 1,
+    switches: () => ['s1', 's2'],
+    portTowards: (sw, instance) => (this.#agents.has(instance) ? `${sw}-${instance}` : undefined),
+    addRule: async (r) => {
+      this.#call('addRule', r.switch);
+      const id = r.id ?? this.#rules.size + 1;
+      const rule = { ...r, id, action: { ...r.action } };
+      this.#rules.set(id, rule);
+      return rule;
+    },
+    deleteRule: async (id) => {
+      this.#call('deleteRule');
+      if (!this.#rules.delete(id)) throw new RuleError(`no rule ${id}`);
+    },
+    getRule: (id) => this.#rules.get(id),
+    rules: () => [...this.#rules.values()],
+    setRuleAction: async (id: number, action: RuleAction) => {
+      const r = this.#rules.get(id);
+      this.#call('setRuleAction', r?.switch);
+      if (r === undefined) throw new RuleError(`no rule ${id}`);
+      r.action = { ...action };
+      // a frame right behind every action change: the race the protocol must survive
+      this.send(id);
+    },
+    ruleCounters: async (id): Promise<Counter> => ({ packets: this.#ruleStats.get(id) ?? 0n, bytes: 0n }),
+    portCounters: async (): Promise<PortCounters[]> => [],
+    handoverCounters: async (sw, hid) => {
+      this.#call('handoverCounters', sw);
+      return { ...(this.#marks.get(`${sw}/${hid}`) ?? { pre: 0n, post: 0n }) };
+    },
+    resetHandoverCounters: async (sw, hid) => {
+      this.#call('resetHandoverCounters', sw);
+      this.#marks.delete(`${sw}/${hid}`);
+    },
+  };
+
+  #ho(instance: string, hid: number): AgentHo {
+    const h = this.#agents.get(instance)?.get(hid);
+    if (h === undefined) throw new DataPlaneError(`${instance}: handover ${hid} is not armed`);
+    return h;
+  }
+
+  #arm(instance: string, hid: number, role: 'old' | 'new'): void {
+    const hos = this.#agents.get(instance);
+    if (hos === undefined) throw new AgentUnavailableError(instance, 'no such instance');
+    if (hos.has(hid)) throw new DataPlaneError(`${instance}: handover ${hid} is armed already`);
+    hos.set(hid, { role, preSeen: 0n, postSeen: 0n, ring: [], holding: role === 'new', held: 0n, released: 0n, overflow: 0n });
+  }
+
+  readonly #agentControl: AgentControl = {
+    agentInstances: () => this.#instances,
+    checkAgent: async (i) => {
+      this.#call('checkAgent', i);
+      if (!this.#agents.has(i)) throw new AgentUnavailableError(i, 'no such instance');
+    },
+    armOld: async (i, hid) => {
+      this.#call('armOld', i);
+      this.#arm(i, hid, 'old');
+    },
+    armNew: async (i, hid) => {
+      this.#call('armNew', i);
+      this.#arm(i, hid, 'new');
+    },
+    agentStatus: async (i, hid): Promise<AgentHandoverStatus | undefined> => {
+      const h = this.#agents.get(i)?.get(hid);
+      if (h === undefined) return undefined;
+      return {
+        role: h.role,
+        preSeen: h.preSeen,
+        postSeen: h.postSeen,
+        held: [h.held, 0n],
+        released: [h.released, 0n],
+        overflow: [h.overflow, 0n],
+        passed: [0n, 0n],
+        replayFailed: [0n, 0n],
+        queued: [h.ring.length, 0],
+        passing: [!h.holding, true],
+      };
+    },
+    release: async (i, hid, o): Promise<ReleaseResult> => {
+      this.#call('release', o?.relayTo === undefined ? i : `${i}->${o.relayTo}`);
+      const h = this.#ho(i, hid);
+      const n = h.ring.length;
+      // in order; a new frame arriving meanwhile queues behind the ring (agentRx)
+      while (h.ring.length > 0) {
+        const f = h.ring.shift()!;
+        h.released++;
+        if (o?.relayTo === undefined) this.#vnf(i, f);
+        else this.#agentRx(o.relayTo, { ...f, phase: Phase.NONE, hid: 0 });
+      }
+      h.holding = false;
+      return { released: BigInt(n), rounds: n > 0 ? 1 : 0 };
+    },
+    disarm: async (i, hid) => {
+      this.#call('disarm', i);
+      this.#agents.get(i)?.delete(hid);
+    },
+  };
+
+  readonly #vnfState: VnfStateStore = {
+    exportState: async (i, select): Promise<FlowStateEntry[]> => {
+      this.#call('exportState', i);
+      const out: FlowStateEntry[] = [];
+      for (const [k, n] of this.#state.get(i)!) {
+        const flow = this.#flows.get(k)!;
+        if (select(flow)) out.push({ flow, value: Buffer.from(String(n)) });
+      }
+      return out;
+    },
+    importState: async (i, entries) => {
+      this.#call('importState', i);
+      for (const e of entries) this.#state.get(i)!.set(flowId(e.flow), Number(e.value.toString()));
+    },
+    deleteState: async (i, flows) => {
+      this.#call('deleteState', i);
+      for (const f of flows) this.#state.get(i)!.delete(flowId(f));
+    },
+  };
+
+  /** What an instance's agent has armed (for leak checks). */
+  armed(instance: string): number[] {
+    return [...this.#agents.get(instance)!.keys()];
+  }
+}
