@@ -4,7 +4,7 @@
  * A data plane supplies its switches; this supplies the rest.
  */
 import type { XdpAgentSet } from './xdp/agents.js';
-import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowStateEntry, type InstanceInfo, type ReleaseResult } from './types.js';
+import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowSelection, type FlowStateEntry, type InstanceInfo, type ReleaseResult } from './types.js';
 
 export abstract class AgentBackedDataPlane {
   /** the agents of the instances (throws once the data plane is closed) */
@@ -48,7 +48,7 @@ export abstract class AgentBackedDataPlane {
     return this.agentSet().disarm(name, hid);
   }
 
-  exportState(name: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]> {
+  exportState(name: string, select: FlowSelection): Promise<FlowStateEntry[]> {
     return this.agentSet().exportState(name, select);
   }
 

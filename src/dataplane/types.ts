@@ -6,6 +6,8 @@
  * ("s1", "s1-vnf2", "vnf1"); rules have numeric ids unique per data plane.
  */
 
+import { ipv4Number } from '../net/frame.js';
+
 /** Directional IPv4 5-tuple. Addresses dotted, ports host order. */
 export interface FlowKey {
   src: string;
@@ -163,9 +165,16 @@ export interface AgentControl {
   disarm(instance: string, handoverId: number): Promise<void>;
 }
 
+/** Which flows' state: every flow a rule match covers (data, so it can cross to another host), or all. */
+export type FlowSelection = 'all' | readonly RuleMatch[];
+
+export function selects(sel: FlowSelection, flow: FlowKey): boolean {
+  return sel === 'all' || sel.some((m) => matchCovers(m, flow, ipv4Number));
+}
+
 /** The VNFs' per-flow state records, where the instance's host reaches them. */
 export interface VnfStateStore {
-  exportState(instance: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]>;
+  exportState(instance: string, select: FlowSelection): Promise<FlowStateEntry[]>;
   importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void>;
   deleteState(instance: string, flows: readonly FlowKey[]): Promise<void>;
 }

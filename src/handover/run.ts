@@ -96,7 +96,7 @@ export class HandoverRun {
     this.fromPorts = new Map(rules.map((r) => [r.id, sc.portTowards(r.switch, from.name)!]));
     this.toPorts = new Map(rules.map((r) => [r.id, sc.portTowards(r.switch, to.name)!]));
     this.switchNames = [...new Set(rules.map((r) => r.switch))];
-    this.ctx = { id, rules, from: from.name, to: to.name, covers: ruleCovers(rules), counts: this.counts, timings: this.timings, vnfState: d.vnfState };
+    this.ctx = { id, rules, from: from.name, to: to.name, covers: ruleCovers(rules), selection: rules.map((r) => r.match), counts: this.counts, timings: this.timings, vnfState: d.vnfState };
   }
 
   get Q(): number {

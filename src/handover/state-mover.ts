@@ -4,7 +4,7 @@
  * context — the "additional information" SHarP hands to any state
  * management solution.
  */
-import type { FlowKey, Rule, VnfStateStore } from '../dataplane/types.js';
+import type { FlowKey, FlowSelection, Rule, VnfStateStore } from '../dataplane/types.js';
 import { matchCovers } from '../dataplane/types.js';
 import { ipv4Number } from '../net/frame.js';
 
@@ -24,6 +24,8 @@ export interface HandoverContext {
   to: string;
   /** whether a flow belongs to the moving rules (either direction) */
   covers(flow: FlowKey): boolean;
+  /** the same as data: the moving rules' matches (crosses to the instances' hosts) */
+  selection: FlowSelection;
   counts: HandoverCounts;
   /** ms since the handover started, per completed step */
   timings: Readonly<Record<string, number>>;
@@ -58,7 +60,7 @@ export class VnfMapStateMover implements StateMover {
   readonly expectedMs = 5;
 
   async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {
-    const entries = await ctx.vnfState.exportState(ctx.from, ctx.covers);
+    const entries = await ctx.vnfState.exportState(ctx.from, ctx.selection);
     signal.throwIfAborted();
     await ctx.vnfState.importState(ctx.to, entries);
     signal.throwIfAborted();
@@ -70,7 +72,7 @@ export class VnfMapStateMover implements StateMover {
   }
 
   async rollback(ctx: HandoverContext): Promise<void> {
-    const moved = await ctx.vnfState.exportState(ctx.to, ctx.covers);
+    const moved = await ctx.vnfState.exportState(ctx.to, ctx.selection);
     await ctx.vnfState.deleteState(
       ctx.to,
       moved.map((e) => e.flow),

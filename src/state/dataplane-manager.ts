@@ -34,7 +34,7 @@ export abstract class DataPlaneStateManager implements StateManager<HandoverCont
 
   async leaving(ctx: HandoverContext, signal: AbortSignal): Promise<Departure> {
     await this.start();
-    const entries = await ctx.vnfState.exportState(ctx.from, ctx.covers);
+    const entries = await ctx.vnfState.exportState(ctx.from, ctx.selection);
     signal.throwIfAborted();
     const keys = await this.stage(ctx, entries, signal);
     return { handoverId: ctx.id, from: ctx.from, to: ctx.to, keys, flows: entries.map((e) => e.flow), records: entries.length, bytes: entryBytes(entries) };
@@ -69,8 +69,8 @@ export abstract class DataPlaneStateManager implements StateManager<HandoverCont
   async rollback(ctx: HandoverContext, departure: Departure | undefined, _committed: boolean): Promise<void> {
     this.counters.rollbacks++;
     const dp = ctx.vnfState;
-    const atFrom = new Set((await dp.exportState(ctx.from, ctx.covers)).map((e) => flowKeyString(e.flow)));
-    const atTo = await dp.exportState(ctx.to, ctx.covers);
+    const atFrom = new Set((await dp.exportState(ctx.from, ctx.selection)).map((e) => flowKeyString(e.flow)));
+    const atTo = await dp.exportState(ctx.to, ctx.selection);
     const back = atTo.filter((e) => !atFrom.has(flowKeyString(e.flow)));
     if (back.length > 0) await dp.importState(ctx.from, back);
     if (atTo.length > 0)

@@ -12,6 +12,7 @@ import {
   DataPlaneError,
   Phase,
   RuleError,
+  selects,
   type AgentControl,
   type AgentHandoverStatus,
   type AgentInstanceInfo,
@@ -316,7 +317,7 @@ export class FakeDeployment implements Deployment {
       const out: FlowStateEntry[] = [];
       for (const [k, n] of this.#state.get(i)!) {
         const flow = this.#flows.get(k)!;
-        if (select(flow)) out.push({ flow, value: Buffer.from(String(n)) });
+        if (selects(select, flow)) out.push({ flow, value: Buffer.from(String(n)) });
       }
       return out;
     },

@@ -8,7 +8,6 @@ import t from 'tap';
 import type { Test } from 'tap';
 import { testLab, type TestLab } from '../helpers/lab.js';
 import { UDP, exactRules, wildcardRules, runHandovers, assertClean, type HandoverRun as Run } from '../helpers/handovers.js';
-import { ruleCovers } from '../../src/handover/state-mover.js';
 import { createStateMover, type StateKind } from '../../src/state/factory.js';
 import { StateManagerMover } from '../../src/state/mover.js';
 import { EStateManager } from '../../src/state/estate-manager.js';
@@ -21,7 +20,7 @@ if (redisSkip) console.log(`# ${redisSkip}`);
 
 /** After the run the flows' records are at `run.at` only. */
 async function assertStateAt(t: Test, l: TestLab, run: Run, rules: number[], records: number): Promise<void> {
-  const covers = ruleCovers(rules.map((id) => l.dp.getRule(id)!));
+  const covers = rules.map((id) => l.dp.getRule(id)!.match);
   const other = run.at === 'vnf1' ? 'vnf2' : 'vnf1';
   t.equal((await l.dp.exportState(run.at, covers)).length, records, `${records} records at ${run.at}`);
   t.equal((await l.dp.exportState(other, covers)).length, 0, `none left at ${other}`);

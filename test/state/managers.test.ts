@@ -82,7 +82,7 @@ class VnfState {
 
   /** the instance's map, read from the kernel: flow string → record bytes */
   async records(instance: string): Promise<Map<string, Buffer>> {
-    return new Map((await this.dp.exportState(instance, () => true)).map((e) => [flowKeyString(e.flow), e.value]));
+    return new Map((await this.dp.exportState(instance, 'all')).map((e) => [flowKeyString(e.flow), e.value]));
   }
 
   /** the map as plain data, for comparisons */
@@ -100,7 +100,7 @@ class VnfState {
   }
 
   async count(instance: string): Promise<number> {
-    return (await this.dp.exportState(instance, () => true)).length;
+    return (await this.dp.exportState(instance, 'all')).length;
   }
 
   async put(instance: string, flow: FlowKey, packets: bigint, bytes = packets * 100n): Promise<void> {
@@ -110,7 +110,7 @@ class VnfState {
   /** both maps emptied, then the five records at vnf1 */
   async reset(): Promise<void> {
     for (const i of INSTANCES) {
-      const all = await this.dp.exportState(i, () => true);
+      const all = await this.dp.exportState(i, 'all');
       if (all.length > 0)
         await this.dp.deleteState(
           i,
@@ -122,7 +122,7 @@ class VnfState {
 
   /** a context as the engine builds it, over the real data plane */
   context(id: number, from: string, to: string, rules: readonly Rule[] = this.rules): HandoverContext {
-    return { id, rules, from, to, covers: ruleCovers(rules), counts: { preSent: 0n, preSeen: 0n, postSent: 0n }, timings: {}, vnfState: this.dp };
+    return { id, rules, from, to, covers: ruleCovers(rules), selection: rules.map((r) => r.match), counts: { preSent: 0n, preSeen: 0n, postSent: 0n }, timings: {}, vnfState: this.dp };
   }
 }
 

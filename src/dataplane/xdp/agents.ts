@@ -39,7 +39,7 @@ import {
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
-import { AgentUnavailableError, DataPlaneError, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
+import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import type { XdpInstance } from './topology.js';
 
 /** A switch as far as agents care: which of its interfaces face which instance side. */
@@ -283,13 +283,13 @@ export class XdpAgentSet {
 
   // ------------------------------------------------------------ VNF state
 
-  async exportState(name: string, select: (flow: FlowKey) => boolean): Promise<FlowStateEntry[]> {
+  async exportState(name: string, select: FlowSelection): Promise<FlowStateEntry[]> {
     const m = this.#instance(name).vnf.map('flow_state');
     const { keys, values } = m.lookupBatch();
     const out: FlowStateEntry[] = [];
     keys.forEach((k, i) => {
       const flow = flowKeyFromAbi(sharpFlowKeyCodec.decode(k));
-      if (select(flow)) out.push({ flow, value: values[i]! });
+      if (selects(select, flow)) out.push({ flow, value: values[i]! });
     });
     return out;
   }
