@@ -82,7 +82,7 @@ export async function createMininetLab(spec: LabSpec, prefix: string, o: Mininet
   const bmv2: Bmv2Topology = {
     switches: plan.topology.switches.map((s, i) => ({
       name: s.name,
-      netns: s.netns,
+      netns: s.netns!,
       grpcAddress: `unix:${path.join(o.dir, `${s.name}.grpc`)}`,
       deviceId: i + 1,
       // BMv2 port = slot + 1 (port 0 is legal but easily mistaken for "none")

@@ -44,7 +44,7 @@ import type { XdpInstance } from './topology.js';
 
 /** A switch as far as agents care: which of its interfaces face which instance side. */
 export interface AgentSwitchView {
-  netns: string;
+  netns?: string;
   ports: readonly { ifname: string; instance?: string; instanceSide?: number }[];
 }
 

@@ -14,13 +14,15 @@ export interface XdpSwitchPort {
 
 export interface XdpSwitch {
   name: string;
-  netns: string;
+  /** the namespace the interfaces are in; absent: this process's own (a node daemon on its host) */
+  netns?: string;
   ports: XdpSwitchPort[];
 }
 
 export interface XdpInstance {
   name: string;
-  netns: string;
+  /** the namespace the interfaces are in; absent: this process's own (a node daemon on its host) */
+  netns?: string;
   /** [side 0, side 1]: side 0 faces the ingress switch, side 1 the egress switch */
   ifaces: [string, string];
   /** frames per ring (per side); a power of two */

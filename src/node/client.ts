@@ -1,0 +1,321 @@
+/**
+ * The controller's side of sharp.node.v1: one NodeClient per node, which is
+ * the switch control, agent control and VNF state of whatever that node
+ * runs; and NodeDeployment, the engine's Deployment over several nodes
+ * (switches and instances found by name on the node that runs them).
+ *
+ * The engine's synchronous questions (switches, ports, rules) are answered
+ * from what the node said at connect time and from this client's own writes:
+ * the node is the only other writer of its rules, and it writes none by
+ * itself.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  AgentUnavailableError,
+  DataPlaneError,
+  RuleError,
+  type AgentControl,
+  type AgentHandoverStatus,
+  type AgentInstanceInfo,
+  type Counter,
+  type Deployment,
+  type FlowKey,
+  type FlowSelection,
+  type FlowStateEntry,
+  type HandoverMarkCounters,
+  type PortCounters,
+  type ReleaseResult,
+  type Rule,
+  type RuleAction,
+  type SwitchControl,
+  type VnfStateStore,
+} from '../dataplane/types.js';
+import {
+  NODE_SERVICE,
+  actionToWire,
+  counterFromWire,
+  entryFromWire,
+  entryToWire,
+  flowToWire,
+  healthFromWire,
+  marksFromWire,
+  matchToWire,
+  portCountersFromWire,
+  ruleFromWire,
+  statusFromWire,
+  type NodeHealth,
+  type NodeMethod,
+  type Wire,
+} from './api.js';
+
+/** A node that could not be reached or refused a request; carries the gRPC status. */
+export class NodeCallError extends DataPlaneError {
+  override name = 'NodeCallError';
+  constructor(
+    readonly node: string,
+    readonly method: string,
+    readonly code: grpc.status,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export interface NodeClientOptions {
+  /** "unix:/run/sharpctl/node-s1/node.sock" or "host:port" */
+  target: string;
+  /** insecure for unix: targets; mutual TLS otherwise */
+  credentials: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
+  /** deadline of every call but Release (default 10 s) */
+  callTimeoutMs?: number;
+}
+
+const ServiceClient = grpc.makeGenericClientConstructor(NODE_SERVICE, 'sharp.node.v1.Node');
+
+export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
+  readonly #client: grpc.Client;
+  readonly #timeoutMs: number;
+  #health!: NodeHealth;
+  readonly #rules = new Map<number, Rule>();
+  readonly target: string;
+
+  private constructor(o: NodeClientOptions) {
+    this.target = o.target;
+    this.#client = new ServiceClient(o.target, o.credentials, o.channelOptions ?? {});
+    this.#timeoutMs = o.callTimeoutMs ?? 10_000;
+  }
+
+  /** Connects, asks the node what it runs and which rules it holds. */
+  static async connect(o: NodeClientOptions): Promise<NodeClient> {
+    const c = new NodeClient(o);
+    try {
+      await c.refresh();
+    } catch (e) {
+      c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  /** Re-reads the node's health and rule table (after a reconnect, or a restart of either side). */
+  async refresh(): Promise<NodeHealth> {
+    this.#health = healthFromWire(await this.#call('Health', {}));
+    this.#rules.clear();
+    if (this.#health.switches.length > 0) for (const r of ((await this.#call('ListRules', {}))['rules'] as Wire[]) ?? []) this.#rules.set(Number(r['id']), ruleFromWire(r));
+    return this.#health;
+  }
+
+  get health(): NodeHealth {
+    return this.#health;
+  }
+
+  get name(): string {
+    return this.#health?.node ?? this.target;
+  }
+
+  #call(method: NodeMethod, req: Wire, timeoutMs = this.#timeoutMs): Promise<Wire> {
+    const def = NODE_SERVICE[method]!;
+    return new Promise<Wire>((resolve, reject) => {
+      this.#client.makeUnaryRequest<Wire, Wire>(
+        def.path,
+        def.requestSerialize as (v: Wire) => Buffer,
+        def.responseDeserialize as (b: Buffer) => Wire,
+        req,
+        new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs },
+        (err, res) => {
+          if (err) reject(this.#error(method, err));
+          else resolve(res ?? {});
+        },
+      );
+    });
+  }
+
+  #error(method: string, err: grpc.ServiceError): Error {
+    const kind = err.metadata?.get('sharp-error')[0];
+    const who = this.#health?.node ?? this.target;
+    if (kind === 'AgentUnavailableError') {
+      const m = /^instance (\S+) has no working SHarP agent: (.*)$/.exec(err.details);
+      if (m) return new AgentUnavailableError(m[1]!, m[2]!, { cause: err });
+    }
+    if (kind === 'RuleError') return new RuleError(err.details, { cause: err });
+    const what = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED ? `node ${who} (${this.target}) did not answer ${method}` : `node ${who}: ${method}`;
+    return new NodeCallError(who, method, err.code, `${what}: ${err.details || grpc.status[err.code]}`, { cause: err });
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  // ---------------------------------------------------------------- switch control
+
+  get quiescenceMs(): number {
+    return this.#health.quiescenceMs;
+  }
+
+  switches(): string[] {
+    return this.#health.switches.map((s) => s.name);
+  }
+
+  portTowards(sw: string, instance: string): string | undefined {
+    return this.#health.switches.find((s) => s.name === sw)?.ports.find((p) => p.instance === instance)?.name;
+  }
+
+  async addRule(r: Omit<Rule, 'id'> & { id?: number }): Promise<Rule> {
+    const rule = ruleFromWire(await this.#call('AddRule', { id: r.id ?? 0, switch: r.switch, match: matchToWire(r.match), action: actionToWire(r.action) }));
+    this.#rules.set(rule.id, rule);
+    return rule;
+  }
+
+  async deleteRule(id: number): Promise<void> {
+    await this.#call('DeleteRule', { id });
+    this.#rules.delete(id);
+  }
+
+  getRule(id: number): Rule | undefined {
+    return this.#rules.get(id);
+  }
+
+  rules(): Rule[] {
+    return [...this.#rules.values()].sort((a, b) => a.id - b.id);
+  }
+
+  async setRuleAction(id: number, action: RuleAction): Promise<void> {
+    await this.#call('SetRuleAction', { id, action: actionToWire(action) });
+    const r = this.#rules.get(id);
+    if (r !== undefined) r.action = { ...action };
+  }
+
+  async ruleCounters(id: number): Promise<Counter> {
+    return counterFromWire(await this.#call('RuleCounters', { id }));
+  }
+
+  async portCounters(sw: string): Promise<PortCounters[]> {
+    return (((await this.#call('PortCounters', { switch: sw }))['ports'] as Wire[]) ?? []).map(portCountersFromWire);
+  }
+
+  async handoverCounters(sw: string, handoverId: number): Promise<HandoverMarkCounters> {
+    return marksFromWire(await this.#call('HandoverCounters', { switch: sw, handover_id: handoverId }));
+  }
+
+  async resetHandoverCounters(sw: string, handoverId: number): Promise<void> {
+    await this.#call('ResetHandoverCounters', { switch: sw, handover_id: handoverId });
+  }
+
+  // ---------------------------------------------------------------- agent control
+
+  agentInstances(): AgentInstanceInfo[] {
+    return this.#health.instances.map((i) => ({ name: i.name, ringCapacity: i.ringCapacity, ringCount: i.ringCount }));
+  }
+
+  async checkAgent(instance: string): Promise<void> {
+    await this.#call('CheckAgent', { instance });
+  }
+
+  async armOld(instance: string, handoverId: number): Promise<void> {
+    await this.#call('ArmOld', { instance, handover_id: handoverId });
+  }
+
+  async armNew(instance: string, handoverId: number, ring: number): Promise<void> {
+    await this.#call('ArmNew', { instance, handover_id: handoverId, ring });
+  }
+
+  async agentStatus(instance: string, handoverId: number): Promise<AgentHandoverStatus | undefined> {
+    return statusFromWire(await this.#call('AgentStatus', { instance, handover_id: handoverId }));
+  }
+
+  async release(instance: string, handoverId: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
+    const timeoutMs = Math.ceil(options.timeoutMs ?? 10_000);
+    const r = await this.#call('Release', { instance, handover_id: handoverId, relay_to: options.relayTo ?? '', timeout_ms: timeoutMs }, timeoutMs + this.#timeoutMs);
+    return { released: BigInt(String(r['released'] ?? '0')), rounds: Number(r['rounds'] ?? 0) };
+  }
+
+  async disarm(instance: string, handoverId: number): Promise<void> {
+    await this.#call('Disarm', { instance, handover_id: handoverId });
+  }
+
+  // ---------------------------------------------------------------- VNF state
+
+  async exportState(instance: string, select: FlowSelection): Promise<FlowStateEntry[]> {
+    const req = select === 'all' ? { instance, all: true } : { instance, all: false, matches: select.map(matchToWire) };
+    return (((await this.#call('ExportState', req))['entries'] as Wire[]) ?? []).map(entryFromWire);
+  }
+
+  async importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void> {
+    await this.#call('ImportState', { instance, entries: entries.map(entryToWire) });
+  }
+
+  async deleteState(instance: string, flows: readonly FlowKey[]): Promise<void> {
+    await this.#call('DeleteState', { instance, flows: flows.map(flowToWire) });
+  }
+}
+
+/**
+ * The engine's Deployment over nodes: a switch's operations go to the node
+ * that runs it, an instance's to the node that carries it. Rule ids are
+ * unique across the deployment (the controller numbers them).
+ */
+export class NodeDeployment implements Deployment {
+  readonly switchControl: SwitchControl;
+  readonly agentControl: AgentControl;
+  readonly vnfState: VnfStateStore;
+
+  constructor(readonly nodes: readonly NodeClient[]) {
+    const bySwitch = (sw: string): NodeClient => {
+      const n = nodes.find((c) => c.switches().includes(sw));
+      if (n === undefined) throw new DataPlaneError(`no node runs switch '${sw}' (switches: ${nodes.flatMap((c) => c.switches()).join(', ')})`);
+      return n;
+    };
+    const byRule = (id: number): NodeClient => {
+      const n = nodes.find((c) => c.getRule(id) !== undefined);
+      if (n === undefined) throw new RuleError(`no rule ${id}`);
+      return n;
+    };
+    const byInstance = (name: string): NodeClient => {
+      const n = nodes.find((c) => c.agentInstances().some((i) => i.name === name));
+      if (n === undefined) throw new AgentUnavailableError(name, `no node carries it (instances: ${nodes.flatMap((c) => c.agentInstances().map((i) => i.name)).join(', ')})`);
+      return n;
+    };
+    const switchNodes = (): NodeClient[] => nodes.filter((c) => c.switches().length > 0);
+    this.switchControl = {
+      get quiescenceMs() {
+        return Math.max(1, ...switchNodes().map((c) => c.quiescenceMs));
+      },
+      switches: () => switchNodes().flatMap((c) => c.switches()),
+      portTowards: (sw, instance) => nodes.find((c) => c.switches().includes(sw))?.portTowards(sw, instance),
+      addRule: async (r) => {
+        const id = r.id ?? 1 + Math.max(0, ...switchNodes().flatMap((c) => c.rules().map((x) => x.id)));
+        if (switchNodes().some((c) => c.getRule(id) !== undefined)) throw new RuleError(`rule id ${id} exists already`);
+        return bySwitch(r.switch).addRule({ ...r, id });
+      },
+      deleteRule: (id) => byRule(id).deleteRule(id),
+      getRule: (id) => nodes.find((c) => c.getRule(id) !== undefined)?.getRule(id),
+      rules: () => switchNodes().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
+      setRuleAction: (id, a) => byRule(id).setRuleAction(id, a),
+      ruleCounters: (id) => byRule(id).ruleCounters(id),
+      portCounters: (sw) => bySwitch(sw).portCounters(sw),
+      handoverCounters: (sw, hid) => bySwitch(sw).handoverCounters(sw, hid),
+      resetHandoverCounters: (sw, hid) => bySwitch(sw).resetHandoverCounters(sw, hid),
+    };
+    this.agentControl = {
+      agentInstances: () => nodes.flatMap((c) => c.agentInstances()),
+      checkAgent: (i) => byInstance(i).checkAgent(i),
+      armOld: (i, hid) => byInstance(i).armOld(i, hid),
+      armNew: (i, hid, ring) => byInstance(i).armNew(i, hid, ring),
+      agentStatus: (i, hid) => byInstance(i).agentStatus(i, hid),
+      release: (i, hid, o) => byInstance(i).release(i, hid, o),
+      disarm: (i, hid) => byInstance(i).disarm(i, hid),
+    };
+    this.vnfState = {
+      exportState: (i, sel) => byInstance(i).exportState(i, sel),
+      importState: (i, e) => byInstance(i).importState(i, e),
+      deleteState: (i, f) => byInstance(i).deleteState(i, f),
+    };
+  }
+
+  close(): void {
+    for (const n of this.nodes) n.close();
+  }
+}

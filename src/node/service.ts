@@ -1,0 +1,203 @@
+/**
+ * The node's side of sharp.node.v1: every request validated (ids, rings,
+ * interfaces, batch sizes) before it reaches the data plane, which applies
+ * it completely or not at all; errors become gRPC statuses that name the
+ * field and the limit.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { AgentUnavailableError, DataPlaneError, RuleError, type AgentControl, type SwitchControl, type VnfStateStore } from '../dataplane/types.js';
+import { SHARP_HID_MIN, SHARP_HID_MAX } from '../generated/abi.js';
+import {
+  actionFromWire,
+  counterToWire,
+  entryFromWire,
+  entryToWire,
+  flowFromWire,
+  healthToWire,
+  marksToWire,
+  matchFromWire,
+  portCountersToWire,
+  ruleToWire,
+  statusToWire,
+  type NodeHealth,
+  type NodeMethod,
+  type Wire,
+} from './api.js';
+
+/** What a node serves: its switch (if it runs one) and the agents and VNF state of its instances (if any). */
+export interface NodeRuntime {
+  health(): NodeHealth;
+  switchControl?: SwitchControl;
+  agents?: AgentControl & VnfStateStore;
+}
+
+/** entries per ImportState / flows per DeleteState / matches per ExportState */
+export const MAX_BATCH = 100_000;
+export const MAX_RELEASE_TIMEOUT_MS = 600_000;
+
+/** A request the node refuses, with its gRPC status. */
+export class NodeRequestError extends Error {
+  override name = 'NodeRequestError';
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+const invalid = (msg: string): NodeRequestError => new NodeRequestError(grpc.status.INVALID_ARGUMENT, msg);
+
+function toStatus(e: unknown): { code: grpc.status; details: string; name: string } {
+  const err = e instanceof Error ? e : new Error(String(e));
+  if (err instanceof NodeRequestError) return { code: err.code, details: err.message, name: err.name };
+  if (err instanceof AgentUnavailableError) return { code: grpc.status.FAILED_PRECONDITION, details: err.message, name: err.name };
+  if (err instanceof RuleError) return { code: /^no rule|has no port|unknown switch/.test(err.message) ? grpc.status.NOT_FOUND : /exists already|has an exact rule/.test(err.message) ? grpc.status.ALREADY_EXISTS : /at most|is full/.test(err.message) ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INVALID_ARGUMENT, details: err.message, name: err.name };
+  if (err instanceof DataPlaneError) return { code: /unknown switch|no such|not armed/.test(err.message) ? grpc.status.NOT_FOUND : grpc.status.FAILED_PRECONDITION, details: err.message, name: err.name };
+  return { code: grpc.status.INTERNAL, details: err.message, name: err.name };
+}
+
+function hid(w: Wire, field = 'handover_id'): number {
+  const v = Number(w[field] ?? 0);
+  if (!Number.isInteger(v) || v < SHARP_HID_MIN || v > SHARP_HID_MAX) throw invalid(`${field} ${v} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
+  return v;
+}
+
+function batch<T>(xs: unknown, field: string): T[] {
+  const a = (xs as T[] | undefined) ?? [];
+  if (a.length > MAX_BATCH) throw invalid(`${field}: ${a.length} items, at most ${MAX_BATCH} per request`);
+  return a;
+}
+
+export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation {
+  const sw = (): SwitchControl => {
+    if (rt.switchControl === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} runs no switch`);
+    return rt.switchControl;
+  };
+  const switchNamed = (name: unknown): string => {
+    const s = sw();
+    const n = String(name ?? '');
+    if (!s.switches().includes(n)) throw new NodeRequestError(grpc.status.NOT_FOUND, `node ${rt.health().node} runs no switch '${n}' (switches: ${s.switches().join(', ')})`);
+    return n;
+  };
+  const agents = (): AgentControl & VnfStateStore => {
+    if (rt.agents === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} runs no VNF instance`);
+    return rt.agents;
+  };
+  const instance = (w: Wire): { name: string; ringCount: number } => {
+    const a = agents();
+    const n = String(w['instance'] ?? '');
+    const i = a.agentInstances().find((x) => x.name === n);
+    if (i === undefined) throw new NodeRequestError(grpc.status.NOT_FOUND, `node ${rt.health().node} has no VNF instance '${n}' (instances: ${a.agentInstances().map((x) => x.name).join(', ') || 'none'})`);
+    return i;
+  };
+  const ruleId = (w: Wire): number => {
+    const id = Number(w['id'] ?? 0);
+    if (!Number.isInteger(id) || id < 1) throw invalid(`id ${id}: rule ids start at 1`);
+    return id;
+  };
+  const port = (sw: string, p: string): void => {
+    const ports = rt.health().switches.find((s) => s.name === sw)?.ports ?? [];
+    if (!ports.some((x) => x.name === p)) throw new NodeRequestError(grpc.status.NOT_FOUND, `switch ${sw} has no port '${p}' (ports: ${ports.map((x) => x.name).join(', ')})`);
+  };
+
+  const impl: Record<NodeMethod, (req: Wire) => Promise<Wire>> = {
+    Health: async () => healthToWire(rt.health()),
+    AddRule: async (w) => {
+      const s = switchNamed(w['switch']);
+      const action = actionFromWire(w['action'] as Wire);
+      port(s, action.outPort);
+      const match = matchFromWire((w['match'] as Wire | undefined) ?? {});
+      if (match.kind === 'wildcard' && match.inPort !== undefined) port(s, match.inPort);
+      const id = Number(w['id'] ?? 0);
+      return ruleToWire(await sw().addRule({ switch: s, match, action, ...(id === 0 ? {} : { id }) }));
+    },
+    DeleteRule: async (w) => {
+      await sw().deleteRule(ruleId(w));
+      return {};
+    },
+    ListRules: async () => ({ rules: sw().rules().map(ruleToWire) }),
+    SetRuleAction: async (w) => {
+      const id = ruleId(w);
+      const r = sw().getRule(id);
+      if (r === undefined) throw new NodeRequestError(grpc.status.NOT_FOUND, `no rule ${id}`);
+      const a = actionFromWire(w['action'] as Wire);
+      port(r.switch, a.outPort);
+      if (a.phase !== 0) hid({ handover_id: a.handoverId }, 'action.handover_id');
+      await sw().setRuleAction(id, a);
+      return {};
+    },
+    RuleCounters: async (w) => counterToWire(await sw().ruleCounters(ruleId(w))),
+    PortCounters: async (w) => ({ ports: (await sw().portCounters(switchNamed(w['switch']))).map(portCountersToWire) }),
+    HandoverCounters: async (w) => marksToWire(await sw().handoverCounters(switchNamed(w['switch']), hid(w))),
+    ResetHandoverCounters: async (w) => {
+      await sw().resetHandoverCounters(switchNamed(w['switch']), hid(w));
+      return {};
+    },
+    CheckAgent: async (w) => {
+      await agents().checkAgent(instance(w).name);
+      return {};
+    },
+    ArmOld: async (w) => {
+      const i = instance(w);
+      await agents().armOld(i.name, hid(w));
+      return {};
+    },
+    ArmNew: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const ring = Number(w['ring'] ?? 0);
+      if (!Number.isInteger(ring) || ring < 0 || ring >= i.ringCount) throw invalid(`ring ${ring} out of range 0..${i.ringCount - 1} on ${i.name}`);
+      await agents().armNew(i.name, h, ring);
+      return {};
+    },
+    AgentStatus: async (w) => statusToWire(await agents().agentStatus(instance(w).name, hid(w))),
+    Release: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const timeoutMs = Number(w['timeout_ms'] ?? 0);
+      if (timeoutMs > MAX_RELEASE_TIMEOUT_MS) throw invalid(`timeout_ms ${timeoutMs}: at most ${MAX_RELEASE_TIMEOUT_MS}`);
+      const relayTo = String(w['relay_to'] ?? '');
+      const r = await agents().release(i.name, h, { ...(relayTo === '' ? {} : { relayTo }), ...(timeoutMs === 0 ? {} : { timeoutMs }) });
+      return { released: r.released.toString(), rounds: r.rounds };
+    },
+    Disarm: async (w) => {
+      await agents().disarm(instance(w).name, hid(w));
+      return {};
+    },
+    ExportState: async (w) => {
+      const i = instance(w);
+      const matches = batch<Wire>(w['matches'], 'matches').map(matchFromWire);
+      const entries = await agents().exportState(i.name, w['all'] === true ? 'all' : matches);
+      return { entries: entries.map(entryToWire) };
+    },
+    ImportState: async (w) => {
+      const i = instance(w);
+      await agents().importState(i.name, batch<Wire>(w['entries'], 'entries').map(entryFromWire));
+      return {};
+    },
+    DeleteState: async (w) => {
+      const i = instance(w);
+      await agents().deleteState(i.name, batch<Wire>(w['flows'], 'flows').map(flowFromWire));
+      return {};
+    },
+  };
+
+  return Object.fromEntries(
+    Object.entries(impl).map(([name, fn]) => [
+      name,
+      (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
+        fn(call.request).then(
+          (res) => cb(null, res),
+          (e: unknown) => {
+            const st = toStatus(e);
+            const md = new grpc.Metadata();
+            md.set('sharp-error', st.name);
+            cb({ code: st.code, details: st.details, metadata: md });
+          },
+        );
+      },
+    ]),
+  );
+}
