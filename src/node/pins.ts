@@ -46,7 +46,13 @@ export const DEFAULT_PRIVATE_BPFFS = '/run/sharpctl/bpffs';
 export const DEFAULT_STATE_ROOT = '/run/sharpctl';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+// bpffs refuses names with a dot (EPERM: the kernel reserves dots for extensions)
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$/;
+
+/** A bpffs-safe file name: '%' and '.' (refused by bpffs) escaped, e.g. eth0.100 -> eth0%2E100. */
+export function pinName(prefix: 'map' | 'prog' | 'link', name: string): string {
+  return `${prefix}-${name.replace(/[%.]/g, (c) => (c === '%' ? '%25' : '%2E'))}`;
+}
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
 
@@ -215,7 +221,12 @@ export function ensurePrivateBpffs(dir: string): void {
 }
 
 function checkName(what: string, name: string): void {
-  if (!NAME_RE.test(name)) throw new PinStoreError(`${what} '${name}' must match ${NAME_RE} (it names a bpffs folder)`);
+  if (!NAME_RE.test(name)) throw new PinStoreError(`${what} '${name}' must match ${NAME_RE} (it names a bpffs folder, and bpffs refuses dots)`);
+}
+
+/** The folder of one object inside the node's folder, e.g. switch-s1. */
+function objectFolder(kind: string, name: string): string {
+  return `${kind}-${name}`;
 }
 
 // ------------------------------------------------------------ manifest validation
@@ -408,9 +419,9 @@ export class PinStore {
 
   /** The pin folder of one object (created). */
   objectDir(kind: string, name: string): string {
-    checkName('object kind', kind);
+    if (!/^[a-z]+$/.test(kind)) throw new PinStoreError(`object kind '${kind}' must be lower-case letters`);
     checkName('object name', name);
-    const dir = path.join(this.pinDir, `${kind}.${name}`);
+    const dir = path.join(this.pinDir, objectFolder(kind, name));
     mkdirp(dir);
     return dir;
   }
@@ -434,16 +445,21 @@ export class PinStore {
     const rec: PinnedObjectRecord = { kind, name, object: o.object, state: 'loading', maps: [], programs: [], links: [], interfaces: [], config: o.config };
     // recorded before the first pin: a crash from here on leaves a record that detach() cleans up
     this.put(rec);
-    for (const [mapName, m] of coll.maps) {
-      if (mapName.startsWith('.') || mapName.includes('.')) continue;
-      m.pin(path.join(dir, `map.${mapName}`));
-      rec.maps.push({ name: mapName, id: m.info.id });
+    try {
+      for (const [mapName, m] of coll.maps) {
+        if (mapName.startsWith('.') || mapName.includes('.')) continue;
+        m.pin(path.join(dir, pinName('map', mapName)));
+        rec.maps.push({ name: mapName, id: m.info.id });
+      }
+      for (const [progName, p] of coll.programs) {
+        p.pin(path.join(dir, pinName('prog', progName)));
+        rec.programs.push({ name: progName, id: p.id });
+      }
+      this.put(rec);
+    } catch (e) {
+      this.unpin(kind, name);
+      throw e;
     }
-    for (const [progName, p] of coll.programs) {
-      p.pin(path.join(dir, `prog.${progName}`));
-      rec.programs.push({ name: progName, id: p.id });
-    }
-    this.put(rec);
     return rec;
   }
 
@@ -458,7 +474,7 @@ export class PinStore {
     claimXdpHook(ifname, netns, { replace: o.replace ?? false, store: this });
     const mode = o.mode ?? 'auto';
     const link = program.attachXdp(ifname, { ...(netns === undefined ? {} : { netns }), mode });
-    const pin = `link.${ifname}`;
+    const pin = pinName('link', ifname);
     try {
       link.pin(this.pinPath(rec, pin));
       this.recordLink(rec, link, { pin, program: programName, programId: program.id, mode, purpose: o.purpose ?? 'attach' });
@@ -509,13 +525,13 @@ export class PinStore {
    * stays open and PinMismatchError lists every one.
    */
   openCollection(rec: PinnedObjectRecord): BpfCollection {
-    const dir = path.join(this.pinDir, `${rec.kind}.${rec.name}`);
+    const dir = path.join(this.pinDir, objectFolder(rec.kind, rec.name));
     const maps = new Map<string, BpfMap>();
     const programs = new Map<string, BpfProgram>();
     const problems: string[] = [];
     for (const m of rec.maps) {
       try {
-        const map = BpfMap.fromPin(path.join(dir, `map.${m.name}`));
+        const map = BpfMap.fromPin(path.join(dir, pinName('map', m.name)));
         maps.set(m.name, map);
         if (map.info.id !== m.id) problems.push(`map ${m.name} is id ${map.info.id}, the manifest says ${m.id}`);
       } catch (e) {
@@ -524,7 +540,7 @@ export class PinStore {
     }
     for (const p of rec.programs) {
       try {
-        const prog = BpfProgram.fromPin(path.join(dir, `prog.${p.name}`));
+        const prog = BpfProgram.fromPin(path.join(dir, pinName('prog', p.name)));
         programs.set(p.name, prog);
         if (prog.id !== p.id) problems.push(`program ${p.name} is id ${prog.id}, the manifest says ${p.id}`);
       } catch (e) {
@@ -546,7 +562,7 @@ export class PinStore {
    */
   openLink(rec: PinnedObjectRecord, l: PinnedLinkRecord): XdpLink {
     const netns = l.netns ?? undefined;
-    const link = XdpLink.fromPin(path.join(this.pinDir, `${rec.kind}.${rec.name}`, l.pin), l.ifname, netns);
+    const link = XdpLink.fromPin(path.join(this.pinDir, objectFolder(rec.kind, rec.name), l.pin), l.ifname, netns);
     const problems: string[] = [];
     try {
       const info = link.info();
@@ -583,9 +599,9 @@ export class PinStore {
 
   /** Forgets a link (its pin is removed). */
   dropLink(rec: PinnedObjectRecord, pin: string): void {
-    detachPinnedLink(path.join(this.pinDir, `${rec.kind}.${rec.name}`, pin));
+    detachPinnedLink(path.join(this.pinDir, objectFolder(rec.kind, rec.name), pin));
     try {
-      unlinkSync(path.join(this.pinDir, `${rec.kind}.${rec.name}`, pin));
+      unlinkSync(path.join(this.pinDir, objectFolder(rec.kind, rec.name), pin));
     } catch {
       // gone already
     }
@@ -603,7 +619,7 @@ export class PinStore {
   unpin(kind: string, name: string): PinDetachReport {
     const report: PinDetachReport = { links: 0, pins: 0, interfaces: 0 };
     const rec = this.#manifest.objects.find((o) => o.kind === kind && o.name === name);
-    this.#removeFolder(path.join(this.pinDir, `${kind}.${name}`), report);
+    this.#removeFolder(path.join(this.pinDir, objectFolder(kind, name)), report);
     for (const i of rec?.interfaces ?? []) {
       try {
         deleteLink(i.ifname, i.netns ?? undefined);

@@ -20,7 +20,7 @@ import {
   XdpLink as XdpLinkHandle,
 } from '../../bpf/index.js';
 import { deleteLink, linkExists } from '../../net/iproute.js';
-import { claimXdpHook, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
+import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
@@ -81,7 +81,7 @@ export interface XdpAgentAdoptOptions {
 
 /** The interface keeping agent_replay in the XDP dispatcher, one per instance namespace. */
 export const AGENT_ANCHOR_IFNAME = 'sharp-anchor';
-const ANCHOR_PIN = `link.${AGENT_ANCHOR_IFNAME}`;
+const ANCHOR_PIN = pinName('link', AGENT_ANCHOR_IFNAME);
 const AGENT_KIND = 'agent';
 const VNF_KIND = 'vnf';
 
@@ -238,9 +238,10 @@ export class XdpAgentSet {
 
   /** Creates the dispatcher anchor with its link pinned and recorded (its interface too, to delete on detach). */
   #pinnedAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string): XdpDispatcherAnchor {
-    store.addInterface(rec, AGENT_ANCHOR_IFNAME, netns);
     const pinPath = store.pinPath(rec, ANCHOR_PIN);
     const anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), AGENT_ANCHOR_IFNAME, netns, { pinPath });
+    // recorded once it is ours: an interface of that name that was there already is not deleted on detach
+    store.addInterface(rec, AGENT_ANCHOR_IFNAME, netns);
     store.recordLink(rec, anchor.link!, { pin: ANCHOR_PIN, program: 'agent_replay', programId: agent.program('agent_replay').id, mode: 'generic', purpose: 'anchor' });
     return anchor;
   }
