@@ -13,6 +13,8 @@ interface LoaderArgs {
   topology: XdpTopology;
   rules: RuleSpec[];
   adopt?: boolean;
+  /** exit normally once ready (process 'exit' handlers run: they must leave pinned objects alone) */
+  exit?: boolean;
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as LoaderArgs;
@@ -20,4 +22,5 @@ const store = PinStore.open({ node: args.node });
 const dp = args.adopt ? await XdpDataPlane.adopt({ pins: { store } }) : await XdpDataPlane.create(args.topology, { objectsDir: args.objectsDir, pins: { store } });
 if (!args.adopt) await installRules(dp, args.rules);
 process.stdout.write(`${JSON.stringify({ ready: true, pid: process.pid, pinDir: store.pinDir, location: store.location, rules: dp.rules() })}\n`);
+if (args.exit) process.exit(0);
 setInterval(() => undefined, 1 << 30);

@@ -46,8 +46,10 @@ interface LoaderReport {
 }
 
 /** Runs the loader in a child process until it reports; returns the report and a SIGKILL that resolves on exit. */
-async function startLoader(args: object): Promise<{ report: LoaderReport; kill: () => Promise<void> }> {
+async function startLoader(t: Test, args: object): Promise<{ report: LoaderReport; kill: () => Promise<void> }> {
   const child = spawn(process.execPath, [loader, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // also on failure: a live loader would keep its programs loaded
+  t.teardown(() => void child.kill('SIGKILL'));
   let out = '';
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -104,7 +106,7 @@ async function progGone(id: number): Promise<boolean> {
 t.test('pinned switch and agents outlive a SIGKILLed loader, are adopted, and detach cleanly', async (t) => {
   const { lab, node } = pinLab(t);
   const { fw, rv } = traffic(t, lab, 4);
-  const { report, kill } = await startLoader({ node, objectsDir, topology: lab.topology, rules: lab.spec.rules });
+  const { report, kill } = await startLoader(t, { node, objectsDir, topology: lab.topology, rules: lab.spec.rules });
   t.equal(report.rules.length, 4, 'the loader installed the four rules');
   const store = PinStore.open({ node });
   t.equal(store.pinDir, report.pinDir, 'a second process finds the same pin folder (from the manifest)');
@@ -118,8 +120,11 @@ t.test('pinned switch and agents outlive a SIGKILLed loader, are adopted, and de
   // kill -9 in the middle of a stream: no frame may be lost
   const during = Promise.all([fw.gen.send(20_000), rv.gen.send(20_000)]);
   await new Promise((r) => setTimeout(r, 20));
+  const sentBeforeKill = fw.gen.sent;
   await kill();
+  const sentAtDeath = fw.gen.sent;
   await during;
+  t.ok(sentBeforeKill > 0 && sentAtDeath < 20_000, `the loader died mid-stream (forward: ${sentBeforeKill} sent before the kill, ${20_000 - sentAtDeath} after its death)`);
   await Promise.all([fw.sink.drain(20_000), rv.sink.drain(20_000)]);
   for (const [name, p] of [['forward', fw], ['reverse', rv]] as const) {
     const r = p.sink.report(p.gen.sentPerFlow());
@@ -196,8 +201,17 @@ t.test('pinned switch and agents outlive a SIGKILLed loader, are adopted, and de
 
 t.test('adopting after a fresh process restart: a stale link is refused, a lost anchor re-created', async (t) => {
   const { lab, node } = pinLab(t);
-  const { kill } = await startLoader({ node, objectsDir, topology: lab.topology, rules: lab.spec.rules });
+  const { kill } = await startLoader(t, { node, objectsDir, topology: lab.topology, rules: lab.spec.rules });
   await kill();
+  const store0 = PinStore.open({ node });
+  const before = attachedIds(lab);
+  // a second node process adopts and exits normally: its exit handlers close handles, never pinned objects
+  const second = await startLoader(t, { node, objectsDir, topology: lab.topology, rules: [], adopt: true, exit: true });
+  t.equal(second.report.rules.length, 4, 'the adopting process read the four rules back');
+  await second.kill();
+  t.same(attachedIds(lab), before, 'after its normal exit every interface runs the same program');
+  for (const i of lab.topology.instances) t.ok(linkExists(AGENT_ANCHOR_IFNAME, i.netns), `${i.name}'s dispatcher anchor is still there`);
+  t.same(PinStore.open({ node }).manifest().objects, store0.manifest().objects, 'and the manifest records the same objects');
   const store = PinStore.open({ node });
   // someone deleted vnf2's anchor: adoption re-creates it
   execFileSync('ip', ['-n', lab.topology.instances[1]!.netns, 'link', 'del', AGENT_ANCHOR_IFNAME]);
