@@ -61,8 +61,8 @@ export function openPin(path: string, kind: PinnedKind): { fd: number; info: Pin
   return { fd, info };
 }
 
-/** What a pin holds, without keeping it open; undefined when there is no pin. */
-export function inspectPin(path: string): PinnedFdInfo | undefined {
+/** Runs `fn` on a pin's fd and closes it; undefined when there is no pin. */
+function withPinFd<T>(path: string, fn: (fd: number) => T): T | undefined {
   let fd: number;
   try {
     fd = bpfNative.objGet(path);
@@ -70,29 +70,28 @@ export function inspectPin(path: string): PinnedFdInfo | undefined {
     return undefined;
   }
   try {
-    return bpfFdInfo(fd);
+    return fn(fd);
   } finally {
     bpfNative.closeFd(fd);
   }
 }
 
+/** What a pin holds, without keeping it open; undefined when there is no pin. */
+export function inspectPin(path: string): PinnedFdInfo | undefined {
+  return withPinFd(path, bpfFdInfo);
+}
+
 /** Detaches the link pinned at `path` (from every hook, even if other fds hold it); false if it is no link. */
 export function detachPinnedLink(path: string): boolean {
-  let fd: number;
-  try {
-    fd = bpfNative.objGet(path);
-  } catch {
-    return false;
-  }
-  try {
-    if (bpfFdInfo(fd)?.kind !== 'link') return false;
-    try {
-      bpfNative.linkDetach(fd);
-    } catch {
-      // already defunct (its interface is gone): nothing is attached
-    }
-    return true;
-  } finally {
-    bpfNative.closeFd(fd);
-  }
+  return (
+    withPinFd(path, (fd) => {
+      if (bpfFdInfo(fd)?.kind !== 'link') return false;
+      try {
+        bpfNative.linkDetach(fd);
+      } catch {
+        // already defunct (its interface is gone): nothing is attached
+      }
+      return true;
+    }) ?? false
+  );
 }
