@@ -68,6 +68,38 @@ export class NetnsError extends Error {
   }
 }
 
+/** A bpffs pin that holds another kind of object than expected (or nothing BPF at all). */
+export class PinError extends Error {
+  override name = 'PinError';
+  constructor(
+    readonly path: string,
+    readonly expected: string,
+    readonly found: string | undefined,
+    options?: ErrorOptions,
+  ) {
+    super(`${path}: expected a pinned ${expected}, found ${found === undefined ? 'no BPF object' : `a ${found}`}`, options);
+  }
+}
+
+/**
+ * An XDP program is attached to an interface already and it is not ours:
+ * attaching would clobber it. Says which program (id, name, mode).
+ */
+export class XdpBusyError extends Error {
+  override name = 'XdpBusyError';
+  constructor(
+    readonly ifname: string,
+    readonly netns: string | undefined,
+    readonly progId: number,
+    readonly progName: string,
+    readonly mode: string,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${ifname}${netns === undefined ? '' : ` (netns ${netns})`} runs XDP program ${progId} '${progName}' (${mode} mode): ${reason}`, options);
+  }
+}
+
 /** A handle used after close(). */
 export class ClosedError extends Error {
   override name = 'ClosedError';

@@ -6,10 +6,11 @@
  *  - TcFilter: a cls_bpf filter on the clsact qdisc; close()/release() likewise.
  */
 import { bpfNative } from './native.js';
-import { native, ClosedError } from './errors.js';
+import { native, ClosedError, PinError } from './errors.js';
 import { withNetns, type NetnsRef } from './netns.js';
 import { track, untrack, type Closeable } from './handles.js';
 import { XdpFlags } from './constants.js';
+import { openPin } from './pins.js';
 
 export type XdpMode = 'native' | 'generic' | 'auto';
 
@@ -34,6 +35,20 @@ export class XdpLink implements Closeable {
   ) {
     this.#fd = fd;
     track(this);
+  }
+
+  /**
+   * Opens an XDP link pinned in bpffs (bpf_obj_get on a link pin gives a
+   * link fd). `ifname` and `netns` say where the caller expects it; the
+   * ifindex is the link's own (0 when its interface is gone).
+   */
+  static fromPin(path: string, ifname: string, netns: NetnsRef): XdpLink {
+    const { fd, info } = openPin(path, 'link');
+    if (info.linkType !== 'xdp') {
+      bpfNative.closeFd(fd);
+      throw new PinError(path, 'XDP link', `${info.linkType ?? 'unknown'} link`);
+    }
+    return new XdpLink(fd, ifname, info.ifindex ?? 0, netns);
   }
 
   get fd(): number {
@@ -155,7 +170,49 @@ export function removeClsact(ifindex: number, netns?: NetnsRef): void {
   withNetns(netns, () => native(() => bpfNative.tcHookDestroy(ifindex)));
 }
 
+/** How a program sits at the XDP hook (the kernel's XDP_ATTACHED_*). */
+export type XdpAttachedMode = 'none' | 'native' | 'generic' | 'offload' | 'multi';
+
+const ATTACHED_MODES: readonly XdpAttachedMode[] = ['none', 'native', 'generic', 'offload', 'multi'];
+
 /** What is attached at the XDP hook of an interface (ids; 0 = nothing). */
-export function queryXdp(ifindex: number, netns?: NetnsRef): { progId: number; driverProgId: number; genericProgId: number } {
-  return withNetns(netns, () => native(() => bpfNative.xdpQuery(ifindex)));
+export function queryXdp(ifindex: number, netns?: NetnsRef): { progId: number; driverProgId: number; genericProgId: number; mode: XdpAttachedMode } {
+  const q = withNetns(netns, () => native(() => bpfNative.xdpQuery(ifindex)));
+  return { progId: q.progId, driverProgId: q.driverProgId, genericProgId: q.genericProgId, mode: ATTACHED_MODES[q.attachMode] ?? 'multi' };
+}
+
+export interface AttachedXdpProgram {
+  progId: number;
+  /** the program's name as the kernel knows it ('' when it vanished meanwhile) */
+  name: string;
+  mode: XdpAttachedMode;
+}
+
+/** The XDP program attached to an interface, by id, name and mode; undefined when none is. */
+export function attachedXdp(ifindex: number, netns?: NetnsRef): AttachedXdpProgram | undefined {
+  const q = queryXdp(ifindex, netns);
+  const progId = q.progId || q.driverProgId || q.genericProgId;
+  if (progId === 0) return undefined;
+  let name = '';
+  try {
+    const fd = bpfNative.progGetFdById(progId);
+    try {
+      name = bpfNative.progInfo(fd).name;
+    } finally {
+      bpfNative.closeFd(fd);
+    }
+  } catch {
+    // detached and freed between the query and now
+  }
+  return { progId, name, mode: q.mode };
+}
+
+/**
+ * Detaches whatever netlink attached at the XDP hook in `mode` (what
+ * `ip link set dev X xdp off` does). Fails with EBUSY when a bpf_link holds
+ * the hook: only its owner can detach it.
+ */
+export function detachXdpNetlink(ifindex: number, mode: XdpAttachedMode, netns?: NetnsRef): void {
+  const flags = mode === 'generic' ? XdpFlags.SKB_MODE : mode === 'native' ? XdpFlags.DRV_MODE : mode === 'offload' ? XdpFlags.HW_MODE : 0;
+  withNetns(netns, () => native(() => bpfNative.xdpDetach(ifindex, flags)));
 }

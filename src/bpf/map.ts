@@ -6,6 +6,7 @@ import { bpfNative } from './native.js';
 import { native, ClosedError } from './errors.js';
 import { PERCPU_MAP_TYPES, MapUpdate } from './constants.js';
 import type { Codec } from './codec.js';
+import { openPin } from './pins.js';
 
 export interface MapInfo {
   readonly id: number;
@@ -40,7 +41,7 @@ export class BpfMap {
 
   /** Opens a map pinned in bpffs; the returned map owns its fd. */
   static fromPin(path: string): BpfMap {
-    return new BpfMap(native(() => bpfNative.objGet(path)), { ownsFd: true });
+    return new BpfMap(openPin(path, 'map').fd, { ownsFd: true });
   }
 
   get fd(): number {

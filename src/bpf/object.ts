@@ -125,15 +125,25 @@ export class BpfObjectSpec implements Closeable {
 }
 
 export class BpfCollection implements Closeable {
-  #obj: NativeBpfObject | undefined;
+  /** the libbpf object, or null for a collection opened from pins (its maps and programs own their fds) */
+  #obj: NativeBpfObject | null | undefined;
   readonly maps: ReadonlyMap<string, BpfMap>;
   readonly programs: ReadonlyMap<string, BpfProgram>;
 
+  constructor(name: string, obj: NativeBpfObject);
+  constructor(name: string, obj: null, opened: { maps: ReadonlyMap<string, BpfMap>; programs: ReadonlyMap<string, BpfProgram> });
   constructor(
     readonly name: string,
-    obj: NativeBpfObject,
+    obj: NativeBpfObject | null,
+    opened?: { maps: ReadonlyMap<string, BpfMap>; programs: ReadonlyMap<string, BpfProgram> },
   ) {
     this.#obj = obj;
+    if (obj === null) {
+      this.maps = new Map(opened?.maps ?? []);
+      this.programs = new Map(opened?.programs ?? []);
+      track(this);
+      return;
+    }
     const maps = new Map<string, BpfMap>();
     for (const m of obj.maps()) if (m.fd !== undefined && m.fd >= 0) maps.set(m.name, new BpfMap(m.fd, { ownsFd: false }));
     const progs = new Map<string, BpfProgram>();
@@ -141,6 +151,15 @@ export class BpfCollection implements Closeable {
     this.maps = maps;
     this.programs = progs;
     track(this);
+  }
+
+  /**
+   * A collection of maps and programs opened from bpffs pins (BpfMap.fromPin,
+   * BpfProgram.fromPin): what a restarted process adopts instead of loading.
+   * It owns their fds; close() releases them, the pinned objects stay.
+   */
+  static fromPinned(name: string, maps: ReadonlyMap<string, BpfMap>, programs: ReadonlyMap<string, BpfProgram>): BpfCollection {
+    return new BpfCollection(name, null, { maps, programs });
   }
 
   /** Loads an object file as it is. */
@@ -164,12 +183,12 @@ export class BpfCollection implements Closeable {
     return this.#obj === undefined;
   }
 
-  /** Releases maps and programs (attachments hold their own references). */
+  /** Releases maps and programs (attachments and pins hold their own references). */
   close(): void {
     if (this.#obj === undefined) return;
     for (const m of this.maps.values()) m.close();
     for (const p of this.programs.values()) p.close();
-    this.#obj.close();
+    this.#obj?.close();
     this.#obj = undefined;
     untrack(this);
   }

@@ -7,6 +7,7 @@ import { native, ClosedError, fromNative as typedError } from './errors.js';
 import { ifindexOf, netnsPath, withNetns, type NetnsRef } from './netns.js';
 import { XdpLink, XdpAttachment, TcFilter, xdpModeFlags, type XdpMode, type TcDirection } from './link.js';
 import { XdpFlags, TestRunFlag } from './constants.js';
+import { openPin } from './pins.js';
 
 export interface RunOptions {
   /** packet bytes */
@@ -92,7 +93,7 @@ export class BpfProgram {
   }
 
   static fromPin(path: string): BpfProgram {
-    const fd = native(() => bpfNative.objGet(path));
+    const fd = openPin(path, 'prog').fd;
     const info = native(() => bpfNative.progInfo(fd));
     return new BpfProgram(info.name, fd, info.type, { ownsFd: true });
   }

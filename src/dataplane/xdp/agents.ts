@@ -9,7 +9,6 @@ import {
   BpfObjectSpec,
   type BpfCollection,
   type BpfMap,
-  type XdpLink,
   ifindexOf,
   withNetns,
   xdpMd,
@@ -18,7 +17,10 @@ import {
   queryXdp,
   BpfError,
   XdpDispatcherAnchor,
+  XdpLink as XdpLinkHandle,
 } from '../../bpf/index.js';
+import { deleteLink, linkExists } from '../../net/iproute.js';
+import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
@@ -48,12 +50,49 @@ export interface AgentSwitchView {
   ports: readonly { ifname: string; instance?: string; instanceSide?: number }[];
 }
 
+/**
+ * Persistence of the XDP objects in a node's pin store: maps, programs and
+ * links are pinned, so they outlive the process that loaded them.
+ */
+export interface XdpPinning {
+  store: PinStore;
+  /** replace an XDP program this node did not attach (default: refuse, naming it) */
+  replace?: boolean;
+}
+
 export interface XdpAgentSetOptions {
   /** folder with agent.bpf.o and vnf_counter.bpf.o */
   objectsDir: string;
   xdpMode?: 'native' | 'generic';
   /** the switches the instances are cabled to (for relaying to another instance) */
   switches: readonly AgentSwitchView[];
+  /** pin everything into a node's store (see adopt()); without it, the objects live as long as this process */
+  pins?: XdpPinning;
+  /** without pins: replace an XDP program already attached (default: refuse, naming it) */
+  replace?: boolean;
+}
+
+export interface XdpAgentAdoptOptions {
+  pins: XdpPinning;
+  switches: readonly AgentSwitchView[];
+  /** the instances expected (default: every instance pinned in the store); each must equal its pinned spec */
+  instances?: readonly XdpInstance[];
+}
+
+/** The interface keeping agent_replay in the XDP dispatcher, one per instance namespace. */
+export const AGENT_ANCHOR_IFNAME = 'sharp-anchor';
+const ANCHOR_PIN = pinName('link', AGENT_ANCHOR_IFNAME);
+const AGENT_KIND = 'agent';
+const VNF_KIND = 'vnf';
+
+/** Pinned config of an agent record. */
+interface AgentPinConfig {
+  instance: XdpInstance;
+  xdpMode: 'native' | 'generic';
+}
+
+function agentConfig(c: JsonValue): AgentPinConfig {
+  return c as unknown as AgentPinConfig;
 }
 
 interface LoadedInstance {
@@ -62,8 +101,10 @@ interface LoadedInstance {
   anchor: XdpDispatcherAnchor;
   agent: BpfCollection;
   vnf: BpfCollection;
-  links: XdpLink[];
+  links: XdpLinkHandle[];
   ifindex: [number, number];
+  /** the pinned records (agent, vnf) when persistent */
+  pinned?: { agent: PinnedObjectRecord; vnf: PinnedObjectRecord };
   /** serialises replays: replay_ctl/replay_mode are per side, not per handover */
   releaseLock: Mutex;
 }
@@ -81,17 +122,48 @@ export function flowKeyFromAbi(k: SharpFlowKey): FlowKey {
 export class XdpAgentSet {
   readonly #instances = new Map<string, LoadedInstance>();
   readonly #switches: readonly AgentSwitchView[];
+  readonly #store: PinStore | undefined;
   #closed = false;
 
-  private constructor(o: XdpAgentSetOptions) {
+  private constructor(o: { switches: readonly AgentSwitchView[]; pins?: XdpPinning }) {
     this.#switches = o.switches;
+    this.#store = o.pins?.store;
   }
 
-  /** Loads and attaches the agent and VNF of every instance; on failure nothing stays attached. */
+  /** Whether the objects are pinned (they outlive this process; detachAll() removes them). */
+  get persistent(): boolean {
+    return this.#store !== undefined;
+  }
+
+  /**
+   * Loads and attaches the agent and VNF of every instance; on failure nothing
+   * stays attached (or pinned). Never clobbers an XDP program already attached
+   * (XdpBusyError names it) unless `replace`.
+   */
   static load(instances: readonly XdpInstance[], o: XdpAgentSetOptions): XdpAgentSet {
     const set = new XdpAgentSet(o);
     try {
       for (const inst of instances) set.#loadInstance(inst, o);
+    } catch (e) {
+      set.detachAll();
+      throw e;
+    }
+    return set;
+  }
+
+  /**
+   * Re-opens the agents and VNFs a (dead or restarted) process pinned, instead
+   * of loading them: the same programs, maps (armed handovers, held frames,
+   * VNF state) and links — traffic never stopped. A missing dispatcher anchor
+   * is re-created; a lost tail-call entry re-inserted. Throws
+   * PinMismatchError when the pins are not what the manifest recorded.
+   */
+  static adopt(o: XdpAgentAdoptOptions): XdpAgentSet {
+    const store = o.pins.store;
+    const set = new XdpAgentSet(o);
+    const names = o.instances?.map((i) => i.name) ?? store.list(AGENT_KIND).map((r) => r.name);
+    try {
+      for (const name of names) set.#adoptInstance(store, name, o.instances?.find((i) => i.name === name));
     } catch (e) {
       set.close();
       throw e;
@@ -100,6 +172,11 @@ export class XdpAgentSet {
   }
 
   #loadInstance(inst: XdpInstance, o: XdpAgentSetOptions): void {
+    const store = o.pins?.store;
+    const replace = o.pins?.replace ?? o.replace ?? false;
+    const mode = o.xdpMode ?? 'native';
+    // refuse before loading anything when an interface runs a program we must not clobber
+    if (!replace) for (const ifname of inst.ifaces) claimXdpHook(ifname, inst.netns, { replace: false, ...(store === undefined ? {} : { store }) });
     const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'agent.bpf.o'));
     spec.setConstants(rodataLayouts['agent']!, { ring_capacity: inst.ringCapacity, ring_count: inst.ringCount });
     spec.setMaxEntries('slots', inst.ringCount * 2 * inst.ringCapacity);
@@ -114,15 +191,27 @@ export class XdpAgentSet {
     }
     let ifindex: [number, number];
     let anchor: XdpDispatcherAnchor;
+    let pinned: { agent: PinnedObjectRecord; vnf: PinnedObjectRecord } | undefined;
+    let pinnedAgent: PinnedObjectRecord | undefined;
+    let pinnedVnf: PinnedObjectRecord | undefined;
     try {
       ifindex = [ifindexOf(inst.ifaces[0], inst.netns), ifindexOf(inst.ifaces[1], inst.netns)];
-      anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), 'sharp-anchor', inst.netns);
+      if (store !== undefined) {
+        const config: AgentPinConfig = { instance: inst, xdpMode: mode };
+        pinnedAgent = store.pinCollection(AGENT_KIND, inst.name, agent, { object: 'agent.bpf.o', config: config as unknown as JsonValue });
+        pinnedVnf = store.pinCollection(VNF_KIND, inst.name, vnf, { object: 'vnf_counter.bpf.o', config: null });
+        pinned = { agent: pinnedAgent, vnf: pinnedVnf };
+        anchor = this.#pinnedAnchor(store, pinnedAgent, agent, inst.netns);
+      } else anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), AGENT_ANCHOR_IFNAME, inst.netns);
     } catch (e) {
       agent.close();
       vnf.close();
+      // only what this load pinned: pins refused because they exist already stay
+      if (pinnedAgent !== undefined) store?.unpin(AGENT_KIND, inst.name);
+      if (pinnedVnf !== undefined) store?.unpin(VNF_KIND, inst.name);
       throw e;
     }
-    const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex() };
+    const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex(), ...(pinned === undefined ? {} : { pinned }) };
     this.#instances.set(inst.name, loaded);
     // the VNF forwards between its two interfaces: side 0 <-> side 1
     withNetns(inst.netns, () => {
@@ -132,8 +221,82 @@ export class XdpAgentSet {
     vnf.map('vnf_ports').update(u32.encode(ifindex[0]), u32.encode(1));
     vnf.map('vnf_ports').update(u32.encode(ifindex[1]), u32.encode(0));
     ifindex.forEach((ix, side) => agent.map('ifaces').update(u32.encode(ix), sharpAgentIfaceCodec.encode({ side, accept_shim: 1 })));
+    // vnf_chain is pinned when persistent: a prog array loses its entries when its last user reference goes
     agent.map('vnf_chain').update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnf.program('vnf_counter').fd));
-    for (const ifname of inst.ifaces) loaded.links.push(agent.program('agent').attachXdp(ifname, { netns: inst.netns, mode: o.xdpMode ?? 'native' }));
+    for (const ifname of inst.ifaces) {
+      if (store !== undefined && pinned !== undefined) loaded.links.push(store.attachPinned(pinned.agent, agent.program('agent'), 'agent', ifname, { netns: inst.netns, mode, replace }));
+      else {
+        claimXdpHook(ifname, inst.netns, { replace });
+        loaded.links.push(agent.program('agent').attachXdp(ifname, { netns: inst.netns, mode }));
+      }
+    }
+    if (store !== undefined && pinned !== undefined) {
+      store.markReady(pinned.vnf);
+      store.markReady(pinned.agent);
+    }
+  }
+
+  /** Creates the dispatcher anchor with its link pinned and recorded (its interface too, to delete on detach). */
+  #pinnedAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string): XdpDispatcherAnchor {
+    const pinPath = store.pinPath(rec, ANCHOR_PIN);
+    const anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), AGENT_ANCHOR_IFNAME, netns, { pinPath });
+    // recorded once it is ours: an interface of that name that was there already is not deleted on detach
+    store.addInterface(rec, AGENT_ANCHOR_IFNAME, netns);
+    store.recordLink(rec, anchor.link!, { pin: ANCHOR_PIN, program: 'agent_replay', programId: agent.program('agent_replay').id, mode: 'generic', purpose: 'anchor' });
+    return anchor;
+  }
+
+  #adoptInstance(store: PinStore, name: string, expected: XdpInstance | undefined): void {
+    const recA = store.adoptable(AGENT_KIND, name);
+    const recV = store.adoptable(VNF_KIND, name);
+    const config = agentConfig(recA.config);
+    const inst = config.instance;
+    if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(inst))
+      throw new PinMismatchError(AGENT_KIND, name, [`pinned for ${JSON.stringify(inst)}, asked for ${JSON.stringify(expected)}`]);
+    const agent = store.openCollection(recA);
+    let vnf: BpfCollection;
+    try {
+      vnf = store.openCollection(recV);
+    } catch (e) {
+      agent.close();
+      throw e;
+    }
+    const links: XdpLinkHandle[] = [];
+    let anchor: XdpDispatcherAnchor;
+    try {
+      for (const l of recA.links.filter((x) => x.purpose === 'attach')) links.push(store.openLink(recA, l));
+      const missing = inst.ifaces.filter((i) => !links.some((l) => l.ifname === i));
+      if (missing.length > 0) throw new PinMismatchError(AGENT_KIND, name, [`no pinned link on ${missing.join(', ')}`]);
+      // the tail call into the VNF: verify the pinned prog array still holds it (re-insert if not)
+      const chain = agent.map('vnf_chain');
+      const entry = chain.lookup(u32.encode(SHARP_VNF_CHAIN_INDEX));
+      const vnfProg = vnf.program('vnf_counter');
+      if (entry === undefined || entry.readUInt32LE(0) !== vnfProg.id) chain.update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnfProg.fd));
+      anchor = this.#adoptAnchor(store, recA, agent, inst.netns);
+    } catch (e) {
+      for (const l of links) l.close();
+      agent.close();
+      vnf.close();
+      throw e;
+    }
+    const ifindex: [number, number] = [links.find((l) => l.ifname === inst.ifaces[0])!.ifindex, links.find((l) => l.ifname === inst.ifaces[1])!.ifindex];
+    this.#instances.set(name, { spec: inst, agent, vnf, anchor, links, ifindex, releaseLock: new Mutex(), pinned: { agent: store.get(AGENT_KIND, name)!, vnf: recV } });
+  }
+
+  /** The pinned anchor if it is intact, else a new one (the old pin and interface removed). */
+  #adoptAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string): XdpDispatcherAnchor {
+    const l = rec.links.find((x) => x.purpose === 'anchor');
+    if (l !== undefined) {
+      try {
+        const link = store.openLink(rec, l);
+        return new XdpDispatcherAnchor(agent.program('agent_replay'), AGENT_ANCHOR_IFNAME, netns, { adopt: link, pinPath: store.pinPath(rec, ANCHOR_PIN) });
+      } catch (e) {
+        if (!(e instanceof PinMismatchError || e instanceof BpfError)) throw e;
+      }
+      store.dropLink(rec, l.pin);
+    }
+    if (linkExists(AGENT_ANCHOR_IFNAME, netns)) deleteLink(AGENT_ANCHOR_IFNAME, netns);
+    return this.#pinnedAnchor(store, rec, agent, netns);
   }
 
   names(): string[] {
@@ -316,10 +479,25 @@ export class XdpAgentSet {
   /** Detaches an instance's agent from its interfaces (as if it had crashed). */
   detach(name: string): void {
     const i = this.#instance(name);
-    for (const l of i.links) l.close();
+    for (const l of i.links) {
+      // a pinned link outlives its fd: detach it explicitly
+      if (i.pinned !== undefined && !l.closed) l.detach();
+      l.close();
+    }
     i.links = [];
   }
 
+  /** The pinned records of an instance (agent, vnf), when persistent. */
+  pinnedRecords(name: string): { agent: PinnedObjectRecord; vnf: PinnedObjectRecord } | undefined {
+    const p = this.#instance(name).pinned;
+    return p === undefined ? undefined : { agent: structuredClone(p.agent), vnf: structuredClone(p.vnf) };
+  }
+
+  /**
+   * Lets go of this process's handles. Not persistent: everything is
+   * detached and unloaded. Persistent: everything stays attached and pinned
+   * (adopt() picks it up again); detachAll() removes it.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -330,5 +508,31 @@ export class XdpAgentSet {
       i.vnf.close();
     }
     this.#instances.clear();
+  }
+
+  /**
+   * Detaches every agent (the interfaces run no XDP program afterwards),
+   * removes the dispatcher anchors, and, when persistent, the pins and
+   * records of every instance. Idempotent.
+   */
+  detachAll(): void {
+    const pinned = [...this.#instances.values()].filter((i) => i.pinned !== undefined).map((i) => i.spec.name);
+    for (const i of this.#instances.values()) {
+      for (const l of i.links) {
+        try {
+          if (!l.closed) l.detach();
+        } catch {
+          // defunct: its interface is gone
+        }
+      }
+      i.anchor.detach();
+    }
+    this.close();
+    if (this.#store !== undefined) {
+      for (const name of pinned) {
+        this.#store.unpin(AGENT_KIND, name);
+        this.#store.unpin(VNF_KIND, name);
+      }
+    }
   }
 }

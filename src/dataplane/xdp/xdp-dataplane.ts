@@ -8,6 +8,7 @@ import {
   BpfObjectSpec,
   type BpfCollection,
   type XdpLink,
+  type BpfMap,
   ifindexOf,
   withNetns,
   xdpMd,
@@ -34,7 +35,7 @@ import {
   SHARP_DEFAULT_MAX_RULES,
   SHARP_DEFAULT_MAX_IFINDEX,
 } from '../../generated/abi.js';
-import { ipv4Number } from '../../net/frame.js';
+import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { sleep } from '../../util/mutex.js';
 import {
   DataPlaneError,
@@ -52,7 +53,8 @@ import {
   type WildcardMatch,
 } from '../types.js';
 import type { XdpSwitch, XdpTopology } from './topology.js';
-import { XdpAgentSet, flowKeyToAbi } from './agents.js';
+import { XdpAgentSet, flowKeyToAbi, flowKeyFromAbi, type XdpPinning } from './agents.js';
+import { claimXdpHook, PinMismatchError, type JsonValue, type PinnedObjectRecord } from '../../node/pins.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
 
 export interface XdpDataPlaneOptions {
@@ -61,6 +63,21 @@ export interface XdpDataPlaneOptions {
   /** quiescence interval Q in ms (default 5) */
   quiescenceMs?: number;
   xdpMode?: 'native' | 'generic';
+  /**
+   * Pin every map, program and link into a node's pin store: they outlive
+   * this process (its death never stops traffic) and adopt() re-opens them.
+   */
+  pins?: XdpPinning;
+  /** without pins: replace an XDP program already attached (default: refuse, naming it) */
+  replace?: boolean;
+}
+
+export interface XdpDataPlaneAdoptOptions {
+  pins: XdpPinning;
+  /** quiescence interval Q in ms (default 5) */
+  quiescenceMs?: number;
+  /** the topology expected (default: what the store holds); each switch and instance must equal its pinned spec */
+  topology?: XdpTopology;
 }
 
 interface LoadedSwitch {
@@ -70,6 +87,23 @@ interface LoadedSwitch {
   /** port name -> slot */
   slots: Map<string, number>;
   wild: Rule[];
+  pinned?: PinnedObjectRecord;
+}
+
+const SWITCH_KIND = 'switch';
+
+/** Pinned config of a switch record. */
+interface SwitchPinConfig {
+  switch: XdpSwitch;
+  xdpMode: 'native' | 'generic';
+}
+
+/** "a.b.c.d/len" of an address and mask (undefined for the match-all 0/0). */
+function prefixString(addr: number, mask: number): string | undefined {
+  if (mask === 0) return undefined;
+  let len = 0;
+  for (let m = mask >>> 0; m & 0x80000000; m = (m << 1) >>> 0) len++;
+  return `${ipv4String(addr)}/${len}`;
 }
 
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
@@ -83,18 +117,59 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
   readonly #rules = new Map<number, Rule>();
   #nextRuleId = 1;
   #closed = false;
+  readonly #pins: XdpPinning | undefined;
 
-  private constructor(options: XdpDataPlaneOptions) {
+  private constructor(options: { quiescenceMs?: number; pins?: XdpPinning }) {
     super();
     this.quiescenceMs = options.quiescenceMs ?? 5;
+    this.#pins = options.pins;
   }
 
-  /** Loads and attaches every program of the topology; on failure nothing stays attached. */
+  /** Whether everything is pinned (it outlives this process; detach() removes it). */
+  get persistent(): boolean {
+    return this.#pins !== undefined;
+  }
+
+  /**
+   * Loads and attaches every program of the topology; on failure nothing
+   * stays attached (or pinned). Never clobbers an XDP program already
+   * attached to a port (XdpBusyError names it) unless `replace`.
+   */
   static async create(topology: XdpTopology, options: XdpDataPlaneOptions): Promise<XdpDataPlane> {
     const dp = new XdpDataPlane(options);
+    const replace = options.pins?.replace ?? options.replace;
     try {
       for (const sw of topology.switches) dp.#loadSwitch(sw, options);
-      dp.#agents = XdpAgentSet.load(topology.instances, { objectsDir: options.objectsDir, switches: topology.switches, ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }) });
+      dp.#agents = XdpAgentSet.load(topology.instances, {
+        objectsDir: options.objectsDir,
+        switches: topology.switches,
+        ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }),
+        ...(options.pins === undefined ? {} : { pins: options.pins }),
+        ...(replace === undefined ? {} : { replace }),
+      });
+    } catch (e) {
+      await dp.detach();
+      throw e;
+    }
+    return dp;
+  }
+
+  /**
+   * Re-opens the switches, agents and VNFs a (dead or restarted) process
+   * pinned into `pins.store`, instead of loading them: the same programs,
+   * links and maps — rules and counters continue, traffic never stopped.
+   * The rule table is read back from the switches' maps. Throws
+   * PinMismatchError when the pins are not what the manifest recorded
+   * (nothing is changed then), PinStateError when nothing is pinned.
+   */
+  static async adopt(options: XdpDataPlaneAdoptOptions): Promise<XdpDataPlane> {
+    const store = options.pins.store;
+    const dp = new XdpDataPlane(options);
+    try {
+      const switchNames = options.topology?.switches.map((s) => s.name) ?? store.list(SWITCH_KIND).map((r) => r.name);
+      const specs: XdpSwitch[] = [];
+      for (const name of switchNames) specs.push(dp.#adoptSwitch(name, options.topology?.switches.find((s) => s.name === name)));
+      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, switches: specs, ...(options.topology === undefined ? {} : { instances: options.topology.instances }) });
     } catch (e) {
       await dp.close();
       throw e;
@@ -102,7 +177,79 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     return dp;
   }
 
+  #adoptSwitch(name: string, expected: XdpSwitch | undefined): XdpSwitch {
+    const store = this.#pins!.store;
+    const rec = store.adoptable(SWITCH_KIND, name);
+    const config = rec.config as unknown as SwitchPinConfig;
+    const sw = config.switch;
+    if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(sw))
+      throw new PinMismatchError(SWITCH_KIND, name, [`pinned for ${JSON.stringify(sw)}, asked for ${JSON.stringify(expected)}`]);
+    const coll = store.openCollection(rec);
+    const loaded: LoadedSwitch = { spec: sw, coll, links: [], slots: new Map(sw.ports.map((p, slot) => [p.name, slot])), wild: [], pinned: rec };
+    this.#switches.set(name, loaded);
+    for (const l of rec.links) loaded.links.push(store.openLink(rec, l));
+    const missing = sw.ports.filter((p) => !loaded.links.some((l) => l.ifname === p.ifname));
+    if (missing.length > 0) throw new PinMismatchError(SWITCH_KIND, name, [`no pinned link on ${missing.map((p) => p.ifname).join(', ')}`]);
+    this.#readRules(loaded);
+    return sw;
+  }
+
+  /** Rebuilds the rule table of an adopted switch from its maps (the kernel's copy is the truth). */
+  #readRules(sw: LoadedSwitch): void {
+    const port = (slot: number): string => {
+      const p = sw.spec.ports[slot];
+      if (p === undefined) throw new PinMismatchError(SWITCH_KIND, sw.spec.name, [`a rule sends to slot ${slot}, the switch has ${sw.spec.ports.length} ports`]);
+      return p.name;
+    };
+    const action = (raw: Buffer): RuleAction => {
+      const a = sharpRuleActionCodec.decode(raw);
+      return { outPort: port(a.out_slot), phase: a.phase as Phase, handoverId: a.hid };
+    };
+    const add = (r: Rule): void => {
+      this.#rules.set(r.id, r);
+      this.#nextRuleId = Math.max(this.#nextRuleId, r.id + 1);
+    };
+    for (const [k, v] of sw.coll.map('rules_exact').entries()) {
+      const e = sharpExactRuleCodec.decode(v);
+      add({ id: e.rule_id, switch: sw.spec.name, match: { kind: 'exact', flow: flowKeyFromAbi(sharpFlowKeyCodec.decode(k)) }, action: action(e.action) });
+    }
+    const count = sw.coll.map('wild_count').lookup(u32.encode(0))?.readUInt32LE(0) ?? 0;
+    const arr: BpfMap = sw.coll.map('rules_wild');
+    for (let i = 0; i < count; i++) {
+      const raw = arr.lookup(u32.encode(i));
+      if (raw === undefined) continue;
+      const w = sharpWildRuleCodec.decode(raw);
+      if (!w.valid) continue;
+      const act = sw.coll.map('rule_actions').lookup(u32.encode(w.rule_id));
+      if (act === undefined) throw new PinMismatchError(SWITCH_KIND, sw.spec.name, [`wildcard rule ${w.rule_id} has no action`]);
+      const src = prefixString(w.saddr, w.smask);
+      const dst = prefixString(w.daddr, w.dmask);
+      const rule: Rule = {
+        id: w.rule_id,
+        switch: sw.spec.name,
+        match: {
+          kind: 'wildcard',
+          priority: w.priority,
+          ...(src === undefined ? {} : { src }),
+          ...(dst === undefined ? {} : { dst }),
+          ...(w.sport === 0 ? {} : { sport: w.sport }),
+          ...(w.dport === 0 ? {} : { dport: w.dport }),
+          ...(w.proto === 0 ? {} : { proto: w.proto }),
+          ...(w.in_slot_plus1 === 0 ? {} : { inPort: port(w.in_slot_plus1 - 1) }),
+        },
+        action: action(act),
+      };
+      sw.wild.push(rule);
+      add(rule);
+    }
+  }
+
   #loadSwitch(sw: XdpSwitch, o: XdpDataPlaneOptions): void {
+    const store = o.pins?.store;
+    const replace = o.pins?.replace ?? o.replace ?? false;
+    const mode = o.xdpMode ?? 'native';
+    // refuse before loading anything when a port runs a program we must not clobber
+    if (!replace) for (const p of sw.ports) claimXdpHook(p.ifname, sw.netns, { replace: false, ...(store === undefined ? {} : { store }) });
     const ifindexes = sw.ports.map((p) => ifindexOf(p.ifname, sw.netns));
     const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'switch.bpf.o'));
     // ports is an array indexed by ifindex
@@ -110,6 +257,10 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     const coll = spec.load();
     const loaded: LoadedSwitch = { spec: sw, coll, links: [], slots: new Map(), wild: [] };
     this.#switches.set(sw.name, loaded);
+    if (store !== undefined) {
+      const config: SwitchPinConfig = { switch: sw, xdpMode: mode };
+      loaded.pinned = store.pinCollection(SWITCH_KIND, sw.name, coll, { object: 'switch.bpf.o', config: config as unknown as JsonValue });
+    }
     const ports = coll.map('ports');
     const tx = coll.map('tx_ports');
     sw.ports.forEach((p, slot) => {
@@ -119,7 +270,14 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
       // devmap entries resolve the ifindex in the caller's namespace
       withNetns(sw.netns, () => tx.update(u32.encode(slot), u32.encode(ifindex)));
     });
-    for (const p of sw.ports) loaded.links.push(coll.program('sharp_switch').attachXdp(p.ifname, { netns: sw.netns, mode: o.xdpMode ?? 'native' }));
+    for (const p of sw.ports) {
+      if (store !== undefined && loaded.pinned !== undefined) loaded.links.push(store.attachPinned(loaded.pinned, coll.program('sharp_switch'), 'sharp_switch', p.ifname, { netns: sw.netns, mode, replace }));
+      else {
+        claimXdpHook(p.ifname, sw.netns, { replace });
+        loaded.links.push(coll.program('sharp_switch').attachXdp(p.ifname, { netns: sw.netns, mode }));
+      }
+    }
+    if (store !== undefined && loaded.pinned !== undefined) store.markReady(loaded.pinned);
   }
 
   // ------------------------------------------------------------ topology
@@ -332,6 +490,22 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     return this.#switch(name).coll;
   }
 
+  /** The pinned record of a switch (ids of its maps, programs, links), when persistent. */
+  pinnedSwitch(name: string): PinnedObjectRecord | undefined {
+    const p = this.#switch(name).pinned;
+    return p === undefined ? undefined : structuredClone(p);
+  }
+
+  /** Agents and VNFs (tests and the node inspect them). */
+  agents(): XdpAgentSet {
+    return this.#agents;
+  }
+
+  /**
+   * Lets go of this process's handles. Not persistent: everything is
+   * detached and unloaded. Persistent: everything stays attached and pinned,
+   * traffic flows on, and adopt() picks it up again; detach() removes it.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -341,5 +515,31 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
       s.coll.close();
     }
     this.#switches.clear();
+  }
+
+  /**
+   * Detaches everything (every port and instance interface runs no XDP
+   * program afterwards), removes the dispatcher anchors and, when
+   * persistent, every pin and the manifest. Idempotent; works on an
+   * adopted data plane as on a loaded one.
+   */
+  async detach(): Promise<void> {
+    const switches = [...this.#switches.values()];
+    for (const s of switches) {
+      for (const l of s.links) {
+        try {
+          if (!l.closed) l.detach();
+        } catch {
+          // defunct: its interface is gone
+        }
+      }
+    }
+    this.#agents?.detachAll();
+    await this.close();
+    const store = this.#pins?.store;
+    if (store === undefined) return;
+    // only what this data plane pinned: a load refused because the switch was pinned already leaves those pins alone
+    for (const s of switches) if (s.pinned !== undefined) store.unpin(SWITCH_KIND, s.spec.name);
+    if (store.list().length === 0) store.detach();
   }
 }
