@@ -167,7 +167,7 @@ t.test('pinned switch and agents outlive a SIGKILLed loader, are adopted, and de
       key.writeUInt32LE(ifindexOf(p.ifname, s1.netns));
       t.ok(pinnedPorts.lookup(key)?.equals(dp.switchObject('s1').map('ports').lookup(key)!), `port ${p.name}: its entry is still there`);
     }
-    t.equal((await dp.exportState('vnf1', () => true)).length, 8, 'VNF state survived: one record per flow and direction');
+    t.equal((await dp.exportState('vnf1', 'all')).length, 8, 'VNF state survived: one record per flow and direction');
     await dp.checkAgent('vnf1');
     t.pass('the adopted agents are attached');
     // a handover verb through the adopted agent: arm, mark, release
@@ -214,7 +214,7 @@ t.test('adopting after a fresh process restart: a stale link is refused, a lost 
   t.same(PinStore.open({ node }).manifest().objects, store0.manifest().objects, 'and the manifest records the same objects');
   const store = PinStore.open({ node });
   // someone deleted vnf2's anchor: adoption re-creates it
-  execFileSync('ip', ['-n', lab.topology.instances[1]!.netns, 'link', 'del', AGENT_ANCHOR_IFNAME]);
+  execFileSync('ip', ['-n', lab.topology.instances[1]!.netns!, 'link', 'del', AGENT_ANCHOR_IFNAME]);
   const dp = await XdpDataPlane.adopt({ pins: { store } });
   t.ok(linkExists(AGENT_ANCHOR_IFNAME, lab.topology.instances[1]!.netns), 'the anchor is back');
   const anchorLink = dp.agents().pinnedRecords('vnf2')!.agent.links.find((l) => l.purpose === 'anchor')!;

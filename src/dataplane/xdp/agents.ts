@@ -237,7 +237,7 @@ export class XdpAgentSet {
   }
 
   /** Creates the dispatcher anchor with its link pinned and recorded (its interface too, to delete on detach). */
-  #pinnedAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string): XdpDispatcherAnchor {
+  #pinnedAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string | undefined): XdpDispatcherAnchor {
     const pinPath = store.pinPath(rec, ANCHOR_PIN);
     const anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), AGENT_ANCHOR_IFNAME, netns, { pinPath });
     // recorded once it is ours: an interface of that name that was there already is not deleted on detach
@@ -284,7 +284,7 @@ export class XdpAgentSet {
   }
 
   /** The pinned anchor if it is intact, else a new one (the old pin and interface removed). */
-  #adoptAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string): XdpDispatcherAnchor {
+  #adoptAnchor(store: PinStore, rec: PinnedObjectRecord, agent: BpfCollection, netns: string | undefined): XdpDispatcherAnchor {
     const l = rec.links.find((x) => x.purpose === 'anchor');
     if (l !== undefined) {
       try {
