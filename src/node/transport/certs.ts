@@ -248,7 +248,7 @@ async function issueLeaf(dir: string, kind: 'node' | 'controller', name: string,
  * A node's certificate, signed by the CA in `dir`: CN=<name>, OU=node,
  * serverAuth + clientAuth, SAN DNS:<name> plus the given DNS names and IPs.
  */
-export function createNodeCert(dir: string, name: string, o: NodeCertOptions = {}): Promise<IssuedCert> {
+export async function createNodeCert(dir: string, name: string, o: NodeCertOptions = {}): Promise<IssuedCert> {
   checkName('node', name);
   const dns = [...new Set([name, ...(o.dns ?? []).map((d) => checkName('DNS', d))])];
   const ips = [...new Set((o.ips ?? []).map(checkIp))];
@@ -263,7 +263,7 @@ export function createNodeCert(dir: string, name: string, o: NodeCertOptions = {
 }
 
 /** A controller's certificate, signed by the CA in `dir`: CN=<name>, OU=controller, clientAuth only. */
-export function createControllerCert(dir: string, name: string, o: LeafOptions = {}): Promise<IssuedCert> {
+export async function createControllerCert(dir: string, name: string, o: LeafOptions = {}): Promise<IssuedCert> {
   checkName('controller', name);
   return issueLeaf(dir, 'controller', name, { basicConstraints: 'critical,CA:FALSE', keyUsage: 'critical,digitalSignature', extendedKeyUsage: 'clientAuth' }, o);
 }
