@@ -80,6 +80,12 @@ function printReport(r: CertReport): void {
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
 }
 
+interface IssueFlags {
+  days: number;
+  force?: boolean;
+  json?: boolean;
+}
+
 const out = (json: boolean | undefined, value: unknown, human: () => void): void => {
   if (json) console.log(JSON.stringify(value, null, 2));
   else human();
@@ -104,49 +110,54 @@ Examples:
   sharpctl certs show /etc/sharp/certs/node-s1.crt`,
     );
 
-  certs
-    .command('init')
-    .description('create a CA (key and self-signed certificate) in a folder')
-    .argument('<dir>', 'folder for the certificates (created 0700)')
-    .option('--name <cn>', 'CN of the CA', DEFAULT_CA_NAME)
-    .option('--days <n>', 'validity in days', days, DEFAULT_CA_DAYS)
-    .option('--force', 'replace an existing CA (every certificate it signed stops being trusted)')
-    .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl certs init certs\n  sharpctl certs init /etc/sharp/certs --name lab-ca --days 365 --json')
-    .action(async (dir: string, o: { name: string; days: number; force?: boolean; json?: boolean }) => {
-      const c = await createCa(dir, { name: o.name, days: o.days, force: o.force === true }).catch((e: unknown) => Promise.reject(mapped(e)));
-      out(o.json, c, () => printIssued(c));
-    });
+  /** --days, --force, --json; the action's result printed (JSON or human), errors mapped to exit codes */
+  const issuing = <A>(cmd: Command, defaultDays: number, force: string, issue: (arg: string, o: A & IssueFlags) => Promise<IssuedCert>): Command =>
+    cmd
+      .option('--days <n>', 'validity in days', days, defaultDays)
+      .option('--force', force)
+      .option('--json', 'print the result as JSON')
+      .action(async (arg: string, o: A & IssueFlags) => {
+        const c = await issue(arg, o).catch((e: unknown) => Promise.reject(mapped(e)));
+        out(o.json, c, () => printIssued(c));
+      });
 
-  certs
-    .command('node')
-    .description("create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)")
-    .argument('<name>', "the node's name (the controller checks the node's certificate against it)")
-    .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-    .option('--ip <addr>', 'an IP address the node is reached at (repeatable, or comma-separated)', collect, [])
-    .option('--dns <name>', 'a further DNS name of the node (repeatable, or comma-separated)', collect, [])
-    .option('--days <n>', 'validity in days', days, DEFAULT_LEAF_DAYS)
-    .option('--force', 'replace an existing certificate of this node')
-    .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json')
-    .action(async (name: string, o: { dir: string; ip: string[]; dns: string[]; days: number; force?: boolean; json?: boolean }) => {
-      const c = await createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }).catch((e: unknown) => Promise.reject(mapped(e)));
-      out(o.json, c, () => printIssued(c));
-    });
+  issuing<{ name: string }>(
+    certs
+      .command('init')
+      .description('create a CA (key and self-signed certificate) in a folder')
+      .argument('<dir>', 'folder for the certificates (created 0700)')
+      .option('--name <cn>', 'CN of the CA', DEFAULT_CA_NAME)
+      .addHelpText('after', '\nExamples:\n  sharpctl certs init certs\n  sharpctl certs init /etc/sharp/certs --name lab-ca --days 365 --json'),
+    DEFAULT_CA_DAYS,
+    'replace an existing CA (every certificate it signed stops being trusted)',
+    (dir, o) => createCa(dir, { name: o.name, days: o.days, force: o.force === true }),
+  );
 
-  certs
-    .command('controller')
-    .description("create a controller's certificate and key, signed by the CA (clientAuth; CN = the controller's name)")
-    .argument('<name>', "the controller's name (what nodes' allow-lists name)")
-    .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-    .option('--days <n>', 'validity in days', days, DEFAULT_LEAF_DAYS)
-    .option('--force', 'replace an existing certificate of this controller')
-    .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl certs controller ctl1\n  sharpctl certs controller ctl1 --dir /etc/sharp/certs --days 90 --json')
-    .action(async (name: string, o: { dir: string; days: number; force?: boolean; json?: boolean }) => {
-      const c = await createControllerCert(o.dir, name, { days: o.days, force: o.force === true }).catch((e: unknown) => Promise.reject(mapped(e)));
-      out(o.json, c, () => printIssued(c));
-    });
+  issuing<{ dir: string; ip: string[]; dns: string[] }>(
+    certs
+      .command('node')
+      .description("create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)")
+      .argument('<name>', "the node's name (the controller checks the node's certificate against it)")
+      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+      .option('--ip <addr>', 'an IP address the node is reached at (repeatable, or comma-separated)', collect, [])
+      .option('--dns <name>', 'a further DNS name of the node (repeatable, or comma-separated)', collect, [])
+      .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json'),
+    DEFAULT_LEAF_DAYS,
+    'replace an existing certificate of this node',
+    (name, o) => createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+  );
+
+  issuing<{ dir: string }>(
+    certs
+      .command('controller')
+      .description("create a controller's certificate and key, signed by the CA (clientAuth; CN = the controller's name)")
+      .argument('<name>', "the controller's name (what nodes' allow-lists name)")
+      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+      .addHelpText('after', '\nExamples:\n  sharpctl certs controller ctl1\n  sharpctl certs controller ctl1 --dir /etc/sharp/certs --days 90 --json'),
+    DEFAULT_LEAF_DAYS,
+    'replace an existing certificate of this controller',
+    (name, o) => createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
+  );
 
   certs
     .command('show')

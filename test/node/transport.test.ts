@@ -224,6 +224,28 @@ t.test('nothing listening: unreachable, naming the target', async (t) => {
   t.type(u.connectionError(await refused(t, client(u))), NodeUnreachableError);
 });
 
+t.test('a listener that never completes a handshake: unreachable before the deadline', async (t) => {
+  const held: net.Socket[] = [];
+  const mute = net.createServer((s) => held.push(s)).listen(0, '127.0.0.1');
+  await new Promise((r) => mute.once('listening', r));
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    mute.close();
+  });
+  const addr = `127.0.0.1:${(mute.address() as net.AddressInfo).port}`;
+  const ch = nodeChannel(tlsEndpoint('s1', addr, ctl(dir, 'ctl1')));
+  const c = client(ch);
+  const e = await check(c, 500).then(
+    () => undefined,
+    (err: unknown) => err as grpc.ServiceError,
+  );
+  c.close();
+  t.equal(e?.code, grpc.status.DEADLINE_EXCEEDED);
+  const m = ch.connectionError(e);
+  t.type(m, NodeUnreachableError);
+  t.match(m?.message, new RegExp(`^node s1 at ${addr} did not complete a connection before the deadline \\(DEADLINE_EXCEEDED: Deadline exceeded`));
+});
+
 t.test('application errors are not connection errors', async (t) => {
   const ch = nodeChannel(tlsEndpoint('s1', s1Addr, ctl(dir, 'ctl1')));
   const e = Object.assign(new Error('3 INVALID_ARGUMENT: bad rule'), { code: grpc.status.INVALID_ARGUMENT, details: 'bad rule', metadata: new grpc.Metadata() });

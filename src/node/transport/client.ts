@@ -168,7 +168,13 @@ export class NodeChannel {
       return new NodeUntrustedError(`${this.describe()} presented a certificate not signed by the controller's CA '${ca}'`, base, opts);
     }
     if (UNREACHABLE.test(details)) return new NodeUnreachableError(`${this.describe()} is unreachable`, base, opts);
-    if (se.code === grpc.status.DEADLINE_EXCEEDED) return undefined;
+    if (se.code === grpc.status.DEADLINE_EXCEEDED) {
+      // the call never got a connection (no answer, or a handshake that never finished)
+      if (/Waiting for LB pick|LB pick: [\d.]+s\s*$/.test(details) && !/remote_addr=/.test(details)) {
+        return new NodeUnreachableError(`${this.describe()} did not complete a connection before the deadline`, base, opts);
+      }
+      return undefined;
+    }
     return new NodeUnavailableError(`${this.describe()} is unavailable`, base, opts);
   }
 
