@@ -1,0 +1,179 @@
+/**
+ * sharpctl certs: the certificates of the node control API (mutual TLS).
+ *   certs init <dir>                       a CA: ca.crt, ca.key
+ *   certs node <name> --ip … --dns …       node-<name>.crt/.key (server + client)
+ *   certs controller <name>                controller-<name>.crt/.key (client)
+ *   certs show <file>                      who a certificate names, checked against ca.crt
+ */
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import {
+  CertsUsageError,
+  CertificateFileError,
+  CaMissingError,
+  createCa,
+  createControllerCert,
+  createNodeCert,
+  DEFAULT_CA_DAYS,
+  DEFAULT_CA_NAME,
+  DEFAULT_LEAF_DAYS,
+  OpensslMissingError,
+  showCert,
+  type CertReport,
+  type IssuedCert,
+} from '../node/transport/index.js';
+
+const DEFAULT_DIR = 'certs';
+
+/** An error main.ts maps to its exit code by name (UsageError: 2, EnvironmentError: 3). */
+function named(name: 'UsageError' | 'EnvironmentError', e: Error): Error {
+  const n = new Error(e.message, { cause: e });
+  n.name = name;
+  return n;
+}
+
+function mapped(e: unknown): unknown {
+  if (e instanceof CertsUsageError || e instanceof CaMissingError || e instanceof CertificateFileError) return named('UsageError', e);
+  if (e instanceof OpensslMissingError) return named('EnvironmentError', e);
+  return e;
+}
+
+function days(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 36500) throw named('UsageError', new Error(`--days must be an integer from 1 to 36500, got '${v}'`));
+  return n;
+}
+
+/** repeatable and comma-separated: --ip 10.9.0.2 --ip fd00::2,10.9.1.2 */
+const collect = (v: string, prev: string[]): string[] => [...prev, ...v.split(',').map((s) => s.trim()).filter((s) => s !== '')];
+
+const mode = (file: string): string => `0${(statSync(file).mode & 0o777).toString(8)}`;
+
+function printIssued(c: IssuedCert): void {
+  const id = c.identity;
+  const role = c.kind === 'ca' ? 'CA' : c.kind;
+  console.log(`${role} '${c.name}'${id.dns.length + id.ips.length > 0 ? ` (SAN ${[...id.dns.map((d) => `DNS:${d}`), ...id.ips.map((i) => `IP:${i}`)].join(', ')})` : ''}, valid until ${id.validTo.toISOString().slice(0, 10)}`);
+  console.log(`  ${mode(c.cert)}  ${c.cert}`);
+  console.log(`  ${mode(c.key)}  ${c.key}`);
+  console.log(`  SHA-256 ${id.fingerprint256}`);
+}
+
+function printReport(r: CertReport): void {
+  const id = r.identity;
+  const eku = id.extKeyUsage.map((o) => ({ '1.3.6.1.5.5.7.3.1': 'serverAuth', '1.3.6.1.5.5.7.3.2': 'clientAuth' })[o] ?? o);
+  const rows: [string, string][] = [
+    ['file', `${r.file} (${r.mode})`],
+    ['name (CN)', id.name || '(none)'],
+    ['role (OU)', id.role],
+    ['subject', id.subject.replace(/\n/g, ', ')],
+    ['issuer', id.issuerDn.replace(/\n/g, ', ')],
+    ['SAN', [...id.dns.map((d) => `DNS:${d}`), ...id.ips.map((i) => `IP:${i}`)].join(', ') || '(none)'],
+    ['usage', id.isCa ? 'CA' : eku.join(', ') || '(any)'],
+    ['key', r.publicKey],
+    ['valid', `${id.validFrom.toISOString()} to ${id.validTo.toISOString()}${r.current ? '' : '  — NOT VALID NOW'}`],
+    ['serial', id.serial],
+    ['SHA-256', id.fingerprint256],
+    ['CA check', r.ca === undefined ? 'no CA given (--ca) and no ca.crt beside it' : `${r.verified ? 'issued by' : 'NOT issued by'} ${r.ca}`],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+}
+
+interface IssueFlags {
+  days: number;
+  force?: boolean;
+  json?: boolean;
+}
+
+const out = (json: boolean | undefined, value: unknown, human: () => void): void => {
+  if (json) console.log(JSON.stringify(value, null, 2));
+  else human();
+};
+
+export function addCertsCommands(program: Command): void {
+  const certs = program
+    .command('certs')
+    .description('make and inspect the certificates of the node control API (mutual TLS; openssl, EC P-256)')
+    .addHelpText(
+      'after',
+      `
+Files (one folder per deployment; keys 0600, folder 0700):
+  ca.crt ca.key                       the CA every node and controller trusts
+  node-<name>.crt node-<name>.key     a node: serverAuth + clientAuth, CN=<name>, SAN DNS:<name> [+ --dns, --ip]
+  controller-<name>.crt/.key          a controller: clientAuth, CN=<name>
+
+Examples:
+  sharpctl certs init /etc/sharp/certs
+  sharpctl certs node s1 --dir /etc/sharp/certs --ip 10.9.0.2
+  sharpctl certs controller ctl1 --dir /etc/sharp/certs
+  sharpctl certs show /etc/sharp/certs/node-s1.crt`,
+    );
+
+  /** --days, --force, --json; the action's result printed (JSON or human), errors mapped to exit codes */
+  const issuing = <A>(cmd: Command, defaultDays: number, force: string, issue: (arg: string, o: A & IssueFlags) => Promise<IssuedCert>): Command =>
+    cmd
+      .option('--days <n>', 'validity in days', days, defaultDays)
+      .option('--force', force)
+      .option('--json', 'print the result as JSON')
+      .action(async (arg: string, o: A & IssueFlags) => {
+        const c = await issue(arg, o).catch((e: unknown) => Promise.reject(mapped(e)));
+        out(o.json, c, () => printIssued(c));
+      });
+
+  issuing<{ name: string }>(
+    certs
+      .command('init')
+      .description('create a CA (key and self-signed certificate) in a folder')
+      .argument('<dir>', 'folder for the certificates (created 0700)')
+      .option('--name <cn>', 'CN of the CA', DEFAULT_CA_NAME)
+      .addHelpText('after', '\nExamples:\n  sharpctl certs init certs\n  sharpctl certs init /etc/sharp/certs --name lab-ca --days 365 --json'),
+    DEFAULT_CA_DAYS,
+    'replace an existing CA (every certificate it signed stops being trusted)',
+    (dir, o) => createCa(dir, { name: o.name, days: o.days, force: o.force === true }),
+  );
+
+  issuing<{ dir: string; ip: string[]; dns: string[] }>(
+    certs
+      .command('node')
+      .description("create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)")
+      .argument('<name>', "the node's name (the controller checks the node's certificate against it)")
+      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+      .option('--ip <addr>', 'an IP address the node is reached at (repeatable, or comma-separated)', collect, [])
+      .option('--dns <name>', 'a further DNS name of the node (repeatable, or comma-separated)', collect, [])
+      .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json'),
+    DEFAULT_LEAF_DAYS,
+    'replace an existing certificate of this node',
+    (name, o) => createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+  );
+
+  issuing<{ dir: string }>(
+    certs
+      .command('controller')
+      .description("create a controller's certificate and key, signed by the CA (clientAuth; CN = the controller's name)")
+      .argument('<name>', "the controller's name (what nodes' allow-lists name)")
+      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+      .addHelpText('after', '\nExamples:\n  sharpctl certs controller ctl1\n  sharpctl certs controller ctl1 --dir /etc/sharp/certs --days 90 --json'),
+    DEFAULT_LEAF_DAYS,
+    'replace an existing certificate of this controller',
+    (name, o) => createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
+  );
+
+  certs
+    .command('show')
+    .description('print who a certificate names (CN, role, SAN, issuer, validity, fingerprint) and check it against the CA')
+    .argument('<file>', 'a PEM certificate')
+    .option('--ca <file>', 'the CA to check it against (default: ca.crt beside it)')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExamples:\n  sharpctl certs show certs/node-s1.crt\n  sharpctl certs show /tmp/peer.pem --ca certs/ca.crt --json')
+    .action((file: string, o: { ca?: string; json?: boolean }) => {
+      let r: CertReport;
+      try {
+        r = showCert(path.resolve(file), o.ca === undefined ? undefined : path.resolve(o.ca));
+      } catch (e) {
+        throw mapped(e);
+      }
+      out(o.json, r, () => printReport(r));
+      if (r.verified === false || !r.current) process.exitCode = 1;
+    });
+}
