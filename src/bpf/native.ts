@@ -95,6 +95,9 @@ export interface NativeBinding {
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   closeFd(fd: number): void;
+  /** flock(2): true when taken, false when held elsewhere (nonblock) */
+  flock(fd: number, op: 'ex' | 'sh' | 'un', nonblock?: boolean): boolean;
+  setCloexec(fd: number, on: boolean): void;
   progGetFdById(id: number): number;
   netnsEnter(path: string): number;
   netnsRestore(saved: number): void;

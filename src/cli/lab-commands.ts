@@ -10,11 +10,26 @@ import { Command, Option } from 'commander';
 import { compileXdp } from './compile.js';
 import { objectsDir, repoRoot, runDir } from './paths.js';
 import { call } from '../lab/rpc.js';
-import { labPaths, listLabs, processAlive, readState, type LabState } from '../lab/run-dir.js';
-import { destroyLab } from '../lab/netns-lab.js';
+import {
+  labPaths,
+  listLabs,
+  readState,
+  daemonAlive,
+  sameProcess,
+  tryLockLab,
+  lockLab,
+  lockPath,
+  liveDaemons,
+  namespaceOwner,
+  stopSessionLeftovers,
+  type LabPaths,
+  type LabState,
+} from '../lab/run-dir.js';
 import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
-import { listNetns } from '../net/iproute.js';
+import { listNetns, deleteNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
+import { PROTO_NUMBERS } from '../lab/spec/types.js';
+import { formatIpv4, networkOf, parseCidr } from '../lab/spec/util.js';
 
 export class LabError extends Error {
   override name = 'LabError';
@@ -28,7 +43,7 @@ const out = (json: boolean | undefined, value: unknown, human: () => void): void
 
 function liveLab(name: string): LabState {
   const st = readState(labPaths(runDir, name));
-  if (st === undefined || !processAlive(st.pid)) throw new LabError(`lab '${name}' is not up (sharpctl lab up${name === 'default' ? '' : ` --name ${name}`})`);
+  if (st === undefined || !daemonAlive(st)) throw new LabError(`lab '${name}' is not up (sharpctl lab up${name === 'default' ? '' : ` --name ${name}`})`);
   if (st.status !== 'ready') throw new LabError(`lab '${name}' is ${st.status}${st.error ? `: ${st.error}` : ''}`);
   return st;
 }
@@ -57,24 +72,89 @@ function labName(v: string): string {
   return v;
 }
 
-/** Removes a lab: asks its daemon, then removes whatever is left by prefix. */
-async function labDown(name: string): Promise<{ name: string; daemon: 'stopped' | 'not running'; removedNamespaces: string[] }> {
+/** The lab a spec names, when --name does not name one. */
+function specLabName(specName: string, file: string): string {
+  if (NAME.test(specName)) return specName;
+  throw usage(
+    `the spec ${file} is named '${specName}', which cannot name a lab (1-10 lowercase letters and digits starting with a letter: its namespaces are sharp-<name>-<node>); give the lab a name with --name`,
+  );
+}
+
+interface DownResult {
+  name: string;
+  daemon: 'stopped' | 'not running';
+  removedNamespaces: string[];
+  /** processes of a crashed daemon's session that lab down stopped (only when there were any) */
+  stoppedProcesses?: string[];
+  /** namespaces with the lab's prefix that a running lab, demo or benchmark elsewhere owns: left alone */
+  keptNamespaces?: string[];
+}
+
+/** Stops a running daemon: asks it, then SIGTERM, then SIGKILL — each only while it is still the very same process. */
+async function stopDaemon(p: LabPaths, st: LabState): Promise<void> {
+  try {
+    await call(p.socket, 'shutdown', undefined, undefined, 10_000);
+  } catch {
+    if (daemonAlive(st)) process.kill(st.pid, 'SIGTERM'); // our own daemon, found through our run directory
+  }
+  for (let i = 0; i < 200 && daemonAlive(st); i++) await sleep(50);
+  if (daemonAlive(st)) process.kill(st.pid, 'SIGKILL');
+  for (let i = 0; i < 100 && daemonAlive(st); i++) await sleep(50);
+}
+
+/**
+ * Removes what a lab left (call with the lab's lock held, its daemon gone):
+ * the processes of the dead daemon's session, the namespaces with its
+ * prefix that nobody running owns, its run directory.
+ */
+async function removeLeftovers(name: string, p: LabPaths, st: LabState | undefined): Promise<Omit<DownResult, 'name' | 'daemon'>> {
+  const stopped = st === undefined ? [] : (await stopSessionLeftovers(st)).map((x) => `${x.comm} (pid ${x.pid})`);
+  const daemons = liveDaemons();
+  const all = listNetns(`sharp-${name}-`);
+  const kept = all.filter((ns) => namespaceOwner(ns, daemons) !== undefined);
+  const removedNamespaces = all.filter((ns) => !kept.includes(ns));
+  for (const ns of removedNamespaces) deleteNetns(ns);
+  rmSync(p.dir, { recursive: true, force: true });
+  return { removedNamespaces, ...(stopped.length ? { stoppedProcesses: stopped } : {}), ...(kept.length ? { keptNamespaces: kept } : {}) };
+}
+
+/** Removes a lab: asks its daemon to stop, then (holding the lab's lock) removes whatever is left. */
+async function labDown(name: string): Promise<DownResult> {
   const p = labPaths(runDir, name);
   const st = readState(p);
   let daemon: 'stopped' | 'not running' = 'not running';
-  if (st !== undefined && processAlive(st.pid)) {
-    try {
-      await call(p.socket, 'shutdown', undefined, undefined, 10_000);
-    } catch {
-      process.kill(st.pid, 'SIGTERM'); // our own daemon, found through our run directory
-    }
-    for (let i = 0; i < 200 && processAlive(st.pid); i++) await sleep(50);
-    if (processAlive(st.pid)) process.kill(st.pid, 'SIGKILL');
+  if (st !== undefined && daemonAlive(st)) {
+    await stopDaemon(p, st);
     daemon = 'stopped';
   }
-  const removedNamespaces = destroyLab(`sharp-${name}-`);
-  rmSync(p.dir, { recursive: true, force: true });
-  return { name, daemon, removedNamespaces };
+  const lock = await lockLab(runDir, name, 20_000);
+  if (lock === undefined) throw new LabError(`lab '${name}' is being brought up by another sharpctl right now (it holds ${lockPath(runDir, name)}); run lab down again when that is done`);
+  try {
+    return { name, daemon, ...(await removeLeftovers(name, p, st)) };
+  } finally {
+    lock.release();
+  }
+}
+
+/** sharp- namespaces that no running lab (of any run directory), demo or benchmark owns. */
+function strayNamespaces(exclude: ReadonlySet<string> = new Set()): string[] {
+  const daemons = liveDaemons();
+  return listNetns('sharp-').filter((ns) => !exclude.has(ns) && namespaceOwner(ns, daemons) === undefined);
+}
+
+/** Checks a --src/--dst value: an address or a prefix without host bits. */
+function prefixOption(flag: string, v: string | undefined, exact: boolean): string | undefined {
+  if (v === undefined) return undefined;
+  const c = parseCidr(v);
+  if (c === undefined) throw usage(`${flag}: '${v}' is not an IPv4 ${exact ? 'address (like 10.0.0.1)' : 'address or prefix (like 10.0.0.1 or 10.0.0.0/24)'}`);
+  if (exact) {
+    if (c.len !== undefined) throw usage('--exact takes addresses, not prefixes');
+    return v;
+  }
+  const len = c.len ?? 32;
+  const net = networkOf(c.addr, len);
+  if (net !== c.addr) throw usage(`${flag}: ${v} has address bits set beyond its /${len} prefix; did you mean ${formatIpv4(net)}/${len}?`);
+  return `${formatIpv4(net)}/${len}`;
 }
 
 export function addLabCommands(program: Command): void {
@@ -84,95 +164,131 @@ export function addLabCommands(program: Command): void {
     .command('up')
     .description('build a lab from a spec (default: client — s1 — {vnf1, vnf2} — s2 — server), load and attach the programs, install its rules')
     .argument('[spec]', 'lab spec, JSON or YAML (see src/lab/spec/default.yaml)')
-    .option('--name <name>', 'lab name (namespaces are sharp-<name>-*)', labName, 'default')
-    .option('--instances <n>', 'VNF instances', int('--instances', 2, 8), 2)
+    .option('--name <name>', "lab name (namespaces are sharp-<name>-*; default: the spec's name, else 'default')", labName)
+    .option('--instances <n>', 'VNF instances of the standard lab, 2 to 8 (default 2; a spec lists its own)', int('--instances', 2, 8))
     .addOption(new Option('--target <target>', "switches: XDP in namespaces, or BMv2 (simple_switch_grpc) in Mininet over P4Runtime (default: the spec's target, else xdp)").choices(['xdp', 'bmv2']))
     .option('--json', 'print the lab as JSON')
     .addHelpText('after', '\nExamples:\n  sharpctl lab up\n  sharpctl lab up my-lab.yaml --name lab2\n  sharpctl lab up --target bmv2\n  sharpctl lab up --instances 3 --json')
-    .action(async (specFile: string | undefined, o: { name: string; instances: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
+    .action(async (specFile: string | undefined, o: { name?: string; instances?: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
       // every problem of the spec at once, before anything is created
       const spec = specFile === undefined ? undefined : loadSpec(specFile);
+      if (spec !== undefined && o.instances !== undefined) {
+        throw usage(`--instances sizes the standard lab; the spec ${specFile} lists its VNFs itself (vnfs:). Leave out --instances, or the spec`);
+      }
+      const name = o.name ?? (spec === undefined ? 'default' : specLabName(spec.name, specFile!));
+      if (spec !== undefined && o.name !== undefined && o.name !== spec.name && !o.json) process.stderr.write(`lab named '${o.name}' (--name), not '${spec.name}' (the spec's name)\n`);
       const target = o.target ?? spec?.target ?? 'xdp';
       if (target === 'bmv2') {
         const avail = bmv2Availability();
         if (!avail.ok) throw new Bmv2UnavailableError(`target bmv2: ${avail.reason}`);
       }
-      const p = labPaths(runDir, o.name);
-      const st = readState(p);
-      if (st !== undefined && processAlive(st.pid)) throw new LabError(`lab '${o.name}' is up already (daemon pid ${st.pid}); sharpctl lab down${o.name === 'default' ? '' : ` --name ${o.name}`} first`);
-      await labDown(o.name); // leftovers of a crashed run
-      const compiled = compileXdp();
-      if (compiled.built.length && !o.json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
-      mkdirSync(p.dir, { recursive: true });
-      const log = openSync(p.log, 'a');
-      const specArgs: string[] = [];
-      if (spec !== undefined) {
-        const specJson = path.join(p.dir, 'spec.json');
-        writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
-        specArgs.push('--spec', specJson);
+      const p = labPaths(runDir, name);
+      const downHint = `sharpctl lab down${name === 'default' ? '' : ` --name ${name}`}`;
+      // one lab up or down per name at a time; the daemon inherits the lock and holds it for its life
+      const lock = tryLockLab(runDir, name);
+      if (lock === undefined) {
+        const st = readState(p);
+        if (st !== undefined && daemonAlive(st) && st.status === 'ready') throw new LabError(`lab '${name}' is up already (daemon pid ${st.pid}); ${downHint} first`);
+        throw new LabError(`lab '${name}' is being brought up or down by another sharpctl right now (it holds ${lockPath(runDir, name)}); nothing was changed`);
       }
-      const daemon = spawn(process.execPath, [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', o.name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(o.instances), '--target', target, ...specArgs], {
-        detached: true,
-        stdio: ['ignore', log, log],
-      });
-      daemon.unref();
-      if (!o.json) process.stderr.write(`starting lab '${o.name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${daemon.pid})`);
-      let state: LabState | undefined;
-      for (let i = 0; i < 600; i++) {
-        state = readState(p);
-        if (state?.status === 'ready' || state?.status === 'failed' || !processAlive(daemon.pid!)) break;
-        if (!o.json && i % 10 === 9) process.stderr.write('.');
-        await sleep(50);
+      try {
+        const st = readState(p);
+        if (st !== undefined && daemonAlive(st)) throw new LabError(`lab '${name}' is up already (daemon pid ${st.pid}); ${downHint} first`);
+        const elsewhere = liveDaemons().find((d) => d.name === name);
+        if (elsewhere !== undefined) {
+          throw new LabError(`a lab named '${name}' runs from another run directory (${elsewhere.runDir}, daemon pid ${elsewhere.pid}); its namespaces would be the same: choose another --name`);
+        }
+        await removeLeftovers(name, p, st); // of a crashed run
+        const compiled = compileXdp();
+        if (compiled.built.length && !o.json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
+        mkdirSync(p.dir, { recursive: true });
+        const log = openSync(p.log, 'a');
+        const specArgs: string[] = [];
+        if (spec !== undefined) {
+          const specJson = path.join(p.dir, 'spec.json');
+          writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
+          specArgs.push('--spec', specJson);
+        }
+        const daemon = spawn(
+          process.execPath,
+          [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(o.instances ?? 2), '--target', target, '--lock-fd', '3', ...specArgs],
+          { detached: true, stdio: ['ignore', log, log, lock.fd] },
+        );
+        daemon.unref();
+        if (!o.json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${daemon.pid})`);
+        let state: LabState | undefined;
+        for (let i = 0; i < 600; i++) {
+          state = readState(p);
+          if (state?.status === 'ready' || state?.status === 'failed' || !sameProcess(daemon.pid!, undefined)) break;
+          if (!o.json && i % 10 === 9) process.stderr.write('.');
+          await sleep(50);
+        }
+        if (!o.json) process.stderr.write('\n');
+        if (state?.status !== 'ready') {
+          const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
+          if (state !== undefined && daemonAlive(state)) await stopDaemon(p, state);
+          await removeLeftovers(name, p, state);
+          throw new LabError(`lab '${name}' did not come up: ${why}`);
+        }
+        const status = await call<Record<string, unknown>>(state.socket, 'status');
+        out(o.json, status, () => {
+          console.log(`lab '${name}' is up: namespaces ${state!.prefix}*`);
+          printStatus(status);
+        });
+      } finally {
+        lock.release(); // our descriptor; the daemon's stays open
       }
-      if (!o.json) process.stderr.write('\n');
-      if (state?.status !== 'ready') {
-        const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
-        await labDown(o.name);
-        throw new LabError(`lab '${o.name}' did not come up: ${why}`);
-      }
-      const status = await call<Record<string, unknown>>(state.socket, 'status');
-      out(o.json, status, () => {
-        console.log(`lab '${o.name}' is up: namespaces ${state!.prefix}*`);
-        printStatus(status);
-      });
     });
 
   lab
     .command('down')
-    .description('tear a lab down: stop its daemon, remove its namespaces and programs; idempotent, also after a crash')
+    .description('tear a lab down: stop its daemon and every process it started, remove its namespaces and programs; idempotent, also after a crash')
     .option('--name <name>', 'lab name', labName, 'default')
-    .option('--all', 'every lab, and every namespace with the sharp- prefix')
+    .addOption(new Option('--all', "every lab of this run directory, and every stray namespace (one no running lab, demo or benchmark owns)").conflicts('name'))
+    .addOption(new Option('--stray', 'only the stray namespaces: sharp-* namespaces no running lab (of any run directory), demo or benchmark owns').conflicts(['name', 'all']))
     .option('--json', 'print what was removed as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl lab down\n  sharpctl lab down --all')
-    .action(async (o: { name: string; all?: boolean; json?: boolean }) => {
-      const names = o.all ? [...new Set([...listLabs(runDir), o.name])] : [o.name];
-      const results: Awaited<ReturnType<typeof labDown>>[] = [];
+    .addHelpText('after', '\nExamples:\n  sharpctl lab down\n  sharpctl lab down --name lab2\n  sharpctl lab down --stray\n  sharpctl lab down --all')
+    .action(async (o: { name: string; all?: boolean; stray?: boolean; json?: boolean }) => {
+      const names = o.stray ? [] : o.all ? listLabs(runDir) : [o.name];
+      const results: DownResult[] = [];
       for (const n of names) results.push(await labDown(n));
-      if (o.all) {
-        const stray = destroyLab('sharp-');
-        if (stray.length) results.push({ name: '(stray)', daemon: 'not running', removedNamespaces: stray });
+      if (o.all || o.stray) {
+        const stray = strayNamespaces();
+        for (const ns of stray) deleteNetns(ns);
+        if (stray.length || o.stray) results.push({ name: '(stray)', daemon: 'not running', removedNamespaces: stray });
       }
       out(o.json, results, () => {
-        for (const r of results) console.log(`${r.name}: daemon ${r.daemon}, ${r.removedNamespaces.length} namespaces removed${r.removedNamespaces.length ? ` (${r.removedNamespaces.join(', ')})` : ''}`);
+        for (const r of results) {
+          console.log(`${r.name}: daemon ${r.daemon}, ${r.removedNamespaces.length} namespaces removed${r.removedNamespaces.length ? ` (${r.removedNamespaces.join(', ')})` : ''}`);
+          if (r.stoppedProcesses) console.log(`  stopped what the crashed daemon had started: ${r.stoppedProcesses.join(', ')}`);
+          if (r.keptNamespaces) console.log(`  left alone, owned by a running lab elsewhere: ${r.keptNamespaces.join(', ')}`);
+        }
       });
     });
 
   lab
     .command('status')
-    .description('which labs exist, their daemons and namespaces')
+    .description('which labs exist, their daemons and namespaces (degraded: a namespace of a running lab is gone); stray namespaces')
     .option('--name <name>', 'only this lab', labName)
     .option('--json', 'as JSON')
     .action(async (o: { name?: string; json?: boolean }) => {
-      const labs = listLabs(runDir).filter((n) => o.name === undefined || n === o.name).map((n) => {
+      const all = listLabs(runDir).map((n) => {
         const st = readState(labPaths(runDir, n))!;
-        return { name: n, status: processAlive(st.pid) ? st.status : 'crashed (daemon gone: sharpctl lab down cleans up)', pid: st.pid, namespaces: listNetns(st.prefix) };
+        const alive = daemonAlive(st);
+        const namespaces = listNetns(st.prefix);
+        const missingNamespaces = alive && st.status === 'ready' ? st.namespaces.filter((ns) => !namespaces.includes(ns)) : [];
+        const status = !alive ? 'crashed (daemon gone: sharpctl lab down cleans up)' : missingNamespaces.length ? 'degraded' : st.status;
+        return { name: n, status, pid: st.pid, namespaces, missingNamespaces };
       });
-      const known = new Set(labs.flatMap((l) => l.namespaces));
-      const stray = listNetns('sharp-').filter((n) => !known.has(n));
+      const labs = all.filter((l) => o.name === undefined || l.name === o.name);
+      const stray = strayNamespaces(new Set(all.flatMap((l) => l.namespaces)));
       out(o.json, { labs, strayNamespaces: stray }, () => {
-        if (!labs.length) console.log('no lab is up');
-        for (const l of labs) console.log(`${l.name}: ${l.status}, daemon pid ${l.pid}, ${l.namespaces.length} namespaces`);
-        if (stray.length) console.log(`stray namespaces (sharpctl lab down --all removes them): ${stray.join(', ')}`);
+        if (!labs.length) console.log(o.name === undefined ? 'no lab is up' : `lab '${o.name}' is not up`);
+        for (const l of labs) {
+          const missing = l.missingNamespaces.length ? ` (missing: ${l.missingNamespaces.join(', ')}; sharpctl lab down${l.name === 'default' ? '' : ` --name ${l.name}`}, then lab up)` : '';
+          console.log(`${l.name}: ${l.status}${missing}, daemon pid ${l.pid}, ${l.namespaces.length} namespaces`);
+        }
+        if (stray.length) console.log(`stray namespaces (no running lab, demo or benchmark owns them; sharpctl lab down --stray removes only these): ${stray.join(', ')}`);
       });
     });
 
@@ -197,26 +313,33 @@ export function addLabCommands(program: Command): void {
     .option('--dport <port>', 'destination port', int('--dport', 0, 65535))
     .addOption(new Option('--proto <proto>', 'IP protocol').choices(['udp', 'tcp', 'icmp']))
     .option('--from <node>', 'ingress: only packets arriving from this neighbour')
-    .option('--priority <n>', 'wildcard priority (higher wins; exact rules always win)', int('--priority', 0, 65535), 0)
-    .option('--exact', 'an exact 5-tuple rule (needs --src --dst --sport --dport --proto)')
-    .option('--id <id>', 'rule id (default: the next free one)', int('--id', 1, 4095))
+    .option('--priority <n>', 'wildcard priority (higher wins; exact rules always win; default 0)', int('--priority', 0, 65535))
+    .option('--exact', 'an exact 5-tuple rule (needs --src --dst --sport --dport --proto; no --priority, no --from)')
+    .option('--id <id>', 'rule id (default: the lowest free one)', int('--id', 1, 4095))
     .option('--name <name>', 'lab name', labName, 'default')
     .option('--json', 'print the rule as JSON')
     .addHelpText('after', '\nExamples:\n  sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2\n  sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2')
-    .action(async (o: { switch: string; to: string; src?: string; dst?: string; sport?: number; dport?: number; proto?: string; from?: string; priority: number; exact?: boolean; id?: number; name: string; json?: boolean }) => {
-      const proto = o.proto === undefined ? undefined : ({ udp: 17, tcp: 6, icmp: 1 } as const)[o.proto as 'udp' | 'tcp' | 'icmp'];
+    .action(async (o: { switch: string; to: string; src?: string; dst?: string; sport?: number; dport?: number; proto?: string; from?: string; priority?: number; exact?: boolean; id?: number; name: string; json?: boolean }) => {
+      const proto = o.proto === undefined ? undefined : PROTO_NUMBERS[o.proto as 'udp' | 'tcp' | 'icmp'];
+      if (proto !== undefined && proto !== PROTO_NUMBERS.udp && proto !== PROTO_NUMBERS.tcp) {
+        const ports = (['sport', 'dport'] as const).filter((k) => (o[k] ?? 0) !== 0);
+        if (ports.length) throw usage(`ports exist only for tcp and udp: the switch sees port 0 in ${o.proto} packets, so this rule could never match (${ports.map((k) => `--${k} ${o[k]}`).join(', ')})`);
+      }
       let match: RuleMatch;
       if (o.exact) {
         const missing = (['src', 'dst', 'sport', 'dport', 'proto'] as const).filter((k) => o[k] === undefined);
         if (missing.length) throw usage(`--exact needs ${missing.map((m) => `--${m}`).join(', ')}`);
-        if (o.src!.includes('/') || o.dst!.includes('/')) throw usage('--exact takes addresses, not prefixes');
-        match = { kind: 'exact', flow: { src: o.src!, dst: o.dst!, sport: o.sport!, dport: o.dport!, proto: proto! } };
+        if (o.priority !== undefined) throw usage('--priority is for wildcard rules: an exact rule always wins over every wildcard rule, whatever its priority');
+        if (o.from !== undefined) throw usage('--from is for wildcard rules: an exact rule matches its 5-tuple from every ingress port (the exact table has no ingress field)');
+        match = { kind: 'exact', flow: { src: prefixOption('--src', o.src, true)!, dst: prefixOption('--dst', o.dst, true)!, sport: o.sport!, dport: o.dport!, proto: proto! } };
       } else {
+        const src = prefixOption('--src', o.src, false);
+        const dst = prefixOption('--dst', o.dst, false);
         match = {
           kind: 'wildcard',
-          priority: o.priority,
-          ...(o.src === undefined ? {} : { src: o.src }),
-          ...(o.dst === undefined ? {} : { dst: o.dst }),
+          priority: o.priority ?? 0,
+          ...(src === undefined ? {} : { src }),
+          ...(dst === undefined ? {} : { dst }),
           ...(o.sport === undefined ? {} : { sport: o.sport }),
           ...(o.dport === undefined ? {} : { dport: o.dport }),
           ...(proto === undefined ? {} : { proto }),

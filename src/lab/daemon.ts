@@ -14,11 +14,13 @@ import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover } from '../handover/state-mover.js';
 import { createStateMover, parseStateKind, type StateKind } from '../state/factory.js';
 import type { StateManagerMover } from '../state/mover.js';
-import { Phase, type DataPlane, type RuleMatch } from '../dataplane/types.js';
+import { Phase, type DataPlane, type FlowKey, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { serve, type Handler } from './rpc.js';
-import { labPaths, writeState, type LabState } from './run-dir.js';
+import { labPaths, writeState, processStartTime, type LabState } from './run-dir.js';
+import { bpfNative } from '../bpf/native.js';
+import { LIMITS } from './spec/types.js';
 
 interface Args {
   name: string;
@@ -29,6 +31,8 @@ interface Args {
   spec?: string;
   /** overrides the spec's target */
   target?: 'xdp' | 'bmv2';
+  /** the lab's lock, inherited from `lab up` (held for the daemon's life) */
+  lockFd?: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -41,7 +45,51 @@ function parseArgs(argv: string[]): Args {
   const spec = get('--spec', '');
   const target = get('--target', '');
   if (target !== '' && target !== 'xdp' && target !== 'bmv2') throw new Error(`--target must be xdp or bmv2, not '${target}'`);
-  return { name: get('--name'), runDir: get('--run-dir'), objectsDir: get('--objects'), instances: Number(get('--instances', '2')), ...(spec ? { spec } : {}), ...(target ? { target } : {}) };
+  const lockFd = get('--lock-fd', '');
+  return {
+    name: get('--name'),
+    runDir: get('--run-dir'),
+    objectsDir: get('--objects'),
+    instances: Number(get('--instances', '2')),
+    ...(spec ? { spec } : {}),
+    ...(target ? { target } : {}),
+    ...(lockFd ? { lockFd: Number(lockFd) } : {}),
+  };
+}
+
+/** the probes' flows: UDP from source ports TRAFFIC_BASE_PORT + flow to TRAFFIC_DST_PORT */
+const TRAFFIC_BASE_PORT = 20000;
+const TRAFFIC_DST_PORT = 9000;
+
+/** A rule add the lab cannot honour: no free rule id. */
+class RuleTableFullError extends Error {
+  override name = 'RuleTableFullError';
+}
+
+/** Refused as asked (the CLI exits 2: bad usage, nothing changed). */
+function usageError(message: string): Error {
+  const e = new Error(message);
+  e.name = 'UsageError';
+  return e;
+}
+
+/** A prefix as the switch matches it: "10.0.0.2" and "10.0.0.2/32" are one. */
+const prefixKey = (p: string | undefined): string => (p === undefined ? '*' : p.includes('/') ? p : `${p}/32`);
+
+/** Two matches the switch cannot tell apart (wildcards: with their priority). */
+function sameMatch(a: Rule['match'], b: RuleMatch): boolean {
+  if (a.kind === 'exact' || b.kind === 'exact') {
+    return a.kind === 'exact' && b.kind === 'exact' && a.flow.src === b.flow.src && a.flow.dst === b.flow.dst && a.flow.sport === b.flow.sport && a.flow.dport === b.flow.dport && a.flow.proto === b.flow.proto;
+  }
+  return (
+    prefixKey(a.src) === prefixKey(b.src) &&
+    prefixKey(a.dst) === prefixKey(b.dst) &&
+    (a.sport ?? 0) === (b.sport ?? 0) &&
+    (a.dport ?? 0) === (b.dport ?? 0) &&
+    (a.proto ?? 0) === (b.proto ?? 0) &&
+    a.inPort === b.inPort &&
+    a.priority === b.priority
+  );
 }
 
 interface Traffic {
@@ -68,10 +116,12 @@ function summarize(r: HandoverResult): Record<string, unknown> {
 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
+  // the lock stays with this process: the children it starts (redis-server, E-State peers, Mininet) must not keep it
+  if (a.lockFd !== undefined) bpfNative.setCloexec(a.lockFd, true);
   const paths = labPaths(a.runDir, a.name);
   mkdirSync(paths.dir, { recursive: true });
   const prefix = `sharp-${a.name}-`;
-  let state: LabState = { name: a.name, pid: process.pid, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
+  let state: LabState = { name: a.name, pid: process.pid, pidStart: processStartTime(process.pid)!, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
   writeState(paths, state);
   let lab: NetnsLab | undefined;
   let dp: DataPlane | undefined;
@@ -162,8 +212,24 @@ async function main(): Promise<void> {
     'rule.list': async () => counters(),
     'rule.add': async (p) => {
       const q = p as { switch: string; to: string; match: RuleMatch; id?: number };
-      const match: RuleMatch = q.match.kind === 'wildcard' && q.match.inPort !== undefined ? { ...q.match, inPort: port(q.switch, q.match.inPort) } : q.match;
-      return theDp.addRule({ switch: q.switch, match, action: { outPort: port(q.switch, q.to), phase: Phase.NONE, handoverId: 0 }, ...(q.id === undefined ? {} : { id: q.id }) });
+      const rules = theDp.rules();
+      if (q.id === undefined && rules.length >= LIMITS.rules) {
+        throw new RuleTableFullError(`the rule table is full: a lab holds at most ${LIMITS.rules} rules (rule ids 1..${LIMITS.rules}, shared by its switches: SHARP_DEFAULT_MAX_RULES); delete one first (sharpctl rule del <id>)`);
+      }
+      const match: RuleMatch = q.match.kind === 'wildcard' ? { ...q.match, ...(q.match.inPort === undefined ? {} : { inPort: port(q.switch, q.match.inPort) }) } : q.match;
+      const outPort = port(q.switch, q.to);
+      const same = rules.find((r) => r.switch === q.switch && sameMatch(r.match, match));
+      if (same !== undefined) {
+        throw usageError(
+          match.kind === 'exact'
+            ? `rule ${same.id} on switch ${q.switch} is an exact rule for this flow already; change its action with a handover, or delete it first`
+            : `rule ${same.id} on switch ${q.switch} has the same match and priority; which of the two applies would be arbitrary (give this one another --priority)`,
+        );
+      }
+      // the lowest free id: ids of deleted rules are used again
+      let id = q.id;
+      for (let i = 1; id === undefined && i <= LIMITS.rules; i++) if (theDp.getRule(i) === undefined) id = i;
+      return theDp.addRule({ switch: q.switch, match, action: { outPort, phase: Phase.NONE, handoverId: 0 }, id: id! });
     },
     'rule.del': async (p) => {
       await theDp.deleteRule((p as { id: number }).id);
@@ -205,13 +271,21 @@ async function main(): Promise<void> {
     'traffic.start': async (p) => {
       const q = p as { rate: number; flows: number; reverse: boolean };
       if (traffic.length) throw new Error('traffic is running already (sharpctl traffic stop)');
+      if (engine.active().length) throw new Error(`a handover is in flight (${engine.active().map((h) => h.id).join(', ')}); start traffic when it is done`);
       const mk = (from: typeof theLab.client, to: typeof theLab.client, name: string, basePort: number): Traffic => {
         const sink = new TrafficSink({ objectsDir: a.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(q.rate / 200)) });
-        const gen = new TrafficGenerator({ objectsDir: a.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: q.flows, burst: 128, basePort });
+        const gen = new TrafficGenerator({ objectsDir: a.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: q.flows, burst: 128, basePort, dstPort: TRAFFIC_DST_PORT });
         return { name, gen, sink };
       };
-      // fresh source ports per run: the VNF's counters of earlier flows go on where they were
-      const base = 20000 + (history.length % 100) * 200 + (Date.now() % 50) * 4;
+      // Every run uses the same flows (source ports base..base+flows-1) and
+      // starts them from a clean VNF state: their per-flow counters, on every
+      // instance (a handover may have moved them), are deleted first, so the
+      // VNF's stamp of a probe is its sequence number of this run.
+      const base = TRAFFIC_BASE_PORT;
+      const flowsOf = (from: typeof theLab.client, to: typeof theLab.client): FlowKey[] =>
+        Array.from({ length: q.flows }, (_, f) => ({ src: from.ip, dst: to.ip, sport: base + f, dport: TRAFFIC_DST_PORT, proto: 17 }));
+      const fresh = [...flowsOf(theLab.client, theLab.server), ...(q.reverse ? flowsOf(theLab.server, theLab.client) : [])];
+      for (const inst of theDp.instances()) await theDp.deleteState(inst.name, fresh);
       traffic = [mk(theLab.client, theLab.server, 'client→server', base)];
       if (q.reverse) traffic.push(mk(theLab.server, theLab.client, 'server→client', base));
       for (const t of traffic) t.gen.start(q.rate);

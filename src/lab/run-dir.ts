@@ -2,12 +2,15 @@
  * The run directory (/run/sharpctl/<lab>/): which lab is up, its daemon, its
  * socket. Separate CLI invocations find each other's labs here.
  */
-import { readFileSync, writeFileSync, readdirSync, existsSync, renameSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync, existsSync, renameSync, openSync, closeSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { bpfNative } from '../bpf/native.js';
 
 export interface LabState {
   name: string;
   pid: number;
+  /** the daemon's start time (/proc/<pid>/stat, clock ticks since boot): a reused pid is another process */
+  pidStart?: number;
   prefix: string;
   status: 'starting' | 'ready' | 'failed';
   error?: string;
@@ -61,4 +64,186 @@ export function processAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or undefined when there is no such process. */
+export function processStartTime(pid: number): number | undefined {
+  const f = procStat(pid);
+  return f === undefined ? undefined : Number(f[19]);
+}
+
+/** The fields of /proc/<pid>/stat after "(comm)": state, ppid, pgrp, session, …; index i is field i + 3. */
+function procStat(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** `pid` is alive and is the very process that started at `start` (not a later one that reuses the pid). */
+export function sameProcess(pid: number, start: number | undefined): boolean {
+  if (!processAlive(pid)) return false;
+  return start === undefined || processStartTime(pid) === start;
+}
+
+/** The lab's daemon runs: its pid is alive and, when the state has it, with the recorded start time. */
+export function daemonAlive(st: LabState): boolean {
+  return sameProcess(st.pid, st.pidStart);
+}
+
+/**
+ * Processes left of a lab daemon's session: the daemon runs detached (its
+ * own session, session id = its pid), and every child it starts (redis-server,
+ * E-State peers, the Mininet script) stays in that session unless it leaves
+ * on purpose. Only when the daemon itself is gone, and no other process took
+ * its pid (which the kernel does not hand out while the session has members),
+ * and only processes started after the daemon.
+ */
+export function sessionLeftovers(st: LabState): { pid: number; comm: string }[] {
+  if (st.pidStart === undefined) return [];
+  if (processAlive(st.pid)) return []; // the daemon itself, or an unrelated process that reuses its pid: its session is not ours
+  const out: { pid: number; comm: string }[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(d)) continue;
+    const pid = Number(d);
+    const f = procStat(pid);
+    if (f === undefined || f[0] === 'Z') continue;
+    if (Number(f[3]) !== st.pid || Number(f[19]) < st.pidStart) continue;
+    let comm = '?';
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    out.push({ pid, comm });
+  }
+  return out;
+}
+
+/** Stops the leftovers of a dead daemon's session (SIGTERM, then SIGKILL after `graceMs`); returns what it stopped. */
+export async function stopSessionLeftovers(st: LabState, graceMs = 3_000): Promise<{ pid: number; comm: string }[]> {
+  const left = sessionLeftovers(st);
+  if (left.length === 0) return [];
+  const starts = new Map(left.map((p) => [p.pid, processStartTime(p.pid)]));
+  const signal = (sig: NodeJS.Signals): void => {
+    for (const p of left) {
+      // the same process we found, still: never a process that took its pid since
+      if (!sameProcess(p.pid, starts.get(p.pid))) continue;
+      try {
+        process.kill(p.pid, sig);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  };
+  signal('SIGTERM');
+  for (let waited = 0; waited < graceMs && left.some((p) => sameProcess(p.pid, starts.get(p.pid))); waited += 50) await new Promise((r) => setTimeout(r, 50));
+  signal('SIGKILL');
+  return left;
+}
+
+// ---------------------------------------------------------------- the lab lock
+
+/**
+ * The lock that makes a lab name exclusive: flock(2) on
+ * <runDir>/.<name>.lock. It belongs to an open file description, so it is
+ * released when the last process holding that description exits, however
+ * it exits (SIGKILL included). `lab up` takes it before it changes anything
+ * and hands it to the daemon it starts (an inherited descriptor); `lab down`
+ * takes it before it removes anything. The file itself is never removed
+ * (removing it would let a second holder lock a new file of the same name).
+ */
+export interface LabLock {
+  readonly fd: number;
+  readonly path: string;
+  release(): void;
+}
+
+export function lockPath(runDir: string, name: string): string {
+  return path.join(runDir, `.${name}.lock`);
+}
+
+/** Takes the lab's lock, or returns undefined when another process holds it. */
+export function tryLockLab(runDir: string, name: string): LabLock | undefined {
+  mkdirSync(runDir, { recursive: true });
+  const p = lockPath(runDir, name);
+  const fd = openSync(p, 'a'); // O_CLOEXEC: only a child given it explicitly inherits it
+  let taken = false;
+  try {
+    taken = bpfNative.flock(fd, 'ex', true);
+  } finally {
+    if (!taken) closeSync(fd);
+  }
+  if (!taken) return undefined;
+  let released = false;
+  return {
+    fd,
+    path: p,
+    release: () => {
+      if (released) return;
+      released = true;
+      closeSync(fd);
+    },
+  };
+}
+
+/** Waits up to `timeoutMs` for the lab's lock. */
+export async function lockLab(runDir: string, name: string, timeoutMs: number): Promise<LabLock | undefined> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const l = tryLockLab(runDir, name);
+    if (l !== undefined || Date.now() >= until) return l;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// ---------------------------------------------------------------- who owns a namespace
+
+export interface LiveDaemon {
+  pid: number;
+  name: string;
+  runDir: string;
+}
+
+/** Every running lab daemon on this machine, whatever its run directory (found by its command line). */
+export function liveDaemons(): LiveDaemon[] {
+  const out: LiveDaemon[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(d)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!argv.some((a) => a.endsWith('/src/lab/daemon.js'))) continue;
+    const get = (k: string): string | undefined => {
+      const i = argv.indexOf(k);
+      return i >= 0 ? argv[i + 1] : undefined;
+    };
+    const name = get('--name');
+    if (name !== undefined && processAlive(Number(d))) out.push({ pid: Number(d), name, runDir: get('--run-dir') ?? '' });
+  }
+  return out;
+}
+
+/** Prefixes the demo and the benchmarks give their labs: the pid of the process that owns them. */
+const PID_PREFIXES = [/^sharp-demo([0-9]+)-/, /^sharp-exp([0-9]+)-/, /^sharp-bench-(?:rate-|ovh-)?([0-9]+)-/];
+
+/**
+ * Who keeps a sharp- namespace alive: a running lab daemon (of any run
+ * directory) whose lab's prefix it has, or the running demo/benchmark
+ * process whose pid its name carries. undefined: nobody (a stray).
+ */
+export function namespaceOwner(ns: string, daemons: readonly LiveDaemon[] = liveDaemons()): { pid: number; what: string } | undefined {
+  const lab = /^sharp-([a-z][a-z0-9]*)-/.exec(ns)?.[1];
+  const d = lab === undefined ? undefined : daemons.find((x) => x.name === lab);
+  if (d !== undefined) return { pid: d.pid, what: `lab '${d.name}' (daemon pid ${d.pid}, run directory ${d.runDir})` };
+  for (const re of PID_PREFIXES) {
+    const pid = re.exec(ns)?.[1];
+    if (pid !== undefined && processAlive(Number(pid))) return { pid: Number(pid), what: `process ${pid}` };
+  }
+  return undefined;
 }

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -472,6 +473,30 @@ Napi::Value ObjGet(const Napi::CallbackInfo& info) {
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   int fd = static_cast<int>(IntArg(info, 0, "fd"));
   if (close(fd)) ThrowErrno(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+// flock(2) on an fd: true when taken, false when another open file
+// description holds it (EWOULDBLOCK, with nonblock).
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  std::string op = info[1].As<Napi::String>().Utf8Value();
+  bool nonblock = info.Length() > 2 && info[2].ToBoolean().Value();
+  int how = op == "ex" ? LOCK_EX : op == "sh" ? LOCK_SH : op == "un" ? LOCK_UN : -1;
+  if (how < 0) throw Napi::TypeError::New(info.Env(), "flock: op must be 'ex', 'sh' or 'un'");
+  if (nonblock) how |= LOCK_NB;
+  if (flock(fd, how) == 0) return Napi::Boolean::New(info.Env(), true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
+  ThrowErrno(info.Env(), "flock", errno);
+}
+
+// FD_CLOEXEC on or off: whether exec'd children inherit the fd.
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  bool on = info[1].ToBoolean().Value();
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0) ThrowErrno(info.Env(), "fcntl(F_GETFD)", errno);
+  if (fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC)) < 0) ThrowErrno(info.Env(), "fcntl(F_SETFD)", errno);
   return info.Env().Undefined();
 }
 
@@ -968,6 +993,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("objPin", ObjPin);
   EXPORT("objGet", ObjGet);
   EXPORT("closeFd", CloseFd);
+  EXPORT("flock", Flock);
+  EXPORT("setCloexec", SetCloexec);
   EXPORT("progGetFdById", ProgGetFdById);
   EXPORT("netnsEnter", NetnsEnter);
   EXPORT("netnsRestore", NetnsRestore);

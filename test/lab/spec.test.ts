@@ -269,6 +269,26 @@ const invalid: { name: string; spec: unknown; expect: Expect[] }[] = [
     }),
     expect: [['rules', 'switch s1 has 257 wildcard rules; an XDP switch holds at most 256']],
   },
+  {
+    name: 'more ports on a switch than its tables hold (120 VNFs)',
+    spec: mod((s) => {
+      const vnfs = Array.from({ length: 120 }, (_, i) => `v${i + 1}`);
+      s.vnfs = vnfs.map((name) => ({ name }));
+      s.links = [['client', 's1'], ...vnfs.map((v) => ['s1', v]), ...vnfs.map((v) => [v, 's2']), ['s2', 'server']];
+      s.rules = [];
+    }),
+    expect: [
+      ['switches[0]', 'switch s1 has 121 ports; a switch has at most 64 (SHARP_DEFAULT_MAX_PORTS: one per link), so at most 63 VNFs next to one host'],
+      ['switches[1]', 'switch s2 has 121 ports; a switch has at most 64'],
+    ],
+  },
+  {
+    name: 'more rules than a lab has rule ids',
+    spec: mod((s) => {
+      for (let i = 0; i < 4093; i++) s.rules.push({ switch: 's2', flow: { src: '10.0.0.1', dst: '10.0.0.2', sport: i + 1, dport: 9, proto: 'udp' }, to: 'server' });
+    }),
+    expect: [['rules', 'the lab has 4096 rules; a lab holds at most 4095 (rule ids 1..4095, shared by its switches: SHARP_DEFAULT_MAX_RULES)']],
+  },
 ];
 
 t.test('invalid specs: every problem named with its path, in words', async (t) => {
@@ -381,12 +401,19 @@ t.test('valid spec: defaults filled in, shorthands expanded', async (t) => {
   t.same(other.spec.rules[1], { name: 'web', switch: 's1', match: { src: '10.0.0.0/24', dst: '10.0.0.1/32', proto: 6, sport: 0, dport: 80 }, to: 'client', priority: 0 });
 });
 
-t.test('no wildcard-rule limit on bmv2', async (t) => {
+t.test('the wildcard-rule limit holds on bmv2 too (its ternary table has SHARP_MAX_WILD_RULES entries)', async (t) => {
   const spec = mod((s) => {
     s.target = 'bmv2';
     for (let i = 0; i < 255; i++) s.rules.push({ switch: 's1', match: { dport: i + 1 }, to: 'vnf2' });
   });
-  t.equal(validateSpec(spec).ok, true);
+  const r = validateSpec(spec);
+  t.equal(r.ok, false);
+  if (!r.ok) checkIssues(t, r.errors, [['rules', 'switch s1 has 257 wildcard rules; a BMv2 switch holds at most 256']]);
+  const fits = mod((s) => {
+    s.target = 'bmv2';
+    for (let i = 0; i < 254; i++) s.rules.push({ switch: 's1', match: { dport: i + 1 }, to: 'vnf2' });
+  });
+  t.equal(validateSpec(fits).ok, true, '256 fit');
 });
 
 t.test('JSON and YAML round trips, from text and from files', async (t) => {

@@ -174,6 +174,12 @@ export function semanticIssues(raw: unknown): RawIssue[] {
         }
       } else if (node.kind === 'switch' && p.length === 0) {
         add(node.at, `switch ${node.name} has no links`);
+      } else if (node.kind === 'switch' && p.length > LIMITS.switchPorts) {
+        const hosts = p.filter((x) => nodes.get(x)?.kind === 'host').length;
+        add(
+          node.at,
+          `switch ${node.name} has ${p.length} ports; a switch has at most ${LIMITS.switchPorts} (SHARP_DEFAULT_MAX_PORTS: one per link), so at most ${LIMITS.switchPorts - hosts} VNFs next to ${hosts === 1 ? 'one host' : `${hosts} hosts`}`,
+        );
       }
     }
   }
@@ -376,10 +382,13 @@ export function semanticIssues(raw: unknown): RawIssue[] {
       }
     }
   });
-  if (root.target === undefined || root.target === 'xdp') {
-    for (const [sw, n] of wildCount) {
-      if (n > LIMITS.xdpWildcardRules) add(['rules'], `switch ${sw} has ${n} wildcard rules; an XDP switch holds at most ${LIMITS.xdpWildcardRules}`);
-    }
+  const kind = root.target === 'bmv2' ? 'a BMv2' : 'an XDP';
+  for (const [sw, n] of wildCount) {
+    if (n > LIMITS.xdpWildcardRules) add(['rules'], `switch ${sw} has ${n} wildcard rules; ${kind} switch holds at most ${LIMITS.xdpWildcardRules}`);
+  }
+  const ruleCount = asArray(root.rules)?.length ?? 0;
+  if (ruleCount > LIMITS.rules) {
+    add(['rules'], `the lab has ${ruleCount} rules; a lab holds at most ${LIMITS.rules} (rule ids 1..${LIMITS.rules}, shared by its switches: SHARP_DEFAULT_MAX_RULES)`);
   }
   return issues;
 }

@@ -7,6 +7,8 @@
  * spec.
  */
 
+import { SHARP_DEFAULT_MAX_PORTS, SHARP_DEFAULT_MAX_RULES, SHARP_MAX_WILD_RULES } from '../../generated/abi.js';
+
 export type Target = 'xdp' | 'bmv2';
 export type StateBackend = 'vnf-map' | 'copy' | 'estate' | 'redis';
 export type VnfType = 'counter';
@@ -30,8 +32,12 @@ export const LIMITS = {
   ringCapacity: { min: 64, max: 65536 },
   ringCount: { min: 1, max: 16 },
   mtu: { min: 576, max: 9000 },
-  /** SHARP_MAX_WILD_RULES: wildcard rules one XDP switch holds */
-  xdpWildcardRules: 256,
+  /** SHARP_MAX_WILD_RULES: wildcard rules one switch holds (XDP's rules_wild, P4's ternary table) */
+  xdpWildcardRules: SHARP_MAX_WILD_RULES,
+  /** SHARP_DEFAULT_MAX_PORTS: ports of one switch (tx_ports, port_stats; the P4 port tables) */
+  switchPorts: SHARP_DEFAULT_MAX_PORTS,
+  /** rule ids 1..SHARP_DEFAULT_MAX_RULES-1, one id space for all the lab's switches (id 0 is no rule) */
+  rules: SHARP_DEFAULT_MAX_RULES - 1,
 } as const;
 
 // ------------------------------------------------------------ validated spec
