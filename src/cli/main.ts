@@ -13,6 +13,8 @@ import { runDemo, DemoError, type DemoReport } from '../demo/demo.js';
 import { compileXdp, compileBmv2, CompileError } from './compile.js';
 import { objectsDir, repoRoot } from './paths.js';
 import { addLabCommands, LabError } from './lab-commands.js';
+import { addNodeCommands } from './node-commands.js';
+import { addCertsCommands } from './certs-commands.js';
 import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 
@@ -195,6 +197,8 @@ Examples:
     });
 
   addLabCommands(program);
+  addNodeCommands(program);
+  addCertsCommands(program);
   return program;
 }
 
@@ -211,7 +215,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const err = e instanceof Error ? e : new Error(String(e));
     const json = argv.includes('--json');
     const code =
-      err instanceof UsageError || err instanceof DemoError || err.name === 'UsageError' || err.name === 'SpecError'
+      err instanceof UsageError || err instanceof DemoError || err.name === 'UsageError' || err.name === 'SpecError' || err.name === 'NodeConfigError'
         ? EXIT.USAGE
         : err.name === 'EnvironmentError' || err instanceof CompileError
           ? EXIT.ENVIRONMENT

@@ -10,7 +10,7 @@
  */
 import { createNetns, createVeth, deleteNetns, listNetns, ethtoolFeatures, addNeighbor, inNetns } from '../net/iproute.js';
 import type { XdpTopology, XdpSwitchPort } from '../dataplane/xdp/topology.js';
-import { Phase, type DataPlane, type Rule } from '../dataplane/types.js';
+import { Phase, type Rule, type SwitchControl } from '../dataplane/types.js';
 import type { LabSpec, RuleSpec } from './spec/types.js';
 
 export interface LabHost {
@@ -199,7 +199,7 @@ export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
 }
 
 /** Installs the spec's rules; returns them in spec order. */
-export async function installRules(dp: DataPlane, rules: readonly RuleSpec[]): Promise<Rule[]> {
+export async function installRules(dp: Pick<SwitchControl, 'addRule'>, rules: readonly RuleSpec[]): Promise<Rule[]> {
   const out: Rule[] = [];
   for (const r of rules) {
     const action = { outPort: `${r.switch}-${r.to}`, phase: Phase.NONE, handoverId: 0 };

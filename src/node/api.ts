@@ -16,7 +16,8 @@ export const NODE_API = 'sharp.node.v1';
 /** The .proto beside the sources (dist/src/node/api.js → src/node/proto). */
 export const NODE_PROTO_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../src/node/proto/sharp_node_v1.proto');
 
-const root = protobuf.loadSync(NODE_PROTO_PATH);
+// keepCase: the wire objects use the .proto's own (snake_case) field names
+const root = new protobuf.Root().loadSync(NODE_PROTO_PATH, { keepCase: true });
 const service = root.lookupService(`${NODE_API}.Node`);
 
 /** A message as protobufjs' toObject gives it: uint64 as decimal strings, defaults filled in. */

@@ -47,6 +47,7 @@ import {
   type NodeMethod,
   type Wire,
 } from './api.js';
+import type { NodeChannel } from './transport/client.js';
 
 /** A node that could not be reached or refused a request; carries the gRPC status. */
 export class NodeCallError extends DataPlaneError {
@@ -63,11 +64,8 @@ export class NodeCallError extends DataPlaneError {
 }
 
 export interface NodeClientOptions {
-  /** "unix:/run/sharpctl/node-s1/node.sock" or "host:port" */
-  target: string;
-  /** insecure for unix: targets; mutual TLS otherwise */
-  credentials: grpc.ChannelCredentials;
-  channelOptions?: grpc.ChannelOptions;
+  /** how the node is reached: its Unix socket, or TCP with mutual TLS (transport/client.ts) */
+  channel: NodeChannel;
   /** deadline of every call but Release (default 10 s) */
   callTimeoutMs?: number;
 }
@@ -76,14 +74,16 @@ const ServiceClient = grpc.makeGenericClientConstructor(NODE_SERVICE, 'sharp.nod
 
 export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   readonly #client: grpc.Client;
+  readonly #channel: NodeChannel;
   readonly #timeoutMs: number;
   #health!: NodeHealth;
   readonly #rules = new Map<number, Rule>();
   readonly target: string;
 
   private constructor(o: NodeClientOptions) {
-    this.target = o.target;
-    this.#client = new ServiceClient(o.target, o.credentials, o.channelOptions ?? {});
+    this.target = o.channel.target;
+    this.#channel = o.channel;
+    this.#client = o.channel.client(ServiceClient);
     this.#timeoutMs = o.callTimeoutMs ?? 10_000;
   }
 
@@ -134,6 +134,8 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   }
 
   #error(method: string, err: grpc.ServiceError): Error {
+    const conn = this.#channel.connectionError(err);
+    if (conn !== undefined) return conn;
     const kind = err.metadata?.get('sharp-error')[0];
     const who = this.#health?.node ?? this.target;
     if (kind === 'AgentUnavailableError') {

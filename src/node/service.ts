@@ -58,9 +58,9 @@ function toStatus(e: unknown): { code: grpc.status; details: string; name: strin
   return { code: grpc.status.INTERNAL, details: err.message, name: err.name };
 }
 
-function hid(w: Wire, field = 'handover_id'): number {
+function hid(w: Wire, field = 'handover_id', label = field): number {
   const v = Number(w[field] ?? 0);
-  if (!Number.isInteger(v) || v < SHARP_HID_MIN || v > SHARP_HID_MAX) throw invalid(`${field} ${v} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
+  if (!Number.isInteger(v) || v < SHARP_HID_MIN || v > SHARP_HID_MAX) throw invalid(`${label} ${v} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
   return v;
 }
 
@@ -124,7 +124,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       if (r === undefined) throw new NodeRequestError(grpc.status.NOT_FOUND, `no rule ${id}`);
       const a = actionFromWire(w['action'] as Wire);
       port(r.switch, a.outPort);
-      if (a.phase !== 0) hid({ handover_id: a.handoverId }, 'action.handover_id');
+      if (a.phase !== 0) hid({ handover_id: a.handoverId }, 'handover_id', 'action.handover_id');
       await sw().setRuleAction(id, a);
       return {};
     },

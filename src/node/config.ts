@@ -1,0 +1,200 @@
+/**
+ * A node daemon's config (YAML or JSON): the interfaces it runs a switch on,
+ * the interfaces that carry its VNF instances and their VNF kind, where it
+ * listens and pins. Validated with ajv; every problem is reported with its
+ * path.
+ *
+ *   name: s1
+ *   listen: { unix: /run/sharpctl/node-s1.sock, tcp: "10.9.0.2:7441" }
+ *   tls: { ca: certs/ca.crt, cert: certs/node-s1.crt, key: certs/node-s1.key, allow: [ctl1] }
+ *   switches:
+ *     - name: s1
+ *       ports:
+ *         - { name: s1-client, ifname: enp1s0, role: host }
+ *         - { name: s1-vnf1, ifname: enp2s0, role: vnf, instance: vnf1, side: 0 }
+ *   instances:
+ *     - { name: vnf1, kind: counter, ifaces: [eth0, eth1] }
+ */
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { VNF_KINDS } from './vnf-kinds.js';
+
+export interface NodeSwitchPortConfig {
+  name: string;
+  ifname: string;
+  role: 'host' | 'vnf';
+  instance?: string;
+  /** the instance's side this port is cabled to (0: its ingress side) */
+  side?: number;
+}
+
+export interface NodeConfig {
+  name: string;
+  listen: { unix?: string; tcp?: string };
+  tls?: { ca: string; cert: string; key: string; allow?: string[] };
+  /** bpffs folder for this node's pins (default /sys/fs/bpf/sharpctl/<name>, or a private bpffs) */
+  pinDir?: string;
+  /** state folder (manifest), default /run/sharpctl/node-<name> */
+  stateDir?: string;
+  quiescenceMs: number;
+  xdpMode: 'native' | 'generic';
+  switches: { name: string; ports: NodeSwitchPortConfig[] }[];
+  instances: { name: string; kind: string; ifaces: [string, string]; ringCapacity: number; ringCount: number }[];
+}
+
+export const MAX_CONFIG_BYTES = 1 << 20;
+const NAME = '^[A-Za-z0-9_-]{1,32}$';
+
+export const nodeConfigSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'listen'],
+  properties: {
+    name: { type: 'string', pattern: NAME, description: 'the node name: letters, digits, _ and -, up to 32' },
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: { unix: { type: 'string', minLength: 1, maxLength: 107 }, tcp: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$' } },
+    },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['ca', 'cert', 'key'],
+      properties: { ca: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' }, allow: { type: 'array', items: { type: 'string', minLength: 1 } } },
+    },
+    pinDir: { type: 'string', minLength: 1 },
+    stateDir: { type: 'string', minLength: 1 },
+    quiescenceMs: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
+    xdpMode: { enum: ['native', 'generic'], default: 'native' },
+    switches: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'ports'],
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          ports: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 64,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'ifname', 'role'],
+              properties: {
+                name: { type: 'string', pattern: NAME },
+                ifname: { type: 'string', minLength: 1, maxLength: 15 },
+                role: { enum: ['host', 'vnf'] },
+                instance: { type: 'string', pattern: NAME },
+                side: { type: 'integer', minimum: 0, maximum: 1 },
+              },
+            },
+          },
+        },
+      },
+    },
+    instances: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'kind', 'ifaces'],
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          kind: { enum: Object.keys(VNF_KINDS) },
+          ifaces: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', minLength: 1, maxLength: 15 } },
+          ringCapacity: { type: 'integer', minimum: 16, maximum: 65536, default: 8192 },
+          ringCount: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
+        },
+      },
+    },
+  },
+} as const;
+
+export class NodeConfigError extends Error {
+  override name = 'NodeConfigError';
+  constructor(
+    readonly file: string,
+    readonly issues: readonly string[],
+    options?: ErrorOptions,
+  ) {
+    super(`${file}: ${issues.length === 1 ? issues[0] : `${issues.length} problems:\n  ${issues.join('\n  ')}`}`, options);
+  }
+}
+
+function describe(e: ErrorObject): string {
+  const at = e.instancePath === '' ? '(top level)' : e.instancePath.slice(1).replaceAll('/', '.');
+  if (e.keyword === 'additionalProperties') return `${at}: unknown field '${String((e.params as { additionalProperty: string }).additionalProperty)}'`;
+  if (e.keyword === 'required') return `${at}: missing field '${String((e.params as { missingProperty: string }).missingProperty)}'`;
+  if (e.keyword === 'enum') return `${at}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  return `${at}: ${e.message ?? e.keyword}`;
+}
+
+let validate: ReturnType<Ajv['compile']> | undefined;
+
+/** Validates a parsed config: schema, then cross-field rules; throws NodeConfigError listing every problem. */
+export function validateNodeConfig(value: unknown, file = 'node config'): NodeConfig {
+  validate ??= new Ajv({ allErrors: true, useDefaults: true, strict: true }).compile(nodeConfigSchema);
+  const copy = structuredClone(value);
+  if (!validate(copy)) throw new NodeConfigError(file, (validate.errors ?? []).map(describe));
+  const c = copy as NodeConfig;
+  const issues: string[] = [];
+  if (c.listen.tcp !== undefined && c.tls === undefined) issues.push('listen.tcp: a node listens on TCP only with mutual TLS: add tls { ca, cert, key }');
+  const instances = new Set(c.instances.map((i) => i.name));
+  const seen = new Set<string>();
+  const ifnames = new Set<string>();
+  const claim = (at: string, ifname: string): void => {
+    if (ifnames.has(ifname)) issues.push(`${at}: interface ${ifname} is used twice on this node`);
+    ifnames.add(ifname);
+  };
+  c.switches.forEach((s, si) => {
+    if (seen.has(s.name)) issues.push(`switches.${si}.name: '${s.name}' twice`);
+    seen.add(s.name);
+    s.ports.forEach((p, pi) => {
+      const at = `switches.${si}.ports.${pi}`;
+      claim(`${at}.ifname`, p.ifname);
+      if (p.role === 'vnf' && p.instance === undefined) issues.push(`${at}: a vnf port names the instance behind it (instance: …)`);
+      if (p.role === 'host' && p.instance !== undefined) issues.push(`${at}: a host port has no instance`);
+    });
+  });
+  c.instances.forEach((i, ii) => {
+    if (seen.has(i.name) || instances.size !== c.instances.length) if (c.instances.findIndex((x) => x.name === i.name) !== ii) issues.push(`instances.${ii}.name: '${i.name}' twice`);
+    i.ifaces.forEach((f, k) => claim(`instances.${ii}.ifaces.${k}`, f));
+    if ((i.ringCapacity & (i.ringCapacity - 1)) !== 0) issues.push(`instances.${ii}.ringCapacity: ${i.ringCapacity} is not a power of two`);
+  });
+  if (c.switches.length === 0 && c.instances.length === 0) issues.push('(top level): the node runs nothing: give switches and/or instances');
+  if (issues.length) throw new NodeConfigError(file, issues);
+  return c;
+}
+
+/** Reads and validates a config file (a regular file up to 1 MiB; YAML or JSON). */
+export function loadNodeConfig(file: string): NodeConfig {
+  let st;
+  try {
+    st = statSync(file);
+  } catch (e) {
+    throw new NodeConfigError(file, [`cannot read it: ${(e as NodeJS.ErrnoException).code ?? String(e)}`], { cause: e });
+  }
+  if (!st.isFile()) throw new NodeConfigError(file, ['not a regular file']);
+  if (st.size > MAX_CONFIG_BYTES) throw new NodeConfigError(file, [`${st.size} bytes: a node config is at most ${MAX_CONFIG_BYTES} bytes`]);
+  const text = readFileSync(file, 'utf8');
+  let value: unknown;
+  try {
+    value = path.extname(file) === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new NodeConfigError(file, [`not valid ${path.extname(file) === '.json' ? 'JSON' : 'YAML'}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`], { cause: e });
+  }
+  const c = validateNodeConfig(value, file);
+  // relative TLS paths are relative to the config's folder
+  if (c.tls !== undefined) {
+    const dir = path.dirname(path.resolve(file));
+    c.tls = { ...c.tls, ca: path.resolve(dir, c.tls.ca), cert: path.resolve(dir, c.tls.cert), key: path.resolve(dir, c.tls.key) };
+  }
+  return c;
+}

@@ -1,0 +1,100 @@
+/**
+ * The node daemon: the only process that touches BPF on its host. It loads
+ * (or, after a restart, re-adopts from its pins) the switch and agent
+ * programs its config names, and serves sharp.node.v1 on a Unix socket
+ * and/or TCP with mutual TLS. Its death never stops traffic: every map,
+ * program and link is pinned. `detach` removes everything it attached.
+ */
+import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
+import type { XdpTopology } from '../dataplane/xdp/topology.js';
+import { PinStore } from './pins.js';
+import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
+import { nodeHandlers } from './service.js';
+import { loadTls, startNodeServer, type NodeServer } from './transport/index.js';
+import type { NodeConfig } from './config.js';
+
+export const SHARPCTL_VERSION = '0.1.0';
+
+export interface RunningNode {
+  readonly config: NodeConfig;
+  readonly adopted: boolean;
+  readonly server: NodeServer;
+  readonly dataPlane: XdpDataPlane;
+  /** Stops serving; the data plane stays (pinned): a restarted node adopts it. */
+  stop(): Promise<void>;
+  /** Stops serving and removes every program, pin and link: the interfaces as they were found. */
+  detach(): Promise<void>;
+}
+
+export function topologyOf(c: NodeConfig): XdpTopology {
+  return {
+    switches: c.switches.map((s) => ({
+      name: s.name,
+      ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })),
+    })),
+    instances: c.instances.map((i) => ({ name: i.name, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+  };
+}
+
+export function pinStoreOf(c: NodeConfig): PinStore {
+  return PinStore.open({ node: c.name, ...(c.pinDir === undefined ? {} : { pinDir: c.pinDir }), ...(c.stateDir === undefined ? {} : { stateDir: c.stateDir }) });
+}
+
+export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?: boolean; log?: (line: string) => void }): Promise<RunningNode> {
+  const log = o.log ?? (() => undefined);
+  const store = pinStoreOf(c);
+  const topology = topologyOf(c);
+  const adopted = store.list().length > 0;
+  const dp = adopted
+    ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology })
+    : await XdpDataPlane.create(topology, { objectsDir: o.objectsDir, pins: { store, ...(o.replace === undefined ? {} : { replace: o.replace }) }, quiescenceMs: c.quiescenceMs, xdpMode: c.xdpMode });
+  log(`${adopted ? 'adopted' : 'loaded'} ${c.switches.length} switch(es), ${c.instances.length} instance(s); pins in ${store.pinDir}`);
+  const startedAt = Date.now();
+  const health = (): NodeHealth => ({
+    node: c.name,
+    api: NODE_API,
+    version: SHARPCTL_VERSION,
+    pid: process.pid,
+    startedAt,
+    adopted,
+    quiescenceMs: c.quiescenceMs,
+    switches: c.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })) })),
+    instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+  });
+  let server: NodeServer;
+  try {
+    server = await startNodeServer({
+      node: c.name,
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}) }) }],
+      ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
+      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: loadTls(c.tls, 'server') } }),
+      ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
+      onRefused: (r) => log(`refused a call: ${JSON.stringify(r)}`),
+    });
+  } catch (e) {
+    // the data plane stays (pinned) for the next start; only this process's handles go
+    await dp.close();
+    throw e;
+  }
+  log(`serving ${NODE_API} on ${[server.unixPath && `unix:${server.unixPath}`, server.tcpAddress && `tcp ${server.tcpAddress} (mutual TLS)`].filter(Boolean).join(' and ')}`);
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await server.close(500);
+  };
+  return {
+    config: c,
+    adopted,
+    server,
+    dataPlane: dp,
+    stop: async () => {
+      await stop();
+      await dp.close();
+    },
+    detach: async () => {
+      await stop();
+      await dp.detach();
+    },
+  };
+}

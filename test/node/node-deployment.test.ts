@@ -1,0 +1,167 @@
+// A deployment of node daemons, each a separate `sharpctl node run` process
+// in its own namespace (two switch hosts, two VNF hosts), driven by the
+// handover engine over their sockets: lossless handovers under traffic both
+// ways, and a data plane that keeps forwarding while a node is dead.
+import t, { type Test } from 'tap';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createLabFromSpec, destroyLab, installRules, standardSpec, type NetnsLab } from '../../src/lab/netns-lab.js';
+import { labNodeConfigs, startNodeProcess, connectLabNodes, type NodeProcess, type LabNode } from '../../src/lab/lab-nodes.js';
+import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
+import { DelayedStateMover, VnfMapStateMover } from '../../src/handover/state-mover.js';
+import { TrafficGenerator } from '../../src/traffic/generator.js';
+import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
+import { sleep } from '../../src/util/mutex.js';
+import type { NodeDeployment } from '../../src/node/client.js';
+import { repoRoot, uniqueName } from '../helpers/env.js';
+
+const objectsDir = path.join(repoRoot, 'build/ebpf');
+const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+
+interface World {
+  lab: NetnsLab;
+  nodes: LabNode[];
+  procs: Map<string, NodeProcess>;
+  d: NodeDeployment;
+  traffic(flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] };
+}
+
+async function world(t: Test): Promise<World> {
+  const prefix = `${uniqueName('nd')}-`;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-nodes-'));
+  const lab = createLabFromSpec(standardSpec({ ringCapacity: 8192 }), prefix);
+  const nodes = labNodeConfigs(lab, { dir, nodePrefix: prefix.replace(/-$/, '_') });
+  const procs = new Map<string, NodeProcess>();
+  const closers: (() => void)[] = [];
+  let d: NodeDeployment | undefined;
+  t.teardown(async () => {
+    for (const c of closers.reverse()) c();
+    d?.close();
+    for (const p of procs.values()) {
+      if (p.child.exitCode === null && p.child.signalCode === null) {
+        const exited = new Promise((r) => p.child.once('exit', r));
+        p.child.kill('SIGTERM');
+        await Promise.race([exited, sleep(5000)]);
+      }
+    }
+    // what the nodes pinned goes with them: the interfaces as they were found
+    for (const n of nodes) {
+      try {
+        execFileSync('nsenter', [`--net=/run/netns/${n.netns}`, process.execPath, cli, 'node', 'detach', '--config', n.configFile], { stdio: 'pipe' });
+      } catch (e) {
+        console.error(`# detach of ${n.config.name} failed: ${String((e as { stderr?: Buffer }).stderr ?? e)}`);
+      }
+    }
+    destroyLab(prefix);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  for (const n of nodes) procs.set(n.role, await startNodeProcess(n, { cli }));
+  d = await connectLabNodes(nodes);
+  await installRules(d.switchControl, lab.spec.rules);
+  const traffic = (flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] } => {
+    const gens: TrafficGenerator[] = [];
+    const sinks: TrafficSink[] = [];
+    for (const [from, to] of [
+      [lab.client, lab.server],
+      [lab.server, lab.client],
+    ] as const) {
+      const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname });
+      const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows });
+      closers.push(() => sink.close(), () => gen.close());
+      gens.push(gen);
+      sinks.push(sink);
+    }
+    return { gens, sinks };
+  };
+  return { lab, nodes, procs, d, traffic };
+}
+
+async function finish(gens: TrafficGenerator[], sinks: TrafficSink[]): Promise<TrafficReport[]> {
+  await Promise.all(gens.map((g) => g.stop()));
+  await Promise.all(sinks.map((s, i) => s.drain(gens[i]!.sent)));
+  return sinks.map((s, i) => s.report(gens[i]!.sentPerFlow()));
+}
+
+function assertIntact(t: Test, reports: TrafficReport[], what: string): void {
+  reports.forEach((r, i) => {
+    const dir = `${what}, ${i === 0 ? 'client→server' : 'server→client'}`;
+    t.ok(r.sent > 0, `${dir}: ${r.sent} probes sent`);
+    t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${dir}: every probe delivered once, in order, the VNF's counter continuous`);
+  });
+}
+
+t.test('four node processes: handovers back and forth under traffic both ways, nothing lost', async (t) => {
+  const w = await world(t);
+  t.same(
+    [...w.procs.values()].map((p) => p.ready.adopted),
+    [false, false, false, false],
+    'every node loaded its programs (nothing to adopt)',
+  );
+  t.same(w.d.switchControl.switches().sort(), ['s1', 's2']);
+  t.same(
+    w.d.agentControl.agentInstances().map((i) => i.name),
+    ['vnf1', 'vnf2'],
+  );
+  const rules = w.d.switchControl.rules().filter((r) => r.action.outPort.endsWith('-vnf1')).map((r) => r.id);
+  t.equal(rules.length, 2, 'the forward rule on s1 and the reverse rule on s2, on two different nodes');
+  const engine = new HandoverEngine(w.d, { mover: new DelayedStateMover(new VnfMapStateMover(), 50) });
+  const { gens, sinks } = w.traffic(4);
+  for (const g of gens) g.start(2000);
+  await sleep(200);
+  const results: HandoverResult[] = [];
+  let at = 'vnf1';
+  for (let i = 0; i < 6; i++) {
+    const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+    const r = await engine.handover({ rules, from: at, to, expectedPps: 4000 });
+    results.push(r);
+    if (r.outcome === 'completed') at = to;
+    await sleep(30);
+  }
+  const reports = await finish(gens, sinks);
+  for (const r of results) {
+    t.equal(r.outcome, 'completed', `handover ${r.id} ${r.from}→${r.to}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}`);
+    t.equal(r.counts.held, r.counts.released, `handover ${r.id}: held ${r.counts.held} = released ${r.counts.released}`);
+    t.equal(r.state?.records, 8, `handover ${r.id}: the state of 4 flows each way moved between the VNF nodes`);
+  }
+  t.ok(results.some((r) => r.counts.held > 0n), 'frames were really held at the new instance');
+  assertIntact(t, reports, '6 handovers across 4 nodes');
+});
+
+t.test('kill -9 of every node under traffic: forwarding never stops; restarted nodes adopt and the next handover succeeds', async (t) => {
+  const w = await world(t);
+  const rules = w.d.switchControl.rules().filter((r) => r.action.outPort.endsWith('-vnf1')).map((r) => r.id);
+  const { gens, sinks } = w.traffic(2);
+  for (const g of gens) g.start(2000);
+  await sleep(200);
+  const before = gens.map((g) => g.sent);
+  for (const p of w.procs.values()) p.child.kill('SIGKILL');
+  await Promise.all([...w.procs.values()].map((p) => new Promise((r) => (p.child.exitCode !== null || p.child.signalCode !== null ? r(undefined) : p.child.once('exit', r)))));
+  // a second of traffic with no sharpctl process on any host
+  await sleep(1000);
+  const during = gens.map((g, i) => g.sent - before[i]!);
+  t.ok(during.every((n) => n > 1000), `frames sent while every node was dead: ${during.join(', ')}`);
+  for (const n of w.nodes) w.procs.set(n.role, await startNodeProcess(n, { cli }));
+  t.same(
+    [...w.procs.values()].map((p) => p.ready.adopted),
+    [true, true, true, true],
+    'every restarted node adopted its pinned data plane',
+  );
+  const ruleIds = w.d.switchControl.rules().map((r) => r.id);
+  w.d.close();
+  const d = await connectLabNodes(w.nodes);
+  t.teardown(() => d.close());
+  t.same(
+    d.switchControl.rules().map((r) => r.id),
+    ruleIds,
+    'the restarted nodes read their rules back from the pinned maps',
+  );
+  const counters = await d.switchControl.ruleCounters(rules[0]!);
+  t.ok(counters.packets > BigInt(before[0]!), `the rule counter went on counting across the restart (${counters.packets})`);
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 4000 });
+  t.equal(r.outcome, 'completed', `the first handover after the restart: ${r.reason ?? 'completed'}`);
+  const reports = await finish(gens, sinks);
+  assertIntact(t, reports, 'nodes killed and restarted');
+});
