@@ -5,6 +5,8 @@ import type { Test } from 'tap';
 import { EStateNode, PeerUnavailableError, type EStateNodeOptions } from '../../src/state/estate/node.js';
 import { spawnPeer, type PeerProcess, type PeerSpec } from '../../src/state/estate/peer-process.js';
 import type { StateItem } from '../../src/state/estate/proto.js';
+import { latestItem } from '../../src/state/estate/reduce.js';
+import { HybridClock, wallClockUs } from '../../src/state/estate/clock.js';
 
 async function node(t: Test, id: string, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<EStateNode> {
   const n = await EStateNode.start({ id, ...o });
@@ -149,6 +151,122 @@ t.test('global view: every reduce function', async (t) => {
     await t.rejects(a.getGlobal('raw', 'avg'), { name: 'ReduceError', message: /is a byte string/ });
     await t.rejects(a.getGlobal('s', 'median' as 'sum'), { message: /unknown reduce function 'median'/ });
   });
+});
+
+t.test('latest: writes one after the other on instances of one process, however close together', async (t) => {
+  // The flaky 'latest' above: b, c and a wrote within a µs or two, each node
+  // with a clock of its own, so c's and a's items could get the same ts —
+  // and the tie went to the higher owner id, c. Here many rounds of three
+  // back-to-back writes, in every order of the writers.
+  const [a, b, c] = await group(t);
+  const orders = [
+    [a, b, c],
+    [a, c, b],
+    [b, a, c],
+    [b, c, a],
+    [c, a, b],
+    [c, b, a],
+  ];
+  let wrong = 0;
+  let example = '';
+  for (let r = 0; r < 1200; r++) {
+    const order = orders[r % orders.length]!;
+    const written = order.map((n, i) => n.set('seq', `${r}/${i}`));
+    const last = written[written.length - 1]!;
+    if (latestItem(written) !== last) {
+      wrong++;
+      example ||= written.map((i) => `${i.owner}@${i.ts}`).join(' then ');
+    }
+  }
+  t.equal(wrong, 0, `the last write is the latest in every round${example ? ` (e.g. ${example})` : ''}`);
+  // and through the global view, from every reader
+  const seen: string[] = [];
+  const want: string[] = [];
+  for (let r = 0; r < 12; r++) {
+    const order = orders[r % orders.length]!;
+    order.forEach((n, i) => n.set('seq', `${order.map((o) => o.id).join('')}/${i}`));
+    for (const n of [a, b, c]) {
+      seen.push(`${n.id} sees ${String((await n.getGlobal('seq', 'latest')).value)}`);
+      want.push(`${n.id} sees ${order.map((o) => o.id).join('')}/${order.length - 1}`);
+    }
+  }
+  t.same(seen, want, 'getGlobal latest: the value written last, seen from every instance');
+});
+
+t.test('the hybrid logical clock: strictly increasing, past every timestamp it observes', async (t) => {
+  let wall = 1_000_000;
+  const clock = new HybridClock(() => wall);
+  const ts = [clock.tick(), clock.tick(), clock.tick()];
+  t.same(ts, [1_000_000, 1_000_001, 1_000_002], 'a wall clock that does not move: the logical part counts');
+  wall = 2_000_000;
+  t.equal(clock.tick(), 2_000_000, 'the wall clock moved on: the clock follows it');
+  clock.observe(5_000_000);
+  t.equal(clock.tick(), 5_000_001, 'a timestamp from a peer ahead: later writes are later than it');
+  clock.observe(3_000_000);
+  clock.observe(undefined);
+  clock.observe(Number.NaN);
+  clock.observe(Infinity);
+  clock.observe(2 ** 60);
+  t.equal(clock.now(), 5_000_001, 'earlier, absent and impossible timestamps do not move it; now() gives nothing out');
+  t.equal(clock.tick(), 5_000_002);
+  wall = 9_000_000;
+  t.equal(clock.tick(), 9_000_000);
+
+  // the real wall clock: µs, never outside the millisecond Date.now() shows, in this process or another
+  for (let i = 0; i < 10_000; i++) {
+    const before = Date.now();
+    const us = wallClockUs();
+    const after = Date.now();
+    if (us < before * 1000 || us > after * 1000 + 999) {
+      t.fail(`wallClockUs() ${us} outside [${before * 1000}, ${after * 1000 + 999}]`);
+      break;
+    }
+  }
+  const p = await peer(t, { id: 'p' });
+  for (let i = 0; i < 20; i++) {
+    const before = Date.now();
+    const item = await p.set('k', i);
+    const after = Date.now();
+    if (item.ts < before * 1000 || item.ts > after * 1000 + 999) t.fail(`a peer process's timestamp ${item.ts} outside [${before * 1000}, ${after * 1000 + 999}]`);
+  }
+  t.pass('a peer process timestamps by the same wall clock (to within its millisecond)');
+});
+
+t.test('latest across processes with skewed clocks: a write made after hearing from a peer is later than the peer’s writes', async (t) => {
+  // peer processes whose wall clocks are 250 ms ahead of this process's, 250 ms behind, 500 ms behind
+  const a = await node(t, 'a');
+  const ahead = await peer(t, { id: 'ahead', seed: a.address, clockSkewUs: 250_000 });
+  const behind = await peer(t, { id: 'behind', seed: a.address, clockSkewUs: -250_000 });
+  const late = await peer(t, { id: 'late', seed: a.address, clockSkewUs: -500_000 });
+  t.same(ids(a), ['ahead', 'behind', 'late']);
+  const everyone = async (key: string): Promise<unknown[]> => [
+    (await a.getGlobal(key, 'latest')).value,
+    ...(await Promise.all([ahead, behind, late].map(async (p) => (await p.getGlobal(key, 'latest')).value))),
+  ];
+
+  // through an item read in the global view
+  const old = await ahead.set('cfg', 'old');
+  t.ok(old.ts > wallClockUs() + 200_000, 'the peer ahead timestamps 250 ms in the future');
+  t.equal((await a.getGlobal('cfg', 'latest')).value, 'old');
+  const mine = a.set('cfg', 'new');
+  t.ok(mine.ts > old.ts, 'a read the old value: its write is later');
+  t.same(await everyone('cfg'), ['new', 'new', 'new', 'new'], 'every reader sees the value written last');
+  t.equal((await behind.getGlobal('cfg', 'latest')).value, 'new');
+  const newest = await behind.set('cfg', 'newest');
+  t.ok(newest.ts > mine.ts, 'the peer behind read the new value: its write is later still');
+  t.same(await everyone('cfg'), ['newest', 'newest', 'newest', 'newest']);
+
+  // through the clock every message carries (here: replies about another key)
+  await ahead.set('cfg2', 'x');
+  await behind.getGlobal('unrelated', 'sum');
+  await behind.set('cfg2', 'y');
+  t.same(await everyone('cfg2'), ['y', 'y', 'y', 'y'], 'a write after any message from a peer is later than the peer’s earlier writes');
+
+  // … requests carry it too: 'late' (which only answers, asks nothing) was asked by 'behind' after behind's write
+  await behind.set('cfg3', 'from behind');
+  await behind.getGlobal('unrelated', 'sum');
+  await late.set('cfg3', 'from late');
+  t.same(await everyone('cfg3'), ['from late', 'from late', 'from late', 'from late']);
 });
 
 t.test('peers join and leave; the global view follows', async (t) => {

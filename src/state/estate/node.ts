@@ -4,7 +4,9 @@
  * EStateNode:
  *
  *  - local view: get / set / del on the instance's own items, each
- *    timestamped (µs, monotonic per instance);
+ *    timestamped (µs, by a hybrid logical clock shared by the process's
+ *    nodes and moved past every timestamp a peer sends: clock.ts says what
+ *    "written last" means in one process, on one host and across hosts);
  *  - global view: getGlobal(key, reduce) asks every peer for its item of
  *    `key` and reduces the answers (latest, sum, avg, or a custom
  *    function). Each request has a deadline and is retried; peers that do
@@ -22,6 +24,7 @@ import { StateError } from '../types.js';
 import { codecs, ESTATE_SERVICE, valueBytes, type Member, type StateItem, type StateValue } from './proto.js';
 import type * as P from './proto.js';
 import { reducers, type ReduceName, type Reducer, type ReducedValue } from './reduce.js';
+import { processClock, type HybridClock } from './clock.js';
 
 export type { StateItem, StateValue, Member } from './proto.js';
 
@@ -42,6 +45,13 @@ export interface EStateNodeOptions {
   peers?: readonly Member[];
   /** fault injection for tests and benchmarks: every answer this node serves is delayed by this much */
   answerDelayMs?: number;
+  /**
+   * the clock of this node's timestamps (default: processClock, shared by
+   * every node of the process — keep it so, else writes made one after the
+   * other on two nodes of one process may get timestamps in the wrong order);
+   * tests give a node a clock of its own with a skewed wall clock
+   */
+  clock?: HybridClock;
 }
 
 export interface RequestOptions {
@@ -156,24 +166,24 @@ const sleepAbortable = (ms: number, signal: AbortSignal | undefined): Promise<vo
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 
-const nowUs = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000);
-
 export class EStateNode {
   readonly id: string;
-  readonly #o: Required<Omit<EStateNodeOptions, 'peers' | 'port'>>;
+  readonly #o: Required<Omit<EStateNodeOptions, 'peers' | 'port' | 'clock'>>;
   readonly #server: grpc.Server;
   #address = '';
   #closed = false;
   readonly #items = new Map<string, StateItem>();
   readonly #peers = new Map<string, string>();
   readonly #clients = new Map<string, grpc.Client>();
-  #clock = 0;
+  readonly #clock: HybridClock;
   readonly #stats: EStateNodeStats = { requests: 0, retries: 0, failures: 0, bytesOut: 0, bytesIn: 0, served: {} };
 
   private constructor(o: EStateNodeOptions) {
     if (!o.id) throw new StateError('an E-State node needs an id');
     this.id = o.id;
-    this.#o = { host: '127.0.0.1', timeoutMs: 500, retries: 2, backoffMs: 25, answerDelayMs: 0, ...o };
+    const { clock, ...rest } = o;
+    this.#clock = clock ?? processClock;
+    this.#o = { host: '127.0.0.1', timeoutMs: 500, retries: 2, backoffMs: 25, answerDelayMs: 0, ...rest };
     for (const p of o.peers ?? []) if (p.id !== this.id) this.#peers.set(p.id, p.address);
     // (keep channelz on: with 'grpc.enable_channelz': 0, grpc-js 1.14 does not track the
     // server's sessions, and forceShutdown() then leaves open connections serving)
@@ -206,11 +216,6 @@ export class EStateNode {
 
   // ------------------------------------------------------------------ local view
 
-  #tick(): number {
-    this.#clock = Math.max(nowUs(), this.#clock + 1);
-    return this.#clock;
-  }
-
   get(key: string): StateValue | undefined {
     return this.#items.get(key)?.value;
   }
@@ -224,7 +229,7 @@ export class EStateNode {
   }
 
   set(key: string, value: StateValue): StateItem {
-    const item: StateItem = { key, value, ts: this.#tick(), owner: this.id };
+    const item: StateItem = { key, value, ts: this.#clock.tick(), owner: this.id };
     this.#items.set(key, item);
     return item;
   }
@@ -252,7 +257,7 @@ export class EStateNode {
    */
   adopt(items: readonly StateItem[]): void {
     for (const i of items) {
-      this.#clock = Math.max(this.#clock, i.ts);
+      this.#clock.observe(i.ts);
       this.#items.set(i.key, { key: i.key, value: i.value, ts: i.ts, owner: this.id });
     }
   }
@@ -436,7 +441,8 @@ export class EStateNode {
       const call = this.#client(address).makeUnaryRequest<ReqOf<M>, ResOf<M>>(
         def.path,
         (v) => {
-          const b = def.requestSerialize(v);
+          // stamped when it leaves: the receiver's clock moves past this node's
+          const b = def.requestSerialize({ ...v, clock: this.#clock.now() });
           stats.bytesOut += b.length;
           return b;
         },
@@ -449,13 +455,21 @@ export class EStateNode {
         { deadline: Date.now() + timeoutMs },
         (err, res) => {
           signal?.removeEventListener('abort', onAbort);
-          if (err) reject(err);
-          else resolve(res as ResOf<M>);
+          if (err) return reject(err);
+          this.#observe(res as ResOf<M>);
+          resolve(res as ResOf<M>);
         },
       );
       const onAbort = (): void => call.cancel();
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /** Moves this node's clock past the timestamps a peer's message carries (its clock, its items'). */
+  #observe(m: P.Clocked & { item?: StateItem | undefined; items?: StateItem[] }): void {
+    this.#clock.observe(m.clock);
+    if (m.item !== undefined) this.#clock.observe(m.item.ts);
+    for (const i of m.items ?? []) this.#clock.observe(i.ts);
   }
 
   /** One request with deadline and retries; rejects with PeerUnavailableError (or the signal's reason). */
@@ -486,13 +500,14 @@ export class EStateNode {
 
   #handlers(): grpc.UntypedServiceImplementation {
     const serve =
-      <Req, Res>(name: string, fn: (req: Req) => Res): grpc.handleUnaryCall<Req, Res> =>
+      <Req extends P.Clocked, Res extends P.Clocked>(name: string, fn: (req: Req) => Res): grpc.handleUnaryCall<Req, Res> =>
       (call, cb) => {
         this.#stats.served[name] = (this.#stats.served[name] ?? 0) + 1;
+        this.#clock.observe(call.request.clock);
         const answer = (): void => {
           if (this.#closed) return cb({ code: grpc.status.UNAVAILABLE, details: `E-State node ${this.id} closed` });
           try {
-            cb(null, fn(call.request));
+            cb(null, { ...fn(call.request), clock: this.#clock.now() });
           } catch (e) {
             cb({ code: grpc.status.INTERNAL, details: e instanceof Error ? e.message : String(e) });
           }

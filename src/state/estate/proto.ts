@@ -14,7 +14,7 @@ package sharp.estate.v1;
 message Item {
   string key = 1;
   string owner = 2;   // id of the instance whose local view holds it
-  double ts = 3;      // microseconds since the epoch, monotonic per owner
+  double ts = 3;      // microseconds since the epoch, from the owner's hybrid logical clock (clock.ts)
   oneof value {
     double num = 4;
     sint64 int = 5;
@@ -28,14 +28,20 @@ message Member {
   string address = 2;  // host:port of its EState service
 }
 
+// Every message carries its sender's hybrid logical clock (µs since the
+// epoch; 0 or absent: none): the receiver's clock moves past it, so its
+// next writes are later than every write the sender had made.
+
 message GetRequest {
   string key = 1;
   string from = 2;     // asking instance
+  double clock = 15;
 }
 message GetReply {
   string node = 1;
   bool found = 2;
   Item item = 3;
+  double clock = 15;
 }
 
 // Items of the answering instance's local view: the listed keys, and/or
@@ -45,28 +51,42 @@ message FetchRequest {
   string prefix = 2;
   bool by_prefix = 3;
   string from = 4;
+  double clock = 15;
 }
 message FetchReply {
   string node = 1;
   repeated Item items = 2;
+  double clock = 15;
 }
 
 message DropRequest {
   repeated string keys = 1;
   string from = 2;
+  double clock = 15;
 }
 message DropReply {
   string node = 1;
   uint32 dropped = 2;
+  double clock = 15;
 }
 
-message JoinRequest { Member member = 1; }
+message JoinRequest {
+  Member member = 1;
+  double clock = 15;
+}
 message Members {
   string node = 1;
   repeated Member members = 2;  // the answering node and every peer it knows
+  double clock = 15;
 }
-message LeaveRequest { string id = 1; }
-message LeaveReply { string node = 1; }
+message LeaveRequest {
+  string id = 1;
+  double clock = 15;
+}
+message LeaveReply {
+  string node = 1;
+  double clock = 15;
+}
 
 service EState {
   rpc Get(GetRequest) returns (GetReply);
@@ -87,7 +107,7 @@ export type StateValue = number | bigint | string | Buffer;
 export interface StateItem {
   key: string;
   value: StateValue;
-  /** microseconds since the epoch; monotonic per owner (also across handovers) */
+  /** microseconds since the epoch, from the writer's hybrid logical clock (clock.ts): later than every write it knew of (also across handovers) */
   ts: number;
   /** id of the instance whose local view holds it */
   owner: string;
@@ -98,42 +118,47 @@ export interface Member {
   address: string;
 }
 
-export interface GetRequest {
+/** Every message carries its sender's hybrid logical clock (µs; 0 or absent: none). */
+export interface Clocked {
+  clock?: number;
+}
+
+export interface GetRequest extends Clocked {
   key: string;
   from: string;
 }
-export interface GetReply {
+export interface GetReply extends Clocked {
   node: string;
   item: StateItem | undefined;
 }
-export interface FetchRequest {
+export interface FetchRequest extends Clocked {
   keys: string[];
   prefix: string | undefined;
   from: string;
 }
-export interface FetchReply {
+export interface FetchReply extends Clocked {
   node: string;
   items: StateItem[];
 }
-export interface DropRequest {
+export interface DropRequest extends Clocked {
   keys: string[];
   from: string;
 }
-export interface DropReply {
+export interface DropReply extends Clocked {
   node: string;
   dropped: number;
 }
-export interface JoinRequest {
+export interface JoinRequest extends Clocked {
   member: Member;
 }
-export interface Members {
+export interface Members extends Clocked {
   node: string;
   members: Member[];
 }
-export interface LeaveRequest {
+export interface LeaveRequest extends Clocked {
   id: string;
 }
-export interface LeaveReply {
+export interface LeaveReply extends Clocked {
   node: string;
 }
 
@@ -177,16 +202,22 @@ interface MessageCodec<T> {
   deserialize(b: Buffer): T;
 }
 
-function codec<T>(typeName: string, toWire: (v: T) => Obj, fromWire: (o: Obj) => T): MessageCodec<T> {
+/** The message's `clock` field is handled here, for every message type. */
+function codec<T extends Clocked>(typeName: string, toWire: (v: T) => Obj, fromWire: (o: Obj) => T): MessageCodec<T> {
   const type = root.lookupType(`sharp.estate.v1.${typeName}`);
   return {
     serialize(v: T): Buffer {
-      const w = type.encode(type.fromObject(toWire(v))).finish();
+      const o = toWire(v);
+      if (v.clock !== undefined) o['clock'] = v.clock;
+      const w = type.encode(type.fromObject(o)).finish();
       return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
     },
     deserialize(b: Buffer): T {
       const o = type.toObject(type.decode(b), { longs: String, oneofs: true, defaults: true, arrays: true }) as Obj;
-      return fromWire(o);
+      const v = fromWire(o);
+      const clock = Number(o['clock'] ?? 0);
+      if (clock > 0) v.clock = clock;
+      return v;
     },
   };
 }
