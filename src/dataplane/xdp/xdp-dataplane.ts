@@ -14,6 +14,7 @@ import {
   u32,
   MapUpdate,
   RingBufferReader,
+  BpfError,
 } from '../../bpf/index.js';
 import {
   sharpPortInfoCodec,
@@ -33,6 +34,7 @@ import {
   SHARP_MAX_WILD_RULES,
   SHARP_DEFAULT_MAX_RULES,
   SHARP_DEFAULT_MAX_IFINDEX,
+  SHARP_DEFAULT_MAX_RELAYS,
 } from '../../generated/abi.js';
 import { ipv4Number } from '../../net/frame.js';
 import { sleep } from '../../util/mutex.js';
@@ -94,7 +96,8 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     const dp = new XdpDataPlane(options);
     try {
       for (const sw of topology.switches) dp.#loadSwitch(sw, options);
-      dp.#agents = XdpAgentSet.load(topology.instances, { objectsDir: options.objectsDir, switches: topology.switches, ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }) });
+      // the agents relay through the switches (setRelay): they need no view of them
+      dp.#agents = XdpAgentSet.load(topology.instances, { objectsDir: options.objectsDir, ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }) });
     } catch (e) {
       await dp.close();
       throw e;
@@ -260,6 +263,7 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
         dropNoRule: f('drop_no_rule'),
         dropShim: f('drop_shim'),
         dropOther: f('drop_malformed') + f('drop_bad_action') + f('drop_no_headroom') + f('drop_no_tx'),
+        relayed: f('relayed'),
       };
     });
   }
@@ -271,6 +275,25 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
 
   async resetHandoverCounters(swName: string, hid: number): Promise<void> {
     this.#switch(swName).coll.map('ho_stats').typed(u32, sharpHoStatsCodec).set(hid, { pre_packets: 0n, post_packets: 0n });
+  }
+
+  // ------------------------------------------------------------ rollback relay
+
+  async setRelay(swName: string, hid: number, outPort: string): Promise<void> {
+    const sw = this.#switch(swName);
+    if (!Number.isInteger(hid) || hid < SHARP_HID_MIN || hid > SHARP_HID_MAX) throw new RuleError(`handover id ${hid} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
+    const slot = this.#slot(sw, outPort);
+    try {
+      sw.coll.map('relays').update(u32.encode(hid), u32.encode(slot));
+    } catch (e) {
+      if (e instanceof BpfError && e.code === 'E2BIG') throw new DataPlaneError(`switch ${swName}: no room for another relay route (${SHARP_DEFAULT_MAX_RELAYS} rollbacks are relaying)`, { cause: e });
+      throw e;
+    }
+  }
+
+  async clearRelay(swName: string, hid: number): Promise<void> {
+    // false when there was no route: nothing to do
+    this.#switch(swName).coll.map('relays').delete(u32.encode(hid));
   }
 
   async controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }> {
