@@ -26,6 +26,7 @@ import {
   SHARP_PHASE_PRE,
   SHARP_PHASE_POST,
   SHARP_PHASE_DIVERT,
+  SHARP_PHASE_RELAY,
   SHARP_MAX_FRAME,
   SHARP_ETH_P_SHIM,
   SHARP_HID_MAX,
@@ -119,6 +120,8 @@ interface Setup {
   txSlots?: number[];
   /** max_entries of `ports` = ifindex of this interface (it is then out of range) */
   portsEndAt?: string;
+  /** relays: hid -> out slot (rollback relay routes) */
+  relays?: Record<number, number>;
 }
 
 type PortCounts = Record<number, Partial<Record<keyof SharpPortStats, bigint>>>;
@@ -196,6 +199,7 @@ function loadSwitch(ports: TestPorts, s: Setup): BpfCollection {
     });
     coll.map('wild_count').update(u32.encode(0), u32.encode(s.wildCount ?? (s.wild ?? []).length));
     for (const [id, a] of Object.entries(s.actions ?? {})) coll.map('rule_actions').update(u32.encode(Number(id)), actionBytes(a));
+    for (const [hid, slot] of Object.entries(s.relays ?? {})) coll.map('relays').update(u32.encode(Number(hid)), u32.encode(slot));
   } catch (e) {
     coll.close();
     throw e;
@@ -635,6 +639,77 @@ const cases: Case[] = [
     verdict: XdpAction.DROP,
     ports: dropped(3, 'drop_shim', LEN + 4n),
     ho: { 7: { pre: 0n, post: 0n } },
+  },
+
+  // ---- rollback relay: shim(RELAY, hid) from a VNF port, by the relays route
+  {
+    name: 'RELAY shim from a VNF port with a route: stripped, redirected to the route slot, relayed + tx counted, no rule consulted',
+    // the catch-all rule would send the frame elsewhere (p3): the route wins
+    setup: { wild: [{ ruleId: 20 }], actions: { 20: toV1 }, relays: { 7: 2 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7),
+    verdict: XdpAction.REDIRECT,
+    output: udp,
+    ports: { 3: { rx_packets: 1n, rx_bytes: LEN + 4n, relayed: 1n }, 2: { tx_packets: 1n, tx_bytes: LEN } },
+    ho: { 7: { pre: 0n, post: 0n } },
+  },
+  {
+    name: 'RELAY shim, three frames in a row: each stripped and relayed in turn',
+    setup: { relays: { [SHARP_HID_MAX]: 2 } },
+    ingress: 'p3',
+    input: withShim(tcp, SHARP_PHASE_RELAY, SHARP_HID_MAX),
+    times: 3,
+    verdict: XdpAction.REDIRECT,
+    output: tcp,
+    ports: { 3: { rx_packets: 3n, rx_bytes: 3n * BigInt(tcp.length + 4), relayed: 3n }, 2: { tx_packets: 3n, tx_bytes: 3n * BigInt(tcp.length) } },
+  },
+  {
+    name: 'RELAY shim from a VNF port without a route for its hid: dropped as forged, drop_shim',
+    setup: { wild: [{ ruleId: 20 }], actions: { 20: toV0 }, relays: { 8: 2 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7),
+    verdict: XdpAction.DROP,
+    ports: dropped(3, 'drop_shim', LEN + 4n),
+  },
+  {
+    name: 'RELAY shim from a host port, even with a route: dropped as forged, drop_shim',
+    setup: { relays: { 7: 2 } },
+    ingress: 'p0',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7),
+    verdict: XdpAction.DROP,
+    ports: dropped(0, 'drop_shim', LEN + 4n),
+  },
+  {
+    name: 'POST shim from a VNF port whose hid has a relay route: only RELAY is relayed, dropped, drop_shim',
+    setup: { relays: { 7: 2 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_POST, 7),
+    verdict: XdpAction.DROP,
+    ports: dropped(3, 'drop_shim', LEN + 4n),
+  },
+  {
+    name: 'RELAY shim with hid 0 (a route for 0 exists): dropped, drop_shim',
+    setup: { relays: { 0: 2 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 0),
+    verdict: XdpAction.DROP,
+    ports: dropped(3, 'drop_shim', LEN + 4n),
+  },
+  {
+    name: 'RELAY shim cut short (16 bytes: tag, but no inner EtherType): dropped, drop_shim',
+    setup: { relays: { 7: 2 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7).subarray(0, 16),
+    verdict: XdpAction.DROP,
+    ports: dropped(3, 'drop_shim', 16n),
+  },
+  {
+    name: 'RELAY route to a slot without a tx_ports entry: XDP_ABORTED, drop_no_tx, not counted as relayed',
+    setup: { relays: { 7: 5 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7),
+    verdict: XdpAction.ABORTED,
+    ports: dropped(3, 'drop_no_tx', LEN + 4n),
   },
   {
     name: 'ARP passes to the stack unchanged, pass_non_ip',
