@@ -121,30 +121,23 @@ t.test('a failure after switch-over: B relays its ring back to A, A releases, no
   t.equal(d.deliveries.at(-1)!.instance, 'vnf1');
 });
 
-t.test('a rollback that fails leaves no rule marked and says so', async (t) => {
-  const { d, rules } = await setup();
-  d.faults.push({ method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true });
-  const engine = new HandoverEngine(d, { mover: new FailingMover() });
-  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
-  t.equal(r.outcome, 'failed');
-  t.match(r.reason, /rollback failed: relay target unreachable/);
-  for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.phase, Phase.NONE, `rule ${id} is not left marked`);
-  t.ok(d.calls.includes('clearRelay s1') && d.calls.includes('clearRelay s2'), 'the relay routes were cleared although the relay failed');
-  t.same(d.relayRoutes(), {}, 'no relay route is left');
-});
-
-t.test('a relay route that cannot be set fails the rollback, says so, and clears what was set', async (t) => {
-  const { d, rules } = await setup();
-  d.faults.push({ method: 'setRelay', target: 's2', message: 'relays map full', always: true });
-  const engine = new HandoverEngine(d, { mover: new FailingMover() });
-  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
-  t.equal(r.outcome, 'failed');
-  t.match(r.reason, /rollback failed: relays map full/);
-  t.notOk(d.calls.includes('release vnf2->vnf1'), 'B did not relay without every route in place');
-  t.ok(d.calls.includes('clearRelay s1'), "s1's route was cleared");
-  t.same(d.relayRoutes(), {}, 'no relay route is left');
-  for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.phase, Phase.NONE, `rule ${id} is not left marked`);
-});
+for (const [name, fault, reason] of [
+  ['the relay itself fails', { method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true }, /rollback failed: relay target unreachable/],
+  ["s2's relay route cannot be written", { method: 'setRelay', target: 's2', message: 'relays map full', always: true }, /rollback failed: relays map full/],
+] as const) {
+  t.test(`a rollback that fails (${name}) leaves no rule marked and no relay route, and says so`, async (t) => {
+    const { d, rules } = await setup();
+    d.faults.push(fault);
+    const engine = new HandoverEngine(d, { mover: new FailingMover() });
+    const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+    t.equal(r.outcome, 'failed');
+    t.match(r.reason, reason);
+    for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.phase, Phase.NONE, `rule ${id} is not left marked`);
+    t.ok(d.calls.includes('clearRelay s1'), "s1's relay route was cleared");
+    t.same(d.relayRoutes(), {}, 'no relay route is left');
+    if (fault.method === 'setRelay') t.notOk(d.calls.includes('release vnf2->vnf1'), 'B did not relay without every route in place');
+  });
+}
 
 t.test('a relay route that cannot be removed is reported as a warning; the rollback itself succeeds', async (t) => {
   const { d, rules } = await setup();

@@ -724,9 +724,13 @@ t.test('agent: verdicts, output frames, handover state, ring slots and counters'
   }
 });
 
-t.test('agent, live frames: K held probes replayed with ONE test run, through the VNF and out of a veth, in order', async (t) => {
-  const K = 48;
-  const { nsA, nsB } = testVethPair(t, 'agl');
+/**
+ * A live-frames rig: an agent (one 64-frame ring) whose side 0 is veth-a,
+ * handover HID armed NEW and named in replay_ctl[0], and probe_sink on the
+ * peer veth-b (a veth receiving redirected frames needs an XDP program).
+ */
+function liveRig(t: Test, tag: string): { nsA: string; ifA: number; agent: BpfCollection; sink: BpfCollection; holdAll: (frames: readonly Buffer[]) => void } {
+  const { nsA, nsB } = testVethPair(t, tag);
   const ifA = ifindexOf('veth-a', nsA);
   const spec = BpfObjectSpec.open(programObject('agent'));
   spec.setConstants(rodataLayouts['agent']!, { ring_capacity: 64, ring_count: 1 });
@@ -734,17 +738,28 @@ t.test('agent, live frames: K held probes replayed with ONE test run, through th
   spec.setMaxEntries('release_ctl', 2);
   const agent = spec.load();
   t.teardown(() => agent.close());
-  const vnf = BpfObjectSpec.open(programObject('vnf_counter')).load();
-  t.teardown(() => vnf.close());
   const sink = BpfObjectSpec.open(testObject('probe_sink')).load();
   t.teardown(() => sink.close());
-  // the peer of a veth that receives redirected frames needs an XDP program
   const link = sink.program('probe_sink').attachXdp('veth-b', { netns: nsB });
   t.teardown(() => link.close());
-
   agent.map('ifaces').update(u32.encode(ifA), sharpAgentIfaceCodec.encode({ side: 0, accept_shim: 1 }));
   agent.map('handovers').update(u32.encode(HID), sharpAgentHoCodec.encode(NEW()), MapUpdate.NOEXIST);
   agent.map('replay_ctl').update(u32.encode(0), u32.encode(HID));
+  const holdAll = (frames: readonly Buffer[]): void => {
+    for (const f of frames) {
+      const m = post(f);
+      const r = agent.program('agent').run({ data: m, context: xdpMd({ dataLen: m.length, ingressIfindex: ifA }), netns: nsA });
+      if (r.retval !== XdpAction.DROP) t.fail(`frame not held: verdict ${r.retval}`);
+    }
+  };
+  return { nsA, ifA, agent, sink, holdAll };
+}
+
+t.test('agent, live frames: K held probes replayed with ONE test run, through the VNF and out of a veth, in order', async (t) => {
+  const K = 48;
+  const { nsA, ifA, agent, sink, holdAll } = liveRig(t, 'agl');
+  const vnf = BpfObjectSpec.open(programObject('vnf_counter')).load();
+  t.teardown(() => vnf.close());
   agent.map('vnf_chain').update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnf.program('vnf_counter').fd));
   // the VNF sends what arrives on veth-a back out of veth-a, towards veth-b
   vnf.map('vnf_ports').update(u32.encode(ifA), u32.encode(0));
@@ -756,11 +771,7 @@ t.test('agent, live frames: K held probes replayed with ONE test run, through th
   const frames = Array.from({ length: K }, (_, i) => probe(i));
   const expected = Array.from({ length: K }, (_, i) => probe(i, BigInt(i + 1)));
   t.ok(frames.every((f) => checksumsValid(f)), 'frames built with complete checksums');
-  for (const f of frames) {
-    const m = post(f);
-    const r = agent.program('agent').run({ data: m, context: xdpMd({ dataLen: m.length, ingressIfindex: ifA }), netns: nsA });
-    if (r.retval !== XdpAction.DROP) t.fail(`frame not held: verdict ${r.retval}`);
-  }
+  holdAll(frames);
   let ho = sharpAgentHoCodec.decode(agent.map('handovers').lookup(u32.encode(HID))!);
   t.same([ho.head[0], ho.tail[0], ho.held[0]], [0, K, BigInt(K)], `${K} frames held`);
   t.equal(sinkCount(sink), 0, 'nothing reached the peer while holding');
@@ -813,32 +824,13 @@ t.test('agent, live frames, RELAY mode: K held probes go back out of the interfa
   // frame is transmitted by veth-a and arrives at its peer veth-b, where
   // (in a deployment) the switch port that sent it sits.
   const K = 48;
-  const { nsA, nsB } = testVethPair(t, 'agr');
-  const ifA = ifindexOf('veth-a', nsA);
-  const spec = BpfObjectSpec.open(programObject('agent'));
-  spec.setConstants(rodataLayouts['agent']!, { ring_capacity: 64, ring_count: 1 });
-  spec.setMaxEntries('slots', 2 * 64);
-  spec.setMaxEntries('release_ctl', 2);
-  const agent = spec.load();
-  t.teardown(() => agent.close());
-  const sink = BpfObjectSpec.open(testObject('probe_sink')).load();
-  t.teardown(() => sink.close());
-  const link = sink.program('probe_sink').attachXdp('veth-b', { netns: nsB });
-  t.teardown(() => link.close());
-
-  agent.map('ifaces').update(u32.encode(ifA), sharpAgentIfaceCodec.encode({ side: 0, accept_shim: 1 }));
-  agent.map('handovers').update(u32.encode(HID), sharpAgentHoCodec.encode(NEW()), MapUpdate.NOEXIST);
-  agent.map('replay_ctl').update(u32.encode(0), u32.encode(HID));
+  const { nsA, ifA, agent, sink, holdAll } = liveRig(t, 'agr');
   agent.map('replay_mode').update(u32.encode(0), u32.encode(SHARP_REPLAY_RELAY));
 
   // at most 124 bytes: with the shim the sink still keeps every byte
   const probe = (i: number): Buffer => probeFrame({ seq: BigInt(i + 1), flow: 1, extra: (i * 37) % 50 }, FLOW, { srcMac: '02:00:00:00:00:0a', dstMac: '02:00:00:00:00:0b' });
   const frames = Array.from({ length: K }, (_, i) => probe(i));
-  for (const f of frames) {
-    const m = post(f);
-    const r = agent.program('agent').run({ data: m, context: xdpMd({ dataLen: m.length, ingressIfindex: ifA }), netns: nsA });
-    if (r.retval !== XdpAction.DROP) t.fail(`frame not held: verdict ${r.retval}`);
-  }
+  holdAll(frames);
   t.equal(sinkCount(sink), 0, 'nothing reached the peer while holding');
 
   const r = await agent.program('agent_replay').runAsync({ data: TEMPLATE, liveFrames: true, repeat: K, netns: nsA, context: xdpMd({ dataLen: TEMPLATE.length, ingressIfindex: ifA }) });

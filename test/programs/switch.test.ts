@@ -226,6 +226,16 @@ const wildCase = (name: string, w: Omit<Wild, 'ruleId'>, hit: boolean, input = u
     : { name, setup: { wild: [{ ...w, ruleId: 20 }], actions: { 20: toV1 } }, ingress, input, verdict: XdpAction.DROP, ports: dropped(inSlot, 'drop_no_rule', len) };
 };
 
+/** a shim frame the relay path must not take: dropped as forged, drop_shim on its ingress port */
+const relayForged = (name: string, setup: Setup, ingress: string, input: Buffer): Case => ({
+  name: `${name}: dropped as forged, drop_shim`,
+  setup,
+  ingress,
+  input,
+  verdict: XdpAction.DROP,
+  ports: dropped(Number(ingress.slice(1)), 'drop_shim', BigInt(input.length)),
+});
+
 const cases: Case[] = [
   // ---- exact rules
   {
@@ -663,46 +673,11 @@ const cases: Case[] = [
     output: tcp,
     ports: { 3: { rx_packets: 3n, rx_bytes: 3n * BigInt(tcp.length + 4), relayed: 3n }, 2: { tx_packets: 3n, tx_bytes: 3n * BigInt(tcp.length) } },
   },
-  {
-    name: 'RELAY shim from a VNF port without a route for its hid: dropped as forged, drop_shim',
-    setup: { wild: [{ ruleId: 20 }], actions: { 20: toV0 }, relays: { 8: 2 } },
-    ingress: 'p3',
-    input: withShim(udp, SHARP_PHASE_RELAY, 7),
-    verdict: XdpAction.DROP,
-    ports: dropped(3, 'drop_shim', LEN + 4n),
-  },
-  {
-    name: 'RELAY shim from a host port, even with a route: dropped as forged, drop_shim',
-    setup: { relays: { 7: 2 } },
-    ingress: 'p0',
-    input: withShim(udp, SHARP_PHASE_RELAY, 7),
-    verdict: XdpAction.DROP,
-    ports: dropped(0, 'drop_shim', LEN + 4n),
-  },
-  {
-    name: 'POST shim from a VNF port whose hid has a relay route: only RELAY is relayed, dropped, drop_shim',
-    setup: { relays: { 7: 2 } },
-    ingress: 'p3',
-    input: withShim(udp, SHARP_PHASE_POST, 7),
-    verdict: XdpAction.DROP,
-    ports: dropped(3, 'drop_shim', LEN + 4n),
-  },
-  {
-    name: 'RELAY shim with hid 0 (a route for 0 exists): dropped, drop_shim',
-    setup: { relays: { 0: 2 } },
-    ingress: 'p3',
-    input: withShim(udp, SHARP_PHASE_RELAY, 0),
-    verdict: XdpAction.DROP,
-    ports: dropped(3, 'drop_shim', LEN + 4n),
-  },
-  {
-    name: 'RELAY shim cut short (16 bytes: tag, but no inner EtherType): dropped, drop_shim',
-    setup: { relays: { 7: 2 } },
-    ingress: 'p3',
-    input: withShim(udp, SHARP_PHASE_RELAY, 7).subarray(0, 16),
-    verdict: XdpAction.DROP,
-    ports: dropped(3, 'drop_shim', 16n),
-  },
+  relayForged('RELAY shim from a VNF port without a route for its hid (a catch-all rule exists)', { relays: { 8: 2 }, wild: [{ ruleId: 20 }], actions: { 20: toV0 } }, 'p3', withShim(udp, SHARP_PHASE_RELAY, 7)),
+  relayForged('RELAY shim from a host port, even with a route', { relays: { 7: 2 } }, 'p0', withShim(udp, SHARP_PHASE_RELAY, 7)),
+  relayForged('POST shim from a VNF port whose hid has a relay route (only RELAY is relayed)', { relays: { 7: 2 } }, 'p3', withShim(udp, SHARP_PHASE_POST, 7)),
+  relayForged('RELAY shim with hid 0 (a route for 0 exists)', { relays: { 0: 2 } }, 'p3', withShim(udp, SHARP_PHASE_RELAY, 0)),
+  relayForged('RELAY shim cut short (16 bytes: tag, but no inner EtherType)', { relays: { 7: 2 } }, 'p3', withShim(udp, SHARP_PHASE_RELAY, 7).subarray(0, 16)),
   {
     name: 'RELAY route to a slot without a tx_ports entry: XDP_ABORTED, drop_no_tx, not counted as relayed',
     setup: { relays: { 7: 5 } },
