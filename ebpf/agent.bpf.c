@@ -21,6 +21,10 @@
  *     XDP_DROP     nothing ready at the head of the ring (replay_empty)
  *     XDP_ABORTED  config error, or the held frame could not be rebuilt
  *                  (it is dropped from the ring and counted)
+ *     XDP_TX       RELAY mode: the frame with shim(RELAY, hid), back out of
+ *                  the interface it arrived on, to its switch (a live-frames
+ *                  run turns XDP_TX into a redirect to the ingress device)
+ *     XDP_REDIRECT RELAY_DIRECT mode: out through relay_tx[side]
  *     XDP_PASS     replayed frame, no VNF in vnf_chain
  *     otherwise    whatever the VNF returns for the replayed frame
  *   agent_release_finish (normal test run): enum sharp_finish_result
@@ -92,7 +96,7 @@ struct {
 	__type(value, struct sharp_release_ctl);
 } release_ctl SEC(".maps");
 
-/* Rollback path: where RELAY-mode replays send frames, per side. */
+/* RELAY_DIRECT replays (BMv2 lab only, same kernel): where they go, per side. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
 	__uint(max_entries, SHARP_SIDES);
@@ -122,25 +126,6 @@ static __always_inline int to_vnf(struct xdp_md *ctx, struct sharp_agent_stats *
 	bpf_tail_call(ctx, &vnf_chain, SHARP_VNF_CHAIN_INDEX);
 	STAT_INC(st, chain_missing);
 	return XDP_PASS;
-}
-
-/*
- * Remove the 4 shim bytes: move the MACs forward over them, then drop the
- * first 4 bytes. The shim's inner_proto becomes the EtherType in place:
- *   before: dst src 0x821C tag type payload
- *   after:  dst src type payload
- */
-static __always_inline int strip_shim(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u8 macs[12];
-
-	if (data + SHARP_ETH_SHIM_HLEN > data_end)
-		return -1;
-	__builtin_memcpy(macs, data, sizeof(macs));
-	__builtin_memcpy(data + SHARP_SHIM_LEN, macs, sizeof(macs));
-	return bpf_xdp_adjust_head(ctx, SHARP_SHIM_LEN);
 }
 
 /* First slot index of ring `ring`, side `side`; -1 if the configuration
@@ -311,7 +296,7 @@ int agent(struct xdp_md *ctx)
 			__sync_fetch_and_add(&ho->post_seen, 1);
 	}
 
-	if (strip_shim(ctx)) {
+	if (sharp_strip_shim(ctx)) {
 		STAT_INC(st, shim_malformed);
 		return XDP_DROP;
 	}
@@ -331,8 +316,8 @@ int agent(struct xdp_md *ctx)
 	return hold_or_pass(ctx, ho, side, st);
 }
 
-/* Side and handover that replay/finish act on; NULL on config error. */
-static __always_inline struct sharp_agent_ho *release_target(struct xdp_md *ctx, __u32 *side)
+/* Side and handover (and its id) that replay/finish act on; NULL on config error. */
+static __always_inline struct sharp_agent_ho *release_target(struct xdp_md *ctx, __u32 *side, __u32 *hid_out)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	struct sharp_agent_iface *ifc;
@@ -350,6 +335,7 @@ static __always_inline struct sharp_agent_ho *release_target(struct xdp_md *ctx,
 	hid = bpf_map_lookup_elem(&replay_ctl, &s);
 	if (!hid)
 		return NULL;
+	*hid_out = *hid;
 	return bpf_map_lookup_elem(&handovers, hid);
 }
 
@@ -362,6 +348,10 @@ static __always_inline struct sharp_agent_ho *release_target(struct xdp_md *ctx,
  * a slot still being read, so a frame arriving meanwhile cannot overwrite
  * it. `replaying` marks the copy-out window; a second concurrent replay of
  * the same side sees it and returns empty instead of duplicating a frame.
+ *
+ * RELAY mode pushes shim(RELAY, hid) in the same window, so a frame that
+ * cannot get its shim counts as replay_failed like any frame that could not
+ * be rebuilt, never as released.
  */
 SEC("xdp")
 int agent_replay(struct xdp_md *ctx)
@@ -369,13 +359,23 @@ int agent_replay(struct xdp_md *ctx)
 	struct sharp_agent_stats *st = agent_stats_get();
 	struct sharp_agent_ho *ho;
 	struct sharp_slot *slot;
-	__u32 side = 0, base, snap, idx, mkey, *mode;
+	__u32 side = 0, hid = 0, base, snap, idx, mkey, mode = SHARP_REPLAY_TO_VNF, *m;
 	__u64 len, cur;
 	int ok, good;
 
-	ho = release_target(ctx, &side);
+	ho = release_target(ctx, &side, &hid);
 	side &= 1;	/* already checked; keeps the bound visible to the verifier */
 	if (!ho || ring_base(ho->ring, side, &base)) {
+		STAT_INC(st, config_error);
+		return XDP_ABORTED;
+	}
+	/* a copy: taking side's address would spill it and lose its bound */
+	mkey = side;
+	m = bpf_map_lookup_elem(&replay_mode, &mkey);
+	if (m)
+		mode = *m;
+	if (mode == SHARP_REPLAY_RELAY && (hid < SHARP_HID_MIN || hid > SHARP_HID_MAX)) {
+		/* the tag could not name this handover */
 		STAT_INC(st, config_error);
 		return XDP_ABORTED;
 	}
@@ -414,6 +414,8 @@ int agent_replay(struct xdp_md *ctx)
 		    bpf_xdp_store_bytes(ctx, 0, slot->data, len))
 			good = 0;
 	}
+	if (good && mode == SHARP_REPLAY_RELAY && sharp_push_shim(ctx, SHARP_PHASE_RELAY, hid))
+		good = 0;
 	__atomic_exchange_n(&slot->ready, 0, __ATOMIC_SEQ_CST);
 
 	bpf_spin_lock(&ho->lock);
@@ -429,10 +431,13 @@ int agent_replay(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	}
 	STAT_INC(st, replayed);
-	/* a copy: taking side's address would spill it and lose its bound */
-	mkey = side;
-	mode = bpf_map_lookup_elem(&replay_mode, &mkey);
-	if (mode && *mode == SHARP_REPLAY_RELAY)
+	if (mode == SHARP_REPLAY_RELAY) {
+		/* back to the switch that sent it, which routes it to the old
+		 * instance (its `relays` map) */
+		STAT_INC(st, relayed);
+		return XDP_TX;
+	}
+	if (mode == SHARP_REPLAY_RELAY_DIRECT)
 		return bpf_redirect_map(&relay_tx, mkey, XDP_ABORTED);
 	return to_vnf(ctx, st);
 }
@@ -448,10 +453,10 @@ SEC("xdp")
 int agent_release_finish(struct xdp_md *ctx)
 {
 	struct sharp_agent_ho *ho;
-	__u32 side = 0;
+	__u32 side = 0, hid = 0;
 	int done;
 
-	ho = release_target(ctx, &side);
+	ho = release_target(ctx, &side, &hid);
 	side &= 1;	/* already checked; keeps the bound visible to the verifier */
 	if (!ho || ho->role != SHARP_AGENT_NEW) {
 		struct sharp_agent_stats *st = agent_stats_get();

@@ -7,12 +7,21 @@
  * priority-ordered wildcard list), marks frames of rules under handover with
  * the shim, counts, and forwards through a devmap.
  *
+ * Shims: only switches mark frames, so a shim arriving on a port is forged
+ * handover traffic and dropped (drop_shim) -- with one exception. During a
+ * rollback after switch-over the new instance's agent sends the frames it
+ * held back into the switch with shim(RELAY, hid); such a frame arriving on
+ * a VNF port while `relays` has a route for hid is stripped and redirected
+ * to the route's out slot (the old instance), counted as `relayed` on the
+ * ingress port and as tx on the out port.
+ *
  * Return codes:
  *   XDP_PASS      ingress port not in `ports`, or non-IPv4 frame
- *   XDP_DROP      shim frame, malformed IPv4, no rule/action, bad action,
- *                 no headroom for the shim
- *   XDP_REDIRECT  forwarded to tx_ports[action.out_slot]
- *   XDP_ABORTED   action.out_slot has no tx_ports entry (what
+ *   XDP_DROP      shim frame that is not a routed relay, malformed IPv4,
+ *                 no rule/action, bad action, no headroom for the shim
+ *   XDP_REDIRECT  forwarded to tx_ports[action.out_slot], or a relayed
+ *                 frame, stripped, to tx_ports[relays[hid]]
+ *   XDP_ABORTED   the out slot has no tx_ports entry (what
  *                 bpf_redirect_map with flags 0 returns; counted as
  *                 drop_no_tx, also visible in the xdp_exception tracepoint)
  */
@@ -91,6 +100,15 @@ struct {
 	__type(value, struct sharp_ho_stats);
 } ho_stats SEC(".maps");
 
+/* Rollback relay routes: hid -> out slot, see sharp_abi.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SHARP_DEFAULT_MAX_RELAYS);
+	__type(key, __u32);			/* hid */
+	__type(value, __u32);			/* out slot */
+} relays SEC(".maps");
+
 /* Stats are per-CPU: plain increments, no atomics. */
 #define PSTAT_INC(ps, field) do { if (ps) (ps)->field++; } while (0)
 
@@ -157,12 +175,6 @@ static __always_inline int wild_lookup(const struct sharp_flow_key *key, __u32 i
 	return 0;
 }
 
-/*
- * Insert shim(phase, hid) after the MAC addresses. The original EtherType
- * stays where it is and becomes the shim's inner_proto:
- *   before: dst src type payload
- *   after:  dst src 0x821C tag type payload
- */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
@@ -222,25 +234,49 @@ int tx_inject(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
-static __always_inline int push_shim(struct xdp_md *ctx, __u32 phase, __u32 hid)
+/*
+ * A shim frame arrived on a switch port (cursor after the Ethernet header).
+ * shim(RELAY, hid) on a VNF port with a relays[hid] route: stripped and
+ * redirected to the route's out slot. Anything else: forged, dropped.
+ */
+static __always_inline int shim_in(struct xdp_md *ctx, struct sharp_cursor *c, __u32 role,
+				   struct sharp_port_stats *ps_in, __u64 len)
 {
-	struct sharp_eth_shim_hdr *h;
-	void *data, *data_end;
-	__u8 macs[12];
+	struct sharp_port_stats *ps_out;
+	struct sharp_shim *shim;
+	__u32 hid, out_slot, *route;
+	__u16 tag;
+	long rc;
 
-	if (bpf_xdp_adjust_head(ctx, -(int)SHARP_SHIM_LEN))
-		return -1;
-	/* adjust_head invalidated every packet pointer: re-check. */
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	h = data;
-	if ((void *)(h + 1) > data_end)
-		return -1;
-	__builtin_memcpy(macs, data + SHARP_SHIM_LEN, sizeof(macs));
-	__builtin_memcpy(h->dst, macs, sizeof(macs));
-	h->proto = bpf_htons(SHARP_ETH_P_SHIM);
-	h->tag = bpf_htons(sharp_tag_make(phase, hid));
-	return 0;
+	shim = sharp_parse_shim(c);
+	if (role != SHARP_PORT_VNF || !shim)
+		goto forged;
+	tag = bpf_ntohs(shim->tag);
+	hid = sharp_tag_hid(tag);
+	if (sharp_tag_phase(tag) != SHARP_PHASE_RELAY || hid < SHARP_HID_MIN)
+		goto forged;
+	route = bpf_map_lookup_elem(&relays, &hid);
+	if (!route)
+		goto forged;
+	out_slot = *route;	/* one snapshot: the route may be replaced */
+	if (sharp_strip_shim(ctx))
+		goto forged;
+	rc = bpf_redirect_map(&tx_ports, out_slot, 0);
+	if (rc != XDP_REDIRECT) {
+		PSTAT_INC(ps_in, drop_no_tx);
+		return rc;
+	}
+	PSTAT_INC(ps_in, relayed);
+	ps_out = bpf_map_lookup_elem(&port_stats, &out_slot);
+	if (ps_out) {
+		ps_out->tx_packets++;
+		ps_out->tx_bytes += len - SHARP_SHIM_LEN;
+	}
+	return rc;
+
+forged:
+	PSTAT_INC(ps_in, drop_shim);
+	return XDP_DROP;
 }
 
 SEC("xdp")
@@ -279,11 +315,10 @@ int sharp_switch(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	/* Only switches mark frames, and switches never exchange marked frames:
-	 * a shim arriving from a host or a VNF would be forged handover traffic. */
-	if (eth->h_proto == bpf_htons(SHARP_ETH_P_SHIM)) {
-		PSTAT_INC(ps_in, drop_shim);
-		return XDP_DROP;
-	}
+	 * a shim arriving from a host or a VNF is forged handover traffic,
+	 * unless it is a routed relay from a VNF port (see shim_in). */
+	if (eth->h_proto == bpf_htons(SHARP_ETH_P_SHIM))
+		return shim_in(ctx, &c, pi->role, ps_in, len);
 	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
 		PSTAT_INC(ps_in, pass_non_ip);
 		return XDP_PASS;
@@ -324,7 +359,7 @@ int sharp_switch(struct xdp_md *ctx)
 			PSTAT_INC(ps_in, drop_bad_action);
 			return XDP_DROP;
 		}
-		if (push_shim(ctx, phase, hid)) {
+		if (sharp_push_shim(ctx, phase, hid)) {
 			PSTAT_INC(ps_in, drop_no_headroom);
 			return XDP_DROP;
 		}

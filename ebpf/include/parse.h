@@ -142,4 +142,53 @@ static __always_inline int sharp_flow_key_ipv4(struct sharp_cursor *c, const str
 	return 0;
 }
 
+/*
+ * Insert shim(phase, hid) after the MAC addresses. The original EtherType
+ * stays where it is and becomes the shim's inner_proto:
+ *   before: dst src type payload
+ *   after:  dst src 0x821C tag type payload
+ * Needs 4 bytes of headroom. Every packet pointer is invalid afterwards,
+ * also when it fails. Returns 0 or -1.
+ */
+static __always_inline int sharp_push_shim(struct xdp_md *ctx, __u32 phase, __u32 hid)
+{
+	struct sharp_eth_shim_hdr *h;
+	void *data, *data_end;
+	__u8 macs[12];
+
+	if (bpf_xdp_adjust_head(ctx, -(int)SHARP_SHIM_LEN))
+		return -1;
+	/* adjust_head invalidated every packet pointer: re-check. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	h = data;
+	if ((void *)(h + 1) > data_end)
+		return -1;
+	__builtin_memcpy(macs, data + SHARP_SHIM_LEN, sizeof(macs));
+	__builtin_memcpy(h->dst, macs, sizeof(macs));
+	h->proto = bpf_htons(SHARP_ETH_P_SHIM);
+	h->tag = bpf_htons(sharp_tag_make(phase, hid));
+	return 0;
+}
+
+/*
+ * Remove the 4 shim bytes: move the MACs forward over them, then drop the
+ * first 4 bytes. The shim's inner_proto becomes the EtherType in place:
+ *   before: dst src 0x821C tag type payload
+ *   after:  dst src type payload
+ * Every packet pointer is invalid afterwards. Returns 0 or < 0.
+ */
+static __always_inline int sharp_strip_shim(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 macs[12];
+
+	if (data + SHARP_ETH_SHIM_HLEN > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	__builtin_memcpy(data + SHARP_SHIM_LEN, macs, sizeof(macs));
+	return bpf_xdp_adjust_head(ctx, SHARP_SHIM_LEN);
+}
+
 #endif /* SHARP_PARSE_H */

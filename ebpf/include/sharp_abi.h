@@ -48,13 +48,26 @@ enum sharp_shim_const {
 	SHARP_HID_COUNT = 16384,	/* entries of per-hid arrays (ho_stats) */
 };
 
-/* Handover phase carried in the tag (and in a switch rule action). */
+/*
+ * Handover phase carried in the tag (and in a switch rule action).
+ *
+ * The tag has 2 phase bits, and the value 3 has two meanings that never
+ * meet: in a switch RULE ACTION it is DIVERT (the frame goes to the
+ * controller and never reaches a link, so 3 never appears in a tag the
+ * switch writes); in a TAG on a link it is RELAY, which only an agent
+ * writes and no rule action can ask for (an action with phase 3 always
+ * diverts). Agents drop any arriving shim whose phase is not PRE or POST.
+ */
 enum sharp_phase {
 	SHARP_PHASE_NONE = 0,	/* not under handover: no shim */
 	SHARP_PHASE_PRE = 1,	/* still going to the old instance, counted */
 	SHARP_PHASE_POST = 2,	/* going to the new instance, held there */
-	SHARP_PHASE_DIVERT = 3,	/* baseline only (controller-buffer mode): to the
-				 * controller, never on a link */
+	SHARP_PHASE_DIVERT = 3,	/* rule action only, baseline (controller-buffer
+				 * mode): to the controller, never on a link */
+	SHARP_PHASE_RELAY = 3,	/* tag only: a frame the new instance's agent
+				 * sends back to the switch during a rollback after
+				 * switch-over, for the switch to forward (unmarked)
+				 * to the old instance; see `relays` */
 };
 
 /* The 4 shim bytes that follow an Ethernet header of type SHARP_ETH_P_SHIM
@@ -139,13 +152,15 @@ enum sharp_switch_limits {
 	SHARP_DEFAULT_MAX_PORTS = 64,	/* tx_ports, port_stats (resizable) */
 	SHARP_DEFAULT_MAX_IFINDEX = 1024,	/* ports: ifindexes below this (resizable) */
 	SHARP_DEFAULT_MAX_RULES = 4096,	/* rules_exact, rule_actions, rule_stats (resizable) */
+	SHARP_DEFAULT_MAX_RELAYS = 256,	/* relays: rollbacks relaying at once (resizable) */
 };
 
 /* ports: ARRAY indexed by ifindex -> sharp_port_info; role 0 = not a switch
  * port. An array, not a hash: its lookup is inlined, and it is on every
  * packet's path (user space sizes it above the largest port ifindex).
- * role is informational for the control plane; the program treats all
- * ports alike (every port drops incoming shims). */
+ * The program treats host and VNF ports alike except for incoming shims:
+ * every shim is dropped as forged (drop_shim), except shim(RELAY, hid)
+ * arriving on a VNF port while `relays` has a route for hid. */
 struct sharp_port_info {
 	__u32 slot;	/* index into tx_ports / port_stats, and wild rule in_slot */
 	__u32 role;	/* enum sharp_port_role */
@@ -220,11 +235,23 @@ struct sharp_rule_stats {
 };
 _Static_assert(sizeof(struct sharp_rule_stats) == 16, "sharp_rule_stats size");
 
+/*
+ * relays: HASH hid (__u32) -> __u32 out slot (BPF_F_NO_PREALLOC, like the
+ * rule maps: a replaced element is not recycled under a reader). Written by
+ * the controller only for the duration of a rollback after switch-over:
+ * the new instance's agent replays its hold ring of handover hid with
+ * shim(RELAY, hid) back out of the interface the frames came in on, i.e.
+ * into this switch; a frame with that shim arriving on a VNF port is
+ * stripped and redirected to tx_ports[out slot] (the port towards the old
+ * instance), so it reaches the old instance unmarked and in ring order.
+ * No entry for hid, a host port, or any other phase: dropped as forged.
+ */
+
 /* port_stats: PERCPU_ARRAY slot -> sharp_port_stats.
  * rx_* count every frame received on a known port (ingress slot);
  * tx_* count frames bpf_redirect_map accepted for that egress slot, bytes
- * including an inserted shim; drop_* / pass_* are charged to the ingress
- * slot. */
+ * as they leave (including an inserted shim, without a stripped one);
+ * relayed, drop_* and pass_* are charged to the ingress slot. */
 struct sharp_port_stats {
 	__u64 rx_packets;
 	__u64 rx_bytes;
@@ -236,9 +263,12 @@ struct sharp_port_stats {
 	__u64 drop_malformed;	/* truncated Ethernet/IPv4/L4 header, bad ihl */
 	__u64 drop_bad_action;	/* action with invalid phase or hid */
 	__u64 drop_no_headroom;	/* bpf_xdp_adjust_head failed inserting shim */
-	__u64 drop_no_tx;	/* action.out_slot not in tx_ports (XDP_ABORTED) */
+	__u64 drop_no_tx;	/* action.out_slot (or a relay's out slot) not in
+				 * tx_ports (XDP_ABORTED) */
+	__u64 relayed;		/* shim(RELAY) frames from this VNF port, stripped
+				 * and sent on by a `relays` route */
 };
-_Static_assert(sizeof(struct sharp_port_stats) == 88, "sharp_port_stats size");
+_Static_assert(sizeof(struct sharp_port_stats) == 96, "sharp_port_stats size");
 
 /* ho_stats: PERCPU_ARRAY hid (SHARP_HID_COUNT entries) -> sharp_ho_stats.
  * Sum over CPUs: pre_packets is the "pre_sent" of the protocol. */
@@ -348,15 +378,26 @@ _Static_assert(sizeof(struct sharp_slot) == 1544, "sharp_slot size");
 /*
  * replay_mode: ARRAY side -> __u32 enum sharp_replay_mode. Where agent_replay
  * sends a frame it took out of the ring:
- *   TO_VNF  into this instance's VNF (vnf_chain), the normal release;
- *   RELAY   out through relay_tx[side] (a DEVMAP entry user space points at
- *           the switch port facing ANOTHER instance), so a handover rolled
- *           back after switch-over delivers the frames held here to the old
- *           instance, in order, without them leaving the kernel.
+ *   TO_VNF        into this instance's VNF (vnf_chain), the normal release;
+ *   RELAY         back to the switch the frame came from, so a handover
+ *                 rolled back after switch-over delivers the frames held here
+ *                 to the old instance, in order: the frame gets
+ *                 shim(RELAY, replay_ctl[side]) and leaves by XDP_TX, i.e.
+ *                 out of the interface it arrived on (a live-frames test run
+ *                 turns XDP_TX into a redirect to its ingress device). The
+ *                 switch strips the shim and forwards the frame by its
+ *                 `relays` route. The agent needs to know nothing about the
+ *                 other instance or another host's interfaces.
+ *   RELAY_DIRECT  out through relay_tx[side] (a DEVMAP entry user space
+ *                 points at the switch interface facing the old instance),
+ *                 bypassing the switch program. Works only when the switch's
+ *                 interfaces are in this kernel; kept for the BMv2 lab,
+ *                 whose P4 switch does not forward RELAY shims yet.
  */
 enum sharp_replay_mode {
 	SHARP_REPLAY_TO_VNF = 0,
 	SHARP_REPLAY_RELAY = 1,
+	SHARP_REPLAY_RELAY_DIRECT = 2,
 };
 
 /*
@@ -393,8 +434,10 @@ struct sharp_agent_stats {
 	__u64 replay_error;	/* agent_replay could not rebuild a frame */
 	__u64 chain_missing;	/* tail call to vnf_chain[0] failed: XDP_PASS */
 	__u64 config_error;	/* bad side/ring/replay_ctl/slots size */
+	__u64 relayed;		/* replayed frames sent back to the switch with
+				 * shim(RELAY) (also counted in replayed) */
 };
-_Static_assert(sizeof(struct sharp_agent_stats) == 104, "sharp_agent_stats size");
+_Static_assert(sizeof(struct sharp_agent_stats) == 112, "sharp_agent_stats size");
 
 /* ------------------------------------------------------------------------ */
 /* Example VNF (vnf_counter.bpf.c)                                          */

@@ -76,6 +76,8 @@ export interface PortCounters extends Counter {
   dropNoRule: bigint;
   dropShim: bigint;
   dropOther: bigint;
+  /** frames relayed back to their old instance (rollback after switch-over), charged to the port they came in on */
+  relayed: bigint;
 }
 
 /** The agent's view of one handover on one instance. */
@@ -144,6 +146,16 @@ export interface SwitchControl {
   /** marked packets a switch sent for a handover (summed over CPUs) */
   handoverCounters(sw: string, handoverId: number): Promise<HandoverMarkCounters>;
   resetHandoverCounters(sw: string, handoverId: number): Promise<void>;
+  /**
+   * Rollback after switch-over: from now on, frames of `handoverId` that a
+   * VNF instance's agent relays back into `sw` (shim phase RELAY, see
+   * AgentControl.release with relayTo) leave `sw` unmarked by `outPort`,
+   * the port towards the old instance. Every other shim stays dropped as
+   * forged. Replaces an earlier route of the same handover.
+   */
+  setRelay(sw: string, handoverId: number, outPort: string): Promise<void>;
+  /** Ends a relay route; relayed frames of `handoverId` arriving later are dropped. No route: nothing to do. */
+  clearRelay(sw: string, handoverId: number): Promise<void>;
 }
 
 /** Agent control: the SHarP agents in front of the VNF instances. */
@@ -159,7 +171,10 @@ export interface AgentControl {
   /**
    * Releases the held packets in order inside the kernel, then lets new
    * packets pass; `relayTo` sends them to another instance instead of this
-   * instance's VNF (rollback after switch-over).
+   * instance's VNF (rollback after switch-over): back to the switches they
+   * came from, marked RELAY, which forward them to `relayTo` by the routes
+   * SwitchControl.setRelay wrote (set them first). The agent needs no
+   * knowledge of the switches' or the other instance's interfaces.
    */
   release(instance: string, handoverId: number, options?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult>;
   disarm(instance: string, handoverId: number): Promise<void>;

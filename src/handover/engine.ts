@@ -297,8 +297,9 @@ export class HandoverEngine extends EventEmitter {
   /**
    * Before switch-over the rules go back unmarked. After it, the frames held
    * at B are older than anything still to come: they go back to A (A holds
-   * new frames under a second id, B's ring is relayed to A, A releases its
-   * own), so traffic stays on A with nothing lost.
+   * new frames under a second id, B's ring is relayed to A through the
+   * switches that fed it, A releases its own), so traffic stays on A with
+   * nothing lost.
    */
   async #rollback(h: HandoverRun, mode: HandoverMode, err: HandoverError): Promise<HandoverResult> {
     const failedStep = h.step;
@@ -345,16 +346,27 @@ export class HandoverEngine extends EventEmitter {
 
   async #takeBack(h: HandoverRun, mode: HandoverMode): Promise<void> {
     const agents = this.#d.agentControl;
+    const sc = this.#d.switchControl;
     const backRing = this.#allocRing(h.from.name, h.from.ringCount);
     if (backRing === undefined) throw new DataPlaneError(`${h.from.name} has no free hold ring to take the flow back`);
     const back = this.#allocHid();
+    // every switch that fed B's ring relays its frames to its port towards A
+    const relays = new Map(h.rules.map((r) => [r.switch, h.fromPorts.get(r.id)!]));
+    const routed: string[] = [];
     try {
       await agents.armNew(h.from.name, back, backRing);
       await h.route(h.fromPorts, Phase.POST, back);
       await h.quiesce();
       // B's ring (or the controller's buffer) is complete now: it goes to A, where the frames pass unmarked
       if (mode === 'controller-buffer') await this.#baseline.flushTo(h, h.fromPorts);
-      else h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: h.remaining() })).released;
+      else {
+        for (const [sw, port] of relays) {
+          routed.push(sw);
+          await sc.setRelay(sw, h.id, port);
+        }
+        h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: h.remaining() })).released;
+      }
+      // the relayed frames have passed the switches (the routes go only after this) and reached A
       await h.quiesce();
       await agents.release(h.from.name, back, { timeoutMs: h.remaining() });
       await h.route(h.fromPorts, Phase.NONE);
@@ -362,6 +374,8 @@ export class HandoverEngine extends EventEmitter {
       await h.collect(h.to.name);
       await h.collect(h.from.name, back);
     } finally {
+      // a route left behind would forward relayed frames of a reused id: say so
+      for (const sw of routed) await sc.clearRelay(sw, h.id).catch((e: unknown) => h.emit('warning', `the relay route of handover ${h.id} on ${sw} could not be removed: ${e instanceof Error ? e.message : String(e)}`));
       await agents.disarm(h.from.name, back).catch(() => undefined);
       await agents.disarm(h.from.name, h.id).catch(() => undefined);
       await agents.disarm(h.to.name, h.id).catch(() => undefined);

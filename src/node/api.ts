@@ -47,6 +47,8 @@ const METHOD_NAMES = {
   PortCounters: 1,
   HandoverCounters: 1,
   ResetHandoverCounters: 1,
+  SetRelay: 1,
+  ClearRelay: 1,
   CheckAgent: 1,
   ArmOld: 1,
   ArmNew: 1,
@@ -135,6 +137,7 @@ export function portCountersToWire(p: PortCounters): Wire {
     drop_no_rule: p.dropNoRule.toString(),
     drop_shim: p.dropShim.toString(),
     drop_other: p.dropOther.toString(),
+    relayed: p.relayed.toString(),
   };
 }
 export function portCountersFromWire(w: Wire): PortCounters {
@@ -147,6 +150,7 @@ export function portCountersFromWire(w: Wire): PortCounters {
     dropNoRule: big(w['drop_no_rule']),
     dropShim: big(w['drop_shim']),
     dropOther: big(w['drop_other']),
+    relayed: big(w['relayed']),
   };
 }
 

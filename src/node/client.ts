@@ -206,6 +206,14 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     await this.#call('ResetHandoverCounters', { switch: sw, handover_id: handoverId });
   }
 
+  async setRelay(sw: string, handoverId: number, outPort: string): Promise<void> {
+    await this.#call('SetRelay', { switch: sw, handover_id: handoverId, out_port: outPort });
+  }
+
+  async clearRelay(sw: string, handoverId: number): Promise<void> {
+    await this.#call('ClearRelay', { switch: sw, handover_id: handoverId });
+  }
+
   // ---------------------------------------------------------------- agent control
 
   agentInstances(): AgentInstanceInfo[] {
@@ -300,6 +308,8 @@ export class NodeDeployment implements Deployment {
       portCounters: (sw) => bySwitch(sw).portCounters(sw),
       handoverCounters: (sw, hid) => bySwitch(sw).handoverCounters(sw, hid),
       resetHandoverCounters: (sw, hid) => bySwitch(sw).resetHandoverCounters(sw, hid),
+      setRelay: (sw, hid, port) => bySwitch(sw).setRelay(sw, hid, port),
+      clearRelay: (sw, hid) => bySwitch(sw).clearRelay(sw, hid),
     };
     this.agentControl = {
       agentInstances: () => nodes.flatMap((c) => c.agentInstances()),

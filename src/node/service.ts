@@ -135,6 +135,17 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       await sw().resetHandoverCounters(switchNamed(w['switch']), hid(w));
       return {};
     },
+    SetRelay: async (w) => {
+      const s = switchNamed(w['switch']);
+      const out = String(w['out_port'] ?? '');
+      port(s, out);
+      await sw().setRelay(s, hid(w), out);
+      return {};
+    },
+    ClearRelay: async (w) => {
+      await sw().clearRelay(switchNamed(w['switch']), hid(w));
+      return {};
+    },
     CheckAgent: async (w) => {
       await agents().checkAgent(instance(w).name);
       return {};

@@ -108,6 +108,12 @@ t.test('a failure after switch-over: B relays its ring back to A, A releases, no
   t.equal(r.outcome, 'aborted');
   t.match(r.reason, /moving-state: the state store is down; traffic stays on vnf1/);
   t.ok(d.calls.includes('release vnf2->vnf1'), "B's ring was relayed to A");
+  for (const sw of ['s1', 's2']) {
+    t.ok(d.calls.indexOf(`setRelay ${sw}`) >= 0 && d.calls.indexOf(`setRelay ${sw}`) < d.calls.indexOf('release vnf2->vnf1'), `${sw} had its relay route before B relayed`);
+    t.ok(d.calls.indexOf(`clearRelay ${sw}`) > d.calls.lastIndexOf('release vnf1'), `${sw} dropped its relay route once A had released`);
+  }
+  t.same(d.relayRoutes(), {}, 'no relay route is left');
+  t.equal(d.relayDropped, 0, 'no relayed frame was dropped for want of a route');
   t.ok(d.calls.indexOf('release vnf2->vnf1') < d.calls.lastIndexOf('release vnf1'), "then A released what it held meanwhile");
   t.equal(r.counts.relayed, r.counts.held - r.counts.released + r.counts.relayed, 'the relayed frames are counted');
   assertAt(t, d, rules, 'vnf1');
@@ -115,14 +121,35 @@ t.test('a failure after switch-over: B relays its ring back to A, A releases, no
   t.equal(d.deliveries.at(-1)!.instance, 'vnf1');
 });
 
-t.test('a rollback that fails leaves no rule marked and says so', async (t) => {
+for (const [name, fault, reason] of [
+  ['the relay itself fails', { method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true }, /rollback failed: relay target unreachable/],
+  ["s2's relay route cannot be written", { method: 'setRelay', target: 's2', message: 'relays map full', always: true }, /rollback failed: relays map full/],
+] as const) {
+  t.test(`a rollback that fails (${name}) leaves no rule marked and no relay route, and says so`, async (t) => {
+    const { d, rules } = await setup();
+    d.faults.push(fault);
+    const engine = new HandoverEngine(d, { mover: new FailingMover() });
+    const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+    t.equal(r.outcome, 'failed');
+    t.match(r.reason, reason);
+    for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.phase, Phase.NONE, `rule ${id} is not left marked`);
+    t.ok(d.calls.includes('clearRelay s1'), "s1's relay route was cleared");
+    t.same(d.relayRoutes(), {}, 'no relay route is left');
+    if (fault.method === 'setRelay') t.notOk(d.calls.includes('release vnf2->vnf1'), 'B did not relay without every route in place');
+  });
+}
+
+t.test('a relay route that cannot be removed is reported as a warning; the rollback itself succeeds', async (t) => {
   const { d, rules } = await setup();
-  d.faults.push({ method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true });
+  d.faults.push({ method: 'clearRelay', target: 's1', message: 'switch unreachable' });
   const engine = new HandoverEngine(d, { mover: new FailingMover() });
+  d.start(1);
   const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
-  t.equal(r.outcome, 'failed');
-  t.match(r.reason, /rollback failed: relay target unreachable/);
-  for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.phase, Phase.NONE, `rule ${id} is not left marked`);
+  await sleep(5);
+  d.stop();
+  t.equal(r.outcome, 'aborted');
+  t.ok(r.events.some((e) => e.step === 'warning' && /relay route of handover \d+ on s1 could not be removed: switch unreachable/.test(e.detail ?? '')), 'a warning names the switch and the cause');
+  assertIntact(t, d, 'rolled back after switch-over');
 });
 
 t.test('frames that overflow the hold ring: outcome lossy with the count, never completed', async (t) => {

@@ -112,6 +112,12 @@ for (const [name, mover, stateTimeoutMs] of [
     t.equal(res.outcome, 'aborted');
     t.match(res.reason, name === 'throws' ? /moving-state: .*state store unreachable; traffic stays on vnf1/ : /did not finish within 300 ms; traffic stays on vnf1/);
     t.ok(res.counts.relayed > 0n, `${res.counts.relayed} frames held at vnf2 went back to vnf1 in the kernel`);
+    // through the switches: each relayed frame came back in on a switch's port towards vnf2
+    const relayedAt = async (sw: string): Promise<bigint> => (await l.dp.portCounters(sw)).reduce((a, p) => a + p.relayed, 0n);
+    t.equal((await relayedAt('s1')) + (await relayedAt('s2')), res.counts.relayed, 'the switches relayed exactly the frames vnf2 released back (port_stats.relayed)');
+    const vnf2Ports = (await Promise.all(['s1', 's2'].map(async (sw) => (await l.dp.portCounters(sw)).find((p) => p.port === `${sw}-vnf2`)!)));
+    t.equal(vnf2Ports.reduce((a, p) => a + p.dropShim, 0n), 0n, 'no relayed frame was dropped as forged');
+    if ('switchObject' in l.dp) for (const sw of ['s1', 's2']) t.same([...l.dp.switchObject(sw).map('relays').keys()], [], `${sw}: no relay route is left`);
     t.ok(res.events.some((e) => e.step === 'rolling-back'));
     assertDirectionsIntact(
       t,
@@ -121,6 +127,7 @@ for (const [name, mover, stateTimeoutMs] of [
       ],
       'vnf1',
     );
+    t.equal(fw.sink.report(fw.gen.sentPerFlow()).marked + rv.sink.report(rv.gen.sentPerFlow()).marked, 0, 'no probe arrived marked');
     for (const id of rules) t.same(l.dp.getRule(id)!.action, { outPort: l.dp.getRule(id)!.switch === 's1' ? 's1-vnf1' : 's2-vnf1', phase: Phase.NONE, handoverId: 0 }, `rule ${id} is back on vnf1, unmarked`);
   });
 }

@@ -2,7 +2,8 @@
  * An in-memory deployment for engine unit tests without root: switches,
  * agents and VNFs that pass sequenced frames with the same rules as the
  * kernel programs (PRE/POST marks, PRE counting at the old agent, an
- * in-order hold ring at the new one, release, relay), a counter VNF whose
+ * in-order hold ring at the new one, release, relay back through the switch
+ * by its relay routes), a counter VNF whose
  * per-flow state is what the state mover moves, and a sink that checks
  * order and stamps. Frames are delivered synchronously, so Q holds
  * trivially; what this checks is the engine's sequence, not timing.
@@ -79,6 +80,10 @@ export class FakeDeployment implements Deployment {
   readonly #state = new Map<string, Map<string, number>>();
   readonly #flows = new Map<string, FlowKey>();
   readonly #seq = new Map<number, number>();
+  /** "switch/hid" -> out port: the switches' relay routes */
+  readonly #relays = new Map<string, string>();
+  /** relayed frames a switch dropped as forged (no route for their handover) */
+  relayDropped = 0;
   readonly #instances: AgentInstanceInfo[];
   #timer: NodeJS.Timeout | undefined;
   /** called once per call name: lets a test act at a given step (e.g. "kill" the controller) */
@@ -246,7 +251,35 @@ export class FakeDeployment implements Deployment {
       this.#call('resetHandoverCounters', sw);
       this.#marks.delete(`${sw}/${hid}`);
     },
+    setRelay: async (sw, hid, outPort) => {
+      this.#call('setRelay', sw);
+      this.#relays.set(`${sw}/${hid}`, outPort);
+    },
+    clearRelay: async (sw, hid) => {
+      this.#call('clearRelay', sw);
+      this.#relays.delete(`${sw}/${hid}`);
+    },
   };
+
+  /** Relay routes in place (for leak checks): "switch/hid" -> out port. */
+  relayRoutes(): Record<string, string> {
+    return Object.fromEntries(this.#relays);
+  }
+
+  /**
+   * A frame an agent relays (marked RELAY) back into the switch it came
+   * from: forwarded unmarked by the switch's route for its handover, or
+   * dropped as forged without one.
+   */
+  #switchRelay(f: Frame): void {
+    const sw = this.#rules.get(f.rule)!.switch;
+    const out = this.#relays.get(`${sw}/${f.hid}`);
+    if (out === undefined) {
+      this.relayDropped++;
+      return;
+    }
+    this.#agentRx(this.#instanceOf(out), { ...f, phase: Phase.NONE, hid: 0 });
+  }
 
   #ho(instance: string, hid: number): AgentHo {
     const h = this.#agents.get(instance)?.get(hid);
@@ -300,7 +333,7 @@ export class FakeDeployment implements Deployment {
         const f = h.ring.shift()!;
         h.released++;
         if (o?.relayTo === undefined) this.#vnf(i, f);
-        else this.#agentRx(o.relayTo, { ...f, phase: Phase.NONE, hid: 0 });
+        else this.#switchRelay({ ...f, hid });
       }
       h.holding = false;
       return { released: BigInt(n), rounds: n > 0 ? 1 : 0 };

@@ -4,9 +4,10 @@
 // agent_release_finish (BPF_PROG_TEST_RUN, ingress interface from xdp_md,
 // run inside the test namespace that owns it) and checks every verdict and
 // output frame, then the whole handover element, the ring slots and the
-// agent's counters (per-CPU values summed). A last test replays a ring with
-// live frames through the chained VNF and out of a veth, observed on the
-// peer.
+// agent's counters (per-CPU values summed). The last tests replay a ring
+// with live frames through the chained VNF and out of a veth, and in RELAY
+// mode back out of the interface the frames came in on (XDP_TX), observed on
+// the peer.
 import t, { type Test } from 'tap';
 import { BpfObjectSpec, XdpAction, u32, withNetns, xdpMd, MapUpdate, ifindexOf, type BpfCollection } from '../../src/bpf/index.js';
 import {
@@ -31,6 +32,9 @@ import {
   SHARP_FINISH_ERROR,
   SHARP_MAX_FRAME,
   SHARP_REPLAY_RELAY,
+  SHARP_REPLAY_RELAY_DIRECT,
+  SHARP_PHASE_RELAY,
+  SHARP_HID_MAX,
   SHARP_VNF_CHAIN_INDEX,
   type SharpAgentHo,
   type SharpAgentStats,
@@ -51,6 +55,7 @@ const PASSING = SHARP_HOLD_PASSING;
 const p = (i: number): Buffer => probeFrame({ seq: BigInt(i), flow: 3, extra: i });
 const post = (f: Buffer, hid = HID): Buffer => withShim(f, SHARP_PHASE_POST, hid);
 const pre = (f: Buffer, hid = HID): Buffer => withShim(f, SHARP_PHASE_PRE, hid);
+const relayed = (f: Buffer, hid = HID): Buffer => withShim(f, SHARP_PHASE_RELAY, hid);
 /** p(i) as the chained VNF emits it: stamp = its per-flow counter, UDP checksum recomputed from scratch */
 const stamped = (i: number, stamp: number): Buffer => probeFrame({ seq: BigInt(i), flow: 3, extra: i, stamp: BigInt(stamp) });
 const TEMPLATE = Buffer.alloc(64);
@@ -232,7 +237,7 @@ const cases: Case[] = [
     stats: { shim_malformed: 1n },
   },
   {
-    name: 'phase 3 in the tag: dropped, shim_malformed',
+    name: 'phase 3 (RELAY) in the tag: an agent never takes a relayed frame, dropped, shim_malformed',
     setup: { handovers: { [HID]: OLD() } },
     steps: [{ ingress: 'if0', input: withShim(p(1), 3, HID), verdict: XdpAction.DROP }],
     stats: { shim_malformed: 1n },
@@ -498,8 +503,43 @@ const cases: Case[] = [
     stats: { replay_error: 1n },
   },
   {
-    name: 'RELAY mode: the replayed frame is redirected out through relay_tx[side], the VNF is not run',
-    setup: { handovers: { [HID]: NEW() }, chain: true, replayMode: { 0: SHARP_REPLAY_RELAY }, relayTx: { 0: 'if1' } },
+    name: 'RELAY mode: the replayed frame gets shim(RELAY, hid) and leaves by XDP_TX, back towards its switch; the VNF is not run',
+    setup: { handovers: { [HID]: NEW() }, chain: true, replayMode: { 0: SHARP_REPLAY_RELAY } },
+    steps: [hold(1), hold(2), replay('if0', XdpAction.TX, relayed(p(1))), replay('if0', XdpAction.TX, relayed(p(2))), replay('if0', XdpAction.DROP)],
+    ho: { [HID]: { post_seen: 2n, head: [2, 0], tail: [2, 0], held: [2n, 0n], released: [2n, 0n] } },
+    stats: { stripped: 2n, held: 2n, replayed: 2n, relayed: 2n, replay_empty: 1n },
+    slots: { 0: done(p(1)), 1: done(p(2)) },
+    extra: (t, env) => t.equal(vnfFlow(env), undefined, 'the VNF saw nothing'),
+  },
+  {
+    name: `RELAY mode, side 1, hid ${SHARP_HID_MAX}: tag 0xFFFF; side 0 (mode TO_VNF) still releases into the VNF`,
+    setup: { handovers: { [SHARP_HID_MAX]: NEW() }, replayCtl: [SHARP_HID_MAX, SHARP_HID_MAX], replayMode: { 1: SHARP_REPLAY_RELAY } },
+    steps: [
+      { ingress: 'if1', input: post(p(1), SHARP_HID_MAX), verdict: XdpAction.DROP },
+      { ingress: 'if0', input: post(p(2), SHARP_HID_MAX), verdict: XdpAction.DROP },
+      replay('if1', XdpAction.TX, Buffer.concat([p(1).subarray(0, 12), Buffer.from([0x82, 0x1c, 0xff, 0xff]), p(1).subarray(12)])),
+      replay('if0', XdpAction.PASS, p(2)),
+    ],
+    ho: { [SHARP_HID_MAX]: { post_seen: 2n, head: [1, 1], tail: [1, 1], held: [1n, 1n], released: [1n, 1n] } },
+    stats: { stripped: 2n, held: 2n, replayed: 2n, relayed: 1n, chain_missing: 1n },
+  },
+  {
+    name: `RELAY mode, a frame of exactly SHARP_MAX_FRAME (${SHARP_MAX_FRAME}) bytes: whole, 4 bytes longer on its way back`,
+    setup: { handovers: { [HID]: NEW() }, replayMode: { 0: SHARP_REPLAY_RELAY } },
+    steps: [{ ingress: 'if0', input: post(big(SHARP_MAX_FRAME)), verdict: XdpAction.DROP }, replay('if0', XdpAction.TX, relayed(big(SHARP_MAX_FRAME)))],
+    ho: { [HID]: { post_seen: 1n, head: [1, 0], tail: [1, 0], held: [1n, 0n], released: [1n, 0n] } },
+    stats: { stripped: 1n, held: 1n, replayed: 1n, relayed: 1n },
+  },
+  {
+    name: `RELAY mode, replay_ctl names hid ${SHARP_HID_MAX + 1} (a tag cannot carry it): XDP_ABORTED, config_error, the frame stays in the ring`,
+    setup: { handovers: { [SHARP_HID_MAX + 1]: NEW({ tail: [1, 0] }) }, replayCtl: [SHARP_HID_MAX + 1, SHARP_HID_MAX + 1], replayMode: { 0: SHARP_REPLAY_RELAY }, slots: { 0: full(p(1)) } },
+    steps: [replay('if0', XdpAction.ABORTED)],
+    stats: { config_error: 1n },
+    slots: { 0: full(p(1)) },
+  },
+  {
+    name: 'RELAY_DIRECT mode (BMv2 lab): the replayed frame is redirected out through relay_tx[side] unmarked, the VNF is not run',
+    setup: { handovers: { [HID]: NEW() }, chain: true, replayMode: { 0: SHARP_REPLAY_RELAY_DIRECT }, relayTx: { 0: 'if1' } },
     steps: [hold(1), replay('if0', XdpAction.REDIRECT, p(1))],
     ho: { [HID]: { post_seen: 1n, head: [1, 0], tail: [1, 0], held: [1n, 0n], released: [1n, 0n] } },
     stats: { stripped: 1n, held: 1n, replayed: 1n },
@@ -509,8 +549,8 @@ const cases: Case[] = [
     // bpf_redirect_map(relay_tx, side, XDP_ABORTED): the frame has left the
     // ring (head advanced) and is counted as released and replayed, but it
     // is aborted — see the report.
-    name: 'RELAY mode without a relay_tx entry: XDP_ABORTED after the frame left the ring',
-    setup: { handovers: { [HID]: NEW() }, replayMode: { 0: SHARP_REPLAY_RELAY } },
+    name: 'RELAY_DIRECT mode without a relay_tx entry: XDP_ABORTED after the frame left the ring',
+    setup: { handovers: { [HID]: NEW() }, replayMode: { 0: SHARP_REPLAY_RELAY_DIRECT } },
     steps: [hold(1), replay('if0', XdpAction.ABORTED)],
     ho: { [HID]: { post_seen: 1n, head: [1, 0], tail: [1, 0], held: [1n, 0n], released: [1n, 0n] } },
     stats: { stripped: 1n, held: 1n, replayed: 1n },
@@ -684,9 +724,13 @@ t.test('agent: verdicts, output frames, handover state, ring slots and counters'
   }
 });
 
-t.test('agent, live frames: K held probes replayed with ONE test run, through the VNF and out of a veth, in order', async (t) => {
-  const K = 48;
-  const { nsA, nsB } = testVethPair(t, 'agl');
+/**
+ * A live-frames rig: an agent (one 64-frame ring) whose side 0 is veth-a,
+ * handover HID armed NEW and named in replay_ctl[0], and probe_sink on the
+ * peer veth-b (a veth receiving redirected frames needs an XDP program).
+ */
+function liveRig(t: Test, tag: string): { nsA: string; ifA: number; agent: BpfCollection; sink: BpfCollection; holdAll: (frames: readonly Buffer[]) => void } {
+  const { nsA, nsB } = testVethPair(t, tag);
   const ifA = ifindexOf('veth-a', nsA);
   const spec = BpfObjectSpec.open(programObject('agent'));
   spec.setConstants(rodataLayouts['agent']!, { ring_capacity: 64, ring_count: 1 });
@@ -694,17 +738,28 @@ t.test('agent, live frames: K held probes replayed with ONE test run, through th
   spec.setMaxEntries('release_ctl', 2);
   const agent = spec.load();
   t.teardown(() => agent.close());
-  const vnf = BpfObjectSpec.open(programObject('vnf_counter')).load();
-  t.teardown(() => vnf.close());
   const sink = BpfObjectSpec.open(testObject('probe_sink')).load();
   t.teardown(() => sink.close());
-  // the peer of a veth that receives redirected frames needs an XDP program
   const link = sink.program('probe_sink').attachXdp('veth-b', { netns: nsB });
   t.teardown(() => link.close());
-
   agent.map('ifaces').update(u32.encode(ifA), sharpAgentIfaceCodec.encode({ side: 0, accept_shim: 1 }));
   agent.map('handovers').update(u32.encode(HID), sharpAgentHoCodec.encode(NEW()), MapUpdate.NOEXIST);
   agent.map('replay_ctl').update(u32.encode(0), u32.encode(HID));
+  const holdAll = (frames: readonly Buffer[]): void => {
+    for (const f of frames) {
+      const m = post(f);
+      const r = agent.program('agent').run({ data: m, context: xdpMd({ dataLen: m.length, ingressIfindex: ifA }), netns: nsA });
+      if (r.retval !== XdpAction.DROP) t.fail(`frame not held: verdict ${r.retval}`);
+    }
+  };
+  return { nsA, ifA, agent, sink, holdAll };
+}
+
+t.test('agent, live frames: K held probes replayed with ONE test run, through the VNF and out of a veth, in order', async (t) => {
+  const K = 48;
+  const { nsA, ifA, agent, sink, holdAll } = liveRig(t, 'agl');
+  const vnf = BpfObjectSpec.open(programObject('vnf_counter')).load();
+  t.teardown(() => vnf.close());
   agent.map('vnf_chain').update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnf.program('vnf_counter').fd));
   // the VNF sends what arrives on veth-a back out of veth-a, towards veth-b
   vnf.map('vnf_ports').update(u32.encode(ifA), u32.encode(0));
@@ -716,11 +771,7 @@ t.test('agent, live frames: K held probes replayed with ONE test run, through th
   const frames = Array.from({ length: K }, (_, i) => probe(i));
   const expected = Array.from({ length: K }, (_, i) => probe(i, BigInt(i + 1)));
   t.ok(frames.every((f) => checksumsValid(f)), 'frames built with complete checksums');
-  for (const f of frames) {
-    const m = post(f);
-    const r = agent.program('agent').run({ data: m, context: xdpMd({ dataLen: m.length, ingressIfindex: ifA }), netns: nsA });
-    if (r.retval !== XdpAction.DROP) t.fail(`frame not held: verdict ${r.retval}`);
-  }
+  holdAll(frames);
   let ho = sharpAgentHoCodec.decode(agent.map('handovers').lookup(u32.encode(HID))!);
   t.same([ho.head[0], ho.tail[0], ho.held[0]], [0, K, BigInt(K)], `${K} frames held`);
   t.equal(sinkCount(sink), 0, 'nothing reached the peer while holding');
@@ -765,4 +816,35 @@ t.test('agent, live frames: K held probes replayed with ONE test run, through th
   t.same([ho.head[0], ho.tail[0], ho.released[0], ho.replay_failed[0]], [K, K, BigInt(K), 0n], 'the ring is empty, every frame released');
   const fin = agent.program('agent_release_finish').run({ data: TEMPLATE, context: xdpMd({ dataLen: TEMPLATE.length, ingressIfindex: ifA }), netns: nsA });
   t.equal(fin.retval, SHARP_FINISH_DONE, 'release_finish: DONE');
+});
+
+t.test('agent, live frames, RELAY mode: K held probes go back out of the interface they came in on (XDP_TX), marked RELAY, in order', async (t) => {
+  // BPF_PROG_TEST_RUN with live frames has no driver to do an XDP_TX: the
+  // kernel turns it into a redirect to the run's ingress device, i.e. the
+  // frame is transmitted by veth-a and arrives at its peer veth-b, where
+  // (in a deployment) the switch port that sent it sits.
+  const K = 48;
+  const { nsA, ifA, agent, sink, holdAll } = liveRig(t, 'agr');
+  agent.map('replay_mode').update(u32.encode(0), u32.encode(SHARP_REPLAY_RELAY));
+
+  // at most 124 bytes: with the shim the sink still keeps every byte
+  const probe = (i: number): Buffer => probeFrame({ seq: BigInt(i + 1), flow: 1, extra: (i * 37) % 50 }, FLOW, { srcMac: '02:00:00:00:00:0a', dstMac: '02:00:00:00:00:0b' });
+  const frames = Array.from({ length: K }, (_, i) => probe(i));
+  holdAll(frames);
+  t.equal(sinkCount(sink), 0, 'nothing reached the peer while holding');
+
+  const r = await agent.program('agent_replay').runAsync({ data: TEMPLATE, liveFrames: true, repeat: K, netns: nsA, context: xdpMd({ dataLen: TEMPLATE.length, ingressIfindex: ifA }) });
+  t.equal(r.retval, 0, 'live mode reports no verdict');
+  for (let i = 0; i < 200 && sinkCount(sink) < K; i++) await sleep(10);
+  t.equal(sinkCount(sink), K, `all ${K} frames left by veth-a and arrived at its peer`);
+  const got = sinkRecords(sink);
+  t.same(
+    got.map((g) => g.data.toString('hex')),
+    frames.map((f) => relayed(f).toString('hex')),
+    'each frame arrived whole, with shim(RELAY, hid) in front of its EtherType, in ring order',
+  );
+  const ho = sharpAgentHoCodec.decode(agent.map('handovers').lookup(u32.encode(HID))!);
+  t.same([ho.head[0], ho.tail[0], ho.released[0], ho.replay_failed[0]], [K, K, BigInt(K), 0n], 'the ring is empty, every frame released');
+  const st = sumPerCpu(agent.map('agent_stats').typed(u32, sharpAgentStatsCodec).getPerCpu(0));
+  t.same([st.replayed, st.relayed], [BigInt(K), BigInt(K)], 'every frame counted as replayed and relayed');
 });

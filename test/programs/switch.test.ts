@@ -26,6 +26,7 @@ import {
   SHARP_PHASE_PRE,
   SHARP_PHASE_POST,
   SHARP_PHASE_DIVERT,
+  SHARP_PHASE_RELAY,
   SHARP_MAX_FRAME,
   SHARP_ETH_P_SHIM,
   SHARP_HID_MAX,
@@ -119,6 +120,8 @@ interface Setup {
   txSlots?: number[];
   /** max_entries of `ports` = ifindex of this interface (it is then out of range) */
   portsEndAt?: string;
+  /** relays: hid -> out slot (rollback relay routes) */
+  relays?: Record<number, number>;
 }
 
 type PortCounts = Record<number, Partial<Record<keyof SharpPortStats, bigint>>>;
@@ -196,6 +199,7 @@ function loadSwitch(ports: TestPorts, s: Setup): BpfCollection {
     });
     coll.map('wild_count').update(u32.encode(0), u32.encode(s.wildCount ?? (s.wild ?? []).length));
     for (const [id, a] of Object.entries(s.actions ?? {})) coll.map('rule_actions').update(u32.encode(Number(id)), actionBytes(a));
+    for (const [hid, slot] of Object.entries(s.relays ?? {})) coll.map('relays').update(u32.encode(Number(hid)), u32.encode(slot));
   } catch (e) {
     coll.close();
     throw e;
@@ -221,6 +225,16 @@ const wildCase = (name: string, w: Omit<Wild, 'ruleId'>, hit: boolean, input = u
     ? { name, setup: { wild: [{ ...w, ruleId: 20 }], actions: { 20: toV1 } }, ingress, input, verdict: XdpAction.REDIRECT, ports: fwd(inSlot, 3, 1n, len), rules: { 20: { packets: 1n, bytes: len } } }
     : { name, setup: { wild: [{ ...w, ruleId: 20 }], actions: { 20: toV1 } }, ingress, input, verdict: XdpAction.DROP, ports: dropped(inSlot, 'drop_no_rule', len) };
 };
+
+/** a shim frame the relay path must not take: dropped as forged, drop_shim on its ingress port */
+const relayForged = (name: string, setup: Setup, ingress: string, input: Buffer): Case => ({
+  name: `${name}: dropped as forged, drop_shim`,
+  setup,
+  ingress,
+  input,
+  verdict: XdpAction.DROP,
+  ports: dropped(Number(ingress.slice(1)), 'drop_shim', BigInt(input.length)),
+});
 
 const cases: Case[] = [
   // ---- exact rules
@@ -635,6 +649,42 @@ const cases: Case[] = [
     verdict: XdpAction.DROP,
     ports: dropped(3, 'drop_shim', LEN + 4n),
     ho: { 7: { pre: 0n, post: 0n } },
+  },
+
+  // ---- rollback relay: shim(RELAY, hid) from a VNF port, by the relays route
+  {
+    name: 'RELAY shim from a VNF port with a route: stripped, redirected to the route slot, relayed + tx counted, no rule consulted',
+    // the catch-all rule would send the frame elsewhere (p3): the route wins
+    setup: { wild: [{ ruleId: 20 }], actions: { 20: toV1 }, relays: { 7: 2 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7),
+    verdict: XdpAction.REDIRECT,
+    output: udp,
+    ports: { 3: { rx_packets: 1n, rx_bytes: LEN + 4n, relayed: 1n }, 2: { tx_packets: 1n, tx_bytes: LEN } },
+    ho: { 7: { pre: 0n, post: 0n } },
+  },
+  {
+    name: 'RELAY shim, three frames in a row: each stripped and relayed in turn',
+    setup: { relays: { [SHARP_HID_MAX]: 2 } },
+    ingress: 'p3',
+    input: withShim(tcp, SHARP_PHASE_RELAY, SHARP_HID_MAX),
+    times: 3,
+    verdict: XdpAction.REDIRECT,
+    output: tcp,
+    ports: { 3: { rx_packets: 3n, rx_bytes: 3n * BigInt(tcp.length + 4), relayed: 3n }, 2: { tx_packets: 3n, tx_bytes: 3n * BigInt(tcp.length) } },
+  },
+  relayForged('RELAY shim from a VNF port without a route for its hid (a catch-all rule exists)', { relays: { 8: 2 }, wild: [{ ruleId: 20 }], actions: { 20: toV0 } }, 'p3', withShim(udp, SHARP_PHASE_RELAY, 7)),
+  relayForged('RELAY shim from a host port, even with a route', { relays: { 7: 2 } }, 'p0', withShim(udp, SHARP_PHASE_RELAY, 7)),
+  relayForged('POST shim from a VNF port whose hid has a relay route (only RELAY is relayed)', { relays: { 7: 2 } }, 'p3', withShim(udp, SHARP_PHASE_POST, 7)),
+  relayForged('RELAY shim with hid 0 (a route for 0 exists)', { relays: { 0: 2 } }, 'p3', withShim(udp, SHARP_PHASE_RELAY, 0)),
+  relayForged('RELAY shim cut short (16 bytes: tag, but no inner EtherType)', { relays: { 7: 2 } }, 'p3', withShim(udp, SHARP_PHASE_RELAY, 7).subarray(0, 16)),
+  {
+    name: 'RELAY route to a slot without a tx_ports entry: XDP_ABORTED, drop_no_tx, not counted as relayed',
+    setup: { relays: { 7: 5 } },
+    ingress: 'p3',
+    input: withShim(udp, SHARP_PHASE_RELAY, 7),
+    verdict: XdpAction.ABORTED,
+    ports: dropped(3, 'drop_no_tx', LEN + 4n),
   },
   {
     name: 'ARP passes to the stack unchanged, pass_non_ip',

@@ -11,6 +11,12 @@
  *                        = one MODIFY of rule_actions (all micro-flows at once)
  *   - counters        -> P4Runtime counter reads (BMv2 counts at egress)
  *   - DIVERT          -> packet-in; sendFromController -> packet-out
+ *   - rollback relay  -> NOT through the switch: p4/sharp.p4 drops every
+ *                        shim, RELAY included, and p4c is not installed here
+ *                        to rebuild it. The agents relay straight out of the
+ *                        BMv2 switch's veth facing the old instance
+ *                        (RELAY_DIRECT, same kernel only: the Mininet lab),
+ *                        and setRelay/clearRelay do nothing.
  */
 import { readFileSync } from 'node:fs';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -124,7 +130,8 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
       for (const sw of topology.switches) await dp.#connect(sw, p4info, config, o);
       dp.#agents = XdpAgentSet.load(topology.instances, {
         objectsDir: o.objectsDir,
-        switches: topology.switches,
+        // the P4 switch cannot relay (see the header): the agents go around it
+        directRelay: topology.switches,
         ...(o.xdpMode === undefined ? {} : { xdpMode: o.xdpMode }),
       });
     } catch (e) {
@@ -304,6 +311,8 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
         dropShim: at(shim).packets,
         // non-IPv4 frames: XDP hands them to the kernel, BMv2 has no stack to hand them to
         dropOther: at(nonIp).packets + at(malformed).packets + at(badAction).packets + at(noTx).packets,
+        // relayed frames bypass the P4 switch (see the header)
+        relayed: 0n,
       };
     });
   }
@@ -321,6 +330,22 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
       { type: 'MODIFY', counterEntry: { counter: 'ho_pre', index: hid, data: zero } },
       { type: 'MODIFY', counterEntry: { counter: 'ho_post', index: hid, data: zero } },
     ]);
+  }
+
+  /**
+   * No-op: the P4 switch has no relay table yet (p4/sharp.p4 drops every
+   * shim, and p4c is not installed here to compile a new one), so BMv2
+   * rollbacks relay around the switch, straight out of its veth towards the
+   * old instance (XdpAgentSet directRelay). Checks the names only.
+   */
+  async setRelay(swName: string, _hid: number, outPort: string): Promise<void> {
+    const sw = this.#switch(swName);
+    if (!sw.slots.has(outPort)) throw new RuleError(`switch ${swName} has no port '${outPort}' (ports: ${[...sw.slots.keys()].join(', ')})`);
+  }
+
+  /** No-op, as setRelay. */
+  async clearRelay(swName: string, _hid: number): Promise<void> {
+    this.#switch(swName);
   }
 
   async controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }> {

@@ -34,6 +34,7 @@ import {
   SHARP_FINISH_DONE,
   SHARP_FINISH_AGAIN,
   SHARP_REPLAY_RELAY,
+  SHARP_REPLAY_RELAY_DIRECT,
   SHARP_REPLAY_TO_VNF,
   SHARP_VNF_CHAIN_INDEX,
   type SharpAgentHo,
@@ -44,7 +45,10 @@ import { Mutex, sleep } from '../../util/mutex.js';
 import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import type { XdpInstance } from './topology.js';
 
-/** A switch as far as agents care: which of its interfaces face which instance side. */
+/**
+ * A switch as far as a same-kernel relay cares: which of its interfaces face
+ * which instance side (see XdpAgentSetOptions.directRelay).
+ */
 export interface AgentSwitchView {
   netns?: string;
   ports: readonly { ifname: string; instance?: string; instanceSide?: number }[];
@@ -64,8 +68,17 @@ export interface XdpAgentSetOptions {
   /** folder with agent.bpf.o and vnf_counter.bpf.o */
   objectsDir: string;
   xdpMode?: 'native' | 'generic';
-  /** the switches the instances are cabled to (for relaying to another instance) */
-  switches: readonly AgentSwitchView[];
+  /**
+   * Only for switches that cannot relay (BMv2: p4/sharp.p4 drops every shim
+   * and p4c is not available here to rebuild it): the switches the instances
+   * are cabled to, in this kernel. A release with relayTo then sends the
+   * frames straight out of the switch interface facing the target
+   * (RELAY_DIRECT), which works only when switch and instances share one
+   * kernel. Without it (XDP switches) frames are relayed through the switch
+   * (RELAY): back out of the interface they came in on, marked RELAY, and
+   * the switch forwards them by its relay route (SwitchControl.setRelay).
+   */
+  directRelay?: readonly AgentSwitchView[];
   /** pin everything into a node's store (see adopt()); without it, the objects live as long as this process */
   pins?: XdpPinning;
   /** without pins: replace an XDP program already attached (default: refuse, naming it) */
@@ -74,7 +87,8 @@ export interface XdpAgentSetOptions {
 
 export interface XdpAgentAdoptOptions {
   pins: XdpPinning;
-  switches: readonly AgentSwitchView[];
+  /** see XdpAgentSetOptions.directRelay (BMv2 only) */
+  directRelay?: readonly AgentSwitchView[];
   /** the instances expected (default: every instance pinned in the store); each must equal its pinned spec */
   instances?: readonly XdpInstance[];
 }
@@ -121,12 +135,12 @@ export function flowKeyFromAbi(k: SharpFlowKey): FlowKey {
 
 export class XdpAgentSet {
   readonly #instances = new Map<string, LoadedInstance>();
-  readonly #switches: readonly AgentSwitchView[];
+  readonly #directRelay: readonly AgentSwitchView[] | undefined;
   readonly #store: PinStore | undefined;
   #closed = false;
 
-  private constructor(o: { switches: readonly AgentSwitchView[]; pins?: XdpPinning }) {
-    this.#switches = o.switches;
+  private constructor(o: { directRelay?: readonly AgentSwitchView[] | undefined; pins?: XdpPinning }) {
+    this.#directRelay = o.directRelay;
     this.#store = o.pins?.store;
   }
 
@@ -384,12 +398,12 @@ export class XdpAgentSet {
       const ctl = inst.agent.map('replay_ctl');
       const mode = inst.agent.map('replay_mode');
       let rounds = 0;
-      if (options.relayTo !== undefined) this.#pointRelay(inst, options.relayTo);
+      const replayMode = options.relayTo === undefined ? SHARP_REPLAY_TO_VNF : this.#relayMode(inst, options.relayTo);
       const template = Buffer.alloc(64);
       const releaseCtl = inst.agent.map('release_ctl');
       for (const side of [0, 1] as const) {
         ctl.update(u32.encode(side), u32.encode(hid));
-        mode.update(u32.encode(side), u32.encode(options.relayTo === undefined ? SHARP_REPLAY_TO_VNF : SHARP_REPLAY_RELAY));
+        mode.update(u32.encode(side), u32.encode(replayMode));
         const ctx = xdpMd({ dataLen: template.length, ingressIfindex: inst.ifindex[side] });
         let st = this.#readHandover(name, hid);
         if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} is not armed`);
@@ -424,14 +438,26 @@ export class XdpAgentSet {
   }
 
   /**
+   * The replay mode of a release relaying to `target`: through the switch
+   * (RELAY; the target may be on another host, the switch's relay route
+   * knows the way), or, for switches that cannot relay, RELAY_DIRECT with
+   * the relay devmap pointed at the switch interfaces facing the target.
+   */
+  #relayMode(inst: LoadedInstance, target: string): number {
+    if (this.#directRelay === undefined) return SHARP_REPLAY_RELAY;
+    this.#pointRelay(inst, target, this.#directRelay);
+    return SHARP_REPLAY_RELAY_DIRECT;
+  }
+
+  /**
    * Points the agent's relay devmap, per side, at the switch interface facing
    * `target` on that side's switch: a frame sent out of it reaches `target`
-   * directly, whatever runs the switch.
+   * directly (same kernel only).
    */
-  #pointRelay(inst: LoadedInstance, target: string): void {
+  #pointRelay(inst: LoadedInstance, target: string, switches: readonly AgentSwitchView[]): void {
     this.#instance(target);
     const relay = inst.agent.map('relay_tx');
-    for (const sw of this.#switches) {
+    for (const sw of switches) {
       const mine = sw.ports.find((p) => p.instance === inst.spec.name);
       const theirs = sw.ports.find((p) => p.instance === target);
       if (mine === undefined || theirs === undefined) continue;

@@ -15,6 +15,7 @@ import {
   u32,
   MapUpdate,
   RingBufferReader,
+  BpfError,
 } from '../../bpf/index.js';
 import {
   sharpPortInfoCodec,
@@ -34,6 +35,7 @@ import {
   SHARP_MAX_WILD_RULES,
   SHARP_DEFAULT_MAX_RULES,
   SHARP_DEFAULT_MAX_IFINDEX,
+  SHARP_DEFAULT_MAX_RELAYS,
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { sleep } from '../../util/mutex.js';
@@ -140,9 +142,9 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     const replace = options.pins?.replace ?? options.replace;
     try {
       for (const sw of topology.switches) dp.#loadSwitch(sw, options);
+      // the agents relay through the switches (setRelay): they need no view of them
       dp.#agents = XdpAgentSet.load(topology.instances, {
         objectsDir: options.objectsDir,
-        switches: topology.switches,
         ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }),
         ...(options.pins === undefined ? {} : { pins: options.pins }),
         ...(replace === undefined ? {} : { replace }),
@@ -169,7 +171,7 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
       const switchNames = options.topology?.switches.map((s) => s.name) ?? store.list(SWITCH_KIND).map((r) => r.name);
       const specs: XdpSwitch[] = [];
       for (const name of switchNames) specs.push(dp.#adoptSwitch(name, options.topology?.switches.find((s) => s.name === name)));
-      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, switches: specs, ...(options.topology === undefined ? {} : { instances: options.topology.instances }) });
+      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, ...(options.topology === undefined ? {} : { instances: options.topology.instances }) });
     } catch (e) {
       await dp.close();
       throw e;
@@ -418,6 +420,7 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
         dropNoRule: f('drop_no_rule'),
         dropShim: f('drop_shim'),
         dropOther: f('drop_malformed') + f('drop_bad_action') + f('drop_no_headroom') + f('drop_no_tx'),
+        relayed: f('relayed'),
       };
     });
   }
@@ -429,6 +432,25 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
 
   async resetHandoverCounters(swName: string, hid: number): Promise<void> {
     this.#switch(swName).coll.map('ho_stats').typed(u32, sharpHoStatsCodec).set(hid, { pre_packets: 0n, post_packets: 0n });
+  }
+
+  // ------------------------------------------------------------ rollback relay
+
+  async setRelay(swName: string, hid: number, outPort: string): Promise<void> {
+    const sw = this.#switch(swName);
+    if (!Number.isInteger(hid) || hid < SHARP_HID_MIN || hid > SHARP_HID_MAX) throw new RuleError(`handover id ${hid} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
+    const slot = this.#slot(sw, outPort);
+    try {
+      sw.coll.map('relays').update(u32.encode(hid), u32.encode(slot));
+    } catch (e) {
+      if (e instanceof BpfError && e.code === 'E2BIG') throw new DataPlaneError(`switch ${swName}: no room for another relay route (${SHARP_DEFAULT_MAX_RELAYS} rollbacks are relaying)`, { cause: e });
+      throw e;
+    }
+  }
+
+  async clearRelay(swName: string, hid: number): Promise<void> {
+    // false when there was no route: nothing to do
+    this.#switch(swName).coll.map('relays').delete(u32.encode(hid));
   }
 
   async controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }> {
