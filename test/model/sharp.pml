@@ -201,8 +201,17 @@ inline armNew(me, h) {
 
 #ifdef FAIL_LATE
 #define LATE_OP OP
+/* inside release(): a failure only on the forward path (fwd); a rollback that
+ * throws ends the engine's handover as 'failed', which the model leaves out */
+#define RELEASE_OP \
+	if \
+	:: restarts < MAX_RESTARTS -> restarts++; printf("controller restart in step %e\n", step); goto reconcile \
+	:: fwd && fails < MAX_FAILS -> fails++; printf("step %e fails\n", step); goto rollback \
+	:: true -> skip \
+	fi
 #else
 #define LATE_OP CRASH
+#define RELEASE_OP CRASH
 #endif
 
 /* sleep(Q): the engine goes on once the assumption holds (or restarts meanwhile) */
@@ -211,6 +220,21 @@ inline armNew(me, h) {
 	:: (cond) -> skip \
 	:: restarts < MAX_RESTARTS -> restarts++; printf("controller restart in step %e\n", step); goto reconcile \
 	fi
+
+/* Witnesses (-DWITNESS=n): scenario n becomes an assertion failure, so spin
+ * proves the scenario reachable - the model is not vacuously correct.
+ *   1 B holds a frame                2 a new frame passes B after the release
+ *   3 B relays a held frame to A     4 A holds a frame under BACK
+ *   5 A replays its BACK ring        6 a PRE frame is inside the switch while
+ *                                      the rule changes to POST (the race Q2 closes)
+ *   7 the reconciler resumes a release with frames still in B's ring
+ *   8 the drain has PRE frames to wait for
+ *   9 a frame reaches B between the replay's last pop and the recorded flush */
+#ifdef WITNESS
+#define W(n) if :: WITNESS == n -> printf("witness %d\n", n); assert(false) :: else -> skip fi
+#else
+#define W(n) skip
+#endif
 
 #define ENTER(s) step = s; printf("engine: step %e\n", step)
 
@@ -237,8 +261,12 @@ inline release(me, relay) {
 				s = ring[me * RING + head[me] % RING];
 				head[me]++;
 				if
-				:: relay -> skip			/* RELAY mode: out of relay_tx, past B's VNF */
-				:: else -> vnf(me, s)			/* through the agent into the VNF */
+				:: relay -> W(3)			/* RELAY mode: out of relay_tx, past B's VNF */
+				:: else -> vnf(me, s);			/* through the agent into the VNF */
+					if
+					:: me == A -> W(5)
+					:: else -> skip
+					fi
 				fi;
 				batch!s;
 				printf("replay at %c: frame %d popped (relay %d)\n", 'A' + me, s, relay);
@@ -258,10 +286,10 @@ inline release(me, relay) {
 			:: empty(batch) -> break
 			od
 		}
-		LATE_OP;
+		RELEASE_OP;
 		/* user space records the flush (release_ctl.flushed_head = head) */
 		flushed[me] = head[me];
-		LATE_OP
+		RELEASE_OP
 	:: !passing[me] && tail[me] == head[me] ->
 		/* agent_release_finish: DONE iff still empty, else AGAIN */
 		atomic {
@@ -351,12 +379,24 @@ end_agent:
 #else
 				:: !passing[me] && requested[me] && head[me] == tail[me] && flushed[me] == head[me] ->
 #endif
-					passing[me] = true; busy[me] = s
+					passing[me] = true; busy[me] = s;
+					if
+					:: me == B -> W(2)
+					:: else -> skip
+					fi
 				:: else ->
 					if
 					:: tail[me] - head[me] >= RING -> overflow++; printf("ring of %d overflows: frame %d dropped\n", me, s)
 					:: else -> ring[me * RING + tail[me] % RING] = s; tail[me]++;
-						printf("agent %c: frame %d held\n", 'A' + me, s)
+						printf("agent %c: frame %d held\n", 'A' + me, s);
+						if
+						:: me == B -> W(1)
+						:: else -> W(4)
+						fi;
+						if
+						:: requested[me] && tail[me] == head[me] + 1 && flushed[me] != head[me] -> W(9)
+						:: else -> skip
+						fi
 					fi
 				fi
 			fi
@@ -407,6 +447,7 @@ proctype Checker() {
 proctype Engine() {
 	/* volatile: lost on a restart */
 	bool switched;
+	bool fwd = true;			/* on the forward path (not rolling back) */
 	byte preSent, k, s;
 
 	/* ---- 1. arm: B holds shim(H) frames, A counts shim(H, PRE) */
@@ -429,7 +470,14 @@ premark_wait:
 
 	/* ---- 3. switch over: to B, marked POST */
 	ENTER(switching);
-	OP; setAct(B, POST, H);
+	OP;
+	atomic {
+		if
+		:: swPreInside -> W(6)
+		:: else -> skip
+		fi;
+		setAct(B, POST, H)
+	}
 #ifdef FAIL_SWITCH_WRITE
 	/* the write took effect, yet setAll reports a failure (with several rules:
 	 * a later rule's write failed) - switchedOver is still false */
@@ -450,6 +498,10 @@ switch_wait:
 
 	/* ---- 4. drain A: its agent has counted every PRE frame */
 	ENTER(draining);
+	if
+	:: preSeen[A] < preSent -> W(8)
+	:: else -> skip
+	fi;
 #ifndef BUG_NO_DRAIN_WAIT
 	if
 	:: preSeen[A] >= preSent -> skip
@@ -497,6 +549,7 @@ cleaning_wait:
 	/* ---- catch: roll back */
 rollback:
 	ENTER(rolling_back);
+	fwd = false;
 	CRASH; valid[B] = false;			/* mover.rollback: drop B's copy */
 	if
 	:: !switched ->
@@ -544,7 +597,7 @@ rollback_after:
 	 * controller": "after a restart it reconciles every handover in flight").
 	 */
 reconcile:
-	switched = false; preSent = 0; k = 0; s = 0;
+	switched = false; preSent = 0; k = 0; s = 0; fwd = true;
 	if
 	:: role[A * 3 + H] == NO && role[A * 3 + BACK] == NO && role[B * 3 + H] == NO && actPhase == NONE ->
 		/* nothing armed: not begun, or cleaned up */
@@ -577,6 +630,10 @@ reconcile:
 	:: actPhase == POST && actPort == B && requested[B] ->
 		/* the release began: B's VNF may have processed frames, finish it */
 		printf("reconcile: releasing: finish\n");
+		if
+		:: head[B] != tail[B] -> W(7)
+		:: else -> skip
+		fi;
 		switched = true;
 		goto releasing_resume
 	:: actPhase == POST && actPort == A ->
