@@ -243,6 +243,12 @@ const notFinal: Pick<Mutation, 'shows' | 'check'> = {
   check: (m) => Number(m[1]) < Number(m[2]),
 };
 
+/** the first and last line of a multi-line match */
+function brief(s: string): string {
+  const lines = s.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return lines.length > 1 ? `${lines[0]} … ${lines[lines.length - 1]}` : (lines[0] ?? '');
+}
+
 const MUTATIONS: Mutation[] = [
   { defines: ['BUG_PASS_BEFORE_FLUSH'], why: 'agent: a new frame passes once the ring is empty, before the replayed frames flushed', ...reordered },
   { defines: ['BUG_NO_DRAIN_WAIT'], why: 'engine: the state moves without waiting for the PRE count', ...notFinal },
@@ -261,9 +267,9 @@ t.test('removing any one guard makes spin report an error, and the trail shows t
       t.match(v.output, /assertion violated/, 'an assertion is violated');
       t.ok(v.trail !== undefined, 'pan wrote a trail');
       const shown = v.trail?.match(m.shows);
-      t.ok(shown && (m.check?.(shown) ?? true), `the trail shows it: ${shown?.[0] ?? `nothing matches ${m.shows}`}`);
+      t.ok(shown && (m.check?.(shown) ?? true), `the trail shows it: ${shown ? brief(shown[0]) : `nothing matches ${m.shows}`}`);
       t.match(v.trail ?? '', /spin: text of failed assertion/, 'the replay ends at the failed assertion');
-      if (shown) t.comment(shown[0].split('\n').pop()!);
+      if (shown) t.comment(brief(shown[0]));
     });
   }
 });

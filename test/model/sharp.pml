@@ -487,8 +487,7 @@ premark_wait:
 	fi;
 #endif
 	switched = true;
-switch_wait:
-	switched = true;
+switch_wait:					/* (the reconciler resumes here, switched = true) */
 #ifndef BUG_NO_SWITCH_WAIT
 	/* ASSUMPTION Q2 (sleep(Q) after the switch-over): every frame that read
 	 * the PRE action has been counted and sent: pre_sent is final. */
