@@ -13,7 +13,7 @@ import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.
 import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type RunCounts } from './run.js';
 import { ControllerBufferProcedure, type ControllerBufferStats } from './controller-buffer.js';
 
-export { HandoverError, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep } from './run.js';
+export { HandoverError, HANDOVER_STEPS, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep } from './run.js';
 export type { ControllerBufferStats } from './controller-buffer.js';
 
 export interface HandoverRequest {

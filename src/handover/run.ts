@@ -8,22 +8,26 @@ import { Phase, type Deployment, type Rule, type InstanceInfo } from '../datapla
 import { sleep } from '../util/mutex.js';
 import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
 
-export type HandoverStep =
-  | 'validating'
-  | 'arming'
-  | 'pre-marking'
-  | 'switching'
-  | 'diverting'
-  | 'draining'
-  | 'flushing'
-  | 'moving-state'
-  | 'releasing'
-  | 'cleaning'
-  | 'completed'
-  | 'lossy'
-  | 'rolling-back'
-  | 'aborted'
-  | 'failed';
+/** Every step a handover reports (SHarP's, the baseline's, and the outcomes). */
+export const HANDOVER_STEPS = [
+  'validating',
+  'arming',
+  'pre-marking',
+  'switching',
+  'diverting',
+  'draining',
+  'flushing',
+  'moving-state',
+  'releasing',
+  'cleaning',
+  'completed',
+  'lossy',
+  'rolling-back',
+  'aborted',
+  'failed',
+] as const;
+
+export type HandoverStep = (typeof HANDOVER_STEPS)[number];
 
 /** The SHarP sequence, in order (the baseline's steps differ: see controller-buffer.ts). */
 export const SHARP_STEPS = ['validating', 'arming', 'pre-marking', 'switching', 'draining', 'moving-state', 'releasing', 'cleaning'] as const satisfies readonly HandoverStep[];

@@ -107,6 +107,11 @@ t.test('a failure after switch-over: B relays its ring back to A, A releases, no
   d.stop();
   t.equal(r.outcome, 'aborted');
   t.match(r.reason, /moving-state: the state store is down; traffic stays on vnf1/);
+  t.same(
+    r.events.map((e) => e.step).slice(-2),
+    ['rolling-back', 'aborted'],
+    'a rollback reports rolling-back, then aborted',
+  );
   t.ok(d.calls.includes('release vnf2->vnf1'), "B's ring was relayed to A");
   for (const sw of ['s1', 's2']) {
     t.ok(d.calls.indexOf(`setRelay ${sw}`) >= 0 && d.calls.indexOf(`setRelay ${sw}`) < d.calls.indexOf('release vnf2->vnf1'), `${sw} had its relay route before B relayed`);
