@@ -114,6 +114,11 @@ function summarize(r: HandoverResult): Record<string, unknown> {
   };
 }
 
+/** A request that would touch a rule a handover is moving. */
+class LockedRuleError extends Error {
+  override name = 'LockedRuleError';
+}
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   // the lock stays with this process: the children it starts (redis-server, E-State peers, Mininet) must not keep it
@@ -232,7 +237,11 @@ async function main(): Promise<void> {
       return theDp.addRule({ switch: q.switch, match, action: { outPort, phase: Phase.NONE, handoverId: 0 }, id: id! });
     },
     'rule.del': async (p) => {
-      await theDp.deleteRule((p as { id: number }).id);
+      const id = (p as { id: number }).id;
+      // a rule under handover is locked: deleting it would strand the handover's marks
+      const busy = engine.ruleLock(id);
+      if (busy !== undefined) throw new LockedRuleError(`rule ${id} is being moved by handover ${busy}: delete it once the handover has ended (sharpctl status)`);
+      await theDp.deleteRule(id);
       return { deleted: (p as { id: number }).id };
     },
     handover: async (p, emit) => {
@@ -244,28 +253,32 @@ async function main(): Promise<void> {
         rules = theDp.rules().filter((r) => theDp.portTowards(r.switch, from!) === r.action.outPort).map((r) => r.id);
         if (rules.length === 0) throw new Error(`no rule sends traffic to ${from}`);
       }
+      // a rule another handover moves is named first: its action says where that one takes it
+      for (const rid of rules) {
+        const busy = engine.ruleLock(rid);
+        if (busy !== undefined) throw new LockedRuleError(`rule ${rid} is being moved by handover ${busy}`);
+      }
       if (from === undefined) {
         const first = theDp.getRule(rules[0]!);
         if (first === undefined) throw new Error(`no rule ${rules[0]}`);
         from = theDp.instances().find((i) => theDp.portTowards(first.switch, i.name) === first.action.outPort)?.name;
         if (from === undefined) throw new Error(`rule ${first.id} does not send to a VNF instance (it sends to ${first.action.outPort})`);
       }
-      const onEvent = (ev: unknown): void => emit(ev);
-      engine.on('event', onEvent);
-      try {
+      {
+        // this handover's events only: a concurrent one's progress is not ours to show
         const r = await engine.handover({
+          onEvent: (ev) => emit(ev),
           rules,
           from,
           to: q.to,
           mover: new DelayedStateMover(mover(q.state ?? theLab.spec.state), q.stateDelayMs ?? 0),
-          capacityPolicy: 'warn',
+          // refused up front when the ring may overflow at the measured rate and the requested state delay
+          capacityPolicy: 'refuse',
           mode: q.mode ?? 'sharp',
           ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),
         });
         history.push(r);
         return summarize(r);
-      } finally {
-        engine.off('event', onEvent);
       }
     },
     'traffic.start': async (p) => {

@@ -105,3 +105,33 @@ t.test('drive a handover by hand: traffic, handover, status, report', async (t) 
   t.match(portBad.stderr, /switch s1 has no port towards 'vnf7' \(ports: s1-client, s1-vnf1, s1-vnf2\)/);
   json(['rule', 'del', String(added.id)]);
 });
+
+t.test('a rule under handover is locked; an overflowing handover is refused up front, using the requested state delay', async (t) => {
+  json(['lab', 'up']);
+  t.teardown(() => run(['lab', 'down', '--name', name]));
+  json(['traffic', 'start', '--rate', '2000', '--flows', '2', '--reverse']);
+  await new Promise((r) => setTimeout(r, 300));
+  // 2000 pps per side × (5 s + margins) × 2 > the 8192-frame ring: refused, nothing changed
+  const big = run(['handover', '1,3', '--to', 'vnf2', '--state-delay', '5000', '--name', name]);
+  t.equal(big.code, 1, 'refused: exit 1');
+  t.match(big.stderr, /hold ring of vnf2 holds 8192 frames per side, but .* over 5\d\d\d ms .*refusing/);
+  // a long handover in the background; meanwhile its rules cannot be deleted, nor moved again
+  const { spawn } = await import('node:child_process');
+  const bg = spawn(process.execPath, [cli, 'handover', '1,3', '--to', 'vnf2', '--state-delay', '1500', '--name', name, '--json'], { cwd: repoRoot, env: { ...process.env, SHARPCTL_RUN_DIR: runDir } });
+  let out = '';
+  bg.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const done = new Promise<number | null>((r) => bg.once('exit', r));
+  await new Promise((r) => setTimeout(r, 600));
+  const del = run(['rule', 'del', '1', '--name', name]);
+  t.not(del.code, 0, 'deleting a rule under handover is refused');
+  t.match(del.stderr, /rule 1 is being moved by handover \d+/);
+  const again = run(['handover', '1,3', '--to', 'vnf1', '--name', name]);
+  t.not(again.code, 0);
+  t.match(again.stderr, /rule 1 is being moved by handover \d+/, 'a second handover of the rules names the first');
+  t.equal(await done, 0, 'the handover completed');
+  t.equal((JSON.parse(out) as { outcome: string }).outcome, 'completed');
+  const stop = json<{ sent: number; delivered: number; lost: number }[]>(['traffic', 'stop']);
+  for (const d of stop) t.equal(d.delivered, d.sent, 'nothing lost');
+  const rules = json<{ id: number; action: { phase: number } }[]>(['rule', 'list']);
+  t.same(rules.filter((r) => r.action.phase !== 0), [], 'no rule left marked');
+});
