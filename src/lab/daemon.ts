@@ -125,6 +125,9 @@ async function main(): Promise<void> {
   if (a.lockFd !== undefined) bpfNative.setCloexec(a.lockFd, true);
   const paths = labPaths(a.runDir, a.name);
   mkdirSync(paths.dir, { recursive: true });
+  // every temporary file of the lab (a redis-server's folder, BMv2's) lives in its run directory:
+  // lab down removes it even after a kill -9 of this daemon
+  process.env['TMPDIR'] = paths.dir;
   const prefix = `sharp-${a.name}-`;
   let state: LabState = { name: a.name, pid: process.pid, pidStart: processStartTime(process.pid)!, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
   writeState(paths, state);
