@@ -99,8 +99,8 @@ export class ControllerBufferProcedure {
     // the switches divert the flow to the controller, which buffers it
     h.enter('diverting');
     const buffer = this.#open(h.id);
-    await h.route(h.fromPorts, Phase.DIVERT);
     h.switchedOver = true;
+    await h.route(h.fromPorts, Phase.DIVERT);
     // frames sent to A before the divert are through A after Q: its state is final
     await h.quiesce();
 
@@ -115,6 +115,7 @@ export class ControllerBufferProcedure {
     await h.quiesce();
 
     h.enter('releasing');
+    h.committed = true;
     await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
 
     await h.cleanUp();

@@ -218,7 +218,8 @@ export class HandoverEngine extends EventEmitter {
       }
       return this.#finish(run, mode, 'completed');
     } catch (e) {
-      return this.#rollback(run, mode, stepError(run.step, e));
+      const err = stepError(run.step, e);
+      return run.committed ? this.#goForward(run, mode, err) : this.#rollback(run, mode, err);
     } finally {
       for (const r of run.rules) this.#rulesInUse.delete(r.id);
       this.#baseline.forget(id);
@@ -247,8 +248,8 @@ export class HandoverEngine extends EventEmitter {
 
     // ---- 3. switch over: to B, marked POST; after Q the PRE count is final
     h.enter('switching');
-    await h.route(h.toPorts, Phase.POST);
     h.switchedOver = true;
+    await h.route(h.toPorts, Phase.POST);
     await h.quiesce();
     h.counts.preSent = (await h.marks()).pre;
 
@@ -268,6 +269,7 @@ export class HandoverEngine extends EventEmitter {
 
     // ---- 6. release B's ring in order, in the kernel; then new frames pass
     h.enter('releasing');
+    h.committed = true;
     await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
 
     // ---- 7. clean up: stop marking, let the last marked frames land, forget H
@@ -321,6 +323,35 @@ export class HandoverEngine extends EventEmitter {
       const left = await this.#unmarkWhatIsLeft(h);
       return this.#finish(h, mode, 'failed', `${failedStep}: ${err.message}; rollback failed: ${msg}${left}`);
     }
+  }
+
+  /**
+   * A failure once B's release has begun: B's VNF may have run released
+   * frames, so going back to A would lose that state. Release and clean-up
+   * are idempotent: retry them while the handover's time lasts.
+   */
+  async #goForward(h: HandoverRun, mode: HandoverMode, err: HandoverError): Promise<HandoverResult> {
+    const failedStep = h.step;
+    const agents = this.#d.agentControl;
+    h.emit('warning', `${err.message}; retrying forward: once its release began the flow belongs to ${h.to.name}`);
+    let last: unknown = err;
+    for (let attempt = 1; attempt <= 3 && h.remaining() > h.Q; attempt++) {
+      try {
+        await h.quiesce();
+        h.enter('releasing', `retry ${attempt}`);
+        await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
+        await h.cleanUp();
+        const lost = h.lost();
+        const note = `${failedStep} failed once (${err.message.replace(/^[a-z-]+: /, '')}) and was retried`;
+        if (lost.frames > 0n) return this.#finish(h, mode, 'lossy', `moved to ${h.to.name}, but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}; ${note}`);
+        h.emit('warning', note);
+        return this.#finish(h, mode, 'completed');
+      } catch (e) {
+        last = e;
+      }
+    }
+    const msg = last instanceof Error ? last.message : String(last);
+    return this.#finish(h, mode, 'failed', `${failedStep}: ${msg}; the flow stays on ${h.to.name}, whose ring keeps holding its frames in order until a release succeeds (retried 3 times)`);
   }
 
   /** After a failed rollback: no rule stays marked (each goes to A unmarked if it still exists). */

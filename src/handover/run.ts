@@ -79,8 +79,17 @@ export class HandoverRun {
   readonly switchNames: string[];
   readonly ctx: HandoverContext;
   step: HandoverStep = 'validating';
-  /** set once the rules point at the new instance (or away from the old one): rollback must bring frames back */
+  /**
+   * Set before the switch-over writes (one may take effect and a later one
+   * fail): from then on a rollback must bring back what B holds.
+   */
   switchedOver = false;
+  /**
+   * Set when B's release begins: B's VNF may run released frames from then
+   * on, so the flow belongs to B and a failure is retried forward, never
+   * rolled back (A's state is no longer the latest).
+   */
+  committed = false;
   stateMs = 0;
   stateResult: StateMoveResult | undefined;
 

@@ -7,6 +7,7 @@
 import type { FlowKey, FlowSelection, Rule, VnfStateStore } from '../dataplane/types.js';
 import { matchCovers } from '../dataplane/types.js';
 import { ipv4Number } from '../net/frame.js';
+import { flowKeyString } from '../state/flow-key.js';
 
 export interface HandoverCounts {
   /** PRE packets the switches sent to the old instance */
@@ -71,8 +72,12 @@ export class VnfMapStateMover implements StateMover {
     return { records: entries.length, bytes: entries.reduce((a, e) => a + e.value.length, 0) };
   }
 
+  /** Afterwards A has the flows' state and B none: records A already gave up come back from B. */
   async rollback(ctx: HandoverContext): Promise<void> {
     const moved = await ctx.vnfState.exportState(ctx.to, ctx.selection);
+    const atFrom = new Set((await ctx.vnfState.exportState(ctx.from, ctx.selection)).map((e) => flowKeyString(e.flow)));
+    const back = moved.filter((e) => !atFrom.has(flowKeyString(e.flow)));
+    if (back.length > 0) await ctx.vnfState.importState(ctx.from, back);
     await ctx.vnfState.deleteState(
       ctx.to,
       moved.map((e) => e.flow),

@@ -193,3 +193,58 @@ t.test('rules under handover are locked; a second handover of them names the fir
   t.equal(r.outcome, 'completed');
   t.equal(engine.ruleLock(rules[0]!), undefined, 'unlocked once done');
 });
+
+t.test('a switch-over that took effect on one rule and failed on the next: B is emptied back to A, nothing lost', async (t) => {
+  const { d, rules } = await setup();
+  // s2's rule: its pre-mark write passes, its switch-over write fails (s1's went through)
+  d.faults.push({ method: 'setRuleAction', target: 's2', skip: 1, message: 'switch s2 refused the write' });
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  await sleep(5);
+  d.stop();
+  t.equal(r.outcome, 'aborted');
+  t.match(r.reason, /switching: .*switch s2 refused the write; traffic stays on vnf1/);
+  t.ok(d.calls.includes('release vnf2->vnf1'), 'what B held for the switched rule went back to A');
+  assertAt(t, d, rules, 'vnf1');
+  assertIntact(t, d, 'half a switch-over');
+});
+
+t.test('a failure once the release began is retried forward: the flow stays with B, nothing lost', async (t) => {
+  const { d, rules } = await setup();
+  d.faults.push({ method: 'release', target: 'vnf2', message: 'the node did not answer Release' });
+  const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 10) });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  await sleep(5);
+  d.stop();
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.ok(r.events.some((e) => e.step === 'warning' && /releasing failed once \(the node did not answer Release\) and was retried/.test(e.detail ?? '')), 'a warning says the release was retried');
+  t.notOk(r.events.some((e) => e.step === 'rolling-back'), 'no rollback: B may have run released frames');
+  assertAt(t, d, rules, 'vnf2');
+  assertIntact(t, d, 'release retried');
+});
+
+t.test('a release that keeps failing: outcome failed, the flow left with B and its frames held, never sent back to stale A', async (t) => {
+  const { d, rules } = await setup();
+  d.faults.push({ method: 'release', target: 'vnf2', message: 'the node is gone', always: true });
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100, timeoutMs: 2000 });
+  t.equal(r.outcome, 'failed');
+  t.match(r.reason, /releasing: .*the node is gone; the flow stays on vnf2/);
+  for (const id of rules) t.equal(d.switchControl.getRule(id)!.action.outPort.endsWith('-vnf2'), true, `rule ${id} still leads to vnf2`);
+  t.notOk(d.calls.includes('release vnf2->vnf1'), 'nothing relayed back to A');
+});
+
+t.test("the vnf-map mover's rollback gives A back the records it had given up", async (t) => {
+  const { d, rules } = await setup();
+  const mover = new VnfMapStateMover();
+  const ctx = { id: 1, rules: rules.map((id) => d.switchControl.getRule(id)!), from: 'vnf1', to: 'vnf2', covers: () => true, selection: rules.map((id) => d.switchControl.getRule(id)!.match), counts: { preSent: 0n, preSeen: 0n, postSent: 0n }, timings: {}, vnfState: d.vnfState };
+  const before = await d.vnfState.exportState('vnf1', 'all');
+  t.equal(before.length, 2, 'A has a record per direction');
+  await mover.move(ctx, new AbortController().signal);
+  t.equal((await d.vnfState.exportState('vnf1', 'all')).length, 0, 'the move took them from A');
+  await mover.rollback(ctx);
+  t.same(await d.vnfState.exportState('vnf1', 'all'), before, 'A has its records back, unchanged');
+  t.same(await d.vnfState.exportState('vnf2', 'all'), [], 'B has none');
+});

@@ -65,6 +65,8 @@ export interface Fault {
   message?: string;
   /** throw on every call, not only the first */
   always?: boolean;
+  /** let this many matching calls through first */
+  skip?: number;
 }
 
 const flowId = (f: FlowKey): string => `${f.src}:${f.sport}>${f.dst}:${f.dport}/${f.proto}`;
@@ -106,6 +108,10 @@ export class FakeDeployment implements Deployment {
     const i = this.faults.findIndex((f) => f.method === name && (f.target === undefined || f.target === target));
     if (i >= 0) {
       const f = this.faults[i]!;
+      if ((f.skip ?? 0) > 0) {
+        f.skip = f.skip! - 1;
+        return;
+      }
       if (!f.always) this.faults.splice(i, 1);
       throw new DataPlaneError(f.message ?? `injected fault in ${name}${target ? ` (${target})` : ''}`);
     }

@@ -279,15 +279,15 @@ t.test('removing any one guard makes spin report an error, and the trail shows t
 
 // ---------------------------------------------------------------- gaps in the engine's error handling
 
-// Not guards the model removes: failure points that the real engine has and
-// the default bounds leave out, because its error handling does not survive
-// them (README, "A checked model of the protocol"). When the engine handles
-// them, model the fix in sharp.pml and make these verifications pass.
-t.test("the engine's error paths the model shows to break (reported, not fixed)", async (t) => {
+// Failure points the first model found the engine did not survive: a failure
+// once the release began (rolled back to A after B's VNF had run) and a
+// switch-over write that took effect yet reported failure (rolled back as if
+// nothing had switched, disarming B while it held frames). The engine now
+// retries forward once committed and sets switchedOver before the writes;
+// the model carries both fixes and must verify with these failures enabled.
+t.test("the engine survives late failures and a half-done switch-over write", async (t) => {
   const late = await verify([...normalPath.filter((d) => !d.startsWith('MAX_FAILS')), 'MAX_FAILS=1', 'FAIL_LATE']);
-  t.ok(late.errors > 0, `a failure in releasing or cleaning rolls back after B's VNF has run: spin reports an error (${figures(late)})`);
-  t.match(late.trail ?? '', /P3: VNF \d processes frame \d+ with state/, 'VNF state is no longer continuous');
-  const write = await verify([...normalPath.filter((d) => !d.startsWith('MAX_FAILS')), 'MAX_FAILS=1', 'FAIL_SWITCH_WRITE', 'SINK_ONLY']);
-  t.ok(write.errors > 0, `a switch-over write that took effect but reported failure: spin reports an error (${figures(write)})`);
-  t.match(write.trail ?? '', /setAll\(to, POST\) fails after the write[^]*P1: sink got frame (\d+), expected/, 'the rollback before switch-over loses what B holds');
+  assertVerified(t, late);
+  const write = await verify([...normalPath.filter((d) => !d.startsWith('MAX_FAILS')), 'MAX_FAILS=1', 'FAIL_SWITCH_WRITE']);
+  assertVerified(t, write);
 });

@@ -52,12 +52,14 @@
  *   BUG_NO_PREMARK_WAIT    engine: switches over right after pre-marking
  *   SINK_ONLY              keep only P1 and P4 (shows what the sink alone sees)
  *
- * Engine gaps (not guards the model removes: failure points the engine's error
- * handling does not survive; see README, "A checked model of the protocol"):
+ * Late failure points (the engine survives them; enabled on their own runs):
  *   FAIL_LATE              also let the releasing and cleaning steps fail
- *                          (as dp.release / setRuleAction / disarm can)
+ *                          (as dp.release / setRuleAction / disarm can): once
+ *                          the release began the engine retries forward
+ *                          (HandoverRun.committed), never back to A
  *   FAIL_SWITCH_WRITE      the switch-over write takes effect but setAll
- *                          reports a failure
+ *                          reports a failure: switchedOver is set before the
+ *                          writes, so the rollback empties B back to A
  */
 
 #ifndef N
@@ -200,13 +202,20 @@ inline armNew(me, h) {
 	fi
 
 #ifdef FAIL_LATE
-#define LATE_OP OP
-/* inside release(): a failure only on the forward path (fwd); a rollback that
+/* once the release began a failure is retried forward (engine #goForward):
+ * release and clean-up again from the top, which are idempotent */
+#define LATE_OP \
+	if \
+	:: restarts < MAX_RESTARTS -> restarts++; printf("controller restart in step %e\n", step); goto reconcile \
+	:: fails < MAX_FAILS -> fails++; printf("step %e fails: retried forward\n", step); goto releasing_resume \
+	:: true -> skip \
+	fi
+/* inside release(): on the forward path (fwd) likewise; a rollback that
  * throws ends the engine's handover as 'failed', which the model leaves out */
 #define RELEASE_OP \
 	if \
 	:: restarts < MAX_RESTARTS -> restarts++; printf("controller restart in step %e\n", step); goto reconcile \
-	:: fwd && fails < MAX_FAILS -> fails++; printf("step %e fails\n", step); goto rollback \
+	:: fwd && fails < MAX_FAILS -> fails++; printf("step %e fails: retried forward\n", step); goto releasing_resume \
 	:: true -> skip \
 	fi
 #else
@@ -468,8 +477,10 @@ premark_wait:
 	QWAIT(infl[A * 3 + NONE] == 0);
 #endif
 
-	/* ---- 3. switch over: to B, marked POST */
+	/* ---- 3. switch over: to B, marked POST. switchedOver is set before the
+	 * writes: one may take effect and a later one fail */
 	ENTER(switching);
+	switched = true;
 	OP;
 	atomic {
 		if
@@ -480,13 +491,12 @@ premark_wait:
 	}
 #ifdef FAIL_SWITCH_WRITE
 	/* the write took effect, yet setAll reports a failure (with several rules:
-	 * a later rule's write failed) - switchedOver is still false */
+	 * a later rule's write failed): switched is already true */
 	if
 	:: fails < MAX_FAILS -> fails++; printf("engine: setAll(to, POST) fails after the write\n"); goto rollback
 	:: true -> skip
 	fi;
 #endif
-	switched = true;
 switch_wait:					/* (the reconciler resumes here, switched = true) */
 #ifndef BUG_NO_SWITCH_WAIT
 	/* ASSUMPTION Q2 (sleep(Q) after the switch-over): every frame that read
