@@ -12,6 +12,7 @@ import { sleep, waitFor } from '../util/mutex.js';
 import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.js';
 import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type RunCounts } from './run.js';
 import { ControllerBufferProcedure, type ControllerBufferStats } from './controller-buffer.js';
+import type { HandoverJournal, JournalEntry } from './journal.js';
 
 export { HandoverError, HANDOVER_STEPS, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep } from './run.js';
 export type { ControllerBufferStats } from './controller-buffer.js';
@@ -96,6 +97,13 @@ export interface EngineOptions {
   timeoutMs?: number;
   /** margin on top of the expected state time in the capacity check */
   capacitySafety?: number;
+  /**
+   * Where handovers in flight are written before each step acts: a
+   * controller restarted after a crash calls recover() to finish or roll
+   * back what the dead one left. Without it a crash mid-handover needs an
+   * operator.
+   */
+  journal?: HandoverJournal;
 }
 
 /** Thrown by steps to carry the step name into the rollback decision. */
@@ -109,7 +117,10 @@ const HID_MAX = 16383;
 
 export class HandoverEngine extends EventEmitter {
   readonly #d: Deployment;
-  readonly #o: Required<EngineOptions>;
+  readonly #o: Required<Omit<EngineOptions, 'journal'>>;
+  readonly #journal: HandoverJournal | undefined;
+  /** handovers a previous controller left in the journal, until recover() */
+  #unrecovered = 0;
   readonly #hidsInUse = new Set<number>();
   /** rule id -> handover id moving it */
   readonly #rulesInUse = new Map<number, number>();
@@ -123,8 +134,17 @@ export class HandoverEngine extends EventEmitter {
   constructor(target: Deployment | DataPlane, options: EngineOptions) {
     super();
     this.#d = 'switchControl' in target ? target : localDeployment(target);
-    this.#o = { timeoutMs: 30_000, capacitySafety: 2, ...options };
+    const { journal, ...o } = options;
+    this.#o = { timeoutMs: 30_000, capacitySafety: 2, ...o };
+    this.#journal = journal;
     this.#baseline = new ControllerBufferProcedure(this.#d);
+    // their ids (and back ids) may still be armed at agents: never reuse them before recover()
+    for (const e of journal?.entries() ?? []) {
+      this.#unrecovered++;
+      this.#hidsInUse.add(e.id);
+      if (e.back) this.#hidsInUse.add(e.back.id);
+      this.#nextHid = Math.max(this.#nextHid, e.id + 1, (e.back?.id ?? 0) + 1) % HID_MAX || 1;
+    }
   }
 
   get deployment(): Deployment {
@@ -180,6 +200,8 @@ export class HandoverEngine extends EventEmitter {
    * (nothing has changed then).
    */
   async handover(req: HandoverRequest): Promise<HandoverResult> {
+    if (this.#unrecovered > 0)
+      throw new HandoverError(`${this.#unrecovered} handover(s) a previous controller left unfinished are in the journal: recover() them first`, 'validating');
     const mover = req.mover ?? this.#o.mover;
     const mode = req.mode ?? 'sharp';
     const id = this.#allocHid();
@@ -202,6 +224,9 @@ export class HandoverEngine extends EventEmitter {
       if (ring === undefined) throw new HandoverError(`${v.to.name} has no free hold ring (${v.to.ringCount} handovers into it are in flight)`, 'validating');
       run = new HandoverRun(this.#d, id, v.rules, v.from, v.to, ring, req.timeoutMs ?? this.#o.timeoutMs, mover, onEvent);
       run.events.push(...early);
+      run.mode = mode;
+      run.journal = this.#journal;
+      run.save();
     } catch (e) {
       this.#hidsInUse.delete(id);
       throw stepError('validating', e);
@@ -221,11 +246,97 @@ export class HandoverEngine extends EventEmitter {
       const err = stepError(run.step, e);
       return run.committed ? this.#goForward(run, mode, err) : this.#rollback(run, mode, err);
     } finally {
+      this.#journal?.remove(id);
       for (const r of run.rules) this.#rulesInUse.delete(r.id);
       this.#baseline.forget(id);
       this.#freeRing(run.to.name, run.ring);
       this.#hidsInUse.delete(id);
       this.#active.delete(id);
+    }
+  }
+
+  /**
+   * Finishes or rolls back every handover a previous (crashed) controller
+   * left in the journal, reading the data plane back from the nodes:
+   *   - a rollback after switch-over had begun: it is finished (A's second
+   *     id goes on; B's ring, if still armed, is relayed to A);
+   *   - committed (B's release had begun, the state had moved): forward —
+   *     release again (idempotent) and clean up;
+   *   - switched over, not committed: the state move is undone (the mover's
+   *     rollback) and B's ring goes back to A;
+   *   - not switched over (arming, pre-marking): the rules go back to A
+   *     unmarked and both agents are disarmed.
+   * The controller-buffer baseline cannot be recovered once it diverted:
+   * the frames it buffered died with the controller (reported as failed).
+   */
+  async recover(): Promise<HandoverResult[]> {
+    const out: HandoverResult[] = [];
+    for (const e of this.#journal?.entries() ?? []) out.push(await this.#recoverOne(e));
+    this.#unrecovered = 0;
+    return out;
+  }
+
+  async #recoverOne(e: JournalEntry): Promise<HandoverResult> {
+    const sc = this.#d.switchControl;
+    const agents = this.#d.agentControl;
+    const instances = instancesOf(this.#d);
+    const from = instances.find((i) => i.name === e.from);
+    const to = instances.find((i) => i.name === e.to);
+    const rules = e.rules.map((id) => sc.getRule(id)).filter((r): r is Rule => r !== undefined);
+    const onEvent = (ev: HandoverEvent): void => void this.emit('event', ev);
+    if (from === undefined || to === undefined) {
+      this.#journal?.remove(e.id);
+      throw new HandoverError(`handover ${e.id} of the journal names instance ${from === undefined ? e.from : e.to}, which the deployment no longer has: left as it is`, 'validating');
+    }
+    const h = new HandoverRun(this.#d, e.id, rules, from, to, e.ring, this.#o.timeoutMs, this.#o.mover, onEvent);
+    h.mode = e.mode;
+    h.journal = this.#journal;
+    h.step = e.step;
+    this.#ringsInUse.set(to.name, (this.#ringsInUse.get(to.name) ?? new Set<number>()).add(e.ring));
+    if (e.back) this.#ringsInUse.set(from.name, (this.#ringsInUse.get(from.name) ?? new Set<number>()).add(e.back.ring));
+    for (const r of rules) this.#rulesInUse.set(r.id, e.id);
+    this.#active.set(e.id, { run: h, request: { rules: e.rules, from: e.from, to: e.to }, startedAt: e.startedAt });
+    const left = `left at ${e.step} by a previous controller`;
+    h.emit('warning', `recovering handover ${e.id} ${e.from} → ${e.to}, ${left}`);
+    try {
+      if (rules.length !== e.rules.length) throw new HandoverError(`rules ${e.rules.filter((id) => sc.getRule(id) === undefined).join(', ')} no longer exist`, e.step);
+      if (e.mode === 'controller-buffer' && e.switchedOver && !e.committed)
+        return this.#finish(h, e.mode, 'failed', `${left}: the controller-buffer baseline kept the diverted frames in the dead controller; they are lost (SHarP keeps them in B's kernel ring instead)`);
+      if (e.back !== undefined) {
+        h.enter('rolling-back', `finishing the rollback ${left}`);
+        await this.#takeBack(h, e.mode, e.back);
+        return this.#finish(h, e.mode, 'aborted', `recovered: the rollback ${left} was finished; traffic stays on ${from.name}`);
+      }
+      if (e.committed) {
+        h.enter('releasing', `finishing the release ${left}`);
+        if ((await agents.agentStatus(to.name, e.id)) !== undefined) await agents.release(to.name, e.id, { timeoutMs: h.remaining() });
+        await h.cleanUp();
+        const lost = h.lost();
+        if (lost.frames > 0n) return this.#finish(h, e.mode, 'lossy', `recovered (${left}), but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}`);
+        return this.#finish(h, e.mode, 'completed', `recovered: ${left}, finished`);
+      }
+      h.enter('rolling-back', `rolling back ${left}`);
+      await h.mover.rollback?.(h.ctx).catch(() => undefined);
+      if (e.switchedOver) await this.#takeBack(h, e.mode);
+      else {
+        await h.route(h.fromPorts, Phase.NONE);
+        await h.quiesce();
+        await agents.disarm(from.name, e.id).catch(() => undefined);
+        await agents.disarm(to.name, e.id).catch(() => undefined);
+      }
+      return this.#finish(h, e.mode, 'aborted', `recovered: ${left}, rolled back; traffic stays on ${from.name}`);
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      const notes = await this.#unmarkWhatIsLeft(h);
+      return this.#finish(h, e.mode, 'failed', `recovering handover ${e.id} (${left}) failed: ${msg}${notes}`);
+    } finally {
+      this.#journal?.remove(e.id);
+      for (const r of rules) this.#rulesInUse.delete(r.id);
+      this.#freeRing(to.name, e.ring);
+      if (e.back) this.#freeRing(from.name, e.back.ring);
+      this.#hidsInUse.delete(e.id);
+      if (e.back) this.#hidsInUse.delete(e.back.id);
+      this.#active.delete(e.id);
     }
   }
 
@@ -375,17 +486,19 @@ export class HandoverEngine extends EventEmitter {
     return notes.length ? ` (${notes.join('; ')})` : '';
   }
 
-  async #takeBack(h: HandoverRun, mode: HandoverMode): Promise<void> {
+  async #takeBack(h: HandoverRun, mode: HandoverMode, resume?: { id: number; ring: number }): Promise<void> {
     const agents = this.#d.agentControl;
     const sc = this.#d.switchControl;
-    const backRing = this.#allocRing(h.from.name, h.from.ringCount);
+    // a recovered rollback goes on with the second id and ring the dead controller had armed
+    const backRing = resume?.ring ?? this.#allocRing(h.from.name, h.from.ringCount);
     if (backRing === undefined) throw new DataPlaneError(`${h.from.name} has no free hold ring to take the flow back`);
-    const back = this.#allocHid();
+    const back = resume?.id ?? this.#allocHid();
+    h.back = { id: back, ring: backRing };
     // every switch that fed B's ring relays its frames to its port towards A
     const relays = new Map(h.rules.map((r) => [r.switch, h.fromPorts.get(r.id)!]));
     const routed: string[] = [];
     try {
-      await agents.armNew(h.from.name, back, backRing);
+      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) === undefined) await agents.armNew(h.from.name, back, backRing);
       await h.route(h.fromPorts, Phase.POST, back);
       await h.quiesce();
       // B's ring (or the controller's buffer) is complete now: it goes to A, where the frames pass unmarked
@@ -395,11 +508,13 @@ export class HandoverEngine extends EventEmitter {
           routed.push(sw);
           await sc.setRelay(sw, h.id, port);
         }
-        h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: h.remaining() })).released;
+        // (a recovered rollback may find B's ring relayed and disarmed already)
+        if (resume === undefined || (await agents.agentStatus(h.to.name, h.id)) !== undefined)
+          h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: h.remaining() })).released;
       }
       // the relayed frames have passed the switches (the routes go only after this) and reached A
       await h.quiesce();
-      await agents.release(h.from.name, back, { timeoutMs: h.remaining() });
+      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await agents.release(h.from.name, back, { timeoutMs: h.remaining() });
       await h.route(h.fromPorts, Phase.NONE);
       await h.quiesce();
       await h.collect(h.to.name);

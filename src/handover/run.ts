@@ -6,6 +6,7 @@
  */
 import { Phase, type Deployment, type Rule, type InstanceInfo } from '../dataplane/types.js';
 import { sleep } from '../util/mutex.js';
+import type { HandoverJournal } from './journal.js';
 import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
 
 /** Every step a handover reports (SHarP's, the baseline's, and the outcomes). */
@@ -83,13 +84,18 @@ export class HandoverRun {
    * Set before the switch-over writes (one may take effect and a later one
    * fail): from then on a rollback must bring back what B holds.
    */
-  switchedOver = false;
+  #switchedOver = false;
   /**
    * Set when B's release begins: B's VNF may run released frames from then
    * on, so the flow belongs to B and a failure is retried forward, never
    * rolled back (A's state is no longer the latest).
    */
-  committed = false;
+  #committed = false;
+  /** a rollback after switch-over: A's second handover id and ring */
+  #back: { id: number; ring: number } | undefined;
+  /** where the run is written before each step acts (a restarted controller reads it) */
+  journal: HandoverJournal | undefined;
+  mode: HandoverMode = 'sharp';
   stateMs = 0;
   stateResult: StateMoveResult | undefined;
 
@@ -110,6 +116,51 @@ export class HandoverRun {
     this.toPorts = new Map(rules.map((r) => [r.id, sc.portTowards(r.switch, to.name)!]));
     this.switchNames = [...new Set(rules.map((r) => r.switch))];
     this.ctx = { id, rules, from: from.name, to: to.name, covers: ruleCovers(rules), selection: rules.map((r) => r.match), counts: this.counts, timings: this.timings, vnfState: d.vnfState };
+  }
+
+  get switchedOver(): boolean {
+    return this.#switchedOver;
+  }
+
+  set switchedOver(v: boolean) {
+    this.#switchedOver = v;
+    this.save();
+  }
+
+  get committed(): boolean {
+    return this.#committed;
+  }
+
+  set committed(v: boolean) {
+    this.#committed = v;
+    this.save();
+  }
+
+  get back(): { id: number; ring: number } | undefined {
+    return this.#back;
+  }
+
+  set back(v: { id: number; ring: number } | undefined) {
+    this.#back = v;
+    this.save();
+  }
+
+  /** Writes the run to the journal (before the step's operations act). */
+  save(): void {
+    this.journal?.write({
+      version: 1,
+      id: this.id,
+      mode: this.mode,
+      rules: this.rules.map((r) => r.id),
+      from: this.from.name,
+      to: this.to.name,
+      ring: this.ring,
+      step: this.step,
+      switchedOver: this.#switchedOver,
+      committed: this.#committed,
+      ...(this.#back === undefined ? {} : { back: this.#back }),
+      startedAt: Date.now() - this.elapsed(),
+    });
   }
 
   get Q(): number {
@@ -134,6 +185,7 @@ export class HandoverRun {
   enter(step: HandoverStep, detail?: string): void {
     this.timings[step] = this.elapsed();
     this.step = step;
+    this.save();
     this.emit(step, detail);
   }
 

@@ -248,3 +248,42 @@ t.test("the vnf-map mover's rollback gives A back the records it had given up", 
   t.same(await d.vnfState.exportState('vnf1', 'all'), before, 'A has its records back, unchanged');
   t.same(await d.vnfState.exportState('vnf2', 'all'), [], 'B has none');
 });
+
+t.test('a controller that dies at any step: a new one recovers from the journal, nothing lost, nothing left marked or armed', async (t) => {
+  const { MemoryJournal } = await import('../../src/handover/journal.js');
+  const crashes: [string, { method: string; target?: string; skip?: number }, 'completed' | 'aborted'][] = [
+    ['arming', { method: 'armOld', target: 'vnf1' }, 'aborted'],
+    ['pre-marking', { method: 'setRuleAction', target: 's2' }, 'aborted'],
+    ['switching', { method: 'setRuleAction', target: 's2', skip: 1 }, 'aborted'],
+    ['draining', { method: 'agentStatus', target: 'vnf1' }, 'aborted'],
+    ['moving-state', { method: 'exportState', target: 'vnf1' }, 'aborted'],
+    ['releasing', { method: 'release', target: 'vnf2' }, 'completed'],
+    ['cleaning', { method: 'disarm', target: 'vnf1' }, 'completed'],
+  ];
+  for (const [step, hang, outcome] of crashes) {
+    await t.test(`dies in ${step}: ${outcome === 'completed' ? 'finished' : 'rolled back'}`, async (t) => {
+      const { d, rules } = await setup();
+      const journal = new MemoryJournal();
+      const dead = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 5), journal });
+      d.hangs.push(hang);
+      d.start(1);
+      void dead.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+      for (let i = 0; i < 500 && journal.entries()[0]?.step !== step; i++) await sleep(2);
+      t.equal(journal.entries()[0]?.step, step, `the journal says the controller was in ${step}`);
+      await sleep(20); // frames keep coming while no controller runs
+      const engine = new HandoverEngine(d, { mover: new VnfMapStateMover(), journal });
+      await t.rejects(engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 }), { message: /left unfinished are in the journal: recover\(\) them first/ }, 'no new handover before recovery');
+      const [r] = await engine.recover();
+      await sleep(5);
+      d.stop();
+      for (let i = 0; i < 5; i++) d.tick();
+      t.equal(r?.outcome, outcome, r?.reason ?? '');
+      t.match(r?.reason, new RegExp(`left at ${step} by a previous controller`));
+      t.same(journal.entries(), [], 'the journal is empty');
+      assertAt(t, d, rules, outcome === 'completed' ? 'vnf2' : 'vnf1');
+      assertIntact(t, d, `controller died in ${step}`);
+      const next = await engine.handover({ rules, from: outcome === 'completed' ? 'vnf2' : 'vnf1', to: outcome === 'completed' ? 'vnf1' : 'vnf2', expectedPps: 100 });
+      t.equal(next.outcome, 'completed', 'the next handover succeeds');
+    });
+  }
+});

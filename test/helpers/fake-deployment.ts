@@ -102,9 +102,21 @@ export class FakeDeployment implements Deployment {
     }
   }
 
-  #call(name: string, target?: string): void {
+  /** calls that never return (as if the controller died in them) */
+  readonly hangs: Fault[] = [];
+
+  async #call(name: string, target?: string): Promise<void> {
     this.calls.push(target === undefined ? name : `${name} ${target}`);
     this.onCall?.(name);
+    const hi = this.hangs.findIndex((f) => f.method === name && (f.target === undefined || f.target === target));
+    if (hi >= 0) {
+      const f = this.hangs[hi]!;
+      if ((f.skip ?? 0) > 0) f.skip = f.skip! - 1;
+      else {
+        this.hangs.splice(hi, 1);
+        await new Promise<never>(() => undefined);
+      }
+    }
     const i = this.faults.findIndex((f) => f.method === name && (f.target === undefined || f.target === target));
     if (i >= 0) {
       const f = this.faults[i]!;
@@ -227,21 +239,21 @@ export class FakeDeployment implements Deployment {
     switches: () => ['s1', 's2'],
     portTowards: (sw, instance) => (this.#agents.has(instance) ? `${sw}-${instance}` : undefined),
     addRule: async (r) => {
-      this.#call('addRule', r.switch);
+      await this.#call('addRule', r.switch);
       const id = r.id ?? this.#rules.size + 1;
       const rule = { ...r, id, action: { ...r.action } };
       this.#rules.set(id, rule);
       return rule;
     },
     deleteRule: async (id) => {
-      this.#call('deleteRule');
+      await this.#call('deleteRule');
       if (!this.#rules.delete(id)) throw new RuleError(`no rule ${id}`);
     },
     getRule: (id) => this.#rules.get(id),
     rules: () => [...this.#rules.values()],
     setRuleAction: async (id: number, action: RuleAction) => {
       const r = this.#rules.get(id);
-      this.#call('setRuleAction', r?.switch);
+      await this.#call('setRuleAction', r?.switch);
       if (r === undefined) throw new RuleError(`no rule ${id}`);
       r.action = { ...action };
       // a frame right behind every action change: the race the protocol must survive
@@ -250,19 +262,19 @@ export class FakeDeployment implements Deployment {
     ruleCounters: async (id): Promise<Counter> => ({ packets: this.#ruleStats.get(id) ?? 0n, bytes: 0n }),
     portCounters: async (): Promise<PortCounters[]> => [],
     handoverCounters: async (sw, hid) => {
-      this.#call('handoverCounters', sw);
+      await this.#call('handoverCounters', sw);
       return { ...(this.#marks.get(`${sw}/${hid}`) ?? { pre: 0n, post: 0n }) };
     },
     resetHandoverCounters: async (sw, hid) => {
-      this.#call('resetHandoverCounters', sw);
+      await this.#call('resetHandoverCounters', sw);
       this.#marks.delete(`${sw}/${hid}`);
     },
     setRelay: async (sw, hid, outPort) => {
-      this.#call('setRelay', sw);
+      await this.#call('setRelay', sw);
       this.#relays.set(`${sw}/${hid}`, outPort);
     },
     clearRelay: async (sw, hid) => {
-      this.#call('clearRelay', sw);
+      await this.#call('clearRelay', sw);
       this.#relays.delete(`${sw}/${hid}`);
     },
   };
@@ -303,18 +315,19 @@ export class FakeDeployment implements Deployment {
   readonly #agentControl: AgentControl = {
     agentInstances: () => this.#instances,
     checkAgent: async (i) => {
-      this.#call('checkAgent', i);
+      await this.#call('checkAgent', i);
       if (!this.#agents.has(i)) throw new AgentUnavailableError(i, 'no such instance');
     },
     armOld: async (i, hid) => {
-      this.#call('armOld', i);
+      await this.#call('armOld', i);
       this.#arm(i, hid, 'old');
     },
     armNew: async (i, hid) => {
-      this.#call('armNew', i);
+      await this.#call('armNew', i);
       this.#arm(i, hid, 'new');
     },
     agentStatus: async (i, hid): Promise<AgentHandoverStatus | undefined> => {
+      await this.#call('agentStatus', i);
       const h = this.#agents.get(i)?.get(hid);
       if (h === undefined) return undefined;
       return {
@@ -331,7 +344,7 @@ export class FakeDeployment implements Deployment {
       };
     },
     release: async (i, hid, o): Promise<ReleaseResult> => {
-      this.#call('release', o?.relayTo === undefined ? i : `${i}->${o.relayTo}`);
+      await this.#call('release', o?.relayTo === undefined ? i : `${i}->${o.relayTo}`);
       const h = this.#ho(i, hid);
       const n = h.ring.length;
       // in order; a new frame arriving meanwhile queues behind the ring (agentRx)
@@ -345,14 +358,14 @@ export class FakeDeployment implements Deployment {
       return { released: BigInt(n), rounds: n > 0 ? 1 : 0 };
     },
     disarm: async (i, hid) => {
-      this.#call('disarm', i);
+      await this.#call('disarm', i);
       this.#agents.get(i)?.delete(hid);
     },
   };
 
   readonly #vnfState: VnfStateStore = {
     exportState: async (i, select): Promise<FlowStateEntry[]> => {
-      this.#call('exportState', i);
+      await this.#call('exportState', i);
       const out: FlowStateEntry[] = [];
       for (const [k, n] of this.#state.get(i)!) {
         const flow = this.#flows.get(k)!;
@@ -361,11 +374,11 @@ export class FakeDeployment implements Deployment {
       return out;
     },
     importState: async (i, entries) => {
-      this.#call('importState', i);
+      await this.#call('importState', i);
       for (const e of entries) this.#state.get(i)!.set(flowId(e.flow), Number(e.value.toString()));
     },
     deleteState: async (i, flows) => {
-      this.#call('deleteState', i);
+      await this.#call('deleteState', i);
       for (const f of flows) this.#state.get(i)!.delete(flowId(f));
     },
   };
