@@ -114,8 +114,8 @@ export class ControllerBufferProcedure {
     // B's agent has passed the flushed frames to its VNF before its ring is released
     await h.quiesce();
 
-    h.enter('releasing');
     h.committed = true;
+    h.enter('releasing');
     await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
 
     await h.cleanUp();

@@ -379,8 +379,9 @@ export class HandoverEngine extends EventEmitter {
     await h.moveState(stateTimeoutMs);
 
     // ---- 6. release B's ring in order, in the kernel; then new frames pass
-    h.enter('releasing');
+    // the state is at B now: from here on only forward (journaled before the release acts)
     h.committed = true;
+    h.enter('releasing');
     await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
 
     // ---- 7. clean up: stop marking, let the last marked frames land, forget H

@@ -86,9 +86,9 @@ export class HandoverRun {
    */
   #switchedOver = false;
   /**
-   * Set when B's release begins: B's VNF may run released frames from then
-   * on, so the flow belongs to B and a failure is retried forward, never
-   * rolled back (A's state is no longer the latest).
+   * Set once the state has moved, just before B's release: B's VNF may run
+   * released frames from then on, so the flow belongs to B and a failure is
+   * retried forward, never rolled back (A's state is no longer the latest).
    */
   #committed = false;
   /** a rollback after switch-over: A's second handover id and ring */

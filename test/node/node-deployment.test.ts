@@ -16,6 +16,10 @@ import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
 import type { NodeDeployment } from '../../src/node/client.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { FileJournal } from '../../src/handover/journal.js';
+import { SHARP_STEPS } from '../../src/handover/engine.js';
 
 const objectsDir = path.join(repoRoot, 'build/ebpf');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
@@ -164,4 +168,41 @@ t.test('kill -9 of every node under traffic: forwarding never stops; restarted n
   t.equal(r.outcome, 'completed', `the first handover after the restart: ${r.reason ?? 'completed'}`);
   const reports = await finish(gens, sinks);
   assertIntact(t, reports, 'nodes killed and restarted');
+});
+
+t.test('kill -9 of the controller process at each step: a restarted controller completes or rolls back from its journal, nothing lost', async (t) => {
+  const w = await world(t);
+  const journalDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-journal-'));
+  t.teardown(() => rmSync(journalDir, { recursive: true, force: true }));
+  const rules = w.d.switchControl.rules().filter((r) => r.action.outPort.endsWith('-vnf1')).map((r) => r.id);
+  const sockets = w.nodes.map((n) => n.config.listen.unix!);
+  const fixture = path.join(repoRoot, 'dist/test/node/fixtures/controller.js');
+  const { gens, sinks } = w.traffic(2);
+  for (const g of gens) g.start(2000);
+  await sleep(200);
+  let at = 'vnf1';
+  for (const step of SHARP_STEPS.filter((s) => s !== 'validating')) {
+    const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+    const child = spawn(process.execPath, [fixture, '--sockets', JSON.stringify(sockets), '--journal', journalDir, '--rules', JSON.stringify(rules), '--from', at, '--to', to, '--pause-at', step], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((r) => child.once('exit', r));
+    const paused = await new Promise<boolean>((resolve) => {
+      createInterface({ input: child.stdout! }).on('line', (l) => {
+        if (l.includes('"paused"')) resolve(true);
+      });
+      child.once('exit', () => resolve(false));
+    });
+    t.ok(paused, `the controller reached ${step}`);
+    child.kill('SIGKILL');
+    await exited;
+    await sleep(100); // traffic goes on with no controller
+    const engine = new HandoverEngine(w.d, { mover: new VnfMapStateMover(), journal: new FileJournal(journalDir) });
+    const [r] = await engine.recover();
+    const expect = step === 'releasing' || step === 'cleaning' ? 'completed' : 'aborted';
+    t.equal(r?.outcome, expect, `killed in ${step}: ${r?.reason ?? 'nothing to recover'}`);
+    if (r?.outcome === 'completed') at = to;
+    const marked = w.d.switchControl.rules().filter((x) => x.action.phase !== 0);
+    t.same(marked, [], `after recovering from ${step}: no rule is marked`);
+  }
+  const reports = await finish(gens, sinks);
+  assertIntact(t, reports, 'a controller killed at every step');
 });
