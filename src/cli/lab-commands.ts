@@ -3,6 +3,7 @@
  * rule, handover, status, traffic, report.
  */
 import { spawn } from 'node:child_process';
+import { detachLabNodesIn } from '../lab/lab-nodes.js';
 import { mkdirSync, openSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadSpec } from '../lab/spec/index.js';
 import path from 'node:path';
@@ -113,6 +114,8 @@ async function removeLeftovers(name: string, p: LabPaths, st: LabState | undefin
   const all = listNetns(`sharp-${name}-`);
   const kept = all.filter((ns) => namespaceOwner(ns, daemons) !== undefined);
   const removedNamespaces = all.filter((ns) => !kept.includes(ns));
+  // the lab's node daemons pinned their programs: detach them while their namespaces still exist
+  detachLabNodesIn(path.join(p.dir, 'work', 'nodes'), path.join(repoRoot, 'dist/src/cli/main.js'));
   for (const ns of removedNamespaces) deleteNetns(ns);
   rmSync(p.dir, { recursive: true, force: true });
   return { removedNamespaces, ...(stopped.length ? { stoppedProcesses: stopped } : {}), ...(kept.length ? { keptNamespaces: kept } : {}) };

@@ -94,7 +94,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharpctl-demo-'));
   let opened: OpenedLab;
   try {
-    opened = await openLab(standardSpec({ ringCapacity: 8192, ringCount: 2 }), prefix, { objectsDir: o.objectsDir, workDir, target: o.target });
+    // the baseline needs the controller on the packet path, which only an in-process lab has
+    opened = await openLab(standardSpec({ ringCapacity: 8192, ringCount: 2 }), prefix, { objectsDir: o.objectsDir, workDir, target: o.target, via: o.mode === 'controller-buffer' ? 'in-process' : 'nodes' });
   } catch (e) {
     rmSync(workDir, { recursive: true, force: true });
     throw e;

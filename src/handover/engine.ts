@@ -575,13 +575,18 @@ export class HandoverEngine extends EventEmitter {
       const switches = new Set(rules.map((r) => r.switch));
       for (const s of switches) perSwitch.set(s, req.expectedPps / switches.size);
     } else {
-      // measure: the moving rules' packet rate over a short window
-      const before = await Promise.all(rules.map((r) => sc.ruleCounters(r.id)));
-      const t = performance.now();
-      await sleep(20);
-      const after = await Promise.all(rules.map((r) => sc.ruleCounters(r.id)));
-      const dt = (performance.now() - t) / 1000;
-      rules.forEach((r, i) => perSwitch.set(r.switch, (perSwitch.get(r.switch) ?? 0) + Number(after[i]!.packets - before[i]!.packets) / dt));
+      // measure: the moving rules' packet rate over a short window; each read
+      // is timed at its midpoint (a remote read takes a while)
+      const read = async (): Promise<{ c: { packets: bigint }[]; t: number }> => {
+        const a = performance.now();
+        const c = await Promise.all(rules.map((r) => sc.ruleCounters(r.id)));
+        return { c, t: (a + performance.now()) / 2 };
+      };
+      const before = await read();
+      await sleep(50);
+      const after = await read();
+      const dt = (after.t - before.t) / 1000;
+      rules.forEach((r, i) => perSwitch.set(r.switch, (perSwitch.get(r.switch) ?? 0) + Number(after.c[i]!.packets - before.c[i]!.packets) / dt));
     }
     const pps = Math.max(0, ...perSwitch.values());
     const stateMs = req.expectedStateMs ?? mover.expectedMs ?? 100;

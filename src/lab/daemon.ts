@@ -164,7 +164,7 @@ async function main(): Promise<void> {
     const spec: LabSpec = a.spec === undefined ? standardSpec({ instances: a.instances, ringCapacity: 8192, ringCount: 4 }) : (JSON.parse(readFileSync(a.spec, 'utf8')) as LabSpec);
     const target = a.target ?? spec.target;
     writeState(paths, (state = { ...state, target }));
-    opened = await openLab(spec, prefix, { objectsDir: a.objectsDir, workDir: path.join(paths.dir, 'bmv2'), target });
+    opened = await openLab(spec, prefix, { objectsDir: a.objectsDir, workDir: path.join(paths.dir, 'work'), target });
     lab = opened.lab;
     dp = opened.dp;
     await installRules(dp, lab.spec.rules);

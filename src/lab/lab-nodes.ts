@@ -4,14 +4,35 @@
  * (`sharpctl node run` inside each namespace), reached over their Unix
  * sockets. The nodes are the same program a real host runs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import type { NetnsLab } from './netns-lab.js';
+import { createLabFromSpec, destroyLab, type NetnsLab } from './netns-lab.js';
+import type { LabSpec } from './spec/types.js';
+import {
+  DataPlaneError,
+  instancesOf,
+  type AgentHandoverStatus,
+  type AgentInstanceInfo,
+  type ControllerChannel,
+  type Counter,
+  type DataPlane,
+  type FlowKey,
+  type FlowSelection,
+  type FlowStateEntry,
+  type HandoverMarkCounters,
+  type InstanceInfo,
+  type PortCounters,
+  type ReleaseResult,
+  type Rule,
+  type RuleAction,
+} from '../dataplane/types.js';
 import type { NodeConfig } from '../node/config.js';
 import { NodeClient, NodeDeployment } from '../node/client.js';
 import { nodeChannel, unixEndpoint } from '../node/transport/index.js';
+
+const NODE_INDEX = 'lab-nodes.json';
 
 export interface LabNode {
   /** the lab's node name (switch or instance name) */
@@ -38,6 +59,8 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
       instances: [],
     });
   for (const i of lab.topology.instances) add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: 'counter', ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }] });
+  // the index lets a later `lab down` detach the nodes even when their daemon died
+  writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
   return out;
 }
 
@@ -91,4 +114,190 @@ export async function connectLabNodes(nodes: readonly LabNode[]): Promise<NodeDe
     throw e;
   }
   return new NodeDeployment(clients);
+}
+
+/**
+ * The DataPlane of a lab whose switches and instances are node processes:
+ * every operation goes over the node API. The controller-buffer baseline's
+ * packet path (frames to and from the controller) is not part of that API:
+ * it is refused with the reason.
+ */
+export class NodeLabDataPlane implements DataPlane {
+  readonly kind = 'xdp';
+  readonly #d: NodeDeployment;
+
+  constructor(d: NodeDeployment) {
+    this.#d = d;
+  }
+
+  get deployment(): NodeDeployment {
+    return this.#d;
+  }
+
+  get quiescenceMs(): number {
+    return this.#d.switchControl.quiescenceMs;
+  }
+
+  switches(): string[] {
+    return this.#d.switchControl.switches();
+  }
+  portTowards(sw: string, instance: string): string | undefined {
+    return this.#d.switchControl.portTowards(sw, instance);
+  }
+  addRule(r: Omit<Rule, 'id'> & { id?: number }): Promise<Rule> {
+    return this.#d.switchControl.addRule(r);
+  }
+  deleteRule(id: number): Promise<void> {
+    return this.#d.switchControl.deleteRule(id);
+  }
+  getRule(id: number): Rule | undefined {
+    return this.#d.switchControl.getRule(id);
+  }
+  rules(): Rule[] {
+    return this.#d.switchControl.rules();
+  }
+  setRuleAction(id: number, a: RuleAction): Promise<void> {
+    return this.#d.switchControl.setRuleAction(id, a);
+  }
+  ruleCounters(id: number): Promise<Counter> {
+    return this.#d.switchControl.ruleCounters(id);
+  }
+  portCounters(sw: string): Promise<PortCounters[]> {
+    return this.#d.switchControl.portCounters(sw);
+  }
+  handoverCounters(sw: string, hid: number): Promise<HandoverMarkCounters> {
+    return this.#d.switchControl.handoverCounters(sw, hid);
+  }
+  resetHandoverCounters(sw: string, hid: number): Promise<void> {
+    return this.#d.switchControl.resetHandoverCounters(sw, hid);
+  }
+  setRelay(sw: string, hid: number, port: string): Promise<void> {
+    return this.#d.switchControl.setRelay(sw, hid, port);
+  }
+  clearRelay(sw: string, hid: number): Promise<void> {
+    return this.#d.switchControl.clearRelay(sw, hid);
+  }
+  agentInstances(): AgentInstanceInfo[] {
+    return this.#d.agentControl.agentInstances();
+  }
+  instances(): InstanceInfo[] {
+    return instancesOf(this.#d);
+  }
+  checkAgent(i: string): Promise<void> {
+    return this.#d.agentControl.checkAgent(i);
+  }
+  armOld(i: string, hid: number): Promise<void> {
+    return this.#d.agentControl.armOld(i, hid);
+  }
+  armNew(i: string, hid: number, ring: number): Promise<void> {
+    return this.#d.agentControl.armNew(i, hid, ring);
+  }
+  agentStatus(i: string, hid: number): Promise<AgentHandoverStatus | undefined> {
+    return this.#d.agentControl.agentStatus(i, hid);
+  }
+  release(i: string, hid: number, o?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult> {
+    return this.#d.agentControl.release(i, hid, o);
+  }
+  disarm(i: string, hid: number): Promise<void> {
+    return this.#d.agentControl.disarm(i, hid);
+  }
+  exportState(i: string, sel: FlowSelection): Promise<FlowStateEntry[]> {
+    return this.#d.vnfState.exportState(i, sel);
+  }
+  importState(i: string, e: readonly FlowStateEntry[]): Promise<void> {
+    return this.#d.vnfState.importState(i, e);
+  }
+  deleteState(i: string, f: readonly FlowKey[]): Promise<void> {
+    return this.#d.vnfState.deleteState(i, f);
+  }
+
+  async controllerDataPackets(): Promise<Counter> {
+    let packets = 0n;
+    let bytes = 0n;
+    for (const n of this.#d.nodes.filter((c) => c.switches().length > 0)) {
+      const c = await n.controllerDataPackets();
+      packets += c.packets;
+      bytes += c.bytes;
+    }
+    return { packets, bytes };
+  }
+
+  openControllerChannel(): ControllerChannel {
+    throw new DataPlaneError('the controller-buffer baseline needs the controller on the switches\' packet path, which the node API does not carry: run it in an in-process lab (sharpctl demo --mode controller-buffer, sharpctl bench)');
+  }
+
+  sendFromController(): Promise<void> {
+    return Promise.reject(new DataPlaneError('the controller-buffer baseline is not available on a lab of node processes'));
+  }
+
+  async close(): Promise<void> {
+    this.#d.close();
+  }
+}
+
+export interface NodeLab {
+  lab: NetnsLab;
+  nodes: NodeProcess[];
+  dp: NodeLabDataPlane;
+  /** stops the nodes, detaches what they pinned, removes the namespaces; idempotent */
+  close(): Promise<void>;
+}
+
+/**
+ * Detaches a lab node's pins and programs (`sharpctl node detach` in its
+ * namespace; in a fresh empty one if the namespace is gone, so nothing of
+ * this host's is touched).
+ */
+export function detachLabNode(n: Pick<LabNode, 'netns' | 'configFile'>, cli: string): string | undefined {
+  const enter = existsSync(`/run/netns/${n.netns}`) ? ['nsenter', `--net=/run/netns/${n.netns}`] : ['unshare', '--net'];
+  try {
+    execFileSync(enter[0]!, [...enter.slice(1), process.execPath, cli, 'node', 'detach', '--config', n.configFile], { stdio: 'pipe' });
+    return undefined;
+  } catch (e) {
+    return String((e as { stderr?: Buffer }).stderr ?? e).trim();
+  }
+}
+
+/** Detaches every node a lab's node folder lists (lab down, also after its daemon was killed); returns the failures. */
+export function detachLabNodesIn(dir: string, cli: string): string[] {
+  let index: { netns: string; configFile: string }[];
+  try {
+    index = JSON.parse(readFileSync(path.join(dir, NODE_INDEX), 'utf8')) as typeof index;
+  } catch {
+    return [];
+  }
+  return index.flatMap((n) => {
+    const err = detachLabNode(n, cli);
+    return err === undefined ? [] : [`${n.configFile}: ${err}`];
+  });
+}
+
+/** Builds the spec's namespaces and runs a node process in each switch and VNF namespace. */
+export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: string; cli: string; quiescenceMs?: number }): Promise<NodeLab> {
+  destroyLab(prefix);
+  const lab = createLabFromSpec(spec, prefix);
+  const nodes = labNodeConfigs(lab, { dir: o.dir, nodePrefix: prefix.replace(/-$/, '_').replace(/[^A-Za-z0-9_-]/g, '_'), ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) });
+  const procs: NodeProcess[] = [];
+  let dp: NodeLabDataPlane | undefined;
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= (async () => {
+      await dp?.close();
+      for (const p of procs) {
+        if (p.child.exitCode !== null || p.child.signalCode !== null) continue;
+        const exited = new Promise((r) => p.child.once('exit', r));
+        p.child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      }
+      for (const n of nodes) detachLabNode(n, o.cli);
+      destroyLab(prefix);
+    })());
+  try {
+    for (const n of nodes) procs.push(await startNodeProcess(n, { cli: o.cli }));
+    dp = new NodeLabDataPlane(await connectLabNodes(nodes));
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return { lab, nodes: procs, dp, close };
 }

@@ -10,6 +10,9 @@ import type { DataPlane } from '../dataplane/types.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { Bmv2DataPlane } from '../dataplane/bmv2/bmv2-dataplane.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
+import { openNodeLab } from './lab-nodes.js';
+import { repoRoot } from '../cli/paths.js';
+import path from 'node:path';
 
 export interface OpenLabOptions {
   objectsDir: string;
@@ -20,6 +23,14 @@ export interface OpenLabOptions {
   quiescenceMs?: number;
   /** bmv2: BMv2's per-packet event log (slow) */
   bmv2Log?: boolean;
+  /**
+   * xdp: 'nodes' (default) runs a node daemon process in every switch and
+   * VNF namespace and drives them over the node API — the production path;
+   * 'in-process' loads every program in this process (the tests that
+   * inspect BPF objects directly, and the controller-buffer baseline, whose
+   * packet path the node API does not carry).
+   */
+  via?: 'nodes' | 'in-process';
 }
 
 export interface OpenedLab {
@@ -33,6 +44,10 @@ export interface OpenedLab {
 export async function openLab(spec: LabSpec, prefix: string, o: OpenLabOptions): Promise<OpenedLab> {
   const target = o.target ?? spec.target;
   const q = o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs };
+  if (target === 'xdp' && (o.via ?? 'nodes') === 'nodes') {
+    const nl = await openNodeLab({ ...spec, target }, prefix, { dir: path.join(o.workDir, 'nodes'), cli: path.join(repoRoot, 'dist/src/cli/main.js'), ...q });
+    return { target, lab: nl.lab, dp: nl.dp, close: nl.close };
+  }
   if (target === 'xdp') {
     destroyLab(prefix);
     const lab = createLabFromSpec({ ...spec, target }, prefix);

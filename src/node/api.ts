@@ -47,6 +47,7 @@ const METHOD_NAMES = {
   PortCounters: 1,
   HandoverCounters: 1,
   ResetHandoverCounters: 1,
+  ControllerDataPackets: 1,
   SetRelay: 1,
   ClearRelay: 1,
   CheckAgent: 1,

@@ -206,6 +206,11 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     await this.#call('ResetHandoverCounters', { switch: sw, handover_id: handoverId });
   }
 
+  /** data frames this node's switches sent to the controller (the baseline's DIVERT only) */
+  async controllerDataPackets(): Promise<Counter> {
+    return counterFromWire(await this.#call('ControllerDataPackets', {}));
+  }
+
   async setRelay(sw: string, handoverId: number, outPort: string): Promise<void> {
     await this.#call('SetRelay', { switch: sw, handover_id: handoverId, out_port: outPort });
   }

@@ -5,7 +5,7 @@
  * field and the limit.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AgentUnavailableError, DataPlaneError, RuleError, type AgentControl, type SwitchControl, type VnfStateStore } from '../dataplane/types.js';
+import { AgentUnavailableError, DataPlaneError, RuleError, type AgentControl, type ControllerPacketPath, type SwitchControl, type VnfStateStore } from '../dataplane/types.js';
 import { SHARP_HID_MIN, SHARP_HID_MAX } from '../generated/abi.js';
 import {
   actionFromWire,
@@ -27,7 +27,7 @@ import {
 /** What a node serves: its switch (if it runs one) and the agents and VNF state of its instances (if any). */
 export interface NodeRuntime {
   health(): NodeHealth;
-  switchControl?: SwitchControl;
+  switchControl?: SwitchControl & Pick<ControllerPacketPath, 'controllerDataPackets'>;
   agents?: AgentControl & VnfStateStore;
 }
 
@@ -135,6 +135,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       await sw().resetHandoverCounters(switchNamed(w['switch']), hid(w));
       return {};
     },
+    ControllerDataPackets: async () => (rt.switchControl === undefined ? { packets: '0', bytes: '0' } : counterToWire(await rt.switchControl.controllerDataPackets())),
     SetRelay: async (w) => {
       const s = switchNamed(w['switch']);
       const out = String(w['out_port'] ?? '');

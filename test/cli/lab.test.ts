@@ -109,19 +109,30 @@ t.test('drive a handover by hand: traffic, handover, status, report', async (t) 
 t.test('a rule under handover is locked; an overflowing handover is refused up front, using the requested state delay', async (t) => {
   json(['lab', 'up']);
   t.teardown(() => run(['lab', 'down', '--name', name]));
-  json(['traffic', 'start', '--rate', '2000', '--flows', '2', '--reverse']);
+  json(['traffic', 'start', '--rate', '1000', '--flows', '2', '--reverse']);
   await new Promise((r) => setTimeout(r, 300));
-  // 2000 pps per side × (5 s + margins) × 2 > the 8192-frame ring: refused, nothing changed
+  // 1000 pps per side × (5 s + margins) × 2 > the 8192-frame ring: refused, nothing changed
   const big = run(['handover', '1,3', '--to', 'vnf2', '--state-delay', '5000', '--name', name]);
   t.equal(big.code, 1, 'refused: exit 1');
   t.match(big.stderr, /hold ring of vnf2 holds 8192 frames per side, but .* over 5\d\d\d ms .*refusing/);
   // a long handover in the background; meanwhile its rules cannot be deleted, nor moved again
   const { spawn } = await import('node:child_process');
-  const bg = spawn(process.execPath, [cli, 'handover', '1,3', '--to', 'vnf2', '--state-delay', '1500', '--name', name, '--json'], { cwd: repoRoot, env: { ...process.env, SHARPCTL_RUN_DIR: runDir } });
+  const bg = spawn(process.execPath, [cli, 'handover', '1,3', '--to', 'vnf2', '--state-delay', '3000', '--name', name], { cwd: repoRoot, env: { ...process.env, SHARPCTL_RUN_DIR: runDir } });
   let out = '';
   bg.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const done = new Promise<number | null>((r) => bg.once('exit', r));
-  await new Promise((r) => setTimeout(r, 600));
+  // until it reports the state move (3 s of it)
+  let early: number | null | undefined;
+  void done.then((c) => (early = c));
+  await new Promise<void>((resolve) => {
+    let err = '';
+    bg.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('moving-state')) resolve();
+    });
+    void done.then(() => resolve());
+  });
+  t.equal(early, undefined, `the background handover is in flight (it did not end early: ${out})`);
   const del = run(['rule', 'del', '1', '--name', name]);
   t.not(del.code, 0, 'deleting a rule under handover is refused');
   t.match(del.stderr, /rule 1 is being moved by handover \d+/);
@@ -129,7 +140,7 @@ t.test('a rule under handover is locked; an overflowing handover is refused up f
   t.not(again.code, 0);
   t.match(again.stderr, /rule 1 is being moved by handover \d+/, 'a second handover of the rules names the first');
   t.equal(await done, 0, 'the handover completed');
-  t.equal((JSON.parse(out) as { outcome: string }).outcome, 'completed');
+  t.match(out, /handover \d+ vnf1 → vnf2: completed in/);
   const stop = json<{ sent: number; delivered: number; lost: number }[]>(['traffic', 'stop']);
   for (const d of stop) t.equal(d.delivered, d.sent, 'nothing lost');
   const rules = json<{ id: number; action: { phase: number } }[]>(['rule', 'list']);

@@ -36,7 +36,8 @@ export async function testLab(
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-lab-'));
   t.teardown(() => rmSync(workDir, { recursive: true, force: true }));
   const target = options.target ?? 'xdp';
-  const opened = await openLab(standardSpec(options), prefix, { objectsDir, workDir, target });
+  // in-process: these tests inspect the loaded BPF objects directly (the node path has its own tests, test/node/)
+  const opened = await openLab(standardSpec(options), prefix, { objectsDir, workDir, target, via: 'in-process' });
   const lab = opened.lab;
   const dp = opened.dp as XdpDataPlane | Bmv2DataPlane;
   const closers: (() => void)[] = [];
