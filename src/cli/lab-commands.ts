@@ -5,22 +5,23 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadSpec } from '../lab/spec/index.js';
+import { printable } from '../lab/spec/util.js';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { compileXdp } from './compile.js';
 import { objectsDir, repoRoot, runDir } from './paths.js';
-import { call } from '../lab/rpc.js';
+import { call, DaemonClosedError, DaemonTimeoutError, DaemonUnreachableError, type CallOptions, type DeadlinedMethod } from '../lab/rpc.js';
 import { labPaths, listLabs, processAlive, readState, type LabState } from '../lab/run-dir.js';
 import { destroyLab } from '../lab/netns-lab.js';
 import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { listNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
+import { EnvironmentError, InterruptedError, LabError, UsageError, requireRoot } from './errors.js';
+import { int, ipv4Prefix, labName, LAB_NAME_HELP, seconds } from './options.js';
+import { interruption, sleep, tidying } from './interrupt.js';
 
-export class LabError extends Error {
-  override name = 'LabError';
-}
+export { LabError };
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const out = (json: boolean | undefined, value: unknown, human: () => void): void => {
   if (json) console.log(JSON.stringify(value, null, 2));
   else human();
@@ -33,42 +34,57 @@ function liveLab(name: string): LabState {
   return st;
 }
 
-function int(name: string, min: number, max: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      const e = new Error(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
-      e.name = 'UsageError';
-      throw e;
+/** the last line of a daemon's log, for "what happened" */
+function lastLogLine(name: string): string | undefined {
+  try {
+    const lines = readFileSync(labPaths(runDir, name).log, 'utf8').trim().split('\n');
+    const last = lines[lines.length - 1]?.trim();
+    return last ? printable(last.length > 200 ? `${last.slice(0, 197)}...` : last) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A request to a lab's daemon: every one has a deadline (rpc DEADLINE_MS, or
+ * the caller's), ends on Ctrl-C, and fails at once, saying so, when the
+ * daemon hangs up.
+ */
+function daemon<T>(st: LabState, method: DeadlinedMethod, params?: unknown, options?: CallOptions): Promise<T>;
+function daemon<T>(st: LabState, method: string, params: unknown, options: CallOptions & { timeoutMs: number }): Promise<T>;
+async function daemon<T>(st: LabState, method: string, params?: unknown, options: CallOptions = {}): Promise<T> {
+  try {
+    // the overloads see to it that a method without a DEADLINE_MS entry comes with its timeoutMs
+    return await call<T>(st.socket, method as DeadlinedMethod, params, { signal: interruption, ...options });
+  } catch (e) {
+    if (e instanceof DaemonClosedError) {
+      const gone = processAlive(st.pid) ? '' : ` (daemon pid ${st.pid} has exited${((l) => (l ? `; the last line of its log ${labPaths(runDir, st.name).log}: ${l}` : ''))(lastLogLine(st.name))})`;
+      throw new LabError(`${e.message}${gone}`, { cause: e });
     }
-    return n;
-  };
+    if (e instanceof DaemonUnreachableError && (e.code === 'EACCES' || e.code === 'EPERM')) {
+      throw new EnvironmentError(`talking to lab '${st.name}' needs root: its daemon's socket ${e.socketPath} is root's`, { cause: e });
+    }
+    if (e instanceof DaemonUnreachableError || e instanceof DaemonTimeoutError) throw new LabError(`lab '${st.name}': ${e.message}`, { cause: e });
+    throw e;
+  }
 }
 
-function usage(message: string): Error {
-  const e = new Error(message);
-  e.name = 'UsageError';
-  return e;
-}
-
-const NAME = /^[a-z][a-z0-9]{0,9}$/;
-function labName(v: string): string {
-  if (!NAME.test(v)) throw usage(`--name must be 1-10 lowercase letters and digits starting with a letter, got '${v}'`);
-  return v;
-}
+/** A wait that ends early only with `signal` (labDown when tidying up after an interruption has none). */
+const pause = (ms: number, signal?: AbortSignal): Promise<void> => (signal ? sleep(ms, signal) : new Promise((r) => setTimeout(r, ms)));
 
 /** Removes a lab: asks its daemon, then removes whatever is left by prefix. */
-async function labDown(name: string): Promise<{ name: string; daemon: 'stopped' | 'not running'; removedNamespaces: string[] }> {
+async function labDown(name: string, signal?: AbortSignal): Promise<{ name: string; daemon: 'stopped' | 'not running'; removedNamespaces: string[] }> {
   const p = labPaths(runDir, name);
   const st = readState(p);
   let daemon: 'stopped' | 'not running' = 'not running';
   if (st !== undefined && processAlive(st.pid)) {
     try {
-      await call(p.socket, 'shutdown', undefined, undefined, 10_000);
-    } catch {
+      await call(p.socket, 'shutdown', undefined, signal === undefined ? {} : { signal });
+    } catch (e) {
+      if (e instanceof InterruptedError) throw e;
       process.kill(st.pid, 'SIGTERM'); // our own daemon, found through our run directory
     }
-    for (let i = 0; i < 200 && processAlive(st.pid); i++) await sleep(50);
+    for (let i = 0; i < 200 && processAlive(st.pid); i++) await pause(50, signal);
     if (processAlive(st.pid)) process.kill(st.pid, 'SIGKILL');
     daemon = 'stopped';
   }
@@ -77,19 +93,31 @@ async function labDown(name: string): Promise<{ name: string; daemon: 'stopped' 
   return { name, daemon, removedNamespaces };
 }
 
+/** the handover engine's default timeout, sent with every handover so the client knows its deadline */
+const HANDOVER_TIMEOUT_MS = 30_000;
+/** how long past its timeout a handover may take to roll back before the client gives up on the daemon */
+const HANDOVER_MARGIN_MS = 30_000;
+
+/** "Examples:" at the end of a command's help */
+const examples = (...lines: string[]): string => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+
 export function addLabCommands(program: Command): void {
-  const lab = program.command('lab').description('bring a lab of network namespaces up and down');
+  const lab = program
+    .command('lab')
+    .description('bring a lab of network namespaces up and down')
+    .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab status', 'sharpctl lab down --all'));
 
   lab
     .command('up')
-    .description('build a lab from a spec (default: client — s1 — {vnf1, vnf2} — s2 — server), load and attach the programs, install its rules')
-    .argument('[spec]', 'lab spec, JSON or YAML (see src/lab/spec/default.yaml)')
-    .option('--name <name>', 'lab name (namespaces are sharp-<name>-*)', labName, 'default')
+    .description('build a lab from a spec (default: client — s1 — {vnf1, vnf2} — s2 — server), load and attach the programs, install its rules; as root')
+    .argument('[spec]', 'lab spec, JSON or YAML, a regular file of at most 1 MiB (see src/lab/spec/default.yaml)')
+    .option('--name <name>', `${LAB_NAME_HELP}`, labName, 'default')
     .option('--instances <n>', 'VNF instances', int('--instances', 2, 8), 2)
     .addOption(new Option('--target <target>', "switches: XDP in namespaces, or BMv2 (simple_switch_grpc) in Mininet over P4Runtime (default: the spec's target, else xdp)").choices(['xdp', 'bmv2']))
     .option('--json', 'print the lab as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl lab up\n  sharpctl lab up my-lab.yaml --name lab2\n  sharpctl lab up --target bmv2\n  sharpctl lab up --instances 3 --json')
+    .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab up my-lab.yaml --name lab2', 'sharpctl lab up --target bmv2', 'sharpctl lab up --instances 3 --json'))
     .action(async (specFile: string | undefined, o: { name: string; instances: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
+      requireRoot('sharpctl lab up');
       // every problem of the spec at once, before anything is created
       const spec = specFile === undefined ? undefined : loadSpec(specFile);
       const target = o.target ?? spec?.target ?? 'xdp';
@@ -100,54 +128,77 @@ export function addLabCommands(program: Command): void {
       const p = labPaths(runDir, o.name);
       const st = readState(p);
       if (st !== undefined && processAlive(st.pid)) throw new LabError(`lab '${o.name}' is up already (daemon pid ${st.pid}); sharpctl lab down${o.name === 'default' ? '' : ` --name ${o.name}`} first`);
-      await labDown(o.name); // leftovers of a crashed run
-      const compiled = compileXdp();
-      if (compiled.built.length && !o.json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
-      mkdirSync(p.dir, { recursive: true });
-      const log = openSync(p.log, 'a');
-      const specArgs: string[] = [];
-      if (spec !== undefined) {
-        const specJson = path.join(p.dir, 'spec.json');
-        writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
-        specArgs.push('--spec', specJson);
-      }
-      const daemon = spawn(process.execPath, [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', o.name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(o.instances), '--target', target, ...specArgs], {
-        detached: true,
-        stdio: ['ignore', log, log],
-      });
-      daemon.unref();
-      if (!o.json) process.stderr.write(`starting lab '${o.name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${daemon.pid})`);
-      let state: LabState | undefined;
-      for (let i = 0; i < 600; i++) {
-        state = readState(p);
-        if (state?.status === 'ready' || state?.status === 'failed' || !processAlive(daemon.pid!)) break;
-        if (!o.json && i % 10 === 9) process.stderr.write('.');
-        await sleep(50);
-      }
-      if (!o.json) process.stderr.write('\n');
-      if (state?.status !== 'ready') {
-        const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
-        await labDown(o.name);
-        throw new LabError(`lab '${o.name}' did not come up: ${why}`);
-      }
-      const status = await call<Record<string, unknown>>(state.socket, 'status');
-      out(o.json, status, () => {
-        console.log(`lab '${o.name}' is up: namespaces ${state!.prefix}*`);
-        printStatus(status);
+      await tidying(`taking lab '${o.name}' down again`, async () => {
+        try {
+          await up(o.name, o.instances, target, spec, o.json === true);
+        } catch (e) {
+          if (!interruption.aborted) throw e;
+          await labDown(o.name); // nothing half-built stays behind
+          throw new InterruptedError(`interrupted: lab '${o.name}' was taken down again`, { cause: e });
+        }
       });
     });
 
+  /** lab up, from the leftovers of a crashed run to the status of the ready lab */
+  const up = async (name: string, instances: number, target: 'xdp' | 'bmv2', spec: ReturnType<typeof loadSpec> | undefined, json: boolean): Promise<void> => {
+    const p = labPaths(runDir, name);
+    await labDown(name, interruption); // leftovers of a crashed run
+    const compiled = compileXdp();
+    if (compiled.built.length && !json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
+    mkdirSync(p.dir, { recursive: true });
+    const log = openSync(p.log, 'a');
+    const specArgs: string[] = [];
+    if (spec !== undefined) {
+      const specJson = path.join(p.dir, 'spec.json');
+      writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
+      specArgs.push('--spec', specJson);
+    }
+    const child = spawn(process.execPath, [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(instances), '--target', target, ...specArgs], {
+      detached: true,
+      stdio: ['ignore', log, log],
+    });
+    child.unref();
+    if (!json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${child.pid})`);
+    let state: LabState | undefined;
+    try {
+      for (let i = 0; i < 600; i++) {
+        state = readState(p);
+        if (state?.status === 'ready' || state?.status === 'failed' || !processAlive(child.pid!)) break;
+        if (!json && i % 10 === 9) process.stderr.write('.');
+        await sleep(50);
+      }
+    } finally {
+      if (!json) process.stderr.write('\n');
+    }
+    if (state?.status !== 'ready') {
+      const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
+      await labDown(name);
+      throw new LabError(`lab '${name}' did not come up: ${why}`);
+    }
+    const status = await daemon<Record<string, unknown>>(state, 'status');
+    out(json, status, () => {
+      console.log(`lab '${name}' is up: namespaces ${state!.prefix}*`);
+      printStatus(status);
+    });
+  };
+
   lab
     .command('down')
-    .description('tear a lab down: stop its daemon, remove its namespaces and programs; idempotent, also after a crash')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .description('tear a lab down: stop its daemon, remove its namespaces and programs; idempotent, also after a crash; as root')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--all', 'every lab, and every namespace with the sharp- prefix')
     .option('--json', 'print what was removed as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl lab down\n  sharpctl lab down --all')
+    .addHelpText('after', examples('sharpctl lab down', 'sharpctl lab down --name lab2', 'sharpctl lab down --all'))
     .action(async (o: { name: string; all?: boolean; json?: boolean }) => {
+      requireRoot('sharpctl lab down', 'it stops the lab daemon and removes network namespaces');
       const names = o.all ? [...new Set([...listLabs(runDir), o.name])] : [o.name];
       const results: Awaited<ReturnType<typeof labDown>>[] = [];
-      for (const n of names) results.push(await labDown(n));
+      try {
+        for (const n of names) results.push(await labDown(n, interruption));
+      } catch (e) {
+        if (e instanceof InterruptedError) throw new InterruptedError(`interrupted: not every lab is down; sharpctl lab down${o.all ? ' --all' : o.name === 'default' ? '' : ` --name ${o.name}`} again finishes it`, { cause: e });
+        throw e;
+      }
       if (o.all) {
         const stray = destroyLab('sharp-');
         if (stray.length) results.push({ name: '(stray)', daemon: 'not running', removedNamespaces: stray });
@@ -160,13 +211,16 @@ export function addLabCommands(program: Command): void {
   lab
     .command('status')
     .description('which labs exist, their daemons and namespaces')
-    .option('--name <name>', 'only this lab', labName)
+    .option('--name <name>', `only this lab (${LAB_NAME_HELP})`, labName)
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl lab status', "sharpctl lab status --json | jq '.labs[].name'"))
     .action(async (o: { name?: string; json?: boolean }) => {
-      const labs = listLabs(runDir).filter((n) => o.name === undefined || n === o.name).map((n) => {
-        const st = readState(labPaths(runDir, n))!;
-        return { name: n, status: processAlive(st.pid) ? st.status : 'crashed (daemon gone: sharpctl lab down cleans up)', pid: st.pid, namespaces: listNetns(st.prefix) };
-      });
+      const labs = listLabs(runDir)
+        .filter((n) => o.name === undefined || n === o.name)
+        .map((n) => {
+          const st = readState(labPaths(runDir, n))!;
+          return { name: n, status: processAlive(st.pid) ? st.status : 'crashed (daemon gone: sharpctl lab down cleans up)', pid: st.pid, namespaces: listNetns(st.prefix) };
+        });
       const known = new Set(labs.flatMap((l) => l.namespaces));
       const stray = listNetns('sharp-').filter((n) => !known.has(n));
       out(o.json, { labs, strayNamespaces: stray }, () => {
@@ -176,14 +230,18 @@ export function addLabCommands(program: Command): void {
       });
     });
 
-  const rule = program.command('rule').description('switch rules of the running lab');
+  const rule = program
+    .command('rule')
+    .description('switch rules of the running lab')
+    .addHelpText('after', examples('sharpctl rule list', 'sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2', 'sharpctl rule del 5'));
   rule
     .command('list')
     .description('rules with their actions and counters')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl rule list', "sharpctl rule list --json | jq '.[] | {id, packets: .counters.packets}'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const rules = await call<unknown[]>(liveLab(o.name).socket, 'rule.list');
+      const rules = await daemon<unknown[]>(liveLab(o.name), 'rule.list');
       out(o.json, rules, () => printRules(rules));
     });
   rule
@@ -191,8 +249,8 @@ export function addLabCommands(program: Command): void {
     .description('add a rule: exact (a whole 5-tuple) or wildcard (any subset of fields, with a priority)')
     .requiredOption('--switch <switch>', 'switch name, e.g. s1')
     .requiredOption('--to <node>', 'where matching packets go: a neighbour node (vnf2, client) or a port name (s1-vnf2)')
-    .option('--src <cidr>', 'source address or prefix')
-    .option('--dst <cidr>', 'destination address or prefix')
+    .option('--src <cidr>', 'source address or prefix (a.b.c.d or a.b.c.d/len)', ipv4Prefix('--src'))
+    .option('--dst <cidr>', 'destination address or prefix (a.b.c.d or a.b.c.d/len)', ipv4Prefix('--dst'))
     .option('--sport <port>', 'source port', int('--sport', 0, 65535))
     .option('--dport <port>', 'destination port', int('--dport', 0, 65535))
     .addOption(new Option('--proto <proto>', 'IP protocol').choices(['udp', 'tcp', 'icmp']))
@@ -200,16 +258,19 @@ export function addLabCommands(program: Command): void {
     .option('--priority <n>', 'wildcard priority (higher wins; exact rules always win)', int('--priority', 0, 65535), 0)
     .option('--exact', 'an exact 5-tuple rule (needs --src --dst --sport --dport --proto)')
     .option('--id <id>', 'rule id (default: the next free one)', int('--id', 1, 4095))
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'print the rule as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2\n  sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2')
+    .addHelpText(
+      'after',
+      examples('sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2', 'sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2'),
+    )
     .action(async (o: { switch: string; to: string; src?: string; dst?: string; sport?: number; dport?: number; proto?: string; from?: string; priority: number; exact?: boolean; id?: number; name: string; json?: boolean }) => {
       const proto = o.proto === undefined ? undefined : ({ udp: 17, tcp: 6, icmp: 1 } as const)[o.proto as 'udp' | 'tcp' | 'icmp'];
       let match: RuleMatch;
       if (o.exact) {
         const missing = (['src', 'dst', 'sport', 'dport', 'proto'] as const).filter((k) => o[k] === undefined);
-        if (missing.length) throw usage(`--exact needs ${missing.map((m) => `--${m}`).join(', ')}`);
-        if (o.src!.includes('/') || o.dst!.includes('/')) throw usage('--exact takes addresses, not prefixes');
+        if (missing.length) throw new UsageError(`--exact needs ${missing.map((m) => `--${m}`).join(', ')}`);
+        if (o.src!.includes('/') || o.dst!.includes('/')) throw new UsageError('--exact takes addresses, not prefixes');
         match = { kind: 'exact', flow: { src: o.src!, dst: o.dst!, sport: o.sport!, dport: o.dport!, proto: proto! } };
       } else {
         match = {
@@ -223,17 +284,18 @@ export function addLabCommands(program: Command): void {
           ...(o.from === undefined ? {} : { inPort: o.from }),
         };
       }
-      const r = await call<{ id: number }>(liveLab(o.name).socket, 'rule.add', { switch: o.switch, to: o.to, match, ...(o.id === undefined ? {} : { id: o.id }) });
+      const r = await daemon<{ id: number }>(liveLab(o.name), 'rule.add', { switch: o.switch, to: o.to, match, ...(o.id === undefined ? {} : { id: o.id }) });
       out(o.json, r, () => console.log(`rule ${r.id} added`));
     });
   rule
     .command('del')
     .description('delete a rule')
     .argument('<id>', 'rule id', int('rule id', 1, 4095))
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl rule del 5', 'sharpctl rule del 5 --name lab2'))
     .action(async (id: number, o: { name: string; json?: boolean }) => {
-      const r = await call(liveLab(o.name).socket, 'rule.del', { id });
+      const r = await daemon(liveLab(o.name), 'rule.del', { id });
       out(o.json, r, () => console.log(`rule ${id} deleted`));
     });
 
@@ -244,28 +306,38 @@ export function addLabCommands(program: Command): void {
     .requiredOption('--to <vnf>', 'the instance to move to')
     .option('--from <vnf>', 'the instance to move from (default: where the first rule sends)')
     .option('--state-delay <ms>', 'injected state-transfer delay', int('--state-delay', 0, 600_000), 0)
-    .option('--timeout <ms>', 'give up (and roll back) after this long', int('--timeout', 100, 3_600_000))
+    .option('--timeout <ms>', 'give up (and roll back) after this long; the state delay counts', int('--timeout', 100, 3_600_000), HANDOVER_TIMEOUT_MS)
     .addOption(new Option('--mode <mode>', 'sharp (zero controller buffer) or the controller-buffer baseline').choices(['sharp', 'controller-buffer']).default('sharp'))
     .addOption(new Option('--state <backend>', "how VNF state moves (default: the lab spec's state)").choices(['vnf-map', 'estate', 'redis', 'copy']))
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl handover 1,3 --to vnf2\n  sharpctl handover all --from vnf2 --to vnf1 --state-delay 500')
-    .action(async (spec: string, o: { to: string; from?: string; stateDelay: number; timeout?: number; mode: string; state?: string; name: string; json?: boolean }) => {
-      let rules: number[] | 'all';
-      if (spec === 'all') rules = 'all';
-      else {
-        rules = spec.split(',').map((x) => int('rule id', 1, 4095)(x.trim()));
-      }
+    .addHelpText('after', examples('sharpctl handover 1,3 --to vnf2', 'sharpctl handover all --from vnf2 --to vnf1 --state-delay 500', 'sharpctl handover 1 --to vnf2 --state-delay 60000 --timeout 90000'))
+    .action(async (spec: string, o: { to: string; from?: string; stateDelay: number; timeout: number; mode: string; state?: string; name: string; json?: boolean }) => {
+      const rules: number[] | 'all' = spec === 'all' ? 'all' : spec.split(',').map((x) => int('rule id', 1, 4095)(x.trim()));
+      const st = liveLab(o.name);
       const t0 = Date.now();
-      const r = await call<{ outcome: string; reason?: string; durationMs: number; id: number; from: string; to: string }>(
-        liveLab(o.name).socket,
-        'handover',
-        { rules, to: o.to, stateDelayMs: o.stateDelay, mode: o.mode, ...(o.state === undefined ? {} : { state: o.state }), ...(o.from === undefined ? {} : { from: o.from }), ...(o.timeout === undefined ? {} : { timeoutMs: o.timeout }) },
-        (ev) => {
-          const e = ev as { step: string; t: number; detail?: string };
-          if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);
-        },
-      );
+      let id: number | undefined;
+      let r: { outcome: string; reason?: string; durationMs: number; id: number; from: string; to: string };
+      try {
+        r = await daemon(
+          st,
+          'handover',
+          { rules, to: o.to, stateDelayMs: o.stateDelay, mode: o.mode, timeoutMs: o.timeout, ...(o.state === undefined ? {} : { state: o.state }), ...(o.from === undefined ? {} : { from: o.from }) },
+          {
+            // the engine gives up after o.timeout and rolls back; the margin covers the rollback
+            timeoutMs: o.timeout + HANDOVER_MARGIN_MS,
+            onEvent: (ev) => {
+              const e = ev as { id?: number; step: string; t: number; detail?: string };
+              id ??= e.id;
+              if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);
+            },
+          },
+        );
+      } catch (e) {
+        if (e instanceof InterruptedError)
+          throw new InterruptedError(`interrupted: ${id === undefined ? 'the handover' : `handover ${id}`} goes on in the lab daemon (sharpctl status${o.name === 'default' ? '' : ` --name ${o.name}`} shows it)`, { cause: e });
+        throw e;
+      }
       out(o.json, r, () => console.log(`handover ${r.id} ${r.from} → ${r.to}: ${r.outcome} in ${r.durationMs.toFixed(1)} ms${r.reason ? ` (${r.reason})` : ''}`));
       if (r.outcome !== 'completed') process.exitCode = 1;
     });
@@ -273,47 +345,50 @@ export function addLabCommands(program: Command): void {
   program
     .command('status')
     .description('rules, handovers in flight with their phase, counters, traffic')
-    .option('--watch [seconds]', 'refresh every N seconds (default 1) until Ctrl-C')
-    .option('--name <name>', 'lab name', labName, 'default')
-    .option('--json', 'as JSON')
-    .action(async (o: { watch?: string | boolean; name: string; json?: boolean }) => {
+    .option('--watch [seconds]', 'refresh every N seconds (default 1) until Ctrl-C', seconds('--watch', 86_400))
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
+    .option('--json', 'as JSON (one line per refresh with --watch)')
+    .addHelpText('after', examples('sharpctl status', 'sharpctl status --watch', 'sharpctl status --watch 0.5 --json | jq -c .active'))
+    .action(async (o: { watch?: number | true; name: string; json?: boolean }) => {
       const st = liveLab(o.name);
-      const every = o.watch === undefined ? 0 : o.watch === true ? 1 : Number(o.watch);
-      if (o.watch !== undefined && !(every > 0)) throw usage(`--watch takes a number of seconds, got '${String(o.watch)}'`);
-      let stop = false;
-      process.once('SIGINT', () => (stop = true));
-      do {
-        const s = await call<Record<string, unknown>>(st.socket, 'status');
+      const every = o.watch === undefined ? 0 : o.watch === true ? 1 : o.watch;
+      for (;;) {
+        const s = await daemon<Record<string, unknown>>(st, 'status');
         if (o.json) console.log(JSON.stringify(s));
         else {
           if (every) process.stdout.write('\x1b[2J\x1b[H');
           printStatus(s);
         }
-        if (every) await sleep(every * 1000);
-      } while (every && !stop);
+        if (!every) break;
+        await sleep(every * 1000); // Ctrl-C ends the wait at once (exit 130)
+      }
     });
 
-  const traffic = program.command('traffic').description('probe traffic generator and sink in the running lab');
+  const traffic = program
+    .command('traffic')
+    .description('probe traffic generator and sink in the running lab')
+    .addHelpText('after', examples('sharpctl traffic start --rate 5000 --reverse', 'sharpctl traffic stop'));
   traffic
     .command('start')
     .description('start probes client → server (and back with --reverse): per-flow sequence numbers, any rate')
     .option('--rate <pps>', 'packets per second per direction', int('--rate', 1, 2_000_000), 1000)
     .option('--flows <n>', 'flows', int('--flows', 1, 4096), 4)
     .option('--reverse', 'also server → client')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl traffic start --rate 20000 --flows 16 --reverse')
+    .addHelpText('after', examples('sharpctl traffic start --rate 20000 --flows 16 --reverse'))
     .action(async (o: { rate: number; flows: number; reverse?: boolean; name: string; json?: boolean }) => {
-      const r = await call(liveLab(o.name).socket, 'traffic.start', { rate: o.rate, flows: o.flows, reverse: o.reverse === true });
+      const r = await daemon(liveLab(o.name), 'traffic.start', { rate: o.rate, flows: o.flows, reverse: o.reverse === true });
       out(o.json, r, () => console.log(`traffic started: ${o.flows} flows at ${o.rate} pps${o.reverse ? ', both directions' : ''}`));
     });
   traffic
     .command('stop')
     .description('stop the probes and report lost, reordered, duplicated packets and VNF stamp mismatches')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl traffic stop', "sharpctl traffic stop --json | jq '.[].lost'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await call<{ direction: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name).socket, 'traffic.stop');
+      const r = await daemon<{ direction: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name), 'traffic.stop');
       out(o.json, r, () => {
         for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}, reordered ${d.reordered}, duplicated ${d.duplicated}, stamp mismatches ${d.stampMismatches}`);
       });
@@ -323,10 +398,11 @@ export function addLabCommands(program: Command): void {
   program
     .command('report')
     .description('handovers done in this lab and the traffic numbers')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl report', "sharpctl report --json | jq '.handovers[] | select(.outcome != \"completed\")'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await call<{ handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[]; traffic?: { sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] }>(liveLab(o.name).socket, 'report');
+      const r = await daemon<{ handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[]; traffic?: { sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] }>(liveLab(o.name), 'report');
       out(o.json, r, () => {
         for (const h of r.handovers) console.log(`handover ${h.id} ${h.from} → ${h.to}: ${h.outcome} in ${h.durationMs} ms${h.reason ? ` (${h.reason})` : ''}`);
         for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
