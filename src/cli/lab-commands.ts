@@ -72,6 +72,14 @@ async function daemon<T>(st: LabState, method: string, params?: unknown, options
 /** A wait that ends early only with `signal` (labDown when tidying up after an interruption has none). */
 const pause = (ms: number, signal?: AbortSignal): Promise<void> => (signal ? sleep(ms, signal) : new Promise((r) => setTimeout(r, ms)));
 
+/** Ends one of our lab daemons: SIGTERM (it tears its lab down), SIGKILL if it is still there after 10 s. */
+async function stopDaemon(pid: number, signal?: AbortSignal): Promise<void> {
+  if (!processAlive(pid)) return;
+  process.kill(pid, 'SIGTERM'); // our own daemon, found through our run directory or just started
+  for (let i = 0; i < 200 && processAlive(pid); i++) await pause(50, signal);
+  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+}
+
 /** Removes a lab: asks its daemon, then removes whatever is left by prefix. */
 async function labDown(name: string, signal?: AbortSignal): Promise<{ name: string; daemon: 'stopped' | 'not running'; removedNamespaces: string[] }> {
   const p = labPaths(runDir, name);
@@ -80,12 +88,11 @@ async function labDown(name: string, signal?: AbortSignal): Promise<{ name: stri
   if (st !== undefined && processAlive(st.pid)) {
     try {
       await call(p.socket, 'shutdown', undefined, signal === undefined ? {} : { signal });
+      for (let i = 0; i < 200 && processAlive(st.pid); i++) await pause(50, signal);
     } catch (e) {
       if (e instanceof InterruptedError) throw e;
-      process.kill(st.pid, 'SIGTERM'); // our own daemon, found through our run directory
     }
-    for (let i = 0; i < 200 && processAlive(st.pid); i++) await pause(50, signal);
-    if (processAlive(st.pid)) process.kill(st.pid, 'SIGKILL');
+    await stopDaemon(st.pid, signal);
     daemon = 'stopped';
   }
   const removedNamespaces = destroyLab(`sharp-${name}-`);
@@ -159,27 +166,33 @@ export function addLabCommands(program: Command): void {
     });
     child.unref();
     if (!json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${child.pid})`);
-    let state: LabState | undefined;
     try {
-      for (let i = 0; i < 600; i++) {
-        state = readState(p);
-        if (state?.status === 'ready' || state?.status === 'failed' || !processAlive(child.pid!)) break;
-        if (!json && i % 10 === 9) process.stderr.write('.');
-        await sleep(50);
+      let state: LabState | undefined;
+      try {
+        for (let i = 0; i < 600; i++) {
+          state = readState(p);
+          if (state?.status === 'ready' || state?.status === 'failed' || !processAlive(child.pid!)) break;
+          if (!json && i % 10 === 9) process.stderr.write('.');
+          await sleep(50);
+        }
+      } finally {
+        if (!json) process.stderr.write('\n');
       }
-    } finally {
-      if (!json) process.stderr.write('\n');
-    }
-    if (state?.status !== 'ready') {
-      const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
+      if (state?.status !== 'ready') {
+        const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
+        throw new LabError(`lab '${name}' did not come up: ${why}`);
+      }
+      const status = await daemon<Record<string, unknown>>(state, 'status');
+      out(json, status, () => {
+        console.log(`lab '${name}' is up: namespaces ${state!.prefix}*`);
+        printStatus(status);
+      });
+    } catch (e) {
+      // a daemon still starting has written no state yet: stop it by its pid before removing what it built
+      await stopDaemon(child.pid!);
       await labDown(name);
-      throw new LabError(`lab '${name}' did not come up: ${why}`);
+      throw e;
     }
-    const status = await daemon<Record<string, unknown>>(state, 'status');
-    out(json, status, () => {
-      console.log(`lab '${name}' is up: namespaces ${state!.prefix}*`);
-      printStatus(status);
-    });
   };
 
   lab

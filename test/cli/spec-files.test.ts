@@ -33,7 +33,7 @@ t.test('devices, FIFOs, directories, big and binary files', async (t) => {
     [fifo, /not a regular file \(a FIFO\)/],
     [dir, /not a regular file \(a directory\)/],
     [big, /larger than the 1 MiB limit for a spec/],
-    [bin, /not a text file: a NUL byte at offset 16/],
+    [bin, /not a text file: a NUL byte at offset 15/],
     [latin1, /not a text file: it is not valid UTF-8/],
     [esc, /name.*\\x1b\[2J\\x07/],
   ] as const) {

@@ -25,7 +25,8 @@ export interface SyncExit {
 /** Runs the CLI to the end (SIGKILLed after `timeout`); `as: 'nobody'` drops root first. */
 export function runSync(args: readonly string[], o: { as?: 'nobody'; timeout?: number; env?: Record<string, string> } = {}): SyncExit {
   const argv = [process.execPath, cli, ...args];
-  const [cmd, ...rest] = o.as === 'nobody' ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...argv] : argv;
+  // tap adds its process-info hook to every child's NODE_OPTIONS; it writes into .tap/, which nobody may not
+  const [cmd, ...rest] = o.as === 'nobody' ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-u', 'NODE_OPTIONS', ...argv] : argv;
   const r = spawnSync(cmd!, rest, { encoding: 'utf8', timeout: o.timeout ?? 60_000, killSignal: 'SIGKILL', cwd: repoRoot, env: { ...process.env, ...o.env } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, ...(r.error ? { error: r.error } : {}) };
 }
@@ -103,15 +104,9 @@ export interface FakeDaemon {
   close(): Promise<void>;
 }
 
-/** A lab daemon stand-in: state.json says lab `name` is ready, with this process as its daemon. */
-export async function fakeDaemon(behaviour: Behaviour): Promise<FakeDaemon> {
-  const runDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-fake-'));
-  const name = `zt${randomBytes(3).toString('hex')}`;
-  const dir = path.join(runDir, name);
-  mkdirSync(dir);
-  const socket = path.join(dir, 'ctl.sock');
+/** A Unix socket server that hands each line it receives to `onLine`; close() hangs up on everyone. */
+export async function lineServer(socket: string, onLine: (line: string, sock: net.Socket) => void): Promise<{ close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
-  let waiting: ((r: Request) => void)[] = [];
   const server = net.createServer((sock) => {
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
@@ -121,16 +116,36 @@ export async function fakeDaemon(behaviour: Behaviour): Promise<FakeDaemon> {
       buf += d;
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
-        const req = JSON.parse(buf.slice(0, nl)) as Request & { id: number };
+        const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        const w = waiting;
-        waiting = [];
-        for (const f of w) f(req);
-        behaviour(req, sock);
+        onLine(line, sock);
       }
     });
   });
   await new Promise<void>((r) => server.listen(socket, r));
+  return {
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** A lab daemon stand-in: state.json says lab `name` is ready, with this process as its daemon. */
+export async function fakeDaemon(behaviour: Behaviour): Promise<FakeDaemon> {
+  const runDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-fake-'));
+  const name = `zt${randomBytes(3).toString('hex')}`;
+  const dir = path.join(runDir, name);
+  mkdirSync(dir);
+  const socket = path.join(dir, 'ctl.sock');
+  let waiting: ((r: Request) => void)[] = [];
+  const server = await lineServer(socket, (line, sock) => {
+    const req = JSON.parse(line) as Request & { id: number };
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f(req);
+    behaviour(req, sock);
+  });
   writeFileSync(
     path.join(dir, 'state.json'),
     JSON.stringify({ name, pid: process.pid, prefix: `sharp-${name}-`, status: 'ready', startedAt: new Date().toISOString(), socket, namespaces: [], target: 'xdp' }),
@@ -142,8 +157,7 @@ export async function fakeDaemon(behaviour: Behaviour): Promise<FakeDaemon> {
     env: { SHARPCTL_RUN_DIR: runDir },
     nextRequest: () => new Promise<Request>((r) => waiting.push(r)),
     close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+      await server.close();
       rmSync(runDir, { recursive: true, force: true });
     },
   };

@@ -1,10 +1,11 @@
 // The lab daemon's protocol, client side: every call ends — with the answer,
 // the daemon's error, or a typed error saying what happened — never hangs.
 import t, { type Test } from 'tap';
-import net from 'node:net';
+import type net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { lineServer } from '../helpers/cli.js';
 import { call, serve, DEADLINE_MS, DaemonClosedError, DaemonTimeoutError, DaemonUnreachableError, ProtocolError, RpcError } from '../../src/lab/rpc.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-rpc-'));
@@ -14,29 +15,10 @@ let n = 0;
 /** a server that does `onLine` with each request line */
 async function server(t: Test, onLine: (line: string, sock: net.Socket) => void): Promise<string> {
   const socket = path.join(dir, `s${n++}.sock`);
-  const sockets = new Set<net.Socket>();
-  const srv = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('error', () => undefined);
-    let buf = '';
-    sock.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        onLine(line, sock);
-      }
-    });
-  });
-  await new Promise<void>((r) => srv.listen(socket, r));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    srv.close();
-  });
+  const srv = await lineServer(socket, onLine);
+  t.teardown(() => srv.close());
   return socket;
 }
-
 
 t.test('answers, events and errors of a real server', async (t) => {
   const socket = path.join(dir, 'real.sock');
