@@ -73,10 +73,6 @@ export async function tidying<T>(what: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
-export function throwIfInterrupted(): void {
-  if (interruption.aborted) throw interruption.reason as InterruptedError;
-}
-
 /** A wait that ends early, rejecting with the InterruptedError, on an interruption. */
 export function sleep(ms: number, signal: AbortSignal = interruption): Promise<void> {
   return new Promise((resolve, reject) => {

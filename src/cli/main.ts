@@ -11,7 +11,7 @@ import { Command, CommanderError, Option } from 'commander';
 import path from 'node:path';
 import { runDemo, type DemoReport } from '../demo/demo.js';
 import { compileXdp, compileBmv2 } from './compile.js';
-import { objectsDir, repoRoot } from './paths.js';
+import { objectsDir } from './paths.js';
 import { addLabCommands } from './lab-commands.js';
 import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
 import { destroyLab } from '../lab/netns-lab.js';

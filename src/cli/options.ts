@@ -3,11 +3,11 @@
  * (exit 2) naming the option and the value, before anything runs.
  */
 import { labSpecSchema } from '../lab/spec/index.js';
-import { parseCidr } from '../lab/spec/util.js';
+import { parseCidr, printable } from '../lab/spec/util.js';
 import { UsageError } from './errors.js';
 
-/** JSON text of a value, control characters escaped: safe to print */
-export const shown = (v: string): string => `'${JSON.stringify(v).slice(1, -1).replace(/\\"/g, '"')}'`;
+/** a value as given, quoted, control characters escaped: safe to print */
+export const shown = (v: string): string => `'${printable(v)}'`;
 
 export function int(name: string, min: number, max: number): (v: string) => number {
   return (v) => {
