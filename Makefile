@@ -102,7 +102,7 @@ bench: build check-root bpffs
 # without p4c load those (a test fails when the sources changed but not they).
 P4_SRC := p4/sharp.p4 p4/sharp_abi.p4
 p4:
-	@if ! command -v p4c >/dev/null 2>&1; then echo "p4c is not installed: using the committed p4/build artifacts (see README, P4)"; exit 0; fi; \
+	@if ! command -v p4c >/dev/null 2>&1; then echo 'p4c is not installed: using the committed p4/build artifacts (see README "P4 on BMv2")'; exit 0; fi; \
 	mkdir -p p4/build && \
 	p4c --target bmv2 --arch v1model --p4runtime-files p4/build/sharp.p4info.txtpb,p4/build/sharp.p4info.json -o p4/build p4/sharp.p4 && \
 	sha256sum $(P4_SRC) > p4/build/sources.sha256 && echo "p4/build: sharp.json, sharp.p4info.txtpb, sharp.p4info.json, sources.sha256"

@@ -3,12 +3,16 @@
  * per ebpf/*.bpf.c, rebuilt when the source or a shared header is newer.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot, objectsDir } from './paths.js';
+import { EnvironmentError } from './errors.js';
 
 export interface CompileResult {
   target: 'xdp' | 'bmv2';
+  /** where `built` and `upToDate` are, relative to the repository */
+  dir: string;
   built: string[];
   upToDate: string[];
   note?: string;
@@ -56,10 +60,34 @@ export function compileXdp(force = false): CompileResult {
     }
     built.push(path.basename(out));
   }
-  return { target: 'xdp', built, upToDate };
+  return { target: 'xdp', dir: path.relative(repoRoot, objectsDir), built, upToDate };
 }
 
-export function compileBmv2(): CompileResult {
+const P4_DIR = 'p4/build';
+const P4_SOURCES = ['p4/sharp.p4', 'p4/sharp_abi.p4'];
+const P4_ARTIFACTS = ['sharp.json', 'sharp.p4info.json', 'sharp.p4info.txtpb'];
+const sha256 = (file: string): string => createHash('sha256').update(readFileSync(path.join(repoRoot, file))).digest('hex');
+
+/** Whether p4/build holds the artifacts of the current P4 sources; else why not. */
+function p4Artifacts(): { fresh: true } | { fresh: false; why: string } {
+  const missing = P4_ARTIFACTS.filter((f) => !existsSync(path.join(repoRoot, P4_DIR, f)));
+  if (missing.length) return { fresh: false, why: `${P4_DIR} has no ${missing.join(', ')}` };
+  const listFile = path.join(repoRoot, P4_DIR, 'sources.sha256');
+  if (!existsSync(listFile)) return { fresh: false, why: `${P4_DIR}/sources.sha256 is missing` };
+  for (const line of readFileSync(listFile, 'utf8').trim().split('\n')) {
+    const [hash, file] = line.split(/\s+/);
+    if (file === undefined || !existsSync(path.join(repoRoot, file))) return { fresh: false, why: `${P4_DIR}/sources.sha256 names ${file ?? 'nothing'}, which does not exist` };
+    if (sha256(file) !== hash) return { fresh: false, why: `${file} changed since ${P4_DIR} was built` };
+  }
+  return { fresh: true };
+}
+
+/**
+ * BMv2: the BMv2 JSON and the P4Info of p4/sharp.p4 in p4/build. They are
+ * committed with the hash of their sources; p4c (when installed) rebuilds
+ * them when the sources changed or with `force` (as `make p4` does).
+ */
+export function compileBmv2(force = false): CompileResult {
   let p4c = false;
   try {
     execFileSync('p4c', ['--version'], { stdio: 'ignore' });
@@ -67,12 +95,32 @@ export function compileBmv2(): CompileResult {
   } catch {
     p4c = false;
   }
-  return {
-    target: 'bmv2',
-    built: [],
-    upToDate: [],
-    note: p4c
-      ? 'p4c is installed, but this build has no P4 program yet (the P4 data plane is not part of it)'
-      : 'p4c is not installed and this build has no committed P4 artifacts yet (the P4 data plane is not part of it)',
-  };
+  const state = p4Artifacts();
+  const base = { target: 'bmv2' as const, dir: P4_DIR };
+  if (state.fresh && !force) {
+    return {
+      ...base,
+      built: [],
+      upToDate: [...P4_ARTIFACTS],
+      note: `${p4c ? 'p4c is installed' : 'p4c is not installed'}: the artifacts in ${P4_DIR} match the P4 sources (${P4_DIR}/sources.sha256) and are what --target bmv2 loads`,
+    };
+  }
+  if (!p4c) {
+    const where = '(it is in no package registry; see README "P4 on BMv2")';
+    throw new EnvironmentError(state.fresh ? `cannot rebuild ${P4_DIR} (--force): p4c is not installed ${where}` : `${state.why}, and p4c is not installed to rebuild it ${where}`);
+  }
+  const out = path.join(repoRoot, P4_DIR);
+  mkdirSync(out, { recursive: true });
+  try {
+    execFileSync(
+      'p4c',
+      ['--target', 'bmv2', '--arch', 'v1model', '--p4runtime-files', `${path.join(out, 'sharp.p4info.txtpb')},${path.join(out, 'sharp.p4info.json')}`, '-o', out, path.join(repoRoot, 'p4/sharp.p4')],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+  } catch (e) {
+    const err = e as { stderr?: Buffer; message: string };
+    throw new CompileError('p4/sharp.p4', err.stderr?.toString() ?? err.message);
+  }
+  writeFileSync(path.join(out, 'sources.sha256'), P4_SOURCES.map((f) => `${sha256(f)}  ${f}\n`).join(''));
+  return { ...base, built: [...P4_ARTIFACTS], upToDate: [] };
 }

@@ -6,16 +6,18 @@ import { spawn } from 'node:child_process';
 import { detachLabNodesIn } from '../lab/lab-nodes.js';
 import { mkdirSync, openSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadSpec } from '../lab/spec/index.js';
+import { printable } from '../lab/spec/util.js';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { compileXdp } from './compile.js';
 import { objectsDir, repoRoot, runDir } from './paths.js';
-import { call } from '../lab/rpc.js';
+import { call, DaemonClosedError, DaemonTimeoutError, DaemonUnreachableError, type CallOptions, type DeadlinedMethod } from '../lab/rpc.js';
 import {
   labPaths,
   listLabs,
   readState,
   daemonAlive,
+  processStartTime,
   sameProcess,
   tryLockLab,
   lockLab,
@@ -31,12 +33,12 @@ import { listNetns, deleteNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
 import { PROTO_NUMBERS } from '../lab/spec/types.js';
 import { formatIpv4, networkOf, parseCidr } from '../lab/spec/util.js';
+import { EnvironmentError, InterruptedError, LabError, UsageError, requireRoot } from './errors.js';
+import { int, ipv4Prefix, labName, LAB_NAME, LAB_NAME_HELP, seconds } from './options.js';
+import { interruption, sleep, tidying } from './interrupt.js';
 
-export class LabError extends Error {
-  override name = 'LabError';
-}
+export { LabError };
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const out = (json: boolean | undefined, value: unknown, human: () => void): void => {
   if (json) console.log(JSON.stringify(value, null, 2));
   else human();
@@ -49,36 +51,48 @@ function liveLab(name: string): LabState {
   return st;
 }
 
-function int(name: string, min: number, max: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      const e = new Error(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
-      e.name = 'UsageError';
-      throw e;
+/** the last line of a daemon's log, for "what happened" */
+function lastLogLine(name: string): string | undefined {
+  try {
+    const lines = readFileSync(labPaths(runDir, name).log, 'utf8').trim().split('\n');
+    const last = lines[lines.length - 1]?.trim();
+    return last ? printable(last.length > 200 ? `${last.slice(0, 197)}...` : last) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A request to a lab's daemon: every one has a deadline (rpc DEADLINE_MS, or
+ * the caller's), ends on Ctrl-C, and fails at once, saying so, when the
+ * daemon hangs up.
+ */
+function daemon<T>(st: LabState, method: DeadlinedMethod, params?: unknown, options?: CallOptions): Promise<T>;
+function daemon<T>(st: LabState, method: string, params: unknown, options: CallOptions & { timeoutMs: number }): Promise<T>;
+async function daemon<T>(st: LabState, method: string, params?: unknown, options: CallOptions = {}): Promise<T> {
+  try {
+    // the overloads see to it that a method without a DEADLINE_MS entry comes with its timeoutMs
+    return await call<T>(st.socket, method as DeadlinedMethod, params, { signal: interruption, ...options });
+  } catch (e) {
+    if (e instanceof DaemonClosedError) {
+      const gone = daemonAlive(st) ? '' : ` (daemon pid ${st.pid} has exited${((l) => (l ? `; the last line of its log ${labPaths(runDir, st.name).log}: ${l}` : ''))(lastLogLine(st.name))})`;
+      throw new LabError(`${e.message}${gone}`, { cause: e });
     }
-    return n;
-  };
+    if (e instanceof DaemonUnreachableError && (e.code === 'EACCES' || e.code === 'EPERM')) {
+      throw new EnvironmentError(`talking to lab '${st.name}' needs root: its daemon's socket ${e.socketPath} is root's`, { cause: e });
+    }
+    if (e instanceof DaemonUnreachableError || e instanceof DaemonTimeoutError) throw new LabError(`lab '${st.name}': ${e.message}`, { cause: e });
+    throw e;
+  }
 }
 
-function usage(message: string): Error {
-  const e = new Error(message);
-  e.name = 'UsageError';
-  return e;
-}
+/** A wait that ends early only with `signal` (labDown when tidying up after an interruption has none). */
+const pause = (ms: number, signal?: AbortSignal): Promise<void> => (signal ? sleep(ms, signal) : new Promise((r) => setTimeout(r, ms)));
 
-const NAME = /^[a-z][a-z0-9]{0,9}$/;
-function labName(v: string): string {
-  if (!NAME.test(v)) throw usage(`--name must be 1-10 lowercase letters and digits starting with a letter, got '${v}'`);
-  return v;
-}
-
-/** The lab a spec names, when --name does not name one. */
+/** The lab a spec names, when --name does not name one (the schema holds spec names to the same rule). */
 function specLabName(specName: string, file: string): string {
-  if (NAME.test(specName)) return specName;
-  throw usage(
-    `the spec ${file} is named '${specName}', which cannot name a lab (1-10 lowercase letters and digits starting with a letter: its namespaces are sharp-<name>-<node>); give the lab a name with --name`,
-  );
+  if (LAB_NAME.pattern.test(specName)) return specName;
+  throw new UsageError(`the spec ${file} is named '${specName}', which cannot name a lab (${LAB_NAME.rule}); give the lab a name with --name`);
 }
 
 interface DownResult {
@@ -91,16 +105,30 @@ interface DownResult {
   keptNamespaces?: string[];
 }
 
-/** Stops a running daemon: asks it, then SIGTERM, then SIGKILL — each only while it is still the very same process. */
-async function stopDaemon(p: LabPaths, st: LabState): Promise<void> {
+/** A daemon by its pid and start time: the state's, or that of one just started that has written no state yet. */
+type DaemonProcess = Pick<LabState, 'pid' | 'pidStart'>;
+
+/**
+ * Stops a running daemon: asks it (then waits 10 s), else SIGTERM; SIGKILL
+ * if it is still there after 10 s; each only while it is still the very same
+ * process (daemonAlive: pid and start time). The waits end early, with the
+ * InterruptedError, only on `signal` (none when tidying up after an
+ * interruption).
+ */
+async function stopDaemon(p: LabPaths, st: DaemonProcess, signal?: AbortSignal): Promise<void> {
+  const alive = (): boolean => daemonAlive(st);
+  if (!alive()) return;
+  let asked = false;
   try {
-    await call(p.socket, 'shutdown', undefined, undefined, 10_000);
-  } catch {
-    if (daemonAlive(st)) process.kill(st.pid, 'SIGTERM'); // our own daemon, found through our run directory
+    await call(p.socket, 'shutdown', undefined, signal === undefined ? {} : { signal });
+    asked = true;
+  } catch (e) {
+    if (e instanceof InterruptedError) throw e;
   }
-  for (let i = 0; i < 200 && daemonAlive(st); i++) await sleep(50);
-  if (daemonAlive(st)) process.kill(st.pid, 'SIGKILL');
-  for (let i = 0; i < 100 && daemonAlive(st); i++) await sleep(50);
+  if (!asked && alive()) process.kill(st.pid, 'SIGTERM'); // our own daemon, found through our run directory or just started
+  for (let i = 0; i < 200 && alive(); i++) await pause(50, signal);
+  if (alive()) process.kill(st.pid, 'SIGKILL');
+  for (let i = 0; i < 100 && alive(); i++) await pause(50, signal);
 }
 
 /**
@@ -108,7 +136,7 @@ async function stopDaemon(p: LabPaths, st: LabState): Promise<void> {
  * the processes of the dead daemon's session, the namespaces with its
  * prefix that nobody running owns, its run directory.
  */
-async function removeLeftovers(name: string, p: LabPaths, st: LabState | undefined): Promise<Omit<DownResult, 'name' | 'daemon'>> {
+async function removeLeftovers(name: string, p: LabPaths, st: DaemonProcess | undefined): Promise<Omit<DownResult, 'name' | 'daemon'>> {
   const stopped = st === undefined ? [] : (await stopSessionLeftovers(st)).map((x) => `${x.comm} (pid ${x.pid})`);
   const daemons = liveDaemons();
   const all = listNetns(`sharp-${name}-`);
@@ -121,16 +149,20 @@ async function removeLeftovers(name: string, p: LabPaths, st: LabState | undefin
   return { removedNamespaces, ...(stopped.length ? { stoppedProcesses: stopped } : {}), ...(kept.length ? { keptNamespaces: kept } : {}) };
 }
 
-/** Removes a lab: asks its daemon to stop, then (holding the lab's lock) removes whatever is left. */
-async function labDown(name: string): Promise<DownResult> {
+/**
+ * Removes a lab: asks its daemon to stop, then (holding the lab's lock)
+ * removes whatever is left. `signal` ends its waits early with the
+ * InterruptedError.
+ */
+async function labDown(name: string, signal?: AbortSignal): Promise<DownResult> {
   const p = labPaths(runDir, name);
   const st = readState(p);
   let daemon: 'stopped' | 'not running' = 'not running';
   if (st !== undefined && daemonAlive(st)) {
-    await stopDaemon(p, st);
+    await stopDaemon(p, st, signal);
     daemon = 'stopped';
   }
-  const lock = await lockLab(runDir, name, 20_000);
+  const lock = await lockLab(runDir, name, 20_000, signal);
   if (lock === undefined) throw new LabError(`lab '${name}' is being brought up by another sharpctl right now (it holds ${lockPath(runDir, name)}); run lab down again when that is done`);
   try {
     return { name, daemon, ...(await removeLeftovers(name, p, st)) };
@@ -145,38 +177,50 @@ function strayNamespaces(exclude: ReadonlySet<string> = new Set()): string[] {
   return listNetns('sharp-').filter((ns) => !exclude.has(ns) && namespaceOwner(ns, daemons) === undefined);
 }
 
-/** Checks a --src/--dst value: an address or a prefix without host bits. */
+/** Checks a --src/--dst value (ipv4Prefix has parsed it): an address for --exact, else a prefix without host bits. */
 function prefixOption(flag: string, v: string | undefined, exact: boolean): string | undefined {
   if (v === undefined) return undefined;
   const c = parseCidr(v);
-  if (c === undefined) throw usage(`${flag}: '${v}' is not an IPv4 ${exact ? 'address (like 10.0.0.1)' : 'address or prefix (like 10.0.0.1 or 10.0.0.0/24)'}`);
+  if (c === undefined) throw new UsageError(`${flag}: '${v}' is not an IPv4 ${exact ? 'address (like 10.0.0.1)' : 'address or prefix (like 10.0.0.1 or 10.0.0.0/24)'}`);
   if (exact) {
-    if (c.len !== undefined) throw usage('--exact takes addresses, not prefixes');
+    if (c.len !== undefined) throw new UsageError('--exact takes addresses, not prefixes');
     return v;
   }
   const len = c.len ?? 32;
   const net = networkOf(c.addr, len);
-  if (net !== c.addr) throw usage(`${flag}: ${v} has address bits set beyond its /${len} prefix; did you mean ${formatIpv4(net)}/${len}?`);
+  if (net !== c.addr) throw new UsageError(`${flag}: ${v} has address bits set beyond its /${len} prefix; did you mean ${formatIpv4(net)}/${len}?`);
   return `${formatIpv4(net)}/${len}`;
 }
 
+/** the handover engine's default timeout, sent with every handover so the client knows its deadline */
+const HANDOVER_TIMEOUT_MS = 30_000;
+/** how long past its timeout a handover may take to roll back before the client gives up on the daemon */
+const HANDOVER_MARGIN_MS = 30_000;
+
+/** "Examples:" at the end of a command's help */
+const examples = (...lines: string[]): string => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+
 export function addLabCommands(program: Command): void {
-  const lab = program.command('lab').description('bring a lab of network namespaces up and down');
+  const lab = program
+    .command('lab')
+    .description('bring a lab of network namespaces up and down')
+    .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab status', 'sharpctl lab down --all'));
 
   lab
     .command('up')
-    .description('build a lab from a spec (default: client — s1 — {vnf1, vnf2} — s2 — server), load and attach the programs, install its rules')
-    .argument('[spec]', 'lab spec, JSON or YAML (see src/lab/spec/default.yaml)')
-    .option('--name <name>', "lab name (namespaces are sharp-<name>-*; default: the spec's name, else 'default')", labName)
+    .description('build a lab from a spec (default: client — s1 — {vnf1, vnf2} — s2 — server), load and attach the programs, install its rules; as root')
+    .argument('[spec]', 'lab spec, JSON or YAML, a regular file of at most 1 MiB (see src/lab/spec/default.yaml)')
+    .option('--name <name>', `${LAB_NAME_HELP} (namespaces are sharp-<name>-*; default: the spec's name, else 'default')`, labName)
     .option('--instances <n>', 'VNF instances of the standard lab, 2 to 8 (default 2; a spec lists its own)', int('--instances', 2, 8))
     .addOption(new Option('--target <target>', "switches: XDP in namespaces, or BMv2 (simple_switch_grpc) in Mininet over P4Runtime (default: the spec's target, else xdp)").choices(['xdp', 'bmv2']))
     .option('--json', 'print the lab as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl lab up\n  sharpctl lab up my-lab.yaml --name lab2\n  sharpctl lab up --target bmv2\n  sharpctl lab up --instances 3 --json')
+    .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab up my-lab.yaml --name lab2', 'sharpctl lab up --target bmv2', 'sharpctl lab up --instances 3 --json'))
     .action(async (specFile: string | undefined, o: { name?: string; instances?: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
+      requireRoot('sharpctl lab up');
       // every problem of the spec at once, before anything is created
       const spec = specFile === undefined ? undefined : loadSpec(specFile);
       if (spec !== undefined && o.instances !== undefined) {
-        throw usage(`--instances sizes the standard lab; the spec ${specFile} lists its VNFs itself (vnfs:). Leave out --instances, or the spec`);
+        throw new UsageError(`--instances sizes the standard lab; the spec ${specFile} lists its VNFs itself (vnfs:). Leave out --instances, or the spec`);
       }
       const name = o.name ?? (spec === undefined ? 'default' : specLabName(spec.name, specFile!));
       if (spec !== undefined && o.name !== undefined && o.name !== spec.name && !o.json) process.stderr.write(`lab named '${o.name}' (--name), not '${spec.name}' (the spec's name)\n`);
@@ -201,60 +245,102 @@ export function addLabCommands(program: Command): void {
         if (elsewhere !== undefined) {
           throw new LabError(`a lab named '${name}' runs from another run directory (${elsewhere.runDir}, daemon pid ${elsewhere.pid}); its namespaces would be the same: choose another --name`);
         }
-        await removeLeftovers(name, p, st); // of a crashed run
-        const compiled = compileXdp();
-        if (compiled.built.length && !o.json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
-        mkdirSync(p.dir, { recursive: true });
-        const log = openSync(p.log, 'a');
-        const specArgs: string[] = [];
-        if (spec !== undefined) {
-          const specJson = path.join(p.dir, 'spec.json');
-          writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
-          specArgs.push('--spec', specJson);
-        }
-        const daemon = spawn(
-          process.execPath,
-          [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(o.instances ?? 2), '--target', target, '--lock-fd', '3', ...specArgs],
-          { detached: true, stdio: ['ignore', log, log, lock.fd] },
-        );
-        daemon.unref();
-        if (!o.json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${daemon.pid})`);
-        let state: LabState | undefined;
-        for (let i = 0; i < 600; i++) {
-          state = readState(p);
-          if (state?.status === 'ready' || state?.status === 'failed' || !sameProcess(daemon.pid!, undefined)) break;
-          if (!o.json && i % 10 === 9) process.stderr.write('.');
-          await sleep(50);
-        }
-        if (!o.json) process.stderr.write('\n');
-        if (state?.status !== 'ready') {
-          const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
-          if (state !== undefined && daemonAlive(state)) await stopDaemon(p, state);
-          await removeLeftovers(name, p, state);
-          throw new LabError(`lab '${name}' did not come up: ${why}`);
-        }
-        const status = await call<Record<string, unknown>>(state.socket, 'status');
-        out(o.json, status, () => {
-          console.log(`lab '${name}' is up: namespaces ${state!.prefix}*`);
-          printStatus(status);
+        await tidying(`taking lab '${name}' down again`, async () => {
+          try {
+            await up(name, p, st, lock.fd, o.instances ?? 2, target, spec, o.json === true);
+          } catch (e) {
+            if (!interruption.aborted) throw e;
+            // up() has stopped the daemon it started; nothing half-built stays behind (we hold the lock)
+            await removeLeftovers(name, p, undefined);
+            throw new InterruptedError(`interrupted: lab '${name}' was taken down again`, { cause: e });
+          }
         });
       } finally {
         lock.release(); // our descriptor; the daemon's stays open
       }
     });
 
+  /**
+   * lab up with the lab's lock held (`lockFd`, handed to the daemon), from
+   * the leftovers of a crashed run to the status of the ready lab. A start
+   * that fails or is interrupted stops the daemon it started and removes
+   * what it built.
+   */
+  const up = async (name: string, p: LabPaths, old: LabState | undefined, lockFd: number, instances: number, target: 'xdp' | 'bmv2', spec: ReturnType<typeof loadSpec> | undefined, json: boolean): Promise<void> => {
+    await removeLeftovers(name, p, old); // of a crashed run
+    interruption.throwIfAborted();
+    const compiled = compileXdp();
+    if (compiled.built.length && !json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
+    interruption.throwIfAborted();
+    mkdirSync(p.dir, { recursive: true });
+    const log = openSync(p.log, 'a');
+    const specArgs: string[] = [];
+    if (spec !== undefined) {
+      const specJson = path.join(p.dir, 'spec.json');
+      writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
+      specArgs.push('--spec', specJson);
+    }
+    const child = spawn(
+      process.execPath,
+      [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(instances), '--target', target, '--lock-fd', '3', ...specArgs],
+      { detached: true, stdio: ['ignore', log, log, lockFd] },
+    );
+    child.unref();
+    // the daemon by pid and start time, for as long as it has written no state
+    const startTime = processStartTime(child.pid!);
+    const started: DaemonProcess = { pid: child.pid!, ...(startTime === undefined ? {} : { pidStart: startTime }) };
+    if (!json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${child.pid})`);
+    let state: LabState | undefined;
+    try {
+      try {
+        for (let i = 0; i < 600; i++) {
+          state = readState(p);
+          if (state?.status === 'ready' || state?.status === 'failed' || !sameProcess(started.pid, started.pidStart)) break;
+          if (!json && i % 10 === 9) process.stderr.write('.');
+          await sleep(50);
+        }
+      } finally {
+        if (!json) process.stderr.write('\n');
+      }
+      if (state?.status !== 'ready') {
+        const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
+        throw new LabError(`lab '${name}' did not come up: ${why}`);
+      }
+      const status = await daemon<Record<string, unknown>>(state, 'status');
+      out(json, status, () => {
+        console.log(`lab '${name}' is up: namespaces ${state!.prefix}*`);
+        printStatus(status);
+      });
+    } catch (e) {
+      // a daemon still starting may have written no state yet: stop it by its pid (and start time) before removing what it built
+      const d = state?.pid === started.pid ? state : started;
+      await stopDaemon(p, d);
+      await removeLeftovers(name, p, d);
+      throw e;
+    }
+  };
+
   lab
     .command('down')
-    .description('tear a lab down: stop its daemon and every process it started, remove its namespaces and programs; idempotent, also after a crash')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .description('tear a lab down: stop its daemon and every process it started, remove its namespaces and programs; idempotent, also after a crash; as root')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .addOption(new Option('--all', "every lab of this run directory, and every stray namespace (one no running lab, demo or benchmark owns)").conflicts('name'))
     .addOption(new Option('--stray', 'only the stray namespaces: sharp-* namespaces no running lab (of any run directory), demo or benchmark owns').conflicts(['name', 'all']))
     .option('--json', 'print what was removed as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl lab down\n  sharpctl lab down --name lab2\n  sharpctl lab down --stray\n  sharpctl lab down --all')
+    .addHelpText('after', examples('sharpctl lab down', 'sharpctl lab down --name lab2', 'sharpctl lab down --stray', 'sharpctl lab down --all'))
     .action(async (o: { name: string; all?: boolean; stray?: boolean; json?: boolean }) => {
+      requireRoot('sharpctl lab down', 'it stops the lab daemon and removes network namespaces');
       const names = o.stray ? [] : o.all ? listLabs(runDir) : [o.name];
       const results: DownResult[] = [];
-      for (const n of names) results.push(await labDown(n));
+      try {
+        for (const n of names) results.push(await labDown(n, interruption));
+      } catch (e) {
+        if (e instanceof InterruptedError) {
+          const again = o.all ? ' --all' : o.name === 'default' ? '' : ` --name ${o.name}`;
+          throw new InterruptedError(`interrupted: not every lab is down; sharpctl lab down${again} again finishes it`, { cause: e });
+        }
+        throw e;
+      }
       if (o.all || o.stray) {
         const stray = strayNamespaces();
         for (const ns of stray) deleteNetns(ns);
@@ -272,8 +358,9 @@ export function addLabCommands(program: Command): void {
   lab
     .command('status')
     .description('which labs exist, their daemons and namespaces (degraded: a namespace of a running lab is gone); stray namespaces')
-    .option('--name <name>', 'only this lab', labName)
+    .option('--name <name>', `only this lab (${LAB_NAME_HELP})`, labName)
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl lab status', "sharpctl lab status --json | jq '.labs[].name'"))
     .action(async (o: { name?: string; json?: boolean }) => {
       const all = listLabs(runDir).map((n) => {
         const st = readState(labPaths(runDir, n))!;
@@ -295,14 +382,18 @@ export function addLabCommands(program: Command): void {
       });
     });
 
-  const rule = program.command('rule').description('switch rules of the running lab');
+  const rule = program
+    .command('rule')
+    .description('switch rules of the running lab')
+    .addHelpText('after', examples('sharpctl rule list', 'sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2', 'sharpctl rule del 5'));
   rule
     .command('list')
     .description('rules with their actions and counters')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl rule list', "sharpctl rule list --json | jq '.[] | {id, packets: .counters.packets}'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const rules = await call<unknown[]>(liveLab(o.name).socket, 'rule.list');
+      const rules = await daemon<unknown[]>(liveLab(o.name), 'rule.list');
       out(o.json, rules, () => printRules(rules));
     });
   rule
@@ -310,8 +401,8 @@ export function addLabCommands(program: Command): void {
     .description('add a rule: exact (a whole 5-tuple) or wildcard (any subset of fields, with a priority)')
     .requiredOption('--switch <switch>', 'switch name, e.g. s1')
     .requiredOption('--to <node>', 'where matching packets go: a neighbour node (vnf2, client) or a port name (s1-vnf2)')
-    .option('--src <cidr>', 'source address or prefix')
-    .option('--dst <cidr>', 'destination address or prefix')
+    .option('--src <cidr>', 'source address or prefix (a.b.c.d or a.b.c.d/len)', ipv4Prefix('--src'))
+    .option('--dst <cidr>', 'destination address or prefix (a.b.c.d or a.b.c.d/len)', ipv4Prefix('--dst'))
     .option('--sport <port>', 'source port', int('--sport', 0, 65535))
     .option('--dport <port>', 'destination port', int('--dport', 0, 65535))
     .addOption(new Option('--proto <proto>', 'IP protocol').choices(['udp', 'tcp', 'icmp']))
@@ -319,21 +410,24 @@ export function addLabCommands(program: Command): void {
     .option('--priority <n>', 'wildcard priority (higher wins; exact rules always win; default 0)', int('--priority', 0, 65535))
     .option('--exact', 'an exact 5-tuple rule (needs --src --dst --sport --dport --proto; no --priority, no --from)')
     .option('--id <id>', 'rule id (default: the lowest free one)', int('--id', 1, 4095))
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'print the rule as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2\n  sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2')
+    .addHelpText(
+      'after',
+      examples('sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2', 'sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2'),
+    )
     .action(async (o: { switch: string; to: string; src?: string; dst?: string; sport?: number; dport?: number; proto?: string; from?: string; priority?: number; exact?: boolean; id?: number; name: string; json?: boolean }) => {
       const proto = o.proto === undefined ? undefined : PROTO_NUMBERS[o.proto as 'udp' | 'tcp' | 'icmp'];
       if (proto !== undefined && proto !== PROTO_NUMBERS.udp && proto !== PROTO_NUMBERS.tcp) {
         const ports = (['sport', 'dport'] as const).filter((k) => (o[k] ?? 0) !== 0);
-        if (ports.length) throw usage(`ports exist only for tcp and udp: the switch sees port 0 in ${o.proto} packets, so this rule could never match (${ports.map((k) => `--${k} ${o[k]}`).join(', ')})`);
+        if (ports.length) throw new UsageError(`ports exist only for tcp and udp: the switch sees port 0 in ${o.proto} packets, so this rule could never match (${ports.map((k) => `--${k} ${o[k]}`).join(', ')})`);
       }
       let match: RuleMatch;
       if (o.exact) {
         const missing = (['src', 'dst', 'sport', 'dport', 'proto'] as const).filter((k) => o[k] === undefined);
-        if (missing.length) throw usage(`--exact needs ${missing.map((m) => `--${m}`).join(', ')}`);
-        if (o.priority !== undefined) throw usage('--priority is for wildcard rules: an exact rule always wins over every wildcard rule, whatever its priority');
-        if (o.from !== undefined) throw usage('--from is for wildcard rules: an exact rule matches its 5-tuple from every ingress port (the exact table has no ingress field)');
+        if (missing.length) throw new UsageError(`--exact needs ${missing.map((m) => `--${m}`).join(', ')}`);
+        if (o.priority !== undefined) throw new UsageError('--priority is for wildcard rules: an exact rule always wins over every wildcard rule, whatever its priority');
+        if (o.from !== undefined) throw new UsageError('--from is for wildcard rules: an exact rule matches its 5-tuple from every ingress port (the exact table has no ingress field)');
         match = { kind: 'exact', flow: { src: prefixOption('--src', o.src, true)!, dst: prefixOption('--dst', o.dst, true)!, sport: o.sport!, dport: o.dport!, proto: proto! } };
       } else {
         const src = prefixOption('--src', o.src, false);
@@ -349,17 +443,18 @@ export function addLabCommands(program: Command): void {
           ...(o.from === undefined ? {} : { inPort: o.from }),
         };
       }
-      const r = await call<{ id: number }>(liveLab(o.name).socket, 'rule.add', { switch: o.switch, to: o.to, match, ...(o.id === undefined ? {} : { id: o.id }) });
+      const r = await daemon<{ id: number }>(liveLab(o.name), 'rule.add', { switch: o.switch, to: o.to, match, ...(o.id === undefined ? {} : { id: o.id }) });
       out(o.json, r, () => console.log(`rule ${r.id} added`));
     });
   rule
     .command('del')
     .description('delete a rule')
     .argument('<id>', 'rule id', int('rule id', 1, 4095))
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl rule del 5', 'sharpctl rule del 5 --name lab2'))
     .action(async (id: number, o: { name: string; json?: boolean }) => {
-      const r = await call(liveLab(o.name).socket, 'rule.del', { id });
+      const r = await daemon(liveLab(o.name), 'rule.del', { id });
       out(o.json, r, () => console.log(`rule ${id} deleted`));
     });
 
@@ -370,28 +465,38 @@ export function addLabCommands(program: Command): void {
     .requiredOption('--to <vnf>', 'the instance to move to')
     .option('--from <vnf>', 'the instance to move from (default: where the first rule sends)')
     .option('--state-delay <ms>', 'injected state-transfer delay', int('--state-delay', 0, 600_000), 0)
-    .option('--timeout <ms>', 'give up (and roll back) after this long', int('--timeout', 100, 3_600_000))
+    .option('--timeout <ms>', 'give up (and roll back) after this long; the state delay counts', int('--timeout', 100, 3_600_000), HANDOVER_TIMEOUT_MS)
     .addOption(new Option('--mode <mode>', 'sharp (zero controller buffer) or the controller-buffer baseline').choices(['sharp', 'controller-buffer']).default('sharp'))
     .addOption(new Option('--state <backend>', "how VNF state moves (default: the lab spec's state)").choices(['vnf-map', 'estate', 'redis', 'copy']))
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl handover 1,3 --to vnf2\n  sharpctl handover all --from vnf2 --to vnf1 --state-delay 500')
-    .action(async (spec: string, o: { to: string; from?: string; stateDelay: number; timeout?: number; mode: string; state?: string; name: string; json?: boolean }) => {
-      let rules: number[] | 'all';
-      if (spec === 'all') rules = 'all';
-      else {
-        rules = spec.split(',').map((x) => int('rule id', 1, 4095)(x.trim()));
-      }
+    .addHelpText('after', examples('sharpctl handover 1,3 --to vnf2', 'sharpctl handover all --from vnf2 --to vnf1 --state-delay 500', 'sharpctl handover 1 --to vnf2 --state-delay 60000 --timeout 90000'))
+    .action(async (spec: string, o: { to: string; from?: string; stateDelay: number; timeout: number; mode: string; state?: string; name: string; json?: boolean }) => {
+      const rules: number[] | 'all' = spec === 'all' ? 'all' : spec.split(',').map((x) => int('rule id', 1, 4095)(x.trim()));
+      const st = liveLab(o.name);
       const t0 = Date.now();
-      const r = await call<{ outcome: string; reason?: string; durationMs: number; id: number; from: string; to: string }>(
-        liveLab(o.name).socket,
-        'handover',
-        { rules, to: o.to, stateDelayMs: o.stateDelay, mode: o.mode, ...(o.state === undefined ? {} : { state: o.state }), ...(o.from === undefined ? {} : { from: o.from }), ...(o.timeout === undefined ? {} : { timeoutMs: o.timeout }) },
-        (ev) => {
-          const e = ev as { step: string; t: number; detail?: string };
-          if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);
-        },
-      );
+      let id: number | undefined;
+      let r: { outcome: string; reason?: string; durationMs: number; id: number; from: string; to: string };
+      try {
+        r = await daemon(
+          st,
+          'handover',
+          { rules, to: o.to, stateDelayMs: o.stateDelay, mode: o.mode, timeoutMs: o.timeout, ...(o.state === undefined ? {} : { state: o.state }), ...(o.from === undefined ? {} : { from: o.from }) },
+          {
+            // the engine gives up after o.timeout and rolls back; the margin covers the rollback
+            timeoutMs: o.timeout + HANDOVER_MARGIN_MS,
+            onEvent: (ev) => {
+              const e = ev as { id?: number; step: string; t: number; detail?: string };
+              id ??= e.id;
+              if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);
+            },
+          },
+        );
+      } catch (e) {
+        if (e instanceof InterruptedError)
+          throw new InterruptedError(`interrupted: ${id === undefined ? 'the handover' : `handover ${id}`} goes on in the lab daemon (sharpctl status${o.name === 'default' ? '' : ` --name ${o.name}`} shows it)`, { cause: e });
+        throw e;
+      }
       out(o.json, r, () => console.log(`handover ${r.id} ${r.from} → ${r.to}: ${r.outcome} in ${r.durationMs.toFixed(1)} ms${r.reason ? ` (${r.reason})` : ''}`));
       if (r.outcome !== 'completed') process.exitCode = 1;
     });
@@ -399,47 +504,50 @@ export function addLabCommands(program: Command): void {
   program
     .command('status')
     .description('rules, handovers in flight with their phase, counters, traffic')
-    .option('--watch [seconds]', 'refresh every N seconds (default 1) until Ctrl-C')
-    .option('--name <name>', 'lab name', labName, 'default')
-    .option('--json', 'as JSON')
-    .action(async (o: { watch?: string | boolean; name: string; json?: boolean }) => {
+    .option('--watch [seconds]', 'refresh every N seconds (default 1) until Ctrl-C', seconds('--watch', 86_400))
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
+    .option('--json', 'as JSON (one line per refresh with --watch)')
+    .addHelpText('after', examples('sharpctl status', 'sharpctl status --watch', 'sharpctl status --watch 0.5 --json | jq -c .active'))
+    .action(async (o: { watch?: number | true; name: string; json?: boolean }) => {
       const st = liveLab(o.name);
-      const every = o.watch === undefined ? 0 : o.watch === true ? 1 : Number(o.watch);
-      if (o.watch !== undefined && !(every > 0)) throw usage(`--watch takes a number of seconds, got '${String(o.watch)}'`);
-      let stop = false;
-      process.once('SIGINT', () => (stop = true));
-      do {
-        const s = await call<Record<string, unknown>>(st.socket, 'status');
+      const every = o.watch === undefined ? 0 : o.watch === true ? 1 : o.watch;
+      for (;;) {
+        const s = await daemon<Record<string, unknown>>(st, 'status');
         if (o.json) console.log(JSON.stringify(s));
         else {
           if (every) process.stdout.write('\x1b[2J\x1b[H');
           printStatus(s);
         }
-        if (every) await sleep(every * 1000);
-      } while (every && !stop);
+        if (!every) break;
+        await sleep(every * 1000); // Ctrl-C ends the wait at once (exit 130)
+      }
     });
 
-  const traffic = program.command('traffic').description('probe traffic generator and sink in the running lab');
+  const traffic = program
+    .command('traffic')
+    .description('probe traffic generator and sink in the running lab')
+    .addHelpText('after', examples('sharpctl traffic start --rate 5000 --reverse', 'sharpctl traffic stop'));
   traffic
     .command('start')
     .description('start probes client → server (and back with --reverse): per-flow sequence numbers, any rate')
     .option('--rate <pps>', 'packets per second per direction', int('--rate', 1, 2_000_000), 1000)
     .option('--flows <n>', 'flows', int('--flows', 1, 4096), 4)
     .option('--reverse', 'also server → client')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
-    .addHelpText('after', '\nExamples:\n  sharpctl traffic start --rate 20000 --flows 16 --reverse')
+    .addHelpText('after', examples('sharpctl traffic start --rate 20000 --flows 16 --reverse'))
     .action(async (o: { rate: number; flows: number; reverse?: boolean; name: string; json?: boolean }) => {
-      const r = await call(liveLab(o.name).socket, 'traffic.start', { rate: o.rate, flows: o.flows, reverse: o.reverse === true });
+      const r = await daemon(liveLab(o.name), 'traffic.start', { rate: o.rate, flows: o.flows, reverse: o.reverse === true });
       out(o.json, r, () => console.log(`traffic started: ${o.flows} flows at ${o.rate} pps${o.reverse ? ', both directions' : ''}`));
     });
   traffic
     .command('stop')
     .description('stop the probes and report lost, reordered, duplicated packets and VNF stamp mismatches')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl traffic stop', "sharpctl traffic stop --json | jq '.[].lost'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await call<{ direction: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name).socket, 'traffic.stop');
+      const r = await daemon<{ direction: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name), 'traffic.stop');
       out(o.json, r, () => {
         for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}, reordered ${d.reordered}, duplicated ${d.duplicated}, stamp mismatches ${d.stampMismatches}`);
       });
@@ -449,10 +557,11 @@ export function addLabCommands(program: Command): void {
   program
     .command('report')
     .description('handovers done in this lab and the traffic numbers')
-    .option('--name <name>', 'lab name', labName, 'default')
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
     .option('--json', 'as JSON')
+    .addHelpText('after', examples('sharpctl report', "sharpctl report --json | jq '.handovers[] | select(.outcome != \"completed\")'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await call<{ handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[]; traffic?: { sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] }>(liveLab(o.name).socket, 'report');
+      const r = await daemon<{ handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[]; traffic?: { sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] }>(liveLab(o.name), 'report');
       out(o.json, r, () => {
         for (const h of r.handovers) console.log(`handover ${h.id} ${h.from} → ${h.to}: ${h.outcome} in ${h.durationMs} ms${h.reason ? ` (${h.reason})` : ''}`);
         for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);

@@ -9,36 +9,20 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import path from 'node:path';
-import { runDemo, DemoError, type DemoReport } from '../demo/demo.js';
-import { compileXdp, compileBmv2, CompileError } from './compile.js';
-import { objectsDir, repoRoot } from './paths.js';
-import { addLabCommands, LabError } from './lab-commands.js';
+import { runDemo, type DemoReport } from '../demo/demo.js';
+import { compileXdp, compileBmv2 } from './compile.js';
+import { objectsDir } from './paths.js';
+import { addLabCommands } from './lab-commands.js';
 import { addNodeCommands } from './node-commands.js';
 import { addCertsCommands } from './certs-commands.js';
 import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
+import { destroyLab } from '../lab/netns-lab.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { EXIT, UsageError, exitCodeOf, requireRoot } from './errors.js';
+import { int } from './options.js';
+import { installInterruptHandling, interruptCause, interruption, tidying } from './interrupt.js';
 
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130 } as const;
-
-class UsageError extends Error {
-  override name = 'UsageError';
-}
-
-function int(name: string, min: number, max: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
-    return n;
-  };
-}
-
-function requireRoot(what: string): void {
-  if (process.getuid?.() !== 0) {
-    const e = new Error(`${what} needs root: it creates network namespaces and loads programs into the kernel`);
-    e.name = 'EnvironmentError';
-    throw e;
-  }
-}
+export { EXIT };
 
 /** Progress lines go to stderr, so stdout stays clean for --json. */
 function progress(json: boolean): (line: string) => void {
@@ -80,7 +64,18 @@ export function buildProgram(): Command {
     .description('Seamless, zero-buffer handovers of live flows between stateful network functions (SHarP on XDP)')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or an invalid spec,
+3 the machine cannot run it (not root, a tool missing), 130 interrupted.
+
+Examples:
+  sharpctl demo                                  # everything in one go, as root
+  sharpctl lab up && sharpctl traffic start --reverse && sharpctl handover 1,3 --to vnf2
+  sharpctl handover --help                       # every command has --help with examples`,
+    );
 
   program
     .command('demo')
@@ -108,15 +103,8 @@ Examples:
     )
     .action(async (o: { rate?: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; state: 'vnf-map' | 'estate' | 'redis' | 'copy'; out: string; json?: boolean }) => {
       requireRoot('sharpctl demo');
-      const ac = new AbortController();
-      const onSigint = (): void => {
-        if (ac.signal.aborted) process.exit(EXIT.INTERRUPTED);
-        process.stderr.write('\ninterrupted: finishing the handover in flight and tearing the lab down (Ctrl-C again to quit at once)\n');
-        ac.abort();
-      };
-      process.on('SIGINT', onSigint);
-      try {
-        const report = await runDemo({
+      const report = await tidying('finishing the handover in flight and tearing the lab down', () =>
+        runDemo({
           rate: o.rate ?? (o.target === 'bmv2' ? 300 : 1000),
           handovers: o.handovers,
           stateDelayMs: o.stateDelay,
@@ -128,15 +116,13 @@ Examples:
           outDir: path.resolve(o.out),
           objectsDir,
           progress: progress(o.json === true),
-          signal: ac.signal,
-        });
-        if (o.json) console.log(JSON.stringify(report, null, 2));
-        else printDemo(report);
-        if (ac.signal.aborted) process.exitCode = EXIT.INTERRUPTED;
-        else if (report.lost + report.reordered + report.duplicated + report.stampMismatches > 0 || report.handovers.some((h) => h.outcome !== 'completed')) process.exitCode = EXIT.FAILED;
-      } finally {
-        process.off('SIGINT', onSigint);
-      }
+          signal: interruption,
+        }),
+      );
+      if (o.json) console.log(JSON.stringify(report, null, 2));
+      else printDemo(report);
+      if (interruption.aborted) process.exitCode = EXIT.INTERRUPTED;
+      else if (report.lost + report.reordered + report.duplicated + report.stampMismatches > 0 || report.handovers.some((h) => h.outcome !== 'completed')) process.exitCode = EXIT.FAILED;
     });
 
   program
@@ -145,13 +131,13 @@ Examples:
     .addOption(new Option('--target <target>', 'data plane').choices(['xdp', 'bmv2']).default('xdp'))
     .option('--force', 'rebuild everything')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', `\nExamples:\n  sharpctl compile\n  sharpctl compile --force --json`)
+    .addHelpText('after', `\nExamples:\n  sharpctl compile\n  sharpctl compile --force --json\n  sharpctl compile --target bmv2        # checks p4/build against the P4 sources; p4c rebuilds it`)
     .action((o: { target: 'xdp' | 'bmv2'; force?: boolean; json?: boolean }) => {
-      const r = o.target === 'xdp' ? compileXdp(o.force === true) : compileBmv2();
+      const r = o.target === 'xdp' ? compileXdp(o.force === true) : compileBmv2(o.force === true);
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else {
-        for (const b of r.built) console.log(`built       ${path.relative(repoRoot, path.join(objectsDir, b))}`);
-        for (const b of r.upToDate) console.log(`up to date  ${path.relative(repoRoot, path.join(objectsDir, b))}`);
+        for (const b of r.built) console.log(`built       ${path.join(r.dir, b)}`);
+        for (const b of r.upToDate) console.log(`up to date  ${path.join(r.dir, b)}`);
         if (r.note) console.log(r.note);
       }
     });
@@ -182,7 +168,21 @@ Examples:
       requireRoot('sharpctl bench');
       const say = progress(o.json === true);
       say(`${name}${o.quick ? ' (quick)' : ''} on ${machine()}`);
-      const r = await runExperiment(name as ExperimentName, { objectsDir, quick: o.quick === true, progress: say });
+      // the experiments cannot be stopped halfway: an interruption removes their namespaces and ends the run
+      const prefix = `sharp-exp${process.pid}`;
+      const r = await tidying("removing the benchmark's namespaces", () =>
+        new Promise<Awaited<ReturnType<typeof runExperiment>>>((resolve, reject) => {
+          const stop = (): void => {
+            destroyLab(`${prefix}-`);
+            destroyLab(`sharp-bench-${process.pid}-`); // the forwarding benchmark's own
+            reject(interruption.reason as Error);
+          };
+          interruption.addEventListener('abort', stop, { once: true });
+          runExperiment(name as ExperimentName, { objectsDir, quick: o.quick === true, progress: say, prefix })
+            .then(resolve, (e: unknown) => reject(e instanceof Error ? e : new Error(String(e))))
+            .finally(() => interruption.removeEventListener('abort', stop));
+        }),
+      );
       const dir = path.resolve(o.out, name);
       mkdirSync(dir, { recursive: true });
       writeFileSync(path.join(dir, `${name}.json`), JSON.stringify({ experiment: r.experiment, machine: r.machine, rows: r.rows }, null, 2) + '\n');
@@ -202,29 +202,40 @@ Examples:
   return program;
 }
 
+/** commander's own errors ("error: unknown option '--x'") as a UsageError */
+function commanderUsage(e: CommanderError): UsageError {
+  return new UsageError(e.message.replace(/^error: /, ''), { cause: e });
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
+  installInterruptHandling();
+  const json = argv.slice(2).includes('--json');
   const program = buildProgram();
+  let code: number;
   try {
     await program.parseAsync(argv as string[]);
-    return Number(process.exitCode ?? EXIT.OK);
+    code = Number(process.exitCode ?? EXIT.OK);
   } catch (e) {
+    let err = e instanceof Error ? e : new Error(String(e));
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.OK;
+      // help and version are no failure; help shown for a missing subcommand is
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || (e.code === 'commander.help' && e.exitCode === 0)) return EXIT.OK;
+      err = e.code === 'commander.help' ? new UsageError('a subcommand is missing (see the list above)', { cause: e }) : commanderUsage(e);
+      // commander has said it on stderr already
+      if (json) console.log(JSON.stringify({ error: { name: err.name, message: err.message } }));
       return EXIT.USAGE;
     }
-    const err = e instanceof Error ? e : new Error(String(e));
-    const json = argv.includes('--json');
-    const code =
-      err instanceof UsageError || err instanceof DemoError || err.name === 'UsageError' || err.name === 'SpecError' || err.name === 'NodeConfigError'
-        ? EXIT.USAGE
-        : err.name === 'EnvironmentError' || err instanceof CompileError
-          ? EXIT.ENVIRONMENT
-          : EXIT.FAILED;
-    void LabError;
+    code = interruptCause() === 'sigint' ? EXIT.INTERRUPTED : exitCodeOf(err);
     if (json) console.log(JSON.stringify({ error: { name: err.name, message: err.message } }));
     process.stderr.write(`sharpctl: ${err.message}\n`);
     return code;
   }
+  // a Ctrl-C that arrived during a synchronous step is seen now
+  await new Promise((r) => setImmediate(r));
+  return interruptCause() === 'sigint' ? EXIT.INTERRUPTED : code;
 }
 
-process.exitCode = await main(process.argv);
+const code = await main(process.argv);
+process.exitCode = code;
+// nothing of an interrupted command may keep the process alive
+if (code === EXIT.INTERRUPTED) process.exit(code);

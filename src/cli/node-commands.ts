@@ -4,21 +4,14 @@
  */
 import { Command, Option } from 'commander';
 import { objectsDir } from './paths.js';
+import { requireRoot as requireRootFor } from './errors.js';
 
-function requireRoot(what: string): void {
-  if (process.getuid?.() !== 0) {
-    const e = new Error(`${what} needs root: it attaches XDP programs and pins them in bpffs`);
-    e.name = 'EnvironmentError';
-    throw e;
-  }
-}
+const requireRoot = (what: string): void => requireRootFor(what, 'it attaches XDP programs and pins them in bpffs');
 
 const EXAMPLES_RUN = `
 Examples:
-  # on the switch host: run the XDP switch on two NICs, local control only
-  sharpctl node run --config /etc/sharpctl/node-s1.yaml
-  # take over interfaces that run someone else's XDP program
-  sharpctl node run --config node-s1.yaml --replace
+  sharpctl node run --config /etc/sharpctl/node-s1.yaml   # on the switch host: the XDP switch on its NICs
+  sharpctl node run --config node-s1.yaml --replace       # take over interfaces that run someone else's XDP program
   # a restarted node re-adopts its pinned programs: traffic never stopped
 
 Config (YAML or JSON):
@@ -35,7 +28,13 @@ Config (YAML or JSON):
 `;
 
 export function addNodeCommands(program: Command): void {
-  const node = program.command('node').description('the node daemon: the only sharpctl process that touches BPF on a host');
+  const node = program
+    .command('node')
+    .description('the node daemon: the only sharpctl process that touches BPF on a host')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  sharpctl node run --config /etc/sharpctl/node-s1.yaml\n  sharpctl node status --socket /run/sharpctl/node-s1.sock\n  sharpctl node detach --config /etc/sharpctl/node-s1.yaml',
+    );
 
   node
     .command('run')

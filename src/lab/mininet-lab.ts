@@ -45,7 +45,7 @@ export function mininetMissing(): string | undefined {
 /** Whether this machine can run a BMv2 lab; the reason when it cannot. */
 export function bmv2Availability(): Bmv2Availability {
   const ssg = commandPath('simple_switch_grpc');
-  if (ssg === undefined) return { ok: false, reason: 'simple_switch_grpc is not on PATH (BMv2 is in no package registry: build it from p4lang/behavioral-model, see README "P4 and BMv2")' };
+  if (ssg === undefined) return { ok: false, reason: 'simple_switch_grpc is not on PATH (BMv2 is in no package registry: build it from p4lang/behavioral-model, see README "P4 on BMv2")' };
   const mn = mininetMissing();
   return mn === undefined ? { ok: true, simpleSwitchGrpc: ssg } : { ok: false, reason: mn };
 }

@@ -89,7 +89,7 @@ export function sameProcess(pid: number, start: number | undefined): boolean {
 }
 
 /** The lab's daemon runs: its pid is alive and, when the state has it, with the recorded start time. */
-export function daemonAlive(st: LabState): boolean {
+export function daemonAlive(st: Pick<LabState, 'pid' | 'pidStart'>): boolean {
   return sameProcess(st.pid, st.pidStart);
 }
 
@@ -101,7 +101,7 @@ export function daemonAlive(st: LabState): boolean {
  * its pid (which the kernel does not hand out while the session has members),
  * and only processes started after the daemon.
  */
-export function sessionLeftovers(st: LabState): { pid: number; comm: string }[] {
+export function sessionLeftovers(st: Pick<LabState, 'pid' | 'pidStart'>): { pid: number; comm: string }[] {
   if (st.pidStart === undefined) return [];
   if (processAlive(st.pid)) return []; // the daemon itself, or an unrelated process that reuses its pid: its session is not ours
   const out: { pid: number; comm: string }[] = [];
@@ -123,7 +123,7 @@ export function sessionLeftovers(st: LabState): { pid: number; comm: string }[] 
 }
 
 /** Stops the leftovers of a dead daemon's session (SIGTERM, then SIGKILL after `graceMs`); returns what it stopped. */
-export async function stopSessionLeftovers(st: LabState, graceMs = 3_000): Promise<{ pid: number; comm: string }[]> {
+export async function stopSessionLeftovers(st: Pick<LabState, 'pid' | 'pidStart'>, graceMs = 3_000): Promise<{ pid: number; comm: string }[]> {
   const left = sessionLeftovers(st);
   if (left.length === 0) return [];
   const starts = new Map(left.map((p) => [p.pid, processStartTime(p.pid)]));
@@ -189,13 +189,22 @@ export function tryLockLab(runDir: string, name: string): LabLock | undefined {
   };
 }
 
-/** Waits up to `timeoutMs` for the lab's lock. */
-export async function lockLab(runDir: string, name: string, timeoutMs: number): Promise<LabLock | undefined> {
+/** Waits up to `timeoutMs` for the lab's lock; `signal` ends the wait early, rejecting with its reason. */
+export async function lockLab(runDir: string, name: string, timeoutMs: number, signal?: AbortSignal): Promise<LabLock | undefined> {
   const until = Date.now() + timeoutMs;
   for (;;) {
+    signal?.throwIfAborted();
     const l = tryLockLab(runDir, name);
     if (l !== undefined || Date.now() >= until) return l;
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, 50);
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 }
 

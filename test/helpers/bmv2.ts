@@ -24,7 +24,7 @@ const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : commandPath
 
 /** false when BMv2 tests can run, else why they skip. */
 export const bmv2Skip: false | string = !simpleSwitchGrpc
-  ? 'simple_switch_grpc is not installed (see README, P4)'
+  ? 'simple_switch_grpc is not installed (see README "P4 on BMv2")'
   : !python
     ? 'python3 is needed to send and capture frames'
     : process.getuid?.() !== 0

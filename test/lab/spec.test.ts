@@ -124,7 +124,9 @@ const invalid: { name: string; spec: unknown; expect: Expect[] }[] = [
   },
   { name: 'no switches: only the missing list is reported', spec: mod((s) => delete s.switches), expect: [['switches', 'required property is missing']] },
   { name: 'empty host list', spec: mod((s) => ((s.hosts = []), s.links.splice(5, 1), s.links.splice(0, 1), s.rules.splice(1, 2), delete s.rules[0].match.from)), expect: [['hosts', 'must have at least 1 entry, got none']] },
-  { name: 'bad lab name', spec: mod((s) => (s.name = 'My Lab')), expect: [['name', "'My Lab' is not valid: must be 1 to 20 lowercase letters, digits or '-'"]] },
+  { name: 'bad lab name', spec: mod((s) => (s.name = 'My Lab')), expect: [['name', "'My Lab' is not valid: must be 1 to 10 lowercase letters or digits, starting with a letter"]] },
+  // one rule for spec names and --name: no '-', so no lab's namespace prefix covers another's
+  { name: "lab name with '-'", spec: mod((s) => (s.name = 'lab-2')), expect: [['name', "'lab-2' is not valid: must be 1 to 10 lowercase letters or digits, starting with a letter (no '-'"]] },
   {
     name: 'node name too long for an interface name',
     spec: mod((s) => {

@@ -6,7 +6,7 @@
  *   const spec = loadSpec('lab.yaml');      // throws SpecError listing every problem
  *   const r = validateSpec(JSON.parse(s));  // { ok: true, spec } | { ok: false, errors }
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { schemaIssues, schemaPath, labSpecSchema } from './schema.js';
@@ -128,19 +128,75 @@ export function formatOf(file: string): SpecFormat | undefined {
   return ext === '.json' ? 'json' : ext === '.yaml' || ext === '.yml' ? 'yaml' : undefined;
 }
 
-/** Reads a spec file (.json, .yaml or .yml), validates it and fills in defaults; throws SpecError. */
+/** The largest spec file loadSpec reads. */
+export const MAX_SPEC_BYTES = 1024 * 1024;
+const MAX_SPEC_TEXT = '1 MiB';
+
+function kindOf(st: Stats): string {
+  return st.isDirectory()
+    ? 'a directory'
+    : st.isFIFO()
+      ? 'a FIFO'
+      : st.isCharacterDevice()
+        ? 'a character device'
+        : st.isBlockDevice()
+          ? 'a block device'
+          : st.isSocket()
+            ? 'a socket'
+            : 'not a file';
+}
+
+/**
+ * A spec file's text: a regular file of at most MAX_SPEC_BYTES of UTF-8
+ * text. Never blocks (a FIFO is opened non-blocking and refused) and never
+ * reads more than the limit (+1 byte to tell).
+ */
+function readSpecText(file: string): string {
+  const problem = (message: string, cause?: unknown): SpecError => new SpecError([{ path: '', message }], { source: file, ...(cause === undefined ? {} : { cause }) });
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    throw problem(`cannot read the file: ${e instanceof Error ? e.message : String(e)}`, e);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw problem(`not a regular file (${kindOf(st)}): a spec is a .json or .yaml file of at most ${MAX_SPEC_TEXT}`);
+    if (st.size > MAX_SPEC_BYTES) throw problem(`${st.size} bytes: larger than the ${MAX_SPEC_TEXT} limit for a spec`);
+    const buf = Buffer.alloc(MAX_SPEC_BYTES + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const r = readSync(fd, buf, n, buf.length - n, null);
+      if (r === 0) break;
+      n += r;
+    }
+    if (n > MAX_SPEC_BYTES) throw problem(`larger than the ${MAX_SPEC_TEXT} limit for a spec (it grew while being read)`);
+    const bytes = buf.subarray(0, n);
+    const nul = bytes.indexOf(0);
+    if (nul >= 0) throw problem(`not a text file: a NUL byte at offset ${nul} (a spec is JSON or YAML text in UTF-8)`);
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch (e) {
+      throw problem('not a text file: it is not valid UTF-8 (a spec is JSON or YAML text in UTF-8)', e);
+    }
+  } catch (e) {
+    if (e instanceof SpecError) throw e;
+    throw problem(`cannot read the file: ${e instanceof Error ? e.message : String(e)}`, e);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads a spec file (.json, .yaml or .yml; a regular file of at most 1 MiB
+ * of UTF-8 text), validates it and fills in defaults; throws SpecError.
+ */
 export function loadSpec(file: string): LabSpec {
   const format = formatOf(file);
   if (!format) {
     throw new SpecError([{ path: '', message: `cannot tell the format from the name: use .json, .yaml or .yml (got ${path.extname(file) || 'no extension'})` }], { source: file });
   }
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new SpecError([{ path: '', message: `cannot read the file: ${e instanceof Error ? e.message : String(e)}` }], { source: file, cause: e });
-  }
-  return specFromText(text, format, file);
+  return specFromText(readSpecText(file), format, file);
 }
 
 // ---------------------------------------------------------------- the default lab

@@ -6,6 +6,7 @@
  * A `LabSpec` is itself a valid input: validating it again yields an equal
  * spec.
  */
+import { printable } from './util.js';
 
 import { SHARP_DEFAULT_MAX_PORTS, SHARP_DEFAULT_MAX_RULES, SHARP_MAX_WILD_RULES } from '../../generated/abi.js';
 
@@ -196,14 +197,15 @@ export interface SpecIssue {
 function issueLine(i: SpecIssue): string {
   const where = i.path === '' ? 'spec' : i.path;
   const pos = i.line === undefined ? '' : ` (line ${i.line}${i.column === undefined ? '' : `, column ${i.column}`})`;
-  return `${where}${pos}: ${i.message}`;
+  // messages quote the spec's text: never print its raw bytes
+  return printable(`${where}${pos}: ${i.message}`);
 }
 
 export class SpecError extends Error {
   override name = 'SpecError';
   readonly errors: SpecIssue[];
   constructor(errors: SpecIssue[], options?: ErrorOptions & { source?: string }) {
-    const head = `${options?.source ? `${options.source}: ` : ''}lab spec: ${errors.length} ${errors.length === 1 ? 'problem' : 'problems'}`;
+    const head = `${options?.source ? `${printable(options.source)}: ` : ''}lab spec: ${errors.length} ${errors.length === 1 ? 'problem' : 'problems'}`;
     super([head, ...errors.map((e) => `  ${issueLine(e)}`)].join('\n'), options);
     this.errors = errors;
   }

@@ -65,7 +65,22 @@ export function describeValue(x: unknown): string {
 }
 
 export function quote(s: string): string {
-  return `'${s.length > 60 ? `${s.slice(0, 57)}...` : s}'`;
+  return `'${printable(s.length > 60 ? `${s.slice(0, 57)}...` : s)}'`;
+}
+
+/**
+ * Text safe to print in a message: control characters (C0 but tab, DEL, C1),
+ * line and paragraph separators and U+FFFD written as escapes (\n, \x1b,
+ * \u2028), so no spec can move the cursor or garble a terminal.
+ */
+export function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029\ufffd]/g, (c) => {
+    if (c === '\n') return '\\n';
+    if (c === '\r') return '\\r';
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
 }
 
 export function list(items: readonly string[]): string {
