@@ -8,7 +8,6 @@
 // exactly. A client without a certificate, with one not on `allow`, or
 // speaking plain HTTP gets no metrics.
 import t, { type Test } from 'tap';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -28,6 +27,7 @@ import { createCa, createControllerCert, createNodeCert, controllerTlsFiles, nod
 import { sleep } from '../../src/util/mutex.js';
 import type { NodeDeployment } from '../../src/node/client.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
+import { stopAndDetachNodes } from '../helpers/node-procs.js';
 
 const objectsDir = path.join(repoRoot, 'build/ebpf');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
@@ -124,20 +124,7 @@ t.test('node metrics: counters move by exactly what the frames did; mutual TLS o
   t.teardown(async () => {
     for (const c of closers.reverse()) c();
     d?.close();
-    for (const p of procs) {
-      if (p.child.exitCode === null && p.child.signalCode === null) {
-        const exited = new Promise((r) => p.child.once('exit', r));
-        p.child.kill('SIGTERM');
-        await Promise.race([exited, sleep(5000)]);
-      }
-    }
-    for (const n of nodes) {
-      try {
-        execFileSync('nsenter', [`--net=/run/netns/${n.netns}`, process.execPath, cli, 'node', 'detach', '--config', n.configFile], { stdio: 'pipe' });
-      } catch (e) {
-        console.error(`# detach of ${n.config.name} failed: ${String((e as { stderr?: Buffer }).stderr ?? e)}`);
-      }
-    }
+    await stopAndDetachNodes(procs, nodes, cli);
     if (linkExists(mgmtHost)) deleteLink(mgmtHost);
     destroyLab(prefix);
     rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,23 @@
+/** Stopping node daemon processes a test started, and removing what they attached and pinned. */
+import { execFileSync } from 'node:child_process';
+import type { LabNode, NodeProcess } from '../../src/lab/lab-nodes.js';
+import { sleep } from '../../src/util/mutex.js';
+
+/** SIGTERM to each running process (5 s each at most), then `sharpctl node detach` of every node inside its namespace. */
+export async function stopAndDetachNodes(procs: Iterable<NodeProcess>, nodes: readonly LabNode[], cli: string): Promise<void> {
+  for (const p of procs) {
+    if (p.child.exitCode === null && p.child.signalCode === null) {
+      const exited = new Promise((r) => p.child.once('exit', r));
+      p.child.kill('SIGTERM');
+      await Promise.race([exited, sleep(5000)]);
+    }
+  }
+  // what the nodes pinned goes with them: the interfaces as they were found
+  for (const n of nodes) {
+    try {
+      execFileSync('nsenter', [`--net=/run/netns/${n.netns}`, process.execPath, cli, 'node', 'detach', '--config', n.configFile], { stdio: 'pipe' });
+    } catch (e) {
+      console.error(`# detach of ${n.config.name} failed: ${String((e as { stderr?: Buffer }).stderr ?? e)}`);
+    }
+  }
+}
