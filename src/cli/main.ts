@@ -15,6 +15,7 @@ import { objectsDir } from './paths.js';
 import { addLabCommands } from './lab-commands.js';
 import { addNodeCommands } from './node-commands.js';
 import { addCertsCommands } from './certs-commands.js';
+import { addCaptureCommands } from './capture-commands.js';
 import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
 import { destroyLab } from '../lab/netns-lab.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -199,6 +200,7 @@ Examples:
   addLabCommands(program);
   addNodeCommands(program);
   addCertsCommands(program);
+  addCaptureCommands(program);
   return program;
 }
 

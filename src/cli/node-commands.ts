@@ -50,7 +50,7 @@ export function addNodeCommands(program: Command): void {
       const config = loadNodeConfig(o.config);
       const log = (line: string): void => void process.stderr.write(o.json ? `${JSON.stringify({ node: config.name, log: line })}\n` : `node ${config.name}: ${line}\n`);
       const n = await startNode(config, { objectsDir, replace: o.replace, log });
-      const ready = { ready: true, node: config.name, pid: process.pid, adopted: n.adopted, unix: n.server.unixPath ?? null, tcp: n.server.tcpAddress ?? null };
+      const ready = { ready: true, node: config.name, pid: process.pid, adopted: n.adopted, unix: n.server.unixPath ?? null, tcp: n.server.tcpAddress ?? null, metrics: n.metrics === undefined ? null : { unix: n.metrics.unixPath ?? null, tcp: n.metrics.tcpAddress ?? null } };
       process.stdout.write(o.json ? `${JSON.stringify(ready)}\n` : `node ${config.name} ready (pid ${process.pid}${n.adopted ? ', adopted its pinned data plane' : ''})\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {

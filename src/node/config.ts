@@ -7,6 +7,7 @@
  *   name: s1
  *   listen: { unix: /run/sharpctl/node-s1.sock, tcp: "10.9.0.2:7441" }
  *   tls: { ca: certs/ca.crt, cert: certs/node-s1.crt, key: certs/node-s1.key, allow: [ctl1] }
+ *   metrics: { tcp: "10.9.0.2:9441", allow: [prometheus] }     # or { unix: /run/sharpctl/s1.metrics.sock }
  *   switches:
  *     - name: s1
  *       ports:
@@ -34,6 +35,8 @@ export interface NodeConfig {
   name: string;
   listen: { unix?: string; tcp?: string };
   tls?: { ca: string; cert: string; key: string; allow?: string[] };
+  /** Prometheus metrics: on a Unix socket (HTTP) and/or TCP (HTTPS, mutual TLS with the node's tls; allow: client certificate names, default any the CA issued) */
+  metrics?: { unix?: string; tcp?: string; allow?: string[] };
   /** bpffs folder for this node's pins (default /sys/fs/bpf/sharpctl/<name>, or a private bpffs) */
   pinDir?: string;
   /** state folder (manifest), default /run/sharpctl/node-<name> */
@@ -64,6 +67,16 @@ export const nodeConfigSchema = {
       additionalProperties: false,
       required: ['ca', 'cert', 'key'],
       properties: { ca: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' }, allow: { type: 'array', items: { type: 'string', minLength: 1 } } },
+    },
+    metrics: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: {
+        unix: { type: 'string', minLength: 1, maxLength: 107 },
+        tcp: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$' },
+        allow: { type: 'array', items: { type: 'string', minLength: 1 } },
+      },
     },
     pinDir: { type: 'string', minLength: 1 },
     stateDir: { type: 'string', minLength: 1 },
@@ -146,6 +159,10 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
   const c = copy as NodeConfig;
   const issues: string[] = [];
   if (c.listen.tcp !== undefined && c.tls === undefined) issues.push('listen.tcp: a node listens on TCP only with mutual TLS: add tls { ca, cert, key }');
+  if (c.metrics?.tcp !== undefined && c.tls === undefined) issues.push('metrics.tcp: metrics are served on TCP only over HTTPS with mutual TLS: add tls { ca, cert, key } (or use metrics.unix)');
+  if (c.metrics !== undefined && c.metrics.unix === undefined && c.metrics.tcp === undefined) issues.push('metrics: give unix and/or tcp');
+  if (c.metrics?.unix !== undefined && c.metrics.unix === c.listen.unix) issues.push(`metrics.unix: ${c.metrics.unix} is the API socket (listen.unix)`);
+  if (c.metrics?.tcp !== undefined && c.metrics.tcp === c.listen.tcp) issues.push(`metrics.tcp: ${c.metrics.tcp} is the API address (listen.tcp)`);
   const instances = new Set(c.instances.map((i) => i.name));
   const seen = new Set<string>();
   const ifnames = new Set<string>();

@@ -12,6 +12,8 @@ import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
 import { nodeHandlers } from './service.js';
 import { loadTls, startNodeServer, type NodeServer } from './transport/index.js';
 import type { NodeConfig } from './config.js';
+import { apiLatencyHistogram, nodeExposition } from './metrics.js';
+import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
 
@@ -20,6 +22,8 @@ export interface RunningNode {
   readonly adopted: boolean;
   readonly server: NodeServer;
   readonly dataPlane: XdpDataPlane;
+  /** where the metrics are served (metrics: in the config) */
+  readonly metrics: MetricsServer | undefined;
   /** Stops serving; the data plane stays (pinned): a restarted node adopts it. */
   stop(): Promise<void>;
   /** Stops serving and removes every program, pin and link: the interfaces as they were found. */
@@ -61,16 +65,32 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     switches: c.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })) })),
     instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
   });
+  const api = apiLatencyHistogram();
   let server: NodeServer;
+  let metrics: MetricsServer | undefined;
   try {
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: loadTls(c.tls, 'server') } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
       onRefused: (r) => log(`refused a call: ${JSON.stringify(r)}`),
     });
+    if (c.metrics !== undefined) {
+      try {
+        metrics = await startMetricsServer({
+          ...(c.metrics.unix === undefined ? {} : { unix: c.metrics.unix }),
+          ...(c.metrics.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.metrics.tcp, tls: loadTls(c.tls, 'server'), ...(c.metrics.allow === undefined ? {} : { allow: c.metrics.allow }) } }),
+          render: () => nodeExposition({ config: c, dataPlane: dp, api, startedAt, version: SHARPCTL_VERSION }),
+          log,
+        });
+      } catch (e) {
+        await server.close(0);
+        throw e;
+      }
+      log(`serving metrics on ${[metrics.unixPath && `unix:${metrics.unixPath}`, metrics.tcpAddress && `https://${metrics.tcpAddress}/metrics (mutual TLS)`].filter(Boolean).join(' and ')}`);
+    }
   } catch (e) {
     // the data plane stays (pinned) for the next start; only this process's handles go
     await dp.close();
@@ -81,13 +101,14 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    await server.close(500);
+    await Promise.all([server.close(500), metrics?.close()]);
   };
   return {
     config: c,
     adopted,
     server,
     dataPlane: dp,
+    metrics,
     stop: async () => {
       await stop();
       await dp.close();

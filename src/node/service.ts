@@ -29,6 +29,8 @@ export interface NodeRuntime {
   health(): NodeHealth;
   switchControl?: SwitchControl & Pick<ControllerPacketPath, 'controllerDataPackets'>;
   agents?: AgentControl & VnfStateStore;
+  /** called once per call with its method, gRPC status code name and duration (metrics) */
+  observe?: (method: NodeMethod, code: string, seconds: number) => void;
 }
 
 /** entries per ImportState / flows per DeleteState / matches per ExportState */
@@ -200,10 +202,16 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     Object.entries(impl).map(([name, fn]) => [
       name,
       (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
+        const t0 = process.hrtime.bigint();
+        const done = (code: grpc.status): void => rt.observe?.(name as NodeMethod, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - t0) / 1e9);
         fn(call.request).then(
-          (res) => cb(null, res),
+          (res) => {
+            done(grpc.status.OK);
+            cb(null, res);
+          },
           (e: unknown) => {
             const st = toStatus(e);
+            done(st.code);
             const md = new grpc.Metadata();
             md.set('sharp-error', st.name);
             cb({ code: st.code, details: st.details, metadata: md });

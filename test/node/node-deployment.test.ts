@@ -3,7 +3,6 @@
 // handover engine over their sockets: lossless handovers under traffic both
 // ways, and a data plane that keeps forwarding while a node is dead.
 import t, { type Test } from 'tap';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +19,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { FileJournal } from '../../src/handover/journal.js';
 import { SHARP_STEPS } from '../../src/handover/engine.js';
+import { stopAndDetachNodes } from '../helpers/node-procs.js';
 
 const objectsDir = path.join(repoRoot, 'build/ebpf');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
@@ -43,21 +43,7 @@ async function world(t: Test): Promise<World> {
   t.teardown(async () => {
     for (const c of closers.reverse()) c();
     d?.close();
-    for (const p of procs.values()) {
-      if (p.child.exitCode === null && p.child.signalCode === null) {
-        const exited = new Promise((r) => p.child.once('exit', r));
-        p.child.kill('SIGTERM');
-        await Promise.race([exited, sleep(5000)]);
-      }
-    }
-    // what the nodes pinned goes with them: the interfaces as they were found
-    for (const n of nodes) {
-      try {
-        execFileSync('nsenter', [`--net=/run/netns/${n.netns}`, process.execPath, cli, 'node', 'detach', '--config', n.configFile], { stdio: 'pipe' });
-      } catch (e) {
-        console.error(`# detach of ${n.config.name} failed: ${String((e as { stderr?: Buffer }).stderr ?? e)}`);
-      }
-    }
+    await stopAndDetachNodes(procs.values(), nodes, cli);
     destroyLab(prefix);
     rmSync(dir, { recursive: true, force: true });
   });
