@@ -12,6 +12,7 @@ import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
 import { nodeHandlers } from './service.js';
 import { loadTls, startNodeServer, type NodeServer } from './transport/index.js';
 import type { NodeConfig } from './config.js';
+import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
 
@@ -32,7 +33,7 @@ export function topologyOf(c: NodeConfig): XdpTopology {
       name: s.name,
       ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })),
     })),
-    instances: c.instances.map((i) => ({ name: i.name, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+    instances: c.instances.map((i) => ({ name: i.name, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.kind === DEFAULT_VNF_KIND ? {} : { kind: i.kind }) })),
   };
 }
 

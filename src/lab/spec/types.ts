@@ -8,10 +8,12 @@
  */
 
 import { SHARP_DEFAULT_MAX_PORTS, SHARP_DEFAULT_MAX_RULES, SHARP_MAX_WILD_RULES } from '../../generated/abi.js';
+import type { VnfKindName } from '../../node/vnf-kinds.js';
 
 export type Target = 'xdp' | 'bmv2';
 export type StateBackend = 'vnf-map' | 'copy' | 'estate' | 'redis';
-export type VnfType = 'counter';
+/** the VNF kinds of src/node/vnf-kinds.ts (the schema's enum is checked against it in test/lab/vnf-kinds.test.ts) */
+export type VnfType = VnfKindName;
 export type ProtoName = 'udp' | 'tcp' | 'icmp';
 
 export const TARGETS: readonly Target[] = ['xdp', 'bmv2'];
