@@ -181,7 +181,7 @@ async function main(): Promise<void> {
   const mover = (kind: string): StateManagerMover => {
     const k = parseStateKind(kind);
     let m = movers.get(k);
-    if (m === undefined) movers.set(k, (m = createStateMover(k)));
+    if (m === undefined) movers.set(k, (m = createStateMover(k, { conntrack: { netnsOf: (i) => theLab.topology.instances.find((x) => x.name === i)?.netns } })));
     return m;
   };
   closeMovers = async () => {

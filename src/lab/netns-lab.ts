@@ -13,6 +13,13 @@ import type { XdpTopology, XdpSwitchPort } from '../dataplane/xdp/topology.js';
 import { Phase, type Rule, type SwitchControl } from '../dataplane/types.js';
 import type { LabSpec, RuleSpec, VnfType } from './spec/types.js';
 import { DEFAULT_VNF_KIND, vnfKind } from '../node/vnf-kinds.js';
+import { macFromIpv4 } from './spec/util.js';
+import { ipv4Number } from '../net/frame.js';
+import { execFileSync } from 'node:child_process';
+
+function runWithInput(cmd: string, args: readonly string[], input: string): void {
+  execFileSync(cmd, args, { input, stdio: ['pipe', 'ignore', 'pipe'] });
+}
 
 export interface LabHost {
   name: string;
@@ -234,6 +241,46 @@ export function configureStackVnfs(spec: LabSpec, plan: LabPlan): void {
   }
 }
 
+/** The nftables ruleset of a NAT instance (table `ip sharp_nat`, in the instance's namespace only). */
+export function natRuleset(outside: string, inside: string, outsideIf: string): string {
+  return `table ip sharp_nat {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state invalid counter drop comment "mid-stream packets of flows without an entry (tcp_loose 0)"
+    iifname "${outsideIf}" ct state new counter drop comment "no connection from the outside"
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname "${inside}" oifname "${outsideIf}" counter snat to ${outside}
+  }
+}
+`;
+}
+
+/**
+ * Instances with \`nat\`: the nftables NAT in their namespace (natRuleset),
+ * no mid-stream pickup (nf_conntrack_tcp_loose=0: a packet of a flow the
+ * table does not know is INVALID and dropped), TCP window tracking liberal
+ * (nf_conntrack_tcp_be_liberal=1: ctnetlink cannot move window data; see
+ * src/state/conntrack-manager.ts), and on every host behind the outside, a
+ * neighbour entry for the outside address (its derived MAC: 02:00 + the
+ * address; the switch forwards by rule, the agent re-addresses anyway).
+ */
+export function configureNats(spec: LabSpec, plan: LabPlan): void {
+  for (const v of spec.vnfs) {
+    if (v.nat === undefined) continue;
+    const inst = plan.topology.instances.find((i) => i.name === v.name)!;
+    const ns = inst.netns!;
+    runWithInput('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], natRuleset(v.nat.outside, inst.ifaces[0], inst.ifaces[1]));
+    inNetns(ns, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_loose=0', 'net.netfilter.nf_conntrack_tcp_be_liberal=1']);
+    for (const { host, side } of stackRoutes(spec, v.name)) {
+      if (side !== 1) continue;
+      const h = plan.hosts.find((x) => x.name === host.name)!;
+      addNeighbor(h.ifname, v.nat.outside, macFromIpv4(ipv4Number(v.nat.outside)), h.netns);
+    }
+  }
+}
+
 export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
   const plan = planLab(spec, prefix);
   const created: string[] = [];
@@ -255,6 +302,7 @@ export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
     }
     configureHosts(plan.hosts);
     configureStackVnfs(spec, plan);
+    configureNats(spec, plan);
     return { prefix, hosts: plan.hosts, client: plan.hosts[0]!, server: plan.hosts[1] ?? plan.hosts[0]!, topology: plan.topology, namespaces: created, spec };
   } catch (e) {
     for (const c of created) deleteNetns(c);
