@@ -12,7 +12,8 @@ SHELL := /bin/bash
 # mininet: the BMv2 lab is a Mininet topology (BMv2 itself is in no registry; see README)
 # tshark: the Wireshark dissector test (test/wireshark) reads pcapng files with src/wireshark/sharp.lua
 # spin: the Promela model of the handover (test/model/sharp.pml); its verifier is compiled with gcc
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3 redis-server mininet spin tshark
+# nftables, conntrack: the `linux` VNF kind as a NAT (nft in the instance namespaces) and the conntrack state manager (ctnetlink)
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3 redis-server mininet spin tshark nftables conntrack
 ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -I ebpf/include -I $(ARCH_INCLUDE)
 

@@ -13,7 +13,8 @@
  * Programs and return codes:
  *   agent (entry)
  *     XDP_PASS     iface not in `ifaces` (or its side > 1: config_error);
- *                  or the tail call to the VNF failed (chain_missing)
+ *                  or the tail call to the VNF failed (chain_missing);
+ *                  or STACK mode (vnf_mode): the frame goes to the stack
  *     XDP_DROP     shim rejected/malformed; frame held in a ring (consumed);
  *                  ring overflow; frame too big to hold; bad ring config
  *     otherwise    whatever the VNF returns (tail call)
@@ -25,7 +26,9 @@
  *                  the interface it arrived on, to its switch (a live-frames
  *                  run turns XDP_TX into a redirect to the ingress device)
  *     XDP_REDIRECT RELAY_DIRECT mode: out through relay_tx[side]
- *     XDP_PASS     replayed frame, no VNF in vnf_chain
+ *     XDP_PASS     replayed frame, no VNF in vnf_chain; or STACK mode: the
+ *                  replayed frame enters the stack of the run's ingress
+ *                  device (live frames), in ring order
  *     otherwise    whatever the VNF returns for the replayed frame
  *   agent_release_finish (normal test run): enum sharp_finish_result
  *
@@ -42,6 +45,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * ring_count * 2 * ring_capacity entries. */
 const volatile __u32 ring_capacity = SHARP_DEFAULT_RING_CAPACITY;
 const volatile __u32 ring_count = SHARP_DEFAULT_RING_COUNT;
+/* enum sharp_vnf_mode: the VNF is an XDP program (vnf_chain) or the stack */
+const volatile __u32 vnf_mode = SHARP_VNF_XDP;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -96,6 +101,14 @@ struct {
 	__type(value, struct sharp_release_ctl);
 } release_ctl SEC(".maps");
 
+/* STACK mode: the MAC of each side's interface (see enum sharp_vnf_mode). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_SIDES);
+	__type(key, __u32);			/* side */
+	__type(value, struct sharp_mac);
+} stack_mac SEC(".maps");
+
 /* RELAY_DIRECT replays (BMv2 lab only, same kernel): where they go, per side. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
@@ -120,9 +133,31 @@ static __always_inline struct sharp_agent_stats *agent_stats_get(void)
 	return bpf_map_lookup_elem(&agent_stats, &zero);
 }
 
-/* Hand the frame to the VNF. Only returns if vnf_chain[0] is empty. */
-static __always_inline int to_vnf(struct xdp_md *ctx, struct sharp_agent_stats *st)
+/*
+ * STACK mode: hand the frame to the host's stack. A unicast frame is
+ * re-addressed to the interface's own MAC first: the switch forwarded it
+ * unchanged, addressed to the far host, and the stack would otherwise take
+ * it for another host's frame (PACKET_OTHERHOST) and drop it.
+ */
+static __always_inline int to_stack(struct xdp_md *ctx, __u32 side, struct sharp_agent_stats *st)
 {
+	__u32 key = side;
+	struct sharp_mac *mac = bpf_map_lookup_elem(&stack_mac, &key);
+	__u8 dst[6];
+
+	if (mac && (mac->addr[0] | mac->addr[1] | mac->addr[2] | mac->addr[3] | mac->addr[4] | mac->addr[5]) &&
+	    !bpf_xdp_load_bytes(ctx, 0, dst, sizeof(dst)) && !(dst[0] & 1))
+		bpf_xdp_store_bytes(ctx, 0, mac->addr, sizeof(mac->addr));
+	STAT_INC(st, to_stack);
+	return XDP_PASS;
+}
+
+/* Hand the frame to the VNF: the stack (STACK mode), else the tail call,
+ * which only returns if vnf_chain[0] is empty. */
+static __always_inline int to_vnf(struct xdp_md *ctx, __u32 side, struct sharp_agent_stats *st)
+{
+	if (vnf_mode == SHARP_VNF_STACK)
+		return to_stack(ctx, side, st);
 	bpf_tail_call(ctx, &vnf_chain, SHARP_VNF_CHAIN_INDEX);
 	STAT_INC(st, chain_missing);
 	return XDP_PASS;
@@ -207,7 +242,7 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 	switch (v) {
 	case HOLD_PASS:
 		__sync_fetch_and_add(&ho->passed[side], 1);
-		return to_vnf(ctx, st);
+		return to_vnf(ctx, side, st);
 	case HOLD_TOO_BIG:
 		STAT_INC(st, too_big);
 		__sync_fetch_and_add(&ho->overflow[side], 1);
@@ -268,7 +303,7 @@ int agent(struct xdp_md *ctx)
 	eth = sharp_parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(SHARP_ETH_P_SHIM)) {
 		STAT_INC(st, passed_plain);
-		return to_vnf(ctx, st);
+		return to_vnf(ctx, side, st);
 	}
 	if (!ifc->accept_shim) {
 		STAT_INC(st, shim_rejected);
@@ -306,12 +341,12 @@ int agent(struct xdp_md *ctx)
 		/* Late frame of a finished handover, or an early one: the
 		 * shim is only a mark, the frame itself is valid. */
 		STAT_INC(st, unknown_hid);
-		return to_vnf(ctx, st);
+		return to_vnf(ctx, side, st);
 	}
 	if (ho->role != SHARP_AGENT_NEW) {
 		/* OLD: counting above is all it does. */
 		__sync_fetch_and_add(&ho->passed[side], 1);
-		return to_vnf(ctx, st);
+		return to_vnf(ctx, side, st);
 	}
 	return hold_or_pass(ctx, ho, side, st);
 }
@@ -439,7 +474,7 @@ int agent_replay(struct xdp_md *ctx)
 	}
 	if (mode == SHARP_REPLAY_RELAY_DIRECT)
 		return bpf_redirect_map(&relay_tx, mkey, XDP_ABORTED);
-	return to_vnf(ctx, st);
+	return to_vnf(ctx, side, st);
 }
 
 /*

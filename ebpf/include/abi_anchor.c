@@ -23,6 +23,7 @@ struct sharp_abi_anchor {
 	enum sharp_finish_result finish_result;
 	enum sharp_vnf_limits vnf_limits;
 	enum sharp_replay_mode replay_mode;
+	enum sharp_vnf_mode vnf_mode;
 	enum sharp_tg_limits tg_limits;
 	/* structs */
 	struct sharp_shim shim;
@@ -43,6 +44,7 @@ struct sharp_abi_anchor {
 	struct sharp_vnf_flow_state vnf_flow_state;
 	struct sharp_vnf_stats vnf_stats;
 	struct sharp_release_ctl release_ctl;
+	struct sharp_mac mac;
 	struct sharp_divert_record divert_record;
 	struct sharp_divert_stats divert_stats;
 	struct sharp_tg_config tg_config;

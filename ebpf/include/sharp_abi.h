@@ -401,6 +401,30 @@ enum sharp_replay_mode {
 };
 
 /*
+ * What "the VNF" is behind an agent: the agent's .rodata vnf_mode, set by
+ * user space before load (one value per loaded agent).
+ *   XDP    an XDP program tail-called through vnf_chain[0] (vnf_counter):
+ *          frames for the VNF are whatever it returns;
+ *   STACK  the host's own network stack (routing, nftables, conntrack, a
+ *          userspace process): frames for the VNF are XDP_PASS, their
+ *          destination MAC rewritten to stack_mac[side] first (unicast only,
+ *          when set) so the stack takes them as its own; replayed frames
+ *          (live frames) enter the stack the same way, in ring order.
+ */
+enum sharp_vnf_mode {
+	SHARP_VNF_XDP = 0,
+	SHARP_VNF_STACK = 1,
+};
+
+/* stack_mac: ARRAY side -> sharp_mac, the MAC of the side's interface
+ * (all zero: leave the frame's destination as it is). STACK mode only. */
+struct sharp_mac {
+	__u8 addr[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct sharp_mac) == 8, "sharp_mac size");
+
+/*
  * release_ctl: ARRAY (ring * 2 + side) -> sharp_release_ctl, written by user
  * space only. Lets a HOLDING side switch to PASSING by itself, on the
  * arrival path, so a release converges under any arrival rate: a new frame
@@ -436,8 +460,9 @@ struct sharp_agent_stats {
 	__u64 config_error;	/* bad side/ring/replay_ctl/slots size */
 	__u64 relayed;		/* replayed frames sent back to the switch with
 				 * shim(RELAY) (also counted in replayed) */
+	__u64 to_stack;		/* STACK mode: frames handed to the stack (XDP_PASS) */
 };
-_Static_assert(sizeof(struct sharp_agent_stats) == 112, "sharp_agent_stats size");
+_Static_assert(sizeof(struct sharp_agent_stats) == 120, "sharp_agent_stats size");
 
 /* ------------------------------------------------------------------------ */
 /* Example VNF (vnf_counter.bpf.c)                                          */

@@ -13,6 +13,7 @@ import type { LabSpec } from './spec/types.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover } from '../handover/state-mover.js';
 import { createStateMover, parseStateKind, type StateKind } from '../state/factory.js';
+import { vnfKind } from '../node/vnf-kinds.js';
 import type { StateManagerMover } from '../state/mover.js';
 import { Phase, type DataPlane, type FlowKey, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
@@ -181,7 +182,7 @@ async function main(): Promise<void> {
   const mover = (kind: string): StateManagerMover => {
     const k = parseStateKind(kind);
     let m = movers.get(k);
-    if (m === undefined) movers.set(k, (m = createStateMover(k)));
+    if (m === undefined) movers.set(k, (m = createStateMover(k, { conntrack: { netnsOf: (i) => theLab.topology.instances.find((x) => x.name === i)?.netns } })));
     return m;
   };
   closeMovers = async () => {
@@ -289,7 +290,7 @@ async function main(): Promise<void> {
       if (traffic.length) throw new Error('traffic is running already (sharpctl traffic stop)');
       if (engine.active().length) throw new Error(`a handover is in flight (${engine.active().map((h) => h.id).join(', ')}); start traffic when it is done`);
       const mk = (from: typeof theLab.client, to: typeof theLab.client, name: string, basePort: number): Traffic => {
-        const sink = new TrafficSink({ objectsDir: a.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(q.rate / 200)) });
+        const sink = new TrafficSink({ objectsDir: a.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(q.rate / 200)), stamps: theLab.spec.vnfs.every((v) => vnfKind(v.type).stamps) });
         const gen = new TrafficGenerator({ objectsDir: a.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: q.flows, burst: 128, basePort, dstPort: TRAFFIC_DST_PORT });
         return { name, gen, sink };
       };

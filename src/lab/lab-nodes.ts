@@ -29,6 +29,7 @@ import {
   type RuleAction,
 } from '../dataplane/types.js';
 import type { NodeConfig } from '../node/config.js';
+import { DEFAULT_VNF_KIND } from '../node/vnf-kinds.js';
 import { NodeClient, NodeDeployment } from '../node/client.js';
 import { nodeChannel, unixEndpoint } from '../node/transport/index.js';
 
@@ -58,7 +59,7 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
       switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })) }],
       instances: [],
     });
-  for (const i of lab.topology.instances) add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: 'counter', ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }] });
+  for (const i of lab.topology.instances) add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }] });
   // the index lets a later `lab down` detach the nodes even when their daemon died
   writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
   return out;

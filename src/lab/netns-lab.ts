@@ -8,10 +8,18 @@
  * Interface names: in a switch, `p-<neighbour>`; in a VNF, eth0 (its first
  * link: side 0, towards the ingress switch) and eth1; in a host, eth0.
  */
-import { createNetns, createVeth, deleteNetns, listNetns, ethtoolFeatures, addNeighbor, inNetns } from '../net/iproute.js';
+import { createNetns, createVeth, deleteNetns, listNetns, ethtoolFeatures, addNeighbor, inNetns, ip } from '../net/iproute.js';
 import type { XdpTopology, XdpSwitchPort } from '../dataplane/xdp/topology.js';
 import { Phase, type Rule, type SwitchControl } from '../dataplane/types.js';
-import type { LabSpec, RuleSpec } from './spec/types.js';
+import type { LabSpec, RuleSpec, VnfType } from './spec/types.js';
+import { DEFAULT_VNF_KIND, vnfKind } from '../node/vnf-kinds.js';
+import { macFromIpv4 } from './spec/util.js';
+import { ipv4Number } from '../net/frame.js';
+import { execFileSync } from 'node:child_process';
+
+function runWithInput(cmd: string, args: readonly string[], input: string): void {
+  execFileSync(cmd, args, { input, stdio: ['pipe', 'ignore', 'pipe'] });
+}
 
 export interface LabHost {
   name: string;
@@ -39,6 +47,8 @@ export interface NetnsLabOptions {
   ringCapacity?: number;
   ringCount?: number;
   mtu?: number;
+  /** the instances' VNF kind (default 'counter') */
+  vnfType?: VnfType;
 }
 
 /** Removes every namespace whose name starts with `prefix`. */
@@ -62,7 +72,7 @@ export function standardSpec(o: Omit<NetnsLabOptions, 'prefix'> = {}): LabSpec {
       { name: 'server', ip: '10.0.0.2/24', mac: '02:00:0a:00:00:02' },
     ],
     switches: [{ name: 's1' }, { name: 's2' }],
-    vnfs: vnfs.map((name) => ({ name, type: 'counter', ringCapacity: o.ringCapacity ?? 4096, ringCount: o.ringCount ?? 4 })),
+    vnfs: vnfs.map((name) => ({ name, type: o.vnfType ?? DEFAULT_VNF_KIND, ringCapacity: o.ringCapacity ?? 4096, ringCount: o.ringCount ?? 4 })),
     links: [
       { ends: ['client', 's1'], mtu },
       ...vnfs.map((v) => ({ ends: ['s1', v] as [string, string], mtu })),
@@ -155,7 +165,7 @@ export function planLab(spec: LabSpec, prefix: string): LabPlan {
     hosts: spec.hosts.map((h) => ({ name: h.name, netns: ns(h.name), ifname: hostIf.get(h.name) ?? 'eth0', ip: h.ip.split('/')[0]!, mac: h.mac })),
     topology: {
       switches: spec.switches.map((s) => ({ name: s.name, netns: ns(s.name), ports: ports.get(s.name)! })),
-      instances: spec.vnfs.map((v) => ({ name: v.name, netns: ns(v.name), ifaces: ['eth0', 'eth1'], ringCapacity: v.ringCapacity, ringCount: v.ringCount })),
+      instances: spec.vnfs.map((v) => ({ name: v.name, netns: ns(v.name), ifaces: ['eth0', 'eth1'], ringCapacity: v.ringCapacity, ringCount: v.ringCount, ...(v.type === DEFAULT_VNF_KIND ? {} : { kind: v.type }) })),
     },
   };
 }
@@ -168,6 +178,106 @@ export function configureHosts(hosts: readonly LabHost[]): void {
     // frames redirected into a veth need XDP or GRO on the receiving end
     ethtoolFeatures(h.ifname, { gro: 'on' }, h.netns);
     for (const other of hosts) if (other !== h) addNeighbor(h.ifname, other.ip, other.mac, h.netns);
+  }
+}
+
+/**
+ * For every VNF instance whose kind runs on the stack ('linux'): which side
+ * reaches each host. A host is behind side i when side i's switch reaches
+ * the host's switch over switch-to-switch links only (not through a VNF).
+ * Hosts behind neither side (or both) get no route.
+ */
+export function stackRoutes(spec: LabSpec, vnf: string): { host: LabSpec['hosts'][number]; side: 0 | 1 }[] {
+  const switches = new Set(spec.switches.map((s) => s.name));
+  const reach = (from: string): Set<string> => {
+    const seen = new Set([from]);
+    const todo = [from];
+    while (todo.length) {
+      const n = todo.pop()!;
+      for (const l of spec.links) {
+        const other = l.ends[0] === n ? l.ends[1] : l.ends[1] === n ? l.ends[0] : undefined;
+        if (other === undefined || seen.has(other)) continue;
+        seen.add(other);
+        if (switches.has(other)) todo.push(other);
+      }
+    }
+    return seen;
+  };
+  const sides = spec.links.filter((l) => l.ends.includes(vnf)).map((l) => (l.ends[0] === vnf ? l.ends[1] : l.ends[0]));
+  if (sides.length !== 2) return [];
+  const reached = sides.map((s) => reach(s));
+  const out: { host: LabSpec['hosts'][number]; side: 0 | 1 }[] = [];
+  for (const h of spec.hosts) {
+    const via = ([0, 1] as const).filter((i) => reached[i]!.has(h.name));
+    if (via.length === 1) out.push({ host: h, side: via[0]! });
+  }
+  return out;
+}
+
+/**
+ * Instances whose VNF is the stack ('linux'): the namespace forwards IPv4
+ * between its two interfaces (ip_forward, no reverse-path filter, no
+ * redirects), a /32 route and a permanent neighbour per host on the side
+ * that reaches it, and transmit checksum offload off on both interfaces
+ * (the frames it sends cross veths and XDP redirects, and may be held and
+ * replayed elsewhere: complete checksums only).
+ */
+export function configureStackVnfs(spec: LabSpec, plan: LabPlan): void {
+  for (const v of spec.vnfs) {
+    if (vnfKind(v.type).datapath !== 'stack') continue;
+    const inst = plan.topology.instances.find((i) => i.name === v.name)!;
+    const ns = inst.netns!;
+    inNetns(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.conf.all.send_redirects=0']);
+    for (const ifname of inst.ifaces) {
+      inNetns(ns, 'sysctl', ['-qw', `net.ipv4.conf.${ifname}.rp_filter=0`, `net.ipv4.conf.${ifname}.send_redirects=0`]);
+      ethtoolFeatures(ifname, { tx: 'off' }, ns);
+    }
+    for (const { host, side } of stackRoutes(spec, v.name)) {
+      const ifname = inst.ifaces[side];
+      const addr = host.ip.split('/')[0]!;
+      ip(['route', 'replace', `${addr}/32`, 'dev', ifname], ns);
+      addNeighbor(ifname, addr, host.mac, ns);
+    }
+  }
+}
+
+/** The nftables ruleset of a NAT instance (table `ip sharp_nat`, in the instance's namespace only). */
+export function natRuleset(outside: string, inside: string, outsideIf: string): string {
+  return `table ip sharp_nat {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state invalid counter drop comment "mid-stream packets of flows without an entry (tcp_loose 0)"
+    iifname "${outsideIf}" ct state new counter drop comment "no connection from the outside"
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname "${inside}" oifname "${outsideIf}" counter snat to ${outside}
+  }
+}
+`;
+}
+
+/**
+ * Instances with \`nat\`: the nftables NAT in their namespace (natRuleset),
+ * no mid-stream pickup (nf_conntrack_tcp_loose=0: a packet of a flow the
+ * table does not know is INVALID and dropped), TCP window tracking liberal
+ * (nf_conntrack_tcp_be_liberal=1: ctnetlink cannot move window data; see
+ * src/state/conntrack-manager.ts), and on every host behind the outside, a
+ * neighbour entry for the outside address (its derived MAC: 02:00 + the
+ * address; the switch forwards by rule, the agent re-addresses anyway).
+ */
+export function configureNats(spec: LabSpec, plan: LabPlan): void {
+  for (const v of spec.vnfs) {
+    if (v.nat === undefined) continue;
+    const inst = plan.topology.instances.find((i) => i.name === v.name)!;
+    const ns = inst.netns!;
+    runWithInput('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], natRuleset(v.nat.outside, inst.ifaces[0], inst.ifaces[1]));
+    inNetns(ns, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_loose=0', 'net.netfilter.nf_conntrack_tcp_be_liberal=1']);
+    for (const { host, side } of stackRoutes(spec, v.name)) {
+      if (side !== 1) continue;
+      const h = plan.hosts.find((x) => x.name === host.name)!;
+      addNeighbor(h.ifname, v.nat.outside, macFromIpv4(ipv4Number(v.nat.outside)), h.netns);
+    }
   }
 }
 
@@ -191,6 +301,8 @@ export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
       createVeth(end(link.ends[0]), end(link.ends[1]), link.mtu);
     }
     configureHosts(plan.hosts);
+    configureStackVnfs(spec, plan);
+    configureNats(spec, plan);
     return { prefix, hosts: plan.hosts, client: plan.hosts[0]!, server: plan.hosts[1] ?? plan.hosts[0]!, topology: plan.topology, namespaces: created, spec };
   } catch (e) {
     for (const c of created) deleteNetns(c);

@@ -20,7 +20,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { VNF_KINDS } from './vnf-kinds.js';
+import { VNF_KINDS, type VnfKindName } from './vnf-kinds.js';
 
 export interface NodeSwitchPortConfig {
   name: string;
@@ -44,7 +44,7 @@ export interface NodeConfig {
   quiescenceMs: number;
   xdpMode: 'native' | 'generic';
   switches: { name: string; ports: NodeSwitchPortConfig[] }[];
-  instances: { name: string; kind: string; ifaces: [string, string]; ringCapacity: number; ringCount: number }[];
+  instances: { name: string; kind: VnfKindName; ifaces: [string, string]; ringCapacity: number; ringCount: number }[];
 }
 
 export const MAX_CONFIG_BYTES = 1 << 20;

@@ -14,6 +14,7 @@ import { loadTls, startNodeServer, type NodeServer } from './transport/index.js'
 import type { NodeConfig } from './config.js';
 import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
+import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
 
@@ -36,7 +37,7 @@ export function topologyOf(c: NodeConfig): XdpTopology {
       name: s.name,
       ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })),
     })),
-    instances: c.instances.map((i) => ({ name: i.name, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+    instances: c.instances.map((i) => ({ name: i.name, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.kind === DEFAULT_VNF_KIND ? {} : { kind: i.kind }) })),
   };
 }
 

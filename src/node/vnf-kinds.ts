@@ -1,17 +1,53 @@
 /**
  * The VNF kinds a node can put behind an agent: one entry each. Config
- * validation takes its choices from here.
+ * validation (node configs, lab specs) takes its choices from here.
+ *
+ * Two ways for a VNF to sit behind the agent:
+ *   - `xdp`: an XDP program, tail-called by the agent (vnf_chain): live and
+ *     replayed frames both run through it;
+ *   - `stack`: the host's own network stack (routing, nftables, conntrack,
+ *     a userspace process): the agent still strips, counts and holds, but
+ *     hands every other frame to the stack (XDP_PASS, re-addressed to the
+ *     interface's MAC), and a release replays the held frames into the
+ *     stack in order (live frames, XDP_PASS). Its output leaves by routing
+ *     through the instance's other interface.
  */
-export interface VnfKind {
+export interface XdpVnfKind {
   /** what it is, for --help and errors */
   description: string;
+  datapath: 'xdp';
   /** the compiled XDP object and its program, tail-called behind the agent */
   object: string;
   program: string;
+  /** whether the VNF stamps its per-flow counter into probes (the sink checks stamp == seq only then) */
+  stamps: boolean;
 }
 
+export interface StackVnfKind {
+  description: string;
+  datapath: 'stack';
+  /** the stack never stamps probes */
+  stamps: false;
+}
+
+export type VnfKind = XdpVnfKind | StackVnfKind;
+
 export const VNF_KINDS = {
-  counter: { description: 'the example XDP VNF: a per-flow packet counter stamped on every probe', object: 'vnf_counter.bpf.o', program: 'vnf_counter' },
+  counter: { description: 'the example XDP VNF: a per-flow packet counter stamped on every probe', datapath: 'xdp', object: 'vnf_counter.bpf.o', program: 'vnf_counter', stamps: true },
+  linux: { description: "the host's own stack behind the agent: IP forwarding between the two interfaces, nftables (e.g. a NAT), conntrack, userspace", datapath: 'stack', stamps: false },
 } as const satisfies Record<string, VnfKind>;
 
 export type VnfKindName = keyof typeof VNF_KINDS;
+
+export const VNF_KIND_NAMES = Object.keys(VNF_KINDS) as VnfKindName[];
+
+/** The default kind (what an instance without one runs). */
+export const DEFAULT_VNF_KIND: VnfKindName = 'counter';
+
+export function isVnfKind(s: string): s is VnfKindName {
+  return Object.hasOwn(VNF_KINDS, s);
+}
+
+export function vnfKind(name: VnfKindName | undefined): VnfKind {
+  return VNF_KINDS[name ?? DEFAULT_VNF_KIND];
+}

@@ -2,6 +2,7 @@
  * One entry point for the CLI's `--state`: a state manager by name, and the
  * mover the handover engine takes.
  */
+import { ConntrackStateManager, type ConntrackStateManagerOptions } from './conntrack-manager.js';
 import { CopyStateManager, type CopyStateManagerOptions } from './copy-manager.js';
 import { EStateManager, type EStateManagerOptions } from './estate-manager.js';
 import { StateManagerMover } from './mover.js';
@@ -10,7 +11,7 @@ import { StateError, type StateManager } from './types.js';
 import { VnfMapStateManager } from './vnf-map-manager.js';
 import type { HandoverContext } from '../handover/state-mover.js';
 
-export const STATE_KINDS = ['estate', 'redis', 'copy', 'vnf-map'] as const;
+export const STATE_KINDS = ['estate', 'redis', 'copy', 'vnf-map', 'conntrack'] as const;
 export type StateKind = (typeof STATE_KINDS)[number];
 
 export interface StateManagerOptions {
@@ -18,6 +19,8 @@ export interface StateManagerOptions {
   /** without url/host/port the manager starts its own redis-server (spawn: true) */
   redis?: RedisStateManagerOptions;
   copy?: CopyStateManagerOptions;
+  /** where the instances' namespaces are (the lab: their netns) */
+  conntrack?: ConntrackStateManagerOptions;
 }
 
 export function isStateKind(s: string): s is StateKind {
@@ -42,6 +45,8 @@ export function createStateManager(kind: StateKind, options: StateManagerOptions
       return new CopyStateManager(options.copy);
     case 'vnf-map':
       return new VnfMapStateManager();
+    case 'conntrack':
+      return new ConntrackStateManager(options.conntrack);
     default:
       throw new StateError(`unknown state manager '${String(kind)}' (choose one of ${STATE_KINDS.join(', ')})`);
   }

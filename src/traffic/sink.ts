@@ -2,6 +2,12 @@
  * The receiving side: tg_sink on the host's interface reports every probe
  * through a ring buffer; here they are checked for loss, reordering,
  * duplication and VNF state continuity (stamp = sequence number).
+ *
+ * The stamp check needs a VNF that stamps (the example XDP VNF, `counter`).
+ * Through a VNF that does not (`linux`: the stack forwards probes as they
+ * are), construct the sink with `stamps: false`: stamps are then not
+ * compared at all, and the report says so (stampsChecked: false,
+ * stampMismatches 0). See VNF_KINDS[kind].stamps.
  */
 import path from 'node:path';
 import { BpfObjectSpec, type BpfCollection, type XdpLink, RingBufferReader, u32 } from '../bpf/index.js';
@@ -25,6 +31,8 @@ export interface TrafficReport {
   reordered: number;
   duplicated: number;
   stampMismatches: number;
+  /** whether stamps were compared with sequence numbers (false: the VNFs on the path do not stamp) */
+  stampsChecked: boolean;
   /** probes that arrived still carrying a shim (must be 0) */
   marked: number;
   /** probes the sink saw but could not report (its ring was full) */
@@ -43,13 +51,15 @@ class FlowTrack {
   duplicated = 0;
   stampMismatches = 0;
 
+  constructor(readonly checkStamps: boolean) {}
+
   add(seq: number, stamp: number): void {
     if (seq >= this.seen.length) {
       const next = new Uint8Array(Math.max(seq + 1, this.seen.length * 2));
       next.set(this.seen);
       this.seen = next;
     }
-    if (stamp !== seq) this.stampMismatches++;
+    if (this.checkStamps && stamp !== seq) this.stampMismatches++;
     if (this.seen[seq]) {
       this.duplicated++;
       return;
@@ -73,15 +83,18 @@ export class TrafficSink {
   readonly startedAt = Date.now();
   #events = 0;
   #lastEventAt = performance.now();
+  readonly #stamps: boolean;
 
-  constructor(o: { objectsDir: string; netns: string; ifname: string; sampleEvery?: number }) {
+  /** stamps: compare each probe's stamp with its sequence number (default true; false when the VNFs do not stamp) */
+  constructor(o: { objectsDir: string; netns: string; ifname: string; sampleEvery?: number; stamps?: boolean }) {
+    this.#stamps = o.stamps ?? true;
     this.#coll = BpfObjectSpec.open(path.join(o.objectsDir, 'trafficgen.bpf.o')).load();
     const every = o.sampleEvery ?? 1;
     this.#reader = new RingBufferReader(this.#coll.map('tg_events'));
     this.#reader.on('data', (b: Buffer) => {
       const ev = sharpTgEventCodec.decode(b);
       let f = this.#flows.get(ev.flow);
-      if (f === undefined) this.#flows.set(ev.flow, (f = new FlowTrack()));
+      if (f === undefined) this.#flows.set(ev.flow, (f = new FlowTrack(this.#stamps)));
       f.add(Number(ev.seq), Number(ev.stamp));
       const lat = Number(ev.rx_ns - ev.tx_ns) / 1000;
       this.#latencies.push(lat);
@@ -107,7 +120,7 @@ export class TrafficSink {
     const marked = st.reduce((a, s) => a + Number(s.marked), 0);
     const unreported = st.reduce((a, s) => a + Number(s.lost_events), 0);
     const flows: FlowReport[] = sentPerFlow.map((sent, flow) => {
-      const t = this.#flows.get(flow) ?? new FlowTrack();
+      const t = this.#flows.get(flow) ?? new FlowTrack(this.#stamps);
       return { flow, sent, delivered: t.delivered, lost: Math.max(0, Number(sent) - t.delivered), reordered: t.reordered, duplicated: t.duplicated, stampMismatches: t.stampMismatches };
     });
     const lat = [...this.#latencies].sort((a, b) => a - b);
@@ -120,6 +133,7 @@ export class TrafficSink {
       reordered: total('reordered'),
       duplicated: total('duplicated'),
       stampMismatches: total('stampMismatches'),
+      stampsChecked: this.#stamps,
       marked,
       unreported,
       flows,

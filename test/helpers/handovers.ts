@@ -71,7 +71,8 @@ export async function assertClean(t: Test, run: HandoverRun, l: TestLab): Promis
     t.equal(r.lost, 0, `${dir}: 0 lost`);
     t.equal(r.reordered, 0, `${dir}: 0 reordered`);
     t.equal(r.duplicated, 0, `${dir}: 0 duplicated`);
-    t.equal(r.stampMismatches, 0, `${dir}: the VNF's counter equals the sequence number on every probe`);
+    if (r.stampsChecked) t.equal(r.stampMismatches, 0, `${dir}: the VNF's counter equals the sequence number on every probe`);
+    else t.comment(`${dir}: stamps not checked (the lab's VNFs do not stamp probes)`);
     t.equal(r.marked, 0, `${dir}: no probe arrived with a shim`);
   });
   for (const h of run.results) {

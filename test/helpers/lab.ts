@@ -11,6 +11,8 @@ import type { Bmv2DataPlane } from '../../src/dataplane/bmv2/bmv2-dataplane.js';
 import { TrafficGenerator } from '../../src/traffic/generator.js';
 import { TrafficSink } from '../../src/traffic/sink.js';
 import { repoRoot, uniqueName } from './env.js';
+import { vnfKind } from '../../src/node/vnf-kinds.js';
+import type { LabSpec, VnfType } from '../../src/lab/spec/types.js';
 
 export const objectsDir = path.join(repoRoot, 'build/ebpf');
 
@@ -30,14 +32,14 @@ export interface TestLab {
  */
 export async function testLab(
   t: Test,
-  options: { ringCapacity?: number; ringCount?: number; instances?: number; defaultRules?: boolean; target?: 'xdp' | 'bmv2' } = {},
+  options: { ringCapacity?: number; ringCount?: number; instances?: number; defaultRules?: boolean; target?: 'xdp' | 'bmv2'; vnfType?: VnfType; spec?: LabSpec } = {},
 ): Promise<TestLab> {
   const prefix = `${uniqueName('lab')}-`;
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-lab-'));
   t.teardown(() => rmSync(workDir, { recursive: true, force: true }));
   const target = options.target ?? 'xdp';
   // in-process: these tests inspect the loaded BPF objects directly (the node path has its own tests, test/node/)
-  const opened = await openLab(standardSpec(options), prefix, { objectsDir, workDir, target, via: 'in-process' });
+  const opened = await openLab(options.spec ?? standardSpec(options), prefix, { objectsDir, workDir, target, via: 'in-process' });
   const lab = opened.lab;
   const dp = opened.dp as XdpDataPlane | Bmv2DataPlane;
   const closers: (() => void)[] = [];
@@ -47,7 +49,9 @@ export async function testLab(
   });
   if (options.defaultRules !== false) await installRules(dp, lab.spec.rules);
   const pair = (from: typeof lab.client, to: typeof lab.client, flows = 1, frameSize = 128): { gen: TrafficGenerator; sink: TrafficSink } => {
-    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname });
+    // stamps are checked only when every VNF of the lab stamps (a 'linux' VNF does not)
+    const stamps = lab.spec.vnfs.every((v) => vnfKind(v.type).stamps);
+    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, stamps });
     closers.push(() => sink.close());
     const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows, frameSize });
     closers.push(() => gen.close());

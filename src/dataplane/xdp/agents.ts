@@ -19,7 +19,7 @@ import {
   XdpDispatcherAnchor,
   XdpLink as XdpLinkHandle,
 } from '../../bpf/index.js';
-import { deleteLink, linkExists } from '../../net/iproute.js';
+import { deleteLink, linkExists, linkMac } from '../../net/iproute.js';
 import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
   sharpAgentIfaceCodec,
@@ -37,6 +37,9 @@ import {
   SHARP_REPLAY_RELAY_DIRECT,
   SHARP_REPLAY_TO_VNF,
   SHARP_VNF_CHAIN_INDEX,
+  SHARP_VNF_STACK,
+  SHARP_VNF_XDP,
+  sharpMacCodec,
   type SharpAgentHo,
   type SharpFlowKey,
 } from '../../generated/abi.js';
@@ -44,6 +47,8 @@ import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
 import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import type { XdpInstance } from './topology.js';
+import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
+import { macBytes } from '../../net/frame.js';
 
 /**
  * A switch as far as a same-kernel relay cares: which of its interfaces face
@@ -114,11 +119,12 @@ interface LoadedInstance {
   /** keeps agent_replay in the XDP dispatcher: repeated test runs stay fast */
   anchor: XdpDispatcherAnchor;
   agent: BpfCollection;
-  vnf: BpfCollection;
+  /** the XDP VNF tail-called behind the agent; absent for a stack VNF (kind 'linux') */
+  vnf: BpfCollection | undefined;
   links: XdpLinkHandle[];
   ifindex: [number, number];
   /** the pinned records (agent, vnf) when persistent */
-  pinned?: { agent: PinnedObjectRecord; vnf: PinnedObjectRecord };
+  pinned?: { agent: PinnedObjectRecord; vnf?: PinnedObjectRecord | undefined };
   /** serialises replays: replay_ctl/replay_mode are per side, not per handover */
   releaseLock: Mutex;
 }
@@ -191,21 +197,23 @@ export class XdpAgentSet {
     const mode = o.xdpMode ?? 'native';
     // refuse before loading anything when an interface runs a program we must not clobber
     if (!replace) for (const ifname of inst.ifaces) claimXdpHook(ifname, inst.netns, { replace: false, ...(store === undefined ? {} : { store }) });
+    const kind = vnfKind(inst.kind);
+    const xdpVnf: XdpVnfKind | undefined = kind.datapath === 'xdp' ? kind : undefined;
     const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'agent.bpf.o'));
-    spec.setConstants(rodataLayouts['agent']!, { ring_capacity: inst.ringCapacity, ring_count: inst.ringCount });
+    spec.setConstants(rodataLayouts['agent']!, { ring_capacity: inst.ringCapacity, ring_count: inst.ringCount, vnf_mode: xdpVnf === undefined ? SHARP_VNF_STACK : SHARP_VNF_XDP });
     spec.setMaxEntries('slots', inst.ringCount * 2 * inst.ringCapacity);
     spec.setMaxEntries('release_ctl', inst.ringCount * 2);
     const agent = spec.load();
-    let vnf: BpfCollection;
+    let vnf: BpfCollection | undefined;
     try {
-      vnf = BpfObjectSpec.open(path.join(o.objectsDir, 'vnf_counter.bpf.o')).load();
+      if (xdpVnf !== undefined) vnf = BpfObjectSpec.open(path.join(o.objectsDir, xdpVnf.object)).load();
     } catch (e) {
       agent.close();
       throw e;
     }
     let ifindex: [number, number];
     let anchor: XdpDispatcherAnchor;
-    let pinned: { agent: PinnedObjectRecord; vnf: PinnedObjectRecord } | undefined;
+    let pinned: { agent: PinnedObjectRecord; vnf?: PinnedObjectRecord } | undefined;
     let pinnedAgent: PinnedObjectRecord | undefined;
     let pinnedVnf: PinnedObjectRecord | undefined;
     try {
@@ -213,13 +221,13 @@ export class XdpAgentSet {
       if (store !== undefined) {
         const config: AgentPinConfig = { instance: inst, xdpMode: mode };
         pinnedAgent = store.pinCollection(AGENT_KIND, inst.name, agent, { object: 'agent.bpf.o', config: config as unknown as JsonValue });
-        pinnedVnf = store.pinCollection(VNF_KIND, inst.name, vnf, { object: 'vnf_counter.bpf.o', config: null });
-        pinned = { agent: pinnedAgent, vnf: pinnedVnf };
+        if (vnf !== undefined && xdpVnf !== undefined) pinnedVnf = store.pinCollection(VNF_KIND, inst.name, vnf, { object: xdpVnf.object, config: null });
+        pinned = { agent: pinnedAgent, ...(pinnedVnf === undefined ? {} : { vnf: pinnedVnf }) };
         anchor = this.#pinnedAnchor(store, pinnedAgent, agent, inst.netns);
       } else anchor = new XdpDispatcherAnchor(agent.program('agent_replay'), AGENT_ANCHOR_IFNAME, inst.netns);
     } catch (e) {
       agent.close();
-      vnf.close();
+      vnf?.close();
       // only what this load pinned: pins refused because they exist already stay
       if (pinnedAgent !== undefined) store?.unpin(AGENT_KIND, inst.name);
       if (pinnedVnf !== undefined) store?.unpin(VNF_KIND, inst.name);
@@ -227,16 +235,21 @@ export class XdpAgentSet {
     }
     const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex(), ...(pinned === undefined ? {} : { pinned }) };
     this.#instances.set(inst.name, loaded);
-    // the VNF forwards between its two interfaces: side 0 <-> side 1
-    withNetns(inst.netns, () => {
-      vnf.map('vnf_tx').update(u32.encode(0), u32.encode(ifindex[0]));
-      vnf.map('vnf_tx').update(u32.encode(1), u32.encode(ifindex[1]));
-    });
-    vnf.map('vnf_ports').update(u32.encode(ifindex[0]), u32.encode(1));
-    vnf.map('vnf_ports').update(u32.encode(ifindex[1]), u32.encode(0));
+    if (vnf !== undefined && xdpVnf !== undefined) {
+      // the VNF forwards between its two interfaces: side 0 <-> side 1
+      withNetns(inst.netns, () => {
+        vnf.map('vnf_tx').update(u32.encode(0), u32.encode(ifindex[0]));
+        vnf.map('vnf_tx').update(u32.encode(1), u32.encode(ifindex[1]));
+      });
+      vnf.map('vnf_ports').update(u32.encode(ifindex[0]), u32.encode(1));
+      vnf.map('vnf_ports').update(u32.encode(ifindex[1]), u32.encode(0));
+      // vnf_chain is pinned when persistent: a prog array loses its entries when its last user reference goes
+      agent.map('vnf_chain').update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnf.program(xdpVnf.program).fd));
+    } else {
+      // the stack takes a frame as its own only when it is addressed to the interface
+      inst.ifaces.forEach((ifname, side) => agent.map('stack_mac').update(u32.encode(side), sharpMacCodec.encode({ addr: macBytes(linkMac(ifname, inst.netns)), pad: Buffer.alloc(2) })));
+    }
     ifindex.forEach((ix, side) => agent.map('ifaces').update(u32.encode(ix), sharpAgentIfaceCodec.encode({ side, accept_shim: 1 })));
-    // vnf_chain is pinned when persistent: a prog array loses its entries when its last user reference goes
-    agent.map('vnf_chain').update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnf.program('vnf_counter').fd));
     for (const ifname of inst.ifaces) {
       if (store !== undefined && pinned !== undefined) loaded.links.push(store.attachPinned(pinned.agent, agent.program('agent'), 'agent', ifname, { netns: inst.netns, mode, replace }));
       else {
@@ -245,7 +258,7 @@ export class XdpAgentSet {
       }
     }
     if (store !== undefined && pinned !== undefined) {
-      store.markReady(pinned.vnf);
+      if (pinned.vnf !== undefined) store.markReady(pinned.vnf);
       store.markReady(pinned.agent);
     }
   }
@@ -262,15 +275,17 @@ export class XdpAgentSet {
 
   #adoptInstance(store: PinStore, name: string, expected: XdpInstance | undefined): void {
     const recA = store.adoptable(AGENT_KIND, name);
-    const recV = store.adoptable(VNF_KIND, name);
     const config = agentConfig(recA.config);
     const inst = config.instance;
     if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(inst))
       throw new PinMismatchError(AGENT_KIND, name, [`pinned for ${JSON.stringify(inst)}, asked for ${JSON.stringify(expected)}`]);
+    const kind = vnfKind(inst.kind);
+    const xdpVnf: XdpVnfKind | undefined = kind.datapath === 'xdp' ? kind : undefined;
+    const recV = xdpVnf === undefined ? undefined : store.adoptable(VNF_KIND, name);
     const agent = store.openCollection(recA);
-    let vnf: BpfCollection;
+    let vnf: BpfCollection | undefined;
     try {
-      vnf = store.openCollection(recV);
+      if (recV !== undefined) vnf = store.openCollection(recV);
     } catch (e) {
       agent.close();
       throw e;
@@ -281,20 +296,22 @@ export class XdpAgentSet {
       for (const l of recA.links.filter((x) => x.purpose === 'attach')) links.push(store.openLink(recA, l));
       const missing = inst.ifaces.filter((i) => !links.some((l) => l.ifname === i));
       if (missing.length > 0) throw new PinMismatchError(AGENT_KIND, name, [`no pinned link on ${missing.join(', ')}`]);
-      // the tail call into the VNF: verify the pinned prog array still holds it (re-insert if not)
-      const chain = agent.map('vnf_chain');
-      const entry = chain.lookup(u32.encode(SHARP_VNF_CHAIN_INDEX));
-      const vnfProg = vnf.program('vnf_counter');
-      if (entry === undefined || entry.readUInt32LE(0) !== vnfProg.id) chain.update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnfProg.fd));
+      if (vnf !== undefined && xdpVnf !== undefined) {
+        // the tail call into the VNF: verify the pinned prog array still holds it (re-insert if not)
+        const chain = agent.map('vnf_chain');
+        const entry = chain.lookup(u32.encode(SHARP_VNF_CHAIN_INDEX));
+        const vnfProg = vnf.program(xdpVnf.program);
+        if (entry === undefined || entry.readUInt32LE(0) !== vnfProg.id) chain.update(u32.encode(SHARP_VNF_CHAIN_INDEX), u32.encode(vnfProg.fd));
+      }
       anchor = this.#adoptAnchor(store, recA, agent, inst.netns);
     } catch (e) {
       for (const l of links) l.close();
       agent.close();
-      vnf.close();
+      vnf?.close();
       throw e;
     }
     const ifindex: [number, number] = [links.find((l) => l.ifname === inst.ifaces[0])!.ifindex, links.find((l) => l.ifname === inst.ifaces[1])!.ifindex];
-    this.#instances.set(name, { spec: inst, agent, vnf, anchor, links, ifindex, releaseLock: new Mutex(), pinned: { agent: store.get(AGENT_KIND, name)!, vnf: recV } });
+    this.#instances.set(name, { spec: inst, agent, vnf, anchor, links, ifindex, releaseLock: new Mutex(), pinned: { agent: store.get(AGENT_KIND, name)!, ...(recV === undefined ? {} : { vnf: recV }) } });
   }
 
   /** The pinned anchor if it is intact, else a new one (the old pin and interface removed). */
@@ -472,8 +489,15 @@ export class XdpAgentSet {
 
   // ------------------------------------------------------------ VNF state
 
+  /** The XDP VNF's per-flow map; undefined for a stack VNF (its state is the stack's: conntrack, …). */
+  #flowState(name: string): BpfMap | undefined {
+    return this.#instance(name).vnf?.map('flow_state');
+  }
+
+  /** A stack VNF ('linux') has no per-flow map here: [] (its state moves with a manager like 'conntrack'). */
   async exportState(name: string, select: FlowSelection): Promise<FlowStateEntry[]> {
-    const m = this.#instance(name).vnf.map('flow_state');
+    const m = this.#flowState(name);
+    if (m === undefined) return [];
     const { keys, values } = m.lookupBatch();
     const out: FlowStateEntry[] = [];
     keys.forEach((k, i) => {
@@ -484,7 +508,11 @@ export class XdpAgentSet {
   }
 
   async importState(name: string, entries: readonly FlowStateEntry[]): Promise<void> {
-    const m: BpfMap = this.#instance(name).vnf.map('flow_state');
+    const m = this.#flowState(name);
+    if (m === undefined) {
+      if (entries.length > 0) throw new DataPlaneError(`${name} runs a stack VNF (kind ${this.#instance(name).spec.kind ?? 'counter'}): it has no per-flow map to import ${entries.length} entries into`);
+      return;
+    }
     m.updateBatch(
       entries.map((e) => sharpFlowKeyCodec.encode(flowKeyToAbi(e.flow))),
       entries.map((e) => e.value),
@@ -492,14 +520,21 @@ export class XdpAgentSet {
   }
 
   async deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
-    const m = this.#instance(name).vnf.map('flow_state');
+    const m = this.#flowState(name);
+    if (m === undefined) return;
     for (const f of flows) m.delete(sharpFlowKeyCodec.encode(flowKeyToAbi(f)));
   }
 
   /** The loaded objects of an instance (tests and the lab inspect them). */
   objects(name: string): { agent: BpfCollection; vnf: BpfCollection } {
     const i = this.#instance(name);
+    if (i.vnf === undefined) throw new DataPlaneError(`${name} runs a stack VNF (kind ${i.spec.kind ?? 'counter'}): no XDP VNF object (agentObject() has the agent)`);
     return { agent: i.agent, vnf: i.vnf };
+  }
+
+  /** The loaded agent object of an instance, whatever its VNF kind. */
+  agentObject(name: string): BpfCollection {
+    return this.#instance(name).agent;
   }
 
   /** Detaches an instance's agent from its interfaces (as if it had crashed). */
@@ -514,9 +549,9 @@ export class XdpAgentSet {
   }
 
   /** The pinned records of an instance (agent, vnf), when persistent. */
-  pinnedRecords(name: string): { agent: PinnedObjectRecord; vnf: PinnedObjectRecord } | undefined {
+  pinnedRecords(name: string): { agent: PinnedObjectRecord; vnf?: PinnedObjectRecord } | undefined {
     const p = this.#instance(name).pinned;
-    return p === undefined ? undefined : { agent: structuredClone(p.agent), vnf: structuredClone(p.vnf) };
+    return p === undefined ? undefined : { agent: structuredClone(p.agent), ...(p.vnf === undefined ? {} : { vnf: structuredClone(p.vnf) }) };
   }
 
   /**
@@ -531,7 +566,7 @@ export class XdpAgentSet {
       for (const l of i.links) l.close();
       i.anchor.close();
       i.agent.close();
-      i.vnf.close();
+      i.vnf?.close();
     }
     this.#instances.clear();
   }
@@ -557,7 +592,7 @@ export class XdpAgentSet {
     if (this.#store !== undefined) {
       for (const name of pinned) {
         this.#store.unpin(AGENT_KIND, name);
-        this.#store.unpin(VNF_KIND, name);
+        if (this.#store.get(VNF_KIND, name) !== undefined) this.#store.unpin(VNF_KIND, name);
       }
     }
   }

@@ -1,4 +1,5 @@
 /** What the XDP data plane needs to know about the lab it drives. */
+import type { VnfKindName } from '../../node/vnf-kinds.js';
 
 export interface XdpSwitchPort {
   /** port name, unique per data plane (e.g. "s1-vnf1") */
@@ -29,6 +30,8 @@ export interface XdpInstance {
   ringCapacity: number;
   /** concurrent incoming handovers */
   ringCount: number;
+  /** the VNF behind the agent (src/node/vnf-kinds.ts); absent: 'counter' */
+  kind?: VnfKindName;
 }
 
 export interface XdpTopology {

@@ -246,6 +246,10 @@ export function semanticIssues(raw: unknown): RawIssue[] {
 
   // ---------------------------------------------------------------- VNFs
   asArray(root.vnfs)?.forEach((v, i) => {
+    const o = asObject(v);
+    if (o?.nat !== undefined && (o.type ?? DEFAULTS.vnfType) !== 'linux') add(['vnfs', i, 'nat'], `a NAT runs on the instance's own stack: give it type: linux (got ${String(o.type ?? DEFAULTS.vnfType)})`);
+  });
+  asArray(root.vnfs)?.forEach((v, i) => {
     const cap = asInt(asObject(v)?.ringCapacity);
     if (cap === undefined) return;
     const { min, max } = LIMITS.ringCapacity;
@@ -429,6 +433,7 @@ export function normalize(input: LabSpecInput): LabSpec {
       type: v.type ?? DEFAULTS.vnfType,
       ringCapacity: v.ringCapacity ?? DEFAULTS.ringCapacity,
       ringCount: v.ringCount ?? DEFAULTS.ringCount,
+      ...(v.nat === undefined ? {} : { nat: { outside: v.nat.outside } }),
     })),
     links,
     rules,

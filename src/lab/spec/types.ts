@@ -9,14 +9,16 @@
 import { printable } from './util.js';
 
 import { SHARP_DEFAULT_MAX_PORTS, SHARP_DEFAULT_MAX_RULES, SHARP_MAX_WILD_RULES } from '../../generated/abi.js';
+import type { VnfKindName } from '../../node/vnf-kinds.js';
 
 export type Target = 'xdp' | 'bmv2';
-export type StateBackend = 'vnf-map' | 'copy' | 'estate' | 'redis';
-export type VnfType = 'counter';
+export type StateBackend = 'vnf-map' | 'copy' | 'estate' | 'redis' | 'conntrack';
+/** the VNF kinds of src/node/vnf-kinds.ts (the schema's enum is checked against it in test/lab/vnf-kinds.test.ts) */
+export type VnfType = VnfKindName;
 export type ProtoName = 'udp' | 'tcp' | 'icmp';
 
 export const TARGETS: readonly Target[] = ['xdp', 'bmv2'];
-export const STATE_BACKENDS: readonly StateBackend[] = ['vnf-map', 'copy', 'estate', 'redis'];
+export const STATE_BACKENDS: readonly StateBackend[] = ['vnf-map', 'copy', 'estate', 'redis', 'conntrack'];
 export const PROTO_NUMBERS: Readonly<Record<ProtoName, number>> = { icmp: 1, tcp: 6, udp: 17 };
 
 export const DEFAULTS = {
@@ -62,6 +64,22 @@ export interface VnfSpec {
   ringCapacity: number;
   /** hold rings (concurrent incoming handovers), 1..16 */
   ringCount: number;
+  /** type linux only: the instance is a stateful NAT (see NatSpec) */
+  nat?: NatSpec;
+}
+
+/**
+ * A `linux` instance as a stateful NAT (nftables in its namespace): traffic
+ * from its side 0 (inside, towards the ingress switch) leaving by side 1 is
+ * source-NATed to `outside`; replies come back through conntrack; packets
+ * of connections it has no entry for are dropped (invalid, or new from the
+ * outside). Every instance with the same `outside` shares it: hosts on the
+ * outside see one peer, and the egress switch's rules send replies to
+ * `outside` to the instance that owns the flow.
+ */
+export interface NatSpec {
+  /** IPv4 address the inside is translated to */
+  outside: string;
 }
 
 export interface LinkSpec {
@@ -140,6 +158,7 @@ export interface HostInput {
 export interface VnfInput {
   name: string;
   type?: VnfType;
+  nat?: NatSpec;
   ringCapacity?: number;
   ringCount?: number;
 }
