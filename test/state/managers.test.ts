@@ -357,13 +357,13 @@ t.test('redis', { skip: redisSkip }, async (t) => {
 });
 
 t.test('the factory: every kind by name; redis without a server starts its own and stops it on close', async (t) => {
-  t.same([...STATE_KINDS], ['estate', 'redis', 'copy', 'vnf-map']);
+  t.same([...STATE_KINDS], ['estate', 'redis', 'copy', 'vnf-map', 'conntrack']);
   t.type(createStateManager('estate'), EStateManager);
   t.type(createStateManager('copy'), CopyStateManager);
   t.type(createStateManager('vnf-map'), VnfMapStateManager);
   t.type(createStateManager('redis', { redis: { url: 'redis://127.0.0.1:1' } }), RedisStateManager);
   t.equal(parseStateKind('copy'), 'copy');
-  t.throws(() => parseStateKind('zookeeper'), { message: "unknown state manager 'zookeeper' (choose one of estate, redis, copy, vnf-map)" });
+  t.throws(() => parseStateKind('zookeeper'), { message: "unknown state manager 'zookeeper' (choose one of estate, redis, copy, vnf-map, conntrack)" });
   const mover = createStateMover('estate');
   t.type(mover, StateManagerMover);
   t.equal(mover.name, 'estate');
