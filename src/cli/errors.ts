@@ -46,6 +46,7 @@ export function exitCodeOf(err: Error): ExitCode {
     case 'SpecError':
     case 'DemoError':
     case 'NodeConfigError':
+    case 'DeploySpecError':
       return EXIT.USAGE;
     case 'EnvironmentError':
     case 'CompileError':

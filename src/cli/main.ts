@@ -14,6 +14,7 @@ import { compileXdp, compileBmv2 } from './compile.js';
 import { objectsDir } from './paths.js';
 import { addLabCommands } from './lab-commands.js';
 import { addNodeCommands } from './node-commands.js';
+import { addDeployCommands } from './deploy-commands.js';
 import { addCertsCommands } from './certs-commands.js';
 import { addCaptureCommands } from './capture-commands.js';
 import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
@@ -199,6 +200,7 @@ Examples:
 
   addLabCommands(program);
   addNodeCommands(program);
+  addDeployCommands(program);
   addCertsCommands(program);
   addCaptureCommands(program);
   return program;
