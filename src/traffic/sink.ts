@@ -21,7 +21,20 @@ export interface FlowReport {
 export interface TrafficReport {
   sent: number;
   delivered: number;
+  /**
+   * Stopped: sent − delivered. Running: only the probes known to be lost (the
+   * counted drops, `reported`); held and in-flight probes are not lost.
+   */
   lost: number;
+  /** probes in the kernel's hold rings right now (a handover holds them; 0 once traffic stopped) */
+  held: number;
+  /** running: sent − delivered − held − reported, probes on their way; 0 once stopped */
+  inFlight: number;
+  /** probes counted as dropped on this direction's path, with their reasons in `drops` */
+  reported: number;
+  /** stopped: sent − delivered − reported, lost probes no counter explains (must be 0); 0 while running */
+  unaccounted: number;
+  drops: { where: string; reason: string; frames: number }[];
   reordered: number;
   duplicated: number;
   stampMismatches: number;
@@ -102,21 +115,37 @@ export class TrafficSink {
     while (this.#events < expected && performance.now() - this.#lastEventAt < quietMs) await sleep(5);
   }
 
-  report(sentPerFlow: readonly bigint[]): TrafficReport {
+  /**
+   * The numbers so far. `running`: traffic still flows, so a probe not yet
+   * delivered is held (`held`, the agents' queued counts), counted as dropped
+   * (`accounting`) or in flight, never called lost by guess.
+   */
+  report(sentPerFlow: readonly bigint[], o: { running?: boolean; held?: number; accounting?: { reported: number; drops: { where: string; reason: string; frames: number }[] } } = {}): TrafficReport {
+    const running = o.running === true;
     const st = this.#coll.map('tg_sink_stats').typed(u32, sharpTgSinkStatsCodec).getPerCpu(0) ?? [];
     const marked = st.reduce((a, s) => a + Number(s.marked), 0);
     const unreported = st.reduce((a, s) => a + Number(s.lost_events), 0);
     const flows: FlowReport[] = sentPerFlow.map((sent, flow) => {
       const t = this.#flows.get(flow) ?? new FlowTrack();
-      return { flow, sent, delivered: t.delivered, lost: Math.max(0, Number(sent) - t.delivered), reordered: t.reordered, duplicated: t.duplicated, stampMismatches: t.stampMismatches };
+      // per flow, loss is known once traffic stopped
+      return { flow, sent, delivered: t.delivered, lost: running ? 0 : Math.max(0, Number(sent) - t.delivered), reordered: t.reordered, duplicated: t.duplicated, stampMismatches: t.stampMismatches };
     });
     const lat = [...this.#latencies].sort((a, b) => a - b);
     const q = (p: number): number => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! : 0);
     const total = (k: 'delivered' | 'lost' | 'reordered' | 'duplicated' | 'stampMismatches'): number => flows.reduce((a, f) => a + f[k], 0);
+    const sent = flows.reduce((a, f) => a + Number(f.sent), 0);
+    const delivered = total('delivered');
+    const reported = o.accounting?.reported ?? 0;
+    const held = running ? (o.held ?? 0) : 0;
     return {
-      sent: flows.reduce((a, f) => a + Number(f.sent), 0),
-      delivered: total('delivered'),
-      lost: total('lost'),
+      sent,
+      delivered,
+      lost: running ? reported : total('lost'),
+      held,
+      inFlight: running ? Math.max(0, sent - delivered - held - reported) : 0,
+      reported,
+      unaccounted: running ? 0 : sent - delivered - reported,
+      drops: o.accounting?.drops ?? [],
       reordered: total('reordered'),
       duplicated: total('duplicated'),
       stampMismatches: total('stampMismatches'),
