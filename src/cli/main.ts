@@ -53,6 +53,8 @@ function printDemo(r: DemoReport): void {
     ['packets sent', r.sent],
     ['delivered', r.delivered],
     ['lost', r.lost],
+    ['  counted (reason known)', r.reported],
+    ['  unaccounted', r.unaccounted],
     ['reordered', r.reordered],
     ['duplicated', r.duplicated],
     ['VNF stamp mismatches', r.stampMismatches],

@@ -83,6 +83,11 @@ export class TrafficAccounting {
     }
   }
 
+  /** The direction whose frames side `side` of `instance` receives from its ingress switch (held frames of that side are that direction's). */
+  directionOfSide(instance: string, side: number): string | undefined {
+    return this.#owner.get(`${instance}/ring${side}|rx`);
+  }
+
   /** Every switch port's and instance interface's drop counters. */
   async #read(): Promise<DropSnapshot> {
     const s: DropSnapshot = new Map();
