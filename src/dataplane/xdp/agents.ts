@@ -126,6 +126,23 @@ interface LoadedInstance {
 
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
 
+/**
+ * A synchronous test run, repeated while a signal interrupts it (EINTR: the
+ * kernel checks for pending signals between batches of a live-frames run).
+ * Safe for the replay: each run pops frames off the ring, so a repeat goes
+ * on where the interrupted one stopped; for agent_release_finish, a run that
+ * returned EINTR did not run at all.
+ */
+function untilNotInterrupted<T>(run: () => T): T {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return run();
+    } catch (e) {
+      if (!(e instanceof BpfError && e.code === 'EINTR') || attempt >= 100) throw e;
+    }
+  }
+}
+
 export function flowKeyToAbi(f: FlowKey): SharpFlowKey {
   return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: Buffer.alloc(3) };
 }
@@ -432,13 +449,15 @@ export class XdpAgentSet {
             }
             rounds++;
             // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
-            inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns });
+            // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
+            // replayed so far have left and been flushed, the ring says what is left, the next round goes on
+            untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns }));
             const head = this.#readHandover(name, hid)?.head[side] as number | undefined;
             if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
             continue;
           }
           // nothing queued and no frame arrived to flip the side: flip it here
-          const fin = inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns }).retval;
+          const fin = untilNotInterrupted(() => inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns })).retval;
           if (fin === SHARP_FINISH_DONE) break;
           if (fin !== SHARP_FINISH_AGAIN) throw new DataPlaneError(`${name}: releasing handover ${hid} failed on side ${side} (finish returned ${fin})`);
           if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side})`);
