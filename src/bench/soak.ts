@@ -147,14 +147,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const maxDelayMs = o.maxDelayMs ?? 50;
   const n = Math.max(2, o.handovers);
   const say = o.progress ?? (() => undefined);
-  const prefix = o.prefix ?? `sharp-soak${process.pid}-`;
+  // a benchmark's prefix (sharp-bench-<pid>-): `lab down --stray` leaves it alone while this process lives
+  const prefix = o.prefix ?? `sharp-bench-${process.pid}-soak-`;
   const fdsBefore = fdCensus();
   destroyLab(prefix);
   const lab = createNetnsLab({ prefix, ringCapacity: 8192, ringCount: 4 });
   let dp: XdpDataPlane | undefined;
   const closers: (() => void)[] = [];
   const t0 = performance.now();
-  const results: HandoverResult[] = [];
+  /** what the soak keeps of each handover: a whole HandoverResult (events, timings) would be memory the harness, not sharpctl, retains */
+  const results: Pick<HandoverResult, 'id' | 'from' | 'to' | 'outcome' | 'reason' | 'durationMs' | 'ringLoss'>[] = [];
+  let held = 0;
+  let released = 0;
   const rss: number[] = [];
   /** the handover count at each sample */
   const sampledAt: number[] = [];
@@ -216,7 +220,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
         const delay = Math.floor(Math.random() * (maxDelayMs + 1));
         const r = await engine.handover({ rules, from: at, to, expectedPps: 2 * pps, expectedStateMs: delay, capacityPolicy: 'warn', mover: new DelayedStateMover(new VnfMapStateMover(), delay) });
-        results.push(r);
+        results.push({ id: r.id, from: r.from, to: r.to, outcome: r.outcome, durationMs: r.durationMs, ringLoss: r.ringLoss, ...(r.reason === undefined ? {} : { reason: r.reason }) });
+        held += Number(r.counts.held);
+        released += Number(r.counts.released);
         if (flowMoved(r)) at = to;
         sample();
         if (results.length % Math.max(1, Math.floor(n / 10)) === 0 && rss.length > 0) say(`  ${results.length}/${n} handovers, rss ${(rss.at(-1)! / MiB).toFixed(1)} MiB, ${fdSeries.at(-1)!.total} fds`);
@@ -259,8 +265,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const outcomes: Record<string, number> = {};
   for (const r of results) outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
   const durations = results.map((r) => r.durationMs).sort((a, b) => a - b);
-  const held = results.reduce((a, r) => a + Number(r.counts.held), 0);
-  const released = results.reduce((a, r) => a + Number(r.counts.released), 0);
   const firstMiB = median(first) / MiB;
   const lastMiB = median(last) / MiB;
   const problems: string[] = [];

@@ -48,6 +48,9 @@ export interface TrafficReport {
   timeline: [number, number][];
 }
 
+/** latencies kept for the percentiles (a uniform sample beyond that) */
+const LATENCY_SAMPLES = 65536;
+
 class FlowTrack {
   seen = new Uint8Array(1024);
   maxSeq = 0;
@@ -79,7 +82,13 @@ export class TrafficSink {
   readonly #link: XdpLink;
   readonly #reader: RingBufferReader;
   readonly #flows = new Map<number, FlowTrack>();
+  /**
+   * A uniform sample of the latencies (reservoir sampling), bounded: a sink
+   * that runs for hours keeps its memory flat; median and p99 come from the
+   * sample, max is exact.
+   */
   readonly #latencies: number[] = [];
+  #latencyMax = 0;
   readonly #timeline: [number, number][] = [];
   readonly #t0 = process.hrtime.bigint();
   /** wall clock (ms since the epoch) of the timeline's zero */
@@ -97,7 +106,12 @@ export class TrafficSink {
       if (f === undefined) this.#flows.set(ev.flow, (f = new FlowTrack()));
       f.add(Number(ev.seq), Number(ev.stamp));
       const lat = Number(ev.rx_ns - ev.tx_ns) / 1000;
-      this.#latencies.push(lat);
+      if (this.#latencies.length < LATENCY_SAMPLES) this.#latencies.push(lat);
+      else {
+        const k = Math.floor(Math.random() * (this.#events + 1));
+        if (k < LATENCY_SAMPLES) this.#latencies[k] = lat;
+      }
+      if (lat > this.#latencyMax) this.#latencyMax = lat;
       if (this.#events % every === 0) this.#timeline.push([Number(process.hrtime.bigint() - this.#t0) / 1e6, lat]);
       this.#events++;
       this.#lastEventAt = performance.now();
@@ -152,7 +166,7 @@ export class TrafficSink {
       marked,
       unreported,
       flows,
-      latencyUs: { median: q(0.5), p99: q(0.99), max: lat.length ? lat[lat.length - 1]! : 0 },
+      latencyUs: { median: q(0.5), p99: q(0.99), max: lat.length ? this.#latencyMax : 0 },
       timeline: this.#timeline,
     };
   }
