@@ -22,6 +22,7 @@ import { TrafficAccounting } from '../traffic/accounting.js';
 import { HandoverEngine, flowMoved, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../handover/state-mover.js';
 import { sleep } from '../util/mutex.js';
+import { linkStates } from '../net/iproute.js';
 
 export interface SoakOptions {
   objectsDir: string;
@@ -149,6 +150,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const say = o.progress ?? (() => undefined);
   // a benchmark's prefix (sharp-bench-<pid>-): `lab down --stray` leaves it alone while this process lives
   const prefix = o.prefix ?? `sharp-bench-${process.pid}-soak-`;
+  // Node opens /dev/null once, at its first asynchronous child process (a release's `ip link`), and
+  // keeps it: spawn one before counting, so that the count before is comparable with the one after
+  await linkStates();
   const fdsBefore = fdCensus();
   destroyLab(prefix);
   const lab = createNetnsLab({ prefix, ringCapacity: 8192, ringCount: 4 });
