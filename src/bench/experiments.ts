@@ -9,11 +9,12 @@ import { openLab, type LabSession } from './handover.js';
 import { benchForwarding } from './forwarding.js';
 import { svgChart, type ChartSeries } from '../report/svg-chart.js';
 import type { HandoverResult } from '../handover/engine.js';
+import { runSoak } from './soak.js';
 
 export type Mode = 'sharp' | 'controller-buffer';
 export const MODES: readonly Mode[] = ['sharp', 'controller-buffer'];
-export type ExperimentName = 'buffer' | 'rate' | 'duration' | 'forwarding' | 'wildcard';
-export const EXPERIMENTS: readonly ExperimentName[] = ['buffer', 'rate', 'duration', 'forwarding', 'wildcard'];
+export type ExperimentName = 'buffer' | 'rate' | 'duration' | 'forwarding' | 'wildcard' | 'soak';
+export const EXPERIMENTS: readonly ExperimentName[] = ['buffer', 'rate', 'duration', 'forwarding', 'wildcard', 'soak'];
 
 export type Row = Record<string, number | string | boolean>;
 
@@ -31,6 +32,8 @@ export interface ExperimentOptions {
   progress?: (line: string) => void;
   /** namespace prefix (unique per run) */
   prefix?: string;
+  /** soak: handovers in all (default 10,000; --quick: 200) */
+  handovers?: number;
 }
 
 export function machine(): string {
@@ -208,6 +211,38 @@ export async function runExperiment(name: ExperimentName, o: ExperimentOptions):
       ];
       o.progress?.(`bare ${f.bareMpps} Mpps, switch ${f.switchMpps} (${f.switchVsBareRatio}), marking ${f.switchMarkedMpps} (${f.switchMarkedVsBareRatio})`);
       return { ...base, rows, plots: {} };
+    }
+    case 'soak': {
+      const r = await runSoak({ objectsDir: o.objectsDir, handovers: o.handovers ?? (o.quick ? 200 : 10_000), ...(o.prefix === undefined ? {} : { prefix: `${o.prefix}-soak-` }), ...(o.progress === undefined ? {} : { progress: o.progress }) });
+      for (const p of r.problems) o.progress?.(`NOT CLEAN: ${p}`);
+      const row: Row = {
+        handovers: r.handovers,
+        completed: r.outcomes['completed'] ?? 0,
+        pps: r.pps,
+        maxStateDelayMs: r.maxDelayMs,
+        seconds: r.seconds,
+        handoverMsMedian: r.handoverMs.median,
+        handoverMsP99: r.handoverMs.p99,
+        sent: r.directions.reduce((a, d) => a + d.sent, 0),
+        lost: r.directions.reduce((a, d) => a + d.lost, 0),
+        reordered: r.directions.reduce((a, d) => a + d.reordered, 0),
+        duplicated: r.directions.reduce((a, d) => a + d.duplicated, 0),
+        stampMismatches: r.directions.reduce((a, d) => a + d.stampMismatches, 0),
+        unaccounted: r.directions.reduce((a, d) => a + d.unaccounted, 0),
+        held: r.held,
+        released: r.released,
+        rssWindow: r.rss.window,
+        rssFirstMiB: r.rss.firstMiB,
+        rssLastMiB: r.rss.lastMiB,
+        rssPeakMiB: r.rss.peakMiB,
+        fdsBefore: r.fds.before,
+        fdsAfter: r.fds.after,
+        bpfFdsFirst: r.bpf.first.maps + r.bpf.first.progs + r.bpf.first.links,
+        bpfFdsLast: r.bpf.last.maps + r.bpf.last.progs + r.bpf.last.links,
+        bpfLeaked: r.bpf.leaked.maps.length + r.bpf.leaked.progs.length + r.bpf.leaked.links.length,
+        clean: r.clean,
+      };
+      return { ...base, rows: [row], plots: {} };
     }
     case 'wildcard': {
       const rows = await wildcardSweep(o);

@@ -547,9 +547,9 @@ export function addLabCommands(program: Command): void {
     .option('--json', 'as JSON')
     .addHelpText('after', examples('sharpctl traffic stop', "sharpctl traffic stop --json | jq '.[].lost'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await daemon<{ direction: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name), 'traffic.stop');
+      const r = await daemon<{ direction: string; sent: number; delivered: number; lost: number; reported?: number; unaccounted?: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name), 'traffic.stop');
       out(o.json, r, () => {
-        for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}, reordered ${d.reordered}, duplicated ${d.duplicated}, stamp mismatches ${d.stampMismatches}`);
+        for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}${d.lost > 0 ? ` (counted ${d.reported ?? 0}, unaccounted ${d.unaccounted ?? d.lost})` : ''}, reordered ${d.reordered}, duplicated ${d.duplicated}, stamp mismatches ${d.stampMismatches}`);
       });
       if (r.some((d) => d.lost + d.reordered + d.duplicated + d.stampMismatches > 0)) process.exitCode = 1;
     });
@@ -587,6 +587,6 @@ function printStatus(s: Record<string, unknown>): void {
   printRules(s['rules'] as unknown[]);
   const active = s['active'] as { id: number; step: string; from: string; to: string }[];
   console.log(active.length ? `\nhandovers in flight:\n${active.map((a) => `  ${a.id} ${a.from} → ${a.to}: ${a.step}`).join('\n')}` : '\nno handover in flight');
-  const tr = s['traffic'] as { direction: string; running: boolean; sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] | undefined;
-  for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
+  const tr = s['traffic'] as { direction: string; running: boolean; sent: number; delivered: number; held?: number; inFlight?: number; lost: number; reordered: number; duplicated: number }[] | undefined;
+  for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}${t.running ? `, held ${t.held ?? 0}, in flight ${t.inFlight ?? 0}` : ''}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
 }

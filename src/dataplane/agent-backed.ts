@@ -4,7 +4,7 @@
  * A data plane supplies its switches; this supplies the rest.
  */
 import type { XdpAgentSet } from './xdp/agents.js';
-import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowSelection, type FlowStateEntry, type InstanceInfo, type ReleaseResult } from './types.js';
+import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowSelection, type FlowStateEntry, type InstanceInfo, type InterfaceDrops, type ReleaseResult } from './types.js';
 
 export abstract class AgentBackedDataPlane {
   /** the agents of the instances (throws once the data plane is closed) */
@@ -46,6 +46,10 @@ export abstract class AgentBackedDataPlane {
 
   disarm(name: string, hid: number): Promise<void> {
     return this.agentSet().disarm(name, hid);
+  }
+
+  interfaceDrops(name: string): Promise<InterfaceDrops[]> {
+    return this.agentSet().interfaceDrops(name);
   }
 
   exportState(name: string, select: FlowSelection): Promise<FlowStateEntry[]> {

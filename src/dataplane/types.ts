@@ -78,6 +78,50 @@ export interface PortCounters extends Counter {
   dropOther: bigint;
   /** frames relayed back to their old instance (rollback after switch-over), charged to the port they came in on */
   relayed: bigint;
+  /**
+   * Frames the switch redirected to this port that its device could not
+   * transmit (the kernel's tx_dropped of the port's interface: e.g. the
+   * link's other end is down). The XDP program saw them leave; they never
+   * arrived. 0 where the data plane cannot see it (BMv2).
+   */
+  xmitFailed: bigint;
+  /**
+   * Frames that arrived on this port and whose redirect the kernel refused
+   * (its rx_dropped: e.g. the out port is down). 0 where not visible (BMv2).
+   */
+  redirectFailed: bigint;
+}
+
+/** Why a frame died in the data plane, for reports (see DropCount). */
+export type DropReason =
+  /** a port's or an instance interface's device could not transmit it (its link or the far end is down) */
+  | 'xmitFailed'
+  /** a redirect was refused (the device it was sent to is down) */
+  | 'redirectFailed'
+  /** the switch dropped it: no rule, forged shim, malformed, bad action, no headroom, no tx port */
+  | 'switchDrop'
+  /** it did not fit a hold ring */
+  | 'overflow'
+  /** a held frame could not be replayed */
+  | 'replayFailed';
+
+/** A number of frames that died at one place for one reason. */
+export interface DropCount {
+  /** "s1/s1-vnf2" (a switch port) or "vnf2/eth1" (an instance interface) */
+  where: string;
+  reason: DropReason;
+  frames: bigint;
+}
+
+/** The kernel's drop counters of one interface of a VNF instance (the agent's and its VNF's frames). */
+export interface InterfaceDrops {
+  iface: string;
+  /** 0: towards the ingress switch, 1: towards the egress switch */
+  side: number;
+  /** frames the agent or VNF sent out of this interface that the device could not transmit */
+  xmitFailed: bigint;
+  /** frames that arrived on this interface whose redirect (by the agent's VNF) was refused */
+  redirectFailed: bigint;
 }
 
 /** The agent's view of one handover on one instance. */
@@ -178,6 +222,13 @@ export interface AgentControl {
    */
   release(instance: string, handoverId: number, options?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult>;
   disarm(instance: string, handoverId: number): Promise<void>;
+  /**
+   * The kernel's drop counters of the instance's interfaces (frames its agent
+   * or VNF failed to redirect or transmit). Optional: a deployment whose
+   * agents cannot report them (the node API does not carry them yet) leaves
+   * it out, and handovers then compare only the switches' counters.
+   */
+  interfaceDrops?(instance: string): Promise<InterfaceDrops[]>;
 }
 
 /** Which flows' state: every flow a rule match covers (data, so it can cross to another host), or all. */

@@ -11,6 +11,8 @@ import { openLab, type OpenedLab } from '../lab/open-lab.js';
 import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
+import { TrafficAccounting } from '../traffic/accounting.js';
+import { localDeployment } from '../dataplane/types.js';
 import { HandoverEngine, flowMoved, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover } from '../handover/state-mover.js';
 import { createStateMover, type StateKind } from '../state/factory.js';
@@ -53,6 +55,10 @@ export interface DemoReport {
   sent: number;
   delivered: number;
   lost: number;
+  /** lost frames counted where they died, with their reason (sent = delivered + reported + unaccounted) */
+  reported: number;
+  /** lost frames no counter explains: must be 0 */
+  unaccounted: number;
   reordered: number;
   duplicated: number;
   stampMismatches: number;
@@ -67,7 +73,7 @@ export interface DemoReport {
   flows: number;
   durationS: number;
   latencyUs: { median: number; p99: number; max: number };
-  directions: { name: string; sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[];
+  directions: { name: string; sent: number; delivered: number; lost: number; reported: number; unaccounted: number; drops: TrafficReport['drops']; reordered: number; duplicated: number; stampMismatches: number }[];
   machine: string;
   target: string;
   files: { report: string; timeline: string };
@@ -120,6 +126,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       return { name, gen, sink };
     };
     const dirs = [mk(lab.client, lab.server, 'client→server'), mk(lab.server, lab.client, 'server→client')];
+    // every frame the data plane drops from now on is counted against the run, per direction
+    const accounting = new TrafficAccounting(localDeployment(dp), lab.topology, dirs.map((d, i) => ({ name: d.name, from: i === 0 ? lab.client.name : lab.server.name, to: i === 0 ? lab.server.name : lab.client.name })));
+    await accounting.start();
     const t0 = Date.now();
     for (const d of dirs) d.gen.start(o.rate);
     say(`traffic: ${flows} flows each way at ${o.rate} pps per direction, ${durationS.toFixed(1)} s`);
@@ -146,9 +155,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     while (!o.signal?.aborted && Date.now() < t0 + durationS * 1000) await sleep(Math.min(100, t0 + durationS * 1000 - Date.now()));
     for (const d of dirs) await d.gen.stop();
     for (const d of dirs) await d.sink.drain(d.gen.sent);
-    const reports: TrafficReport[] = dirs.map((d) => d.sink.report(d.gen.sentPerFlow()));
+    const acc = await accounting.read(results);
+    const reports: TrafficReport[] = dirs.map((d) => d.sink.report(d.gen.sentPerFlow(), { accounting: acc.directions.get(d.name)! }));
     const ctl = await dp.controllerDataPackets();
-    const sum = (k: 'sent' | 'delivered' | 'lost' | 'reordered' | 'duplicated' | 'stampMismatches'): number => reports.reduce((a, r) => a + r[k], 0);
+    const sum = (k: 'sent' | 'delivered' | 'lost' | 'reported' | 'unaccounted' | 'reordered' | 'duplicated' | 'stampMismatches'): number => reports.reduce((a, r) => a + r[k], 0);
 
     mkdirSync(o.outDir, { recursive: true });
     const files = { report: path.join(o.outDir, 'report.json'), timeline: path.join(o.outDir, 'timeline.svg') };
@@ -181,6 +191,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       sent: sum('sent'),
       delivered: sum('delivered'),
       lost: sum('lost'),
+      reported: sum('reported'),
+      unaccounted: sum('unaccounted'),
       reordered: sum('reordered'),
       duplicated: sum('duplicated'),
       stampMismatches: sum('stampMismatches'),
@@ -207,7 +219,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       latencyUs: { median: +lat.median.toFixed(1), p99: +lat.p99.toFixed(1), max: +lat.max.toFixed(1) },
       directions: dirs.map((d, i) => {
         const r = reports[i]!;
-        return { name: d.name, sent: r.sent, delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches };
+        return { name: d.name, sent: r.sent, delivered: r.delivered, lost: r.lost, reported: r.reported, unaccounted: r.unaccounted, drops: r.drops, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches };
       }),
       machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Linux ${os.release()}`,
       target: o.target,

@@ -7,14 +7,15 @@
  * (controller-buffer.ts).
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, instancesOf, localDeployment, type DataPlane, type Deployment, type InstanceInfo, type Rule } from '../dataplane/types.js';
+import { Phase, DataPlaneError, instancesOf, localDeployment, type DataPlane, type Deployment, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
+import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { sleep, waitFor } from '../util/mutex.js';
 import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.js';
-import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type RunCounts } from './run.js';
+import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type RingLoss, type RunCounts } from './run.js';
 import { ControllerBufferProcedure, type ControllerBufferStats } from './controller-buffer.js';
 import type { HandoverJournal, JournalEntry } from './journal.js';
 
-export { HandoverError, HANDOVER_STEPS, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep } from './run.js';
+export { HandoverError, HANDOVER_STEPS, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep, type RingLoss } from './run.js';
 export type { ControllerBufferStats } from './controller-buffer.js';
 
 export interface HandoverRequest {
@@ -66,6 +67,10 @@ export interface HandoverResult {
   mode: HandoverMode;
   controllerBuffer: ControllerBufferStats;
   state?: StateMoveResult;
+  /** frames the ports and agents the handover moved traffic through dropped while it ran, by place and reason (counts.dropped is their sum) */
+  drops: DropCount[];
+  /** counts.overflow and counts.replayFailed per side of the rings */
+  ringLoss: RingLoss;
   timings: Record<string, number>;
   events: HandoverEvent[];
 }
@@ -233,18 +238,25 @@ export class HandoverEngine extends EventEmitter {
     }
     for (const r of run.rules) this.#rulesInUse.set(r.id, id);
     this.#active.set(id, { run, request: req, startedAt: Date.now() });
+    const scope = this.#dropScope(run);
+    const drops0 = await this.#readDrops(run, scope);
     try {
-      if (mode === 'controller-buffer') await this.#baseline.run(run, req.stateTimeoutMs);
-      else await this.#sharp(run, req.stateTimeoutMs);
+      try {
+        if (mode === 'controller-buffer') await this.#baseline.run(run, req.stateTimeoutMs);
+        else await this.#sharp(run, req.stateTimeoutMs);
+      } catch (e) {
+        const err = stepError(run.step, e);
+        const countDrops = async (): Promise<void> => this.#countDrops(run, scope, drops0);
+        // once committed (the state is at B) only forward; before, back to A
+        return run.committed ? await this.#goForward(run, mode, err, countDrops) : await this.#rollback(run, mode, err, countDrops);
+      }
+      await this.#countDrops(run, scope, drops0);
       const lost = run.lost();
       if (lost.frames > 0n) {
         run.emit('warning', lost.reasons.join('; '));
         return this.#finish(run, mode, 'lossy', `moved to ${run.to.name}, but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}`);
       }
       return this.#finish(run, mode, 'completed');
-    } catch (e) {
-      const err = stepError(run.step, e);
-      return run.committed ? this.#goForward(run, mode, err) : this.#rollback(run, mode, err);
     } finally {
       this.#journal?.remove(id);
       for (const r of run.rules) this.#rulesInUse.delete(r.id);
@@ -401,6 +413,8 @@ export class HandoverEngine extends EventEmitter {
       counts: h.counts,
       mode,
       controllerBuffer: this.#baseline.stats(h.id),
+      drops: h.drops,
+      ringLoss: h.ringLoss,
       timings: h.timings,
       events: h.events,
       ...(reason === undefined ? {} : { reason }),
@@ -415,7 +429,7 @@ export class HandoverEngine extends EventEmitter {
    * switches that fed it, A releases its own), so traffic stays on A with
    * nothing lost.
    */
-  async #rollback(h: HandoverRun, mode: HandoverMode, err: HandoverError): Promise<HandoverResult> {
+  async #rollback(h: HandoverRun, mode: HandoverMode, err: HandoverError, countDrops: () => Promise<void>): Promise<HandoverResult> {
     const failedStep = h.step;
     const agents = this.#d.agentControl;
     try {
@@ -429,10 +443,15 @@ export class HandoverEngine extends EventEmitter {
       } else {
         await this.#takeBack(h, mode);
       }
-      return this.#finish(h, mode, 'aborted', `${failedStep}: ${err.message.replace(/^[a-z-]+: /, '')}; traffic stays on ${h.from.name}`);
+      await countDrops();
+      const lost = h.lost();
+      // rolled back, but not without loss: the reason says how many frames died where
+      const lossNote = lost.frames > 0n ? `; but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}` : '';
+      return this.#finish(h, mode, 'aborted', `${failedStep}: ${err.message.replace(/^[a-z-]+: /, '')}; traffic stays on ${h.from.name}${lossNote}`);
     } catch (e2) {
       const msg = e2 instanceof Error ? e2.message : String(e2);
       const left = await this.#unmarkWhatIsLeft(h);
+      await countDrops().catch(() => undefined);
       return this.#finish(h, mode, 'failed', `${failedStep}: ${err.message}; rollback failed: ${msg}${left}`);
     }
   }
@@ -442,7 +461,7 @@ export class HandoverEngine extends EventEmitter {
    * frames, so going back to A would lose that state. Release and clean-up
    * are idempotent: retry them while the handover's time lasts.
    */
-  async #goForward(h: HandoverRun, mode: HandoverMode, err: HandoverError): Promise<HandoverResult> {
+  async #goForward(h: HandoverRun, mode: HandoverMode, err: HandoverError, countDrops: () => Promise<void>): Promise<HandoverResult> {
     const failedStep = h.step;
     const agents = this.#d.agentControl;
     h.emit('warning', `${err.message}; retrying forward: once its release began the flow belongs to ${h.to.name}`);
@@ -453,6 +472,7 @@ export class HandoverEngine extends EventEmitter {
         h.enter('releasing', `retry ${attempt}`);
         await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
         await h.cleanUp();
+        await countDrops();
         const lost = h.lost();
         const note = `${failedStep} failed once (${err.message.replace(/^[a-z-]+: /, '')}) and was retried`;
         if (lost.frames > 0n) return this.#finish(h, mode, 'lossy', `moved to ${h.to.name}, but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}; ${note}`);
@@ -464,6 +484,40 @@ export class HandoverEngine extends EventEmitter {
     }
     const msg = last instanceof Error ? last.message : String(last);
     return this.#finish(h, mode, 'failed', `${failedStep}: ${msg}; the flow stays on ${h.to.name}, whose ring keeps holding its frames in order until a release succeeds (retried 3 times)`);
+  }
+
+  /**
+   * Where the handover's traffic can die uncounted by the switch program:
+   * the switches' ports towards A and B (and every port's failed redirects),
+   * the interfaces of A and B.
+   */
+  #dropScope(h: HandoverRun): DropScope {
+    const switches = new Map<string, Set<string>>();
+    for (const r of h.rules) {
+      const ports = switches.get(r.switch) ?? new Set<string>();
+      ports.add(h.fromPorts.get(r.id)!);
+      ports.add(h.toPorts.get(r.id)!);
+      switches.set(r.switch, ports);
+    }
+    return { switches, instances: [h.from.name, h.to.name] };
+  }
+
+  async #readDrops(h: HandoverRun, scope: DropScope): Promise<DropSnapshot | undefined> {
+    try {
+      return await snapshotDrops(this.#d, scope);
+    } catch (e) {
+      h.emit('warning', `drop counters cannot be read (${e instanceof Error ? e.message : String(e)}): frames lost outside the switch programs would go unseen`);
+      return undefined;
+    }
+  }
+
+  /** counts.dropped and drops: what the scope dropped since `before`. */
+  async #countDrops(h: HandoverRun, scope: DropScope, before: DropSnapshot | undefined): Promise<void> {
+    if (before === undefined) return;
+    const after = await this.#readDrops(h, scope);
+    if (after === undefined) return;
+    h.drops = dropDelta(before, after);
+    h.counts.dropped = totalFrames(h.drops);
   }
 
   /** After a failed rollback: no rule stays marked (each goes to A unmarked if it still exists). */

@@ -4,7 +4,8 @@
  * controller-buffer baseline) are sequences of these operations; the engine
  * owns validation, allocation and rollback.
  */
-import { Phase, type Deployment, type Rule, type InstanceInfo } from '../dataplane/types.js';
+import { Phase, type Deployment, type DropCount, type Rule, type InstanceInfo } from '../dataplane/types.js';
+import { describeDrop } from './drops.js';
 import { sleep } from '../util/mutex.js';
 import type { HandoverJournal } from './journal.js';
 import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
@@ -53,6 +54,14 @@ export interface RunCounts extends HandoverCounts {
   /** held frames whose replay failed (lost) */
   replayFailed: bigint;
   relayed: bigint;
+  /** frames the ports and agents the handover moved traffic through failed to redirect or transmit meanwhile (lost; see HandoverResult.drops) */
+  dropped: bigint;
+}
+
+/** Held frames lost, per side of the hold rings (index 0: side 0, the frames from the ingress switch). */
+export interface RingLoss {
+  overflow: [bigint, bigint];
+  replayFailed: [bigint, bigint];
 }
 
 export class HandoverError extends Error {
@@ -74,7 +83,11 @@ export class HandoverRun {
   readonly t0 = performance.now();
   readonly events: HandoverEvent[] = [];
   readonly timings: Record<string, number> = {};
-  readonly counts: RunCounts = { preSent: 0n, preSeen: 0n, postSent: 0n, held: 0n, released: 0n, overflow: 0n, replayFailed: 0n, relayed: 0n };
+  readonly counts: RunCounts = { preSent: 0n, preSeen: 0n, postSent: 0n, held: 0n, released: 0n, overflow: 0n, replayFailed: 0n, relayed: 0n, dropped: 0n };
+  /** the drops behind counts.dropped, by place and reason */
+  drops: DropCount[] = [];
+  /** overflow and replay failures per side of the rings (side 0: frames from the ingress switch) */
+  readonly ringLoss: RingLoss = { overflow: [0n, 0n], replayFailed: [0n, 0n] };
   readonly fromPorts: Map<number, string>;
   readonly toPorts: Map<number, string>;
   readonly switchNames: string[];
@@ -253,6 +266,10 @@ export class HandoverRun {
     c.released += st.released[0] + st.released[1];
     c.overflow += st.overflow[0] + st.overflow[1];
     c.replayFailed += st.replayFailed[0] + st.replayFailed[1];
+    for (const side of [0, 1] as const) {
+      this.ringLoss.overflow[side] += st.overflow[side];
+      this.ringLoss.replayFailed[side] += st.replayFailed[side];
+    }
   }
 
   /** Frames this handover lost (each with its reason); 0 for a clean handover. */
@@ -260,7 +277,8 @@ export class HandoverRun {
     const reasons: string[] = [];
     if (this.counts.overflow > 0n) reasons.push(`${this.counts.overflow} frames overflowed the hold ring of ${this.to.name} (${this.to.ringCapacity} frames per side)`);
     if (this.counts.replayFailed > 0n) reasons.push(`${this.counts.replayFailed} held frames failed to replay`);
-    return { frames: this.counts.overflow + this.counts.replayFailed, reasons };
+    for (const d of this.drops) reasons.push(describeDrop(d));
+    return { frames: this.counts.overflow + this.counts.replayFailed + this.counts.dropped, reasons };
   }
 }
 

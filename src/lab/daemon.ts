@@ -15,9 +15,10 @@ import { DelayedStateMover } from '../handover/state-mover.js';
 import { createStateMover, parseStateKind, type StateKind } from '../state/factory.js';
 import { vnfKind } from '../node/vnf-kinds.js';
 import type { StateManagerMover } from '../state/mover.js';
-import { Phase, type DataPlane, type FlowKey, type Rule, type RuleMatch } from '../dataplane/types.js';
+import { Phase, localDeployment, type DataPlane, type FlowKey, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
+import { TrafficAccounting } from '../traffic/accounting.js';
 import { serve, type Handler } from './rpc.js';
 import { labPaths, writeState, processStartTime, type LabState } from './run-dir.js';
 import { bpfNative } from '../bpf/native.js';
@@ -110,6 +111,7 @@ function summarize(r: HandoverResult): Record<string, unknown> {
     durationMs: +r.durationMs.toFixed(2),
     stateMs: +r.stateMs.toFixed(2),
     counts: r.counts,
+    ...(r.drops.length ? { drops: r.drops } : {}),
     mode: r.mode,
     controllerBuffer: r.controllerBuffer,
   };
@@ -138,6 +140,10 @@ async function main(): Promise<void> {
   let server: net.Server | undefined;
   let traffic: Traffic[] = [];
   let lastTraffic: TrafficReport[] | undefined;
+  /** the running traffic's reconciliation: counted drops since it started */
+  let accounting: TrafficAccounting | undefined;
+  /** history.length when the traffic started: later handovers' ring losses are the run's */
+  let trafficFrom = 0;
   const history: HandoverResult[] = [];
   let stopping = false;
   let closeMovers: () => Promise<void> = async () => undefined;
@@ -202,7 +208,27 @@ async function main(): Promise<void> {
   const counters = async (): Promise<unknown[]> =>
     Promise.all(theDp.rules().map(async (r) => ({ ...r, counters: await theDp.ruleCounters(r.id) })));
 
-  const trafficNow = (): TrafficReport[] | undefined => (traffic.length ? traffic.map((t) => t.sink.report(t.gen.sentPerFlow())) : lastTraffic);
+  /**
+   * The running traffic's numbers: probes held in the hold rings of the
+   * handovers in flight (the agents' queued counts) and probes counted as
+   * dropped are told apart from those still on their way; none is called
+   * lost by guess.
+   */
+  const runningReports = async (): Promise<TrafficReport[]> => {
+    const acc = accounting;
+    const a = acc === undefined ? undefined : await acc.read(history.slice(trafficFrom));
+    const held = new Map<string, number>();
+    for (const h of engine.active()) {
+      const st = await theDp.agentStatus(h.to, h.id).catch(() => undefined);
+      if (st === undefined) continue;
+      st.queued.forEach((q, side) => {
+        const dir = acc?.directionOfSide(h.to, side);
+        if (dir !== undefined) held.set(dir, (held.get(dir) ?? 0) + q);
+      });
+    }
+    return traffic.map((t) => t.sink.report(t.gen.sentPerFlow(), { running: true, held: held.get(t.name) ?? 0, ...(a === undefined ? {} : { accounting: a.directions.get(t.name)! }) }));
+  };
+  const trafficNow = async (): Promise<TrafficReport[] | undefined> => (traffic.length ? runningReports() : lastTraffic);
 
   const handlers: Record<string, Handler> = {
     status: async () => ({
@@ -214,7 +240,21 @@ async function main(): Promise<void> {
       hosts: [theLab.client, theLab.server],
       rules: await counters(),
       active: engine.active(),
-      traffic: trafficNow()?.map((r, i) => ({ direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'), running: traffic.length > 0, sent: r.sent, delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches })),
+      traffic: (await trafficNow())?.map((r, i) => ({
+        direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'),
+        running: traffic.length > 0,
+        sent: r.sent,
+        delivered: r.delivered,
+        // held frames (in kernel rings) and frames in flight are not lost
+        held: r.held,
+        inFlight: r.inFlight,
+        lost: r.lost,
+        reported: r.reported,
+        unaccounted: r.unaccounted,
+        reordered: r.reordered,
+        duplicated: r.duplicated,
+        stampMismatches: r.stampMismatches,
+      })),
       handovers: history.slice(-20).map(summarize),
       controllerDataPackets: await theDp.controllerDataPackets(),
     }),
@@ -305,6 +345,13 @@ async function main(): Promise<void> {
       for (const inst of theDp.instances()) await theDp.deleteState(inst.name, fresh);
       traffic = [mk(theLab.client, theLab.server, 'client→server', base)];
       if (q.reverse) traffic.push(mk(theLab.server, theLab.client, 'server→client', base));
+      // from now on every frame the data plane drops is counted against the run
+      accounting = new TrafficAccounting(localDeployment(theDp), theLab.topology, [
+        { name: 'client→server', from: theLab.client.name, to: theLab.server.name },
+        { name: 'server→client', from: theLab.server.name, to: theLab.client.name },
+      ]);
+      await accounting.start();
+      trafficFrom = history.length;
       for (const t of traffic) t.gen.start(q.rate);
       return { started: traffic.map((t) => t.name), rate: q.rate, flows: q.flows };
     },
@@ -312,7 +359,10 @@ async function main(): Promise<void> {
       if (!traffic.length) throw new Error('no traffic is running (sharpctl traffic start)');
       for (const t of traffic) await t.gen.stop();
       for (const t of traffic) await t.sink.drain(t.gen.sent);
-      lastTraffic = traffic.map((t) => t.sink.report(t.gen.sentPerFlow()));
+      const a = await accounting?.read(history.slice(trafficFrom));
+      // sent = delivered + reported + unaccounted (which must be 0)
+      lastTraffic = traffic.map((t) => t.sink.report(t.gen.sentPerFlow(), a === undefined ? {} : { accounting: a.directions.get(t.name)! }));
+      accounting = undefined;
       const names = traffic.map((t) => t.name);
       for (const t of traffic) {
         t.sink.close();
@@ -323,7 +373,7 @@ async function main(): Promise<void> {
     },
     report: async () => ({
       handovers: history.map(summarize),
-      traffic: trafficNow()?.map((r) => ({ ...r, timeline: undefined })),
+      traffic: (await trafficNow())?.map((r) => ({ ...r, timeline: undefined })),
     }),
     shutdown: async () => {
       setImmediate(() => void teardown().then(() => process.exit(0)));

@@ -122,3 +122,25 @@ export function addNeighbor(ifname: string, ipAddr: string, mac: string, netns?:
 export function createIdleInterface(name: string, netns?: string): void {
   ip(['link', 'add', 'name', name, 'type', 'veth', 'peer', 'name', `${name.slice(0, 14)}p`], netns);
 }
+
+/** Whether an interface can carry frames: administratively up, with carrier (its veth peer up). */
+export interface LinkState {
+  up: boolean;
+  carrier: boolean;
+}
+
+/**
+ * The state of every interface in a namespace (a name under /run/netns, a
+ * path such as /proc/<pid>/ns/net, or undefined for this process's own),
+ * without blocking the event loop.
+ */
+export async function linkStates(netns?: string): Promise<Map<string, LinkState>> {
+  const { execFile } = await import('node:child_process');
+  const [cmd, args] =
+    netns === undefined ? ['ip', ['-j', 'link', 'show']] : netns.includes('/') ? ['nsenter', [`--net=${netns}`, 'ip', '-j', 'link', 'show']] : ['ip', ['-n', netns, '-j', 'link', 'show']];
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(cmd, args as string[], { encoding: 'utf8' }, (err, stdout, stderr) => (err ? reject(new IprouteError([cmd, ...(args as string[])], stderr || String(err), { cause: err })) : resolve(stdout))),
+  );
+  const parsed = JSON.parse(out) as { ifname: string; flags?: string[] }[];
+  return new Map(parsed.map((l) => [l.ifname, { up: l.flags?.includes('UP') ?? false, carrier: l.flags?.includes('LOWER_UP') ?? false }]));
+}

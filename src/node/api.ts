@@ -139,6 +139,8 @@ export function portCountersToWire(p: PortCounters): Wire {
     drop_shim: p.dropShim.toString(),
     drop_other: p.dropOther.toString(),
     relayed: p.relayed.toString(),
+    xmit_failed: p.xmitFailed.toString(),
+    redirect_failed: p.redirectFailed.toString(),
   };
 }
 export function portCountersFromWire(w: Wire): PortCounters {
@@ -152,6 +154,8 @@ export function portCountersFromWire(w: Wire): PortCounters {
     dropShim: big(w['drop_shim']),
     dropOther: big(w['drop_other']),
     relayed: big(w['relayed']),
+    xmitFailed: big(w['xmit_failed']),
+    redirectFailed: big(w['redirect_failed']),
   };
 }
 

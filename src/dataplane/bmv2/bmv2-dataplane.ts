@@ -313,6 +313,9 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
         dropOther: at(nonIp).packets + at(malformed).packets + at(badAction).packets + at(noTx).packets,
         // relayed frames bypass the P4 switch (see the header)
         relayed: 0n,
+        // BMv2 drops inside its own queues, which P4Runtime does not count
+        xmitFailed: 0n,
+        redirectFailed: 0n,
       };
     });
   }

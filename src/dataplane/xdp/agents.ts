@@ -19,7 +19,8 @@ import {
   XdpDispatcherAnchor,
   XdpLink as XdpLinkHandle,
 } from '../../bpf/index.js';
-import { deleteLink, linkExists, linkMac } from '../../net/iproute.js';
+import { deleteLink, linkExists, linkMac, linkStates } from '../../net/iproute.js';
+import { netdevDrops, interfaceDrops } from '../../net/netdev-stats.js';
 import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
   sharpAgentIfaceCodec,
@@ -45,7 +46,7 @@ import {
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
-import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
+import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import type { XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
 import { macBytes } from '../../net/frame.js';
@@ -130,6 +131,23 @@ interface LoadedInstance {
 }
 
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
+
+/**
+ * A synchronous test run, repeated while a signal interrupts it (EINTR: the
+ * kernel checks for pending signals between batches of a live-frames run).
+ * Safe for the replay: each run pops frames off the ring, so a repeat goes
+ * on where the interrupted one stopped; for agent_release_finish, a run that
+ * returned EINTR did not run at all.
+ */
+function untilNotInterrupted<T>(run: () => T): T {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return run();
+    } catch (e) {
+      if (!(e instanceof BpfError && e.code === 'EINTR') || attempt >= 100) throw e;
+    }
+  }
+}
 
 export function flowKeyToAbi(f: FlowKey): SharpFlowKey {
   return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: Buffer.alloc(3) };
@@ -427,21 +445,36 @@ export class XdpAgentSet {
         const key = u32.encode(st.ring * 2 + side);
         // from now on a frame finding the ring empty and flushed passes by itself
         releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: st.head[side] as number }));
+        let checked = false;
         for (;;) {
           st = this.#readHandover(name, hid);
           if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} was disarmed during its release`);
           if (st.state[side] === SHARP_HOLD_PASSING) break;
           const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
           if (queued > 0) {
+            // a frame replayed into a device that is down dies in the kernel uncounted (a live-frames
+            // test run drops a refused redirect silently): the ring keeps its frames until the way out
+            // is up. Checked before the side's first round only: the rounds after it follow at once
+            if (!checked) {
+              const down = await this.#downLink(inst, replayMode === SHARP_REPLAY_TO_VNF ? 1 - side : side, replayMode);
+              if (down !== undefined) {
+                if (performance.now() > deadline) throw new DataPlaneError(`${name}: cannot release handover ${hid}: interface ${down} is down (its ${queued} held frames stay in the ring)`);
+                await sleep(5);
+                continue;
+              }
+              checked = true;
+            }
             rounds++;
             // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
-            inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns });
+            // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
+            // replayed so far have left and been flushed, the ring says what is left, the next round goes on
+            untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns }));
             const head = this.#readHandover(name, hid)?.head[side] as number | undefined;
             if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
             continue;
           }
           // nothing queued and no frame arrived to flip the side: flip it here
-          const fin = inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns }).retval;
+          const fin = untilNotInterrupted(() => inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns })).retval;
           if (fin === SHARP_FINISH_DONE) break;
           if (fin !== SHARP_FINISH_AGAIN) throw new DataPlaneError(`${name}: releasing handover ${hid} failed on side ${side} (finish returned ${fin})`);
           if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side})`);
@@ -451,6 +484,24 @@ export class XdpAgentSet {
       }
       const after = this.#readHandover(name, hid)!;
       return { released: sum(after.released as bigint[]), rounds };
+    });
+  }
+
+  /** The interface replayed frames of a side leave by, when it cannot carry them (down or without carrier); RELAY_DIRECT leaves by a switch's interface: not checked. */
+  async #downLink(inst: LoadedInstance, outSide: number, replayMode: number): Promise<string | undefined> {
+    if (replayMode === SHARP_REPLAY_RELAY_DIRECT) return undefined;
+    const ifname = inst.spec.ifaces[outSide]!;
+    const st = (await linkStates(inst.spec.netns)).get(ifname);
+    return st === undefined || (st.up && st.carrier) ? undefined : ifname;
+  }
+
+  /** The kernel's drop counters of an instance's interfaces. */
+  async interfaceDrops(name: string): Promise<InterfaceDrops[]> {
+    const inst = this.#instance(name);
+    const all = netdevDrops(inst.spec.netns);
+    return inst.spec.ifaces.map((iface, side) => {
+      const d = interfaceDrops(iface, inst.spec.netns, all);
+      return { iface, side, xmitFailed: d.txDropped, redirectFailed: d.rxDropped };
     });
   }
 

@@ -38,6 +38,7 @@ import {
   SHARP_DEFAULT_MAX_RELAYS,
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
+import { netdevDrops, interfaceDrops } from '../../net/netdev-stats.js';
 import { sleep } from '../../util/mutex.js';
 import {
   DataPlaneError,
@@ -408,7 +409,10 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
   async portCounters(swName: string): Promise<PortCounters[]> {
     const sw = this.#switch(swName);
     const stats = sw.coll.map('port_stats').typed(u32, sharpPortStatsCodec);
+    // frames that died after the XDP program let them go: the kernel's counters of the port's interface
+    const kernel = netdevDrops(sw.spec.netns);
     return sw.spec.ports.map((p) => {
+      const k = interfaceDrops(p.ifname, sw.spec.netns, kernel);
       const per = stats.getPerCpu(sw.slots.get(p.name)!) ?? [];
       const f = (k: keyof (typeof per)[number]): bigint => sum(per.map((x) => x[k] as bigint));
       return {
@@ -421,6 +425,8 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
         dropShim: f('drop_shim'),
         dropOther: f('drop_malformed') + f('drop_bad_action') + f('drop_no_headroom') + f('drop_no_tx'),
         relayed: f('relayed'),
+        xmitFailed: k.txDropped,
+        redirectFailed: k.rxDropped,
       };
     });
   }

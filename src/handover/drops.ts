@@ -1,0 +1,76 @@
+/**
+ * Frames the data plane failed to redirect or transmit, by place and reason,
+ * read from the switches' port counters and the instances' interfaces. A
+ * handover compares a snapshot before it with one after it: what the ports
+ * and agents it moved traffic through dropped meanwhile is loss, and the
+ * outcome says so (never `completed`).
+ */
+import type { Deployment, DropCount, DropReason } from '../dataplane/types.js';
+
+/** "where|reason" -> frames, a point-in-time reading of drop counters. */
+export type DropSnapshot = Map<string, DropCount>;
+
+export interface DropScope {
+  /** switch -> the ports whose transmit failures count (undefined: every port) */
+  switches: ReadonlyMap<string, ReadonlySet<string> | undefined>;
+  /** instances whose interfaces count */
+  instances: readonly string[];
+}
+
+function put(s: DropSnapshot, where: string, reason: DropReason, frames: bigint): void {
+  s.set(`${where}|${reason}`, { where, reason, frames });
+}
+
+/**
+ * Reads the drop counters of a scope. Switch ports: `xmitFailed` (the
+ * device could not transmit what the switch sent it) for the ports in scope;
+ * `redirectFailed` and `switchDrop` (the switch program's own drops other
+ * than no-rule and forged shims, which are not traffic of any rule) for every
+ * port of the switch, because a moving flow may arrive on any of them.
+ * Instances: both counters of every interface.
+ */
+export async function snapshotDrops(d: Deployment, scope: DropScope): Promise<DropSnapshot> {
+  const s: DropSnapshot = new Map();
+  for (const [sw, txPorts] of scope.switches) {
+    for (const p of await d.switchControl.portCounters(sw)) {
+      const where = `${sw}/${p.port}`;
+      if (txPorts === undefined || txPorts.has(p.port)) put(s, where, 'xmitFailed', p.xmitFailed);
+      put(s, where, 'redirectFailed', p.redirectFailed);
+      put(s, where, 'switchDrop', p.dropOther);
+    }
+  }
+  const agents = d.agentControl;
+  if (agents.interfaceDrops !== undefined)
+    for (const inst of scope.instances)
+      for (const i of await agents.interfaceDrops(inst)) {
+        const where = `${inst}/${i.iface}`;
+        put(s, where, 'xmitFailed', i.xmitFailed);
+        put(s, where, 'redirectFailed', i.redirectFailed);
+      }
+  return s;
+}
+
+/** What grew between two snapshots (a counter that went down, e.g. an interface re-created, counts nothing). */
+export function dropDelta(before: DropSnapshot, after: DropSnapshot): DropCount[] {
+  const out: DropCount[] = [];
+  for (const [k, a] of after) {
+    const b = before.get(k)?.frames ?? 0n;
+    if (a.frames > b) out.push({ where: a.where, reason: a.reason, frames: a.frames - b });
+  }
+  return out;
+}
+
+export const totalFrames = (xs: readonly DropCount[]): bigint => xs.reduce((a, x) => a + x.frames, 0n);
+
+const WHY: Record<DropReason, string> = {
+  xmitFailed: 'not transmitted by the device (its link or the far end is down)',
+  redirectFailed: 'redirect refused by the kernel (the out device is down)',
+  switchDrop: 'dropped by the switch program',
+  overflow: 'did not fit the hold ring',
+  replayFailed: 'held, failed to replay',
+};
+
+/** "12 frames at s1/s1-vnf2: not transmitted by the device (…) [xmitFailed]" */
+export function describeDrop(x: DropCount): string {
+  return `${x.frames} frames at ${x.where}: ${WHY[x.reason]} [${x.reason}]`;
+}
