@@ -13,10 +13,9 @@
  *     - { switch: s1, match: { dst: 10.0.0.2/32, from: client }, to: vnfa, priority: 1 }
  *     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
  */
-import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
-import { parse as parseYaml } from 'yaml';
+import { Ajv } from 'ajv';
+import { ConfigFileError, describeAjvError, readConfigFile } from '../util/config-file.js';
 import { STATE_KINDS, type StateKind } from '../state/factory.js';
 
 export interface DeployNode {
@@ -96,23 +95,8 @@ const schema = {
   },
 } as const;
 
-export class DeploySpecError extends Error {
+export class DeploySpecError extends ConfigFileError {
   override name = 'DeploySpecError';
-  constructor(
-    readonly file: string,
-    readonly issues: readonly string[],
-    options?: ErrorOptions,
-  ) {
-    super(`${file}: ${issues.length === 1 ? issues[0] : `${issues.length} problems:\n  ${issues.join('\n  ')}`}`, options);
-  }
-}
-
-function describe(e: ErrorObject): string {
-  const at = e.instancePath === '' ? '(top level)' : e.instancePath.slice(1).replaceAll('/', '.');
-  if (e.keyword === 'additionalProperties') return `${at}: unknown field '${String((e.params as { additionalProperty: string }).additionalProperty)}'`;
-  if (e.keyword === 'required') return `${at}: missing field '${String((e.params as { missingProperty: string }).missingProperty)}'`;
-  if (e.keyword === 'enum') return `${at}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
-  return `${at}: ${e.message ?? e.keyword}`;
 }
 
 let validate: ReturnType<Ajv['compile']> | undefined;
@@ -120,7 +104,7 @@ let validate: ReturnType<Ajv['compile']> | undefined;
 export function validateDeploySpec(value: unknown, file = 'deployment spec'): DeploySpec {
   validate ??= new Ajv({ allErrors: true, useDefaults: true, strict: false }).compile(schema);
   const copy = structuredClone(value);
-  if (!validate(copy)) throw new DeploySpecError(file, (validate.errors ?? []).filter((e) => e.keyword !== 'anyOf').map(describe));
+  if (!validate(copy)) throw new DeploySpecError(file, (validate.errors ?? []).filter((e) => e.keyword !== 'anyOf').map(describeAjvError));
   const s = copy as DeploySpec;
   const issues: string[] = [];
   const names = new Set<string>();
@@ -140,21 +124,7 @@ export function validateDeploySpec(value: unknown, file = 'deployment spec'): De
 
 /** Reads a spec file (a regular file up to 1 MiB; YAML or JSON); relative paths are relative to its folder. */
 export function loadDeploySpec(file: string): DeploySpec {
-  let st;
-  try {
-    st = statSync(file);
-  } catch (e) {
-    throw new DeploySpecError(file, [`cannot read it: ${(e as NodeJS.ErrnoException).code ?? String(e)}`], { cause: e });
-  }
-  if (!st.isFile()) throw new DeploySpecError(file, ['not a regular file']);
-  if (st.size > MAX_DEPLOY_SPEC_BYTES) throw new DeploySpecError(file, [`${st.size} bytes: a deployment spec is at most ${MAX_DEPLOY_SPEC_BYTES} bytes`]);
-  let value: unknown;
-  try {
-    const text = readFileSync(file, 'utf8');
-    value = path.extname(file) === '.json' ? JSON.parse(text) : parseYaml(text);
-  } catch (e) {
-    throw new DeploySpecError(file, [`not valid ${path.extname(file) === '.json' ? 'JSON' : 'YAML'}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`], { cause: e });
-  }
+  const value = readConfigFile(file, MAX_DEPLOY_SPEC_BYTES, 'a deployment spec', (issues, cause) => new DeploySpecError(file, issues, cause === undefined ? undefined : { cause }));
   const s = validateDeploySpec(value, file);
   const dir = path.dirname(path.resolve(file));
   const abs = (p: string): string => path.resolve(dir, p);

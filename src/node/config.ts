@@ -16,10 +16,9 @@
  *   instances:
  *     - { name: vnf1, kind: counter, ifaces: [eth0, eth1] }
  */
-import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
-import { parse as parseYaml } from 'yaml';
+import { Ajv } from 'ajv';
+import { ConfigFileError, describeAjvError, readConfigFile } from '../util/config-file.js';
 import { VNF_KINDS, type VnfKindName } from './vnf-kinds.js';
 
 export interface NodeSwitchPortConfig {
@@ -130,23 +129,8 @@ export const nodeConfigSchema = {
   },
 } as const;
 
-export class NodeConfigError extends Error {
+export class NodeConfigError extends ConfigFileError {
   override name = 'NodeConfigError';
-  constructor(
-    readonly file: string,
-    readonly issues: readonly string[],
-    options?: ErrorOptions,
-  ) {
-    super(`${file}: ${issues.length === 1 ? issues[0] : `${issues.length} problems:\n  ${issues.join('\n  ')}`}`, options);
-  }
-}
-
-function describe(e: ErrorObject): string {
-  const at = e.instancePath === '' ? '(top level)' : e.instancePath.slice(1).replaceAll('/', '.');
-  if (e.keyword === 'additionalProperties') return `${at}: unknown field '${String((e.params as { additionalProperty: string }).additionalProperty)}'`;
-  if (e.keyword === 'required') return `${at}: missing field '${String((e.params as { missingProperty: string }).missingProperty)}'`;
-  if (e.keyword === 'enum') return `${at}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
-  return `${at}: ${e.message ?? e.keyword}`;
 }
 
 let validate: ReturnType<Ajv['compile']> | undefined;
@@ -155,7 +139,7 @@ let validate: ReturnType<Ajv['compile']> | undefined;
 export function validateNodeConfig(value: unknown, file = 'node config'): NodeConfig {
   validate ??= new Ajv({ allErrors: true, useDefaults: true, strict: true }).compile(nodeConfigSchema);
   const copy = structuredClone(value);
-  if (!validate(copy)) throw new NodeConfigError(file, (validate.errors ?? []).map(describe));
+  if (!validate(copy)) throw new NodeConfigError(file, (validate.errors ?? []).map(describeAjvError));
   const c = copy as NodeConfig;
   const issues: string[] = [];
   if (c.listen.tcp !== undefined && c.tls === undefined) issues.push('listen.tcp: a node listens on TCP only with mutual TLS: add tls { ca, cert, key }');
@@ -192,21 +176,7 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
 
 /** Reads and validates a config file (a regular file up to 1 MiB; YAML or JSON). */
 export function loadNodeConfig(file: string): NodeConfig {
-  let st;
-  try {
-    st = statSync(file);
-  } catch (e) {
-    throw new NodeConfigError(file, [`cannot read it: ${(e as NodeJS.ErrnoException).code ?? String(e)}`], { cause: e });
-  }
-  if (!st.isFile()) throw new NodeConfigError(file, ['not a regular file']);
-  if (st.size > MAX_CONFIG_BYTES) throw new NodeConfigError(file, [`${st.size} bytes: a node config is at most ${MAX_CONFIG_BYTES} bytes`]);
-  const text = readFileSync(file, 'utf8');
-  let value: unknown;
-  try {
-    value = path.extname(file) === '.json' ? JSON.parse(text) : parseYaml(text);
-  } catch (e) {
-    throw new NodeConfigError(file, [`not valid ${path.extname(file) === '.json' ? 'JSON' : 'YAML'}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`], { cause: e });
-  }
+  const value = readConfigFile(file, MAX_CONFIG_BYTES, 'a node config', (issues, cause) => new NodeConfigError(file, issues, cause === undefined ? undefined : { cause }));
   const c = validateNodeConfig(value, file);
   // relative TLS paths are relative to the config's folder
   if (c.tls !== undefined) {
