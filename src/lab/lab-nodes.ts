@@ -23,6 +23,7 @@ import {
   type FlowStateEntry,
   type HandoverMarkCounters,
   type InstanceInfo,
+  type InterfaceDrops,
   type PortCounters,
   type ReleaseResult,
   type Rule,
@@ -201,6 +202,9 @@ export class NodeLabDataPlane implements DataPlane {
   }
   disarm(i: string, hid: number): Promise<void> {
     return this.#d.agentControl.disarm(i, hid);
+  }
+  interfaceDrops(i: string): Promise<InterfaceDrops[]> {
+    return this.#d.agentControl.interfaceDrops!(i);
   }
   exportState(i: string, sel: FlowSelection): Promise<FlowStateEntry[]> {
     return this.#d.vnfState.exportState(i, sel);

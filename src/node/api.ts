@@ -56,6 +56,7 @@ const METHOD_NAMES = {
   AgentStatus: 1,
   Release: 1,
   Disarm: 1,
+  InterfaceDrops: 1,
   ExportState: 1,
   ImportState: 1,
   DeleteState: 1,

@@ -23,6 +23,7 @@ import {
   type FlowSelection,
   type FlowStateEntry,
   type HandoverMarkCounters,
+  type InterfaceDrops,
   type PortCounters,
   type ReleaseResult,
   type Rule,
@@ -247,6 +248,11 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return { released: BigInt(String(r['released'] ?? '0')), rounds: Number(r['rounds'] ?? 0) };
   }
 
+  async interfaceDrops(instance: string): Promise<InterfaceDrops[]> {
+    const r = await this.#call('InterfaceDrops', { instance });
+    return ((r['ifaces'] as Wire[]) ?? []).map((d) => ({ iface: String(d['iface'] ?? ''), side: Number(d['side'] ?? 0), xmitFailed: BigInt(String(d['xmit_failed'] ?? '0')), redirectFailed: BigInt(String(d['redirect_failed'] ?? '0')) }));
+  }
+
   async disarm(instance: string, handoverId: number): Promise<void> {
     await this.#call('Disarm', { instance, handover_id: handoverId });
   }
@@ -324,6 +330,7 @@ export class NodeDeployment implements Deployment {
       agentStatus: (i, hid) => byInstance(i).agentStatus(i, hid),
       release: (i, hid, o) => byInstance(i).release(i, hid, o),
       disarm: (i, hid) => byInstance(i).disarm(i, hid),
+      interfaceDrops: (i) => byInstance(i).interfaceDrops(i),
     };
     this.vnfState = {
       exportState: (i, sel) => byInstance(i).exportState(i, sel),

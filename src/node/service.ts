@@ -176,6 +176,12 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const r = await agents().release(i.name, h, { ...(relayTo === '' ? {} : { relayTo }), ...(timeoutMs === 0 ? {} : { timeoutMs }) });
       return { released: r.released.toString(), rounds: r.rounds };
     },
+    InterfaceDrops: async (w) => {
+      const i = instance(w);
+      const a = agents();
+      const drops = a.interfaceDrops === undefined ? [] : await a.interfaceDrops(i.name);
+      return { ifaces: drops.map((d) => ({ iface: d.iface, side: d.side, xmit_failed: d.xmitFailed.toString(), redirect_failed: d.redirectFailed.toString() })) };
+    },
     Disarm: async (w) => {
       await agents().disarm(instance(w).name, hid(w));
       return {};

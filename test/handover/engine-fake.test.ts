@@ -287,3 +287,23 @@ t.test('a controller that dies at any step: a new one recovers from the journal,
     });
   }
 });
+
+t.test("concurrent handovers: each request's onEvent sees its own handover's events only", async (t) => {
+  const d = new FakeDeployment(['vnf1', 'vnf2']);
+  const mk = async (sport: number): Promise<number[]> => {
+    const f = await d.switchControl.addRule({ switch: 's1', match: { kind: 'exact', flow: { src: '10.0.0.1', dst: '10.0.0.2', sport, dport: 9000, proto: UDP } }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
+    return [f.id];
+  };
+  const a = await mk(1000);
+  const b = await mk(1001);
+  const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 10) });
+  const seenA: number[] = [];
+  const seenB: number[] = [];
+  const [ra, rb] = await Promise.all([
+    engine.handover({ rules: a, from: 'vnf1', to: 'vnf2', expectedPps: 1, onEvent: (e) => seenA.push(e.id) }),
+    engine.handover({ rules: b, from: 'vnf1', to: 'vnf2', expectedPps: 1, onEvent: (e) => seenB.push(e.id) }),
+  ]);
+  t.not(ra.id, rb.id);
+  t.ok(seenA.length > 5 && seenA.every((id) => id === ra.id), `the first request saw ${seenA.length} events, all of handover ${ra.id}`);
+  t.ok(seenB.length > 5 && seenB.every((id) => id === rb.id), `the second request saw ${seenB.length} events, all of handover ${rb.id}`);
+});

@@ -15,7 +15,7 @@ import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
 import type { NodeDeployment } from '../../src/node/client.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { FileJournal } from '../../src/handover/journal.js';
 import { SHARP_STEPS } from '../../src/handover/engine.js';
@@ -191,4 +191,24 @@ t.test('kill -9 of the controller process at each step: a restarted controller c
   }
   const reports = await finish(gens, sinks);
   assertIntact(t, reports, 'a controller killed at every step');
+});
+
+t.test("an instance's interface drops cross the node API: a VNF whose egress link is down is seen dropping", async (t) => {
+  const w = await world(t);
+  const agents = w.d.agentControl;
+  const before = await agents.interfaceDrops!('vnf1');
+  t.same(before.map((d) => d.side), [0, 1], 'one entry per side of vnf1');
+  const { gens, sinks } = w.traffic(1);
+  const vnf1 = w.lab.topology.instances.find((i) => i.name === 'vnf1')!;
+  execFileSync('ip', ['-n', vnf1.netns!, 'link', 'set', 'eth1', 'down']);
+  gens[0]!.start(1000);
+  await sleep(300);
+  await gens[0]!.stop();
+  execFileSync('ip', ['-n', vnf1.netns!, 'link', 'set', 'eth1', 'up']);
+  await sinks[0]!.drain(gens[0]!.sent);
+  const r = sinks[0]!.report(gens[0]!.sentPerFlow());
+  const after = await agents.interfaceDrops!('vnf1');
+  const grew = after.reduce((a, d, i) => a + (d.xmitFailed - before[i]!.xmitFailed) + (d.redirectFailed - before[i]!.redirectFailed), 0n);
+  t.ok(r.lost > 0, `${r.lost} probes lost while vnf1's egress link was down`);
+  t.equal(Number(grew), r.lost, `every one of them is in vnf1's interface drops, read over the node API (${grew})`);
 });
