@@ -120,7 +120,8 @@ t.test('a failure after switch-over: B relays its ring back to A, A releases, no
   t.same(d.relayRoutes(), {}, 'no relay route is left');
   t.equal(d.relayDropped, 0, 'no relayed frame was dropped for want of a route');
   t.ok(d.calls.indexOf('release vnf2->vnf1') < d.calls.lastIndexOf('release vnf1'), "then A released what it held meanwhile");
-  t.equal(r.counts.relayed, r.counts.held - r.counts.released + r.counts.relayed, 'the relayed frames are counted');
+  t.ok(r.counts.relayed > 0n, `B relayed ${r.counts.relayed} held frames back to A`);
+  t.equal(r.counts.held, r.counts.released, 'every frame B held left its ring (relayed to A)');
   assertAt(t, d, rules, 'vnf1');
   assertIntact(t, d, 'rolled back after switch-over');
   t.equal(d.deliveries.at(-1)!.instance, 'vnf1');
