@@ -41,6 +41,7 @@ struct sharp_abi_anchor {
 	struct sharp_agent_ho agent_ho;
 	struct sharp_slot slot;
 	struct sharp_agent_stats agent_stats;
+	struct sharp_refused_key refused_key;
 	struct sharp_vnf_flow_state vnf_flow_state;
 	struct sharp_vnf_stats vnf_stats;
 	struct sharp_release_ctl release_ctl;

@@ -464,6 +464,17 @@ struct sharp_agent_stats {
 };
 _Static_assert(sizeof(struct sharp_agent_stats) == 120, "sharp_agent_stats size");
 
+/* replay_refused (redirect_errors.bpf.c): HASH sharp_refused_key -> __u64.
+ * A frame that a live-frames test run (the release's replay) redirects or
+ * sends back out of an interface that cannot take it dies in the kernel:
+ * test_run drops a refused redirect without a counter. The xdp_redirect_err
+ * tracepoint sees it; counted per replaying program and ingress interface. */
+struct sharp_refused_key {
+	__u32 prog_id;		/* the program the test run ran (agent_replay) */
+	__u32 ifindex;		/* the interface the run's frames "arrived" on */
+};
+_Static_assert(sizeof(struct sharp_refused_key) == 8, "sharp_refused_key size");
+
 /* ------------------------------------------------------------------------ */
 /* Example VNF (vnf_counter.bpf.c)                                          */
 /* ------------------------------------------------------------------------ */

@@ -4,6 +4,7 @@
  *  - XdpAttachment: a netlink attachment (what `ip link set dev X xdp` makes);
  *    close() detaches it, release() leaves it attached beyond this process.
  *  - TcFilter: a cls_bpf filter on the clsact qdisc; close()/release() likewise.
+ *  - TracepointLink: a raw tracepoint; it detaches when closed.
  */
 import { bpfNative } from './native.js';
 import { native, ClosedError, PinError } from './errors.js';
@@ -77,6 +78,28 @@ export class XdpLink implements Closeable {
   /** Detaches even if the link is pinned elsewhere. */
   detach(): void {
     native(() => bpfNative.linkDetach(this.fd));
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    bpfNative.closeFd(this.#fd);
+    this.#fd = -1;
+    untrack(this);
+  }
+}
+
+export class TracepointLink implements Closeable {
+  #fd: number;
+  constructor(
+    fd: number,
+    readonly tracepoint: string,
+  ) {
+    this.#fd = fd;
+    track(this);
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
   }
 
   close(): void {

@@ -103,6 +103,7 @@ export interface NativeBinding {
   netnsRestore(saved: number): void;
   ifNameToIndex(name: string): number;
   xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
+  rawTracepointOpen(progFd: number, tracepoint: string): number;
   linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;
   linkDetach(linkFd: number): void;
   xdpAttach(ifindex: number, progFd: number, flags: number, oldProgFd?: number): void;

@@ -5,7 +5,7 @@
 import { bpfNative, type NativeTestRunOptions } from './native.js';
 import { native, ClosedError, fromNative as typedError } from './errors.js';
 import { ifindexOf, netnsPath, withNetns, type NetnsRef } from './netns.js';
-import { XdpLink, XdpAttachment, TcFilter, xdpModeFlags, type XdpMode, type TcDirection } from './link.js';
+import { XdpLink, XdpAttachment, TcFilter, TracepointLink, xdpModeFlags, type XdpMode, type TcDirection } from './link.js';
 import { XdpFlags, TestRunFlag } from './constants.js';
 import { openPin } from './pins.js';
 
@@ -140,6 +140,11 @@ export class BpfProgram {
       native(() => bpfNative.tcAttach(ifindex, opts.direction, this.fd, opts.handle ?? 0, opts.priority ?? 0, opts.replace ?? false)),
     );
     return new TcFilter(ifname, ifindex, opts.netns, opts.direction, r.handle, r.priority, r.progId);
+  }
+
+  /** A raw tracepoint (e.g. 'xdp_redirect_err'): detached when the link is closed. */
+  attachRawTracepoint(tracepoint: string): TracepointLink {
+    return new TracepointLink(native(() => bpfNative.rawTracepointOpen(this.fd, tracepoint)), tracepoint);
   }
 
   pin(path: string): void {

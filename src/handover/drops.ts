@@ -64,7 +64,7 @@ export const totalFrames = (xs: readonly DropCount[]): bigint => xs.reduce((a, x
 
 const WHY: Record<DropReason, string> = {
   xmitFailed: 'not transmitted by the device (its link or the far end is down)',
-  redirectFailed: 'redirect refused by the kernel (the out device is down)',
+  redirectFailed: 'redirect refused by the kernel (the out device is down or cannot take the frame)',
   switchDrop: 'dropped by the switch program',
   overflow: 'did not fit the hold ring',
   replayFailed: 'held, failed to replay',

@@ -578,6 +578,16 @@ Napi::Value XdpLinkCreate(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
+// A raw tracepoint (BPF_RAW_TRACEPOINT_OPEN): the returned fd is a link,
+// detached when its last fd/pin goes away.
+Napi::Value RawTracepointOpen(const Napi::CallbackInfo& info) {
+  int progFd = static_cast<int>(IntArg(info, 0, "program fd"));
+  std::string name = StringArg(info, 1, "tracepoint name");
+  int fd = bpf_raw_tracepoint_open(name.c_str(), progFd);
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_raw_tracepoint_open(" + name + ")", fd);
+  return Napi::Number::New(info.Env(), fd);
+}
+
 Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
   int linkFd = static_cast<int>(IntArg(info, 0, "link fd"));
   int progFd = static_cast<int>(IntArg(info, 1, "program fd"));
@@ -1000,6 +1010,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("netnsRestore", NetnsRestore);
   EXPORT("ifNameToIndex", IfNameToIndex);
   EXPORT("xdpLinkCreate", XdpLinkCreate);
+  EXPORT("rawTracepointOpen", RawTracepointOpen);
   EXPORT("linkUpdate", LinkUpdate);
   EXPORT("linkDetach", LinkDetach);
   EXPORT("xdpAttach", XdpAttach);

@@ -51,7 +51,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const topology = topologyOf(c);
   const adopted = store.list().length > 0;
   const dp = adopted
-    ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology })
+    ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir })
     : await XdpDataPlane.create(topology, { objectsDir: o.objectsDir, pins: { store, ...(o.replace === undefined ? {} : { replace: o.replace }) }, quiescenceMs: c.quiescenceMs, xdpMode: c.xdpMode });
   log(`${adopted ? 'adopted' : 'loaded'} ${c.switches.length} switch(es), ${c.instances.length} instance(s); pins in ${store.pinDir}`);
   const startedAt = Date.now();

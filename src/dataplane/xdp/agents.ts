@@ -49,6 +49,7 @@ import { Mutex, sleep } from '../../util/mutex.js';
 import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import type { XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
+import { ReplayLossCounter } from './replay-losses.js';
 import { macBytes } from '../../net/frame.js';
 
 /**
@@ -97,6 +98,8 @@ export interface XdpAgentAdoptOptions {
   directRelay?: readonly AgentSwitchView[];
   /** the instances expected (default: every instance pinned in the store); each must equal its pinned spec */
   instances?: readonly XdpInstance[];
+  /** folder with redirect_errors.bpf.o: counts what a replay loses in the kernel (without it, such losses go uncounted) */
+  objectsDir?: string;
 }
 
 /** The interface keeping agent_replay in the XDP dispatcher, one per instance namespace. */
@@ -161,6 +164,8 @@ export class XdpAgentSet {
   readonly #instances = new Map<string, LoadedInstance>();
   readonly #directRelay: readonly AgentSwitchView[] | undefined;
   readonly #store: PinStore | undefined;
+  /** frames replays lost to refused redirects (see replay-losses.ts) */
+  #replayLosses: ReplayLossCounter | undefined;
   #closed = false;
 
   private constructor(o: { directRelay?: readonly AgentSwitchView[] | undefined; pins?: XdpPinning }) {
@@ -181,6 +186,7 @@ export class XdpAgentSet {
   static load(instances: readonly XdpInstance[], o: XdpAgentSetOptions): XdpAgentSet {
     const set = new XdpAgentSet(o);
     try {
+      set.#replayLosses = ReplayLossCounter.load(o.objectsDir);
       for (const inst of instances) set.#loadInstance(inst, o);
     } catch (e) {
       set.detachAll();
@@ -201,6 +207,7 @@ export class XdpAgentSet {
     const set = new XdpAgentSet(o);
     const names = o.instances?.map((i) => i.name) ?? store.list(AGENT_KIND).map((r) => r.name);
     try {
+      if (o.objectsDir !== undefined) set.#replayLosses = ReplayLossCounter.load(o.objectsDir);
       for (const name of names) set.#adoptInstance(store, name, o.instances?.find((i) => i.name === name));
     } catch (e) {
       set.close();
@@ -253,6 +260,7 @@ export class XdpAgentSet {
     }
     const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex(), ...(pinned === undefined ? {} : { pinned }) };
     this.#instances.set(inst.name, loaded);
+    this.#replayLosses?.watch(agent.program('agent_replay'));
     if (vnf !== undefined && xdpVnf !== undefined) {
       // the VNF forwards between its two interfaces: side 0 <-> side 1
       withNetns(inst.netns, () => {
@@ -330,6 +338,7 @@ export class XdpAgentSet {
     }
     const ifindex: [number, number] = [links.find((l) => l.ifname === inst.ifaces[0])!.ifindex, links.find((l) => l.ifname === inst.ifaces[1])!.ifindex];
     this.#instances.set(name, { spec: inst, agent, vnf, anchor, links, ifindex, releaseLock: new Mutex(), pinned: { agent: store.get(AGENT_KIND, name)!, ...(recV === undefined ? {} : { vnf: recV }) } });
+    this.#replayLosses?.watch(agent.program('agent_replay'));
   }
 
   /** The pinned anchor if it is intact, else a new one (the old pin and interface removed). */
@@ -452,9 +461,10 @@ export class XdpAgentSet {
           if (st.state[side] === SHARP_HOLD_PASSING) break;
           const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
           if (queued > 0) {
-            // a frame replayed into a device that is down dies in the kernel uncounted (a live-frames
-            // test run drops a refused redirect silently): the ring keeps its frames until the way out
-            // is up. Checked before the side's first round only: the rounds after it follow at once
+            // a frame replayed into a device that is down dies in the kernel (a live-frames test run
+            // frees a refused redirect; only ReplayLossCounter sees it): the ring keeps its frames
+            // until the way out is up. Checked before the side's first round only: the rounds after
+            // it follow at once, and what a link going down during them refuses is counted
             if (!checked) {
               const down = await this.#downLink(inst, replayMode === SHARP_REPLAY_TO_VNF ? 1 - side : side, replayMode);
               if (down !== undefined) {
@@ -501,7 +511,8 @@ export class XdpAgentSet {
     const all = netdevDrops(inst.spec.netns);
     return inst.spec.ifaces.map((iface, side) => {
       const d = interfaceDrops(iface, inst.spec.netns, all);
-      return { iface, side, xmitFailed: d.txDropped, redirectFailed: d.rxDropped };
+      const replayLost = this.#replayLosses?.refused(inst.agent.program('agent_replay'), inst.ifindex[side === 0 ? 0 : 1]) ?? 0n;
+      return { iface, side, xmitFailed: d.txDropped, redirectFailed: d.rxDropped + replayLost };
     });
   }
 
@@ -613,6 +624,7 @@ export class XdpAgentSet {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#replayLosses?.close();
     for (const i of this.#instances.values()) {
       for (const l of i.links) l.close();
       i.anchor.close();

@@ -81,6 +81,8 @@ export interface XdpDataPlaneAdoptOptions {
   quiescenceMs?: number;
   /** the topology expected (default: what the store holds); each switch and instance must equal its pinned spec */
   topology?: XdpTopology;
+  /** folder with the compiled objects: the adopted agents count what their replays lose in the kernel */
+  objectsDir?: string;
 }
 
 interface LoadedSwitch {
@@ -172,7 +174,7 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
       const switchNames = options.topology?.switches.map((s) => s.name) ?? store.list(SWITCH_KIND).map((r) => r.name);
       const specs: XdpSwitch[] = [];
       for (const name of switchNames) specs.push(dp.#adoptSwitch(name, options.topology?.switches.find((s) => s.name === name)));
-      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, ...(options.topology === undefined ? {} : { instances: options.topology.instances }) });
+      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, ...(options.topology === undefined ? {} : { instances: options.topology.instances }), ...(options.objectsDir === undefined ? {} : { objectsDir: options.objectsDir }) });
     } catch (e) {
       await dp.close();
       throw e;
