@@ -48,7 +48,8 @@ function collect(target) {
     .filter((f) => f.endsWith('.test.js'));
 }
 const files = (targets.length ? targets : ['dist/test']).flatMap(collect).filter((f) => f !== LAST).sort();
-const main = await runTap(files);
+// only the leftover check asked for: tap given no files would run every test
+const main = files.length === 0 && targets.length > 0 ? { code: 0, summary: { pass: 0, fail: 0, skip: 0, todo: 0 } } : await runTap(files);
 const last = await runTap([LAST]);
 const pass = main.summary.pass + last.summary.pass;
 const fail = main.summary.fail + last.summary.fail;
