@@ -116,6 +116,10 @@ export interface SoakResult {
   released: number;
   /** resident memory of this (the sharpctl) process after a full GC, median over the samples in the first and in the last window of handovers */
   rss: { window: number; firstMiB: number; lastMiB: number; growthMiB: number; peakMiB: number };
+  /** V8's used heap after the same collections (what JavaScript retains: a leak grows it; allocator pages do not) */
+  heap: { firstMiB: number; lastMiB: number; growthMiB: number };
+  /** memory of Buffers and other objects outside V8's heap (process.memoryUsage().external), same samples */
+  external: { firstMiB: number; lastMiB: number; growthMiB: number };
   /** descriptors before and after the run; at the first and the last handover without pipes and sockets (a child process's, for a moment) */
   fds: { before: number; firstWindow: number; lastWindow: number; after: number };
   bpf: {
@@ -164,6 +168,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   let held = 0;
   let released = 0;
   const rss: number[] = [];
+  const heap: number[] = [];
+  const external: number[] = [];
   /** the handover count at each sample */
   const sampledAt: number[] = [];
   const fdSeries: FdCensus[] = [];
@@ -209,7 +215,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const i = results.length;
       if (i !== 1 && i % every !== 0 && i < n) return;
       collectGarbage();
-      rss.push(process.memoryUsage().rss);
+      const mem = process.memoryUsage();
+      rss.push(mem.rss);
+      heap.push(mem.heapUsed);
+      external.push(mem.external);
       sampledAt.push(i);
       const census = fdCensus();
       fdSeries.push(census);
@@ -271,6 +280,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const durations = results.map((r) => r.durationMs).sort((a, b) => a - b);
   const firstMiB = median(first) / MiB;
   const lastMiB = median(last) / MiB;
+  const windows = (xs: readonly number[]): { firstMiB: number; lastMiB: number; growthMiB: number } => {
+    const f = median(xs.filter((_, k) => sampledAt[k]! <= window)) / MiB;
+    const l = median(xs.filter((_, k) => sampledAt[k]! > results.length - window)) / MiB;
+    return { firstMiB: +f.toFixed(1), lastMiB: +l.toFixed(1), growthMiB: +(l - f).toFixed(1) };
+  };
   const problems: string[] = [];
   if ((outcomes['completed'] ?? 0) !== results.length) problems.push(`${results.length - (outcomes['completed'] ?? 0)} handovers not completed: ${JSON.stringify(outcomes)}`);
   for (const d of directions) {
@@ -300,6 +314,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     held,
     released,
     rss: { window, firstMiB: +firstMiB.toFixed(1), lastMiB: +lastMiB.toFixed(1), growthMiB: +(lastMiB - firstMiB).toFixed(1), peakMiB: +(Math.max(0, ...rss) / MiB).toFixed(1) },
+    heap: windows(heap),
+    external: windows(external),
     fds: { before: fdsBefore.total, firstWindow: fdFirst === undefined ? 0 : steady(fdFirst), lastWindow: fdLast === undefined ? 0 : steady(fdLast), after: fdsAfter.total },
     bpf: {
       first: { maps: fdFirst?.bpfMaps ?? 0, progs: fdFirst?.bpfProgs ?? 0, links: fdFirst?.bpfLinks ?? 0 },
