@@ -5,7 +5,8 @@
  */
 import { SpecError } from '../lab/spec/types.js';
 
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130 } as const;
+/** 130 and 143: 128 + SIGINT, 128 + SIGTERM, as a shell reports a command those signals ended */
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130, TERMINATED: 143 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /** An error that says how sharpctl exits. */

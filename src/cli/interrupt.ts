@@ -3,22 +3,23 @@
  *
  * The first SIGINT aborts `interruption` (every request to the lab daemon and
  * every wait of a command listens to it) and says so on stderr; the command
- * ends with exit 130. A command that must tidy up first (demo, lab up, bench)
+ * ends with exit 130. SIGTERM (`kill`, systemd, a supervisor) does the same,
+ * tidying included, and ends with exit 143. A command that must tidy up first (demo, lab up, bench)
  * runs inside `tidying(what, …)`, and the message says what it does; a
  * second Ctrl-C quits at once. Output into a closed pipe (EPIPE, as after
  * `| head`) mutes stdout and stderr and ends a running command the same way,
  * without a word.
  */
-import { EXIT, InterruptedError } from './errors.js';
+import { EXIT, InterruptedError, type ExitCode } from './errors.js';
 
-export type InterruptCause = 'sigint' | 'broken-pipe';
+export type InterruptCause = 'sigint' | 'sigterm' | 'broken-pipe';
 
 const controller = new AbortController();
 /** aborted (with an InterruptedError as reason) on Ctrl-C or a closed output */
 export const interruption: AbortSignal = controller.signal;
 
 let cause: InterruptCause | undefined;
-let sigints = 0;
+let signals = 0;
 let tidy: string | undefined;
 /** a command that has not ended this long after an interruption is stuck: exit */
 const STUCK_MS = 150;
@@ -27,10 +28,21 @@ export function interruptCause(): InterruptCause | undefined {
   return cause;
 }
 
+/** How a command a signal ended exits (130 for SIGINT, 143 for SIGTERM); undefined when none did. */
+export function interruptExitCode(): ExitCode | undefined {
+  return cause === 'sigint' ? EXIT.INTERRUPTED : cause === 'sigterm' ? EXIT.TERMINATED : undefined;
+}
+
+const MESSAGES: Record<InterruptCause, string> = {
+  sigint: 'interrupted (Ctrl-C)',
+  sigterm: 'terminated (SIGTERM)',
+  'broken-pipe': 'interrupted: the output was closed',
+};
+
 function interrupt(c: InterruptCause): void {
   cause ??= c;
-  if (!controller.signal.aborted) controller.abort(new InterruptedError(c === 'sigint' ? 'interrupted (Ctrl-C)' : 'interrupted: the output was closed'));
-  if (tidy === undefined) setTimeout(() => process.exit(EXIT.INTERRUPTED), STUCK_MS).unref();
+  if (!controller.signal.aborted) controller.abort(new InterruptedError(MESSAGES[c]));
+  if (tidy === undefined) setTimeout(() => process.exit(interruptExitCode() ?? EXIT.INTERRUPTED), STUCK_MS).unref();
 }
 
 function mute(stream: NodeJS.WriteStream): void {
@@ -41,17 +53,31 @@ function mute(stream: NodeJS.WriteStream): void {
   }) as typeof stream.write;
 }
 
+let signalsOwned = false;
+/**
+ * For a command that stops on SIGINT/SIGTERM by itself as its normal end (a
+ * daemon: `node run`): from now on those signals are its own, and neither
+ * abort `interruption` nor set the exit code.
+ */
+export function ownSignals(): void {
+  signalsOwned = true;
+}
+
 let installed = false;
 export function installInterruptHandling(): void {
   if (installed) return;
   installed = true;
-  process.on('SIGINT', () => {
-    if (++sigints > 1) process.exit(EXIT.INTERRUPTED);
-    cause = 'sigint';
+  const onSignal = (c: 'sigint' | 'sigterm'): void => {
+    if (signalsOwned) return;
+    if (++signals > 1) process.exit(interruptExitCode() ?? EXIT.INTERRUPTED);
+    cause = c;
     // a command that ends at once says so itself ("sharpctl: interrupted …")
-    process.stderr.write(tidy === undefined ? '\n' : `\ninterrupted: ${tidy} (Ctrl-C again to quit at once)\n`);
-    interrupt('sigint');
-  });
+    const again = c === 'sigint' ? 'Ctrl-C again' : 'another signal';
+    process.stderr.write(tidy === undefined ? '\n' : `\n${c === 'sigint' ? 'interrupted' : 'terminated'}: ${tidy} (${again} to quit at once)\n`);
+    interrupt(c);
+  };
+  process.on('SIGINT', () => onSignal('sigint'));
+  process.on('SIGTERM', () => onSignal('sigterm'));
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;

@@ -22,7 +22,7 @@ import { destroyLab } from '../lab/netns-lab.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { EXIT, UsageError, exitCodeOf, requireRoot } from './errors.js';
 import { int } from './options.js';
-import { installInterruptHandling, interruptCause, interruption, tidying } from './interrupt.js';
+import { installInterruptHandling, interruptExitCode, interruption, tidying } from './interrupt.js';
 
 export { EXIT };
 
@@ -125,7 +125,7 @@ Examples:
       );
       if (o.json) console.log(JSON.stringify(report, null, 2));
       else printDemo(report);
-      if (interruption.aborted) process.exitCode = EXIT.INTERRUPTED;
+      if (interruption.aborted) process.exitCode = interruptExitCode() ?? EXIT.INTERRUPTED;
       else if (report.lost + report.reordered + report.duplicated + report.stampMismatches > 0 || report.handovers.some((h) => h.outcome !== 'completed')) process.exitCode = EXIT.FAILED;
     });
 
@@ -241,17 +241,17 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (json) console.log(JSON.stringify({ error: { name: err.name, message: err.message } }));
       return EXIT.USAGE;
     }
-    code = interruptCause() === 'sigint' ? EXIT.INTERRUPTED : exitCodeOf(err);
+    code = interruptExitCode() ?? exitCodeOf(err);
     if (json) console.log(JSON.stringify({ error: { name: err.name, message: err.message } }));
     process.stderr.write(`sharpctl: ${err.message}\n`);
     return code;
   }
   // a Ctrl-C that arrived during a synchronous step is seen now
   await new Promise((r) => setImmediate(r));
-  return interruptCause() === 'sigint' ? EXIT.INTERRUPTED : code;
+  return interruptExitCode() ?? code;
 }
 
 const code = await main(process.argv);
 process.exitCode = code;
 // nothing of an interrupted command may keep the process alive
-if (code === EXIT.INTERRUPTED) process.exit(code);
+if (code === EXIT.INTERRUPTED || code === EXIT.TERMINATED) process.exit(code);

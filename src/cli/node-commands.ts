@@ -5,6 +5,7 @@
 import { Command, Option } from 'commander';
 import { objectsDir } from './paths.js';
 import { requireRoot as requireRootFor } from './errors.js';
+import { ownSignals } from './interrupt.js';
 
 const requireRoot = (what: string): void => requireRootFor(what, 'it attaches XDP programs and pins them in bpffs');
 
@@ -52,6 +53,7 @@ export function addNodeCommands(program: Command): void {
       const n = await startNode(config, { objectsDir, replace: o.replace, log });
       const ready = { ready: true, node: config.name, pid: process.pid, adopted: n.adopted, unix: n.server.unixPath ?? null, tcp: n.server.tcpAddress ?? null, metrics: n.metrics === undefined ? null : { unix: n.metrics.unixPath ?? null, tcp: n.metrics.tcpAddress ?? null } };
       process.stdout.write(o.json ? `${JSON.stringify(ready)}\n` : `node ${config.name} ready (pid ${process.pid}${n.adopted ? ', adopted its pinned data plane' : ''})\n`);
+      ownSignals();
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
           log(`${sig}: stopping; the data plane stays pinned (sharpctl node detach removes it)`);

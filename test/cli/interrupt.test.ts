@@ -29,6 +29,19 @@ async function interrupted(t: Test, args: string[], behaviour: Behaviour, waitFo
 
 t.test('Ctrl-C while the daemon does not answer (stopped): status exits 130', (t) => interrupted(t, ['status'], silent));
 t.test('Ctrl-C while the daemon does not answer: rule list exits 130', (t) => interrupted(t, ['rule', 'list'], silent));
+t.test('SIGTERM (kill, a supervisor) while the daemon does not answer: status exits 143 and says so', async (t) => {
+  const d = await fakeDaemon(silent);
+  t.teardown(() => d.close());
+  const requested = d.nextRequest();
+  const r = start(['status', '--name', d.name], { env: d.env, guardMs: 15_000 });
+  await requested;
+  r.child.kill('SIGTERM');
+  const x = await r.exited;
+  t.notOk(x.hung, 'exited after SIGTERM');
+  t.equal(x.code, 143, 'exit code 143 (128 + SIGTERM)');
+  t.match(x.stderr, /terminated \(SIGTERM\)/);
+  t.notMatch(x.stderr, /\n\s+at /, 'no stack trace');
+});
 t.test('Ctrl-C during a handover exits 130 and says the handover goes on in the daemon', async (t) => {
   const d = await fakeDaemon((req, sock) => sock.write(JSON.stringify({ id: req.id, event: { id: 7, step: 'validating', t: 0 } }) + '\n'));
   t.teardown(() => d.close());
@@ -93,6 +106,24 @@ t.test('a reader that goes away ends status --watch quietly', async (t) => {
   t.notOk(x.hung, 'it ended');
   t.equal(x.signal, null, 'not killed by a signal');
   t.notMatch(x.stderr, /EPIPE|Error|\n\s+at /, `quiet (stderr: ${x.stderr.slice(0, 300)})`);
+});
+
+t.test('SIGTERM during bench soak: its lab is taken down, exit 143', async (t) => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'sharpt-soakterm-'));
+  const r = start(['bench', 'soak', '--handovers', '100000', '--out', out], { guardMs: 60_000 });
+  const prefix = `sharp-exp${r.child.pid}-`;
+  t.teardown(() => {
+    for (const ns of listNetns(prefix)) deleteNetns(ns);
+    rmSync(out, { recursive: true, force: true });
+  });
+  await new Promise<void>((resolve) => r.child.stderr.on('data', (d: Buffer | string) => /soak: \d+ handovers/.test(d.toString()) && resolve()));
+  t.ok(listNetns(prefix).length > 0, 'its lab is up and handovers run');
+  r.child.kill('SIGTERM');
+  const x = await r.exited;
+  t.notOk(x.hung, 'exited');
+  t.equal(x.code, 143, `exit 143 (stderr: ${x.stderr.slice(-300)})`);
+  t.match(x.stderr, /terminated: .*namespaces/);
+  t.same(listNetns(prefix), [], 'no namespace of it left');
 });
 
 t.test('Ctrl-C during lab up: exit 130 and nothing half-built stays behind', async (t) => {
