@@ -1,7 +1,13 @@
 // E-State: local and global views, reduce functions, membership, handover
-// support, and peers that stop answering — all over gRPC on loopback.
+// support, and peers that stop answering — over Unix sockets, and over TCP
+// with mutual TLS.
 import t from 'tap';
 import type { Test } from 'tap';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { createCa, createNodeCert, loadTls, nodeTlsFiles } from '../../src/node/transport/certs.js';
 import { EStateNode, PeerUnavailableError, type EStateNodeOptions } from '../../src/state/estate/node.js';
 import { spawnPeer, type PeerProcess, type PeerSpec } from '../../src/state/estate/peer-process.js';
 import type { StateItem } from '../../src/state/estate/proto.js';
@@ -30,17 +36,37 @@ async function group(t: Test, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<[E
   return [a, b, c];
 }
 
+// certificates for the TCP tests: one CA for the group, and a rogue one
+const certDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-estate-tls-'));
+const rogueDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-estate-rogue-'));
+t.teardown(() => {
+  rmSync(certDir, { recursive: true, force: true });
+  rmSync(rogueDir, { recursive: true, force: true });
+});
+await createCa(certDir);
+await createCa(rogueDir, { name: 'rogue-ca' });
+for (const n of ['a', 'b', 'c']) await createNodeCert(certDir, n, { ips: ['127.0.0.1'] });
+await createNodeCert(rogueDir, 'r', { ips: ['127.0.0.1'] });
+const mtls = {
+  node: (name: string) => loadTls(nodeTlsFiles(certDir, name), 'server'),
+  rogue: () => loadTls(nodeTlsFiles(rogueDir, 'r'), 'server'),
+};
+
 const ids = (n: EStateNode): string[] =>
   n
     .members()
     .map((m) => m.id)
     .sort();
 
-t.test('three nodes on distinct loopback ports form one group by joining through any member', async (t) => {
+t.test('three nodes on distinct Unix sockets (only their owner may connect) form one group by joining through any member', async (t) => {
   const [a, b, c] = await group(t);
-  const ports = [a, b, c].map((n) => Number(n.address.split(':').pop()));
-  t.equal(new Set(ports).size, 3, `distinct ports ${ports.join(', ')}`);
-  t.ok([a, b, c].every((n) => n.address.startsWith('127.0.0.1:')), 'all on loopback');
+  const paths = [a, b, c].map((n) => n.address.replace(/^unix:/, ''));
+  t.ok([a, b, c].every((n) => n.address.startsWith('unix:/')), `Unix sockets: ${paths.join(', ')}`);
+  t.equal(new Set(paths).size, 3, 'one socket each');
+  for (const p of paths) {
+    t.equal(statSync(p).mode & 0o777, 0o600, `${p} is 0600`);
+    t.equal(statSync(path.dirname(p)).mode & 0o777, 0o700, 'in a folder only its owner enters');
+  }
   t.same(ids(a), ['b', 'c'], 'a learned about c although c joined through b');
   t.same(ids(b), ['a', 'c']);
   t.same(ids(c), ['a', 'b']);
@@ -416,9 +442,53 @@ t.test('handover support: fetch, drop and obtain move items between local views'
   await t.rejects(b.fetch('zz', { keys: ['k'] }), { name: 'StateError', message: /no peer 'zz' \(peers: a, c\)/ });
 });
 
-t.test('nodes need ids; a taken port is reported', async (t) => {
+t.test('nodes need ids; bad options name the field and its limit; a taken socket or port is reported', async (t) => {
   await t.rejects(EStateNode.start({ id: '' }), { message: /needs an id/ });
+  await t.rejects(EStateNode.start({ id: 'x', timeoutMs: 0 }), { name: 'StateError', message: /timeoutMs must be a number from 1 to 3600000 \(got 0\)/ });
+  await t.rejects(EStateNode.start({ id: 'x', retries: -1 }), { name: 'StateError', message: /retries must be a number from 0 to 100/ });
+  await t.rejects(EStateNode.start({ id: 'x', socketPath: `/tmp/${'s'.repeat(120)}.sock` }), { name: 'StateError', message: /socketPath .* is 130 bytes; a Unix socket path holds at most 107/ });
   const a = await node(t, 'a');
-  const port = Number(a.address.split(':').pop());
-  await t.rejects(EStateNode.start({ id: 'b', port }), { name: 'StateError', message: /cannot listen on 127\.0\.0\.1:\d+/ });
+  await t.rejects(EStateNode.start({ id: 'b', socketPath: a.address.slice('unix:'.length) }), { name: 'StateError', message: /E-State node b cannot listen on \/.*EADDRINUSE/ });
+  const tcp = await node(t, 'tcp', { host: '127.0.0.1', port: 0, tls: mtls.node('a') });
+  const port = Number(tcp.address.split(':').pop());
+  await t.rejects(EStateNode.start({ id: 'b', port, tls: mtls.node('b') }), { name: 'StateError', message: /cannot listen on 127\.0\.0\.1:\d+/ });
+});
+
+t.test('over TCP a node serves mutual TLS only: members with the group’s certificates work together, others are refused', async (t) => {
+  await t.rejects(EStateNode.start({ id: 'plain', host: '127.0.0.1', port: 0 }), { name: 'StateError', message: /serving on TCP \(host\/port\) needs tls \(mutual TLS/ });
+  const a = await node(t, 'a', { host: '127.0.0.1', port: 0, tls: mtls.node('a') });
+  t.match(a.address, /^127\.0\.0\.1:\d+$/);
+  a.set('k', 1n);
+  const b = await node(t, 'b', { host: '127.0.0.1', port: 0, tls: mtls.node('b') });
+  b.set('k', 2n);
+  const c = await peer(t, { id: 'c', host: '127.0.0.1', port: 0, tls: nodeTlsFiles(certDir, 'c'), seed: a.address, items: [['k', { int: '4' }]] });
+  await b.join(a.address);
+  t.same(ids(a), ['b', 'c']);
+  const r = await b.getGlobal('k', 'sum');
+  t.equal(r.value, 7n, 'every member answered over mutual TLS');
+  t.same(r.missing, []);
+  t.same((await c.getGlobal('k', 'sum')).value, 7n, 'also when the peer process asks');
+
+  const rogue = await node(t, 'rogue', { host: '127.0.0.1', port: 0, tls: mtls.rogue(), retries: 0, timeoutMs: 2000 });
+  rogue.addPeer({ id: 'a', address: a.address });
+  const rr = await rogue.getGlobal('k', 'sum', { self: false });
+  t.same(rr.missing, ['a'], 'a node whose certificate another CA signed gets no answer');
+  t.match(rr.errors['a'], /UNAVAILABLE/);
+
+  // a TLS client that shows no certificate never gets an answer
+  const served = a.stats().served['Get'] ?? 0;
+  const outcome = await new Promise<string>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port: Number(a.address.split(':').pop()), ca: mtls.node('b').ca, minVersion: 'TLSv1.3' });
+    s.on('data', () => resolve('answered'));
+    s.on('error', (e) => resolve(`refused: ${e.message}`));
+    s.on('close', () => resolve('closed'));
+    s.on('secureConnect', () => s.write(Buffer.from([0, 0, 0, 6, 0, 0, 0, 0, 1, 1])));
+  });
+  t.not(outcome, 'answered', `a client without a certificate: ${outcome}`);
+  t.equal(a.stats().served['Get'] ?? 0, served, 'no request of it reached the handler');
+
+  const plain = await node(t, 'plain', { retries: 0 });
+  plain.addPeer({ id: 'a', address: a.address });
+  const pr = await plain.getGlobal('k', 'sum', { self: false });
+  t.match(pr.errors['a'], /FAILED_PRECONDITION: .* TCP needs mutual TLS: this node has no tls material/, 'a node without certificates cannot call TCP peers');
 });
