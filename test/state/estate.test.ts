@@ -3,7 +3,8 @@
 // with mutual TLS.
 import t from 'tap';
 import type { Test } from 'tap';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -13,6 +14,7 @@ import { spawnPeer, type PeerProcess, type PeerSpec } from '../../src/state/esta
 import type { StateItem } from '../../src/state/estate/proto.js';
 import { latestItem } from '../../src/state/estate/reduce.js';
 import { HybridClock, wallClockUs } from '../../src/state/estate/clock.js';
+import { MAX_FRAME_BYTES, parsePeerAddress } from '../../src/state/estate/transport.js';
 
 async function node(t: Test, id: string, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<EStateNode> {
   const n = await EStateNode.start({ id, ...o });
@@ -88,6 +90,47 @@ t.test('local view: get, set, del on the instance’s own items, timestamped', a
   t.equal(a.del('x'), false);
   t.equal(a.get('x'), undefined);
   t.equal(a.size, 2);
+});
+
+t.test('local view: setMany writes a batch at one instant, in order, later than every write before it', async (t) => {
+  const a = await node(t, 'a');
+  const b = await node(t, 'b');
+  await b.join(a.address);
+  const before = b.set('k', 1n);
+  t.equal(a.setMany([['k', 2n], ['m', 'two'], ['k', 3n]]), 3, 'three writes');
+  const k = a.getItem('k')!;
+  const m = a.getItem('m')!;
+  t.equal(k.value, 3n, 'in order: the last write of a key wins');
+  t.equal(m.owner, 'a');
+  t.equal(k.ts, m.ts + 1, 'consecutive timestamps');
+  t.ok(m.ts > before.ts, 'later than the write made before the batch (on another node of the process)');
+  const after = b.set('k', 4n);
+  t.ok(after.ts > k.ts, 'and earlier than the write made after it');
+  t.equal((await a.getGlobal('k', 'latest')).value, 4n);
+  t.equal(a.setMany([]), 0, 'an empty batch writes nothing');
+});
+
+t.test('a closed node removes its socket; a frame over the size limit closes that connection only', async (t) => {
+  const a = await node(t, 'a');
+  a.set('k', 1n);
+  const sock = a.address.slice('unix:'.length);
+  const refused = await new Promise<string>((resolve) => {
+    const s = net.createConnection(sock);
+    s.on('connect', () => s.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 1])));
+    s.on('data', () => resolve('answered'));
+    s.on('close', () => resolve('closed'));
+    s.on('error', (e) => resolve(`error ${e.message}`));
+  });
+  t.equal(refused, 'closed', `a 4 GiB frame (limit ${MAX_FRAME_BYTES} bytes): the connection is closed`);
+  const b = await node(t, 'b');
+  b.addPeer({ id: 'a', address: a.address });
+  t.equal((await b.getGlobal('k', 'sum', { self: false })).value, 1n, 'the node still serves others');
+  t.ok(existsSync(sock));
+  await a.close();
+  t.notOk(existsSync(sock), 'socket file removed on close');
+  t.throws(() => parsePeerAddress('unix:relative.sock'), { name: 'PeerAddressError', message: /must be absolute/ });
+  t.throws(() => parsePeerAddress('localhost:70000'), { name: 'PeerAddressError', message: /port 1-65535/ });
+  t.same(parsePeerAddress('[::1]:5'), { kind: 'tcp', host: '::1', port: 5 });
 });
 
 t.test('every value type crosses the wire unchanged', async (t) => {
@@ -237,6 +280,11 @@ t.test('the hybrid logical clock: strictly increasing, past every timestamp it o
   t.equal(clock.tick(), 5_000_002);
   wall = 9_000_000;
   t.equal(clock.tick(), 9_000_000);
+  t.equal(clock.tickMany(3), 9_000_001, 'a batch of 3: the first of three timestamps');
+  t.equal(clock.tick(), 9_000_004, 'the next write is past all three');
+  wall = 10_000_000;
+  t.equal(clock.tickMany(2), 10_000_000, 'the wall clock, read once for the batch');
+  t.equal(clock.now(), 10_000_001);
 
   // the real wall clock: µs, never outside the millisecond Date.now() shows, in this process or another
   for (let i = 0; i < 10_000; i++) {
