@@ -14,7 +14,7 @@ import { spawnPeer, type PeerProcess, type PeerSpec } from '../../src/state/esta
 import type { StateItem } from '../../src/state/estate/proto.js';
 import { latestItem } from '../../src/state/estate/reduce.js';
 import { HybridClock, wallClockUs } from '../../src/state/estate/clock.js';
-import { MAX_FRAME_BYTES, parsePeerAddress } from '../../src/state/estate/transport.js';
+import { MAX_FRAME_BYTES, parsePeerAddress, sweepStaleSockets } from '../../src/state/estate/transport.js';
 
 async function node(t: Test, id: string, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<EStateNode> {
   const n = await EStateNode.start({ id, ...o });
@@ -110,7 +110,7 @@ t.test('local view: setMany writes a batch at one instant, in order, later than 
   t.equal(a.setMany([]), 0, 'an empty batch writes nothing');
 });
 
-t.test('a closed node removes its socket; a frame over the size limit closes that connection only', async (t) => {
+t.test('a closed node removes its socket, a killed one’s is swept; a frame over the size limit closes that connection only', async (t) => {
   const a = await node(t, 'a');
   a.set('k', 1n);
   const sock = a.address.slice('unix:'.length);
@@ -128,6 +128,15 @@ t.test('a closed node removes its socket; a frame over the size limit closes tha
   t.ok(existsSync(sock));
   await a.close();
   t.notOk(existsSync(sock), 'socket file removed on close');
+  // a peer killed with SIGKILL cannot remove its socket: the next sweep does, by its dead pid
+  const killed = await spawnPeer({ id: 'killed' });
+  const left = killed.address.slice('unix:'.length);
+  killed.signal('SIGKILL');
+  await killed.stop();
+  t.ok(existsSync(left), 'a killed peer leaves its socket');
+  t.ok(sweepStaleSockets(path.dirname(left)).includes(path.basename(left)), 'swept');
+  t.notOk(existsSync(left));
+  t.ok(existsSync(b.address.slice('unix:'.length)), 'a live node keeps its socket');
   t.throws(() => parsePeerAddress('unix:relative.sock'), { name: 'PeerAddressError', message: /must be absolute/ });
   t.throws(() => parsePeerAddress('localhost:70000'), { name: 'PeerAddressError', message: /port 1-65535/ });
   t.same(parsePeerAddress('[::1]:5'), { kind: 'tcp', host: '::1', port: 5 });

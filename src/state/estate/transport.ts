@@ -21,7 +21,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TlsMaterial } from '../../node/transport/certs.js';
@@ -134,10 +134,43 @@ export interface ServeOptions {
   tcp?: { host: string; port: number; tls: TlsMaterial };
 }
 
+/** socket files in the default folder are named <id>-<pid>-<n>.sock */
+const SOCKET_FILE = /-(\d+)-\d+\.sock$/;
+let swept = false;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the sockets of processes that died without closing their node
+ * (SIGKILL): their pid is in the name. A live pid keeps its files.
+ */
+export function sweepStaleSockets(dir: string): string[] {
+  const removed: string[] = [];
+  for (const f of readdirSync(dir)) {
+    const m = SOCKET_FILE.exec(f);
+    if (m === null || alive(Number(m[1]))) continue;
+    try {
+      unlinkSync(path.join(dir, f));
+      removed.push(f);
+    } catch {
+      // another process swept it first
+    }
+  }
+  return removed;
+}
+
 /**
  * A private folder for this user's E-State sockets: <tmpdir>/sharpctl-estate-<uid>,
  * created 0700; refused if it exists as anything but a folder of ours
- * with no access for others.
+ * with no access for others. The first call in a process sweeps the
+ * sockets dead processes left.
  */
 export function defaultSocketDir(): string {
   const uid = process.getuid?.() ?? 0;
@@ -146,6 +179,10 @@ export function defaultSocketDir(): string {
   const st = lstatSync(dir);
   if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
     throw new PeerAddressError(`E-State socket folder ${dir} must be a folder owned by uid ${uid} with mode 0700 (it is ${st.isDirectory() ? `mode 0${(st.mode & 0o777).toString(8)}, uid ${st.uid}` : 'not a folder'})`);
+  }
+  if (!swept) {
+    swept = true;
+    sweepStaleSockets(dir);
   }
   return dir;
 }
