@@ -161,6 +161,21 @@ export async function benchState(options: StateBenchOptions = {}): Promise<State
     } finally {
       await inProc.close();
     }
+    // the same fan-out to peers in this process: JavaScript and socket cost without 8 processes to wake and schedule
+    const local: EStateNode[] = [];
+    try {
+      for (let i = 0; i < maxPeers; i++) {
+        const n = await EStateNode.start({ id: `bench-local${i + 1}`, timeoutMs: 2000, retries: 0 });
+        n.set(key(0), BigInt(i + 1));
+        local.push(n);
+        asker.addPeer({ id: n.id, address: n.address });
+      }
+      const l = await latencies(samples, 20, () => asker.getGlobal(key(0), 'sum'));
+      rows.push({ backend: 'estate', op: 'getGlobal (sum), peers in this process', peers: maxPeers, opsPerSec: null, ...l, samples, note: 'cpu: asker and peers' });
+    } finally {
+      for (const n of local) asker.removePeer(n.id);
+      await Promise.all(local.map((n) => n.close()));
+    }
     const g = await grpcRoundTrip(samples * 4, Buffer.alloc(80));
     rows.push({ backend: 'grpc', op: 'unary round trip (80 bytes, in process, Unix socket)', peers: 1, opsPerSec: null, ...g, samples: samples * 4, note: 'cpu: both ends; no protobuf' });
 
