@@ -25,7 +25,7 @@ import path from 'node:path';
 import type { TlsMaterial } from '../../node/transport/certs.js';
 import { StateError } from '../types.js';
 import { defaultSocketDir, MAX_SOCKET_PATH_BYTES, PeerCallError, PeerLink, PeerServer, RETRYABLE_STATUSES, type CallStatus } from './transport.js';
-import { codecs, ESTATE_SERVICE, valueBytes, type Member, type StateItem, type StateValue } from './proto.js';
+import { codecs, valueBytes, type Member, type StateItem, type StateValue } from './proto.js';
 import type * as P from './proto.js';
 import { reducers, type ReduceName, type Reducer, type ReducedValue } from './reduce.js';
 import { processClock, type HybridClock } from './clock.js';

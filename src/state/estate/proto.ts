@@ -1,7 +1,7 @@
 /**
- * The E-State peer protocol: one gRPC service every instance's store
- * serves, with protobuf messages (so a peer written in another language can
- * join a group). The .proto text below is the only definition; it is parsed
+ * The E-State peer protocol: one service every instance's store serves,
+ * with protobuf messages (so a peer written in another language can join a
+ * group), carried by transport.ts. The .proto text below is the only definition; it is parsed
  * at load time by protobufjs.
  */
 import protobuf from 'protobufjs';
@@ -88,6 +88,8 @@ message LeaveReply {
   double clock = 15;
 }
 
+// On the framed transport (transport.ts) a frame names its method by
+// number: the rpcs below in order, from 1 (Get = 1 … Leave = 5).
 service EState {
   rpc Get(GetRequest) returns (GetReply);
   rpc Fetch(FetchRequest) returns (FetchReply);
