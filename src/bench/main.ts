@@ -60,7 +60,7 @@ console.table({ overhead: { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.ove
 results['handover.overheadMedianMs'] = ovh.overheadMedianMs;
 results['handover.overheadP99Ms'] = ovh.overheadP99Ms;
 
-console.log('\nstate management (E-State over gRPC, peers in separate processes, vs Redis):');
+console.log('\nstate management (E-State, peers in separate processes on Unix sockets, vs Redis):');
 const stateRows = await benchState(quick ? { localOps: 20_000, redisOps: 2000, samples: 50, peerCounts: [1, 2] } : {});
 printStateBench(stateRows);
 for (const r of stateRows) {
@@ -68,6 +68,7 @@ for (const r of stateRows) {
   if (r.opsPerSec !== null) results[`${key}.opsPerSec`] = r.opsPerSec;
   if (r.medianMs !== null) results[`${key}.medianMs`] = r.medianMs;
   if (r.p99Ms !== null) results[`${key}.p99Ms`] = r.p99Ms;
+  if (r.cpuUsPerOp !== undefined) results[`${key}.cpuUsPerOp`] = r.cpuUsPerOp;
 }
 
 mkdirSync(path.dirname(outFile), { recursive: true });

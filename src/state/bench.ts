@@ -2,17 +2,24 @@
  * State-store benchmark after the E-State paper (Peuster & Karl, NetSoft
  * 2016): operations per second of the local view, latency of the global
  * view with 1, 2, 4 and 8 peers, and the same workload against a
- * centralized store (a private redis-server). Peers run in processes of
- * their own (as instances would), all on loopback. Nothing here asserts.
+ * centralized store (a private redis-server), all in one run. Peers run in
+ * processes of their own (as instances would), on Unix sockets. Beside
+ * them, the cost of one peer round trip on E-State's transport and on a
+ * bare grpc-js unary call (the transport before), measured in one process
+ * so that the CPU figure covers both ends. Nothing here asserts.
  */
+import * as grpc from '@grpc/grpc-js';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { EStateNode } from './estate/node.js';
+import { defaultSocketDir } from './estate/transport.js';
 import { spawnPeer, type PeerProcess } from './estate/peer-process.js';
 import { RedisStateManager } from './redis-manager.js';
 import { findRedisServer } from './redis-server.js';
 
 export interface StateBenchRow {
-  backend: 'estate' | 'redis';
+  backend: 'estate' | 'redis' | 'grpc';
   /** what was measured */
   op: string;
   /** peers asked (global operations), else null */
@@ -21,11 +28,13 @@ export interface StateBenchRow {
   medianMs: number | null;
   p99Ms: number | null;
   samples: number;
+  /** CPU time of this process per operation (µs), where measured */
+  cpuUsPerOp?: number;
   note?: string;
 }
 
 export interface StateBenchOptions {
-  /** local get/set operations per measurement (default 200 000) */
+  /** local get/set operations per measurement (default 1 000 000; each measured 5 times, the median kept) */
   localOps?: number;
   /** Redis GET/SET round trips per measurement (default 20 000) */
   redisOps?: number;
@@ -53,27 +62,60 @@ function rate(n: number, fn: () => void): number {
   return (n / Number(process.hrtime.bigint() - t0)) * 1e9;
 }
 
+/** the median of `rounds` measurements (the machine is shared: single runs are noisy) */
+function medianRate(rounds: number, n: number, fn: () => void): number {
+  const rs = Array.from({ length: rounds }, () => rate(n, fn)).sort((a, b) => a - b);
+  return rs[rounds >> 1]!;
+}
+
 async function rateAsync(n: number, fn: (i: number) => Promise<unknown>): Promise<number> {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await fn(i);
   return (n / Number(process.hrtime.bigint() - t0)) * 1e9;
 }
 
-async function latencies(n: number, warmup: number, fn: () => Promise<unknown>): Promise<{ medianMs: number; p99Ms: number }> {
+async function latencies(n: number, warmup: number, fn: () => Promise<unknown>): Promise<{ medianMs: number; p99Ms: number; cpuUsPerOp: number }> {
   for (let i = 0; i < warmup; i++) await fn();
   const ms: number[] = [];
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
     const t = performance.now();
     await fn();
     ms.push(performance.now() - t);
   }
+  const cpu = process.cpuUsage(cpu0);
   ms.sort((a, b) => a - b);
-  return { medianMs: round(percentile(ms, 0.5)), p99Ms: round(percentile(ms, 0.99)) };
+  return { medianMs: round(percentile(ms, 0.5)), p99Ms: round(percentile(ms, 0.99)), cpuUsPerOp: round((cpu.user + cpu.system) / n, 1) };
+}
+
+/**
+ * One unary call on a bare grpc-js server and client in this process (the
+ * payload passed through as bytes: no protobuf), the transport E-State used
+ * before: the baseline of its own round trip.
+ */
+async function grpcRoundTrip(samples: number, payload: Buffer): Promise<{ medianMs: number; p99Ms: number; cpuUsPerOp: number }> {
+  const pass = (b: Buffer): Buffer => b;
+  const def: grpc.MethodDefinition<Buffer, Buffer> = { path: '/sharp.bench.Echo/Get', requestStream: false, responseStream: false, requestSerialize: pass, requestDeserialize: pass, responseSerialize: pass, responseDeserialize: pass };
+  const server = new grpc.Server();
+  server.addService({ Get: def } as grpc.ServiceDefinition, { Get: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request) });
+  // a Unix socket in the user's private folder (nothing on the network), like E-State's
+  const sock = path.join(defaultSocketDir(), `bench-grpc-${process.pid}.sock`);
+  await new Promise<number>((resolve, reject) => server.bindAsync(`unix:${sock}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const client = new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+  try {
+    const call = (): Promise<Buffer> =>
+      new Promise((resolve, reject) => client.makeUnaryRequest(def.path, pass, pass, payload, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e, v) => (e ? reject(e) : resolve(v!))));
+    return await latencies(samples, 200, call);
+  } finally {
+    client.close();
+    server.forceShutdown();
+    rmSync(sock, { force: true });
+  }
 }
 
 export async function benchState(options: StateBenchOptions = {}): Promise<StateBenchRow[]> {
   const log = options.log ?? ((): void => undefined);
-  const localOps = options.localOps ?? 200_000;
+  const localOps = options.localOps ?? 1_000_000;
   const redisOps = options.redisOps ?? 20_000;
   const samples = options.samples ?? 500;
   const peerCounts = options.peerCounts ?? [1, 2, 4, 8];
@@ -86,17 +128,56 @@ export async function benchState(options: StateBenchOptions = {}): Promise<State
   const asker = await EStateNode.start({ id: 'bench-asker', timeoutMs: 2000, retries: 1 });
   const peers: PeerProcess[] = [];
   try {
-    log(`E-State local view: ${localOps} set and ${localOps} get`);
-    const setRate = rate(localOps, () => {
-      for (let i = 0; i < localOps; i++) asker.set(key(i % KEYS), BigInt(i));
+    // keys and values made beforehand: the loops time the store, not string building
+    const keys = Array.from({ length: KEYS }, (_, i) => key(i));
+    const values = Array.from({ length: KEYS }, (_, i) => BigInt(i));
+    log(`E-State local view: ${localOps} set, ${localOps} setMany, ${localOps} get (median of 5 rounds each)`);
+    const setRate = medianRate(5, localOps, () => {
+      for (let i = 0; i < localOps; i++) asker.set(keys[i % KEYS]!, values[i % KEYS]!);
+    });
+    const BATCH = 1000;
+    const batch = keys.map((k, i) => [k, values[i]!] as const);
+    const setManyRate = medianRate(5, localOps, () => {
+      for (let i = 0; i < localOps; i += BATCH) asker.setMany(batch);
     });
     let sink = 0n;
-    const getRate = rate(localOps, () => {
-      for (let i = 0; i < localOps; i++) sink += asker.get(key(i % KEYS)) as bigint;
+    const getRate = medianRate(5, localOps, () => {
+      for (let i = 0; i < localOps; i++) sink += asker.get(keys[i % KEYS]!) as bigint;
     });
     void sink;
-    rows.push({ backend: 'estate', op: 'local set', peers: null, opsPerSec: Math.round(setRate), medianMs: null, p99Ms: null, samples: localOps });
+    rows.push({ backend: 'estate', op: 'local set', peers: null, opsPerSec: Math.round(setRate), medianMs: null, p99Ms: null, samples: localOps, note: 'one wall-clock reading per write' });
+    rows.push({ backend: 'estate', op: `local setMany (${BATCH} per call)`, peers: null, opsPerSec: Math.round(setManyRate), medianMs: null, p99Ms: null, samples: localOps, note: 'one wall-clock reading per call' });
     rows.push({ backend: 'estate', op: 'local get', peers: null, opsPerSec: Math.round(getRate), medianMs: null, p99Ms: null, samples: localOps });
+
+    // one peer round trip, both ends in this process: E-State's transport against a bare grpc-js call
+    log('transport: one Get round trip in process, E-State framing on a Unix socket vs a bare grpc-js unary call');
+    const inProc = await EStateNode.start({ id: 'bench-inproc', timeoutMs: 2000, retries: 0 });
+    try {
+      inProc.set(key(0), 1n);
+      asker.addPeer({ id: inProc.id, address: inProc.address });
+      const l = await latencies(samples * 4, 200, () => asker.getGlobal(key(0), 'sum', { self: false }));
+      rows.push({ backend: 'estate', op: 'peer round trip (Get, in process)', peers: 1, opsPerSec: null, ...l, samples: samples * 4, note: 'cpu: both ends' });
+      asker.removePeer(inProc.id);
+    } finally {
+      await inProc.close();
+    }
+    // the same fan-out to peers in this process: JavaScript and socket cost without 8 processes to wake and schedule
+    const local: EStateNode[] = [];
+    try {
+      for (let i = 0; i < maxPeers; i++) {
+        const n = await EStateNode.start({ id: `bench-local${i + 1}`, timeoutMs: 2000, retries: 0 });
+        n.set(key(0), BigInt(i + 1));
+        local.push(n);
+        asker.addPeer({ id: n.id, address: n.address });
+      }
+      const l = await latencies(samples, 20, () => asker.getGlobal(key(0), 'sum'));
+      rows.push({ backend: 'estate', op: 'getGlobal (sum), peers in this process', peers: maxPeers, opsPerSec: null, ...l, samples, note: 'cpu: asker and peers' });
+    } finally {
+      for (const n of local) asker.removePeer(n.id);
+      await Promise.all(local.map((n) => n.close()));
+    }
+    const g = await grpcRoundTrip(samples * 4, Buffer.alloc(80));
+    rows.push({ backend: 'grpc', op: 'unary round trip (80 bytes, in process, Unix socket)', peers: 1, opsPerSec: null, ...g, samples: samples * 4, note: 'cpu: both ends; no protobuf' });
 
     log(`E-State global view: starting ${maxPeers} peer processes`);
     for (let i = 0; i < maxPeers; i++) peers.push(await spawnPeer({ id: `bench-peer${i + 1}`, items: [[key(0), { int: String(i + 1) }]] }));
@@ -159,6 +240,7 @@ export function printStateBench(rows: readonly StateBenchRow[]): void {
       'ops/s': r.opsPerSec ?? '',
       'median ms': r.medianMs ?? '',
       'p99 ms': r.p99Ms ?? '',
+      'cpu µs/op': r.cpuUsPerOp ?? '',
       samples: r.samples,
       note: r.note ?? '',
     })),

@@ -1,13 +1,14 @@
 /**
  * E-State as the state manager of DataPlane VNFs (the example XDP VNF):
- * every instance gets an E-State node (its own gRPC server on loopback),
- * and all of them form one group.
+ * every instance gets an E-State node (serving on a Unix socket of its own,
+ * or on TCP with mutual TLS when host/basePort are given), and all of them
+ * form one group.
  *
  *   leaving   the old instance's node takes the flows' map entries
  *             (exportState) as its local items "flow/<flow>";
- *   arriving  the new instance's node fetches them from the old peer over
- *             gRPC and imports them into its map (importState);
- *   commit    the new node drops the items at the old peer (over gRPC),
+ *   arriving  the new instance's node fetches them from the old peer
+ *             and imports them into its map (importState);
+ *   commit    the new node drops the items at the old peer,
  *             and the old map entries are deleted.
  *
  * The map stays the VNF's authoritative state; the node's local view only
@@ -17,21 +18,24 @@ import type { FlowStateEntry } from '../dataplane/types.js';
 import type { HandoverContext } from '../handover/state-mover.js';
 import { Mutex } from '../util/mutex.js';
 import { DataPlaneStateManager } from './dataplane-manager.js';
+import type { TlsMaterial } from '../node/transport/certs.js';
 import { EStateNode, type EStateNodeOptions } from './estate/node.js';
 import { flowItemKey, parseFlowItemKey } from './flow-key.js';
 import { StateError, type Departure } from './types.js';
 
 export interface EStateManagerOptions {
-  /** listen address of the instances' nodes (default 127.0.0.1) */
+  /** serve the instances' nodes on TCP at this address (needs tls; default: each on a Unix socket) */
   host?: string;
-  /** first port; instance i listens on basePort + i (default 0: any free port each) */
+  /** first TCP port; instance i listens on basePort + i (0: any free port each; needs tls) */
   basePort?: number;
+  /** mutual TLS material of the nodes (a node certificate: serverAuth and clientAuth), for TCP */
+  tls?: TlsMaterial;
   /** per request (default 1000 ms) */
   timeoutMs?: number;
   /** (default 2) */
   retries?: number;
   /** further options for every node */
-  node?: Omit<EStateNodeOptions, 'id' | 'host' | 'port' | 'peers'>;
+  node?: Omit<EStateNodeOptions, 'id' | 'host' | 'port' | 'peers' | 'tls'>;
 }
 
 export class EStateManager extends DataPlaneStateManager {
@@ -64,8 +68,8 @@ export class EStateManager extends DataPlaneStateManager {
         retries: this.#o.retries ?? 2,
         ...this.#o.node,
         id: instance,
-        ...(this.#o.host === undefined ? {} : { host: this.#o.host }),
-        port: this.#o.basePort ? this.#o.basePort + index : 0,
+        ...(this.#o.tls === undefined ? {} : { tls: this.#o.tls }),
+        ...(this.#o.host === undefined && this.#o.basePort === undefined ? {} : { host: this.#o.host ?? '127.0.0.1', port: this.#o.basePort ? this.#o.basePort + index : 0 }),
       });
       const seed = this.#nodes.values().next().value;
       try {

@@ -1,12 +1,20 @@
 // E-State: local and global views, reduce functions, membership, handover
-// support, and peers that stop answering — all over gRPC on loopback.
+// support, and peers that stop answering — over Unix sockets, and over TCP
+// with mutual TLS.
 import t from 'tap';
 import type { Test } from 'tap';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { createCa, createNodeCert, loadTls, nodeTlsFiles } from '../../src/node/transport/certs.js';
 import { EStateNode, PeerUnavailableError, type EStateNodeOptions } from '../../src/state/estate/node.js';
 import { spawnPeer, type PeerProcess, type PeerSpec } from '../../src/state/estate/peer-process.js';
 import type { StateItem } from '../../src/state/estate/proto.js';
 import { latestItem } from '../../src/state/estate/reduce.js';
 import { HybridClock, wallClockUs } from '../../src/state/estate/clock.js';
+import { MAX_FRAME_BYTES, parsePeerAddress, sweepStaleSockets } from '../../src/state/estate/transport.js';
 
 async function node(t: Test, id: string, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<EStateNode> {
   const n = await EStateNode.start({ id, ...o });
@@ -30,17 +38,37 @@ async function group(t: Test, o: Omit<EStateNodeOptions, 'id'> = {}): Promise<[E
   return [a, b, c];
 }
 
+// certificates for the TCP tests: one CA for the group, and a rogue one
+const certDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-estate-tls-'));
+const rogueDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-estate-rogue-'));
+t.teardown(() => {
+  rmSync(certDir, { recursive: true, force: true });
+  rmSync(rogueDir, { recursive: true, force: true });
+});
+await createCa(certDir);
+await createCa(rogueDir, { name: 'rogue-ca' });
+for (const n of ['a', 'b', 'c']) await createNodeCert(certDir, n, { ips: ['127.0.0.1'] });
+await createNodeCert(rogueDir, 'r', { ips: ['127.0.0.1'] });
+const mtls = {
+  node: (name: string) => loadTls(nodeTlsFiles(certDir, name), 'server'),
+  rogue: () => loadTls(nodeTlsFiles(rogueDir, 'r'), 'server'),
+};
+
 const ids = (n: EStateNode): string[] =>
   n
     .members()
     .map((m) => m.id)
     .sort();
 
-t.test('three nodes on distinct loopback ports form one group by joining through any member', async (t) => {
+t.test('three nodes on distinct Unix sockets (only their owner may connect) form one group by joining through any member', async (t) => {
   const [a, b, c] = await group(t);
-  const ports = [a, b, c].map((n) => Number(n.address.split(':').pop()));
-  t.equal(new Set(ports).size, 3, `distinct ports ${ports.join(', ')}`);
-  t.ok([a, b, c].every((n) => n.address.startsWith('127.0.0.1:')), 'all on loopback');
+  const paths = [a, b, c].map((n) => n.address.replace(/^unix:/, ''));
+  t.ok([a, b, c].every((n) => n.address.startsWith('unix:/')), `Unix sockets: ${paths.join(', ')}`);
+  t.equal(new Set(paths).size, 3, 'one socket each');
+  for (const p of paths) {
+    t.equal(statSync(p).mode & 0o777, 0o600, `${p} is 0600`);
+    t.equal(statSync(path.dirname(p)).mode & 0o777, 0o700, 'in a folder only its owner enters');
+  }
   t.same(ids(a), ['b', 'c'], 'a learned about c although c joined through b');
   t.same(ids(b), ['a', 'c']);
   t.same(ids(c), ['a', 'b']);
@@ -62,6 +90,56 @@ t.test('local view: get, set, del on the instance’s own items, timestamped', a
   t.equal(a.del('x'), false);
   t.equal(a.get('x'), undefined);
   t.equal(a.size, 2);
+});
+
+t.test('local view: setMany writes a batch at one instant, in order, later than every write before it', async (t) => {
+  const a = await node(t, 'a');
+  const b = await node(t, 'b');
+  await b.join(a.address);
+  const before = b.set('k', 1n);
+  t.equal(a.setMany([['k', 2n], ['m', 'two'], ['k', 3n]]), 3, 'three writes');
+  const k = a.getItem('k')!;
+  const m = a.getItem('m')!;
+  t.equal(k.value, 3n, 'in order: the last write of a key wins');
+  t.equal(m.owner, 'a');
+  t.equal(k.ts, m.ts + 1, 'consecutive timestamps');
+  t.ok(m.ts > before.ts, 'later than the write made before the batch (on another node of the process)');
+  const after = b.set('k', 4n);
+  t.ok(after.ts > k.ts, 'and earlier than the write made after it');
+  t.equal((await a.getGlobal('k', 'latest')).value, 4n);
+  t.equal(a.setMany([]), 0, 'an empty batch writes nothing');
+});
+
+t.test('a closed node removes its socket, a killed one’s is swept; a frame over the size limit closes that connection only', async (t) => {
+  const a = await node(t, 'a');
+  a.set('k', 1n);
+  const sock = a.address.slice('unix:'.length);
+  const refused = await new Promise<string>((resolve) => {
+    const s = net.createConnection(sock);
+    s.on('connect', () => s.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 1])));
+    s.on('data', () => resolve('answered'));
+    s.on('close', () => resolve('closed'));
+    s.on('error', (e) => resolve(`error ${e.message}`));
+  });
+  t.equal(refused, 'closed', `a 4 GiB frame (limit ${MAX_FRAME_BYTES} bytes): the connection is closed`);
+  const b = await node(t, 'b');
+  b.addPeer({ id: 'a', address: a.address });
+  t.equal((await b.getGlobal('k', 'sum', { self: false })).value, 1n, 'the node still serves others');
+  t.ok(existsSync(sock));
+  await a.close();
+  t.notOk(existsSync(sock), 'socket file removed on close');
+  // a peer killed with SIGKILL cannot remove its socket: the next sweep does, by its dead pid
+  const killed = await spawnPeer({ id: 'killed' });
+  const left = killed.address.slice('unix:'.length);
+  killed.signal('SIGKILL');
+  await killed.stop();
+  t.ok(existsSync(left), 'a killed peer leaves its socket');
+  t.ok(sweepStaleSockets(path.dirname(left)).includes(path.basename(left)), 'swept');
+  t.notOk(existsSync(left));
+  t.ok(existsSync(b.address.slice('unix:'.length)), 'a live node keeps its socket');
+  t.throws(() => parsePeerAddress('unix:relative.sock'), { name: 'PeerAddressError', message: /must be absolute/ });
+  t.throws(() => parsePeerAddress('localhost:70000'), { name: 'PeerAddressError', message: /port 1-65535/ });
+  t.same(parsePeerAddress('[::1]:5'), { kind: 'tcp', host: '::1', port: 5 });
 });
 
 t.test('every value type crosses the wire unchanged', async (t) => {
@@ -211,6 +289,11 @@ t.test('the hybrid logical clock: strictly increasing, past every timestamp it o
   t.equal(clock.tick(), 5_000_002);
   wall = 9_000_000;
   t.equal(clock.tick(), 9_000_000);
+  t.equal(clock.tickMany(3), 9_000_001, 'a batch of 3: the first of three timestamps');
+  t.equal(clock.tick(), 9_000_004, 'the next write is past all three');
+  wall = 10_000_000;
+  t.equal(clock.tickMany(2), 10_000_000, 'the wall clock, read once for the batch');
+  t.equal(clock.now(), 10_000_001);
 
   // the real wall clock: µs, never outside the millisecond Date.now() shows, in this process or another
   for (let i = 0; i < 10_000; i++) {
@@ -416,9 +499,53 @@ t.test('handover support: fetch, drop and obtain move items between local views'
   await t.rejects(b.fetch('zz', { keys: ['k'] }), { name: 'StateError', message: /no peer 'zz' \(peers: a, c\)/ });
 });
 
-t.test('nodes need ids; a taken port is reported', async (t) => {
+t.test('nodes need ids; bad options name the field and its limit; a taken socket or port is reported', async (t) => {
   await t.rejects(EStateNode.start({ id: '' }), { message: /needs an id/ });
+  await t.rejects(EStateNode.start({ id: 'x', timeoutMs: 0 }), { name: 'StateError', message: /timeoutMs must be a number from 1 to 3600000 \(got 0\)/ });
+  await t.rejects(EStateNode.start({ id: 'x', retries: -1 }), { name: 'StateError', message: /retries must be a number from 0 to 100/ });
+  await t.rejects(EStateNode.start({ id: 'x', socketPath: `/tmp/${'s'.repeat(120)}.sock` }), { name: 'StateError', message: /socketPath .* is 130 bytes; a Unix socket path holds at most 107/ });
   const a = await node(t, 'a');
-  const port = Number(a.address.split(':').pop());
-  await t.rejects(EStateNode.start({ id: 'b', port }), { name: 'StateError', message: /cannot listen on 127\.0\.0\.1:\d+/ });
+  await t.rejects(EStateNode.start({ id: 'b', socketPath: a.address.slice('unix:'.length) }), { name: 'StateError', message: /E-State node b cannot listen on \/.*EADDRINUSE/ });
+  const tcp = await node(t, 'tcp', { host: '127.0.0.1', port: 0, tls: mtls.node('a') });
+  const port = Number(tcp.address.split(':').pop());
+  await t.rejects(EStateNode.start({ id: 'b', port, tls: mtls.node('b') }), { name: 'StateError', message: /cannot listen on 127\.0\.0\.1:\d+/ });
+});
+
+t.test('over TCP a node serves mutual TLS only: members with the group’s certificates work together, others are refused', async (t) => {
+  await t.rejects(EStateNode.start({ id: 'plain', host: '127.0.0.1', port: 0 }), { name: 'StateError', message: /serving on TCP \(host\/port\) needs tls \(mutual TLS/ });
+  const a = await node(t, 'a', { host: '127.0.0.1', port: 0, tls: mtls.node('a') });
+  t.match(a.address, /^127\.0\.0\.1:\d+$/);
+  a.set('k', 1n);
+  const b = await node(t, 'b', { host: '127.0.0.1', port: 0, tls: mtls.node('b') });
+  b.set('k', 2n);
+  const c = await peer(t, { id: 'c', host: '127.0.0.1', port: 0, tls: nodeTlsFiles(certDir, 'c'), seed: a.address, items: [['k', { int: '4' }]] });
+  await b.join(a.address);
+  t.same(ids(a), ['b', 'c']);
+  const r = await b.getGlobal('k', 'sum');
+  t.equal(r.value, 7n, 'every member answered over mutual TLS');
+  t.same(r.missing, []);
+  t.same((await c.getGlobal('k', 'sum')).value, 7n, 'also when the peer process asks');
+
+  const rogue = await node(t, 'rogue', { host: '127.0.0.1', port: 0, tls: mtls.rogue(), retries: 0, timeoutMs: 2000 });
+  rogue.addPeer({ id: 'a', address: a.address });
+  const rr = await rogue.getGlobal('k', 'sum', { self: false });
+  t.same(rr.missing, ['a'], 'a node whose certificate another CA signed gets no answer');
+  t.match(rr.errors['a'], /UNAVAILABLE/);
+
+  // a TLS client that shows no certificate never gets an answer
+  const served = a.stats().served['Get'] ?? 0;
+  const outcome = await new Promise<string>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port: Number(a.address.split(':').pop()), ca: mtls.node('b').ca, minVersion: 'TLSv1.3' });
+    s.on('data', () => resolve('answered'));
+    s.on('error', (e) => resolve(`refused: ${e.message}`));
+    s.on('close', () => resolve('closed'));
+    s.on('secureConnect', () => s.write(Buffer.from([0, 0, 0, 6, 0, 0, 0, 0, 1, 1])));
+  });
+  t.not(outcome, 'answered', `a client without a certificate: ${outcome}`);
+  t.equal(a.stats().served['Get'] ?? 0, served, 'no request of it reached the handler');
+
+  const plain = await node(t, 'plain', { retries: 0 });
+  plain.addPeer({ id: 'a', address: a.address });
+  const pr = await plain.getGlobal('k', 'sum', { self: false });
+  t.match(pr.errors['a'], /FAILED_PRECONDITION: .* TCP needs mutual TLS: this node has no tls material/, 'a node without certificates cannot call TCP peers');
 });

@@ -17,11 +17,15 @@
  *    old instance's local view into the new one's once SHarP says the old
  *    state is final.
  *
- * Transport: gRPC (@grpc/grpc-js) with the protobuf service in proto.ts.
+ * Transport (transport.ts): the protobuf messages of proto.ts, framed on
+ * one connection per peer — a Unix socket for local peers (the default),
+ * TCP with mutual TLS for peers elsewhere.
  */
-import * as grpc from '@grpc/grpc-js';
+import path from 'node:path';
+import type { TlsMaterial } from '../../node/transport/certs.js';
 import { StateError } from '../types.js';
-import { codecs, ESTATE_SERVICE, valueBytes, type Member, type StateItem, type StateValue } from './proto.js';
+import { defaultSocketDir, MAX_SOCKET_PATH_BYTES, PeerCallError, PeerLink, PeerServer, RETRYABLE_STATUSES, type CallStatus } from './transport.js';
+import { codecs, valueBytes, type Member, type StateItem, type StateValue } from './proto.js';
 import type * as P from './proto.js';
 import { reducers, type ReduceName, type Reducer, type ReducedValue } from './reduce.js';
 import { processClock, type HybridClock } from './clock.js';
@@ -31,10 +35,21 @@ export type { StateItem, StateValue, Member } from './proto.js';
 export interface EStateNodeOptions {
   /** unique id of the instance in its group */
   id: string;
-  /** address to listen on (default 127.0.0.1) */
+  /**
+   * serve on TCP at this address (with `port`; needs `tls`). Default: a
+   * Unix socket, `socketPath` or one in a private folder of the user's
+   */
   host?: string;
-  /** port (default 0: any free port) */
+  /** TCP port (0: any free one; needs `tls`) */
   port?: number;
+  /**
+   * the node's certificate, key and the group's CA: with host/port the node
+   * serves mutual TLS only, and it is what the node shows to peers at TCP
+   * addresses (a node certificate: serverAuth and clientAuth)
+   */
+  tls?: TlsMaterial;
+  /** the Unix socket to serve on (default: <tmpdir>/sharpctl-estate-<uid>/<id>-<pid>-<n>.sock) */
+  socketPath?: string;
   /** deadline of one request to one peer (default 500 ms) */
   timeoutMs?: number;
   /** further attempts after a failed one (default 2) */
@@ -101,46 +116,39 @@ export class PeerUnavailableError extends StateError {
   constructor(
     readonly peer: string,
     readonly attempts: number,
-    readonly code: grpc.status | undefined,
+    readonly code: CallStatus | undefined,
     detail: string,
+    options?: ErrorOptions,
   ) {
-    super(`E-State peer ${peer} did not answer (${attempts} attempt${attempts === 1 ? '' : 's'}): ${detail}`);
+    super(`E-State peer ${peer} did not answer (${attempts} attempt${attempts === 1 ? '' : 's'}): ${detail}`, options);
   }
 }
 
-const RETRYABLE = new Set<grpc.status>([grpc.status.UNAVAILABLE, grpc.status.CANCELLED, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.INTERNAL, grpc.status.UNKNOWN]);
-
-const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.initial_reconnect_backoff_ms': 50,
-  'grpc.max_reconnect_backoff_ms': 500,
-  'grpc.min_reconnect_backoff_ms': 50,
-  'grpc.enable_retries': 0,
-  // each node keeps its own connections, also when several live in one process
-  'grpc.use_local_subchannel_pool': 1,
-};
-
 type Codec<T> = { serialize(v: T): Buffer; deserialize(b: Buffer): T };
-
-function methodDef<Req, Res>(name: string, req: Codec<Req>, res: Codec<Res>): grpc.MethodDefinition<Req, Res> {
-  return {
-    path: `/${ESTATE_SERVICE}/${name}`,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: req.serialize,
-    requestDeserialize: req.deserialize,
-    responseSerialize: res.serialize,
-    responseDeserialize: res.deserialize,
-    originalName: name,
-  };
+interface MethodDef<Req, Res> {
+  /** its number on the wire */
+  id: number;
+  req: Codec<Req>;
+  res: Codec<Res>;
 }
 
-const METHODS: { [M in MethodName]: grpc.MethodDefinition<ReqOf<M>, ResOf<M>> } = {
-  Get: methodDef('Get', codecs.GetRequest, codecs.GetReply),
-  Fetch: methodDef('Fetch', codecs.FetchRequest, codecs.FetchReply),
-  Drop: methodDef('Drop', codecs.DropRequest, codecs.DropReply),
-  Join: methodDef('Join', codecs.JoinRequest, codecs.Members),
-  Leave: methodDef('Leave', codecs.LeaveRequest, codecs.LeaveReply),
+const METHODS: { [M in MethodName]: MethodDef<ReqOf<M>, ResOf<M>> } = {
+  Get: { id: 1, req: codecs.GetRequest, res: codecs.GetReply },
+  Fetch: { id: 2, req: codecs.FetchRequest, res: codecs.FetchReply },
+  Drop: { id: 3, req: codecs.DropRequest, res: codecs.DropReply },
+  Join: { id: 4, req: codecs.JoinRequest, res: codecs.Members },
+  Leave: { id: 5, req: codecs.LeaveRequest, res: codecs.LeaveReply },
 };
+const METHOD_NAMES: readonly (MethodName | undefined)[] = (() => {
+  const a: (MethodName | undefined)[] = [];
+  for (const [name, d] of Object.entries(METHODS)) a[d.id] = name as MethodName;
+  return a;
+})();
+
+/** node ids go into socket file names: keep them to safe characters */
+const socketName = (id: string, n: number): string => `${id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40)}-${process.pid}-${n}.sock`;
+let socketCounter = 0;
+
 interface Rpc {
   Get: [P.GetRequest, P.GetReply];
   Fetch: [P.FetchRequest, P.FetchReply];
@@ -168,44 +176,63 @@ const sleepAbortable = (ms: number, signal: AbortSignal | undefined): Promise<vo
 
 export class EStateNode {
   readonly id: string;
-  readonly #o: Required<Omit<EStateNodeOptions, 'peers' | 'port' | 'clock'>>;
-  readonly #server: grpc.Server;
+  readonly #o: Required<Pick<EStateNodeOptions, 'timeoutMs' | 'retries' | 'backoffMs' | 'answerDelayMs'>>;
+  readonly #tls: TlsMaterial | undefined;
+  #server: PeerServer | undefined;
   #address = '';
   #closed = false;
   readonly #items = new Map<string, StateItem>();
   readonly #peers = new Map<string, string>();
-  readonly #clients = new Map<string, grpc.Client>();
+  /** one connection per peer address, made on first use and again after it fails */
+  readonly #links = new Map<string, PeerLink>();
   readonly #clock: HybridClock;
   readonly #stats: EStateNodeStats = { requests: 0, retries: 0, failures: 0, bytesOut: 0, bytesIn: 0, served: {} };
 
   private constructor(o: EStateNodeOptions) {
     if (!o.id) throw new StateError('an E-State node needs an id');
     this.id = o.id;
-    const { clock, ...rest } = o;
-    this.#clock = clock ?? processClock;
-    this.#o = { host: '127.0.0.1', timeoutMs: 500, retries: 2, backoffMs: 25, answerDelayMs: 0, ...rest };
+    this.#clock = o.clock ?? processClock;
+    this.#tls = o.tls;
+    const num = (field: 'timeoutMs' | 'retries' | 'backoffMs' | 'answerDelayMs', v: number | undefined, dflt: number, min: number, max: number): number => {
+      if (v === undefined) return dflt;
+      if (!Number.isFinite(v) || v < min || v > max) throw new StateError(`E-State node ${o.id}: ${field} must be a number from ${min} to ${max} (got ${v})`);
+      return v;
+    };
+    this.#o = {
+      timeoutMs: num('timeoutMs', o.timeoutMs, 500, 1, 3_600_000),
+      retries: num('retries', o.retries, 2, 0, 100),
+      backoffMs: num('backoffMs', o.backoffMs, 25, 0, 60_000),
+      answerDelayMs: num('answerDelayMs', o.answerDelayMs, 0, 0, 3_600_000),
+    };
     for (const p of o.peers ?? []) if (p.id !== this.id) this.#peers.set(p.id, p.address);
-    // (keep channelz on: with 'grpc.enable_channelz': 0, grpc-js 1.14 does not track the
-    // server's sessions, and forceShutdown() then leaves open connections serving)
-    this.#server = new grpc.Server();
-    this.#server.addService(METHODS as unknown as grpc.ServiceDefinition, this.#handlers());
   }
 
-  /** Creates a node and starts serving its peers. */
+  /** Creates a node and starts serving its peers (a Unix socket unless host/port are given, then TCP with mutual TLS). */
   static async start(options: EStateNodeOptions): Promise<EStateNode> {
     const n = new EStateNode(options);
-    const host = n.#o.host.includes(':') ? `[${n.#o.host}]` : n.#o.host;
-    const port = await new Promise<number>((resolve, reject) =>
-      n.#server.bindAsync(`${host}:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    ).catch((e: unknown) => {
-      n.#server.forceShutdown();
-      throw new StateError(`E-State node ${options.id} cannot listen on ${host}:${options.port ?? 0}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-    });
-    n.#address = `${host}:${port}`;
+    const tcp = options.host !== undefined || options.port !== undefined;
+    if (tcp && options.socketPath !== undefined) throw new StateError(`E-State node ${options.id}: give socketPath or host/port, not both`);
+    if (tcp && options.tls === undefined) {
+      throw new StateError(`E-State node ${options.id}: serving on TCP (host/port) needs tls (mutual TLS: the node's certificate, key and the group's CA); leave host and port out to serve on a Unix socket`);
+    }
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? 0;
+    if (tcp && !(Number.isInteger(port) && port >= 0 && port <= 65535)) throw new StateError(`E-State node ${options.id}: port must be an integer from 0 to 65535 (got ${port})`);
+    let unixPath: string | undefined;
+    if (!tcp) {
+      unixPath = options.socketPath ?? path.join(defaultSocketDir(), socketName(options.id, ++socketCounter));
+      if (Buffer.byteLength(unixPath) > MAX_SOCKET_PATH_BYTES) throw new StateError(`E-State node ${options.id}: socketPath '${unixPath}' is ${Buffer.byteLength(unixPath)} bytes; a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES}`);
+    }
+    try {
+      n.#server = await PeerServer.listen(tcp ? { tcp: { host, port, tls: options.tls! } } : { unixPath: unixPath! }, (method, body) => n.#serve(method, body));
+    } catch (e) {
+      throw new StateError(`E-State node ${options.id} ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    n.#address = n.#server.address;
     return n;
   }
 
-  /** host:port this node serves on */
+  /** where this node serves: unix:/path.sock, or host:port (mutual TLS) */
   get address(): string {
     return this.#address;
   }
@@ -232,6 +259,23 @@ export class EStateNode {
     const item: StateItem = { key, value, ts: this.#clock.tick(), owner: this.id };
     this.#items.set(key, item);
     return item;
+  }
+
+  /**
+   * Writes several items at one instant: like set() for each, in order,
+   * with one reading of the clock for all (their timestamps are
+   * consecutive). The fast path for bulk updates; returns how many.
+   */
+  setMany(entries: readonly (readonly [string, StateValue])[]): number {
+    let ts = this.#clock.tickMany(entries.length);
+    const items = this.#items;
+    const owner = this.id;
+    // an index loop: iterator destructuring costs ~20 % here
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      items.set(e[0], { key: e[0], value: e[1], ts: ts++, owner });
+    }
+    return entries.length;
   }
 
   del(key: string): boolean {
@@ -316,7 +360,7 @@ export class EStateNode {
   addPeer(m: Member): void {
     if (m.id === this.id) return;
     const old = this.#peers.get(m.id);
-    if (old !== undefined && old !== m.address) this.#dropClient(old);
+    if (old !== undefined && old !== m.address) this.#dropLink(old);
     this.#peers.set(m.id, m.address);
   }
 
@@ -324,7 +368,7 @@ export class EStateNode {
     const addr = this.#peers.get(id);
     if (addr === undefined) return false;
     this.#peers.delete(id);
-    if (![...this.#peers.values()].includes(addr)) this.#dropClient(addr);
+    if (![...this.#peers.values()].includes(addr)) this.#dropLink(addr);
     return true;
   }
 
@@ -418,51 +462,39 @@ export class EStateNode {
     return { ...this.#stats, served: { ...this.#stats.served } };
   }
 
-  #client(address: string): grpc.Client {
-    let c = this.#clients.get(address);
-    if (c === undefined) {
-      c = new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-      this.#clients.set(address, c);
+  #link(address: string): PeerLink {
+    let l = this.#links.get(address);
+    if (l === undefined) {
+      l = new PeerLink(address, this.#tls, (dead) => {
+        if (this.#links.get(address) === dead) this.#links.delete(address);
+      });
+      this.#links.set(address, l);
     }
-    return c;
+    return l;
   }
 
-  #dropClient(address: string): void {
-    this.#clients.get(address)?.close();
-    this.#clients.delete(address);
+  #dropLink(address: string): void {
+    this.#links.get(address)?.close();
+    this.#links.delete(address);
   }
 
-  #once<M extends MethodName>(address: string, method: M, req: ReqOf<M>, timeoutMs: number, signal: AbortSignal | undefined): Promise<ResOf<M>> {
-    if (this.#closed) return Promise.reject(new StateError(`E-State node ${this.id} is closed`));
-    const def = METHODS[method] as unknown as grpc.MethodDefinition<ReqOf<M>, ResOf<M>>;
-    const stats = this.#stats;
-    stats.requests++;
-    return new Promise<ResOf<M>>((resolve, reject) => {
-      const call = this.#client(address).makeUnaryRequest<ReqOf<M>, ResOf<M>>(
-        def.path,
-        (v) => {
-          // stamped when it leaves: the receiver's clock moves past this node's
-          const b = def.requestSerialize({ ...v, clock: this.#clock.now() });
-          stats.bytesOut += b.length;
-          return b;
-        },
-        (b) => {
-          stats.bytesIn += b.length;
-          return def.responseDeserialize(b);
-        },
-        req,
-        new grpc.Metadata(),
-        { deadline: Date.now() + timeoutMs },
-        (err, res) => {
-          signal?.removeEventListener('abort', onAbort);
-          if (err) return reject(err);
-          this.#observe(res as ResOf<M>);
-          resolve(res as ResOf<M>);
-        },
-      );
-      const onAbort = (): void => call.cancel();
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+  async #once<M extends MethodName>(address: string, method: M, req: ReqOf<M>, timeoutMs: number, signal: AbortSignal | undefined): Promise<ResOf<M>> {
+    if (this.#closed) throw new StateError(`E-State node ${this.id} is closed`);
+    const def = METHODS[method] as unknown as MethodDef<ReqOf<M>, ResOf<M>>;
+    this.#stats.requests++;
+    // stamped when it leaves: the receiver's clock moves past this node's
+    const out = def.req.serialize({ ...req, clock: this.#clock.now() });
+    this.#stats.bytesOut += out.length;
+    const b = await this.#link(address).call(def.id, out, timeoutMs, signal);
+    this.#stats.bytesIn += b.length;
+    let res: ResOf<M>;
+    try {
+      res = def.res.deserialize(b);
+    } catch (e) {
+      throw new PeerCallError('INTERNAL', `${address} answered ${method} with a message that does not decode: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    this.#observe(res);
+    return res;
   }
 
   /** Moves this node's clock past the timestamps a peer's message carries (its clock, its items'). */
@@ -488,36 +520,44 @@ export class EStateNode {
       } catch (e) {
         options.signal?.throwIfAborted();
         last = e;
-        const code = (e as grpc.ServiceError).code;
-        if (code === undefined || !RETRYABLE.has(code)) break;
+        if (!(e instanceof PeerCallError) || !RETRYABLE_STATUSES.has(e.status)) break;
       }
     }
     this.#stats.failures++;
-    const se = last as Partial<grpc.ServiceError> | undefined;
-    const detail = se?.code !== undefined ? `${grpc.status[se.code] ?? se.code}: ${se.details ?? se.message ?? ''}` : String(last);
-    throw new PeerUnavailableError(peer, attempts, se?.code, `${method} ${detail}`);
+    const code = last instanceof PeerCallError ? last.status : undefined;
+    const detail = last instanceof Error ? last.message : String(last);
+    throw new PeerUnavailableError(peer, attempts, code, `${method} ${detail}`, { cause: last });
   }
 
-  #handlers(): grpc.UntypedServiceImplementation {
-    const serve =
-      <Req extends P.Clocked, Res extends P.Clocked>(name: string, fn: (req: Req) => Res): grpc.handleUnaryCall<Req, Res> =>
-      (call, cb) => {
-        this.#stats.served[name] = (this.#stats.served[name] ?? 0) + 1;
-        this.#clock.observe(call.request.clock);
-        const answer = (): void => {
-          if (this.#closed) return cb({ code: grpc.status.UNAVAILABLE, details: `E-State node ${this.id} closed` });
-          try {
-            cb(null, { ...fn(call.request), clock: this.#clock.now() });
-          } catch (e) {
-            cb({ code: grpc.status.INTERNAL, details: e instanceof Error ? e.message : String(e) });
-          }
-        };
-        if (this.#o.answerDelayMs > 0) setTimeout(answer, this.#o.answerDelayMs);
-        else answer();
-      };
-    return {
-      Get: serve('Get', (r: ReqOf<'Get'>): ResOf<'Get'> => ({ node: this.id, item: this.#items.get(r.key) })),
-      Fetch: serve('Fetch', (r: ReqOf<'Fetch'>): ResOf<'Fetch'> => {
+  /** Answers one peer's request (the transport's handler). */
+  #serve(methodId: number, body: Buffer): Buffer | Promise<Buffer> {
+    const name = METHOD_NAMES[methodId];
+    if (name === undefined) throw new PeerCallError('UNIMPLEMENTED', `E-State node ${this.id} has no method ${methodId}`);
+    const def = METHODS[name] as unknown as MethodDef<P.Clocked, P.Clocked>;
+    let req: P.Clocked;
+    try {
+      req = def.req.deserialize(body);
+    } catch (e) {
+      throw new PeerCallError('INVALID_ARGUMENT', `${name} request does not decode: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    this.#stats.served[name] = (this.#stats.served[name] ?? 0) + 1;
+    this.#clock.observe(req.clock);
+    const answer = (): Buffer => {
+      if (this.#closed) throw new PeerCallError('UNAVAILABLE', `E-State node ${this.id} closed`);
+      return def.res.serialize({ ...(this.#answer(name, req) as P.Clocked), clock: this.#clock.now() });
+    };
+    if (this.#o.answerDelayMs > 0) return new Promise((resolve) => setTimeout(resolve, this.#o.answerDelayMs)).then(answer);
+    return answer();
+  }
+
+  #answer(name: MethodName, request: P.Clocked): ResOf<MethodName> {
+    switch (name) {
+      case 'Get': {
+        const r = request as ReqOf<'Get'>;
+        return { node: this.id, item: this.#items.get(r.key) };
+      }
+      case 'Fetch': {
+        const r = request as ReqOf<'Fetch'>;
         const out = new Map<string, StateItem>();
         for (const k of r.keys) {
           const i = this.#items.get(k);
@@ -525,18 +565,23 @@ export class EStateNode {
         }
         if (r.prefix !== undefined) for (const i of this.items(r.prefix)) out.set(i.key, i);
         return { node: this.id, items: [...out.values()] };
-      }),
-      Drop: serve('Drop', (r: ReqOf<'Drop'>): ResOf<'Drop'> => ({ node: this.id, dropped: r.keys.filter((k) => this.#items.delete(k)).length })),
-      Join: serve('Join', (r: ReqOf<'Join'>): ResOf<'Join'> => {
-        if (!r.member.id || !r.member.address) throw new Error('a joining member needs an id and an address');
+      }
+      case 'Drop': {
+        const r = request as ReqOf<'Drop'>;
+        return { node: this.id, dropped: r.keys.filter((k) => this.#items.delete(k)).length };
+      }
+      case 'Join': {
+        const r = request as ReqOf<'Join'>;
+        if (!r.member.id || !r.member.address) throw new PeerCallError('INVALID_ARGUMENT', 'a joining member needs an id and an address');
         this.addPeer(r.member);
         return { node: this.id, members: [{ id: this.id, address: this.#address }, ...this.members()] };
-      }),
-      Leave: serve('Leave', (r: ReqOf<'Leave'>): ResOf<'Leave'> => {
+      }
+      case 'Leave': {
+        const r = request as ReqOf<'Leave'>;
         this.removePeer(r.id);
         return { node: this.id };
-      }),
-    };
+      }
+    }
   }
 
   /** Bytes of the local view (values only), for statistics. */
@@ -552,9 +597,9 @@ export class EStateNode {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const c of this.#clients.values()) c.close();
-    this.#clients.clear();
-    this.#server.forceShutdown();
+    for (const l of this.#links.values()) l.close();
+    this.#links.clear();
+    this.#server?.close();
   }
 
 }

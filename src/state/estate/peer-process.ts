@@ -15,6 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { EStateNode } from './node.js';
 import { HybridClock, wallClockUs } from './clock.js';
 import type { StateItem, StateValue } from './proto.js';
+import { loadTls, type TlsFiles } from '../../node/transport/certs.js';
 import type { ReduceName } from './reduce.js';
 
 /** JSON form of a value: a number, {"int": "<decimal>"}, {"str": "..."} or {"raw": "<base64>"}. */
@@ -22,8 +23,11 @@ export type JsonValue = number | { int: string } | { str: string } | { raw: stri
 
 export interface PeerSpec {
   id: string;
+  /** serve on TCP (needs tls); default: a Unix socket */
   host?: string;
   port?: number;
+  /** the node's certificate files (mutual TLS on TCP) */
+  tls?: TlsFiles;
   /** join the group of this member (host:port) */
   seed?: string;
   items?: [string, JsonValue][];
@@ -167,6 +171,7 @@ async function main(): Promise<void> {
     id: spec.id,
     ...(spec.host === undefined ? {} : { host: spec.host }),
     ...(spec.port === undefined ? {} : { port: spec.port }),
+    ...(spec.tls === undefined ? {} : { tls: loadTls(spec.tls, 'server') }),
     ...(spec.answerDelayMs === undefined ? {} : { answerDelayMs: spec.answerDelayMs }),
     ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
     ...(spec.retries === undefined ? {} : { retries: spec.retries }),
