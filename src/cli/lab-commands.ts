@@ -2,14 +2,15 @@
  * Commands that drive a running lab through its daemon: lab up/down/status,
  * rule, handover, status, traffic, report.
  */
+// Imported here only what `status`, `report` and the other daemon requests
+// need; the lab's own machinery (specs, nodes, compiles, BMv2) is imported
+// by the commands that use it, so that those requests answer at once.
 import { spawn } from 'node:child_process';
-import { detachLabNodesIn } from '../lab/lab-nodes.js';
 import { mkdirSync, openSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadSpec } from '../lab/spec/index.js';
+import type { LabSpec } from '../lab/spec/types.js';
 import { printable } from '../lab/spec/util.js';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { compileXdp } from './compile.js';
 import { objectsDir, repoRoot, runDir } from './paths.js';
 import { call, DaemonClosedError, DaemonTimeoutError, DaemonUnreachableError, type CallOptions, type DeadlinedMethod } from '../lab/rpc.js';
 import {
@@ -28,10 +29,8 @@ import {
   type LabPaths,
   type LabState,
 } from '../lab/run-dir.js';
-import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { listNetns, deleteNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
-import { PROTO_NUMBERS } from '../lab/spec/types.js';
 import { formatIpv4, networkOf, parseCidr } from '../lab/spec/util.js';
 import { EnvironmentError, InterruptedError, LabError, UsageError, requireRoot } from './errors.js';
 import { int, ipv4Prefix, labName, LAB_NAME, LAB_NAME_HELP, seconds } from './options.js';
@@ -143,6 +142,7 @@ async function removeLeftovers(name: string, p: LabPaths, st: DaemonProcess | un
   const kept = all.filter((ns) => namespaceOwner(ns, daemons) !== undefined);
   const removedNamespaces = all.filter((ns) => !kept.includes(ns));
   // the lab's node daemons pinned their programs: detach them while their namespaces still exist
+  const { detachLabNodesIn } = await import('../lab/lab-nodes.js');
   detachLabNodesIn(path.join(p.dir, 'work', 'nodes'), path.join(repoRoot, 'dist/src/cli/main.js'));
   for (const ns of removedNamespaces) deleteNetns(ns);
   rmSync(p.dir, { recursive: true, force: true });
@@ -217,6 +217,7 @@ export function addLabCommands(program: Command): void {
     .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab up my-lab.yaml --name lab2', 'sharpctl lab up --target bmv2', 'sharpctl lab up --instances 3 --json'))
     .action(async (specFile: string | undefined, o: { name?: string; instances?: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
       requireRoot('sharpctl lab up');
+      const { loadSpec } = await import('../lab/spec/index.js');
       // every problem of the spec at once, before anything is created
       const spec = specFile === undefined ? undefined : loadSpec(specFile);
       if (spec !== undefined && o.instances !== undefined) {
@@ -226,6 +227,7 @@ export function addLabCommands(program: Command): void {
       if (spec !== undefined && o.name !== undefined && o.name !== spec.name && !o.json) process.stderr.write(`lab named '${o.name}' (--name), not '${spec.name}' (the spec's name)\n`);
       const target = o.target ?? spec?.target ?? 'xdp';
       if (target === 'bmv2') {
+        const { bmv2Availability, Bmv2UnavailableError } = await import('../lab/mininet-lab.js');
         const avail = bmv2Availability();
         if (!avail.ok) throw new Bmv2UnavailableError(`target bmv2: ${avail.reason}`);
       }
@@ -266,9 +268,10 @@ export function addLabCommands(program: Command): void {
    * that fails or is interrupted stops the daemon it started and removes
    * what it built.
    */
-  const up = async (name: string, p: LabPaths, old: LabState | undefined, lockFd: number, instances: number, target: 'xdp' | 'bmv2', spec: ReturnType<typeof loadSpec> | undefined, json: boolean): Promise<void> => {
+  const up = async (name: string, p: LabPaths, old: LabState | undefined, lockFd: number, instances: number, target: 'xdp' | 'bmv2', spec: LabSpec | undefined, json: boolean): Promise<void> => {
     await removeLeftovers(name, p, old); // of a crashed run
     interruption.throwIfAborted();
+    const { compileXdp } = await import('./compile.js');
     const compiled = compileXdp();
     if (compiled.built.length && !json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
     interruption.throwIfAborted();
@@ -417,6 +420,7 @@ export function addLabCommands(program: Command): void {
       examples('sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2', 'sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2'),
     )
     .action(async (o: { switch: string; to: string; src?: string; dst?: string; sport?: number; dport?: number; proto?: string; from?: string; priority?: number; exact?: boolean; id?: number; name: string; json?: boolean }) => {
+      const { PROTO_NUMBERS } = await import('../lab/spec/types.js');
       const proto = o.proto === undefined ? undefined : PROTO_NUMBERS[o.proto as 'udp' | 'tcp' | 'icmp'];
       if (proto !== undefined && proto !== PROTO_NUMBERS.udp && proto !== PROTO_NUMBERS.tcp) {
         const ports = (['sport', 'dport'] as const).filter((k) => (o[k] ?? 0) !== 0);
