@@ -10,7 +10,7 @@ import { mkdirSync, openSync, rmSync, existsSync, readFileSync, writeFileSync } 
 import type { LabSpec } from '../lab/spec/types.js';
 import { printable } from '../lab/spec/util.js';
 import path from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, Option } from './commander.js';
 import { objectsDir, repoRoot, runDir } from './paths.js';
 import { call, DaemonClosedError, DaemonTimeoutError, DaemonUnreachableError, type CallOptions, type DeadlinedMethod } from '../lab/rpc.js';
 import {
@@ -31,6 +31,7 @@ import {
 } from '../lab/run-dir.js';
 import { listNetns, deleteNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
+import { dropCountersText, type DropCounters } from '../report/drop-counters.js';
 import { formatIpv4, networkOf, parseCidr } from '../lab/spec/util.js';
 import { EnvironmentError, InterruptedError, LabError, UsageError, requireRoot } from './errors.js';
 import { int, ipv4Prefix, labName, LAB_NAME, LAB_NAME_HELP, seconds } from './options.js';
@@ -190,6 +191,20 @@ function prefixOption(flag: string, v: string | undefined, exact: boolean): stri
   const net = networkOf(c.addr, len);
   if (net !== c.addr) throw new UsageError(`${flag}: ${v} has address bits set beyond its /${len} prefix; did you mean ${formatIpv4(net)}/${len}?`);
   return `${formatIpv4(net)}/${len}`;
+}
+
+/** A traffic report's stamp fields, as the daemon sends them. */
+interface StampFields {
+  stampMismatches: number;
+  /** false: nothing was compared (the lab's VNFs do not stamp); stampMismatches is 0 then */
+  stampsChecked?: boolean;
+  /** why not, e.g. "linux VNFs do not stamp" */
+  stampsNotChecked?: string;
+}
+
+/** "stamp mismatches 0", or that none were compared: a 0 must not pass for a check that never ran */
+function stampText(r: StampFields): string {
+  return r.stampsChecked === false ? `stamps not checked (${r.stampsNotChecked ?? "the lab's VNFs do not stamp"})` : `stamp mismatches ${r.stampMismatches}`;
 }
 
 /** the handover engine's default timeout, sent with every handover so the client knows its deadline */
@@ -551,9 +566,9 @@ export function addLabCommands(program: Command): void {
     .option('--json', 'as JSON')
     .addHelpText('after', examples('sharpctl traffic stop', "sharpctl traffic stop --json | jq '.[].lost'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await daemon<{ direction: string; sent: number; delivered: number; lost: number; reported?: number; unaccounted?: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name), 'traffic.stop');
+      const r = await daemon<({ direction: string; sent: number; delivered: number; lost: number; reported?: number; unaccounted?: number; reordered: number; duplicated: number } & StampFields)[]>(liveLab(o.name), 'traffic.stop');
       out(o.json, r, () => {
-        for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}${d.lost > 0 ? ` (counted ${d.reported ?? 0}, unaccounted ${d.unaccounted ?? d.lost})` : ''}, reordered ${d.reordered}, duplicated ${d.duplicated}, stamp mismatches ${d.stampMismatches}`);
+        for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}${d.lost > 0 ? ` (counted ${d.reported ?? 0}, unaccounted ${d.unaccounted ?? d.lost})` : ''}, reordered ${d.reordered}, duplicated ${d.duplicated}, ${stampText(d)}`);
       });
       if (r.some((d) => d.lost + d.reordered + d.duplicated + d.stampMismatches > 0)) process.exitCode = 1;
     });
@@ -565,11 +580,16 @@ export function addLabCommands(program: Command): void {
     .option('--json', 'as JSON')
     .addHelpText('after', examples('sharpctl report', "sharpctl report --json | jq '.handovers[] | select(.outcome != \"completed\")'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await daemon<{ handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[]; traffic?: { sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] }>(liveLab(o.name), 'report');
+      const r = await daemon<{
+        handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[];
+        traffic?: ({ sent: number; delivered: number; lost: number; reordered: number; duplicated: number } & StampFields)[];
+        drops: DropCounters;
+      }>(liveLab(o.name), 'report');
       out(o.json, r, () => {
         for (const h of r.handovers) console.log(`handover ${h.id} ${h.from} → ${h.to}: ${h.outcome} in ${h.durationMs} ms${h.reason ? ` (${h.reason})` : ''}`);
-        for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
         if (!r.handovers.length) console.log('no handovers yet');
+        for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}, ${stampText(t)}`);
+        for (const l of dropCountersText(r.drops)) console.log(l);
       });
     });
 }
@@ -591,6 +611,8 @@ function printStatus(s: Record<string, unknown>): void {
   printRules(s['rules'] as unknown[]);
   const active = s['active'] as { id: number; step: string; from: string; to: string }[];
   console.log(active.length ? `\nhandovers in flight:\n${active.map((a) => `  ${a.id} ${a.from} → ${a.to}: ${a.step}`).join('\n')}` : '\nno handover in flight');
-  const tr = s['traffic'] as { direction: string; running: boolean; sent: number; delivered: number; held?: number; inFlight?: number; lost: number; reordered: number; duplicated: number }[] | undefined;
-  for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}${t.running ? `, held ${t.held ?? 0}, in flight ${t.inFlight ?? 0}` : ''}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
+  const tr = s['traffic'] as ({ direction: string; running: boolean; sent: number; delivered: number; held?: number; inFlight?: number; lost: number; reordered: number; duplicated: number } & StampFields)[] | undefined;
+  for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}${t.running ? `, held ${t.held ?? 0}, in flight ${t.inFlight ?? 0}` : ''}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}, ${stampText(t)}`);
+  const drops = s['drops'] as DropCounters | undefined;
+  if (drops !== undefined) for (const l of dropCountersText(drops)) console.log(l);
 }

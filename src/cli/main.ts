@@ -9,7 +9,7 @@
  */
 // What a command runs is imported in its action (await import()): every
 // start, --help included, loads only commander and the commands' definitions.
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, Option } from './commander.js';
 import path from 'node:path';
 import type { DemoReport } from '../demo/demo.js';
 import { objectsDir } from './paths.js';
