@@ -240,37 +240,41 @@ async function main(): Promise<void> {
   const stampNote = (r: TrafficReport): { stampsNotChecked?: string } => (r.stampsChecked || stampsNotChecked === undefined ? {} : { stampsNotChecked });
 
   const handlers: Record<string, Handler> = {
-    status: async () => ({
-      name: a.name,
-      prefix,
-      pid: process.pid,
-      switches: theLab.topology.switches.map((s) => ({ name: s.name, netns: s.netns, ports: s.ports.map((p) => p.name) })),
-      instances: theDp.instances(),
-      hosts: [theLab.client, theLab.server],
-      rules: await counters(),
-      active: engine.active(),
-      traffic: (await trafficNow())?.map((r, i) => ({
-        direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'),
-        running: traffic.length > 0,
-        sent: r.sent,
-        delivered: r.delivered,
-        // held frames (in kernel rings) and frames in flight are not lost
-        held: r.held,
-        inFlight: r.inFlight,
-        lost: r.lost,
-        reported: r.reported,
-        unaccounted: r.unaccounted,
-        reordered: r.reordered,
-        duplicated: r.duplicated,
-        stampMismatches: r.stampMismatches,
-        // false: the lab's VNFs do not stamp (linux), stampMismatches is 0 because nothing was compared
-        stampsChecked: r.stampsChecked,
-        ...stampNote(r),
-      })),
-      handovers: history.slice(-20).map(summarize),
-      controllerDataPackets: await theDp.controllerDataPackets(),
-      drops: await drops(),
-    }),
+    status: async () => {
+      // the reads at once: each is a round trip to the lab's node processes
+      const [rules, trafficReports, controllerDataPackets, dropCounters] = await Promise.all([counters(), trafficNow(), theDp.controllerDataPackets(), drops()]);
+      return {
+        name: a.name,
+        prefix,
+        pid: process.pid,
+        switches: theLab.topology.switches.map((s) => ({ name: s.name, netns: s.netns, ports: s.ports.map((p) => p.name) })),
+        instances: theDp.instances(),
+        hosts: [theLab.client, theLab.server],
+        rules,
+        active: engine.active(),
+        traffic: trafficReports?.map((r, i) => ({
+          direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'),
+          running: traffic.length > 0,
+          sent: r.sent,
+          delivered: r.delivered,
+          // held frames (in kernel rings) and frames in flight are not lost
+          held: r.held,
+          inFlight: r.inFlight,
+          lost: r.lost,
+          reported: r.reported,
+          unaccounted: r.unaccounted,
+          reordered: r.reordered,
+          duplicated: r.duplicated,
+          stampMismatches: r.stampMismatches,
+          // false: the lab's VNFs do not stamp (linux), stampMismatches is 0 because nothing was compared
+          stampsChecked: r.stampsChecked,
+          ...stampNote(r),
+        })),
+        handovers: history.slice(-20).map(summarize),
+        controllerDataPackets,
+        drops: dropCounters,
+      };
+    },
     'rule.list': async () => counters(),
     'rule.add': async (p) => {
       const q = p as { switch: string; to: string; match: RuleMatch; id?: number };

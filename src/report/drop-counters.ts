@@ -137,7 +137,13 @@ export interface DropCounterSources {
 /** Reads every drop counter now. */
 export async function readDropCounters(src: DropCounterSources): Promise<DropCounters> {
   const { dp } = src;
-  const samples = (await Promise.all((src.metricsSockets ?? []).map((s) => scrapeUnix(s)))).flatMap(parseExposition);
+  // every read at once: each is a round trip to a node process
+  const [expositions, portCounters, interfaceDrops] = await Promise.all([
+    Promise.all((src.metricsSockets ?? []).map((s) => scrapeUnix(s))),
+    Promise.all(dp.switches().map(async (sw) => ({ sw, ports: await dp.portCounters(sw) }))),
+    Promise.all(dp.agentInstances().map(async (inst) => ({ inst, ifaces: dp.interfaceDrops === undefined ? [] : await dp.interfaceDrops(inst.name) }))),
+  ]);
+  const samples = expositions.flatMap(parseExposition);
   const portDetail = new Map<string, Partial<Record<SwitchReason, number>>>();
   const agentDetail = new Map<string, Partial<Record<AgentReason, number>>>();
   for (const s of samples) {
@@ -158,8 +164,8 @@ export async function readDropCounters(src: DropCounterSources): Promise<DropCou
   }
   const missing: string[] = [];
   const switchPorts: SwitchPortDrops[] = [];
-  for (const sw of dp.switches())
-    for (const p of await dp.portCounters(sw)) {
+  for (const { sw, ports } of portCounters)
+    for (const p of ports) {
       const detail = portDetail.get(`${sw}/${p.port}`);
       switchPorts.push({
         switch: sw,
@@ -174,8 +180,8 @@ export async function readDropCounters(src: DropCounterSources): Promise<DropCou
     }
   if (switchPorts.some((p) => p.dropMalformed === undefined)) missing.push(`the switch's malformed, bad action, no headroom and no tx port drops one by one (a ${dp.kind} data plane without node metrics counts them together as dropOther)`);
   const agents: AgentDrops[] = [];
-  for (const inst of dp.agentInstances()) {
-    const interfaces = dp.interfaceDrops === undefined ? [] : (await dp.interfaceDrops(inst.name)).map((i) => ({ iface: i.iface, xmitFailed: Number(i.xmitFailed), redirectFailed: Number(i.redirectFailed) }));
+  for (const { inst, ifaces } of interfaceDrops) {
+    const interfaces = ifaces.map((i) => ({ iface: i.iface, xmitFailed: Number(i.xmitFailed), redirectFailed: Number(i.redirectFailed) }));
     const detail = agentDetail.get(inst.name);
     agents.push({ instance: inst.name, ...(detail === undefined ? {} : Object.fromEntries(AGENT_PROGRAM_REASONS.map(([k]) => [k, detail[k] ?? 0]))), interfaces });
   }
