@@ -138,8 +138,17 @@ export interface DropCounterSources {
 export async function readDropCounters(src: DropCounterSources): Promise<DropCounters> {
   const { dp } = src;
   // every read at once: each is a round trip to a node process
+  const missing: string[] = [];
   const [expositions, portCounters, interfaceDrops] = await Promise.all([
-    Promise.all((src.metricsSockets ?? []).map((s) => scrapeUnix(s))),
+    // a node whose metrics fail leaves its detail unread, said so; the rest is still shown
+    Promise.all(
+      (src.metricsSockets ?? []).map((s) =>
+        scrapeUnix(s).catch((e: unknown) => {
+          missing.push(`${e instanceof Error ? e.message : String(e)}`);
+          return '';
+        }),
+      ),
+    ),
     Promise.all(dp.switches().map(async (sw) => ({ sw, ports: await dp.portCounters(sw) }))),
     Promise.all(dp.agentInstances().map(async (inst) => ({ inst, ifaces: dp.interfaceDrops === undefined ? [] : await dp.interfaceDrops(inst.name) }))),
   ]);
@@ -162,7 +171,6 @@ export async function readDropCounters(src: DropCounterSources): Promise<DropCou
     d[field] = (d[field] ?? 0) + s.value;
     agentDetail.set(inst, d);
   }
-  const missing: string[] = [];
   const switchPorts: SwitchPortDrops[] = [];
   for (const { sw, ports } of portCounters)
     for (const p of ports) {

@@ -77,3 +77,12 @@ t.test('the text lists every reason, 0 or not', async (t) => {
   t.match(text, /^drops: 1 frame in all/);
   t.notMatch(text, 'not read');
 });
+
+t.test('a node whose metrics cannot be read: the rest is shown, the failure named', async (t) => {
+  const d = await readDropCounters({
+    dp: { kind: 'xdp', switches: () => ['s1'], portCounters: async () => [port('s1-client', { dropShim: 1n })], agentInstances: () => [], interfaceDrops: async () => [] },
+    metricsSockets: ['/nonexistent/sharpt-metrics.sock'],
+  });
+  t.equal(d.total, 1, 'the port counters still count');
+  t.match(d.missing?.join('\n') ?? '', /metrics on \/nonexistent\/sharpt-metrics\.sock: .*ENOENT/, 'the unreadable socket is named with the reason');
+});
