@@ -41,15 +41,26 @@ export const AGENT_PROGRAM_REASONS = [
 type SwitchReason = (typeof SWITCH_PROGRAM_REASONS)[number][0];
 type DeviceReason = (typeof DEVICE_REASONS)[number][0];
 type AgentReason = (typeof AGENT_PROGRAM_REASONS)[number][0];
-/** the switch reasons every data plane's port counters carry one by one */
-type BasicSwitchReason = 'dropNoRule' | 'dropShim';
+/** the switch reasons the port counters sum up as dropOther, read one by one from node metrics */
+type DetailSwitchReason = Exclude<SwitchReason, 'dropNoRule' | 'dropShim'>;
 
-export type SwitchPortDrops = { switch: string; port: string; /** dropMalformed + dropBadAction + dropNoHeadroom + dropNoTx, as the port counters sum them */ dropOther: number } & Record<BasicSwitchReason | DeviceReason, number> &
-  Partial<Record<Exclude<SwitchReason, BasicSwitchReason>, number>>;
+/** One switch port's counters (the switch program charges a drop to the port the frame came in on). */
+export interface SwitchPortDrops extends Record<'dropNoRule' | 'dropShim' | DeviceReason, number>, Partial<Record<DetailSwitchReason, number>> {
+  switch: string;
+  port: string;
+  /** dropMalformed + dropBadAction + dropNoHeadroom + dropNoTx, as every data plane's port counters sum them */
+  dropOther: number;
+}
 
-export type InterfaceDropCounts = { iface: string } & Record<DeviceReason, number>;
+export interface InterfaceDropCounts extends Record<DeviceReason, number> {
+  iface: string;
+}
 
-export type AgentDrops = { instance: string; interfaces: InterfaceDropCounts[] } & Partial<Record<AgentReason, number>>;
+/** One instance's agent program counters (absent where not readable) and its interfaces' kernel counters. */
+export interface AgentDrops extends Partial<Record<AgentReason, number>> {
+  instance: string;
+  interfaces: InterfaceDropCounts[];
+}
 
 export interface DropCounters {
   /** every frame counted as dropped, all counters below summed (counters start when the lab comes up) */
@@ -139,7 +150,7 @@ export async function readDropCounters(src: DropCounterSources): Promise<DropCou
   const { dp } = src;
   // every read at once: each is a round trip to a node process
   const missing: string[] = [];
-  const [expositions, portCounters, interfaceDrops] = await Promise.all([
+  const [expositions, switchReads, instanceReads] = await Promise.all([
     // a node whose metrics fail leaves its detail unread, said so; the rest is still shown
     Promise.all(
       (src.metricsSockets ?? []).map((s) =>
@@ -172,7 +183,7 @@ export async function readDropCounters(src: DropCounterSources): Promise<DropCou
     agentDetail.set(inst, d);
   }
   const switchPorts: SwitchPortDrops[] = [];
-  for (const { sw, ports } of portCounters)
+  for (const { sw, ports } of switchReads)
     for (const p of ports) {
       const detail = portDetail.get(`${sw}/${p.port}`);
       switchPorts.push({
@@ -188,7 +199,7 @@ export async function readDropCounters(src: DropCounterSources): Promise<DropCou
     }
   if (switchPorts.some((p) => p.dropMalformed === undefined)) missing.push(`the switch's malformed, bad action, no headroom and no tx port drops one by one (a ${dp.kind} data plane without node metrics counts them together as dropOther)`);
   const agents: AgentDrops[] = [];
-  for (const { inst, ifaces } of interfaceDrops) {
+  for (const { inst, ifaces } of instanceReads) {
     const interfaces = ifaces.map((i) => ({ iface: i.iface, xmitFailed: Number(i.xmitFailed), redirectFailed: Number(i.redirectFailed) }));
     const detail = agentDetail.get(inst.name);
     agents.push({ instance: inst.name, ...(detail === undefined ? {} : Object.fromEntries(AGENT_PROGRAM_REASONS.map(([k]) => [k, detail[k] ?? 0]))), interfaces });
