@@ -13,8 +13,8 @@ import { runSoak } from './soak.js';
 
 export type Mode = 'sharp' | 'controller-buffer';
 export const MODES: readonly Mode[] = ['sharp', 'controller-buffer'];
-export type ExperimentName = 'buffer' | 'rate' | 'duration' | 'forwarding' | 'wildcard' | 'soak';
-export const EXPERIMENTS: readonly ExperimentName[] = ['buffer', 'rate', 'duration', 'forwarding', 'wildcard', 'soak'];
+import type { ExperimentName } from './experiment-names.js';
+export { EXPERIMENTS, type ExperimentName } from './experiment-names.js';
 
 export type Row = Record<string, number | string | boolean>;
 

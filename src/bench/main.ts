@@ -71,6 +71,18 @@ for (const r of stateRows) {
   if (r.cpuUsPerOp !== undefined) results[`${key}.cpuUsPerOp`] = r.cpuUsPerOp;
 }
 
+{
+  // CLI start-up (src/bench/cli-startup.ts): self-contained, keys cli.*
+  const { benchCliStartup } = await import('./cli-startup.js');
+  const runs = quick ? 10 : 20;
+  console.log(`\nsharpctl start-up, process start to exit (medians of ${runs} interleaved rounds; status: against a running lab):`);
+  const c = await benchCliStartup({ repoRoot, runs });
+  console.table({ 'node -e 0 (floor)': { 'median ms': c.nodeFloorMedianMs }, 'sharpctl --help': { 'median ms': c.helpMedianMs }, 'sharpctl status': { 'median ms': c.statusMedianMs } });
+  results['cli.nodeFloorMedianMs'] = c.nodeFloorMedianMs;
+  results['cli.helpMedianMs'] = c.helpMedianMs;
+  results['cli.statusMedianMs'] = c.statusMedianMs;
+}
+
 mkdirSync(path.dirname(outFile), { recursive: true });
 writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nwritten: ${path.relative(process.cwd(), outFile)}`);

@@ -3,9 +3,7 @@
  * libbpf and a few system calls, as they are (see src/native/bpf_binding.cc).
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
+import { addonPath } from './addon-path.js';
 
 export interface NativeMapSpec {
   name: string;
@@ -117,19 +115,6 @@ export interface NativeBinding {
   progTestRunAsync(progFd: number, opts: NativeTestRunOptions): Promise<NativeTestRunResult>;
   setDebug(on: boolean): void;
   libbpfVersion(): string;
-}
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-
-/** The addon is built in place by node-gyp (make build) under src/native/build. */
-function addonPath(): string {
-  const candidates = [
-    path.resolve(here, '../../../src/native/build/Release/sharp_bpf.node'), // from dist/src/bpf
-    path.resolve(here, '../native/build/Release/sharp_bpf.node'), // from src/bpf
-  ];
-  const found = candidates.find((c) => existsSync(c));
-  if (found === undefined) throw new Error(`native addon not built (looked in ${candidates.join(', ')}); run 'make build'`);
-  return found;
 }
 
 export const bpfNative: NativeBinding = createRequire(import.meta.url)(addonPath()) as NativeBinding;

@@ -8,21 +8,12 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import {
-  CertsUsageError,
-  CertificateFileError,
-  CaMissingError,
-  createCa,
-  createControllerCert,
-  createNodeCert,
-  DEFAULT_CA_DAYS,
-  DEFAULT_CA_NAME,
-  DEFAULT_LEAF_DAYS,
-  OpensslMissingError,
-  showCert,
-  type CertReport,
-  type IssuedCert,
-} from '../node/transport/index.js';
+import type { CertReport, IssuedCert } from '../node/transport/index.js';
+import { DEFAULT_CA_DAYS, DEFAULT_CA_NAME, DEFAULT_LEAF_DAYS } from '../node/transport/cert-defaults.js';
+
+/** the transport (certificates, and gRPC through its errors), loaded only by the command that runs */
+type Transport = typeof import('../node/transport/index.js');
+const transport = (): Promise<Transport> => import('../node/transport/index.js');
 
 const DEFAULT_DIR = 'certs';
 
@@ -33,9 +24,9 @@ function named(name: 'UsageError' | 'EnvironmentError', e: Error): Error {
   return n;
 }
 
-function mapped(e: unknown): unknown {
-  if (e instanceof CertsUsageError || e instanceof CaMissingError || e instanceof CertificateFileError) return named('UsageError', e);
-  if (e instanceof OpensslMissingError) return named('EnvironmentError', e);
+function mapped(t: Transport, e: unknown): unknown {
+  if (e instanceof t.CertsUsageError || e instanceof t.CaMissingError || e instanceof t.CertificateFileError) return named('UsageError', e);
+  if (e instanceof t.OpensslMissingError) return named('EnvironmentError', e);
   return e;
 }
 
@@ -111,13 +102,14 @@ Examples:
     );
 
   /** --days, --force, --json; the action's result printed (JSON or human), errors mapped to exit codes */
-  const issuing = <A>(cmd: Command, defaultDays: number, force: string, issue: (arg: string, o: A & IssueFlags) => Promise<IssuedCert>): Command =>
+  const issuing = <A>(cmd: Command, defaultDays: number, force: string, issue: (t: Transport, arg: string, o: A & IssueFlags) => Promise<IssuedCert>): Command =>
     cmd
       .option('--days <n>', 'validity in days', days, defaultDays)
       .option('--force', force)
       .option('--json', 'print the result as JSON')
       .action(async (arg: string, o: A & IssueFlags) => {
-        const c = await issue(arg, o).catch((e: unknown) => Promise.reject(mapped(e)));
+        const t = await transport();
+        const c = await issue(t, arg, o).catch((e: unknown) => Promise.reject(mapped(t, e)));
         out(o.json, c, () => printIssued(c));
       });
 
@@ -130,7 +122,7 @@ Examples:
       .addHelpText('after', '\nExamples:\n  sharpctl certs init certs\n  sharpctl certs init /etc/sharp/certs --name lab-ca --days 365 --json'),
     DEFAULT_CA_DAYS,
     'replace an existing CA (every certificate it signed stops being trusted)',
-    (dir, o) => createCa(dir, { name: o.name, days: o.days, force: o.force === true }),
+    (t, dir, o) => t.createCa(dir, { name: o.name, days: o.days, force: o.force === true }),
   );
 
   issuing<{ dir: string; ip: string[]; dns: string[] }>(
@@ -144,7 +136,7 @@ Examples:
       .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json'),
     DEFAULT_LEAF_DAYS,
     'replace an existing certificate of this node',
-    (name, o) => createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+    (t, name, o) => t.createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
   );
 
   issuing<{ dir: string }>(
@@ -156,7 +148,7 @@ Examples:
       .addHelpText('after', '\nExamples:\n  sharpctl certs controller ctl1\n  sharpctl certs controller ctl1 --dir /etc/sharp/certs --days 90 --json'),
     DEFAULT_LEAF_DAYS,
     'replace an existing certificate of this controller',
-    (name, o) => createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
+    (t, name, o) => t.createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
   );
 
   certs
@@ -166,12 +158,13 @@ Examples:
     .option('--ca <file>', 'the CA to check it against (default: ca.crt beside it)')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExamples:\n  sharpctl certs show certs/node-s1.crt\n  sharpctl certs show /tmp/peer.pem --ca certs/ca.crt --json')
-    .action((file: string, o: { ca?: string; json?: boolean }) => {
+    .action(async (file: string, o: { ca?: string; json?: boolean }) => {
+      const t = await transport();
       let r: CertReport;
       try {
-        r = showCert(path.resolve(file), o.ca === undefined ? undefined : path.resolve(o.ca));
+        r = t.showCert(path.resolve(file), o.ca === undefined ? undefined : path.resolve(o.ca));
       } catch (e) {
-        throw mapped(e);
+        throw mapped(t, e);
       }
       out(o.json, r, () => printReport(r));
       if (r.verified === false || !r.current) process.exitCode = 1;

@@ -1,10 +1,8 @@
 /**
  * sharpctl's exit codes and the errors that carry them. Errors from the
  * library (specs, compiles, BMv2, the lab daemon) keep their own classes;
- * `exitCodeOf` maps them.
+ * `exitCodeOf` maps them by name.
  */
-import { SpecError } from '../lab/spec/types.js';
-
 /** 130 and 143: 128 + SIGINT, 128 + SIGTERM, as a shell reports a command those signals ended */
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ENVIRONMENT: 3, INTERRUPTED: 130, TERMINATED: 143 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -40,8 +38,7 @@ export class InterruptedError extends CliError {
 
 export function exitCodeOf(err: Error): ExitCode {
   if (err instanceof CliError) return err.exitCode;
-  if (err instanceof SpecError) return EXIT.USAGE;
-  // errors from other modules, or sent back by the lab daemon (by name)
+  // errors from other modules (by name: importing their classes would load them, and what they load, at every start), or sent back by the lab daemon
   switch (err.name) {
     case 'UsageError':
     case 'SpecError':

@@ -2,14 +2,15 @@
  * Commands that drive a running lab through its daemon: lab up/down/status,
  * rule, handover, status, traffic, report.
  */
+// Imported here only what `status`, `report` and the other daemon requests
+// need; the lab's own machinery (specs, nodes, compiles, BMv2) is imported
+// by the commands that use it, so that those requests answer at once.
 import { spawn } from 'node:child_process';
-import { detachLabNodesIn } from '../lab/lab-nodes.js';
 import { mkdirSync, openSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadSpec } from '../lab/spec/index.js';
+import type { LabSpec } from '../lab/spec/types.js';
 import { printable } from '../lab/spec/util.js';
 import path from 'node:path';
-import { Command, Option } from 'commander';
-import { compileXdp } from './compile.js';
+import { Command, Option } from './commander.js';
 import { objectsDir, repoRoot, runDir } from './paths.js';
 import { call, DaemonClosedError, DaemonTimeoutError, DaemonUnreachableError, type CallOptions, type DeadlinedMethod } from '../lab/rpc.js';
 import {
@@ -28,10 +29,9 @@ import {
   type LabPaths,
   type LabState,
 } from '../lab/run-dir.js';
-import { bmv2Availability, Bmv2UnavailableError } from '../lab/mininet-lab.js';
 import { listNetns, deleteNetns } from '../net/iproute.js';
 import type { RuleMatch } from '../dataplane/types.js';
-import { PROTO_NUMBERS } from '../lab/spec/types.js';
+import { dropCountersText, type DropCounters } from '../report/drop-counters.js';
 import { formatIpv4, networkOf, parseCidr } from '../lab/spec/util.js';
 import { EnvironmentError, InterruptedError, LabError, UsageError, requireRoot } from './errors.js';
 import { int, ipv4Prefix, labName, LAB_NAME, LAB_NAME_HELP, seconds } from './options.js';
@@ -143,6 +143,7 @@ async function removeLeftovers(name: string, p: LabPaths, st: DaemonProcess | un
   const kept = all.filter((ns) => namespaceOwner(ns, daemons) !== undefined);
   const removedNamespaces = all.filter((ns) => !kept.includes(ns));
   // the lab's node daemons pinned their programs: detach them while their namespaces still exist
+  const { detachLabNodesIn } = await import('../lab/lab-nodes.js');
   detachLabNodesIn(path.join(p.dir, 'work', 'nodes'), path.join(repoRoot, 'dist/src/cli/main.js'));
   for (const ns of removedNamespaces) deleteNetns(ns);
   rmSync(p.dir, { recursive: true, force: true });
@@ -192,6 +193,20 @@ function prefixOption(flag: string, v: string | undefined, exact: boolean): stri
   return `${formatIpv4(net)}/${len}`;
 }
 
+/** A traffic report's stamp fields, as the daemon sends them. */
+interface StampFields {
+  stampMismatches: number;
+  /** false: nothing was compared (the lab's VNFs do not stamp); stampMismatches is 0 then */
+  stampsChecked?: boolean;
+  /** why not, e.g. "linux VNFs do not stamp" */
+  stampsNotChecked?: string;
+}
+
+/** "stamp mismatches 0", or that none were compared: a 0 must not pass for a check that never ran */
+function stampText(r: StampFields): string {
+  return r.stampsChecked === false ? `stamps not checked (${r.stampsNotChecked ?? "the lab's VNFs do not stamp"})` : `stamp mismatches ${r.stampMismatches}`;
+}
+
 /** the handover engine's default timeout, sent with every handover so the client knows its deadline */
 const HANDOVER_TIMEOUT_MS = 30_000;
 /** how long past its timeout a handover may take to roll back before the client gives up on the daemon */
@@ -217,6 +232,7 @@ export function addLabCommands(program: Command): void {
     .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab up my-lab.yaml --name lab2', 'sharpctl lab up --target bmv2', 'sharpctl lab up --instances 3 --json'))
     .action(async (specFile: string | undefined, o: { name?: string; instances?: number; target?: 'xdp' | 'bmv2'; json?: boolean }) => {
       requireRoot('sharpctl lab up');
+      const { loadSpec } = await import('../lab/spec/index.js');
       // every problem of the spec at once, before anything is created
       const spec = specFile === undefined ? undefined : loadSpec(specFile);
       if (spec !== undefined && o.instances !== undefined) {
@@ -226,6 +242,7 @@ export function addLabCommands(program: Command): void {
       if (spec !== undefined && o.name !== undefined && o.name !== spec.name && !o.json) process.stderr.write(`lab named '${o.name}' (--name), not '${spec.name}' (the spec's name)\n`);
       const target = o.target ?? spec?.target ?? 'xdp';
       if (target === 'bmv2') {
+        const { bmv2Availability, Bmv2UnavailableError } = await import('../lab/mininet-lab.js');
         const avail = bmv2Availability();
         if (!avail.ok) throw new Bmv2UnavailableError(`target bmv2: ${avail.reason}`);
       }
@@ -266,9 +283,10 @@ export function addLabCommands(program: Command): void {
    * that fails or is interrupted stops the daemon it started and removes
    * what it built.
    */
-  const up = async (name: string, p: LabPaths, old: LabState | undefined, lockFd: number, instances: number, target: 'xdp' | 'bmv2', spec: ReturnType<typeof loadSpec> | undefined, json: boolean): Promise<void> => {
+  const up = async (name: string, p: LabPaths, old: LabState | undefined, lockFd: number, instances: number, target: 'xdp' | 'bmv2', spec: LabSpec | undefined, json: boolean): Promise<void> => {
     await removeLeftovers(name, p, old); // of a crashed run
     interruption.throwIfAborted();
+    const { compileXdp } = await import('./compile.js');
     const compiled = compileXdp();
     if (compiled.built.length && !json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
     interruption.throwIfAborted();
@@ -417,6 +435,7 @@ export function addLabCommands(program: Command): void {
       examples('sharpctl rule add --switch s1 --exact --src 10.0.0.1 --dst 10.0.0.2 --sport 20000 --dport 9000 --proto udp --to vnf2', 'sharpctl rule add --switch s1 --dst 10.0.0.0/24 --from client --priority 20 --to vnf2'),
     )
     .action(async (o: { switch: string; to: string; src?: string; dst?: string; sport?: number; dport?: number; proto?: string; from?: string; priority?: number; exact?: boolean; id?: number; name: string; json?: boolean }) => {
+      const { PROTO_NUMBERS } = await import('../lab/spec/types.js');
       const proto = o.proto === undefined ? undefined : PROTO_NUMBERS[o.proto as 'udp' | 'tcp' | 'icmp'];
       if (proto !== undefined && proto !== PROTO_NUMBERS.udp && proto !== PROTO_NUMBERS.tcp) {
         const ports = (['sport', 'dport'] as const).filter((k) => (o[k] ?? 0) !== 0);
@@ -547,9 +566,9 @@ export function addLabCommands(program: Command): void {
     .option('--json', 'as JSON')
     .addHelpText('after', examples('sharpctl traffic stop', "sharpctl traffic stop --json | jq '.[].lost'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await daemon<{ direction: string; sent: number; delivered: number; lost: number; reported?: number; unaccounted?: number; reordered: number; duplicated: number; stampMismatches: number }[]>(liveLab(o.name), 'traffic.stop');
+      const r = await daemon<({ direction: string; sent: number; delivered: number; lost: number; reported?: number; unaccounted?: number; reordered: number; duplicated: number } & StampFields)[]>(liveLab(o.name), 'traffic.stop');
       out(o.json, r, () => {
-        for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}${d.lost > 0 ? ` (counted ${d.reported ?? 0}, unaccounted ${d.unaccounted ?? d.lost})` : ''}, reordered ${d.reordered}, duplicated ${d.duplicated}, stamp mismatches ${d.stampMismatches}`);
+        for (const d of r) console.log(`${d.direction}: sent ${d.sent}, delivered ${d.delivered}, lost ${d.lost}${d.lost > 0 ? ` (counted ${d.reported ?? 0}, unaccounted ${d.unaccounted ?? d.lost})` : ''}, reordered ${d.reordered}, duplicated ${d.duplicated}, ${stampText(d)}`);
       });
       if (r.some((d) => d.lost + d.reordered + d.duplicated + d.stampMismatches > 0)) process.exitCode = 1;
     });
@@ -561,11 +580,16 @@ export function addLabCommands(program: Command): void {
     .option('--json', 'as JSON')
     .addHelpText('after', examples('sharpctl report', "sharpctl report --json | jq '.handovers[] | select(.outcome != \"completed\")'"))
     .action(async (o: { name: string; json?: boolean }) => {
-      const r = await daemon<{ handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[]; traffic?: { sent: number; delivered: number; lost: number; reordered: number; duplicated: number }[] }>(liveLab(o.name), 'report');
+      const r = await daemon<{
+        handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[];
+        traffic?: ({ sent: number; delivered: number; lost: number; reordered: number; duplicated: number } & StampFields)[];
+        drops: DropCounters;
+      }>(liveLab(o.name), 'report');
       out(o.json, r, () => {
         for (const h of r.handovers) console.log(`handover ${h.id} ${h.from} → ${h.to}: ${h.outcome} in ${h.durationMs} ms${h.reason ? ` (${h.reason})` : ''}`);
-        for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
         if (!r.handovers.length) console.log('no handovers yet');
+        for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}, ${stampText(t)}`);
+        for (const l of dropCountersText(r.drops)) console.log(l);
       });
     });
 }
@@ -587,6 +611,8 @@ function printStatus(s: Record<string, unknown>): void {
   printRules(s['rules'] as unknown[]);
   const active = s['active'] as { id: number; step: string; from: string; to: string }[];
   console.log(active.length ? `\nhandovers in flight:\n${active.map((a) => `  ${a.id} ${a.from} → ${a.to}: ${a.step}`).join('\n')}` : '\nno handover in flight');
-  const tr = s['traffic'] as { direction: string; running: boolean; sent: number; delivered: number; held?: number; inFlight?: number; lost: number; reordered: number; duplicated: number }[] | undefined;
-  for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}${t.running ? `, held ${t.held ?? 0}, in flight ${t.inFlight ?? 0}` : ''}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}`);
+  const tr = s['traffic'] as ({ direction: string; running: boolean; sent: number; delivered: number; held?: number; inFlight?: number; lost: number; reordered: number; duplicated: number } & StampFields)[] | undefined;
+  for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}${t.running ? `, held ${t.held ?? 0}, in flight ${t.inFlight ?? 0}` : ''}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}, ${stampText(t)}`);
+  const drops = s['drops'] as DropCounters | undefined;
+  if (drops !== undefined) for (const l of dropCountersText(drops)) console.log(l);
 }

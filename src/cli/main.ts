@@ -7,18 +7,19 @@
  * packets lost); 2 bad usage or input; 3 the machine cannot run it (not root,
  * missing tool or kernel feature); 130 interrupted.
  */
-import { Command, CommanderError, Option } from 'commander';
+// What a command runs is imported in its action (await import()): every
+// start, --help included, loads only commander and the commands' definitions.
+import { Command, CommanderError, Option } from './commander.js';
 import path from 'node:path';
-import { runDemo, type DemoReport } from '../demo/demo.js';
-import { compileXdp, compileBmv2 } from './compile.js';
+import type { DemoReport } from '../demo/demo.js';
 import { objectsDir } from './paths.js';
 import { addLabCommands } from './lab-commands.js';
 import { addNodeCommands } from './node-commands.js';
 import { addDeployCommands } from './deploy-commands.js';
 import { addCertsCommands } from './certs-commands.js';
 import { addCaptureCommands } from './capture-commands.js';
-import { runExperiment, EXPERIMENTS, machine, type ExperimentName } from '../bench/experiments.js';
-import { destroyLab } from '../lab/netns-lab.js';
+import { EXPERIMENTS, type ExperimentName } from '../bench/experiment-names.js';
+import type { ExperimentResult } from '../bench/experiments.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { EXIT, UsageError, exitCodeOf, requireRoot } from './errors.js';
 import { int } from './options.js';
@@ -107,6 +108,7 @@ Examples:
     )
     .action(async (o: { rate?: number; handovers: number; stateDelay: number; duration?: number; flows: number; target: 'xdp' | 'bmv2'; mode: 'sharp' | 'controller-buffer'; state: 'vnf-map' | 'estate' | 'redis' | 'copy'; out: string; json?: boolean }) => {
       requireRoot('sharpctl demo');
+      const { runDemo } = await import('../demo/demo.js');
       const report = await tidying('finishing the handover in flight and tearing the lab down', () =>
         runDemo({
           rate: o.rate ?? (o.target === 'bmv2' ? 300 : 1000),
@@ -136,7 +138,8 @@ Examples:
     .option('--force', 'rebuild everything')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', `\nExamples:\n  sharpctl compile\n  sharpctl compile --force --json\n  sharpctl compile --target bmv2        # checks p4/build against the P4 sources; p4c rebuilds it`)
-    .action((o: { target: 'xdp' | 'bmv2'; force?: boolean; json?: boolean }) => {
+    .action(async (o: { target: 'xdp' | 'bmv2'; force?: boolean; json?: boolean }) => {
+      const { compileXdp, compileBmv2 } = await import('./compile.js');
       const r = o.target === 'xdp' ? compileXdp(o.force === true) : compileBmv2(o.force === true);
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else {
@@ -178,12 +181,14 @@ Examples:
     .action(async (name: string, o: { quick?: boolean; out: string; json?: boolean; handovers?: number }) => {
       if (!(EXPERIMENTS as readonly string[]).includes(name)) throw new UsageError(`unknown experiment '${name}' (experiments: ${EXPERIMENTS.join(', ')})`);
       requireRoot('sharpctl bench');
+      const { runExperiment, machine } = await import('../bench/experiments.js');
+      const { destroyLab } = await import('../lab/netns-lab.js');
       const say = progress(o.json === true);
       say(`${name}${o.quick ? ' (quick)' : ''} on ${machine()}`);
       // the experiments cannot be stopped halfway: an interruption removes their namespaces and ends the run
       const prefix = `sharp-exp${process.pid}`;
       const r = await tidying("removing the benchmark's namespaces", () =>
-        new Promise<Awaited<ReturnType<typeof runExperiment>>>((resolve, reject) => {
+        new Promise<ExperimentResult>((resolve, reject) => {
           const stop = (): void => {
             destroyLab(`${prefix}-`);
             destroyLab(`sharp-bench-${process.pid}-`); // the forwarding benchmark's own

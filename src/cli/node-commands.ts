@@ -2,7 +2,7 @@
  * sharpctl node run|status|detach: the per-host node daemon and what an
  * operator does with it.
  */
-import { Command, Option } from 'commander';
+import { Command, Option } from './commander.js';
 import { objectsDir } from './paths.js';
 import { requireRoot as requireRootFor } from './errors.js';
 import { ownSignals } from './interrupt.js';

@@ -2,7 +2,7 @@
  * Option parsers shared by the commands: a bad value is a UsageError
  * (exit 2) naming the option and the value, before anything runs.
  */
-import { labSpecSchema } from '../lab/spec/index.js';
+import { labSpecSchema } from '../lab/spec/assets.js';
 import { parseCidr, printable } from '../lab/spec/util.js';
 import { UsageError } from './errors.js';
 

@@ -23,6 +23,7 @@ import { serve, type Handler } from './rpc.js';
 import { labPaths, writeState, processStartTime, type LabState } from './run-dir.js';
 import { bpfNative } from '../bpf/native.js';
 import { LIMITS } from './spec/types.js';
+import { readDropCounters } from '../report/drop-counters.js';
 
 interface Args {
   name: string;
@@ -183,6 +184,8 @@ async function main(): Promise<void> {
   }
   const theLab = lab;
   const theDp = dp;
+  /** every drop counter of the lab, by reason (status, report) */
+  const drops = (): ReturnType<typeof readDropCounters> => readDropCounters({ dp: theDp, ...(opened?.metricsSockets === undefined ? {} : { metricsSockets: opened.metricsSockets }) });
   // one state mover per backend, made when first used, closed with the lab
   const movers = new Map<StateKind, StateManagerMover>();
   const mover = (kind: string): StateManagerMover => {
@@ -230,34 +233,48 @@ async function main(): Promise<void> {
   };
   const trafficNow = async (): Promise<TrafficReport[] | undefined> => (traffic.length ? runningReports() : lastTraffic);
 
+  /** Why the sinks compare no stamps (the lab's VNF kinds that do not stamp), or undefined when they do. */
+  const unstampedKinds = [...new Set(theLab.spec.vnfs.filter((v) => !vnfKind(v.type).stamps).map((v) => v.type))];
+  const stampsNotChecked = unstampedKinds.length ? `${unstampedKinds.join(' and ')} VNFs do not stamp` : undefined;
+  /** a report's stamp fields: stampMismatches stays (0 when not checked) for old readers; stampsNotChecked says why nothing was compared */
+  const stampNote = (r: TrafficReport): { stampsNotChecked?: string } => (r.stampsChecked || stampsNotChecked === undefined ? {} : { stampsNotChecked });
+
   const handlers: Record<string, Handler> = {
-    status: async () => ({
-      name: a.name,
-      prefix,
-      pid: process.pid,
-      switches: theLab.topology.switches.map((s) => ({ name: s.name, netns: s.netns, ports: s.ports.map((p) => p.name) })),
-      instances: theDp.instances(),
-      hosts: [theLab.client, theLab.server],
-      rules: await counters(),
-      active: engine.active(),
-      traffic: (await trafficNow())?.map((r, i) => ({
-        direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'),
-        running: traffic.length > 0,
-        sent: r.sent,
-        delivered: r.delivered,
-        // held frames (in kernel rings) and frames in flight are not lost
-        held: r.held,
-        inFlight: r.inFlight,
-        lost: r.lost,
-        reported: r.reported,
-        unaccounted: r.unaccounted,
-        reordered: r.reordered,
-        duplicated: r.duplicated,
-        stampMismatches: r.stampMismatches,
-      })),
-      handovers: history.slice(-20).map(summarize),
-      controllerDataPackets: await theDp.controllerDataPackets(),
-    }),
+    status: async () => {
+      // the reads at once: each is a round trip to the lab's node processes
+      const [rules, trafficReports, controllerDataPackets, dropCounters] = await Promise.all([counters(), trafficNow(), theDp.controllerDataPackets(), drops()]);
+      return {
+        name: a.name,
+        prefix,
+        pid: process.pid,
+        switches: theLab.topology.switches.map((s) => ({ name: s.name, netns: s.netns, ports: s.ports.map((p) => p.name) })),
+        instances: theDp.instances(),
+        hosts: [theLab.client, theLab.server],
+        rules,
+        active: engine.active(),
+        traffic: trafficReports?.map((r, i) => ({
+          direction: traffic[i]?.name ?? (i === 0 ? 'client→server' : 'server→client'),
+          running: traffic.length > 0,
+          sent: r.sent,
+          delivered: r.delivered,
+          // held frames (in kernel rings) and frames in flight are not lost
+          held: r.held,
+          inFlight: r.inFlight,
+          lost: r.lost,
+          reported: r.reported,
+          unaccounted: r.unaccounted,
+          reordered: r.reordered,
+          duplicated: r.duplicated,
+          stampMismatches: r.stampMismatches,
+          // false: the lab's VNFs do not stamp (linux), stampMismatches is 0 because nothing was compared
+          stampsChecked: r.stampsChecked,
+          ...stampNote(r),
+        })),
+        handovers: history.slice(-20).map(summarize),
+        controllerDataPackets,
+        drops: dropCounters,
+      };
+    },
     'rule.list': async () => counters(),
     'rule.add': async (p) => {
       const q = p as { switch: string; to: string; match: RuleMatch; id?: number };
@@ -369,11 +386,12 @@ async function main(): Promise<void> {
         t.gen.close();
       }
       traffic = [];
-      return lastTraffic.map((r, i) => ({ direction: names[i], ...r, timeline: undefined, flows: undefined }));
+      return lastTraffic.map((r, i) => ({ direction: names[i], ...r, ...stampNote(r), timeline: undefined, flows: undefined }));
     },
     report: async () => ({
       handovers: history.map(summarize),
-      traffic: (await trafficNow())?.map((r) => ({ ...r, timeline: undefined })),
+      traffic: (await trafficNow())?.map((r) => ({ ...r, ...stampNote(r), timeline: undefined })),
+      drops: await drops(),
     }),
     shutdown: async () => {
       setImmediate(() => void teardown().then(() => process.exit(0)));

@@ -50,7 +50,8 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
   const out: LabNode[] = [];
   const add = (role: string, netns: string, c: Omit<NodeConfig, 'name' | 'listen' | 'stateDir' | 'quiescenceMs' | 'xdpMode'>): void => {
     const name = `${o.nodePrefix}${role}`;
-    const config: NodeConfig = { name, listen: { unix: path.join(o.dir, `${role}.sock`) }, stateDir: path.join(o.dir, `${role}.state`), quiescenceMs: o.quiescenceMs ?? 5, xdpMode: 'native', ...c };
+    // metrics on a Unix socket: the lab daemon reads every drop counter there (sharpctl status, report)
+    const config: NodeConfig = { name, listen: { unix: path.join(o.dir, `${role}.sock`) }, metrics: { unix: path.join(o.dir, `${role}.metrics.sock`) }, stateDir: path.join(o.dir, `${role}.state`), quiescenceMs: o.quiescenceMs ?? 5, xdpMode: 'native', ...c };
     const configFile = path.join(o.dir, `${role}.json`);
     writeFileSync(configFile, JSON.stringify(config, null, 2));
     out.push({ role, netns, config, configFile });

@@ -37,6 +37,8 @@ export interface OpenedLab {
   target: Target;
   lab: NetnsLab;
   dp: DataPlane;
+  /** the Unix sockets of the nodes' Prometheus metrics (a lab of node processes): every drop counter by reason */
+  metricsSockets?: readonly string[];
   /** closes the data plane, then removes the lab; idempotent */
   close(): Promise<void>;
 }
@@ -46,7 +48,8 @@ export async function openLab(spec: LabSpec, prefix: string, o: OpenLabOptions):
   const q = o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs };
   if (target === 'xdp' && (o.via ?? 'nodes') === 'nodes') {
     const nl = await openNodeLab({ ...spec, target }, prefix, { dir: path.join(o.workDir, 'nodes'), cli: path.join(repoRoot, 'dist/src/cli/main.js'), ...q });
-    return { target, lab: nl.lab, dp: nl.dp, close: nl.close };
+    const metricsSockets = nl.nodes.flatMap((p) => (p.node.config.metrics?.unix === undefined ? [] : [p.node.config.metrics.unix]));
+    return { target, lab: nl.lab, dp: nl.dp, metricsSockets, close: nl.close };
   }
   if (target === 'xdp') {
     destroyLab(prefix);

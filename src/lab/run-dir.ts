@@ -4,7 +4,13 @@
  */
 import { readFileSync, writeFileSync, readdirSync, existsSync, renameSync, openSync, closeSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { bpfNative } from '../bpf/native.js';
+import { createRequire } from 'node:module';
+import { addonPath } from '../bpf/addon-path.js';
+import type { NativeBinding } from '../bpf/native.js';
+
+/** the addon, loaded at the first lock: commands that only read the run directory (sharpctl status) never load it */
+let native: NativeBinding | undefined;
+const addon = (): NativeBinding => (native ??= createRequire(import.meta.url)(addonPath()) as NativeBinding);
 
 export interface LabState {
   name: string;
@@ -172,7 +178,7 @@ export function tryLockLab(runDir: string, name: string): LabLock | undefined {
   const fd = openSync(p, 'a'); // O_CLOEXEC: only a child given it explicitly inherits it
   let taken = false;
   try {
-    taken = bpfNative.flock(fd, 'ex', true);
+    taken = addon().flock(fd, 'ex', true);
   } finally {
     if (!taken) closeSync(fd);
   }

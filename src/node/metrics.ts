@@ -23,6 +23,7 @@ import {
 import { u32 } from '../bpf/index.js';
 import type { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import type { NodeConfig } from './config.js';
+import { vnfKind } from './vnf-kinds.js';
 
 export const EXPOSITION_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -227,7 +228,8 @@ function agentMetrics(e: Exposition, src: NodeMetricsSource): void {
   const f: Record<string, Row[]> = {};
   const push = (name: string, l: Labels, v: Value): void => void (f[name] ??= []).push([l, v]);
   for (const i of src.config.instances) {
-    const { agent, vnf } = dp.instanceObjects(i.name);
+    // agentObject, not instanceObjects: a stack VNF (kind linux) has an agent but no XDP VNF object
+    const agent = dp.agents().agentObject(i.name);
     const st = agent.map('agent_stats').typed(u32, sharpAgentStatsCodec).getPerCpu(0);
     const a = (k: keyof SharpAgentStats): bigint => sumField(st, k);
     const l = { instance: i.name };
@@ -271,6 +273,8 @@ function agentMetrics(e: Exposition, src: NodeMetricsSource): void {
     }
     push('sharp_agent_handovers_armed', { ...l, role: 'old' }, armedOld);
     push('sharp_agent_handovers_armed', { ...l, role: 'new' }, armedNew);
+    if (vnfKind(i.kind).datapath !== 'xdp') continue; // no vnf_stats: the stack is the VNF
+    const { vnf } = dp.instanceObjects(i.name);
     const vs = vnf.map('vnf_stats').typed(u32, sharpVnfStatsCodec).getPerCpu(0);
     const v = (k: keyof SharpVnfStats): bigint => sumField(vs, k);
     push('sharp_vnf_processed_total', l, v('processed'));

@@ -1,19 +1,11 @@
 /** The JSON Schema check (ajv), with ajv's errors translated into plain words. */
-import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { specAsset } from './assets.js';
+import { labSpecSchema, schemaPath } from './assets.js';
 import { closest, describeValue, list, pathString, pointerSegments, quote, type RawIssue } from './util.js';
 
 let compiled: ValidateFunction | undefined;
 
-export function schemaPath(): string {
-  return specAsset('lab-spec.schema.json');
-}
-
-/** The schema document (parsed lab-spec.schema.json). */
-export function labSpecSchema(): Record<string, unknown> {
-  return JSON.parse(readFileSync(schemaPath(), 'utf8')) as Record<string, unknown>;
-}
+export { schemaPath, labSpecSchema };
 
 function validator(): ValidateFunction {
   if (!compiled) {

@@ -27,9 +27,8 @@ export interface CertFiles {
   key: string;
 }
 
-export const DEFAULT_CA_NAME = 'sharp-ca';
-export const DEFAULT_CA_DAYS = 3650;
-export const DEFAULT_LEAF_DAYS = 825;
+import { DEFAULT_CA_NAME, DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS } from './cert-defaults.js';
+export { DEFAULT_CA_NAME, DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS };
 
 export const caFiles = (dir: string): CertFiles => ({ cert: path.join(dir, 'ca.crt'), key: path.join(dir, 'ca.key') });
 export const nodeFiles = (dir: string, name: string): CertFiles => ({ cert: path.join(dir, `node-${name}.crt`), key: path.join(dir, `node-${name}.key`) });
