@@ -62,6 +62,27 @@ export interface NativeTestRunResult {
   ctxOut?: Buffer;
 }
 
+export interface NativePacing {
+  framesPerSecond: number;
+  /** frames per test run */
+  chunk: number;
+  /** stop after this many frames (0: run until stop()) */
+  maxFrames: number;
+}
+
+export interface NativePacedResult {
+  frames: number;
+  runs: number;
+  elapsedNs: number;
+}
+
+export interface NativePacedRun {
+  done: Promise<NativePacedResult>;
+  stop(): void;
+  /** frames handed to the program so far */
+  sent(): number;
+}
+
 export interface NativeRingBuffer {
   consume(): number;
   close(): void;
@@ -114,6 +135,8 @@ export interface NativeBinding {
   tcHookDestroy(ifindex: number): void;
   progTestRun(progFd: number, opts: NativeTestRunOptions): NativeTestRunResult;
   progTestRunAsync(progFd: number, opts: NativeTestRunOptions): Promise<NativeTestRunResult>;
+  /** live-frames runs paced on a worker thread (clock_nanosleep), until maxFrames or stop() */
+  progTestRunPaced(progFd: number, opts: NativeTestRunOptions, pacing: NativePacing): NativePacedRun;
   setDebug(on: boolean): void;
   libbpfVersion(): string;
 }

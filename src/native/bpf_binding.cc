@@ -13,7 +13,11 @@
 #include <linux/if_link.h>
 #include <net/if.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cmath>
+#include <memory>
+#include <time.h>
 #include <cstdarg>
 #include <cstring>
 #include <fcntl.h>
@@ -849,6 +853,151 @@ Napi::Value ProgTestRunAsync(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// ---------------------------------------------------------------- paced test runs
+// "Run this program with live frames at N frames/s, in runs of `chunk`
+// frames, until `maxFrames` (0: no limit) or stop()". Pacing is on a worker
+// thread with clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) against the
+// start time, so a late wake-up is made up by the next runs (the average
+// rate holds); the JS event loop never paces. Rates and sizes are chosen in
+// TypeScript (src/traffic/generator.ts).
+
+struct PacedControl {
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> runs{0};
+};
+
+struct PacedArgs {
+  TestRunArgs run;
+  double framesPerSecond = 0;
+  uint32_t chunk = 0;
+  uint64_t maxFrames = 0;
+  std::shared_ptr<PacedControl> ctl;
+  uint64_t elapsedNs = 0;
+};
+
+uint64_t MonotonicNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
+}
+
+void ExecutePaced(PacedArgs& p) {
+  TestRunArgs& a = p.run;
+  int saved = -1;
+  if (!a.netns.empty()) {
+    saved = EnterNetns(a.netns, &a.errOp);
+    if (saved < 0) {
+      a.err = saved;
+      return;
+    }
+  }
+  LIBBPF_OPTS(bpf_test_run_opts, opts);
+  opts.data_in = a.dataIn.data();
+  opts.data_size_in = static_cast<uint32_t>(a.dataIn.size());
+  if (a.hasCtxIn) {
+    opts.ctx_in = a.ctxIn.data();
+    opts.ctx_size_in = static_cast<uint32_t>(a.ctxIn.size());
+  }
+  opts.flags = a.flags;
+  opts.batch_size = a.batchSize;
+  const uint64_t t0 = MonotonicNs();
+  const double nsPerFrame = 1e9 / p.framesPerSecond;
+  uint64_t sent = 0;
+  while (!p.ctl->stop.load(std::memory_order_relaxed) && (p.maxFrames == 0 || sent < p.maxFrames)) {
+    uint64_t n = p.chunk;
+    if (p.maxFrames != 0 && p.maxFrames - sent < n) n = p.maxFrames - sent;
+    // the run of frames [sent, sent + n) is due when its last frame is
+    const uint64_t due = t0 + static_cast<uint64_t>(std::llround(static_cast<double>(sent + n) * nsPerFrame));
+    if (MonotonicNs() < due) {
+      timespec ts{static_cast<time_t>(due / 1000000000ull), static_cast<long>(due % 1000000000ull)};
+      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+      }
+      if (p.ctl->stop.load(std::memory_order_relaxed)) break;
+    }
+    opts.repeat = static_cast<int>(n);
+    int err = bpf_prog_test_run_opts(a.progFd, &opts);
+    if (err) {
+      a.err = err;
+      a.errOp = "bpf_prog_test_run_opts";
+      break;
+    }
+    sent += n;
+    p.ctl->sent.store(sent, std::memory_order_relaxed);
+    p.ctl->runs.fetch_add(1, std::memory_order_relaxed);
+  }
+  p.elapsedNs = MonotonicNs() - t0;
+  if (saved >= 0) {
+    int rc = RestoreNetns(saved);
+    if (rc) abort();
+  }
+}
+
+class PacedRunWorker : public Napi::AsyncWorker {
+ public:
+  PacedRunWorker(Napi::Env env, PacedArgs&& a)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), args_(std::move(a)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { ExecutePaced(args_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (args_.run.err) {
+      Napi::Error e = ErrnoError(env, args_.run.errOp, args_.run.err);
+      e.Set("frames", Napi::Number::New(env, static_cast<double>(args_.ctl->sent.load())));
+      deferred_.Reject(e.Value());
+      return;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("frames", Napi::Number::New(env, static_cast<double>(args_.ctl->sent.load())));
+    o.Set("runs", Napi::Number::New(env, static_cast<double>(args_.ctl->runs.load())));
+    o.Set("elapsedNs", Napi::Number::New(env, static_cast<double>(args_.elapsedNs)));
+    deferred_.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  PacedArgs args_;
+};
+
+// progTestRunPaced(progFd, testRunOptions, { framesPerSecond, chunk, maxFrames })
+//   -> { done: Promise<{ frames, runs, elapsedNs }>, stop(), sent() }
+Napi::Value ProgTestRunPaced(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PacedArgs p;
+  ParseTestRun(info, p.run);
+  if (!p.run.hasDataIn) throw Napi::TypeError::New(env, "dataIn must be a Buffer");
+  if (info.Length() < 3 || !info[2].IsObject()) throw Napi::TypeError::New(env, "pacing must be an object");
+  Napi::Object po = info[2].As<Napi::Object>();
+  auto num = [&](const char* k) -> double {
+    Napi::Value v = po.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("pacing.") + k + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  p.framesPerSecond = num("framesPerSecond");
+  double chunk = num("chunk");
+  double maxFrames = num("maxFrames");
+  if (!(p.framesPerSecond > 0)) throw Napi::RangeError::New(env, "pacing.framesPerSecond must be > 0");
+  if (!(chunk >= 1 && chunk <= 1e9)) throw Napi::RangeError::New(env, "pacing.chunk must be in 1..1e9");
+  if (!(maxFrames >= 0)) throw Napi::RangeError::New(env, "pacing.maxFrames must be >= 0");
+  p.chunk = static_cast<uint32_t>(chunk);
+  p.maxFrames = static_cast<uint64_t>(maxFrames);
+  auto ctl = std::make_shared<PacedControl>();
+  p.ctl = ctl;
+  auto* w = new PacedRunWorker(env, std::move(p));
+  Napi::Object handle = Napi::Object::New(env);
+  handle.Set("done", w->Promise());
+  handle.Set("stop", Napi::Function::New(env, [ctl](const Napi::CallbackInfo& i) -> Napi::Value {
+               ctl->stop.store(true);
+               return i.Env().Undefined();
+             }, "stop"));
+  handle.Set("sent", Napi::Function::New(env, [ctl](const Napi::CallbackInfo& i) -> Napi::Value {
+               return Napi::Number::New(i.Env(), static_cast<double>(ctl->sent.load()));
+             }, "sent"));
+  w->Queue();
+  return handle;
+}
+
 // ---------------------------------------------------------------- ring buffer
 // The ring buffer's epoll fd is watched by libuv on the JS thread: no busy
 // polling. All samples available at wake-up are copied and delivered to JS in
@@ -1011,6 +1160,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("tcHookDestroy", TcHookDestroy);
   EXPORT("progTestRun", ProgTestRun);
   EXPORT("progTestRunAsync", ProgTestRunAsync);
+  EXPORT("progTestRunPaced", ProgTestRunPaced);
   EXPORT("setDebug", SetDebug);
   EXPORT("libbpfVersion", LibbpfVersion);
 #undef EXPORT
