@@ -104,25 +104,45 @@ export class TrafficGenerator {
     }
   }
 
+  /**
+   * Sends exactly `frames` probes at `pps`, paced natively (whatever
+   * `pacing` says), and resolves once they are all handed to the interface.
+   */
+  async sendPaced(frames: number, pps: number): Promise<void> {
+    if (!Number.isSafeInteger(frames) || frames < 1) throw new RangeError(`frames must be a positive integer, got ${frames}`);
+    this.#startNative(pps, frames);
+    try {
+      await this.#running;
+    } finally {
+      this.#running = undefined;
+    }
+  }
+
+  #startNative(pps: number, maxFrames: number): void {
+    if (this.#running) throw new Error('generator already running');
+    if (!(pps > 0) || !Number.isFinite(pps)) throw new RangeError(`pps must be a positive number, got ${pps}`);
+    const run = this.#coll.program('tg_tx').runPaced({ data: this.#template, context: this.#ctx, batchSize: LIVE_BATCH, netns: this.#o.netns }, { framesPerSecond: pps, chunk: nativeChunk(pps), maxFrames });
+    this.#paced = run;
+    this.#running = run.done.then(
+      (r) => {
+        this.#paced = undefined;
+        this.#sent += r.frames;
+      },
+      (e: unknown) => {
+        this.#sent += run.sent;
+        this.#paced = undefined;
+        throw e;
+      },
+    );
+  }
+
   /** Starts sending at `pps` until stop(); returns at once. */
   start(pps: number): void {
     if (this.#running) throw new Error('generator already running');
     if (!(pps > 0) || !Number.isFinite(pps)) throw new RangeError(`pps must be a positive number, got ${pps}`);
     this.#stop = false;
     if (this.#o.pacing === 'native') {
-      const run = this.#coll.program('tg_tx').runPaced({ data: this.#template, context: this.#ctx, batchSize: LIVE_BATCH, netns: this.#o.netns }, { framesPerSecond: pps, chunk: nativeChunk(pps) });
-      this.#paced = run;
-      this.#running = run.done.then(
-        (r) => {
-          this.#paced = undefined;
-          this.#sent += r.frames;
-        },
-        (e: unknown) => {
-          this.#sent += run.sent;
-          this.#paced = undefined;
-          throw e;
-        },
-      );
+      this.#startNative(pps, 0);
       return;
     }
     this.#running = (async () => {
