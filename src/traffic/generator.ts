@@ -53,6 +53,7 @@ export class TrafficGenerator {
   #sent = 0;
   #running: Promise<void> | undefined;
   #paced: PacedRun | undefined;
+  #lastPaced: { frames: number; elapsedNs: number } | undefined;
   #stop = false;
 
   constructor(o: GeneratorOptions) {
@@ -88,6 +89,12 @@ export class TrafficGenerator {
   /** probes handed to the interface so far */
   get sent(): number {
     return this.#sent + (this.#paced?.sent ?? 0);
+  }
+
+  /** the last natively paced run's rate, as its thread measured it (frames / its running time); undefined before one ended */
+  get lastPacedPps(): number | undefined {
+    const r = this.#lastPaced;
+    return r === undefined || r.elapsedNs === 0 ? undefined : r.frames / (r.elapsedNs / 1e9);
   }
 
   get pacing(): 'js' | 'native' {
@@ -127,6 +134,7 @@ export class TrafficGenerator {
       (r) => {
         this.#paced = undefined;
         this.#sent += r.frames;
+        this.#lastPaced = { frames: r.frames, elapsedNs: r.elapsedNs };
       },
       (e: unknown) => {
         this.#sent += run.sent;
