@@ -237,6 +237,8 @@ export interface LineRateStep {
   drops: string[];
   handoverMedianMs: number;
   handoverMaxMs: number;
+  /** frames per second B's release replayed (released ÷ time in 'releasing'), median over the handovers */
+  releasedPerSecMedian: number;
   clean: boolean;
   /** what made this step not clean ('' when clean) */
   broke: string;
@@ -255,14 +257,24 @@ export interface LineRateResult {
   steps: LineRateStep[];
 }
 
+const median = (xs: number[]): number => (xs.length ? Math.round([...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!) : 0);
+
+/** Frames/s of a handover's release: released over the time from 'releasing' to the next phase. */
+function releaseRate(r: HandoverResult): number | undefined {
+  const start = r.timings['releasing'];
+  if (start === undefined) return undefined;
+  const end = Math.min(...Object.values(r.timings).filter((t) => t > start));
+  return Number.isFinite(end) && end > start ? Number(r.counts.released) / ((end - start) / 1000) : undefined;
+}
+
 /** Below this share of the offered rate the generator, not the handover, is the limit. */
 const GENERATOR_KEEPS_UP = 0.97;
 
 /** What makes a step not clean, most telling first; '' when clean. */
 export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: readonly HandoverResult[]): string {
+  if (step.overflow > 0) return `hold ring overflow (${step.overflow} frames): the release drained ${step.releasedPerSecMedian} frames/s (median) while ${step.offeredAggregatePps} pps arrived`;
   const failed = results.find((r) => r.outcome !== 'completed');
   if (failed !== undefined) return `handover ${failed.outcome}${failed.reason === undefined ? '' : `: ${failed.reason}`}`;
-  if (step.overflow > 0) return `hold ring overflow (${step.overflow} frames)`;
   if (step.lost > 0) return `lost ${step.lost}${step.drops.length ? ` (${step.drops.join(', ')})` : ' (no counter explains them)'}`;
   if (step.reordered > 0) return `reordered ${step.reordered}`;
   if (step.duplicated > 0) return `duplicated ${step.duplicated}`;
@@ -316,6 +328,7 @@ export async function benchLineRate(
         drops: directions.flatMap((d) => d.report.drops.map((x) => `${x.where} ${x.reason} ${x.frames}`)),
         handoverMedianMs: +(durations[Math.floor(durations.length / 2)] ?? 0).toFixed(2),
         handoverMaxMs: +(durations.at(-1) ?? 0).toFixed(2),
+        releasedPerSecMedian: median(results.map(releaseRate).filter((x): x is number => x !== undefined)),
       };
       const why = whatBroke(step, results);
       const full: LineRateStep = { ...step, clean: why === '', broke: why };
