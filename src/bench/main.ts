@@ -8,9 +8,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchMapOps } from './map-ops.js';
 import { benchForwarding } from './forwarding.js';
-import { benchMaxLosslessRate, benchOverhead, benchLineRate, type LineRateResult } from './handover.js';
+import { benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.js';
 import { benchGeneratorCeiling } from './traffic.js';
-import { svgChart } from '../report/svg-chart.js';
+import { writeLineRate } from './line-rate-report.js';
 import { benchState, printStateBench } from '../state/bench.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -79,7 +79,7 @@ results['handover.lineRate.broke'] = lr.broke === '' ? 'nothing up to the top of
 results['handover.lineRate.brokeAtVsBareRatio'] = +(lr.brokeAtAggregatePps / (fw.bareMpps * 1e6)).toFixed(3);
 results['handover.lineRate.sweep'] = lr.steps.map((st) => `${st.offeredAggregatePps}:${st.clean ? 'clean' : 'broke'}`).join(' ');
 console.log(`handover.maxLosslessAggregatePps = ${lr.maxLosslessAggregatePps} (${lrVsBare} of bare forwarding), broke at ${lr.brokeAtAggregatePps || '-'}: ${results['handover.lineRate.broke']}`);
-writeLineRate(lr, fw.bareMpps);
+writeLineRate(repoRoot, lr, fw.bareMpps, machine());
 
 const ovhOpts = quick ? { handovers: 5, pps: 2000, delayMs: 100 } : { handovers: 30, pps: 5000, delayMs: 100 };
 console.log(`\nhandover completion time minus the injected state delay (${ovhOpts.handovers} handovers, ${ovhOpts.pps} pps, ${ovhOpts.delayMs} ms delay):`);
@@ -96,23 +96,6 @@ for (const r of stateRows) {
   if (r.opsPerSec !== null) results[`${key}.opsPerSec`] = r.opsPerSec;
   if (r.medianMs !== null) results[`${key}.medianMs`] = r.medianMs;
   if (r.p99Ms !== null) results[`${key}.p99Ms`] = r.p99Ms;
-}
-
-/** results/linerate.json (every step) and results/linerate.svg (the sweep). */
-function writeLineRate(r: LineRateResult, bareMpps: number): void {
-  mkdirSync(path.dirname(outFile), { recursive: true });
-  writeFileSync(path.join(repoRoot, 'results/linerate.json'), JSON.stringify({ machine: machine(), date: new Date().toISOString(), bareMpps, ...r }, null, 2) + '\n');
-  const svg = svgChart({
-    title: `Handovers at line rate: lossless up to ${r.maxLosslessAggregatePps} pps aggregate (${(r.maxLosslessAggregatePps / (bareMpps * 1e6)).toFixed(2)} of bare forwarding)`,
-    xLabel: 'offered rate, both directions (packets/s)',
-    yLabel: 'packets/s',
-    series: [
-      { name: 'achieved by the generators', points: r.steps.map((st) => [st.offeredAggregatePps, st.achievedAggregatePps]) },
-      { name: 'lost + reordered + duplicated (packets)', points: r.steps.map((st) => [st.offeredAggregatePps, st.lost + st.reordered + st.duplicated]) },
-      { name: 'release drain rate (frames/s, median)', points: r.steps.map((st) => [st.offeredAggregatePps, st.releasedPerSecMedian]) },
-    ],
-  });
-  writeFileSync(path.join(repoRoot, 'results/linerate.svg'), svg);
 }
 
 mkdirSync(path.dirname(outFile), { recursive: true });
