@@ -6,7 +6,7 @@
  * kernel). Same 64-byte probes, measured side by side in one run.
  */
 import path from 'node:path';
-import { BpfObjectSpec, type BpfCollection, type XdpLink, u32, u64 } from '../bpf/index.js';
+import { BpfObjectSpec, type BpfCollection, type XdpLink } from '../bpf/index.js';
 import { createNetns, createVeth, deleteNetns } from '../net/iproute.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink } from '../traffic/sink.js';
@@ -25,7 +25,7 @@ export interface GeneratorCeilingResult {
   checkingSinkDuplicated: number;
 }
 
-/** 64-byte probes: 14 eth + 20 ip + 8 udp + 32 probe = 74 is the least a probe needs; 64 is below it, so the smallest probe */
+/** the smallest probe frame: Ethernet 14 + IPv4 20 + UDP 8 + the 32-byte probe (64-byte frames cannot carry one) */
 export const PROBE_FRAME_BYTES = 74;
 
 const MAC_GEN = '02:00:00:00:02:01';
@@ -43,55 +43,41 @@ export async function benchGeneratorCeiling(objectsDir: string, o: { seconds?: n
     createVeth({ name: 'g0', netns: genNs, mac: MAC_GEN, address: '10.9.1.1/24' }, { name: 's0', netns: sinkNs, mac: MAC_SINK, address: '10.9.1.2/24' });
     const bench = BpfObjectSpec.open(path.join(objectsDir, 'bench.bpf.o')).load();
     colls.push(bench);
-    // the generator's own interface gets frames back only if something answers; count those too
+    // the generator's own interface: whatever comes back is counted and dropped
     links.push(bench.program('bench_sink').attachXdp('g0', { netns: genNs }));
-    const counted = (): bigint => (bench.map('bench_count').lookupPerCpu(u32.encode(0)) ?? []).reduce((a, b) => a + u64.decode(b), 0n);
-    const offer = async (): Promise<number> => {
+    /** Mpps one generator offers flat out for `seconds`, and its per-flow counts */
+    const offer = async (): Promise<{ mpps: number; sent: number; perFlow: bigint[] }> => {
       const gen = new TrafficGenerator({ objectsDir, netns: genNs, ifname: 'g0', srcMac: MAC_GEN, dstMac: MAC_SINK, srcIp: '10.9.1.1', dstIp: '10.9.1.2', flows: 8, frameSize: PROBE_FRAME_BYTES, pacing: 'native' });
       try {
-        const t0 = process.hrtime.bigint();
         // far above what one thread can offer: the generator runs flat out
         gen.start(50_000_000);
         await sleep(seconds * 1000);
         await gen.stop();
-        const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-        return gen.sent / secs / 1e6;
+        return { mpps: (gen.lastPacedPps ?? 0) / 1e6, sent: gen.sent, perFlow: gen.sentPerFlow() };
       } finally {
         gen.close();
       }
     };
 
     const countLink = bench.program('bench_sink').attachXdp('s0', { netns: sinkNs });
-    const before = counted();
-    const genMpps = await offer();
+    const counting = await offer();
     countLink.close();
-    void before;
 
-    const sink = new TrafficSink({ objectsDir, netns: sinkNs, ifname: 's0', stamps: false, eventEvery: 0 });
-    let checking: number;
+    const sink = new TrafficSink({ objectsDir, netns: sinkNs, ifname: 's0', stamps: false, eventEvery: 0, flows: 8 });
+    let checking: Awaited<ReturnType<typeof offer>>;
     let rep;
     try {
-      const gen = new TrafficGenerator({ objectsDir, netns: genNs, ifname: 'g0', srcMac: MAC_GEN, dstMac: MAC_SINK, srcIp: '10.9.1.1', dstIp: '10.9.1.2', flows: 8, frameSize: PROBE_FRAME_BYTES, pacing: 'native' });
-      try {
-        const t0 = process.hrtime.bigint();
-        gen.start(50_000_000);
-        await sleep(seconds * 1000);
-        await gen.stop();
-        const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-        checking = gen.sent / secs / 1e6;
-        await sink.drain(gen.sent);
-        rep = sink.report(gen.sentPerFlow());
-      } finally {
-        gen.close();
-      }
+      checking = await offer();
+      await sink.drain(checking.sent);
+      rep = sink.report(checking.perFlow);
     } finally {
       sink.close();
     }
     return {
       frameBytes: PROBE_FRAME_BYTES,
       seconds,
-      generatorCeilingMpps: +genMpps.toFixed(3),
-      checkingSinkMpps: +checking.toFixed(3),
+      generatorCeilingMpps: +counting.mpps.toFixed(3),
+      checkingSinkMpps: +checking.mpps.toFixed(3),
       checkingSinkLost: rep.lost,
       checkingSinkReordered: rep.reordered,
       checkingSinkDuplicated: rep.duplicated,

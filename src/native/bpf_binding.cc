@@ -755,16 +755,8 @@ void ParseTestRun(const Napi::CallbackInfo& info, TestRunArgs& a) {
   if (ns.IsString()) a.netns = ns.As<Napi::String>().Utf8Value();
 }
 
-void ExecuteTestRun(TestRunArgs& a) {
-  int saved = -1;
-  if (!a.netns.empty()) {
-    saved = EnterNetns(a.netns, &a.errOp);
-    if (saved < 0) {
-      a.err = saved;
-      return;
-    }
-  }
-  LIBBPF_OPTS(bpf_test_run_opts, opts);
+// Points opts at the buffers of `a` (inputs, output room) and copies its settings.
+void FillTestRunOpts(TestRunArgs& a, bpf_test_run_opts& opts) {
   if (a.hasDataIn) {
     opts.data_in = a.dataIn.data();
     opts.data_size_in = static_cast<uint32_t>(a.dataIn.size());
@@ -785,21 +777,42 @@ void ExecuteTestRun(TestRunArgs& a) {
   opts.flags = a.flags;
   opts.batch_size = a.batchSize;
   opts.cpu = a.cpu;
-  int err = bpf_prog_test_run_opts(a.progFd, &opts);
-  if (err) {
-    a.err = err;
-    a.errOp = "bpf_prog_test_run_opts";
-  } else {
-    a.retval = opts.retval;
-    a.duration = opts.duration;
-    a.dataOutSize = opts.data_size_out;
-    a.ctxOutSize = opts.ctx_size_out;
+}
+
+// Runs body() in a.netns (if any) on this thread, then moves the thread back.
+template <typename Body>
+void InTestRunNetns(TestRunArgs& a, Body body) {
+  int saved = -1;
+  if (!a.netns.empty()) {
+    saved = EnterNetns(a.netns, &a.errOp);
+    if (saved < 0) {
+      a.err = saved;
+      return;
+    }
   }
+  body();
   if (saved >= 0) {
     int rc = RestoreNetns(saved);
     // A thread we cannot move back must not run anything else.
     if (rc) abort();
   }
+}
+
+void ExecuteTestRun(TestRunArgs& a) {
+  InTestRunNetns(a, [&] {
+    LIBBPF_OPTS(bpf_test_run_opts, opts);
+    FillTestRunOpts(a, opts);
+    int err = bpf_prog_test_run_opts(a.progFd, &opts);
+    if (err) {
+      a.err = err;
+      a.errOp = "bpf_prog_test_run_opts";
+    } else {
+      a.retval = opts.retval;
+      a.duration = opts.duration;
+      a.dataOutSize = opts.data_size_out;
+      a.ctxOutSize = opts.ctx_size_out;
+    }
+  });
 }
 
 Napi::Value TestRunResult(Napi::Env env, TestRunArgs& a) {
@@ -884,53 +897,36 @@ uint64_t MonotonicNs() {
 
 void ExecutePaced(PacedArgs& p) {
   TestRunArgs& a = p.run;
-  int saved = -1;
-  if (!a.netns.empty()) {
-    saved = EnterNetns(a.netns, &a.errOp);
-    if (saved < 0) {
-      a.err = saved;
-      return;
-    }
-  }
-  LIBBPF_OPTS(bpf_test_run_opts, opts);
-  opts.data_in = a.dataIn.data();
-  opts.data_size_in = static_cast<uint32_t>(a.dataIn.size());
-  if (a.hasCtxIn) {
-    opts.ctx_in = a.ctxIn.data();
-    opts.ctx_size_in = static_cast<uint32_t>(a.ctxIn.size());
-  }
-  opts.flags = a.flags;
-  opts.batch_size = a.batchSize;
-  const uint64_t t0 = MonotonicNs();
-  const double nsPerFrame = 1e9 / p.framesPerSecond;
-  uint64_t sent = 0;
-  while (!p.ctl->stop.load(std::memory_order_relaxed) && (p.maxFrames == 0 || sent < p.maxFrames)) {
-    uint64_t n = p.chunk;
-    if (p.maxFrames != 0 && p.maxFrames - sent < n) n = p.maxFrames - sent;
-    // the run of frames [sent, sent + n) is due when its last frame is
-    const uint64_t due = t0 + static_cast<uint64_t>(std::llround(static_cast<double>(sent + n) * nsPerFrame));
-    if (MonotonicNs() < due) {
-      timespec ts{static_cast<time_t>(due / 1000000000ull), static_cast<long>(due % 1000000000ull)};
-      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  InTestRunNetns(a, [&] {
+    LIBBPF_OPTS(bpf_test_run_opts, opts);
+    FillTestRunOpts(a, opts);
+    const uint64_t t0 = MonotonicNs();
+    const double nsPerFrame = 1e9 / p.framesPerSecond;
+    uint64_t sent = 0;
+    while (!p.ctl->stop.load(std::memory_order_relaxed) && (p.maxFrames == 0 || sent < p.maxFrames)) {
+      uint64_t n = p.chunk;
+      if (p.maxFrames != 0 && p.maxFrames - sent < n) n = p.maxFrames - sent;
+      // the run of frames [sent, sent + n) is due when its last frame is
+      const uint64_t due = t0 + static_cast<uint64_t>(std::llround(static_cast<double>(sent + n) * nsPerFrame));
+      if (MonotonicNs() < due) {
+        timespec ts{static_cast<time_t>(due / 1000000000ull), static_cast<long>(due % 1000000000ull)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+        }
+        if (p.ctl->stop.load(std::memory_order_relaxed)) break;
       }
-      if (p.ctl->stop.load(std::memory_order_relaxed)) break;
+      opts.repeat = static_cast<int>(n);
+      int err = bpf_prog_test_run_opts(a.progFd, &opts);
+      if (err) {
+        a.err = err;
+        a.errOp = "bpf_prog_test_run_opts";
+        break;
+      }
+      sent += n;
+      p.ctl->sent.store(sent, std::memory_order_relaxed);
+      p.ctl->runs.fetch_add(1, std::memory_order_relaxed);
     }
-    opts.repeat = static_cast<int>(n);
-    int err = bpf_prog_test_run_opts(a.progFd, &opts);
-    if (err) {
-      a.err = err;
-      a.errOp = "bpf_prog_test_run_opts";
-      break;
-    }
-    sent += n;
-    p.ctl->sent.store(sent, std::memory_order_relaxed);
-    p.ctl->runs.fetch_add(1, std::memory_order_relaxed);
-  }
-  p.elapsedNs = MonotonicNs() - t0;
-  if (saved >= 0) {
-    int rc = RestoreNetns(saved);
-    if (rc) abort();
-  }
+    p.elapsedNs = MonotonicNs() - t0;
+  });
 }
 
 class PacedRunWorker : public Napi::AsyncWorker {
