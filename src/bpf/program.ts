@@ -157,7 +157,7 @@ export class BpfProgram {
   /**
    * Live-frames test runs of `pacing.chunk` frames each at
    * `pacing.framesPerSecond`, paced by a native thread (not the event
-   * loop), until `maxFrames` or stop(). Holds one libuv pool thread.
+   * loop), until `maxFrames` or stop(). The thread is its own, not one of the libuv pool.
    */
   runPaced(opts: RunOptions & { data: Buffer }, pacing: PacingOptions): PacedRun {
     if (!(pacing.framesPerSecond > 0) || !Number.isFinite(pacing.framesPerSecond)) throw new RangeError(`framesPerSecond must be a positive number, got ${pacing.framesPerSecond}`);

@@ -24,6 +24,7 @@
 #include <sched.h>
 #include <sys/file.h>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -868,7 +869,7 @@ Napi::Value ProgTestRunAsync(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------- paced test runs
 // "Run this program with live frames at N frames/s, in runs of `chunk`
-// frames, until `maxFrames` (0: no limit) or stop()". Pacing is on a worker
+// frames, until `maxFrames` (0: no limit) or stop()". Pacing is on a native
 // thread with clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) against the
 // start time, so a late wake-up is made up by the next runs (the average
 // rate holds); the JS event loop never paces. Rates and sizes are chosen in
@@ -929,32 +930,30 @@ void ExecutePaced(PacedArgs& p) {
   });
 }
 
-class PacedRunWorker : public Napi::AsyncWorker {
- public:
-  PacedRunWorker(Napi::Env env, PacedArgs&& a)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), args_(std::move(a)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override { ExecutePaced(args_); }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (args_.run.err) {
-      Napi::Error e = ErrnoError(env, args_.run.errOp, args_.run.err);
-      e.Set("frames", Napi::Number::New(env, static_cast<double>(args_.ctl->sent.load())));
-      deferred_.Reject(e.Value());
-      return;
-    }
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("frames", Napi::Number::New(env, static_cast<double>(args_.ctl->sent.load())));
-    o.Set("runs", Napi::Number::New(env, static_cast<double>(args_.ctl->runs.load())));
-    o.Set("elapsedNs", Napi::Number::New(env, static_cast<double>(args_.elapsedNs)));
-    deferred_.Resolve(o);
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  PacedArgs args_;
+// One paced run: its own thread (not a libuv pool thread, which a run would
+// hold for as long as it goes), settled on the JS thread through a
+// thread-safe function.
+struct PacedJob {
+  PacedArgs args;
+  Napi::Promise::Deferred deferred;
+  Napi::ThreadSafeFunction tsfn;
 };
+
+void SettlePaced(Napi::Env env, PacedJob* job) {
+  PacedArgs& a = job->args;
+  const double frames = static_cast<double>(a.ctl->sent.load());
+  if (a.run.err) {
+    Napi::Error e = ErrnoError(env, a.run.errOp, a.run.err);
+    e.Set("frames", Napi::Number::New(env, frames));
+    job->deferred.Reject(e.Value());
+    return;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("frames", Napi::Number::New(env, frames));
+  o.Set("runs", Napi::Number::New(env, static_cast<double>(a.ctl->runs.load())));
+  o.Set("elapsedNs", Napi::Number::New(env, static_cast<double>(a.elapsedNs)));
+  job->deferred.Resolve(o);
+}
 
 // progTestRunPaced(progFd, testRunOptions, { framesPerSecond, chunk, maxFrames })
 //   -> { done: Promise<{ frames, runs, elapsedNs }>, stop(), sent() }
@@ -980,9 +979,10 @@ Napi::Value ProgTestRunPaced(const Napi::CallbackInfo& info) {
   p.maxFrames = static_cast<uint64_t>(maxFrames);
   auto ctl = std::make_shared<PacedControl>();
   p.ctl = ctl;
-  auto* w = new PacedRunWorker(env, std::move(p));
+  auto* job = new PacedJob{std::move(p), Napi::Promise::Deferred::New(env), Napi::ThreadSafeFunction()};
+  job->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "sharp-paced-run", 0, 1);
   Napi::Object handle = Napi::Object::New(env);
-  handle.Set("done", w->Promise());
+  handle.Set("done", job->deferred.Promise());
   handle.Set("stop", Napi::Function::New(env, [ctl](const Napi::CallbackInfo& i) -> Napi::Value {
                ctl->stop.store(true);
                return i.Env().Undefined();
@@ -990,7 +990,15 @@ Napi::Value ProgTestRunPaced(const Napi::CallbackInfo& info) {
   handle.Set("sent", Napi::Function::New(env, [ctl](const Napi::CallbackInfo& i) -> Napi::Value {
                return Napi::Number::New(i.Env(), static_cast<double>(ctl->sent.load()));
              }, "sent"));
-  w->Queue();
+  std::thread([job] {
+    ExecutePaced(job->args);
+    Napi::ThreadSafeFunction tsfn = job->tsfn;  // job is gone once settled
+    tsfn.BlockingCall([job](Napi::Env env, Napi::Function) {
+      SettlePaced(env, job);
+      delete job;
+    });
+    tsfn.Release();
+  }).detach();
   return handle;
 }
 
