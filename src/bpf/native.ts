@@ -68,12 +68,16 @@ export interface NativePacing {
   chunk: number;
   /** stop after this many frames (0: run until stop()) */
   maxFrames: number;
+  /** behind the schedule by more than this, the schedule moves on instead of a catch-up burst */
+  maxLagNs: number;
 }
 
 export interface NativePacedResult {
   frames: number;
   runs: number;
   elapsedNs: number;
+  /** time the schedule moved on by (the thread was kept off the CPU for longer than maxLagNs) */
+  slippedNs: number;
 }
 
 export interface NativePacedRun {

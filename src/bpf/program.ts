@@ -62,12 +62,20 @@ export interface PacingOptions {
   chunk: number;
   /** stop after this many frames (default: run until stop()) */
   maxFrames?: number;
+  /**
+   * the most the thread makes up after being kept off the CPU, in ms
+   * (default: no limit, the average rate holds); beyond it the schedule
+   * moves on rather than sending the missed frames as one burst
+   */
+  maxLagMs?: number;
 }
 
 export interface PacedRunResult {
   frames: number;
   runs: number;
   elapsedNs: number;
+  /** time the schedule moved on by (see PacingOptions.maxLagMs) */
+  slippedNs: number;
 }
 
 /** Live-frames test runs paced on a native thread; see BpfProgram.runPaced. */
@@ -164,8 +172,12 @@ export class BpfProgram {
     if (!Number.isInteger(pacing.chunk) || pacing.chunk < 1 || pacing.chunk > 1 << 20) throw new RangeError(`chunk must be an integer in 1..${1 << 20}, got ${pacing.chunk}`);
     const maxFrames = pacing.maxFrames ?? 0;
     if (!Number.isSafeInteger(maxFrames) || maxFrames < 0) throw new RangeError(`maxFrames must be a non-negative integer, got ${maxFrames}`);
+    const maxLagMs = pacing.maxLagMs ?? Infinity;
+    if (!(maxLagMs >= 0)) throw new RangeError(`maxLagMs must be a non-negative number of ms, got ${maxLagMs}`);
     const n = toNative({ ...opts, liveFrames: true });
-    return new PacedRun(native(() => bpfNative.progTestRunPaced(this.fd, n, { framesPerSecond: pacing.framesPerSecond, chunk: pacing.chunk, maxFrames })));
+    // Number.MAX_SAFE_INTEGER ns (104 days) stands for "no limit"
+    const maxLagNs = Math.min(Number.MAX_SAFE_INTEGER, Math.round(maxLagMs * 1e6));
+    return new PacedRun(native(() => bpfNative.progTestRunPaced(this.fd, n, { framesPerSecond: pacing.framesPerSecond, chunk: pacing.chunk, maxFrames, maxLagNs })));
   }
 
   /** XDP through a bpf_link: detached when the link is closed (unless pinned). */

@@ -870,9 +870,11 @@ Napi::Value ProgTestRunAsync(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------- paced test runs
 // "Run this program with live frames at N frames/s, in runs of `chunk`
 // frames, until `maxFrames` (0: no limit) or stop()". Pacing is on a native
-// thread with clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) against the
-// start time, so a late wake-up is made up by the next runs (the average
-// rate holds); the JS event loop never paces. Rates and sizes are chosen in
+// thread with clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) against a
+// schedule, so a late wake-up is made up by the next runs; a thread kept off
+// the CPU for longer than `maxLagNs` does not make up the rest (its frames
+// would leave as one burst far above the rate): the schedule moves on, and
+// the time skipped is reported (`slippedNs`). The JS event loop never paces. Rates and sizes are chosen in
 // TypeScript (src/traffic/generator.ts).
 
 struct PacedControl {
@@ -886,8 +888,10 @@ struct PacedArgs {
   double framesPerSecond = 0;
   uint32_t chunk = 0;
   uint64_t maxFrames = 0;
+  uint64_t maxLagNs = 0;
   std::shared_ptr<PacedControl> ctl;
   uint64_t elapsedNs = 0;
+  uint64_t slippedNs = 0;
 };
 
 uint64_t MonotonicNs() {
@@ -902,14 +906,21 @@ void ExecutePaced(PacedArgs& p) {
     LIBBPF_OPTS(bpf_test_run_opts, opts);
     FillTestRunOpts(a, opts);
     const uint64_t t0 = MonotonicNs();
+    uint64_t base = t0;  // the schedule: frame k is due at base + k * nsPerFrame
     const double nsPerFrame = 1e9 / p.framesPerSecond;
     uint64_t sent = 0;
     while (!p.ctl->stop.load(std::memory_order_relaxed) && (p.maxFrames == 0 || sent < p.maxFrames)) {
       uint64_t n = p.chunk;
       if (p.maxFrames != 0 && p.maxFrames - sent < n) n = p.maxFrames - sent;
       // the run of frames [sent, sent + n) is due when its last frame is
-      const uint64_t due = t0 + static_cast<uint64_t>(std::llround(static_cast<double>(sent + n) * nsPerFrame));
-      if (MonotonicNs() < due) {
+      uint64_t due = base + static_cast<uint64_t>(std::llround(static_cast<double>(sent + n) * nsPerFrame));
+      const uint64_t now = MonotonicNs();
+      if (now > due + p.maxLagNs) {
+        p.slippedNs += now - due - p.maxLagNs;
+        base += now - due - p.maxLagNs;
+        due = now - p.maxLagNs;
+      }
+      if (now < due) {
         timespec ts{static_cast<time_t>(due / 1000000000ull), static_cast<long>(due % 1000000000ull)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
         }
@@ -952,11 +963,12 @@ void SettlePaced(Napi::Env env, PacedJob* job) {
   o.Set("frames", Napi::Number::New(env, frames));
   o.Set("runs", Napi::Number::New(env, static_cast<double>(a.ctl->runs.load())));
   o.Set("elapsedNs", Napi::Number::New(env, static_cast<double>(a.elapsedNs)));
+  o.Set("slippedNs", Napi::Number::New(env, static_cast<double>(a.slippedNs)));
   job->deferred.Resolve(o);
 }
 
-// progTestRunPaced(progFd, testRunOptions, { framesPerSecond, chunk, maxFrames })
-//   -> { done: Promise<{ frames, runs, elapsedNs }>, stop(), sent() }
+// progTestRunPaced(progFd, testRunOptions, { framesPerSecond, chunk, maxFrames, maxLagNs })
+//   -> { done: Promise<{ frames, runs, elapsedNs, slippedNs }>, stop(), sent() }
 Napi::Value ProgTestRunPaced(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   PacedArgs p;
@@ -972,6 +984,9 @@ Napi::Value ProgTestRunPaced(const Napi::CallbackInfo& info) {
   p.framesPerSecond = num("framesPerSecond");
   double chunk = num("chunk");
   double maxFrames = num("maxFrames");
+  double maxLagNs = num("maxLagNs");
+  if (!(maxLagNs >= 0)) throw Napi::RangeError::New(env, "pacing.maxLagNs must be >= 0");
+  p.maxLagNs = static_cast<uint64_t>(maxLagNs);
   if (!(p.framesPerSecond > 0)) throw Napi::RangeError::New(env, "pacing.framesPerSecond must be > 0");
   if (!(chunk >= 1 && chunk <= 1e9)) throw Napi::RangeError::New(env, "pacing.chunk must be in 1..1e9");
   if (!(maxFrames >= 0)) throw Napi::RangeError::New(env, "pacing.maxFrames must be >= 0");
