@@ -310,7 +310,8 @@ export async function benchLineRate(
   } catch {
     ringCapacity = LIMITS.ringCapacity.max;
   }
-  const s = await openLab(objectsDir, `sharp-bench-line-${process.pid}-`, ringCapacity);
+  // sharp-bench-<pid>-: `lab down --stray` (namespaceOwner) leaves it alone while this process lives
+  const s = await openLab(objectsDir, `sharp-bench-${process.pid}-line-`, ringCapacity);
   const steps: LineRateStep[] = [];
   let best = 0;
   let brokeAt = 0;

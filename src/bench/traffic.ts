@@ -33,7 +33,8 @@ const MAC_SINK = '02:00:00:00:02:02';
 
 export async function benchGeneratorCeiling(objectsDir: string, o: { seconds?: number; prefix?: string } = {}): Promise<GeneratorCeilingResult> {
   const seconds = o.seconds ?? 1;
-  const prefix = o.prefix ?? `sharp-bench-gen-${process.pid}-`;
+  // sharp-bench-<pid>-: `lab down --stray` (namespaceOwner) leaves it alone while this process lives
+  const prefix = o.prefix ?? `sharp-bench-${process.pid}-gen-`;
   const [genNs, sinkNs] = [`${prefix}g`, `${prefix}s`];
   const colls: BpfCollection[] = [];
   const links: XdpLink[] = [];
