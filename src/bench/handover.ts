@@ -269,15 +269,18 @@ function releaseRate(r: HandoverResult): number | undefined {
 }
 
 /**
- * Below this share of the offered rate the generator, not the handover, is
- * the limit (a step a little short of its rate still tests handovers at the
- * rate it reached: that is the rate reported).
+ * A step whose generators reached less than this share of the offered rate
+ * and no more than GENERATOR_STALLS × the previous step's rate: offering
+ * more no longer brings more, the generators (or the CPUs they share with
+ * everything else) are the limit. A step merely short of its rate still
+ * tests handovers at the rate it reached: that is the rate reported.
  */
 const GENERATOR_KEEPS_UP = 0.9;
+const GENERATOR_STALLS = 1.05;
 const GENERATOR_CEILING = 'generator ceiling';
 
-/** What makes a step not clean, most telling first; '' when clean. */
-export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: readonly HandoverResult[]): string {
+/** What makes a step not clean, most telling first; '' when clean. `previousAchievedPps`: the step before's achieved rate (none for the first). */
+export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: readonly HandoverResult[], previousAchievedPps?: number): string {
   if (step.overflow > 0) return `hold ring overflow (${step.overflow} frames): the release drained ${step.releasedPerSecMedian} frames/s (median) while ${step.offeredAggregatePps} pps arrived`;
   const failed = results.find((r) => r.outcome !== 'completed');
   if (failed !== undefined) return `handover ${failed.outcome}${failed.reason === undefined ? '' : `: ${failed.reason}`}`;
@@ -286,7 +289,8 @@ export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: 
   if (step.duplicated > 0) return `duplicated ${step.duplicated}`;
   if (step.stampMismatches > 0) return `stamp mismatches ${step.stampMismatches}`;
   if (step.unchecked > 0) return `unchecked probes ${step.unchecked}`;
-  if (step.achievedAggregatePps < GENERATOR_KEEPS_UP * step.offeredAggregatePps) return `${GENERATOR_CEILING} (${step.achievedAggregatePps} of ${step.offeredAggregatePps} pps offered)`;
+  if (previousAchievedPps !== undefined && step.achievedAggregatePps < GENERATOR_KEEPS_UP * step.offeredAggregatePps && step.achievedAggregatePps <= GENERATOR_STALLS * previousAchievedPps)
+    return `${GENERATOR_CEILING} (${step.achievedAggregatePps} of ${step.offeredAggregatePps} pps offered)`;
   return '';
 }
 
@@ -337,7 +341,7 @@ export async function benchLineRate(
         handoverMaxMs: +(durations.at(-1) ?? 0).toFixed(2),
         releasedPerSecMedian: median(results.map(releaseRate).filter((x): x is number => x !== undefined)),
       };
-      const why = whatBroke(step, results);
+      const why = whatBroke(step, results, steps.at(-1)?.achievedAggregatePps);
       const full: LineRateStep = { ...step, clean: why === '', broke: why };
       steps.push(full);
       o.onStep?.(full);

@@ -45,6 +45,7 @@ t.test('what broke: overflow before loss, loss with its counted reasons, then th
   t.equal(whatBroke({ ...clean, lost: 3, drops: ['s1/s1-vnf1 xmitFailed 3'] }, []), 'lost 3 (s1/s1-vnf1 xmitFailed 3)');
   t.equal(whatBroke({ ...clean, lost: 3 }, []), 'lost 3 (no counter explains them)');
   t.equal(whatBroke({ ...clean, reordered: 2 }, []), 'reordered 2');
-  t.match(whatBroke({ ...clean, achievedAggregatePps: 800 }, []), /^generator ceiling \(800 of 1000/);
-  t.equal(whatBroke({ ...clean, achievedAggregatePps: 950 }, []), '', 'a little short of the rate is still a clean step, at the rate reached');
+  t.match(whatBroke({ ...clean, achievedAggregatePps: 800 }, [], 790), /^generator ceiling \(800 of 1000/, 'short of the rate, and no more than the step before reached');
+  t.equal(whatBroke({ ...clean, achievedAggregatePps: 800 }, [], 500), '', 'short of the rate but still rising: clean, at the rate reached');
+  t.equal(whatBroke({ ...clean, achievedAggregatePps: 800 }, []), '', 'the first step is never the generator ceiling');
 });
