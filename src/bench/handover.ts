@@ -290,7 +290,7 @@ export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: 
   if (step.stampMismatches > 0) return `stamp mismatches ${step.stampMismatches}`;
   if (step.unchecked > 0) return `unchecked probes ${step.unchecked}`;
   if (previousAchievedPps !== undefined && step.achievedAggregatePps < GENERATOR_KEEPS_UP * step.offeredAggregatePps && step.achievedAggregatePps <= GENERATOR_STALLS * previousAchievedPps)
-    return `${GENERATOR_CEILING} (${step.achievedAggregatePps} of ${step.offeredAggregatePps} pps offered)`;
+    return `${GENERATOR_CEILING} (${step.achievedAggregatePps} of ${step.offeredAggregatePps} pps offered; the generators' threads also carry every frame through the lab's XDP hops, so this is the CPUs' ceiling for the whole path)`;
   return '';
 }
 
