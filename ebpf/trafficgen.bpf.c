@@ -9,8 +9,11 @@
  *   The template's UDP checksum must be 0 (IPv4 allows it), so rewriting the
  *   source port and probe fields needs no checksum update.
  * tg_sink: attached (XDP) to the receiving host's interface. Every probe
- *   becomes one tg_events record (flow, seq, stamp, times) and is consumed;
- *   anything else goes to the stack.
+ *   is checked here, against its flow's tg_flow_checks entry (delivered,
+ *   reordered, duplicated, stamp != seq), so the checks keep up at line
+ *   rate; one probe in tg_sink_config.event_every also becomes a tg_events
+ *   record (times, for latency). Probes are consumed; anything else goes to
+ *   the stack.
  */
 #include "parse.h"
 
@@ -41,6 +44,34 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sharp_tg_sink_stats);
 } tg_sink_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sharp_tg_sink_config);
+} tg_sink_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_TG_CHECK_FLOWS);	/* set to the flows a sink expects before load */
+	__type(key, __u32);			/* flow */
+	__type(value, struct sharp_tg_flow_check);
+} tg_flow_checks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHARP_TG_CHECK_FLOWS * SHARP_TG_MIN_WINDOW);	/* set to flows x seq_window before load */
+	__type(key, __u32);
+	__type(value, __u32);
+} tg_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sharp_tg_check_stats);
+} tg_check_stats SEC(".maps");
 
 /* Offsets in a probe frame without IP options: eth 14 + ip 20 + udp 8. */
 #define PROBE_OFF (SHARP_ETH_HLEN + 20 + 8)
@@ -76,16 +107,60 @@ int tg_tx(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+/*
+ * One probe against its flow's record: the same rules as a set of seen
+ * sequence numbers, with the set bounded to the last seq_window per flow.
+ * The window slot is looked up before the lock (no helper calls under it).
+ */
+static __always_inline void check_probe(const struct sharp_tg_sink_config *cfg, __u32 flow, __u64 seq, __u64 stamp)
+{
+	struct sharp_tg_flow_check *c = bpf_map_lookup_elem(&tg_flow_checks, &flow);
+	__u32 zero = 0, window = cfg ? cfg->seq_window : 0, key;
+	struct sharp_tg_check_stats *cs;
+	__u32 *seen = NULL;
+
+	if (c && window && !(window & (window - 1))) {
+		key = flow * window + (__u32)(seq & (window - 1));
+		seen = bpf_map_lookup_elem(&tg_seen, &key);
+	}
+	if (!c || !seen) {
+		cs = bpf_map_lookup_elem(&tg_check_stats, &zero);
+		if (cs)
+			cs->unchecked++;
+		return;
+	}
+	bpf_spin_lock(&c->lock);
+	if (stamp != seq)
+		c->stamp_mismatches++;
+	if (seq + window <= c->max_seq) {
+		c->beyond_window++;
+		c->delivered++;
+		c->reordered++;
+	} else if (*seen == (__u32)seq && seq != 0) {
+		c->duplicated++;
+	} else {
+		*seen = (__u32)seq;
+		c->delivered++;
+		if (seq < c->max_seq)
+			c->reordered++;
+		else
+			c->max_seq = seq;
+	}
+	bpf_spin_unlock(&c->lock);
+}
+
 SEC("xdp")
 int tg_sink(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct sharp_tg_sink_stats *st;
+	struct sharp_tg_sink_config *cfg;
 	struct sharp_tg_event *ev;
 	struct sharp_probe *probe;
 	struct ethhdr *eth = data;
-	__u32 zero = 0;
+	__u32 zero = 0, flow, every;
+	__u64 seq, stamp;
 
 	st = bpf_map_lookup_elem(&tg_sink_stats, &zero);
 	if (!st)
@@ -102,18 +177,26 @@ int tg_sink(struct xdp_md *ctx)
 		st->other++;
 		return XDP_PASS;
 	}
+	flow = bpf_ntohl(probe->flow);
+	seq = bpf_be64_to_cpu(probe->seq);
+	stamp = bpf_be64_to_cpu(probe->stamp);
+	cfg = bpf_map_lookup_elem(&tg_sink_config, &zero);
+	check_probe(cfg, flow, seq, stamp);
+	st->probes++;
+	every = cfg ? cfg->event_every : 1;
+	if (every == 0 || seq % every != 0)
+		return XDP_DROP;
 	ev = bpf_ringbuf_reserve(&tg_events, sizeof(*ev), 0);
 	if (!ev) {
 		st->lost_events++;
 		return XDP_DROP;
 	}
-	ev->flow = bpf_ntohl(probe->flow);
+	ev->flow = flow;
 	ev->len = (__u32)(data_end - data);
-	ev->seq = bpf_be64_to_cpu(probe->seq);
-	ev->stamp = bpf_be64_to_cpu(probe->stamp);
+	ev->seq = seq;
+	ev->stamp = stamp;
 	ev->tx_ns = bpf_be64_to_cpu(probe->tx_ns);
 	ev->rx_ns = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(ev, 0);
-	st->probes++;
 	return XDP_DROP;
 }

@@ -25,6 +25,7 @@ struct sharp_abi_anchor {
 	enum sharp_replay_mode replay_mode;
 	enum sharp_vnf_mode vnf_mode;
 	enum sharp_tg_limits tg_limits;
+	enum sharp_tg_check_limits tg_check_limits;
 	/* structs */
 	struct sharp_shim shim;
 	struct sharp_eth_shim_hdr eth_shim_hdr;
@@ -49,6 +50,9 @@ struct sharp_abi_anchor {
 	struct sharp_divert_record divert_record;
 	struct sharp_divert_stats divert_stats;
 	struct sharp_tg_config tg_config;
+	struct sharp_tg_sink_config tg_sink_config;
+	struct sharp_tg_flow_check tg_flow_check;
+	struct sharp_tg_check_stats tg_check_stats;
 	struct sharp_tg_event tg_event;
 	struct sharp_tg_sink_stats tg_sink_stats;
 };

@@ -563,4 +563,48 @@ struct sharp_tg_sink_stats {
 };
 _Static_assert(sizeof(struct sharp_tg_sink_stats) == 32, "sharp_tg_sink_stats size");
 
+/* ------------------------------------------------------------------------ */
+/* Line-rate probe checks in the sink (tg_sink, issue 13)                   */
+/* ------------------------------------------------------------------------ */
+
+enum sharp_tg_check_limits {
+	SHARP_TG_CHECK_FLOWS = 1024,	/* default max_entries of tg_flow_checks */
+	/* tg_seen entries per sink: flows x window, a power-of-two window of at
+	 * least SHARP_TG_MIN_WINDOW sequence numbers per flow */
+	SHARP_TG_SEEN_BUDGET = 1 << 20,
+	SHARP_TG_MIN_WINDOW = 1024,
+	SHARP_TG_MAX_WINDOW = 1 << 16,
+};
+/* tg_sink_config: ARRAY[1]. */
+struct sharp_tg_sink_config {
+	/* a tg_events record for probes whose seq % event_every == 0
+	 * (1: every probe, 0: none); the checks below cover every probe */
+	__u32 event_every;
+	/* per flow, the last seq_window sequence numbers are remembered
+	 * (tg_seen): a duplicate within that distance of the highest one seen
+	 * is recognised exactly; an older probe counts as beyond_window. A
+	 * power of two; tg_seen has flows x seq_window entries. */
+	__u32 seq_window;
+};
+_Static_assert(sizeof(struct sharp_tg_sink_config) == 8, "sharp_tg_sink_config size");
+/* tg_flow_checks: ARRAY[flows], key = flow. Updated under `lock`. */
+struct sharp_tg_flow_check {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 max_seq;		/* highest sequence number seen */
+	__u64 delivered;	/* distinct probes */
+	__u64 reordered;	/* distinct probes below max_seq on arrival */
+	__u64 duplicated;	/* probes seen before (within the window) */
+	__u64 stamp_mismatches;	/* probes whose stamp != seq (every arrival) */
+	__u64 beyond_window;	/* probes older than the window: delivered and reordered, duplicate unknown */
+};
+_Static_assert(sizeof(struct sharp_tg_flow_check) == 56, "sharp_tg_flow_check size");
+/* tg_seen: ARRAY of __u32, key = flow * seq_window + seq % seq_window,
+ * value = low 32 bits of the last seq seen there (0: none). */
+/* tg_check_stats: PERCPU_ARRAY[1]. */
+struct sharp_tg_check_stats {
+	__u64 unchecked;	/* probes whose flow has no tg_flow_checks entry, or the config is unusable */
+};
+_Static_assert(sizeof(struct sharp_tg_check_stats) == 8, "sharp_tg_check_stats size");
+
 #endif /* SHARP_ABI_H */

@@ -1,9 +1,14 @@
 /**
  * Handover benchmarks in a netns lab:
  *  - the highest offered rate at which handovers stay lossless and ordered;
- *  - handover completion time minus the injected state-transfer delay.
+ *  - handover completion time minus the injected state-transfer delay;
+ *  - line rate: natively paced traffic in both directions, swept up to where
+ *    handovers stop being lossless, and what broke there.
  */
-import { createNetnsLab, destroyLab, installRules } from '../lab/netns-lab.js';
+import { createNetnsLab, destroyLab, installRules, type NetnsLab } from '../lab/netns-lab.js';
+import { LIMITS } from '../lab/spec/types.js';
+import { localDeployment } from '../dataplane/types.js';
+import { TrafficAccounting } from '../traffic/accounting.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
@@ -22,10 +27,31 @@ export interface RunOptions {
   onResult?: (r: HandoverResult) => void;
 }
 
+export interface DirectionReport {
+  name: 'client→server' | 'server→client';
+  report: TrafficReport;
+  /** probes per second the generator handed to its interface */
+  achievedPps: number;
+}
+
+export interface BothWaysOptions {
+  /** offered packets/s per direction */
+  ppsPerDirection: number;
+  handovers: number;
+  delayMs: number;
+  flows?: number;
+  warmupMs?: number;
+  frameSize?: number;
+}
+
 export interface LabSession {
+  lab: NetnsLab;
   dp: XdpDataPlane;
   rules: number[];
+  ringCapacity: number;
   run(o: RunOptions): Promise<{ report: TrafficReport; results: HandoverResult[]; seconds: number }>;
+  /** Natively paced traffic client→server and server→client at once, checked in the kernel, with handovers of both rules. */
+  runBothWays(o: BothWaysOptions): Promise<{ directions: DirectionReport[]; results: HandoverResult[]; seconds: number }>;
   close(): Promise<void>;
 }
 
@@ -45,13 +71,57 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
   const r = rules.find((x) => x.action.outPort === 's2-vnf1')!;
   let at = 'vnf1';
   let runs = 0;
+  const nextBasePort = (): number => 20000 + 100 * runs++;
   return {
+    lab,
     dp,
     rules: [f.id, r.id],
+    ringCapacity,
+    async runBothWays({ ppsPerDirection, handovers, delayMs, flows = 8, warmupMs = 200, frameSize = 74 }) {
+      const basePort = nextBasePort();
+      const closers: (() => void)[] = [];
+      const accounting = new TrafficAccounting(localDeployment(dp), lab.topology, [
+        { name: 'client→server', from: lab.client.name, to: lab.server.name },
+        { name: 'server→client', from: lab.server.name, to: lab.client.name },
+      ]);
+      // a few thousand latency events a second at most: the checks themselves cover every probe in the kernel
+      const eventEvery = Math.max(1, Math.ceil(ppsPerDirection / 5000));
+      const mk = (name: DirectionReport['name'], from: typeof lab.client, to: typeof lab.client): { name: DirectionReport['name']; gen: TrafficGenerator; sink: TrafficSink } => {
+        const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: 50, eventEvery, flows });
+        closers.push(() => sink.close());
+        const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows, basePort, frameSize, pacing: 'native' });
+        closers.push(() => gen.close());
+        return { name, gen, sink };
+      };
+      try {
+        const dirs = [mk('client→server', lab.client, lab.server), mk('server→client', lab.server, lab.client)];
+        await accounting.start();
+        const engine = new HandoverEngine(dp, { mover: new DelayedStateMover(new VnfMapStateMover(), delayMs) });
+        const t0 = performance.now();
+        for (const d of dirs) d.gen.start(ppsPerDirection);
+        await sleep(warmupMs);
+        const results: HandoverResult[] = [];
+        for (let i = 0; i < handovers; i++) {
+          const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+          const res = await engine.handover({ rules: [f.id, r.id], from: at, to, expectedPps: 2 * ppsPerDirection, expectedStateMs: delayMs, capacityPolicy: 'warn' });
+          if (flowMoved(res)) at = to;
+          results.push(res);
+          await sleep(10);
+        }
+        for (const d of dirs) await d.gen.stop();
+        const seconds = (performance.now() - t0) / 1000;
+        for (const d of dirs) await d.sink.drain(d.gen.sent);
+        const acc = await accounting.read(results);
+        const directions = dirs.map((d) => ({ name: d.name, report: d.sink.report(d.gen.sentPerFlow(), { accounting: acc.directions.get(d.name)! }), achievedPps: Math.round(d.gen.lastPacedPps ?? d.gen.sent / seconds) }));
+        return { directions, results, seconds };
+      } finally {
+        for (const c of closers.reverse()) c();
+      }
+    },
     async run({ pps, handovers, delayMs, mode = 'sharp', flows = 8, warmupMs = 100, onResult }) {
       const sink = new TrafficSink({ objectsDir, netns: lab.server.netns, ifname: lab.server.ifname, sampleEvery: 50 });
       // new flows for every run: the VNF's counters of earlier runs' flows go on from where they were
-      const basePort = 20000 + 100 * runs++;
+      const basePort = nextBasePort();
       const gen = new TrafficGenerator({ objectsDir, netns: lab.client.netns, ifname: lab.client.ifname, srcMac: lab.client.mac, dstMac: lab.server.mac, srcIp: lab.client.ip, dstIp: lab.server.ip, flows, basePort, burst: 128 });
       try {
         const engine = new HandoverEngine(dp, { mover: new DelayedStateMover(new VnfMapStateMover(), delayMs) });
@@ -135,4 +205,156 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
   } finally {
     await s.close();
   }
+}
+
+/**
+ * The hold ring a handover needs: every frame arriving from switch-over to
+ * release is held, i.e. `ppsPerSide` × `holdMs`, times `margin`, rounded up
+ * to a power of two (the agent's ring indexing wants one).
+ */
+export function holdRingCapacity(ppsPerSide: number, holdMs: number, margin = 2): number {
+  const needed = Math.ceil(ppsPerSide * (holdMs / 1000) * margin);
+  const cap = 2 ** Math.ceil(Math.log2(Math.max(LIMITS.ringCapacity.min, needed)));
+  if (cap > LIMITS.ringCapacity.max)
+    throw new RangeError(`ringCapacity: ${ppsPerSide} pps per side held for ${holdMs} ms with margin ${margin} needs ${needed} frames, above the limit of ${LIMITS.ringCapacity.max}`);
+  return cap;
+}
+
+export interface LineRateStep {
+  /** offered, both directions together */
+  offeredAggregatePps: number;
+  achievedAggregatePps: number;
+  handovers: number;
+  completed: number;
+  overflow: number;
+  lost: number;
+  reordered: number;
+  duplicated: number;
+  stampMismatches: number;
+  /** probes beyond the sink's duplicate window or of unchecked flows: the verdict is incomplete */
+  unchecked: number;
+  /** counted drops, `where reason frames`, both directions */
+  drops: string[];
+  handoverMedianMs: number;
+  handoverMaxMs: number;
+  /** frames per second B's release replayed (released ÷ time in 'releasing'), median over the handovers */
+  releasedPerSecMedian: number;
+  clean: boolean;
+  /** what made this step not clean ('' when clean) */
+  broke: string;
+}
+
+export interface LineRateResult {
+  flows: number;
+  ringCapacity: number;
+  handoversPerRate: number;
+  stateDelayMs: number;
+  /** the highest aggregate rate (as achieved) at which every handover of a step was lossless */
+  maxLosslessAggregatePps: number;
+  /** the first offered aggregate rate that was not clean (0: none in the sweep) */
+  brokeAtAggregatePps: number;
+  /** what broke there ('' when nothing did) */
+  broke: string;
+  steps: LineRateStep[];
+}
+
+const median = (xs: number[]): number => (xs.length ? Math.round([...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!) : 0);
+
+/** Frames/s of a handover's release: released over the time from 'releasing' to the next phase. */
+function releaseRate(r: HandoverResult): number | undefined {
+  const start = r.timings['releasing'];
+  if (start === undefined) return undefined;
+  const end = Math.min(...Object.values(r.timings).filter((t) => t > start));
+  return Number.isFinite(end) && end > start ? Number(r.counts.released) / ((end - start) / 1000) : undefined;
+}
+
+/**
+ * A step whose generators reached less than this share of the offered rate
+ * and no more than GENERATOR_STALLS × the previous step's rate: offering
+ * more no longer brings more, the generators (or the CPUs they share with
+ * everything else) are the limit. A step merely short of its rate still
+ * tests handovers at the rate it reached: that is the rate reported.
+ */
+const GENERATOR_KEEPS_UP = 0.9;
+const GENERATOR_STALLS = 1.05;
+const GENERATOR_CEILING = 'generator ceiling';
+
+/** What makes a step not clean, most telling first; '' when clean. `previousAchievedPps`: the step before's achieved rate (none for the first). */
+export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: readonly HandoverResult[], previousAchievedPps?: number): string {
+  if (step.overflow > 0) return `hold ring overflow (${step.overflow} frames): the release drained ${step.releasedPerSecMedian} frames/s (median) while ${step.offeredAggregatePps} pps arrived`;
+  const failed = results.find((r) => r.outcome !== 'completed');
+  if (failed !== undefined) return `handover ${failed.outcome}${failed.reason === undefined ? '' : `: ${failed.reason}`}`;
+  if (step.lost > 0) return `lost ${step.lost}${step.drops.length ? ` (${step.drops.join(', ')})` : ' (no counter explains them)'}`;
+  if (step.reordered > 0) return `reordered ${step.reordered}`;
+  if (step.duplicated > 0) return `duplicated ${step.duplicated}`;
+  if (step.stampMismatches > 0) return `stamp mismatches ${step.stampMismatches}`;
+  if (step.unchecked > 0) return `unchecked probes ${step.unchecked}`;
+  if (previousAchievedPps !== undefined && step.achievedAggregatePps < GENERATOR_KEEPS_UP * step.offeredAggregatePps && step.achievedAggregatePps <= GENERATOR_STALLS * previousAchievedPps)
+    return `${GENERATOR_CEILING} (${step.achievedAggregatePps} of ${step.offeredAggregatePps} pps offered; the generators' threads also carry every frame through the lab's XDP hops, so this is the CPUs' ceiling for the whole path)`;
+  return '';
+}
+
+/**
+ * Offered aggregate rates (half per direction), lowest first, each with
+ * `handoversPerRate` handovers at state delay `delayMs`; stops at the first
+ * rate that is not clean. The hold ring is sized for the top rate
+ * (holdRingCapacity over `holdMs`), capped at the spec's limit.
+ */
+export async function benchLineRate(
+  objectsDir: string,
+  o: { aggregateRates: readonly number[]; handoversPerRate?: number; delayMs?: number; flows?: number; holdMs?: number; onStep?: (s: LineRateStep) => void },
+): Promise<LineRateResult> {
+  const handoversPerRate = o.handoversPerRate ?? 5;
+  const delayMs = o.delayMs ?? 0;
+  const flows = o.flows ?? 8;
+  const top = Math.max(...o.aggregateRates);
+  let ringCapacity: number;
+  try {
+    ringCapacity = holdRingCapacity(top / 2, o.holdMs ?? delayMs + 50, 1.5);
+  } catch {
+    ringCapacity = LIMITS.ringCapacity.max;
+  }
+  // sharp-bench-<pid>-: `lab down --stray` (namespaceOwner) leaves it alone while this process lives
+  const s = await openLab(objectsDir, `sharp-bench-${process.pid}-line-`, ringCapacity);
+  const steps: LineRateStep[] = [];
+  let best = 0;
+  let brokeAt = 0;
+  let broke = '';
+  try {
+    for (const agg of o.aggregateRates) {
+      const { directions, results } = await s.runBothWays({ ppsPerDirection: agg / 2, handovers: handoversPerRate, delayMs, flows });
+      const sum = (k: 'lost' | 'reordered' | 'duplicated' | 'stampMismatches' | 'beyondWindow' | 'unchecked'): number => directions.reduce((a, d) => a + d.report[k], 0);
+      const durations = results.map((r) => r.durationMs).sort((a, b) => a - b);
+      const step: Omit<LineRateStep, 'clean' | 'broke'> = {
+        offeredAggregatePps: agg,
+        achievedAggregatePps: directions.reduce((a, d) => a + d.achievedPps, 0),
+        handovers: results.length,
+        completed: results.filter((r) => r.outcome === 'completed').length,
+        overflow: results.reduce((a, r) => a + Number(r.counts.overflow), 0),
+        lost: sum('lost'),
+        reordered: sum('reordered'),
+        duplicated: sum('duplicated'),
+        stampMismatches: sum('stampMismatches'),
+        unchecked: sum('beyondWindow') + sum('unchecked'),
+        drops: directions.flatMap((d) => d.report.drops.map((x) => `${x.where} ${x.reason} ${x.frames}`)),
+        handoverMedianMs: +(durations[Math.floor(durations.length / 2)] ?? 0).toFixed(2),
+        handoverMaxMs: +(durations.at(-1) ?? 0).toFixed(2),
+        releasedPerSecMedian: median(results.map(releaseRate).filter((x): x is number => x !== undefined)),
+      };
+      const why = whatBroke(step, results, steps.at(-1)?.achievedAggregatePps);
+      const full: LineRateStep = { ...step, clean: why === '', broke: why };
+      steps.push(full);
+      o.onStep?.(full);
+      // a step the generator could not fully offer still had lossless handovers, at the rate it reached
+      if (why === '' || why.startsWith(GENERATOR_CEILING)) best = Math.max(best, full.achievedAggregatePps);
+      if (why !== '') {
+        brokeAt = agg;
+        broke = why;
+        break;
+      }
+    }
+  } finally {
+    await s.close();
+  }
+  return { flows, ringCapacity, handoversPerRate, stateDelayMs: delayMs, maxLosslessAggregatePps: best, brokeAtAggregatePps: brokeAt, broke, steps };
 }

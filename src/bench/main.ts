@@ -8,7 +8,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchMapOps } from './map-ops.js';
 import { benchForwarding } from './forwarding.js';
-import { benchMaxLosslessRate, benchOverhead } from './handover.js';
+import { benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.js';
+import { benchGeneratorCeiling } from './traffic.js';
+import { writeLineRate } from './line-rate-report.js';
 import { benchState, printStateBench } from '../state/bench.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -52,6 +54,32 @@ const mr = await benchMaxLosslessRate(objectsDir, rates, quick ? 2 : 5);
 console.table(mr.tried);
 results['handover.maxLosslessPps'] = mr.maxLosslessPps;
 console.log(`handover.maxLosslessPps = ${mr.maxLosslessPps}`);
+
+console.log('\ntraffic generator ceiling: natively paced tg_tx, 74-byte probes (the smallest that carry one), 8 flows, one veth, into a sink that only counts / into the checking sink:');
+const gc = await benchGeneratorCeiling(objectsDir, { seconds: quick ? 0.5 : 2 });
+console.table({
+  'generator → counting sink': { Mpps: gc.generatorCeilingMpps, 'vs bare forwarding': +(gc.generatorCeilingMpps / fw.bareMpps).toFixed(3) },
+  'generator → checking sink (every probe checked)': { Mpps: gc.checkingSinkMpps, 'vs bare forwarding': +(gc.checkingSinkMpps / fw.bareMpps).toFixed(3), lost: gc.checkingSinkLost, reordered: gc.checkingSinkReordered, duplicated: gc.checkingSinkDuplicated },
+});
+results['traffic.generatorCeilingMpps'] = gc.generatorCeilingMpps;
+results['traffic.generatorVsBareRatio'] = +(gc.generatorCeilingMpps / fw.bareMpps).toFixed(3);
+results['traffic.checkingSinkMpps'] = gc.checkingSinkMpps;
+results['traffic.probeFrameBytes'] = gc.frameBytes;
+
+const lineRates = quick ? [100_000, 300_000, 600_000] : [100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_200_000, 1_500_000, 2_000_000];
+const lineHandovers = quick ? 2 : 5;
+console.log(`\nline rate: handovers with natively paced traffic both ways (offered aggregate = 2 × per direction; 8 flows, ${lineHandovers} handovers per rate, state delay 0; checked per probe in the kernel):`);
+const lr = await benchLineRate(objectsDir, { aggregateRates: lineRates, handoversPerRate: lineHandovers, onStep: (st) => console.log(`  ${st.offeredAggregatePps} pps offered: ${st.achievedAggregatePps} achieved, ${st.completed}/${st.handovers} completed, lost ${st.lost}, reordered ${st.reordered}, duplicated ${st.duplicated}, overflow ${st.overflow}, handover median ${st.handoverMedianMs} ms max ${st.handoverMaxMs} ms, release ${st.releasedPerSecMedian} frames/s${st.clean ? '' : ` — broke: ${st.broke}`}`) });
+const lrVsBare = +(lr.maxLosslessAggregatePps / (fw.bareMpps * 1e6)).toFixed(3);
+results['handover.maxLosslessAggregatePps'] = lr.maxLosslessAggregatePps;
+results['handover.maxLosslessVsBareRatio'] = lrVsBare;
+results['handover.lineRate.ringCapacity'] = lr.ringCapacity;
+results['handover.lineRate.brokeAtAggregatePps'] = lr.brokeAtAggregatePps;
+results['handover.lineRate.broke'] = lr.broke === '' ? 'nothing up to the top of the sweep' : lr.broke;
+results['handover.lineRate.brokeAtVsBareRatio'] = +(lr.brokeAtAggregatePps / (fw.bareMpps * 1e6)).toFixed(3);
+results['handover.lineRate.sweep'] = lr.steps.map((st) => `${st.offeredAggregatePps}:${st.clean ? 'clean' : 'broke'}`).join(' ');
+console.log(`handover.maxLosslessAggregatePps = ${lr.maxLosslessAggregatePps} (${lrVsBare} of bare forwarding), broke at ${lr.brokeAtAggregatePps || '-'}: ${results['handover.lineRate.broke']}`);
+writeLineRate(repoRoot, lr, fw.bareMpps, machine());
 
 const ovhOpts = quick ? { handovers: 5, pps: 2000, delayMs: 100 } : { handovers: 30, pps: 5000, delayMs: 100 };
 console.log(`\nhandover completion time minus the injected state delay (${ovhOpts.handovers} handovers, ${ovhOpts.pps} pps, ${ovhOpts.delayMs} ms delay):`);

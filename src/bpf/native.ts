@@ -60,6 +60,31 @@ export interface NativeTestRunResult {
   ctxOut?: Buffer;
 }
 
+export interface NativePacing {
+  framesPerSecond: number;
+  /** frames per test run */
+  chunk: number;
+  /** stop after this many frames (0: run until stop()) */
+  maxFrames: number;
+  /** behind the schedule by more than this, the schedule moves on instead of a catch-up burst */
+  maxLagNs: number;
+}
+
+export interface NativePacedResult {
+  frames: number;
+  runs: number;
+  elapsedNs: number;
+  /** time the schedule moved on by (the thread was kept off the CPU for longer than maxLagNs) */
+  slippedNs: number;
+}
+
+export interface NativePacedRun {
+  done: Promise<NativePacedResult>;
+  stop(): void;
+  /** frames handed to the program so far */
+  sent(): number;
+}
+
 export interface NativeRingBuffer {
   consume(): number;
   close(): void;
@@ -113,6 +138,8 @@ export interface NativeBinding {
   tcHookDestroy(ifindex: number): void;
   progTestRun(progFd: number, opts: NativeTestRunOptions): NativeTestRunResult;
   progTestRunAsync(progFd: number, opts: NativeTestRunOptions): Promise<NativeTestRunResult>;
+  /** live-frames runs paced on a worker thread (clock_nanosleep), until maxFrames or stop() */
+  progTestRunPaced(progFd: number, opts: NativeTestRunOptions, pacing: NativePacing): NativePacedRun;
   setDebug(on: boolean): void;
   libbpfVersion(): string;
 }

@@ -2,7 +2,7 @@
  * A loaded program: run it through BPF_PROG_TEST_RUN, attach it to an
  * interface (XDP or tc), pin it.
  */
-import { bpfNative, type NativeTestRunOptions } from './native.js';
+import { bpfNative, type NativeTestRunOptions, type NativePacedRun } from './native.js';
 import { native, ClosedError, fromNative as typedError } from './errors.js';
 import { ifindexOf, netnsPath, withNetns, type NetnsRef } from './netns.js';
 import { XdpLink, XdpAttachment, TcFilter, TracepointLink, xdpModeFlags, type XdpMode, type TcDirection } from './link.js';
@@ -54,6 +54,51 @@ function toResult(r: { retval: number; duration: number; dataOut?: Buffer; ctxOu
   if (r.dataOut !== undefined) out.dataOut = r.dataOut;
   if (r.ctxOut !== undefined) out.contextOut = r.ctxOut;
   return out;
+}
+
+export interface PacingOptions {
+  framesPerSecond: number;
+  /** frames per test run (the kernel flushes every batchSize of them) */
+  chunk: number;
+  /** stop after this many frames (default: run until stop()) */
+  maxFrames?: number;
+  /**
+   * the most the thread makes up after being kept off the CPU, in ms
+   * (default: no limit, the average rate holds); beyond it the schedule
+   * moves on rather than sending the missed frames as one burst
+   */
+  maxLagMs?: number;
+}
+
+export interface PacedRunResult {
+  frames: number;
+  runs: number;
+  elapsedNs: number;
+  /** time the schedule moved on by (see PacingOptions.maxLagMs) */
+  slippedNs: number;
+}
+
+/** Live-frames test runs paced on a native thread; see BpfProgram.runPaced. */
+export class PacedRun {
+  readonly done: Promise<PacedRunResult>;
+  readonly #native: NativePacedRun;
+
+  constructor(n: NativePacedRun) {
+    this.#native = n;
+    this.done = n.done.catch((e: unknown) => {
+      throw typedError(e);
+    });
+  }
+
+  /** frames handed to the program so far */
+  get sent(): number {
+    return this.#native.sent();
+  }
+
+  /** Asks the thread to stop after its current run; `done` then settles. */
+  stop(): void {
+    this.#native.stop();
+  }
 }
 
 export interface XdpAttachOptions {
@@ -115,6 +160,24 @@ export class BpfProgram {
     } catch (e) {
       throw typedError(e);
     }
+  }
+
+  /**
+   * Live-frames test runs of `pacing.chunk` frames each at
+   * `pacing.framesPerSecond`, paced by a native thread (not the event
+   * loop), until `maxFrames` or stop(). The thread is its own, not one of the libuv pool.
+   */
+  runPaced(opts: RunOptions & { data: Buffer }, pacing: PacingOptions): PacedRun {
+    if (!(pacing.framesPerSecond > 0) || !Number.isFinite(pacing.framesPerSecond)) throw new RangeError(`framesPerSecond must be a positive number, got ${pacing.framesPerSecond}`);
+    if (!Number.isInteger(pacing.chunk) || pacing.chunk < 1 || pacing.chunk > 1 << 20) throw new RangeError(`chunk must be an integer in 1..${1 << 20}, got ${pacing.chunk}`);
+    const maxFrames = pacing.maxFrames ?? 0;
+    if (!Number.isSafeInteger(maxFrames) || maxFrames < 0) throw new RangeError(`maxFrames must be a non-negative integer, got ${maxFrames}`);
+    const maxLagMs = pacing.maxLagMs ?? Infinity;
+    if (!(maxLagMs >= 0)) throw new RangeError(`maxLagMs must be a non-negative number of ms, got ${maxLagMs}`);
+    const n = toNative({ ...opts, liveFrames: true });
+    // Number.MAX_SAFE_INTEGER ns (104 days) stands for "no limit"
+    const maxLagNs = Math.min(Number.MAX_SAFE_INTEGER, Math.round(maxLagMs * 1e6));
+    return new PacedRun(native(() => bpfNative.progTestRunPaced(this.fd, n, { framesPerSecond: pacing.framesPerSecond, chunk: pacing.chunk, maxFrames, maxLagNs })));
   }
 
   /** XDP through a bpf_link: detached when the link is closed (unless pinned). */

@@ -13,13 +13,18 @@
 #include <linux/if_link.h>
 #include <net/if.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cmath>
+#include <memory>
+#include <time.h>
 #include <cstdarg>
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/file.h>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -761,16 +766,8 @@ void ParseTestRun(const Napi::CallbackInfo& info, TestRunArgs& a) {
   if (ns.IsString()) a.netns = ns.As<Napi::String>().Utf8Value();
 }
 
-void ExecuteTestRun(TestRunArgs& a) {
-  int saved = -1;
-  if (!a.netns.empty()) {
-    saved = EnterNetns(a.netns, &a.errOp);
-    if (saved < 0) {
-      a.err = saved;
-      return;
-    }
-  }
-  LIBBPF_OPTS(bpf_test_run_opts, opts);
+// Points opts at the buffers of `a` (inputs, output room) and copies its settings.
+void FillTestRunOpts(TestRunArgs& a, bpf_test_run_opts& opts) {
   if (a.hasDataIn) {
     opts.data_in = a.dataIn.data();
     opts.data_size_in = static_cast<uint32_t>(a.dataIn.size());
@@ -791,21 +788,42 @@ void ExecuteTestRun(TestRunArgs& a) {
   opts.flags = a.flags;
   opts.batch_size = a.batchSize;
   opts.cpu = a.cpu;
-  int err = bpf_prog_test_run_opts(a.progFd, &opts);
-  if (err) {
-    a.err = err;
-    a.errOp = "bpf_prog_test_run_opts";
-  } else {
-    a.retval = opts.retval;
-    a.duration = opts.duration;
-    a.dataOutSize = opts.data_size_out;
-    a.ctxOutSize = opts.ctx_size_out;
+}
+
+// Runs body() in a.netns (if any) on this thread, then moves the thread back.
+template <typename Body>
+void InTestRunNetns(TestRunArgs& a, Body body) {
+  int saved = -1;
+  if (!a.netns.empty()) {
+    saved = EnterNetns(a.netns, &a.errOp);
+    if (saved < 0) {
+      a.err = saved;
+      return;
+    }
   }
+  body();
   if (saved >= 0) {
     int rc = RestoreNetns(saved);
     // A thread we cannot move back must not run anything else.
     if (rc) abort();
   }
+}
+
+void ExecuteTestRun(TestRunArgs& a) {
+  InTestRunNetns(a, [&] {
+    LIBBPF_OPTS(bpf_test_run_opts, opts);
+    FillTestRunOpts(a, opts);
+    int err = bpf_prog_test_run_opts(a.progFd, &opts);
+    if (err) {
+      a.err = err;
+      a.errOp = "bpf_prog_test_run_opts";
+    } else {
+      a.retval = opts.retval;
+      a.duration = opts.duration;
+      a.dataOutSize = opts.data_size_out;
+      a.ctxOutSize = opts.ctx_size_out;
+    }
+  });
 }
 
 Napi::Value TestRunResult(Napi::Env env, TestRunArgs& a) {
@@ -857,6 +875,156 @@ Napi::Value ProgTestRunAsync(const Napi::CallbackInfo& info) {
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
+}
+
+// ---------------------------------------------------------------- paced test runs
+// "Run this program with live frames at N frames/s, in runs of `chunk`
+// frames, until `maxFrames` (0: no limit) or stop()". Pacing is on a native
+// thread with clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) against a
+// schedule, so a late wake-up is made up by the next runs; a thread kept off
+// the CPU for longer than `maxLagNs` does not make up the rest (its frames
+// would leave as one burst far above the rate): the schedule moves on, and
+// the time skipped is reported (`slippedNs`). The JS event loop never paces. Rates and sizes are chosen in
+// TypeScript (src/traffic/generator.ts).
+
+struct PacedControl {
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> runs{0};
+};
+
+struct PacedArgs {
+  TestRunArgs run;
+  double framesPerSecond = 0;
+  uint32_t chunk = 0;
+  uint64_t maxFrames = 0;
+  uint64_t maxLagNs = 0;
+  std::shared_ptr<PacedControl> ctl;
+  uint64_t elapsedNs = 0;
+  uint64_t slippedNs = 0;
+};
+
+uint64_t MonotonicNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
+}
+
+void ExecutePaced(PacedArgs& p) {
+  TestRunArgs& a = p.run;
+  InTestRunNetns(a, [&] {
+    LIBBPF_OPTS(bpf_test_run_opts, opts);
+    FillTestRunOpts(a, opts);
+    const uint64_t t0 = MonotonicNs();
+    uint64_t base = t0;  // the schedule: frame k is due at base + k * nsPerFrame
+    const double nsPerFrame = 1e9 / p.framesPerSecond;
+    uint64_t sent = 0;
+    while (!p.ctl->stop.load(std::memory_order_relaxed) && (p.maxFrames == 0 || sent < p.maxFrames)) {
+      uint64_t n = p.chunk;
+      if (p.maxFrames != 0 && p.maxFrames - sent < n) n = p.maxFrames - sent;
+      // the run of frames [sent, sent + n) is due when its last frame is
+      uint64_t due = base + static_cast<uint64_t>(std::llround(static_cast<double>(sent + n) * nsPerFrame));
+      const uint64_t now = MonotonicNs();
+      if (now > due + p.maxLagNs) {
+        p.slippedNs += now - due - p.maxLagNs;
+        base += now - due - p.maxLagNs;
+        due = now - p.maxLagNs;
+      }
+      if (now < due) {
+        timespec ts{static_cast<time_t>(due / 1000000000ull), static_cast<long>(due % 1000000000ull)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+        }
+        if (p.ctl->stop.load(std::memory_order_relaxed)) break;
+      }
+      opts.repeat = static_cast<int>(n);
+      int err = bpf_prog_test_run_opts(a.progFd, &opts);
+      if (err) {
+        a.err = err;
+        a.errOp = "bpf_prog_test_run_opts";
+        break;
+      }
+      sent += n;
+      p.ctl->sent.store(sent, std::memory_order_relaxed);
+      p.ctl->runs.fetch_add(1, std::memory_order_relaxed);
+    }
+    p.elapsedNs = MonotonicNs() - t0;
+  });
+}
+
+// One paced run: its own thread (not a libuv pool thread, which a run would
+// hold for as long as it goes), settled on the JS thread through a
+// thread-safe function.
+struct PacedJob {
+  PacedArgs args;
+  Napi::Promise::Deferred deferred;
+  Napi::ThreadSafeFunction tsfn;
+};
+
+void SettlePaced(Napi::Env env, PacedJob* job) {
+  PacedArgs& a = job->args;
+  const double frames = static_cast<double>(a.ctl->sent.load());
+  if (a.run.err) {
+    Napi::Error e = ErrnoError(env, a.run.errOp, a.run.err);
+    e.Set("frames", Napi::Number::New(env, frames));
+    job->deferred.Reject(e.Value());
+    return;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("frames", Napi::Number::New(env, frames));
+  o.Set("runs", Napi::Number::New(env, static_cast<double>(a.ctl->runs.load())));
+  o.Set("elapsedNs", Napi::Number::New(env, static_cast<double>(a.elapsedNs)));
+  o.Set("slippedNs", Napi::Number::New(env, static_cast<double>(a.slippedNs)));
+  job->deferred.Resolve(o);
+}
+
+// progTestRunPaced(progFd, testRunOptions, { framesPerSecond, chunk, maxFrames, maxLagNs })
+//   -> { done: Promise<{ frames, runs, elapsedNs, slippedNs }>, stop(), sent() }
+Napi::Value ProgTestRunPaced(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PacedArgs p;
+  ParseTestRun(info, p.run);
+  if (!p.run.hasDataIn) throw Napi::TypeError::New(env, "dataIn must be a Buffer");
+  if (info.Length() < 3 || !info[2].IsObject()) throw Napi::TypeError::New(env, "pacing must be an object");
+  Napi::Object po = info[2].As<Napi::Object>();
+  auto num = [&](const char* k) -> double {
+    Napi::Value v = po.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("pacing.") + k + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  p.framesPerSecond = num("framesPerSecond");
+  double chunk = num("chunk");
+  double maxFrames = num("maxFrames");
+  double maxLagNs = num("maxLagNs");
+  if (!(maxLagNs >= 0)) throw Napi::RangeError::New(env, "pacing.maxLagNs must be >= 0");
+  p.maxLagNs = static_cast<uint64_t>(maxLagNs);
+  if (!(p.framesPerSecond > 0)) throw Napi::RangeError::New(env, "pacing.framesPerSecond must be > 0");
+  if (!(chunk >= 1 && chunk <= 1e9)) throw Napi::RangeError::New(env, "pacing.chunk must be in 1..1e9");
+  if (!(maxFrames >= 0)) throw Napi::RangeError::New(env, "pacing.maxFrames must be >= 0");
+  p.chunk = static_cast<uint32_t>(chunk);
+  p.maxFrames = static_cast<uint64_t>(maxFrames);
+  auto ctl = std::make_shared<PacedControl>();
+  p.ctl = ctl;
+  auto* job = new PacedJob{std::move(p), Napi::Promise::Deferred::New(env), Napi::ThreadSafeFunction()};
+  job->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "sharp-paced-run", 0, 1);
+  Napi::Object handle = Napi::Object::New(env);
+  handle.Set("done", job->deferred.Promise());
+  handle.Set("stop", Napi::Function::New(env, [ctl](const Napi::CallbackInfo& i) -> Napi::Value {
+               ctl->stop.store(true);
+               return i.Env().Undefined();
+             }, "stop"));
+  handle.Set("sent", Napi::Function::New(env, [ctl](const Napi::CallbackInfo& i) -> Napi::Value {
+               return Napi::Number::New(i.Env(), static_cast<double>(ctl->sent.load()));
+             }, "sent"));
+  std::thread([job] {
+    ExecutePaced(job->args);
+    Napi::ThreadSafeFunction tsfn = job->tsfn;  // job is gone once settled
+    tsfn.BlockingCall([job](Napi::Env env, Napi::Function) {
+      SettlePaced(env, job);
+      delete job;
+    });
+    tsfn.Release();
+  }).detach();
+  return handle;
 }
 
 // ---------------------------------------------------------------- ring buffer
@@ -1022,6 +1190,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("tcHookDestroy", TcHookDestroy);
   EXPORT("progTestRun", ProgTestRun);
   EXPORT("progTestRunAsync", ProgTestRunAsync);
+  EXPORT("progTestRunPaced", ProgTestRunPaced);
   EXPORT("setDebug", SetDebug);
   EXPORT("libbpfVersion", LibbpfVersion);
 #undef EXPORT

@@ -1,7 +1,10 @@
 /**
- * The receiving side: tg_sink on the host's interface reports every probe
- * through a ring buffer; here they are checked for loss, reordering,
- * duplication and VNF state continuity (stamp = sequence number).
+ * The receiving side: tg_sink on the host's interface checks every probe in
+ * the kernel (per flow: delivered, reordered, duplicated, stamp = sequence
+ * number; see struct sharp_tg_flow_check), so nothing is sampled at any
+ * rate; here those per-flow records are read and turned into a report (loss
+ * = sent − delivered). One probe in `eventEvery` also reaches this process
+ * through a ring buffer, for latencies and the timeline.
  *
  * The stamp check needs a VNF that stamps (the example XDP VNF, `counter`).
  * Through a VNF that does not (`linux`: the stack forwards probes as they
@@ -11,7 +14,7 @@
  */
 import path from 'node:path';
 import { BpfObjectSpec, type BpfCollection, type XdpLink, RingBufferReader, u32 } from '../bpf/index.js';
-import { sharpTgEventCodec, sharpTgSinkStatsCodec } from '../generated/abi.js';
+import { sharpTgEventCodec, sharpTgSinkStatsCodec, sharpTgSinkConfigCodec, sharpTgFlowCheckCodec, sharpTgCheckStatsCodec, SHARP_TG_CHECK_FLOWS, SHARP_TG_MAX_FLOWS, SHARP_TG_SEEN_BUDGET, SHARP_TG_MIN_WINDOW, SHARP_TG_MAX_WINDOW } from '../generated/abi.js';
 import { sleep } from '../util/mutex.js';
 
 export interface FlowReport {
@@ -48,8 +51,18 @@ export interface TrafficReport {
   stampsChecked: boolean;
   /** probes that arrived still carrying a shim (must be 0) */
   marked: number;
-  /** probes the sink saw but could not report (its ring was full) */
+  /** probes the sink saw but could not report as events (its ring was full): they are still checked and counted */
   unreported: number;
+  /** sequence numbers per flow within which duplicates are recognised exactly */
+  seqWindow: number;
+  /**
+   * probes that arrived more than seqWindow behind their flow's
+   * highest sequence number: counted delivered and reordered, but whether
+   * they were duplicates is not known (must be 0 for a clean verdict)
+   */
+  beyondWindow: number;
+  /** probes of flows the sink has no record for (flows beyond its `flows`): not checked (must be 0) */
+  unchecked: number;
   flows: FlowReport[];
   latencyUs: { median: number; p99: number; max: number };
   /** per-probe (rx time ms since start, one-way latency µs), sampled for plots */
@@ -59,39 +72,17 @@ export interface TrafficReport {
 /** latencies kept for the percentiles (a uniform sample beyond that) */
 const LATENCY_SAMPLES = 65536;
 
-class FlowTrack {
-  seen = new Uint8Array(1024);
-  maxSeq = 0;
-  delivered = 0;
-  reordered = 0;
-  duplicated = 0;
-  stampMismatches = 0;
-
-  constructor(readonly checkStamps: boolean) {}
-
-  add(seq: number, stamp: number): void {
-    if (seq >= this.seen.length) {
-      const next = new Uint8Array(Math.max(seq + 1, this.seen.length * 2));
-      next.set(this.seen);
-      this.seen = next;
-    }
-    if (this.checkStamps && stamp !== seq) this.stampMismatches++;
-    if (this.seen[seq]) {
-      this.duplicated++;
-      return;
-    }
-    this.seen[seq] = 1;
-    this.delivered++;
-    if (seq < this.maxSeq) this.reordered++;
-    else this.maxSeq = seq;
-  }
+/** The per-flow duplicate window for `flows` flows: a power of two, flows × window within SHARP_TG_SEEN_BUDGET where it can be. */
+export function seqWindowFor(flows: number): number {
+  let w = SHARP_TG_MAX_WINDOW;
+  while (w > SHARP_TG_MIN_WINDOW && flows * w > SHARP_TG_SEEN_BUDGET) w /= 2;
+  return w;
 }
 
 export class TrafficSink {
   readonly #coll: BpfCollection;
   readonly #link: XdpLink;
   readonly #reader: RingBufferReader;
-  readonly #flows = new Map<number, FlowTrack>();
   /**
    * A uniform sample of the latencies (reservoir sampling), bounded: a sink
    * that runs for hours keeps its memory flat; median and p99 come from the
@@ -104,20 +95,34 @@ export class TrafficSink {
   /** wall clock (ms since the epoch) of the timeline's zero */
   readonly startedAt = Date.now();
   #events = 0;
-  #lastEventAt = performance.now();
   readonly #stamps: boolean;
+  /** sequence numbers per flow within which duplicates are recognised exactly */
+  readonly seqWindow: number;
 
-  /** stamps: compare each probe's stamp with its sequence number (default true; false when the VNFs do not stamp) */
-  constructor(o: { objectsDir: string; netns: string; ifname: string; sampleEvery?: number; stamps?: boolean }) {
+  /**
+   * stamps: compare each probe's stamp with its sequence number (default true; false when the VNFs do not stamp).
+   * sampleEvery: one event in this many goes into the timeline (default 1).
+   * eventEvery: the kernel reports probes whose seq % eventEvery == 0 as events (default 1: all; 0: none); the checks cover every probe regardless.
+   * flows: flows 0..flows-1 are checked (default SHARP_TG_CHECK_FLOWS); more flows, a shorter duplicate window (seqWindowFor).
+   */
+  constructor(o: { objectsDir: string; netns: string; ifname: string; sampleEvery?: number; stamps?: boolean; eventEvery?: number; flows?: number }) {
     this.#stamps = o.stamps ?? true;
-    this.#coll = BpfObjectSpec.open(path.join(o.objectsDir, 'trafficgen.bpf.o')).load();
+    const flows = o.flows ?? SHARP_TG_CHECK_FLOWS;
+    if (!Number.isInteger(flows) || flows < 1 || flows > SHARP_TG_MAX_FLOWS) throw new RangeError(`flows must be an integer in 1..${SHARP_TG_MAX_FLOWS}, got ${flows}`);
+    this.seqWindow = seqWindowFor(flows);
+    const eventEvery = o.eventEvery ?? 1;
+    if (!Number.isInteger(eventEvery) || eventEvery < 0 || eventEvery > 0xffffffff) throw new RangeError(`eventEvery must be an integer in 0..${0xffffffff}, got ${eventEvery}`);
+    const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'trafficgen.bpf.o'));
+    try {
+      this.#coll = spec.setMaxEntries('tg_flow_checks', flows).setMaxEntries('tg_seen', flows * this.seqWindow).load();
+    } finally {
+      spec.close();
+    }
+    this.#coll.map('tg_sink_config').typed(u32, sharpTgSinkConfigCodec).set(0, { event_every: eventEvery, seq_window: this.seqWindow });
     const every = o.sampleEvery ?? 1;
     this.#reader = new RingBufferReader(this.#coll.map('tg_events'));
     this.#reader.on('data', (b: Buffer) => {
       const ev = sharpTgEventCodec.decode(b);
-      let f = this.#flows.get(ev.flow);
-      if (f === undefined) this.#flows.set(ev.flow, (f = new FlowTrack(this.#stamps)));
-      f.add(Number(ev.seq), Number(ev.stamp));
       const lat = Number(ev.rx_ns - ev.tx_ns) / 1000;
       if (this.#latencies.length < LATENCY_SAMPLES) this.#latencies.push(lat);
       else {
@@ -127,19 +132,45 @@ export class TrafficSink {
       if (lat > this.#latencyMax) this.#latencyMax = lat;
       if (this.#events % every === 0) this.#timeline.push([Number(process.hrtime.bigint() - this.#t0) / 1e6, lat]);
       this.#events++;
-      this.#lastEventAt = performance.now();
     });
     this.#link = this.#coll.program('tg_sink').attachXdp(o.ifname, { netns: o.netns });
   }
 
+  /** probes that reached the sink (checked in the kernel; duplicates included) */
   get received(): number {
+    const st = this.#coll.map('tg_sink_stats').typed(u32, sharpTgSinkStatsCodec).getPerCpu(0) ?? [];
+    return st.reduce((a, x) => a + Number(x.probes), 0);
+  }
+
+  /** probes reported to this process as events so far */
+  get events(): number {
     return this.#events;
   }
 
-  /** Waits until `expected` probes arrived or nothing arrived for `quietMs`. */
+  /** Waits until `expected` probes arrived or none arrived for `quietMs`. */
   async drain(expected: number, quietMs = 300): Promise<void> {
-    this.#lastEventAt = performance.now();
-    while (this.#events < expected && performance.now() - this.#lastEventAt < quietMs) await sleep(5);
+    let last = this.received;
+    let lastAt = performance.now();
+    while (last < expected && performance.now() - lastAt < quietMs) {
+      await sleep(5);
+      const now = this.received;
+      if (now !== last) {
+        last = now;
+        lastAt = performance.now();
+      }
+    }
+  }
+
+  /** The kernel's per-flow check records, flows 0..n-1 (zeros for a flow never seen). */
+  #flowChecks(n: number): { delivered: number; reordered: number; duplicated: number; stampMismatches: number; beyondWindow: number }[] {
+    const m = this.#coll.map('tg_flow_checks');
+    const max = m.info.maxEntries;
+    return Array.from({ length: n }, (_, f) => {
+      const raw = f < max ? m.lookup(u32.encode(f)) : undefined;
+      if (raw === undefined) return { delivered: 0, reordered: 0, duplicated: 0, stampMismatches: 0, beyondWindow: 0 };
+      const c = sharpTgFlowCheckCodec.decode(raw);
+      return { delivered: Number(c.delivered), reordered: Number(c.reordered), duplicated: Number(c.duplicated), stampMismatches: Number(c.stamp_mismatches), beyondWindow: Number(c.beyond_window) };
+    });
   }
 
   /**
@@ -152,11 +183,22 @@ export class TrafficSink {
     const st = this.#coll.map('tg_sink_stats').typed(u32, sharpTgSinkStatsCodec).getPerCpu(0) ?? [];
     const marked = st.reduce((a, s) => a + Number(s.marked), 0);
     const unreported = st.reduce((a, s) => a + Number(s.lost_events), 0);
+    const unchecked = (this.#coll.map('tg_check_stats').typed(u32, sharpTgCheckStatsCodec).getPerCpu(0) ?? []).reduce((a, s) => a + Number(s.unchecked), 0);
+    const checks = this.#flowChecks(sentPerFlow.length);
     const flows: FlowReport[] = sentPerFlow.map((sent, flow) => {
-      const t = this.#flows.get(flow) ?? new FlowTrack(this.#stamps);
+      const t = checks[flow]!;
       // per flow, loss is known once traffic stopped
-      return { flow, sent, delivered: t.delivered, lost: running ? 0 : Math.max(0, Number(sent) - t.delivered), reordered: t.reordered, duplicated: t.duplicated, stampMismatches: t.stampMismatches };
+      return {
+        flow,
+        sent,
+        delivered: t.delivered,
+        lost: running ? 0 : Math.max(0, Number(sent) - t.delivered),
+        reordered: t.reordered,
+        duplicated: t.duplicated,
+        stampMismatches: this.#stamps ? t.stampMismatches : 0,
+      };
     });
+    const beyondWindow = checks.reduce((a, c) => a + c.beyondWindow, 0);
     const lat = [...this.#latencies].sort((a, b) => a - b);
     const q = (p: number): number => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! : 0);
     const total = (k: 'delivered' | 'lost' | 'reordered' | 'duplicated' | 'stampMismatches'): number => flows.reduce((a, f) => a + f[k], 0);
@@ -179,6 +221,9 @@ export class TrafficSink {
       stampsChecked: this.#stamps,
       marked,
       unreported,
+      seqWindow: this.seqWindow,
+      beyondWindow,
+      unchecked,
       flows,
       latencyUs: { median: q(0.5), p99: q(0.99), max: lat.length ? this.#latencyMax : 0 },
       timeline: this.#timeline,
