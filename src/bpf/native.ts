@@ -92,6 +92,8 @@ export interface NativeBinding {
   progInfo(fd: number): { id: number; name: string; type: number };
   linkInfo(fd: number): { id: number; type: number; progId: number; ifindex?: number };
   numPossibleCpus(): number;
+  /** runs the thread once on every online CPU (see CpuBarrier); returns how many */
+  cpuBarrier(): number;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   closeFd(fd: number): void;

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/sysinfo.h>
 #include <sys/file.h>
 #include <string>
 #include <unistd.h>
@@ -452,6 +453,49 @@ Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   int n = libbpf_num_possible_cpus();
   if (n < 0) ThrowErrno(info.Env(), "libbpf_num_possible_cpus", n);
   return Napi::Number::New(info.Env(), n);
+}
+
+// Runs the calling thread once on every online CPU, then restores its
+// affinity. A thread running on a CPU in process context proves that no
+// softirq (NAPI poll, and so no XDP program run) begun there before is still
+// running: softirqs run with bottom halves disabled and are not preempted.
+// Returns the CPUs visited; throws if one is online but cannot be entered.
+Napi::Value CpuBarrier(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cpu_set_t saved;
+  if (sched_getaffinity(0, sizeof(saved), &saved)) ThrowErrno(env, "sched_getaffinity", errno);
+  // Briefly real-time (where permitted): a busy CPU then takes the thread at
+  // once instead of after the running task's time slice.
+  int policy = sched_getscheduler(0);
+  struct sched_param saved_param {};
+  sched_getparam(0, &saved_param);
+  struct sched_param rt {};
+  rt.sched_priority = 1;
+  bool raised = policy == SCHED_OTHER && sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
+  int n = get_nprocs_conf();
+  int visited = 0;
+  int err = 0;
+  for (int cpu = 0; cpu < n && cpu < CPU_SETSIZE; cpu++) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof(one), &one)) {
+      if (errno == EINVAL) continue;  // offline (or outside our cpuset: caught below)
+      err = errno;
+      break;
+    }
+    if (sched_getcpu() != cpu) {
+      err = EAGAIN;
+      break;
+    }
+    visited++;
+  }
+  int restore = sched_setaffinity(0, sizeof(saved), &saved) ? errno : 0;
+  if (raised) sched_setscheduler(0, policy, &saved_param);
+  if (err) ThrowErrno(env, "sched_setaffinity(barrier)", err);
+  if (restore) ThrowErrno(env, "sched_setaffinity(restore)", restore);
+  if (visited < get_nprocs()) ThrowErrno(env, "cpu barrier: an online CPU is outside this thread's cpuset", EPERM);
+  return Napi::Number::New(env, visited);
 }
 
 // ---------------------------------------------------------------- fds, pinning
@@ -990,6 +1034,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("progInfo", ProgInfo);
   EXPORT("linkInfo", LinkInfo);
   EXPORT("numPossibleCpus", NumPossibleCpus);
+  EXPORT("cpuBarrier", CpuBarrier);
   EXPORT("objPin", ObjPin);
   EXPORT("objGet", ObjGet);
   EXPORT("closeFd", CloseFd);
