@@ -124,6 +124,14 @@ struct {
 	__type(value, struct sharp_agent_stats);
 } agent_stats SEC(".maps");
 
+/* see sharp_abi.h: the engine's quiescence event */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHARP_SIDES);
+	__type(key, __u32);			/* side */
+	__type(value, __u64);
+} arrivals SEC(".maps");
+
 #define STAT_INC(st, field) do { if (st) (st)->field++; } while (0)
 
 static __always_inline struct sharp_agent_stats *agent_stats_get(void)
@@ -301,6 +309,14 @@ int agent(struct xdp_md *ctx)
 
 	sharp_cursor_init(&c, ctx);
 	eth = sharp_parse_eth(&c);
+	/* Only the kinds of frames the switch counts as tx (see arrivals). */
+	if (eth && (eth->h_proto == bpf_htons(ETH_P_IP) || eth->h_proto == bpf_htons(SHARP_ETH_P_SHIM))) {
+		__u32 akey = side;	/* a copy: &side would lose its bound */
+		__u64 *n = bpf_map_lookup_elem(&arrivals, &akey);
+
+		if (n)
+			*n += 1;
+	}
 	if (!eth || eth->h_proto != bpf_htons(SHARP_ETH_P_SHIM)) {
 		STAT_INC(st, passed_plain);
 		return to_vnf(ctx, side, st);
