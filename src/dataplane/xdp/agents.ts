@@ -13,13 +13,15 @@ import {
   withNetns,
   xdpMd,
   u32,
+  u64,
+  cpuBarrier,
   MapUpdate,
   queryXdp,
   BpfError,
   XdpDispatcherAnchor,
   XdpLink as XdpLinkHandle,
 } from '../../bpf/index.js';
-import { deleteLink, linkExists, linkMac, linkStates } from '../../net/iproute.js';
+import { deleteLink, linkExists, linkMac, linkStates, rxQueueCount } from '../../net/iproute.js';
 import { netdevDrops, interfaceDrops } from '../../net/netdev-stats.js';
 import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
@@ -128,6 +130,9 @@ interface LoadedInstance {
   pinned?: { agent: PinnedObjectRecord; vnf?: PinnedObjectRecord | undefined };
   /** serialises replays: replay_ctl/replay_mode are per side, not per handover */
   releaseLock: Mutex;
+  xdpMode: 'native' | 'generic';
+  /** whether `arrivals` proves the quiescence event here (see arrivedFrames); decided on first use */
+  arrivalsExact?: boolean;
 }
 
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
@@ -251,7 +256,7 @@ export class XdpAgentSet {
       if (pinnedVnf !== undefined) store?.unpin(VNF_KIND, inst.name);
       throw e;
     }
-    const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex(), ...(pinned === undefined ? {} : { pinned }) };
+    const loaded: LoadedInstance = { spec: inst, agent, vnf, anchor, links: [], ifindex, releaseLock: new Mutex(), xdpMode: mode, ...(pinned === undefined ? {} : { pinned }) };
     this.#instances.set(inst.name, loaded);
     if (vnf !== undefined && xdpVnf !== undefined) {
       // the VNF forwards between its two interfaces: side 0 <-> side 1
@@ -329,7 +334,7 @@ export class XdpAgentSet {
       throw e;
     }
     const ifindex: [number, number] = [links.find((l) => l.ifname === inst.ifaces[0])!.ifindex, links.find((l) => l.ifname === inst.ifaces[1])!.ifindex];
-    this.#instances.set(name, { spec: inst, agent, vnf, anchor, links, ifindex, releaseLock: new Mutex(), pinned: { agent: store.get(AGENT_KIND, name)!, ...(recV === undefined ? {} : { vnf: recV }) } });
+    this.#instances.set(name, { spec: inst, agent, vnf, anchor, links, ifindex, releaseLock: new Mutex(), xdpMode: config.xdpMode, pinned: { agent: store.get(AGENT_KIND, name)!, ...(recV === undefined ? {} : { vnf: recV }) } });
   }
 
   /** The pinned anchor if it is intact, else a new one (the old pin and interface removed). */
@@ -424,6 +429,29 @@ export class XdpAgentSet {
       queued: [((h.tail[0] as number) - (h.head[0] as number)) >>> 0, ((h.tail[1] as number) - (h.head[1] as number)) >>> 0],
       passing: [h.state[0] === SHARP_HOLD_PASSING, h.state[1] === SHARP_HOLD_PASSING],
     };
+  }
+
+  async arrivedFrames(name: string): Promise<[bigint, bigint] | undefined> {
+    const inst = this.#instance(name);
+    inst.arrivalsExact ??= this.#arrivalsProve(inst);
+    if (!inst.arrivalsExact) return undefined;
+    const arrivals = inst.agent.map('arrivals').typed(u32, u64);
+    const n: [bigint, bigint] = [sum(arrivals.getPerCpu(0) ?? []), sum(arrivals.getPerCpu(1) ?? [])];
+    // after the read: every frame counted has left the agent and its VNF
+    cpuBarrier();
+    return n;
+  }
+
+  /**
+   * The arrivals are a prefix of what the switch port sent, and a finished
+   * run means a finished VNF, only with native XDP (one FIFO ring per rx
+   * queue, filled by the sender), one rx queue per interface, and an XDP VNF
+   * (a stack VNF works after the agent's run). An agent pinned before the
+   * counter existed has no `arrivals` map.
+   */
+  #arrivalsProve(inst: LoadedInstance): boolean {
+    if (inst.xdpMode !== 'native' || inst.vnf === undefined || !inst.agent.maps.has('arrivals')) return false;
+    return inst.spec.ifaces.every((ifname) => rxQueueCount(ifname, inst.spec.netns) === 1);
   }
 
   async release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
