@@ -9,14 +9,14 @@
  * period (the ~11 ms a map-in-map update waits for).
  */
 import { bpfNative } from './native.js';
-import { BpfError } from './errors.js';
+import { native } from './errors.js';
 
 /** Returns the number of CPUs passed; throws BpfError when a CPU cannot be entered (e.g. a cpuset excludes it). */
 export function cpuBarrier(): number {
-  try {
-    return bpfNative.cpuBarrier();
-  } catch (e) {
-    const n = e as { message?: string; errno?: number; code?: string; op?: string };
-    throw new BpfError(`cpu barrier: ${n.message ?? String(e)}`, n.errno ?? 0, n.code ?? 'EUNKNOWN', n.op ?? 'sched_setaffinity', { cause: e });
-  }
+  return native(() => bpfNative.cpuBarrier());
+}
+
+/** Whether an interface of the thread's namespace is up and running (IFF_UP, IFF_RUNNING: for a veth, its peer up): one ioctl. */
+export function interfaceFlags(ifname: string): { up: boolean; running: boolean } {
+  return native(() => bpfNative.ifFlags(ifname));
 }

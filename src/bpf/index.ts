@@ -10,5 +10,5 @@ export { XdpLink, XdpAttachment, TcFilter, removeClsact, queryXdp, attachedXdp, 
 export { bpfFdInfo, openPin, inspectPin, detachPinnedLink, type PinnedKind, type PinnedFdInfo } from './pins.js';
 export { RingBufferReader } from './ringbuf.js';
 export { bpfNative } from './native.js';
-export { cpuBarrier } from './barrier.js';
+export { cpuBarrier, interfaceFlags } from './barrier.js';
 export { XdpDispatcherAnchor } from './dispatcher.js';

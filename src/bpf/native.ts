@@ -104,6 +104,8 @@ export interface NativeBinding {
   netnsEnter(path: string): number;
   netnsRestore(saved: number): void;
   ifNameToIndex(name: string): number;
+  /** SIOCGIFFLAGS in the thread's namespace */
+  ifFlags(name: string): { up: boolean; running: boolean };
   xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
   linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;
   linkDetach(linkFd: number): void;

@@ -19,6 +19,8 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/sysinfo.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/file.h>
 #include <string>
 #include <unistd.h>
@@ -609,6 +611,26 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), idx);
 }
 
+// SIOCGIFFLAGS in the thread's network namespace: {up: IFF_UP, running:
+// IFF_RUNNING (operationally up: carrier, for a veth its peer up)}. A
+// system call where `ip link` costs a process.
+Napi::Value IfFlags(const Napi::CallbackInfo& info) {
+  std::string name = StringArg(info, 0, "interface name");
+  if (name.size() >= IFNAMSIZ) ThrowErrno(info.Env(), "SIOCGIFFLAGS(" + name + "): name too long", ENAMETOOLONG);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(info.Env(), "socket", errno);
+  struct ifreq ifr {};
+  memcpy(ifr.ifr_name, name.c_str(), name.size() + 1);
+  int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+  int e = errno;
+  close(fd);
+  if (rc < 0) ThrowErrno(info.Env(), "SIOCGIFFLAGS(" + name + ")", e);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("up", (ifr.ifr_flags & IFF_UP) != 0);
+  o.Set("running", (ifr.ifr_flags & IFF_RUNNING) != 0);
+  return o;
+}
+
 // ---------------------------------------------------------------- XDP
 
 // bpf_link based attach: detached when the last fd/pin goes away.
@@ -1044,6 +1066,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("netnsEnter", NetnsEnter);
   EXPORT("netnsRestore", NetnsRestore);
   EXPORT("ifNameToIndex", IfNameToIndex);
+  EXPORT("ifFlags", IfFlags);
   EXPORT("xdpLinkCreate", XdpLinkCreate);
   EXPORT("linkUpdate", LinkUpdate);
   EXPORT("linkDetach", LinkDetach);
