@@ -157,6 +157,11 @@ export class FakeDeployment implements Deployment {
     for (const w of this.#wire.splice(0)) this.#arrive(w.instance, w.side, w.frame);
   }
 
+  /** Sets the switches' Q (1 ms unless set). */
+  setQuiescenceMs(ms: number): void {
+    (this.#switchControl as { quiescenceMs: number }).quiescenceMs = ms;
+  }
+
   /** Frames sent out of a switch port but not yet at their agent. */
   onWire(instance?: string): number {
     return this.#wire.filter((w) => instance === undefined || w.instance === instance).length;
