@@ -195,6 +195,10 @@ t.test('bounded verification: 3 frames, ring of 3, one failure, one controller r
   t.ok(v.states > 100_000, `a nontrivial state space (${v.states} states)`);
 });
 
+t.test('bounded verification: every wait timed (a data plane without the quiescence event, as BMv2)', async (t) => {
+  assertVerified(t, await verify(['N=3', 'RING=3', 'MAX_FAILS=1', 'MAX_RESTARTS=1', 'TIMED_ONLY']));
+});
+
 t.test('bounded verification: a restart during the reconciliation (two restarts)', async (t) => {
   assertVerified(t, await verify(['N=3', 'RING=3', 'MAX_FAILS=0', 'MAX_RESTARTS=2']));
   assertVerified(t, await verify(['N=2', 'RING=2', 'MAX_FAILS=1', 'MAX_RESTARTS=2']));
@@ -254,6 +258,8 @@ const MUTATIONS: Mutation[] = [
   { defines: ['BUG_NO_VNF_WAIT'], why: "engine: no Q after the count (A's VNF may still run)", ...notFinal },
   { defines: ['BUG_NO_SWITCH_WAIT'], why: 'engine: pre_sent read right after the switch-over', ...notFinal },
   { defines: ['BUG_NO_PREMARK_WAIT'], why: 'engine: switch-over right after pre-marking', ...notFinal },
+  { defines: ['BUG_NO_SWITCH_BARRIER'], why: 'the quiescence event without its switch barrier (a frame that read the old action is still inside the switch)', ...notFinal },
+  { defines: ['BUG_NO_AGENT_BARRIER'], why: "the quiescence event without its agent barrier (A's VNF may still run a frame its agent took in)", ...notFinal },
   { defines: ['RING=1', 'SINK_ONLY'], why: 'a ring smaller than the frames held (what the capacity check refuses)', shows: /ring of 1 overflows: frame (\d+) dropped[^]*P1: (?:sink got frame \d+, expected \1|the sink got \d+ of \d+ frames)/ },
 ];
 
