@@ -245,6 +245,9 @@ const notFinal: Pick<Mutation, 'shows' | 'check'> = {
   check: (m) => Number(m[1]) < Number(m[2]),
 };
 
+/** a quiescence event that ends its wait while the assumption of the timed wait does not hold yet */
+const early: Pick<Mutation, 'shows'> = { shows: /QUIESCE: the event ended the wait for [AB] before its assumption held/ };
+
 /** the first and last line of a multi-line match */
 function brief(s: string): string {
   const lines = s.split('\n').map((l) => l.trim()).filter((l) => l !== '');
@@ -258,8 +261,8 @@ const MUTATIONS: Mutation[] = [
   { defines: ['BUG_NO_VNF_WAIT'], why: "engine: no Q after the count (A's VNF may still run)", ...notFinal },
   { defines: ['BUG_NO_SWITCH_WAIT'], why: 'engine: pre_sent read right after the switch-over', ...notFinal },
   { defines: ['BUG_NO_PREMARK_WAIT'], why: 'engine: switch-over right after pre-marking', ...notFinal },
-  { defines: ['BUG_NO_SWITCH_BARRIER'], why: 'the quiescence event without its switch barrier (a frame that read the old action is still inside the switch)', ...notFinal },
-  { defines: ['BUG_NO_AGENT_BARRIER'], why: "the quiescence event without its agent barrier (A's VNF may still run a frame its agent took in)", ...notFinal },
+  { defines: ['BUG_NO_SWITCH_BARRIER'], why: 'the quiescence event without its switch barrier (a frame that read the old action is still inside the switch)', ...early },
+  { defines: ['BUG_NO_AGENT_BARRIER'], why: "the quiescence event without its agent barrier (A's VNF may still run a frame its agent took in)", ...early },
   { defines: ['RING=1', 'SINK_ONLY'], why: 'a ring smaller than the frames held (what the capacity check refuses)', shows: /ring of 1 overflows: frame (\d+) dropped[^]*P1: (?:sink got frame \d+, expected \1|the sink got \d+ of \d+ frames)/ },
 ];
 
