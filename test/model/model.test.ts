@@ -213,15 +213,18 @@ const WITNESSES: Record<number, string> = {
   5: 'A replays its own ring into its VNF',
   6: 'a PRE frame is inside the switch while the rule changes to POST (the race Q closes)',
   7: 'a restarted controller resumes a release with frames still in B\'s ring',
-  8: 'the drain has PRE frames to wait for',
+  8: 'the drain has PRE frames to wait for (with timed waits: after the quiescence event A has taken in every PRE frame)',
   9: "a frame reaches B between the replay's last pop and the recorded flush",
 };
+
+/** scenarios only the timed waits leave open (the event closes them) */
+const TIMED_WITNESSES = new Set([8]);
 
 t.test('the verified bounds reach every scenario the model claims to cover', async (t) => {
   const used = [...new Set([...modelCode.matchAll(/\bW\((\d+)\)/g)].map((m) => m[1]!))].sort();
   t.same(used, Object.keys(WITNESSES).sort(), "the model's witnesses W(n) are the ones listed here");
   for (const [n, what] of Object.entries(WITNESSES)) {
-    const v = await verify(['N=3', 'RING=3', 'MAX_FAILS=1', 'MAX_RESTARTS=1', `WITNESS=${n}`]);
+    const v = await verify(['N=3', 'RING=3', 'MAX_FAILS=1', 'MAX_RESTARTS=1', `WITNESS=${n}`, ...(TIMED_WITNESSES.has(Number(n)) ? ['TIMED_ONLY'] : [])]);
     t.ok(v.errors > 0 && new RegExp(`witness ${n}\\b`).test(v.trail ?? ''), `reached: ${what} (${v.states} states searched)`);
   }
 });

@@ -293,7 +293,8 @@ inline armNew(me, h) {
  *   5 A replays its BACK ring        6 a PRE frame is inside the switch while
  *                                      the rule changes to POST (the race Q2 closes)
  *   7 the reconciler resumes a release with frames still in B's ring
- *   8 the drain has PRE frames to wait for
+ *   8 the drain has PRE frames to wait for (TIMED_ONLY: after the quiescence
+ *     event A has taken in every PRE frame already)
  *   9 a frame reaches B between the replay's last pop and the recorded flush */
 #ifdef WITNESS
 #define W(n) if :: WITNESS == n -> printf("witness %d\n", n); assert(false) :: else -> skip fi
