@@ -11,6 +11,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../helpers/env.js';
 
+// spin's searches are CPU-bound: with the quiescence event and the timed
+// model both verified, the file needs more than the suite's 300 s on a
+// loaded 2-core box
+t.setTimeout(900_000);
+
 const MODEL = path.join(repoRoot, 'test/model/sharp.pml');
 const model = readFileSync(MODEL, 'utf8');
 /** the model without its preprocessor lines (macro definitions mention ENTER(s)) */
@@ -257,13 +262,17 @@ function brief(s: string): string {
   return lines.length > 1 ? `${lines[0]} … ${lines[lines.length - 1]}` : (lines[0] ?? '');
 }
 
+// The engine's waits are guards of the timed model (TIMED_ONLY). With the
+// quiescence event each of them alone leaves A final (every wait after it
+// repeats the event), so removing one is no error there: the event's own
+// guards are its two barriers.
 const MUTATIONS: Mutation[] = [
   { defines: ['BUG_PASS_BEFORE_FLUSH'], why: 'agent: a new frame passes once the ring is empty, before the replayed frames flushed', ...reordered },
-  { defines: ['BUG_NO_DRAIN_WAIT'], why: 'engine: the state moves without waiting for the PRE count', ...notFinal },
-  { defines: ['BUG_NO_DRAIN_WAIT', 'SINK_ONLY'], why: 'the same, seen by the sink alone', ...reordered },
-  { defines: ['BUG_NO_VNF_WAIT'], why: "engine: no Q after the count (A's VNF may still run)", ...notFinal },
-  { defines: ['BUG_NO_SWITCH_WAIT'], why: 'engine: pre_sent read right after the switch-over', ...notFinal },
-  { defines: ['BUG_NO_PREMARK_WAIT'], why: 'engine: switch-over right after pre-marking', ...notFinal },
+  { defines: ['BUG_NO_DRAIN_WAIT', 'TIMED_ONLY'], why: 'engine: the state moves without waiting for the PRE count', ...notFinal },
+  { defines: ['BUG_NO_DRAIN_WAIT', 'SINK_ONLY', 'TIMED_ONLY'], why: 'the same, seen by the sink alone', ...reordered },
+  { defines: ['BUG_NO_VNF_WAIT', 'TIMED_ONLY'], why: "engine: no Q after the count (A's VNF may still run)", ...notFinal },
+  { defines: ['BUG_NO_SWITCH_WAIT', 'TIMED_ONLY'], why: 'engine: pre_sent read right after the switch-over', ...notFinal },
+  { defines: ['BUG_NO_PREMARK_WAIT', 'TIMED_ONLY'], why: 'engine: switch-over right after pre-marking', ...notFinal },
   { defines: ['BUG_NO_SWITCH_BARRIER'], why: 'the quiescence event without its switch barrier (a frame that read the old action is still inside the switch)', ...early },
   { defines: ['BUG_NO_AGENT_BARRIER'], why: "the quiescence event without its agent barrier (A's VNF may still run a frame its agent took in)", ...early },
   { defines: ['RING=1', 'SINK_ONLY'], why: 'a ring smaller than the frames held (what the capacity check refuses)', shows: /ring of 1 overflows: frame (\d+) dropped[^]*P1: (?:sink got frame \d+, expected \1|the sink got \d+ of \d+ frames)/ },

@@ -49,7 +49,9 @@
  * MAX_FAILS errors (a step throws: the engine rolls back), MAX_RESTARTS
  * controller restarts (volatile state lost, reconcile from the data plane).
  *
- * Mutations (each removes one guard; the model must then report an error):
+ * Mutations (each removes one guard; the model must then report an error;
+ * the engine's waits are guards of the timed model, TIMED_ONLY: with the
+ * event any one of them leaves A final):
  *   BUG_PASS_BEFORE_FLUSH  agent: a new frame passes once the ring is empty,
  *                          without waiting until the replayed frames flushed
  *   BUG_NO_DRAIN_WAIT      engine: moves state without waiting for the PRE count
