@@ -16,7 +16,7 @@ export function cpuBarrier(): number {
   return native(() => bpfNative.cpuBarrier());
 }
 
-/** Whether an interface of the thread's namespace is up and running (IFF_UP, IFF_RUNNING: for a veth, its peer up): one ioctl. */
-export function interfaceFlags(ifname: string): { up: boolean; running: boolean } {
+/** An interface of the thread's namespace: up (IFF_UP), running (IFF_RUNNING), carrier (ETHTOOL_GLINK: for a veth, its peer up; IFF_RUNNING follows it only later): two ioctls. */
+export function interfaceFlags(ifname: string): { up: boolean; running: boolean; carrier: boolean } {
   return native(() => bpfNative.ifFlags(ifname));
 }

@@ -105,7 +105,7 @@ export interface NativeBinding {
   netnsRestore(saved: number): void;
   ifNameToIndex(name: string): number;
   /** SIOCGIFFLAGS in the thread's namespace */
-  ifFlags(name: string): { up: boolean; running: boolean };
+  ifFlags(name: string): { up: boolean; running: boolean; carrier: boolean };
   xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
   linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;
   linkDetach(linkFd: number): void;

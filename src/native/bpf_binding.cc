@@ -20,6 +20,8 @@
 #include <sched.h>
 #include <sys/sysinfo.h>
 #include <sys/ioctl.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <sys/socket.h>
 #include <sys/file.h>
 #include <string>
@@ -611,9 +613,9 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), idx);
 }
 
-// SIOCGIFFLAGS in the thread's network namespace: {up: IFF_UP, running:
-// IFF_RUNNING (operationally up: carrier, for a veth its peer up)}. A
-// system call where `ip link` costs a process.
+// SIOCGIFFLAGS and ETHTOOL_GLINK in the thread's network namespace: {up:
+// IFF_UP, running: IFF_RUNNING, carrier: the link (for a veth, its peer
+// up)}. System calls where `ip link` costs a process.
 Napi::Value IfFlags(const Napi::CallbackInfo& info) {
   std::string name = StringArg(info, 0, "interface name");
   if (name.size() >= IFNAMSIZ) ThrowErrno(info.Env(), "SIOCGIFFLAGS(" + name + "): name too long", ENAMETOOLONG);
@@ -623,11 +625,19 @@ Napi::Value IfFlags(const Napi::CallbackInfo& info) {
   memcpy(ifr.ifr_name, name.c_str(), name.size() + 1);
   int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
   int e = errno;
+  bool up = (ifr.ifr_flags & IFF_UP) != 0;
+  bool running = (ifr.ifr_flags & IFF_RUNNING) != 0;
+  // the carrier itself (IFF_RUNNING follows it only once linkwatch ran)
+  struct ethtool_value link {};
+  link.cmd = ETHTOOL_GLINK;
+  ifr.ifr_data = reinterpret_cast<char*>(&link);
+  bool carrier = rc == 0 && ioctl(fd, SIOCETHTOOL, &ifr) == 0 ? link.data != 0 : running;
   close(fd);
   if (rc < 0) ThrowErrno(info.Env(), "SIOCGIFFLAGS(" + name + ")", e);
   Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("up", (ifr.ifr_flags & IFF_UP) != 0);
-  o.Set("running", (ifr.ifr_flags & IFF_RUNNING) != 0);
+  o.Set("up", up);
+  o.Set("running", running);
+  o.Set("carrier", carrier);
   return o;
 }
 

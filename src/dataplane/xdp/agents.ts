@@ -520,15 +520,15 @@ export class XdpAgentSet {
   async #downLink(inst: LoadedInstance, outSide: number, replayMode: number): Promise<string | undefined> {
     if (replayMode === SHARP_REPLAY_RELAY_DIRECT) return undefined;
     const ifname = inst.spec.ifaces[outSide]!;
-    // one ioctl (IFF_RUNNING: carrier, for a veth its peer up); `ip link` would cost a process, ~9 ms
-    let st: { up: boolean; running: boolean };
+    // ioctls (the carrier: for a veth, its peer up); `ip link` would cost a process, ~9 ms
+    let st: { up: boolean; carrier: boolean };
     try {
       st = withNetns(inst.spec.netns, () => interfaceFlags(ifname));
     } catch (e) {
       if (e instanceof BpfError && e.code === 'ENODEV') return ifname;
       throw e;
     }
-    return st.up && st.running ? undefined : ifname;
+    return st.up && st.carrier ? undefined : ifname;
   }
 
   /** The kernel's drop counters of an instance's interfaces. */
