@@ -34,8 +34,9 @@
  *
  * Note for user space reading pre_seen: it is counted before the tail call
  * into the VNF, so when pre_seen reaches the switch's pre count the last PRE
- * frames may still be inside the VNF on another CPU. Wait a quiescence
- * interval after that before treating the old instance's state as final.
+ * frames may still be inside the VNF on another CPU. Wait for quiescence
+ * after that (the engine's event: `arrivals`, then a CPU barrier; see
+ * sharp_abi.h) before treating the old instance's state as final.
  */
 #include "parse.h"
 
