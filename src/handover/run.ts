@@ -69,7 +69,8 @@ export interface QuiescenceWait {
   step: HandoverStep;
   /** whose agents it waited for (none: the switch barrier alone) */
   instances: string[];
-  by: 'event' | 'timeout' | 'unsupported';
+  /** mismatch: an agent took in more frames than its port sent (counters of different incarnations) */
+  by: 'event' | 'timeout' | 'unsupported' | 'mismatch';
   ms?: number;
 }
 
@@ -254,15 +255,32 @@ export class HandoverRun {
         if (t !== undefined && (p.side === 0 || p.side === 1)) t[p.side] += p.frames;
       }
     }
+    const arrivedAt = new Map<string, [bigint, bigint]>();
     for (const [instance, t] of target) {
       for (;;) {
         const arrived = await ac.arrivedFrames!(instance);
         if (arrived === undefined) return 'unsupported';
-        if (arrived[0] >= t[0] && arrived[1] >= t[1]) break;
+        if (arrived[0] >= t[0] && arrived[1] >= t[1]) {
+          arrivedAt.set(instance, arrived);
+          break;
+        }
         if (performance.now() >= deadline) return 'timeout';
         await sleep(0);
       }
     }
+    // Every frame an agent took in was counted by its port first, so the port
+    // must count at least as many now. Fewer: the counts are not comparable
+    // (one side reloaded with fresh counters, or frames the switch did not
+    // count): the event proves nothing, Q decides.
+    if (instances.length > 0)
+      for (const sw of this.switchNames)
+        for (const p of (await sc.sentTowardsInstances(sw)) ?? []) {
+          const a = arrivedAt.get(p.instance);
+          if (a !== undefined && (p.side === 0 || p.side === 1) && p.frames < a[p.side]) {
+            this.emit('warning', `${p.instance} took in ${a[p.side]} frames on side ${p.side}, but ${sw}/${p.port} counts only ${p.frames} sent: counters of different incarnations; waiting Q`);
+            return 'mismatch';
+          }
+        }
     return 'event';
   }
 

@@ -384,3 +384,24 @@ t.test('quiescence with a frame lost on the wire to A: the waits for A end after
   );
   t.equal(d.report().lost, 1, 'the sink misses exactly the frame lost on the wire');
 });
+
+t.test('quiescence with counters of different incarnations (a switch reloaded under running agents): the event is not trusted, Q decides', async (t) => {
+  const { d, rules } = await setup();
+  for (let i = 0; i < 5; i++) d.tick();
+  d.resetPortCounters();
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.same(
+    r.waits.map((w) => [w.instances[0], w.by]),
+    [
+      ['vnf1', 'mismatch'],
+      ['vnf1', 'mismatch'],
+      ['vnf1', 'mismatch'],
+      ['vnf2', 'event'],
+    ],
+    'A has taken in more than s1 now counts as sent: its waits fall back to Q; B, counted from the same start, by the event',
+  );
+  t.ok(r.events.some((e) => e.step === 'warning' && /counters of different incarnations/.test(e.detail ?? '')), 'the handover says why');
+  assertIntact(t, d, 'vnf1 → vnf2 after a switch reload');
+});

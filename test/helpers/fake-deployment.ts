@@ -157,6 +157,11 @@ export class FakeDeployment implements Deployment {
     for (const w of this.#wire.splice(0)) this.#arrive(w.instance, w.side, w.frame);
   }
 
+  /** The switches' port counters start again from 0 (a switch reloaded, its agents not). */
+  resetPortCounters(): void {
+    this.#tx.clear();
+  }
+
   /** Sets the switches' Q (1 ms unless set). */
   setQuiescenceMs(ms: number): void {
     (this.#switchControl as { quiescenceMs: number }).quiescenceMs = ms;
