@@ -34,8 +34,9 @@
  *
  * Note for user space reading pre_seen: it is counted before the tail call
  * into the VNF, so when pre_seen reaches the switch's pre count the last PRE
- * frames may still be inside the VNF on another CPU. Wait a quiescence
- * interval after that before treating the old instance's state as final.
+ * frames may still be inside the VNF on another CPU. Wait for quiescence
+ * after that (the engine's event: `arrivals`, then a CPU barrier; see
+ * sharp_abi.h) before treating the old instance's state as final.
  */
 #include "parse.h"
 
@@ -123,6 +124,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sharp_agent_stats);
 } agent_stats SEC(".maps");
+
+/* see sharp_abi.h: the engine's quiescence event */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHARP_SIDES);
+	__type(key, __u32);			/* side */
+	__type(value, __u64);
+} arrivals SEC(".maps");
 
 #define STAT_INC(st, field) do { if (st) (st)->field++; } while (0)
 
@@ -301,6 +310,14 @@ int agent(struct xdp_md *ctx)
 
 	sharp_cursor_init(&c, ctx);
 	eth = sharp_parse_eth(&c);
+	/* Only the kinds of frames the switch counts as tx (see arrivals). */
+	if (eth && (eth->h_proto == bpf_htons(ETH_P_IP) || eth->h_proto == bpf_htons(SHARP_ETH_P_SHIM))) {
+		__u32 akey = side;	/* a copy: &side would lose its bound */
+		__u64 *n = bpf_map_lookup_elem(&arrivals, &akey);
+
+		if (n)
+			*n += 1;
+	}
 	if (!eth || eth->h_proto != bpf_htons(SHARP_ETH_P_SHIM)) {
 		STAT_INC(st, passed_plain);
 		return to_vnf(ctx, side, st);

@@ -231,6 +231,21 @@ static __always_inline int divert_to_controller(struct xdp_md *ctx, __u32 hid, _
 SEC("xdp")
 int tx_inject(struct xdp_md *ctx)
 {
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct sharp_port_info *pi = bpf_map_lookup_elem(&ports, &ifindex);
+	struct sharp_port_stats *ps;
+	__u32 slot;
+
+	/* Counted as the port's tx like a redirect: the agent behind the port
+	 * compares its arrivals with it (see sharp_abi.h, arrivals). */
+	if (pi) {
+		slot = pi->slot;
+		ps = bpf_map_lookup_elem(&port_stats, &slot);
+		if (ps) {
+			ps->tx_packets++;
+			ps->tx_bytes += ctx->data_end - ctx->data;
+		}
+	}
 	return XDP_TX;
 }
 

@@ -154,7 +154,7 @@ static __always_inline int sharp_push_shim(struct xdp_md *ctx, __u32 phase, __u3
 {
 	struct sharp_eth_shim_hdr *h;
 	void *data, *data_end;
-	__u8 macs[12];
+	__u32 *w;
 
 	if (bpf_xdp_adjust_head(ctx, -(int)SHARP_SHIM_LEN))
 		return -1;
@@ -164,8 +164,14 @@ static __always_inline int sharp_push_shim(struct xdp_md *ctx, __u32 phase, __u3
 	h = data;
 	if ((void *)(h + 1) > data_end)
 		return -1;
-	__builtin_memcpy(macs, data + SHARP_SHIM_LEN, sizeof(macs));
-	__builtin_memcpy(h->dst, macs, sizeof(macs));
+	/* The MACs move 4 bytes to the front, a word at a time in ascending
+	 * order (the regions overlap; each word is read before it is
+	 * overwritten); a byte-wise copy costs 24 loads and stores on the
+	 * marked path. Then EtherType and tag as one word. */
+	w = data;
+	w[0] = w[1];
+	w[1] = w[2];
+	w[2] = w[3];
 	h->proto = bpf_htons(SHARP_ETH_P_SHIM);
 	h->tag = bpf_htons(sharp_tag_make(phase, hid));
 	return 0;

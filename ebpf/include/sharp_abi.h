@@ -327,6 +327,17 @@ struct sharp_agent_iface {
 _Static_assert(sizeof(struct sharp_agent_iface) == 8, "sharp_agent_iface size");
 
 /*
+ * arrivals: PERCPU_ARRAY side (SHARP_SIDES entries) -> __u64: IPv4 and shim
+ * frames that entered the agent on that side, counted first, before
+ * anything can drop them. The switch counts the same kinds of frames as tx
+ * of its port (the only sender into that side: a veth pair, one rx queue, a
+ * FIFO ring). So once the sum reaches the port's tx count read after a
+ * switch-side barrier, every frame the switch had sent has entered the
+ * agent; a barrier on the agent's host then proves its run (and the XDP
+ * VNF's) has finished. This is the engine's exact quiescence event.
+ */
+
+/*
  * handovers: HASH hid (__u32) -> sharp_agent_ho (BPF_F_NO_PREALLOC).
  *
  * Arrays [2] are indexed by side. head/tail are free-running u32 counters

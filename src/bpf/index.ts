@@ -10,4 +10,5 @@ export { XdpLink, XdpAttachment, TcFilter, TracepointLink, removeClsact, queryXd
 export { bpfFdInfo, openPin, inspectPin, detachPinnedLink, type PinnedKind, type PinnedFdInfo } from './pins.js';
 export { RingBufferReader } from './ringbuf.js';
 export { bpfNative } from './native.js';
+export { cpuBarrier, interfaceFlags } from './barrier.js';
 export { XdpDispatcherAnchor } from './dispatcher.js';

@@ -115,6 +115,8 @@ export interface NativeBinding {
   progInfo(fd: number): { id: number; name: string; type: number };
   linkInfo(fd: number): { id: number; type: number; progId: number; ifindex?: number };
   numPossibleCpus(): number;
+  /** runs the thread once on every online CPU (see CpuBarrier); returns how many */
+  cpuBarrier(): number;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   closeFd(fd: number): void;
@@ -125,6 +127,8 @@ export interface NativeBinding {
   netnsEnter(path: string): number;
   netnsRestore(saved: number): void;
   ifNameToIndex(name: string): number;
+  /** SIOCGIFFLAGS in the thread's namespace */
+  ifFlags(name: string): { up: boolean; running: boolean; carrier: boolean };
   xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
   rawTracepointOpen(progFd: number, tracepoint: string): number;
   linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;

@@ -40,6 +40,10 @@ export abstract class AgentBackedDataPlane {
     return this.agentSet().agentStatus(name, hid);
   }
 
+  arrivedFrames(name: string): Promise<[bigint, bigint] | undefined> {
+    return this.agentSet().arrivedFrames(name);
+  }
+
   release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
     return this.agentSet().release(name, hid, options);
   }

@@ -173,9 +173,26 @@ export interface InstanceInfo extends AgentInstanceInfo {
  */
 
 /** Switch control: rules, atomic action updates, counters. Switches and ports by name. */
+/** Frames a switch has sent out of a port facing an instance (see SwitchControl.sentTowardsInstances). */
+export interface SentTowards {
+  port: string;
+  instance: string;
+  /** the instance's side the port is cabled to */
+  side: number;
+  frames: bigint;
+}
+
 export interface SwitchControl {
-  /** Q: longer than any packet takes through a switch (and through an agent into its VNF) */
+  /** Q: longer than any packet takes through a switch (and through an agent into its VNF); the fallback where no exact event exists */
   readonly quiescenceMs: number;
+  /**
+   * The switch half of the exact quiescence event: returns once every run
+   * of the switch program begun before the call has finished (its frames
+   * counted and flushed to their ports' queues: a barrier on the switch's
+   * host), with, per port facing a VNF instance, the frames sent out of it
+   * so far. Absent or undefined: no such barrier (BMv2): the engine waits Q.
+   */
+  sentTowardsInstances?(sw: string): Promise<SentTowards[] | undefined>;
   switches(): string[];
   /** the port of `sw` that leads to `instance`, or undefined */
   portTowards(sw: string, instance: string): string | undefined;
@@ -212,6 +229,16 @@ export interface AgentControl {
   /** new instance: hold packets of the handover in ring `ring` */
   armNew(instance: string, handoverId: number, ring: number): Promise<void>;
   agentStatus(instance: string, handoverId: number): Promise<AgentHandoverStatus | undefined>;
+  /**
+   * The agent half of the exact quiescence event: per side, the IPv4 and
+   * shim frames that have entered the instance's agent, read before a
+   * barrier on its host, so every frame counted has been through the agent
+   * and its VNF when this returns. The frames enter in the order the switch
+   * port sent them. Absent or undefined: the count proves nothing there (a
+   * stack VNF, generic-mode XDP, an interface with several rx queues): the
+   * engine waits Q.
+   */
+  arrivedFrames?(instance: string): Promise<[bigint, bigint] | undefined>;
   /**
    * Releases the held packets in order inside the kernel, then lets new
    * packets pass; `relayTo` sends them to another instance instead of this

@@ -101,18 +101,19 @@ export class ControllerBufferProcedure {
     const buffer = this.#open(h.id);
     h.switchedOver = true;
     await h.route(h.fromPorts, Phase.DIVERT);
-    // frames sent to A before the divert are through A after Q: its state is final
-    await h.quiesce();
+    // frames sent to A before the divert are through A: its state is final
+    await h.quiesce([h.from.name]);
 
     await h.moveState(stateTimeoutMs);
 
     // new frames go to B and are held there; the buffer goes first
     h.enter('flushing', `${buffer.stats.packets} frames buffered at the controller`);
     await h.route(h.toPorts, Phase.POST);
-    await h.quiesce();
+    // the last diverted frames are in the controller's ring
+    await h.quiesce([]);
     await this.flushTo(h, h.toPorts);
     // B's agent has passed the flushed frames to its VNF before its ring is released
-    await h.quiesce();
+    await h.quiesce([h.to.name]);
 
     h.committed = true;
     h.enter('releasing');

@@ -11,11 +11,11 @@ import { Phase, DataPlaneError, instancesOf, localDeployment, type DataPlane, ty
 import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { sleep, waitFor } from '../util/mutex.js';
 import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.js';
-import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type RingLoss, type RunCounts } from './run.js';
+import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type QuiescenceWait, type RingLoss, type RunCounts } from './run.js';
 import { ControllerBufferProcedure, type ControllerBufferStats } from './controller-buffer.js';
 import type { HandoverJournal, JournalEntry } from './journal.js';
 
-export { HandoverError, HANDOVER_STEPS, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep, type RingLoss } from './run.js';
+export { HandoverError, HANDOVER_STEPS, SHARP_STEPS, type HandoverEvent, type HandoverMode, type HandoverStep, type QuiescenceWait, type RingLoss } from './run.js';
 export type { ControllerBufferStats } from './controller-buffer.js';
 
 export interface HandoverRequest {
@@ -72,6 +72,8 @@ export interface HandoverResult {
   /** counts.overflow and counts.replayFailed per side of the rings */
   ringLoss: RingLoss;
   timings: Record<string, number>;
+  /** the quiescence waits, in order, and whether each ended by the exact event or after Q */
+  waits: QuiescenceWait[];
   events: HandoverEvent[];
 }
 
@@ -332,7 +334,7 @@ export class HandoverEngine extends EventEmitter {
       if (e.switchedOver) await this.#takeBack(h, e.mode);
       else {
         await h.route(h.fromPorts, Phase.NONE);
-        await h.quiesce();
+        await h.quiesce([from.name]);
         await agents.disarm(from.name, e.id).catch(() => undefined);
         await agents.disarm(to.name, e.id).catch(() => undefined);
       }
@@ -362,21 +364,21 @@ export class HandoverEngine extends EventEmitter {
     await agents.armNew(h.to.name, h.id, h.ring);
     await agents.armOld(h.from.name, h.id);
 
-    // ---- 2. pre-mark: still to A, now marked PRE and counted. Let PRE
-    // frames flow for Q: the count-drain then also covers every unmarked
-    // frame sent before them (A's queue is FIFO)
+    // ---- 2. pre-mark: still to A, now marked PRE and counted. Once every
+    // unmarked frame sent before is through A (quiescence), all that A is
+    // still to receive of the flow is counted
     h.enter('pre-marking');
     await h.route(h.fromPorts, Phase.PRE);
-    await h.quiesce();
+    await h.quiesce([h.from.name]);
 
-    // ---- 3. switch over: to B, marked POST; after Q the PRE count is final
+    // ---- 3. switch over: to B, marked POST; once quiescent the PRE count is final
     h.enter('switching');
     h.switchedOver = true;
     await h.route(h.toPorts, Phase.POST);
-    await h.quiesce();
+    await h.quiesce([h.from.name]);
     h.counts.preSent = (await h.marks()).pre;
 
-    // ---- 4. drain A: its agent has seen every PRE frame (+Q: it counts before its VNF ran)
+    // ---- 4. drain A: its agent has seen every PRE frame (+quiescence: it counts before its VNF ran)
     h.enter('draining', `waiting for ${h.counts.preSent} PRE frames at ${h.from.name}`);
     const drained = await waitFor(async () => {
       const st = await agents.agentStatus(h.from.name, h.id);
@@ -385,7 +387,7 @@ export class HandoverEngine extends EventEmitter {
     }, Math.min(h.remaining(), 5_000 + 10 * h.Q));
     if (drained === undefined)
       throw new HandoverError(`${h.from.name} received ${h.counts.preSeen} of ${h.counts.preSent} PRE frames before the timeout: ${h.counts.preSent - h.counts.preSeen} missing`, 'draining');
-    await h.quiesce();
+    await h.quiesce([h.from.name]);
 
     // ---- 5. move state, now final at A
     await h.moveState(stateTimeoutMs);
@@ -416,6 +418,7 @@ export class HandoverEngine extends EventEmitter {
       drops: h.drops,
       ringLoss: h.ringLoss,
       timings: h.timings,
+      waits: h.waits,
       events: h.events,
       ...(reason === undefined ? {} : { reason }),
       ...(h.stateResult === undefined ? {} : { state: h.stateResult }),
@@ -437,7 +440,7 @@ export class HandoverEngine extends EventEmitter {
       await h.mover.rollback?.(h.ctx).catch(() => undefined);
       if (!h.switchedOver) {
         await h.route(h.fromPorts, Phase.NONE);
-        await h.quiesce();
+        await h.quiesce([h.from.name]);
         await agents.disarm(h.from.name, h.id).catch(() => undefined);
         await agents.disarm(h.to.name, h.id).catch(() => undefined);
       } else {
@@ -468,7 +471,7 @@ export class HandoverEngine extends EventEmitter {
     let last: unknown = err;
     for (let attempt = 1; attempt <= 3 && h.remaining() > h.Q; attempt++) {
       try {
-        await h.quiesce();
+        await h.quiesce([h.to.name]);
         h.enter('releasing', `retry ${attempt}`);
         await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
         await h.cleanUp();
@@ -555,7 +558,7 @@ export class HandoverEngine extends EventEmitter {
     try {
       if (resume === undefined || (await agents.agentStatus(h.from.name, back)) === undefined) await agents.armNew(h.from.name, back, backRing);
       await h.route(h.fromPorts, Phase.POST, back);
-      await h.quiesce();
+      await h.quiesce([h.to.name]);
       // B's ring (or the controller's buffer) is complete now: it goes to A, where the frames pass unmarked
       if (mode === 'controller-buffer') await this.#baseline.flushTo(h, h.fromPorts);
       else {
@@ -567,11 +570,13 @@ export class HandoverEngine extends EventEmitter {
         if (resume === undefined || (await agents.agentStatus(h.to.name, h.id)) !== undefined)
           h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: h.remaining() })).released;
       }
-      // the relayed frames have passed the switches (the routes go only after this) and reached A
-      await h.quiesce();
+      // the relayed frames have passed the switches (the routes go only after this) and reached A.
+      // Timed: they were queued at the switches' ports towards B, where no
+      // barrier reaches (a rollback after switch-over only)
+      await sleep(h.Q);
       if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await agents.release(h.from.name, back, { timeoutMs: h.remaining() });
       await h.route(h.fromPorts, Phase.NONE);
-      await h.quiesce();
+      await h.quiesce([h.from.name]);
       await h.collect(h.to.name);
       await h.collect(h.from.name, back);
     } finally {

@@ -64,6 +64,16 @@ export interface RingLoss {
   replayFailed: [bigint, bigint];
 }
 
+/** How one quiescence wait ended (HandoverRun.quiesce): by the exact event, or after Q (no event in time, or none on this data plane). */
+export interface QuiescenceWait {
+  step: HandoverStep;
+  /** whose agents it waited for (none: the switch barrier alone) */
+  instances: string[];
+  /** mismatch: an agent took in more frames than its port sent (counters of different incarnations) */
+  by: 'event' | 'timeout' | 'unsupported' | 'mismatch';
+  ms?: number;
+}
+
 export class HandoverError extends Error {
   override name = 'HandoverError';
   constructor(
@@ -83,6 +93,8 @@ export class HandoverRun {
   readonly t0 = performance.now();
   readonly events: HandoverEvent[] = [];
   readonly timings: Record<string, number> = {};
+  /** every quiescence wait, in order, and how it ended */
+  readonly waits: QuiescenceWait[] = [];
   readonly counts: RunCounts = { preSent: 0n, preSeen: 0n, postSent: 0n, held: 0n, released: 0n, overflow: 0n, replayFailed: 0n, relayed: 0n, dropped: 0n };
   /** the drops behind counts.dropped, by place and reason */
   drops: DropCount[] = [];
@@ -202,9 +214,74 @@ export class HandoverRun {
     this.emit(step, detail);
   }
 
-  /** The quiescence interval Q: every frame a switch sent before the last action change has reached its agent. */
-  quiesce(): Promise<void> {
-    return sleep(this.Q);
+  /**
+   * Quiescence: every frame the handover's switches sent before now (so
+   * every frame that read an older action) has been through the agents and
+   * VNFs of `instances`. The exact event: a barrier on the switches' hosts
+   * (every run that read an older action has finished and flushed), the
+   * frames each port towards the instances had sent by then, and each
+   * instance's agent having taken in that many on that side (in order: one
+   * FIFO per side), read before a barrier on its host. With no instances it
+   * is the switch barrier alone. Q is the fallback: where the data plane has
+   * no such event, or the frames do not all arrive within Q (lost on the
+   * way: the drop counters report them), the wait ends Q after it began, as
+   * the timed wait did.
+   */
+  async quiesce(instances: readonly string[]): Promise<void> {
+    const start = performance.now();
+    const deadline = start + this.Q;
+    const wait: QuiescenceWait = { step: this.step, instances: [...instances], by: 'event' };
+    this.waits.push(wait);
+    try {
+      wait.by = await this.#quiescenceEvent(instances, deadline);
+    } catch (e) {
+      wait.by = 'timeout';
+      this.emit('warning', `the quiescence event failed (${e instanceof Error ? e.message : String(e)}): waiting Q`);
+    }
+    if (wait.by !== 'event') await sleep(deadline - performance.now());
+    wait.ms = performance.now() - start;
+  }
+
+  async #quiescenceEvent(instances: readonly string[], deadline: number): Promise<QuiescenceWait['by']> {
+    const sc = this.d.switchControl;
+    const ac = this.d.agentControl;
+    if (sc.sentTowardsInstances === undefined || (instances.length > 0 && ac.arrivedFrames === undefined)) return 'unsupported';
+    const target = new Map(instances.map((i) => [i, [0n, 0n] as [bigint, bigint]]));
+    for (const sw of this.switchNames) {
+      const sent = await sc.sentTowardsInstances(sw);
+      if (sent === undefined) return 'unsupported';
+      for (const p of sent) {
+        const t = target.get(p.instance);
+        if (t !== undefined && (p.side === 0 || p.side === 1)) t[p.side] += p.frames;
+      }
+    }
+    const arrivedAt = new Map<string, [bigint, bigint]>();
+    for (const [instance, t] of target) {
+      for (;;) {
+        const arrived = await ac.arrivedFrames!(instance);
+        if (arrived === undefined) return 'unsupported';
+        if (arrived[0] >= t[0] && arrived[1] >= t[1]) {
+          arrivedAt.set(instance, arrived);
+          break;
+        }
+        if (performance.now() >= deadline) return 'timeout';
+        await sleep(0);
+      }
+    }
+    // Every frame an agent took in was counted by its port first, so the port
+    // must count at least as many now. Fewer: the counts are not comparable
+    // (one side reloaded with fresh counters, or frames the switch did not
+    // count): the event proves nothing, Q decides.
+    if (instances.length > 0)
+      for (const sw of this.switchNames)
+        for (const p of (await sc.sentTowardsInstances(sw)) ?? []) {
+          const a = arrivedAt.get(p.instance);
+          if (a !== undefined && (p.side === 0 || p.side === 1) && p.frames < a[p.side]) {
+            this.emit('warning', `${p.instance} took in ${a[p.side]} frames on side ${p.side}, but ${sw}/${p.port} counts only ${p.frames} sent: counters of different incarnations; waiting Q`);
+            return 'mismatch';
+          }
+        }
+    return 'event';
   }
 
   /** Points every moving rule at `ports` with the given mark, one atomic action update per rule. */
@@ -250,7 +327,7 @@ export class HandoverRun {
   async cleanUp(): Promise<void> {
     this.enter('cleaning');
     await this.route(this.toPorts, Phase.NONE);
-    await this.quiesce();
+    await this.quiesce([this.to.name]);
     await this.collect(this.to.name);
     this.counts.postSent = (await this.marks()).post;
     await this.d.agentControl.disarm(this.from.name, this.id);

@@ -22,6 +22,11 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/sysinfo.h>
+#include <sys/ioctl.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <sys/socket.h>
 #include <sys/file.h>
 #include <string>
 #include <thread>
@@ -459,6 +464,49 @@ Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), n);
 }
 
+// Runs the calling thread once on every online CPU, then restores its
+// affinity. A thread running on a CPU in process context proves that no
+// softirq (NAPI poll, and so no XDP program run) begun there before is still
+// running: softirqs run with bottom halves disabled and are not preempted.
+// Returns the CPUs visited; throws if one is online but cannot be entered.
+Napi::Value CpuBarrier(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cpu_set_t saved;
+  if (sched_getaffinity(0, sizeof(saved), &saved)) ThrowErrno(env, "sched_getaffinity", errno);
+  // Briefly real-time (where permitted): a busy CPU then takes the thread at
+  // once instead of after the running task's time slice.
+  int policy = sched_getscheduler(0);
+  struct sched_param saved_param {};
+  sched_getparam(0, &saved_param);
+  struct sched_param rt {};
+  rt.sched_priority = 1;
+  bool raised = policy == SCHED_OTHER && sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
+  int n = get_nprocs_conf();
+  int visited = 0;
+  int err = 0;
+  for (int cpu = 0; cpu < n && cpu < CPU_SETSIZE; cpu++) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof(one), &one)) {
+      if (errno == EINVAL) continue;  // offline (or outside our cpuset: caught below)
+      err = errno;
+      break;
+    }
+    if (sched_getcpu() != cpu) {
+      err = EAGAIN;
+      break;
+    }
+    visited++;
+  }
+  int restore = sched_setaffinity(0, sizeof(saved), &saved) ? errno : 0;
+  if (raised) sched_setscheduler(0, policy, &saved_param);
+  if (err) ThrowErrno(env, "sched_setaffinity(barrier)", err);
+  if (restore) ThrowErrno(env, "sched_setaffinity(restore)", restore);
+  if (visited < get_nprocs()) ThrowErrno(env, "cpu barrier: an online CPU is outside this thread's cpuset", EPERM);
+  return Napi::Number::New(env, visited);
+}
+
 // ---------------------------------------------------------------- fds, pinning
 
 Napi::Value ObjPin(const Napi::CallbackInfo& info) {
@@ -568,6 +616,34 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   unsigned idx = if_nametoindex(name.c_str());
   if (idx == 0) ThrowErrno(info.Env(), "if_nametoindex(" + name + ")", errno);
   return Napi::Number::New(info.Env(), idx);
+}
+
+// SIOCGIFFLAGS and ETHTOOL_GLINK in the thread's network namespace: {up:
+// IFF_UP, running: IFF_RUNNING, carrier: the link (for a veth, its peer
+// up)}. System calls where `ip link` costs a process.
+Napi::Value IfFlags(const Napi::CallbackInfo& info) {
+  std::string name = StringArg(info, 0, "interface name");
+  if (name.size() >= IFNAMSIZ) ThrowErrno(info.Env(), "SIOCGIFFLAGS(" + name + "): name too long", ENAMETOOLONG);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(info.Env(), "socket", errno);
+  struct ifreq ifr {};
+  memcpy(ifr.ifr_name, name.c_str(), name.size() + 1);
+  int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+  int e = errno;
+  bool up = (ifr.ifr_flags & IFF_UP) != 0;
+  bool running = (ifr.ifr_flags & IFF_RUNNING) != 0;
+  // the carrier itself (IFF_RUNNING follows it only once linkwatch ran)
+  struct ethtool_value link {};
+  link.cmd = ETHTOOL_GLINK;
+  ifr.ifr_data = reinterpret_cast<char*>(&link);
+  bool carrier = rc == 0 && ioctl(fd, SIOCETHTOOL, &ifr) == 0 ? link.data != 0 : running;
+  close(fd);
+  if (rc < 0) ThrowErrno(info.Env(), "SIOCGIFFLAGS(" + name + ")", e);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("up", up);
+  o.Set("running", running);
+  o.Set("carrier", carrier);
+  return o;
 }
 
 // ---------------------------------------------------------------- XDP
@@ -1168,6 +1244,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("progInfo", ProgInfo);
   EXPORT("linkInfo", LinkInfo);
   EXPORT("numPossibleCpus", NumPossibleCpus);
+  EXPORT("cpuBarrier", CpuBarrier);
   EXPORT("objPin", ObjPin);
   EXPORT("objGet", ObjGet);
   EXPORT("closeFd", CloseFd);
@@ -1177,6 +1254,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("netnsEnter", NetnsEnter);
   EXPORT("netnsRestore", NetnsRestore);
   EXPORT("ifNameToIndex", IfNameToIndex);
+  EXPORT("ifFlags", IfFlags);
   EXPORT("xdpLinkCreate", XdpLinkCreate);
   EXPORT("rawTracepointOpen", RawTracepointOpen);
   EXPORT("linkUpdate", LinkUpdate);

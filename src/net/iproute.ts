@@ -105,6 +105,14 @@ export function linkMac(name: string, netns?: string): string {
 }
 
 /** ethtool -K on an interface, e.g. { tx: 'off', gro: 'on' }. */
+/** The rx queues an interface has (`ip -d link`: num_rx_queues). */
+export function rxQueueCount(name: string, netns?: string): number {
+  const out = ip(['-j', '-d', 'link', 'show', 'dev', name], netns);
+  const n = (JSON.parse(out) as { num_rx_queues?: number }[])[0]?.num_rx_queues;
+  if (n === undefined) throw new Error(`ip -d link show dev ${name}: no num_rx_queues in its output`);
+  return n;
+}
+
 export function ethtoolFeatures(ifname: string, features: Readonly<Record<string, 'on' | 'off'>>, netns?: string): void {
   const args = ['-K', ifname, ...Object.entries(features).flat()];
   if (netns === undefined) run('ethtool', args);

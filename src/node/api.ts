@@ -60,6 +60,8 @@ const METHOD_NAMES = {
   ExportState: 1,
   ImportState: 1,
   DeleteState: 1,
+  SentTowardsInstances: 1,
+  ArrivedFrames: 1,
 } as const;
 
 /** The grpc-js service definition of sharp.node.v1.Node. */

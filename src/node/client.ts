@@ -25,6 +25,7 @@ import {
   type HandoverMarkCounters,
   type InterfaceDrops,
   type PortCounters,
+  type SentTowards,
   type ReleaseResult,
   type Rule,
   type RuleAction,
@@ -253,6 +254,30 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return ((r['ifaces'] as Wire[]) ?? []).map((d) => ({ iface: String(d['iface'] ?? ''), side: Number(d['side'] ?? 0), xmitFailed: BigInt(String(d['xmit_failed'] ?? '0')), redirectFailed: BigInt(String(d['redirect_failed'] ?? '0')) }));
   }
 
+  /** undefined: the node has no barrier, or predates the call (UNIMPLEMENTED): the engine waits Q */
+  async sentTowardsInstances(sw: string): Promise<SentTowards[] | undefined> {
+    const r = await this.#optionalCall('SentTowardsInstances', { switch: sw });
+    if (r === undefined || r['exact'] !== true) return undefined;
+    return ((r['ports'] as Wire[]) ?? []).map((p) => ({ port: String(p['port'] ?? ''), instance: String(p['instance'] ?? ''), side: Number(p['side'] ?? 0), frames: BigInt(String(p['frames'] ?? '0')) }));
+  }
+
+  async arrivedFrames(instance: string): Promise<[bigint, bigint] | undefined> {
+    const r = await this.#optionalCall('ArrivedFrames', { instance });
+    const n = (r?.['arrived'] as unknown[] | undefined) ?? [];
+    if (r === undefined || r['exact'] !== true || n.length !== 2) return undefined;
+    return [BigInt(String(n[0])), BigInt(String(n[1]))];
+  }
+
+  /** A call an older node may not know: undefined then. */
+  async #optionalCall(method: NodeMethod, req: Wire): Promise<Wire | undefined> {
+    try {
+      return await this.#call(method, req);
+    } catch (e) {
+      if (e instanceof NodeCallError && e.code === grpc.status.UNIMPLEMENTED) return undefined;
+      throw e;
+    }
+  }
+
   async disarm(instance: string, handoverId: number): Promise<void> {
     await this.#call('Disarm', { instance, handover_id: handoverId });
   }
@@ -321,6 +346,7 @@ export class NodeDeployment implements Deployment {
       resetHandoverCounters: (sw, hid) => bySwitch(sw).resetHandoverCounters(sw, hid),
       setRelay: (sw, hid, port) => bySwitch(sw).setRelay(sw, hid, port),
       clearRelay: (sw, hid) => bySwitch(sw).clearRelay(sw, hid),
+      sentTowardsInstances: (sw) => bySwitch(sw).sentTowardsInstances(sw),
     };
     this.agentControl = {
       agentInstances: () => nodes.flatMap((c) => c.agentInstances()),
@@ -331,6 +357,7 @@ export class NodeDeployment implements Deployment {
       release: (i, hid, o) => byInstance(i).release(i, hid, o),
       disarm: (i, hid) => byInstance(i).disarm(i, hid),
       interfaceDrops: (i) => byInstance(i).interfaceDrops(i),
+      arrivedFrames: (i) => byInstance(i).arrivedFrames(i),
     };
     this.vnfState = {
       exportState: (i, sel) => byInstance(i).exportState(i, sel),

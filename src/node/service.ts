@@ -182,6 +182,16 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const drops = a.interfaceDrops === undefined ? [] : await a.interfaceDrops(i.name);
       return { ifaces: drops.map((d) => ({ iface: d.iface, side: d.side, xmit_failed: d.xmitFailed.toString(), redirect_failed: d.redirectFailed.toString() })) };
     },
+    SentTowardsInstances: async (w) => {
+      const s = sw();
+      const sent = s.sentTowardsInstances === undefined ? undefined : await s.sentTowardsInstances(switchNamed(w['switch']));
+      return { exact: sent !== undefined, ports: (sent ?? []).map((p) => ({ port: p.port, instance: p.instance, side: p.side, frames: p.frames.toString() })) };
+    },
+    ArrivedFrames: async (w) => {
+      const a = agents();
+      const n = a.arrivedFrames === undefined ? undefined : await a.arrivedFrames(instance(w).name);
+      return { exact: n !== undefined, arrived: (n ?? []).map(String) };
+    },
     Disarm: async (w) => {
       await agents().disarm(instance(w).name, hid(w));
       return {};

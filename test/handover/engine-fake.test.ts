@@ -308,3 +308,100 @@ t.test("concurrent handovers: each request's onEvent sees its own handover's eve
   t.ok(seenA.length > 5 && seenA.every((id) => id === ra.id), `the first request saw ${seenA.length} events, all of handover ${ra.id}`);
   t.ok(seenB.length > 5 && seenB.every((id) => id === rb.id), `the second request saw ${seenB.length} events, all of handover ${rb.id}`);
 });
+
+t.test('quiescence: each wait ends when every frame the switches sent has been through the agent, not after Q', async (t) => {
+  const { d, rules } = await setup();
+  // a Q no test would wait out: a wait that fell back to it would hang the test
+  d.setQuiescenceMs(600_000);
+  d.inFlight = true;
+  d.tick();
+  // the wire delivers only on the agents' second count read of each wait: the engine must look again
+  let reads = 0;
+  d.onCall = (c) => {
+    if (c === 'arrivedFrames' && ++reads % 2 === 0) d.deliverWire();
+  };
+  let onWireAtMove = -1;
+  const mover: StateMover = {
+    name: 'checking',
+    move: async (ctx, signal) => {
+      onWireAtMove = d.onWire('vnf1');
+      return new VnfMapStateMover().move(ctx, signal);
+    },
+  };
+  const engine = new HandoverEngine(d, { mover });
+  // (the hold-capacity check counts on Q windows: this Q would fail it)
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100, capacityPolicy: 'warn' });
+  d.onCall = undefined;
+  d.deliverWire();
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.same(
+    r.waits.map((w) => [w.step, w.instances, w.by]),
+    [
+      ['pre-marking', ['vnf1'], 'event'],
+      ['switching', ['vnf1'], 'event'],
+      ['draining', ['vnf1'], 'event'],
+      ['cleaning', ['vnf2'], 'event'],
+    ],
+    'four waits, each ended by the event: A after pre-marking, switch-over and the drain, B in clean-up',
+  );
+  t.equal(onWireAtMove, 0, 'when the state moved, no frame sent to A was still on its way');
+  t.ok(reads > r.waits.length, `the engine read the arrivals again while frames were on the wire (${reads} reads)`);
+  assertAt(t, d, rules, 'vnf2');
+  assertIntact(t, d, 'vnf1 → vnf2 with frames in flight');
+});
+
+t.test('quiescence without the event (a data plane like BMv2): every wait is Q', async (t) => {
+  const { d, rules } = await setup();
+  d.exactQuiescence = false;
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  d.stop();
+  d.tick();
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.same(new Set(r.waits.map((w) => w.by)), new Set(['unsupported']), 'no wait claims the event');
+  t.equal(r.waits.length, 4);
+  assertIntact(t, d, 'vnf1 → vnf2, timed waits');
+});
+
+t.test('quiescence with a frame lost on the wire to A: the waits for A end after Q, the wait for B by the event', async (t) => {
+  const { d, rules } = await setup();
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  // an unmarked frame dies between s1 and A before the handover (a lost PRE frame would fail the drain instead)
+  d.loseOnWire = 1;
+  d.tick();
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.same(
+    r.waits.map((w) => [w.instances[0], w.by]),
+    [
+      ['vnf1', 'timeout'],
+      ['vnf1', 'timeout'],
+      ['vnf1', 'timeout'],
+      ['vnf2', 'event'],
+    ],
+    'A never takes in as many frames as s1 sent it: its waits fall back to Q; B is counted exactly',
+  );
+  t.equal(d.report().lost, 1, 'the sink misses exactly the frame lost on the wire');
+});
+
+t.test('quiescence with counters of different incarnations (a switch reloaded under running agents): the event is not trusted, Q decides', async (t) => {
+  const { d, rules } = await setup();
+  for (let i = 0; i < 5; i++) d.tick();
+  d.resetPortCounters();
+  const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  t.same(
+    r.waits.map((w) => [w.instances[0], w.by]),
+    [
+      ['vnf1', 'mismatch'],
+      ['vnf1', 'mismatch'],
+      ['vnf1', 'mismatch'],
+      ['vnf2', 'event'],
+    ],
+    'A has taken in more than s1 now counts as sent: its waits fall back to Q; B, counted from the same start, by the event',
+  );
+  t.ok(r.events.some((e) => e.step === 'warning' && /counters of different incarnations/.test(e.detail ?? '')), 'the handover says why');
+  assertIntact(t, d, 'vnf1 → vnf2 after a switch reload');
+});

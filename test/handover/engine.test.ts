@@ -26,6 +26,24 @@ t.test('exact-flow handovers back and forth with state delays of 0, 100 ms and 1
   }
 });
 
+t.test('quiescence in the kernel: every wait ends by the exact event (switch barrier, port tx = agent arrivals, agent barrier), with traffic or without', async (t) => {
+  const l = await testLab(t, { ringCapacity: 8192 });
+  const rules = await exactRules(l, { src: l.lab.client.ip, dst: l.lab.server.ip, sport: 20000, dport: 9000, proto: UDP });
+  // (a state move of 20 ms: long enough for B to hold frames, which assertClean checks)
+  const run = await runHandovers(l, { flows: 1, pps: 2000, rules, count: 4, mover: new DelayedStateMover(new VnfMapStateMover(), 20) });
+  await assertClean(t, run, l);
+  for (const h of run.results)
+    t.same(
+      h.waits.map((w) => `${w.step} ${w.instances.join(',')}: ${w.by}`),
+      [`pre-marking ${h.from}: event`, `switching ${h.from}: event`, `draining ${h.from}: event`, `cleaning ${h.to}: event`],
+      `handover ${h.id} under traffic: no wait fell back to Q`,
+    );
+  // idle: nothing on the wire, the counts agree at once
+  const idle = await new HandoverEngine(l.dp, { mover: new VnfMapStateMover() }).handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 0 });
+  t.equal(idle.outcome, 'completed', idle.reason ?? '');
+  t.same(new Set(idle.waits.map((w) => w.by)), new Set(['event']), 'an idle flow: every wait ended by the event too');
+});
+
 t.test('a wildcard rule carrying 128 concurrent flows moves as one', async (t) => {
   const l = await testLab(t);
   const rules = wildcardRules(l);

@@ -6,7 +6,10 @@
  * by its relay routes), a counter VNF whose
  * per-flow state is what the state mover moves, and a sink that checks
  * order and stamps. Frames are delivered synchronously, so Q holds
- * trivially; what this checks is the engine's sequence, not timing.
+ * trivially; what this checks is the engine's sequence, not timing. With
+ * `inFlight` set, frames sent out of a switch port wait on the wire (in
+ * order) until the next tick: the quiescence event (port tx against agent
+ * arrivals, side 0 from s1, side 1 from s2) then has something to wait for.
  */
 import {
   AgentUnavailableError,
@@ -26,6 +29,7 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type SentTowards,
   type SwitchControl,
   type VnfStateStore,
 } from '../../src/dataplane/types.js';
@@ -86,6 +90,17 @@ export class FakeDeployment implements Deployment {
   readonly #relays = new Map<string, string>();
   /** relayed frames a switch dropped as forged (no route for their handover) */
   relayDropped = 0;
+  /** frames wait on the wire from their switch port to their agent until the next tick() */
+  inFlight = false;
+  /** frames to lose on the wire (counted as the port's tx, never arriving) */
+  loseOnWire = 0;
+  /** whether the data plane offers the quiescence event (false: like BMv2, the engine waits Q) */
+  exactQuiescence = true;
+  readonly #wire: { instance: string; side: 0 | 1; frame: Frame }[] = [];
+  /** port -> frames sent out of it */
+  readonly #tx = new Map<string, bigint>();
+  /** instance -> frames its agent took in, per side */
+  readonly #arrived = new Map<string, [bigint, bigint]>();
   readonly #instances: AgentInstanceInfo[];
   #timer: NodeJS.Timeout | undefined;
   /** called once per call name: lets a test act at a given step (e.g. "kill" the controller) */
@@ -131,9 +146,50 @@ export class FakeDeployment implements Deployment {
 
   // ---------------------------------------------------------------- traffic
 
-  /** One frame of every rule's flow through the switches. */
+  /** The frames on the wire reach their agents; then one frame of every rule's flow through the switches. */
   tick(): void {
+    this.deliverWire();
     for (const r of this.#rules.values()) this.send(r.id);
+  }
+
+  /** Frames on the wire (inFlight), in order, to their agents. */
+  deliverWire(): void {
+    for (const w of this.#wire.splice(0)) this.#arrive(w.instance, w.side, w.frame);
+  }
+
+  /** The switches' port counters start again from 0 (a switch reloaded, its agents not). */
+  resetPortCounters(): void {
+    this.#tx.clear();
+  }
+
+  /** Sets the switches' Q (1 ms unless set). */
+  setQuiescenceMs(ms: number): void {
+    (this.#switchControl as { quiescenceMs: number }).quiescenceMs = ms;
+  }
+
+  /** Frames sent out of a switch port but not yet at their agent. */
+  onWire(instance?: string): number {
+    return this.#wire.filter((w) => instance === undefined || w.instance === instance).length;
+  }
+
+  /** Out of switch `sw`'s port `port`, towards its instance: counted as tx, then on the wire or straight in. */
+  #transmit(sw: string, port: string, f: Frame): void {
+    this.#tx.set(port, (this.#tx.get(port) ?? 0n) + 1n);
+    if (this.loseOnWire > 0) {
+      this.loseOnWire--;
+      return;
+    }
+    const instance = this.#instanceOf(port);
+    const side = sw === 's1' ? 0 : 1;
+    if (this.inFlight) this.#wire.push({ instance, side, frame: f });
+    else this.#arrive(instance, side, f);
+  }
+
+  #arrive(instance: string, side: 0 | 1, f: Frame): void {
+    const a = this.#arrived.get(instance) ?? [0n, 0n];
+    a[side]++;
+    this.#arrived.set(instance, a);
+    this.#agentRx(instance, f);
   }
 
   /** Frames every `ms` until stop(). */
@@ -161,7 +217,7 @@ export class FakeDeployment implements Deployment {
       else m.post++;
       this.#marks.set(k, m);
     }
-    this.#agentRx(this.#instanceOf(a.outPort), { rule: ruleId, seq, flow, phase: a.phase, hid: a.handoverId });
+    this.#transmit(r.switch, a.outPort, { rule: ruleId, seq, flow, phase: a.phase, hid: a.handoverId });
   }
 
   #instanceOf(port: string): string {
@@ -277,6 +333,11 @@ export class FakeDeployment implements Deployment {
       await this.#call('clearRelay', sw);
       this.#relays.delete(`${sw}/${hid}`);
     },
+    sentTowardsInstances: async (sw): Promise<SentTowards[] | undefined> => {
+      await this.#call('sentTowardsInstances', sw);
+      if (!this.exactQuiescence) return undefined;
+      return this.#instances.map((i) => ({ port: `${sw}-${i.name}`, instance: i.name, side: sw === 's1' ? 0 : 1, frames: this.#tx.get(`${sw}-${i.name}`) ?? 0n }));
+    },
   };
 
   /** Relay routes in place (for leak checks): "switch/hid" -> out port. */
@@ -296,7 +357,7 @@ export class FakeDeployment implements Deployment {
       this.relayDropped++;
       return;
     }
-    this.#agentRx(this.#instanceOf(out), { ...f, phase: Phase.NONE, hid: 0 });
+    this.#transmit(sw, out, { ...f, phase: Phase.NONE, hid: 0 });
   }
 
   #ho(instance: string, hid: number): AgentHo {
@@ -356,6 +417,12 @@ export class FakeDeployment implements Deployment {
       }
       h.holding = false;
       return { released: BigInt(n), rounds: n > 0 ? 1 : 0 };
+    },
+    arrivedFrames: async (i): Promise<[bigint, bigint] | undefined> => {
+      await this.#call('arrivedFrames', i);
+      if (!this.exactQuiescence) return undefined;
+      const a = this.#arrived.get(i) ?? [0n, 0n];
+      return [a[0], a[1]];
     },
     disarm: async (i, hid) => {
       await this.#call('disarm', i);

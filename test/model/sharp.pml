@@ -18,11 +18,17 @@
  * the reconciliation after a restart) and Checker (the end state).
  *
  * Links are FIFO channels; frames are in flight on them (and inside the
- * switch) while the engine changes the rule. Every timed wait of the engine,
- * "sleep(Q)", is modelled as the explicit assumption it stands for, written
- * next to it as "ASSUMPTION Q...": the engine waits until the condition holds
- * (a guard on the frames in flight), which is what Q >> one pass of a frame
- * through switch, link and agent buys in the real system.
+ * switch) while the engine changes the rule. The engine's quiescence waits
+ * (HandoverRun.quiesce) end by an exact event, QEVENT: the switch barrier (no
+ * run that read an older action is still inside the switch), the frames the
+ * switch had sent to the instance by then, the instance's agent having taken
+ * in as many, and the agent barrier (each of those has finished its agent run
+ * and VNF). Where the event does not come within Q, or the data plane has
+ * none, the wait is timed: modelled as the explicit assumption it stands for,
+ * written next to it as "ASSUMPTION Q...": the engine waits until the
+ * condition holds (a guard on the frames in flight), which is what Q >> one
+ * pass of a frame through switch, link and agent buys in the real system.
+ * QUIESCE(X, cond) lets spin take either way at every wait.
  *
  * Properties (assertions; spin also reports any invalid end state, i.e. a
  * process stuck before its end):
@@ -43,13 +49,20 @@
  * MAX_FAILS errors (a step throws: the engine rolls back), MAX_RESTARTS
  * controller restarts (volatile state lost, reconcile from the data plane).
  *
- * Mutations (each removes one guard; the model must then report an error):
+ * Mutations (each removes one guard; the model must then report an error;
+ * the engine's waits are guards of the timed model, TIMED_ONLY: with the
+ * event any one of them leaves A final):
  *   BUG_PASS_BEFORE_FLUSH  agent: a new frame passes once the ring is empty,
  *                          without waiting until the replayed frames flushed
  *   BUG_NO_DRAIN_WAIT      engine: moves state without waiting for the PRE count
  *   BUG_NO_VNF_WAIT        engine: no Q after the PRE count (A's VNF may still run)
  *   BUG_NO_SWITCH_WAIT     engine: reads pre_sent right after the switch-over
  *   BUG_NO_PREMARK_WAIT    engine: switches over right after pre-marking
+ *   BUG_NO_SWITCH_BARRIER  the event without its switch barrier (counts read
+ *                          while a frame that read the old action is inside)
+ *   BUG_NO_AGENT_BARRIER   the event without its agent barrier (A's VNF may
+ *                          still be processing a frame its agent took in)
+ *   TIMED_ONLY             every wait timed (a data plane without the event)
  *   SINK_ONLY              keep only P1 and P4 (shows what the sink alone sees)
  *
  * Late failure points (the engine survives them; enabled on their own runs):
@@ -132,6 +145,15 @@ bool valid[2];
 /* ghosts: frames in flight (inside the switch or on a link), by link and phase */
 byte infl[6];				/* infl[port*3 + phase] */
 bool swPreInside;			/* the switch holds a frame that read a PRE action, not yet counted and sent */
+bool swInside;				/* the switch holds a frame (it read an action), not yet sent */
+bool swStale;				/* ... and it read the action before the last write (the switch barrier waits for it) */
+/* The quiescence event's counts, relative: at the event's snapshot (after
+ * the switch barrier) the frames sent to X so far are those on link[X] and
+ * inside X's agent; the agent takes them in first (FIFO). pendArr[X]: of
+ * those, not yet taken in (port tx - arrivals); pendFin[X]: not yet through
+ * the agent and VNF (what the agent barrier waits for). */
+byte pendArr[2];
+byte pendFin[2];
 byte relayInfl;				/* relayed frames in flight to A */
 byte sentToA;				/* frames the switch routed to A */
 byte procA;				/* frames A's VNF processed */
@@ -166,7 +188,7 @@ inline vnf(me, s) {
 }
 
 inline setAct(p, ph, h) {
-	atomic { actPort = p; actPhase = ph; actHid = h }
+	atomic { actPort = p; actPhase = ph; actHid = h; swStale = swInside }
 }
 
 /* agent.armNew: hold frames of hid h in a fresh ring (a no-op if armed) */
@@ -230,6 +252,42 @@ inline armNew(me, h) {
 	:: restarts < MAX_RESTARTS -> restarts++; printf("controller restart in step %e\n", step); goto reconcile \
 	fi
 
+/* The exact quiescence event for instance X (HandoverRun.quiesce: the switch
+ * barrier, then its port's tx; the agent's arrivals, then its barrier). Each
+ * part is a wait the engine may die in. */
+#ifdef BUG_NO_SWITCH_BARRIER
+#define SWITCH_BARRIER skip
+#else
+#define SWITCH_BARRIER QWAIT(!swStale)
+#endif
+#ifdef BUG_NO_AGENT_BARRIER
+#define AGENT_BARRIER(X) skip
+#else
+#define AGENT_BARRIER(X) QWAIT(pendFin[X] == 0)
+#endif
+#define QEVENT(X) \
+	SWITCH_BARRIER; \
+	atomic { pendArr[X] = len(link[X]); pendFin[X] = len(link[X]) + (busy[X] != 0) }; \
+	QWAIT(pendArr[X] == 0); \
+	AGENT_BARRIER(X); \
+	atomic { pendArr[X] = 0; pendFin[X] = 0 }
+
+/* A quiescence wait. The model checks the event alone (and that it implies
+ * the assumption the timed wait stands for: then a run mixing event-ended
+ * and timed waits, as a frame lost on the way makes one, is a run of the
+ * timed model); TIMED_ONLY checks the protocol with every wait timed. */
+#ifdef TIMED_ONLY
+#define QUIESCE(X, cond) QWAIT(cond)
+#else
+#define QUIESCE(X, cond) \
+	QEVENT(X); \
+	if \
+	:: !(cond) -> printf("QUIESCE: the event ended the wait for %c before its assumption held\n", 'A' + X) \
+	:: else -> skip \
+	fi; \
+	assert(cond)
+#endif
+
 /* Witnesses (-DWITNESS=n): scenario n becomes an assertion failure, so spin
  * proves the scenario reachable - the model is not vacuously correct.
  *   1 B holds a frame                2 a new frame passes B after the release
@@ -237,7 +295,8 @@ inline armNew(me, h) {
  *   5 A replays its BACK ring        6 a PRE frame is inside the switch while
  *                                      the rule changes to POST (the race Q2 closes)
  *   7 the reconciler resumes a release with frames still in B's ring
- *   8 the drain has PRE frames to wait for
+ *   8 the drain has PRE frames to wait for (TIMED_ONLY: after the quiescence
+ *     event A has taken in every PRE frame already)
  *   9 a frame reaches B between the replay's last pop and the recorded flush */
 #ifdef WITNESS
 #define W(n) if :: WITNESS == n -> printf("witness %d\n", n); assert(false) :: else -> skip fi
@@ -335,6 +394,7 @@ end_switch:
 		p = actPort; ph = actPhase; h = actHid;
 		infl[p * 3 + ph]++;
 		swPreInside = (ph == PRE);
+		swInside = true;
 		if
 		:: p == A -> sentToA++
 		:: else -> skip
@@ -348,6 +408,8 @@ end_switch:
 		link[p]!s, ph, h;
 		printf("switch: frame %d to %c, phase %d, hid %d\n", s, 'A' + p, ph, h);
 		swPreInside = false;
+		swInside = false;
+		swStale = false;
 		p = 0; ph = 0; h = 0
 	   }
 	od
@@ -365,6 +427,10 @@ end_agent:
 	:: atomic {
 		(busy[me] == 0 && nempty(link[me])) ->
 		link[me]?s, ph, h;
+		if
+		:: pendArr[me] > 0 -> pendArr[me]--
+		:: else -> skip
+		fi;
 		if
 		:: h == RELAYED -> relayInfl--
 		:: else -> infl[me * 3 + ph]--
@@ -412,12 +478,20 @@ end_agent:
 		fi;
 		if
 		:: busy[me] == s -> printf("agent %c: frame %d passes\n", 'A' + me, s)
-		:: else -> skip
+		:: else ->				/* held or dropped: its run ends here */
+			if
+			:: pendFin[me] > 0 -> pendFin[me]--
+			:: else -> skip
+			fi
 		fi;
 		s = 0; ph = 0; h = 0; r = 0
 	   }
 	:: atomic { busy[me] != 0 -> vnf(me, busy[me]); out!busy[me];
-		printf("VNF %c: frame %d processed and sent\n", 'A' + me, busy[me]); busy[me] = 0 }
+		printf("VNF %c: frame %d processed and sent\n", 'A' + me, busy[me]); busy[me] = 0;
+		if
+		:: pendFin[me] > 0 -> pendFin[me]--
+		:: else -> skip
+		fi }
 	od
 }
 
@@ -474,7 +548,7 @@ premark_wait:
 	 * switch sent to A before the PRE mark - including one it was processing
 	 * during the rule write - has reached A's agent. (Needed when no PRE frame
 	 * is sent at all: then the PRE count covers nothing.) */
-	QWAIT(infl[A * 3 + NONE] == 0);
+	QUIESCE(A, infl[A * 3 + NONE] == 0);
 #endif
 
 	/* ---- 3. switch over: to B, marked POST. switchedOver is set before the
@@ -501,7 +575,7 @@ switch_wait:					/* (the reconciler resumes here, switched = true) */
 #ifndef BUG_NO_SWITCH_WAIT
 	/* ASSUMPTION Q2 (sleep(Q) after the switch-over): every frame that read
 	 * the PRE action has been counted and sent: pre_sent is final. */
-	QWAIT(!swPreInside);
+	QUIESCE(A, !swPreInside);
 #endif
 	OP; preSent = swPre;				/* sumMarks(id).pre */
 
@@ -521,7 +595,7 @@ switch_wait:					/* (the reconciler resumes here, switched = true) */
 #ifndef BUG_NO_VNF_WAIT
 	/* ASSUMPTION Q3 (sleep(Q) after the count): A's VNF has finished every
 	 * frame A's agent counted (the agent counts before its VNF runs). */
-	QWAIT(busy[A] == 0);
+	QUIESCE(A, busy[A] == 0);
 #endif
 
 	/* ---- 5. move state, now final at A */
@@ -547,7 +621,7 @@ releasing_resume:
 	LATE_OP; setAct(B, NONE, NOHID);
 cleaning_wait:
 	/* ASSUMPTION Q4 (sleep(Q) after unmarking): every POST frame has reached B. */
-	QWAIT(infl[B * 3 + POST] == 0);
+	QUIESCE(B, infl[B * 3 + POST] == 0);
 	LATE_OP; role[A * 3 + BACK] = NO;		/* (armed only if a reconciler found a half-begun rollback) */
 	LATE_OP; role[A * 3 + H] = NO;			/* disarm(from) */
 	LATE_OP; role[B * 3 + H] = NO;			/* disarm(to) */
@@ -566,7 +640,7 @@ rollback:
 		CRASH; setAct(A, NONE, NOHID);
 rollback_before_wait:
 		/* ASSUMPTION Q5 (sleep(Q)): every marked frame has reached A. */
-		QWAIT(infl[A * 3 + PRE] == 0 && infl[A * 3 + POST] == 0);
+		QUIESCE(A, infl[A * 3 + PRE] == 0 && infl[A * 3 + POST] == 0);
 		CRASH; role[A * 3 + BACK] = NO;		/* (armed only after a half-done rollback after switch-over) */
 		CRASH; role[A * 3 + H] = NO;
 		CRASH; role[B * 3 + H] = NO
@@ -579,17 +653,18 @@ rollback_after:
 		CRASH; setAct(A, POST, BACK);
 		/* ASSUMPTION Q6 (sleep(Q) after the switch-back): every frame sent to
 		 * B has reached B's agent (held there, or through B's VNF). */
-		QWAIT(infl[B * 3 + POST] == 0 && busy[B] == 0);
+		QUIESCE(B, infl[B * 3 + POST] == 0 && busy[B] == 0);
 		CRASH;
 		release(B, true);
 		/* ASSUMPTION Q7 (sleep(Q) after the relay): every relayed frame has
-		 * reached A's agent and passed A's VNF. */
+		 * reached A's agent and passed A's VNF. Always timed: the relayed
+		 * frames wait at the switch's port towards B, where no barrier reaches. */
 		QWAIT(relayInfl == 0 && busy[A] == 0);
 		CRASH;
 		release(A, false);
 		CRASH; setAct(A, NONE, NOHID);
 		/* ASSUMPTION Q8 (sleep(Q)): every POST(BACK) frame has reached A. */
-		QWAIT(infl[A * 3 + POST] == 0);
+		QUIESCE(A, infl[A * 3 + POST] == 0);
 		CRASH; role[A * 3 + BACK] = NO;
 		CRASH; role[A * 3 + H] = NO;
 		CRASH; role[B * 3 + H] = NO

@@ -114,6 +114,7 @@ t.test('four node processes: handovers back and forth under traffic both ways, n
     t.equal(r.outcome, 'completed', `handover ${r.id} ${r.from}→${r.to}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}`);
     t.equal(r.counts.held, r.counts.released, `handover ${r.id}: held ${r.counts.held} = released ${r.counts.released}`);
     t.equal(r.state?.records, 8, `handover ${r.id}: the state of 4 flows each way moved between the VNF nodes`);
+    t.same(new Set(r.waits.map((w) => w.by)), new Set(['event']), `handover ${r.id}: every quiescence wait ended by the event, across the node API`);
   }
   t.ok(results.some((r) => r.counts.held > 0n), 'frames were really held at the new instance');
   assertIntact(t, reports, '6 handovers across 4 nodes');

@@ -16,6 +16,7 @@ import {
   MapUpdate,
   RingBufferReader,
   BpfError,
+  cpuBarrier,
 } from '../../bpf/index.js';
 import {
   sharpPortInfoCodec,
@@ -49,6 +50,7 @@ import {
   type DataPlane,
   type HandoverMarkCounters,
   type PortCounters,
+  type SentTowards,
   type ControllerChannel,
   type DivertedFrame,
   type Rule,
@@ -436,6 +438,16 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
   async handoverCounters(swName: string, hid: number): Promise<HandoverMarkCounters> {
     const per = this.#switch(swName).coll.map('ho_stats').typed(u32, sharpHoStatsCodec).getPerCpu(hid) ?? [];
     return { pre: sum(per.map((p) => p.pre_packets)), post: sum(per.map((p) => p.post_packets)) };
+  }
+
+  async sentTowardsInstances(swName: string): Promise<SentTowards[]> {
+    const sw = this.#switch(swName);
+    // every run that read an older action has finished and flushed its frames
+    cpuBarrier();
+    const stats = sw.coll.map('port_stats').typed(u32, sharpPortStatsCodec);
+    return sw.spec.ports.flatMap((p) =>
+      p.role === 'vnf' && p.instance !== undefined ? [{ port: p.name, instance: p.instance, side: p.instanceSide ?? 0, frames: sum((stats.getPerCpu(sw.slots.get(p.name)!) ?? []).map((x) => x.tx_packets)) }] : [],
+    );
   }
 
   async resetHandoverCounters(swName: string, hid: number): Promise<void> {
