@@ -358,6 +358,8 @@ export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: strin
   try {
     const nodeNamespaces = [...lab.topology.switches, ...lab.topology.instances].map((x) => x.netns!);
     management = createManagementNetwork(prefix, nodeNamespaces);
+    // the lab's namespaces: lab status calls the lab degraded when one is missing
+    lab.namespaces.push(management.netns);
     const certsDir = path.join(o.dir, 'certs');
     nodes = labNodeConfigs(lab, { dir: o.dir, nodePrefix, management: { addresses: management.addresses, certsDir, controller }, ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) });
     const tls = await labCertificates(certsDir, nodes.map((n) => ({ name: n.config.name, address: management!.addresses.get(n.netns)! })), controller);

@@ -13,7 +13,7 @@
  * `destroyLab(prefix)` and `lab down` (after a crash too) need nothing more.
  */
 import { closeSync, openSync, writeFileSync } from 'node:fs';
-import { createNetns, deleteLink, deleteNetns, ip, linkExists } from '../net/iproute.js';
+import { createNetns, deleteLink, deleteNetns, inNetns, ip, linkExists } from '../net/iproute.js';
 import { ipv4Number, ipv4String } from '../net/frame.js';
 import { bpfNative } from '../bpf/native.js';
 
@@ -117,6 +117,8 @@ export function createManagementNetwork(prefix: string, nodeNamespaces: readonly
   deleteNetns(netns);
   createNetns(netns);
   try {
+    // only the node API's traffic on the management network: no IPv6 autoconfiguration
+    inNetns(netns, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     ip(['link', 'add', 'br0', 'type', 'bridge'], netns);
     ip(['link', 'set', 'br0', 'up'], netns);
     const base = ipv4Number(MGMT_RANGE.base);

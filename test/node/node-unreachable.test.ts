@@ -79,6 +79,8 @@ async function world(t: Test): Promise<World> {
   return { nl, target, targetClient, rule, engine, forward, reverse, accounting, history: [] };
 }
 
+const dataPlane = (w: World): NodeLab['dp'] => w.nl.dp;
+
 type Fault = { name: string; cut(w: World): void; restore(w: World): void };
 
 const linkDown: Fault = {
@@ -166,7 +168,7 @@ for (const fault of [linkDown, stopped]) {
     t.equal(restoredAt, 'rolling-back', 'the call deadline fired and the rollback began while the node was cut off');
     t.equal(r.outcome, 'aborted', `rolled back: ${r.reason}`);
     assertNamesCause(t, w, r);
-    t.same(nl(w).rules().find((x) => x.id === w.rule)?.action, { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 }, 'the rule sends to vnf1 again, unmarked');
+    t.same(dataPlane(w).rules().find((x) => x.id === w.rule)?.action, { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 }, 'the rule sends to vnf1 again, unmarked');
     t.ok(during.reverse > 0, `server→client (not moved) kept flowing while the node was cut off: ${during.reverse} probes delivered`);
     t.comment(`client→server (held at vnf2 from the switch-over, then relayed back to vnf1): ${during.forward} delivered while cut off; handover took ${r.durationMs.toFixed(0)} ms, ${r.counts.relayed} frames relayed back`);
     await nextHandoverSucceeds(t, w);
@@ -183,7 +185,7 @@ t.test("vnf2's node cut off for the rest of the handover: it ends failed (not we
   assertNamesCause(t, w, r);
   // not asserted (no timed assertions): the timeout, plus a deadline for each clean-up call the engine still makes to the cut-off node
   t.comment(`handover took ${r.durationMs.toFixed(0)} ms with a node cut off (handover timeout 30000 ms)`);
-  t.same(nl(w).rules().find((x) => x.id === w.rule)?.action, { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 }, 'the rule sends to vnf1, unmarked');
+  t.same(dataPlane(w).rules().find((x) => x.id === w.rule)?.action, { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 }, 'the rule sends to vnf1, unmarked');
   t.ok(during.reverse > 0, `server→client kept flowing while the node was cut off: ${during.reverse} probes delivered`);
   await nextHandoverSucceeds(t, w);
   const reports = await finish(w);
@@ -197,4 +199,3 @@ t.test("vnf2's node cut off for the rest of the handover: it ends failed (not we
   }
 });
 
-const nl = (w: World): NodeLab['dp'] => w.nl.dp;
