@@ -98,6 +98,9 @@ export interface NodeProcess {
   stderr: string[];
 }
 
+/** how long one node process may take to get ready */
+const START_TIMEOUT_MS = 20_000;
+
 /** Starts `sharpctl node run` for a lab node inside its namespace; resolves once it serves. */
 export function startNodeProcess(node: LabNode, o: { cli: string; timeoutMs?: number }): Promise<NodeProcess> {
   return new Promise((resolve, reject) => {
@@ -107,8 +110,8 @@ export function startNodeProcess(node: LabNode, o: { cli: string; timeoutMs?: nu
     createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`node ${node.config.name} did not get ready within ${o.timeoutMs ?? 20_000} ms: ${stderr.join(' | ')}`));
-    }, o.timeoutMs ?? 20_000);
+      reject(new Error(`node ${node.config.name} did not get ready within ${o.timeoutMs ?? START_TIMEOUT_MS} ms: ${stderr.join(' | ')}`));
+    }, o.timeoutMs ?? START_TIMEOUT_MS);
     const onExit = (code: number | null): void => {
       clearTimeout(timer);
       reject(new Error(`node ${node.config.name} exited (${code}) before it was ready: ${stderr.join(' | ')}`));
@@ -363,8 +366,10 @@ export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: strin
     const certsDir = path.join(o.dir, 'certs');
     nodes = labNodeConfigs(lab, { dir: o.dir, nodePrefix, management: { addresses: management.addresses, certsDir, controller }, ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) });
     const tls = await labCertificates(certsDir, nodes.map((n) => ({ name: n.config.name, address: management!.addresses.get(n.netns)! })), controller);
-    // all at once: each spends most of its start loading programs into the kernel
-    const started = await Promise.allSettled(nodes.map((n) => startNodeProcess(n, { cli: o.cli })));
+    // all at once: each spends most of its start loading programs into the kernel;
+    // started together they share the CPUs, so each gets the time a start one after the other would have had
+    const timeoutMs = START_TIMEOUT_MS * nodes.length;
+    const started = await Promise.allSettled(nodes.map((n) => startNodeProcess(n, { cli: o.cli, timeoutMs })));
     for (const r of started) if (r.status === 'fulfilled') procs.push(r.value);
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
