@@ -1,14 +1,18 @@
 /**
  * A lab as a deployment of node daemons: one node config per namespace that
  * runs a switch or a VNF instance, and the processes that run them
- * (`sharpctl node run` inside each namespace), reached over their Unix
- * sockets. The nodes are the same program a real host runs.
+ * (`sharpctl node run` inside each namespace). openNodeLab reaches them as
+ * a controller reaches real hosts: over the lab's management network
+ * (management-net.ts), TCP with mutual TLS, certificates from a CA the lab
+ * makes in its folder. Each node keeps its Unix socket for local use only:
+ * `node detach` refuses while a node answers there, `node status --socket`.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { createLabFromSpec, destroyLab, type NetnsLab } from './netns-lab.js';
+import { createManagementNetwork, removeManagementNetwork, ManagementNetworkError, MGMT_NODE_PORT, type ManagementNetwork } from './management-net.js';
 import type { LabSpec } from './spec/types.js';
 import {
   DataPlaneError,
@@ -32,7 +36,8 @@ import {
 import type { NodeConfig } from '../node/config.js';
 import { DEFAULT_VNF_KIND } from '../node/vnf-kinds.js';
 import { NodeClient, NodeDeployment } from '../node/client.js';
-import { nodeChannel, unixEndpoint } from '../node/transport/index.js';
+import { nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
+import { controllerTlsFiles, createCa, createControllerCert, createNodeCert, loadTls, nodeTlsFiles, type TlsMaterial } from '../node/transport/certs.js';
 
 const NODE_INDEX = 'lab-nodes.json';
 
@@ -44,14 +49,33 @@ export interface LabNode {
   configFile: string;
 }
 
-/** One node per switch and per VNF instance; names `${nodePrefix}${switch|instance}`. */
-export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: string; quiescenceMs?: number }): LabNode[] {
+/** How lab nodes are reached over the management network. */
+export interface LabNodeManagement {
+  /** node namespace → its management address */
+  addresses: ReadonlyMap<string, string>;
+  /** the certificate folder (labCertificates makes it) */
+  certsDir: string;
+  /** the one controller the nodes accept (its certificate's name) */
+  controller: string;
+}
+
+/**
+ * One node per switch and per VNF instance; names `${nodePrefix}${switch|instance}`.
+ * With `management`, each listens on its management address with mutual
+ * TLS too, accepting only the lab's controller.
+ */
+export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: string; quiescenceMs?: number; management?: LabNodeManagement }): LabNode[] {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const out: LabNode[] = [];
   const add = (role: string, netns: string, c: Omit<NodeConfig, 'name' | 'listen' | 'stateDir' | 'quiescenceMs' | 'xdpMode'>): void => {
     const name = `${o.nodePrefix}${role}`;
+    const m = o.management;
+    const address = m?.addresses.get(netns);
+    if (m !== undefined && address === undefined) throw new ManagementNetworkError(`namespace ${netns} (node ${name}) has no management address`);
+    const remote = m === undefined ? {} : { tls: { ...nodeTlsFiles(m.certsDir, name), allow: [m.controller] } };
+    const listen = { unix: path.join(o.dir, `${role}.sock`), ...(address === undefined ? {} : { tcp: `${address}:${MGMT_NODE_PORT}` }) };
     // metrics on a Unix socket: the lab daemon reads every drop counter there (sharpctl status, report)
-    const config: NodeConfig = { name, listen: { unix: path.join(o.dir, `${role}.sock`) }, metrics: { unix: path.join(o.dir, `${role}.metrics.sock`) }, stateDir: path.join(o.dir, `${role}.state`), quiescenceMs: o.quiescenceMs ?? 5, xdpMode: 'native', ...c };
+    const config: NodeConfig = { name, listen, ...remote, metrics: { unix: path.join(o.dir, `${role}.metrics.sock`) }, stateDir: path.join(o.dir, `${role}.state`), quiescenceMs: o.quiescenceMs ?? 5, xdpMode: 'native', ...c };
     const configFile = path.join(o.dir, `${role}.json`);
     writeFileSync(configFile, JSON.stringify(config, null, 2));
     out.push({ role, netns, config, configFile });
@@ -75,17 +99,22 @@ export interface NodeProcess {
   stderr: string[];
 }
 
+/** how long one node process may take to get ready */
+const START_TIMEOUT_MS = 20_000;
+
 /** Starts `sharpctl node run` for a lab node inside its namespace; resolves once it serves. */
 export function startNodeProcess(node: LabNode, o: { cli: string; timeoutMs?: number }): Promise<NodeProcess> {
   return new Promise((resolve, reject) => {
     // nsenter, not ip netns exec: the node must share the host's mount namespace, where its bpffs pins live
-    const child = spawn('nsenter', [`--net=/run/netns/${node.netns}`, process.execPath, o.cli, 'node', 'run', '--config', node.configFile, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // two malloc arenas: a long-lived node's resident memory otherwise creeps with glibc's per-thread arenas (README, soak)
+    const env = { ...process.env, MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2' };
+    const child = spawn('nsenter', [`--net=/run/netns/${node.netns}`, process.execPath, o.cli, 'node', 'run', '--config', node.configFile, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
     const stderr: string[] = [];
     createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`node ${node.config.name} did not get ready within ${o.timeoutMs ?? 20_000} ms: ${stderr.join(' | ')}`));
-    }, o.timeoutMs ?? 20_000);
+      reject(new Error(`node ${node.config.name} did not get ready within ${o.timeoutMs ?? START_TIMEOUT_MS} ms: ${stderr.join(' | ')}`));
+    }, o.timeoutMs ?? START_TIMEOUT_MS);
     const onExit = (code: number | null): void => {
       clearTimeout(timer);
       reject(new Error(`node ${node.config.name} exited (${code}) before it was ready: ${stderr.join(' | ')}`));
@@ -107,11 +136,34 @@ export function startNodeProcess(node: LabNode, o: { cli: string; timeoutMs?: nu
   });
 }
 
-/** Connects to every node over its Unix socket: the engine's Deployment. */
-export async function connectLabNodes(nodes: readonly LabNode[]): Promise<NodeDeployment> {
+/**
+ * The lab's certificates in `dir`: a CA, one certificate per node (naming
+ * its management address too) and one for the controller; returns the
+ * controller's TLS material. One openssl call each, the leaves in parallel.
+ */
+export async function labCertificates(dir: string, nodes: readonly { name: string; address?: string }[], controller: string): Promise<TlsMaterial> {
+  await createCa(dir, { name: 'sharp-lab-ca', force: true });
+  await Promise.all([
+    ...nodes.map((n) => createNodeCert(dir, n.name, { force: true, ...(n.address === undefined ? {} : { ips: [n.address] }) })),
+    createControllerCert(dir, controller, { force: true }),
+  ]);
+  return loadTls(controllerTlsFiles(dir, controller), 'client');
+}
+
+/**
+ * Connects to every node: over mutual TLS on its management address when
+ * its config listens on TCP and `controller` (the controller's TLS
+ * material) is given, else over its Unix socket. The engine's Deployment.
+ */
+export async function connectLabNodes(nodes: readonly LabNode[], o: { controller?: TlsMaterial; callTimeoutMs?: number } = {}): Promise<NodeDeployment> {
   const clients: NodeClient[] = [];
+  const timeout = o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs };
   try {
-    for (const n of nodes) clients.push(await NodeClient.connect({ channel: nodeChannel(unixEndpoint(n.config.listen.unix!, n.config.name)) }));
+    for (const n of nodes) {
+      const { tcp, unix } = n.config.listen;
+      const endpoint = tcp !== undefined && o.controller !== undefined ? tlsEndpoint(n.config.name, tcp, o.controller) : unixEndpoint(unix!, n.config.name);
+      clients.push(await NodeClient.connect({ channel: nodeChannel(endpoint), ...timeout }));
+    }
   } catch (e) {
     for (const c of clients) c.close();
     throw e;
@@ -243,6 +295,8 @@ export class NodeLabDataPlane implements DataPlane {
 
 export interface NodeLab {
   lab: NetnsLab;
+  /** how the controller (this process) reaches the nodes */
+  management: ManagementNetwork;
   nodes: NodeProcess[];
   dp: NodeLabDataPlane;
   /** stops the nodes, detaches what they pinned, removes the namespaces; idempotent */
@@ -278,12 +332,19 @@ export function detachLabNodesIn(dir: string, cli: string): string[] {
   });
 }
 
-/** Builds the spec's namespaces and runs a node process in each switch and VNF namespace. */
-export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: string; cli: string; quiescenceMs?: number }): Promise<NodeLab> {
+/**
+ * Builds the spec's namespaces and their management network, makes the
+ * lab's certificates, runs a node process in each switch and VNF namespace
+ * and connects to each over mutual TLS.
+ */
+export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: string; cli: string; quiescenceMs?: number; callTimeoutMs?: number }): Promise<NodeLab> {
   destroyLab(prefix);
   const lab = createLabFromSpec(spec, prefix);
-  const nodes = labNodeConfigs(lab, { dir: o.dir, nodePrefix: prefix.replace(/-$/, '_').replace(/[^A-Za-z0-9_-]/g, '_'), ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) });
+  // node names are DNS names: they are what the nodes' certificates name
+  const nodePrefix = prefix.replace(/[^A-Za-z0-9-]/g, '-');
+  const controller = `${nodePrefix}lab-controller`;
   const procs: NodeProcess[] = [];
+  let nodes: LabNode[] = [];
   let dp: NodeLabDataPlane | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -296,14 +357,29 @@ export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: strin
         await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
       }
       for (const n of nodes) detachLabNode(n, o.cli);
+      if (management !== undefined) removeManagementNetwork(management);
       destroyLab(prefix);
     })());
+  let management: ManagementNetwork | undefined;
   try {
-    for (const n of nodes) procs.push(await startNodeProcess(n, { cli: o.cli }));
-    dp = new NodeLabDataPlane(await connectLabNodes(nodes));
+    const nodeNamespaces = [...lab.topology.switches, ...lab.topology.instances].map((x) => x.netns!);
+    management = createManagementNetwork(prefix, nodeNamespaces);
+    // the lab's namespaces: lab status calls the lab degraded when one is missing
+    lab.namespaces.push(management.netns);
+    const certsDir = path.join(o.dir, 'certs');
+    nodes = labNodeConfigs(lab, { dir: o.dir, nodePrefix, management: { addresses: management.addresses, certsDir, controller }, ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) });
+    const tls = await labCertificates(certsDir, nodes.map((n) => ({ name: n.config.name, address: management!.addresses.get(n.netns)! })), controller);
+    // all at once: each spends most of its start loading programs into the kernel;
+    // started together they share the CPUs, so each gets the time a start one after the other would have had
+    const timeoutMs = START_TIMEOUT_MS * nodes.length;
+    const started = await Promise.allSettled(nodes.map((n) => startNodeProcess(n, { cli: o.cli, timeoutMs })));
+    for (const r of started) if (r.status === 'fulfilled') procs.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+    dp = new NodeLabDataPlane(await connectLabNodes(nodes, { controller: tls, ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
+    return { lab, management, nodes: procs, dp, close };
   } catch (e) {
     await close();
     throw e;
   }
-  return { lab, nodes: procs, dp, close };
 }

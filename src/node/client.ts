@@ -68,9 +68,20 @@ export class NodeCallError extends DataPlaneError {
 export interface NodeClientOptions {
   /** how the node is reached: its Unix socket, or TCP with mutual TLS (transport/client.ts) */
   channel: NodeChannel;
-  /** deadline of every call but Release (default 10 s) */
+  /** deadline of every call but Release (default CALL_DEADLINE_MS) */
   callTimeoutMs?: number;
 }
+
+/**
+ * Every call has a deadline: 10 s (CALL_DEADLINE_MS), so a hung or cut-off
+ * node costs at most that per call. Not shorter: on a loaded host a healthy
+ * node's answer can take seconds (3 s deadlines failed RuleCounters on a
+ * 2-core box at load 17), and a call that fails there aborts a handover.
+ * Release ends within the timeout it is given: the node is told to wait
+ * RELEASE_MARGIN_MS less (at most half), the rest is for its answer.
+ */
+export const CALL_DEADLINE_MS = 10_000;
+export const RELEASE_MARGIN_MS = 2_000;
 
 const ServiceClient = grpc.makeGenericClientConstructor(NODE_SERVICE, 'sharp.node.v1.Node');
 
@@ -86,7 +97,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     this.target = o.channel.target;
     this.#channel = o.channel;
     this.#client = o.channel.client(ServiceClient);
-    this.#timeoutMs = o.callTimeoutMs ?? 10_000;
+    this.#timeoutMs = o.callTimeoutMs ?? CALL_DEADLINE_MS;
   }
 
   /** Connects, asks the node what it runs and which rules it holds. */
@@ -244,8 +255,9 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   }
 
   async release(instance: string, handoverId: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
-    const timeoutMs = Math.ceil(options.timeoutMs ?? 10_000);
-    const r = await this.#call('Release', { instance, handover_id: handoverId, relay_to: options.relayTo ?? '', timeout_ms: timeoutMs }, timeoutMs + this.#timeoutMs);
+    const timeoutMs = Math.ceil(options.timeoutMs ?? CALL_DEADLINE_MS);
+    const nodeWaitMs = Math.max(1, timeoutMs - Math.min(RELEASE_MARGIN_MS, Math.floor(timeoutMs / 2)));
+    const r = await this.#call('Release', { instance, handover_id: handoverId, relay_to: options.relayTo ?? '', timeout_ms: nodeWaitMs }, timeoutMs);
     return { released: BigInt(String(r['released'] ?? '0')), rounds: Number(r['rounds'] ?? 0) };
   }
 

@@ -131,7 +131,7 @@ t.test("a spec's name names the lab; rule add refuses what it cannot honour", as
   const b = nameOf('b');
   const up = json<{ name: string; rules: unknown[] }>(['lab', 'up', specFile(b)]);
   t.equal(up.name, b, 'the lab is named after the spec');
-  t.equal(listNetns(`sharp-${b}-`).length, 6);
+  t.equal(listNetns(`sharp-${b}-`).length, 7, 'six nodes and the management network');
   t.same(listNetns('sharp-default-').filter((n) => n.includes(b)), []);
   const before = json<{ id: number }[]>(['rule', 'list', '--name', b]);
 
@@ -211,7 +211,7 @@ t.test('lab status: only unowned namespaces are stray; a missing namespace is na
   // --all stops this run directory's labs and unowned namespaces, never another run directory's lab
   const all = json<{ name: string }[]>(['lab', 'down', '--all']);
   t.same(all.map((r) => r.name).filter((n) => n !== '(stray)').sort(), [b, c].sort());
-  t.equal(listNetns(`sharp-${o}-`).length, 6, "the other run directory's lab is untouched");
+  t.equal(listNetns(`sharp-${o}-`).length, 7, "the other run directory's lab is untouched");
   t.same(listNetns(`sharp-${b}-`), []);
   t.same(listNetns(`sharp-${c}-`), []);
   json(['lab', 'down', '--name', o], otherRunDir);
@@ -226,7 +226,7 @@ t.test('two lab up of one name at once: one lab, a clear error, nothing left aft
   t.match(loser.stderr, new RegExp(`lab '${a}' is (being brought up|up already)`));
   const st = json<{ labs: { name: string; status: string }[] }>(['lab', 'status', '--name', a]);
   t.equal(st.labs[0]?.status, 'ready', "the winner's lab is intact");
-  t.equal(listNetns(`sharp-${a}-`).length, 6);
+  t.equal(listNetns(`sharp-${a}-`).length, 7, 'six nodes and the management network');
   json(['lab', 'down', '--name', a]);
   t.same(listNetns(`sharp-${a}-`), []);
 });

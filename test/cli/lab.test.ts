@@ -45,7 +45,7 @@ t.test('lab up, a second up refused, down, down again (idempotent)', async (t) =
     up.instances.map((i) => i.name),
     ['vnf1', 'vnf2'],
   );
-  t.equal(listNetns(prefix).length, 6, 'six namespaces: client, server, s1, s2, vnf1, vnf2');
+  t.equal(listNetns(prefix).length, 7, 'seven namespaces: client, server, s1, s2, vnf1, vnf2 and the management network');
   const again = run(['lab', 'up', '--name', name]);
   t.equal(again.code, 1);
   t.match(again.stderr, /is up already \(daemon pid \d+\)/);
@@ -63,7 +63,7 @@ t.test('lab down cleans up after a crashed daemon', async (t) => {
   await new Promise((r) => setTimeout(r, 200));
   const st = json<{ labs: { name: string; status: string }[] }>(['lab', 'status']);
   t.match(st.labs.find((l) => l.name === name)?.status, /crashed/);
-  t.equal(listNetns(prefix).length, 6, 'the crash left its namespaces behind');
+  t.equal(listNetns(prefix).length, 7, 'the crash left its namespaces behind (the management network too)');
   json(['lab', 'down']);
   t.same(listNetns(prefix), [], 'lab down found them by prefix and removed them');
 });

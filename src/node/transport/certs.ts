@@ -172,6 +172,38 @@ async function newKey(scratch: string): Promise<string> {
   return file;
 }
 
+/** `req -new -newkey`: a fresh P-256 key, unencrypted */
+const NEW_P256_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-pkeyopt', 'ec_param_enc:named_curve', '-nodes'];
+
+/** undefined until tried: whether `openssl req -x509 -CA` works (OpenSSL 3.0 and later) */
+let reqSignsWithCa: boolean | undefined;
+
+/**
+ * A new key and its certificate signed by the CA. With OpenSSL 3 one call
+ * (req -x509 -CA) does both: about 10 ms instead of three processes; older
+ * versions take the three (genpkey, req, x509 -req).
+ */
+async function signedLeaf(scratch: string, cfg: string, ca: Ca, days: number): Promise<{ key: string; pem: Buffer }> {
+  const sign = ['-CA', ca.files.cert, '-CAkey', ca.files.key, '-set_serial', serial(), '-sha256', '-days', String(days)];
+  if (reqSignsWithCa !== false) {
+    const key = path.join(scratch, 'key.pem');
+    try {
+      const pem = await openssl(['req', '-x509', '-new', ...NEW_P256_KEY, '-keyout', key, '-config', cfg, '-extensions', 'ext', ...sign]);
+      chmodSync(key, 0o600);
+      reqSignsWithCa = true;
+      return { key, pem };
+    } catch (e) {
+      if (reqSignsWithCa === true || !(e instanceof OpensslError) || !/unknown option|unrecognized option/i.test(e.stderr)) throw e;
+      reqSignsWithCa = false;
+      rmSync(key, { force: true });
+    }
+  }
+  const key = await newKey(scratch);
+  const csr = path.join(scratch, 'req.csr');
+  writeFileSync(csr, await openssl(['req', '-new', '-key', key, '-config', cfg]));
+  return { key, pem: await openssl(['x509', '-req', '-in', csr, ...sign, '-extfile', cfg, '-extensions', 'ext']) };
+}
+
 function writeCert(scratch: string, pem: Buffer): string {
   const file = path.join(scratch, 'cert.pem');
   writeFileSync(file, pem, { mode: 0o644, flag: 'wx' });
@@ -190,13 +222,15 @@ export async function createCa(dir: string, o: CaOptions = {}): Promise<IssuedCe
   refuseExisting([files.cert, files.key], o.force);
   ensureDir(dir);
   await withScratch(dir, async (scratch) => {
-    const key = await newKey(scratch);
     const cfg = path.join(scratch, 'openssl.cnf');
     writeFileSync(
       cfg,
       config({ role: 'ca', cn: name }, { basicConstraints: 'critical,CA:TRUE,pathlen:0', keyUsage: 'critical,keyCertSign,cRLSign', subjectKeyIdentifier: 'hash' }),
     );
-    const pem = await openssl(['req', '-x509', '-new', '-key', key, '-config', cfg, '-extensions', 'ext', '-sha256', '-days', String(days), '-set_serial', serial()]);
+    // one openssl call makes the key and signs the certificate
+    const key = path.join(scratch, 'key.pem');
+    const pem = await openssl(['req', '-x509', '-new', ...NEW_P256_KEY, '-keyout', key, '-config', cfg, '-extensions', 'ext', '-sha256', '-days', String(days), '-set_serial', serial()]);
+    chmodSync(key, 0o600);
     const cert = writeCert(scratch, pem);
     refuseExisting([files.cert, files.key], o.force);
     install(key, files.key, o.force);
@@ -227,12 +261,9 @@ async function issueLeaf(dir: string, kind: 'node' | 'controller', name: string,
   refuseExisting([files.cert, files.key], o.force);
   const ca = loadCa(dir);
   await withScratch(dir, async (scratch) => {
-    const key = await newKey(scratch);
     const cfg = path.join(scratch, 'openssl.cnf');
     writeFileSync(cfg, config({ role: kind, cn: name }, { ...ext, subjectKeyIdentifier: 'hash', authorityKeyIdentifier: 'keyid' }));
-    const csr = path.join(scratch, 'req.csr');
-    writeFileSync(csr, await openssl(['req', '-new', '-key', key, '-config', cfg]));
-    const pem = await openssl(['x509', '-req', '-in', csr, '-CA', ca.files.cert, '-CAkey', ca.files.key, '-set_serial', serial(), '-sha256', '-days', String(days), '-extfile', cfg, '-extensions', 'ext']);
+    const { key, pem } = await signedLeaf(scratch, cfg, ca, days);
     const leaf = new X509Certificate(pem);
     if (!leaf.verify(ca.cert.publicKey)) throw new CertificateFileError(files.cert, `openssl made a certificate for ${kind} '${name}' that ${ca.files.cert} does not verify`);
     const cert = writeCert(scratch, pem);
