@@ -27,7 +27,7 @@ export function frameComment(f: NodeCapturedFrame): string {
 
 export const interfaceName = (f: Pick<NodeCapturedFrame, 'object' | 'port' | 'direction'>): string => `${f.object}:${f.port}:${f.direction}`;
 
-/** A pcapng file being written; every add() reaches the file before it returns. */
+/** A pcapng file being written; every addAll() reaches the file before it returns. */
 export class PcapngCaptureFile {
   readonly #w: PcapngWriter;
   readonly #ifaces = new Map<string, number>();
@@ -47,13 +47,18 @@ export class PcapngCaptureFile {
     if (this.#fd !== undefined) writeSync(this.#fd, this.#w.takeChunks());
   }
 
-  add(f: NodeCapturedFrame): void {
+  /** Adds frames; they reach the file before it returns. */
+  addAll(fs: readonly NodeCapturedFrame[]): void {
+    for (const f of fs) this.#add(f);
+    this.#flush();
+  }
+
+  #add(f: NodeCapturedFrame): void {
     const name = interfaceName(f);
     let id = this.#ifaces.get(name);
     if (id === undefined) this.#ifaces.set(name, (id = this.#w.addInterface({ name, snapLen: this.snaplen })));
     this.#w.addPacket({ interfaceId: id, timestampNs: f.tsUnixNs, data: f.data, originalLength: f.origLen, comment: frameComment(f) });
     this.#frames++;
-    this.#flush();
   }
 
   get frames(): number {

@@ -93,12 +93,18 @@ export async function runCapture(
   const verdicts: Record<string, number> = {};
   const ringFull = (): number => Number([...counts.values()].reduce((a, c) => a + c.ringFull, 0n));
   const ticker = o.progress === undefined ? undefined : setInterval(() => o.progress!(`${file.frames} frames written${ringFull() ? `, ${ringFull()} records lost to a full capture ring` : ''}`), 1000);
-  o.progress?.(`capturing on ${nodes.map((n) => n.name).join(', ')} into ${file.path}${r.count ? `, ${r.count} frames` : ''}${r.durationMs ? `, ${r.durationMs / 1000} s` : ''}; Ctrl-C ends`);
+  // a node's first counts say its hooks are on; once all are, the capture runs
+  const onCounts = (node: string, c: CaptureProgress): void => {
+    const first = !counts.has(node);
+    counts.set(node, c);
+    if (first && counts.size === nodes.length) o.progress?.(`capturing on ${nodes.map((n) => n.name).join(', ')} into ${file.path}${r.count ? `, ${r.count} frames` : ''}${r.durationMs ? `, ${r.durationMs / 1000} s` : ''}; Ctrl-C ends`);
+  };
   try {
-    const onFrame = (f: NodeCapturedFrame): void => {
-      if (stop.signal.aborted || (r.count > 0 && file.frames >= r.count)) return;
-      file.add(f);
-      verdicts[f.verdict] = (verdicts[f.verdict] ?? 0) + 1;
+    const onFrames = (fs: readonly NodeCapturedFrame[]): void => {
+      if (stop.signal.aborted) return;
+      const take = r.count > 0 ? fs.slice(0, Math.max(0, r.count - file.frames)) : fs;
+      file.addAll(take);
+      for (const f of take) verdicts[f.verdict] = (verdicts[f.verdict] ?? 0) + 1;
       if (r.count > 0 && file.frames >= r.count) {
         stoppedBy = 'count';
         stop.abort();
@@ -106,7 +112,7 @@ export async function runCapture(
     };
     await Promise.all(
       nodes.map((n) =>
-        n.capture(r, { onFrame, onCounts: (c) => counts.set(n.name, c), signal: stop.signal }).catch((e: unknown) => {
+        n.capture(r, { onFrames, onCounts: (c) => onCounts(n.name, c), signal: stop.signal }).catch((e: unknown) => {
           // one node failing ends the others' captures too
           stop.abort();
           throw e;

@@ -3,7 +3,8 @@
  * switch and agent object the node runs; frames streamed as the programs'
  * ring buffers deliver them, counts every 250 ms and at the end. The request
  * is validated here (a caller over the API is not trusted) and refused with
- * a gRPC status naming the field and its limit.
+ * a gRPC status naming the field and its limit. The first counts message
+ * comes once every hook is on.
  */
 import * as grpc from '@grpc/grpc-js';
 import { checkCaptureRequest, CaptureRequestError, type CaptureRequest } from '../capture/filter.js';
@@ -66,7 +67,6 @@ export function captureRequestFromWire(w: Wire): CaptureRequest {
 
 export function frameToWire(f: NodeCapturedFrame): Wire {
   return {
-    frame: {
       program: f.program,
       object: f.object,
       port: f.port,
@@ -82,7 +82,6 @@ export function frameToWire(f: NodeCapturedFrame): Wire {
       ts_unix_ns: f.tsUnixNs.toString(),
       orig_len: f.origLen,
       data: f.data,
-    },
   };
 }
 
@@ -111,7 +110,7 @@ export const countsFromWire = (w: Wire): CaptureProgress => ({ captured: BigInt(
 // ---------------------------------------------------------------- the capture
 
 export interface CaptureSinks {
-  onFrame(f: NodeCapturedFrame): void;
+  onFrames(f: readonly NodeCapturedFrame[]): void;
   onCounts(c: CaptureProgress): void;
   /** ends the capture early (the caller went away) */
   signal?: AbortSignal;
@@ -149,17 +148,33 @@ export class NodeCapture {
     const offset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     const totals = (): CaptureCounts => taps.map((t) => t.counts()).reduce((a, b) => ({ captured: a.captured + b.captured, ringFull: a.ringFull + b.ringFull, filtered: a.filtered + b.filtered }), { captured: 0n, ringFull: 0n, filtered: 0n });
     const onAbort = (): void => finish();
+    // frames leave in batches: what one read of the rings gave, flushed once the event loop turns
+    let batch: NodeCapturedFrame[] = [];
+    let flushing = false;
+    const flush = (): void => {
+      flushing = false;
+      if (batch.length === 0) return;
+      const b = batch;
+      batch = [];
+      sinks.onFrames(b);
+    };
     try {
       for (const t of targets) {
         const tap = CaptureTap.start(t, r, (f) => {
           if (r.count > 0 && frames >= r.count) return;
           frames++;
           const { monoNs, ...rest } = f;
-          sinks.onFrame({ ...rest, tsUnixNs: monoNs + offset });
+          batch.push({ ...rest, tsUnixNs: monoNs + offset });
+          if (!flushing) {
+            flushing = true;
+            setImmediate(flush);
+          }
           if (r.count > 0 && frames >= r.count) finish();
         });
         if (tap !== undefined) taps.push(tap);
       }
+      // the first counts say the hooks are on: the caller knows from when frames are seen
+      sinks.onCounts({ ...totals(), final: false });
       if (r.durationMs > 0) timer = setTimeout(finish, r.durationMs);
       ticker = setInterval(() => sinks.onCounts({ ...totals(), final: false }), CAPTURE_COUNTS_EVERY_MS);
       if (sinks.signal?.aborted) finish();
@@ -173,6 +188,7 @@ export class NodeCapture {
       clearInterval(ticker);
       sinks.signal?.removeEventListener('abort', onAbort);
       for (const t of taps) t.stop();
+      flush();
       this.#busy = false;
     }
     const last: CaptureProgress = { ...totals(), final: true };
@@ -199,7 +215,7 @@ export function captureHandler(capture: NodeCapture | undefined, node: () => str
     const abort = new AbortController();
     call.on('cancelled', () => abort.abort());
     capture
-      .run(req, { onFrame: (f) => call.write(frameToWire(f)), onCounts: (c) => call.write(countsToWire(c)), signal: abort.signal })
+      .run(req, { onFrames: (fs) => call.write({ frames: fs.map(frameToWire) }), onCounts: (c) => call.write(countsToWire(c)), signal: abort.signal })
       .then(
         () => call.end(),
         (e: unknown) => {

@@ -294,8 +294,9 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
       if (sinks.signal?.aborted) return onAbort();
       sinks.signal?.addEventListener('abort', onAbort, { once: true });
       stream.on('data', (m: Wire) => {
-        if (m['frame'] !== undefined && m['frame'] !== null) sinks.onFrame(frameFromWire(m['frame'] as Wire));
-        else if (m['counts'] !== undefined && m['counts'] !== null) sinks.onCounts(countsFromWire(m['counts'] as Wire));
+        const frames = (m['frames'] as Wire[] | undefined) ?? [];
+        if (frames.length > 0) sinks.onFrames(frames.map(frameFromWire));
+        if (m['counts'] !== undefined && m['counts'] !== null) sinks.onCounts(countsFromWire(m['counts'] as Wire));
       });
       stream.on('error', (e: grpc.ServiceError) => {
         sinks.signal?.removeEventListener('abort', onAbort);

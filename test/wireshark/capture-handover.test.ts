@@ -1,9 +1,10 @@
 // sharpctl capture, a real CLI process, records a real handover in an XDP
 // lab of node processes (lab up, traffic both ways, handover of rule 1
-// (client→server) from vnf1 to vnf2 while server→client stays, Ctrl-C), and tshark reads the file with the SHarP
+// (client→server) from vnf1 to vnf2 while server→client stays), and tshark reads the file with the SHarP
 // dissector: shim frames appear only on switch↔VNF ports and only for the
 // moved flows; on each port and for each flow PRE comes before POST; the
 // frames the new instance held are released in the order they arrived.
+// Then Ctrl-C ends a capture at once: exit 130, the summary, a whole file.
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -48,6 +49,29 @@ interface Row {
   seq: bigint;
 }
 
+interface Summary {
+  frames: number;
+  ringFull: number;
+  stoppedBy: string;
+  nodes: string[];
+  verdicts: Record<string, number>;
+}
+
+/** `sharpctl capture --lab <lab> --json ...`; `running` resolves once it says every node captures (or it exited). */
+function startCapture(args: string[]): { run: ReturnType<typeof start>; running: Promise<void>; exited: ReturnType<typeof start>['exited'] } {
+  // progress on stderr also with --json: the test acts once the capture runs
+  const run = start(['capture', '--lab', name, ...args, '--json'], { env: { ...env, SHARPCTL_PROGRESS: '1' }, guardMs: 120_000 });
+  const running = new Promise<void>((resolve) => {
+    let err = '';
+    run.child.stderr.on('data', (d: string) => {
+      err += d;
+      if (err.includes('capturing on')) resolve();
+    });
+    void run.exited.then(() => resolve());
+  });
+  return { run, running, exited: run.exited };
+}
+
 /** flow key of a row: direction and UDP source port */
 const flowOf = (r: Row): string => `${r.src}:${r.sport}`;
 
@@ -58,31 +82,33 @@ t.test('a capture of a handover, read by tshark with the dissector', async (t) =
   t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
   const file = path.join(tmp, 'handover.pcapng');
 
-  // progress on stderr also with --json: the test starts the handover once the capture runs
-  const cap = start(['capture', '--lab', name, '-w', file, '--snaplen', '96', '--json'], { env: { ...env, SHARPCTL_PROGRESS: '1' }, guardMs: 120_000 });
-  // capturing once it says so on stderr
-  await new Promise<void>((resolve) => {
-    let err = '';
-    cap.child.stderr.on('data', (d: string) => {
-      err += d;
-      if (err.includes('capturing on')) resolve();
-    });
-    void cap.exited.then(() => resolve());
-  });
+  // long enough for the handover on a loaded machine; it ends by itself, every frame delivered
+  const cap = startCapture(['-w', file, '--snaplen', '96', '--duration', '15']);
+  await cap.running;
   await new Promise((r) => setTimeout(r, 300));
   const h = json<{ id: number; outcome: string; counts: { held: number; released: number } }>(['handover', '1', '--to', 'vnf2', '--state-delay', '200']);
   t.equal(h.outcome, 'completed');
   t.ok(h.counts.held > 0, `the new instance held frames (${h.counts.held})`);
-  await new Promise((r) => setTimeout(r, 300));
-  cap.child.kill('SIGINT'); // our own child: Ctrl-C
   const exit = await cap.exited;
-  t.equal(exit.code, 130, `Ctrl-C: exit 130 (${exit.stderr})`);
-  t.notOk(exit.hung);
-  const summary = JSON.parse(exit.stdout) as { frames: number; ringFull: number; stoppedBy: string; nodes: string[]; verdicts: Record<string, number> };
-  t.equal(summary.stoppedBy, 'interrupt');
+  t.equal(exit.code, 0, `the capture ended by its duration (${exit.stderr})`);
+  const summary = JSON.parse(exit.stdout) as Summary;
+  t.equal(summary.stoppedBy, 'duration');
   t.equal(summary.ringFull, 0, 'no record lost to a full capture ring');
   t.same(summary.nodes.map((n) => n.replace(/^.*_/, '')).sort(), ['s1', 's2', 'vnf1', 'vnf2'], 'every node of the lab captured');
   t.ok(summary.frames > 1000, `${summary.frames} frames`);
+
+  // Ctrl-C: ends at once, the file whole (frames still on their way from the nodes are not in it)
+  const file2 = path.join(tmp, 'interrupted.pcapng');
+  const cap2 = startCapture(['-w', file2]);
+  await cap2.running;
+  await new Promise((r) => setTimeout(r, 500));
+  cap2.run.child.kill('SIGINT'); // our own child
+  const exit2 = await cap2.exited;
+  t.equal(exit2.code, 130, 'Ctrl-C: exit 130');
+  const summary2 = JSON.parse(exit2.stdout) as Summary;
+  t.equal(summary2.stoppedBy, 'interrupt');
+  t.ok(summary2.frames > 0, `${summary2.frames} frames before Ctrl-C`);
+  t.equal(execFileSync('tshark', ['-r', file2, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n').length, summary2.frames, 'tshark reads every frame the summary counts');
 
   const stop = json<{ sent: number; delivered: number; lost: number; reordered: number; duplicated: number; stampMismatches: number }[]>(['traffic', 'stop']);
   for (const d of stop) t.same([d.delivered, d.lost + d.reordered + d.duplicated + d.stampMismatches], [d.sent, 0], 'nothing lost, reordered, duplicated: the capture cost no frame');
