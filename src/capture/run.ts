@@ -18,7 +18,7 @@ export class CaptureUnsupportedError extends Error {
 
 /** The P4 switch has no hook: what BMv2 offers instead is not wired up. */
 export const BMV2_CAPTURE_UNSUPPORTED =
-  "capture is not supported on bmv2: the P4 switch runs in BMv2, whose packets the XDP capture hook never sees, and sharpctl does not drive BMv2's own pcap dumping (simple_switch --pcap) or a packet-in mirror yet; capture on an XDP lab (sharpctl lab up --target xdp), or run tshark on BMv2's --pcap files";
+  "capture is not supported on bmv2: the P4 switch runs in BMv2, whose packets the XDP capture hook never sees, and sharpctl does not drive BMv2's own pcap dumping (simple_switch --pcap) or a packet-in mirror yet; capture on an XDP lab instead (sharpctl lab up --target xdp)";
 
 /** A node asked for something it cannot do (no such port, a capture running already): its message, with the node named. */
 export class CaptureNodeError extends Error {

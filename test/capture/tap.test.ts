@@ -5,47 +5,13 @@
 // direction) leave frames out and count them; a full ring loses records,
 // counted, never a frame; and the program's verdicts are the same in all
 // three states.
-import t, { type Test } from 'tap';
-import { BpfObjectSpec, XdpAction, u32, withNetns, xdpMd, MapUpdate, type BpfCollection } from '../../src/bpf/index.js';
-import { sharpPortInfoCodec, sharpExactRuleCodec, sharpRuleActionCodec, sharpFlowKeyCodec, SHARP_PORT_HOST, SHARP_PORT_VNF, SHARP_PHASE_NONE, SHARP_PHASE_PRE, SHARP_DEFAULT_MAX_IFINDEX, SHARP_SHIM_LEN } from '../../src/generated/abi.js';
-import { ipv4Number, IPPROTO_UDP } from '../../src/net/frame.js';
+import t from 'tap';
+import { XdpAction, u32 } from '../../src/bpf/index.js';
+import { SHARP_SHIM_LEN } from '../../src/generated/abi.js';
 import { CaptureTap, kernelConfig, readCaptureCounts, type CaptureTarget, type CapturedFrame } from '../../src/capture/tap.js';
 import { checkCaptureRequest, parseFlowFilter, CaptureRequestError, type CaptureRequest } from '../../src/capture/filter.js';
-import { programObject } from '../helpers/env.js';
-import { probeFrame, testPorts, FLOW, type FlowAddr } from '../helpers/programs.js';
-
-const PORTS = [
-  { name: 'sw-client', ifname: 'p0', role: SHARP_PORT_HOST },
-  { name: 'sw-vnf1', ifname: 'p1', role: SHARP_PORT_VNF },
-];
-/** FLOW (rule 1) goes to sw-vnf1 marked PRE for handover 7; OTHER (rule 2) goes there unmarked */
-const OTHER: FlowAddr = { ...FLOW, srcPort: FLOW.srcPort + 1 };
-
-function loadSwitch(t: Test, ringBytes?: number): { coll: BpfCollection; target: CaptureTarget; run: (frame: Buffer, port?: string, repeat?: number) => { retval: number; out: Buffer } } {
-  const ports = testPorts(t, 'cap', PORTS.map((p) => p.ifname));
-  const spec = BpfObjectSpec.open(programObject('switch'));
-  spec.setMaxEntries('ports', Math.max(SHARP_DEFAULT_MAX_IFINDEX, ...Object.values(ports.ifindex).map((i) => i + 1)));
-  if (ringBytes !== undefined) spec.setMaxEntries('capture_ring', ringBytes);
-  const coll = spec.load();
-  t.teardown(() => coll.close());
-  PORTS.forEach((p, slot) => coll.map('ports').update(u32.encode(ports.ifindex[p.ifname]!), sharpPortInfoCodec.encode({ slot, role: p.role })));
-  withNetns(ports.netns, () => PORTS.forEach((p, slot) => coll.map('tx_ports').update(u32.encode(slot), u32.encode(ports.ifindex[p.ifname]!))));
-  const rule = (f: FlowAddr, id: number, phase: number): void =>
-    coll.map('rules_exact').update(
-      sharpFlowKeyCodec.encode({ saddr: ipv4Number(f.srcIp), daddr: ipv4Number(f.dstIp), sport: f.srcPort, dport: f.dstPort, proto: IPPROTO_UDP, pad: Buffer.alloc(3) }),
-      sharpExactRuleCodec.encode({ rule_id: id, action: sharpRuleActionCodec.encode({ out_slot: 1, hid: phase ? 7 : 0, phase, flags: 0 }) }),
-      MapUpdate.NOEXIST,
-    );
-  rule(FLOW, 1, SHARP_PHASE_PRE);
-  rule(OTHER, 2, SHARP_PHASE_NONE);
-  const target: CaptureTarget = { program: 'switch', object: 'sw', coll, ports: PORTS.map((p, slot) => ({ name: p.name, ifindex: ports.ifindex[p.ifname]!, slot })) };
-  const prog = coll.program('sharp_switch');
-  const run = (frame: Buffer, port = 'p0', repeat?: number): { retval: number; out: Buffer } => {
-    const r = prog.run({ data: frame, context: xdpMd({ dataLen: frame.length, ingressIfindex: ports.ifindex[port]! }), netns: ports.netns, ...(repeat === undefined ? {} : { repeat }) });
-    return { retval: r.retval, out: Buffer.from(r.dataOut!) };
-  };
-  return { coll, target, run };
-}
+import { probeFrame, FLOW, type FlowAddr } from '../helpers/programs.js';
+import { loadCaptureSwitch, OTHER } from '../helpers/capture.js';
 
 const request = (r: Partial<CaptureRequest> = {}): CaptureRequest => checkCaptureRequest({ snaplen: 1540, count: 0, durationMs: 0, ...r });
 
@@ -59,14 +25,14 @@ function capture(target: CaptureTarget, r: CaptureRequest, body: () => void): { 
 }
 
 t.test('off: nothing is written, verdicts as always', async (t) => {
-  const { coll, run } = loadSwitch(t);
+  const { coll, run } = loadCaptureSwitch(t);
   const before = readCaptureCounts(coll);
   t.equal(run(probeFrame({ seq: 1n })).retval, XdpAction.REDIRECT);
   t.same(readCaptureCounts(coll), before, 'no record, no filtered count, no ring-full count');
 });
 
 t.test('on: one record per decision, bytes as they leave, with verdict, rule, handover and ports', async (t) => {
-  const { target, run } = loadSwitch(t);
+  const { target, run } = loadCaptureSwitch(t);
   let marked!: Buffer;
   let plain!: Buffer;
   let unruled!: Buffer;
@@ -92,14 +58,14 @@ t.test('on: one record per decision, bytes as they leave, with verdict, rule, ha
 });
 
 t.test('the snap length cuts the bytes, not the length', async (t) => {
-  const { target, run } = loadSwitch(t);
+  const { target, run } = loadCaptureSwitch(t);
   const { frames } = capture(target, request({ snaplen: 20 }), () => void run(probeFrame({ seq: 1n })));
   t.equal(frames[0]!.data.length, 20);
   t.equal(frames[0]!.origLen, probeFrame({ seq: 1n }).length + SHARP_SHIM_LEN);
 });
 
 t.test('the kernel filters', async (t) => {
-  const { target, run } = loadSwitch(t);
+  const { target, run } = loadCaptureSwitch(t);
   const reverse: FlowAddr = { srcIp: FLOW.dstIp, dstIp: FLOW.srcIp, srcPort: FLOW.dstPort, dstPort: FLOW.srcPort };
   const traffic = (): void => {
     run(probeFrame({ seq: 1n })); // FLOW, rule 1, hid 7, out sw-vnf1
@@ -123,7 +89,7 @@ t.test('the kernel filters', async (t) => {
 
 t.test('a full ring loses records, counted; every frame still takes its verdict', async (t) => {
   // 16 KiB hold ~100 records of a 100-byte frame: far fewer than the run makes
-  const { coll, target, run } = loadSwitch(t, 16384);
+  const { coll, target, run } = loadCaptureSwitch(t, 16384);
   // unmarked: repeated test runs reuse one buffer, which a shim would grow each time
   const frame = probeFrame({ seq: 1n }, OTHER);
   const runs = 5000;
