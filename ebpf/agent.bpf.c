@@ -39,6 +39,7 @@
  * sharp_abi.h) before treating the old instance's state as final.
  */
 #include "parse.h"
+#include "capture.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -198,7 +199,7 @@ enum hold_verdict {
 
 /* Role NEW, shim already stripped. */
 static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_ho *ho, __u32 side,
-					struct sharp_agent_stats *st)
+					struct sharp_agent_stats *st, __u16 tag)
 {
 	enum hold_verdict v;
 	struct sharp_slot *slot;
@@ -210,6 +211,7 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 
 	if (ring_base(ho->ring, side, &base)) {
 		/* Cannot hold: a lost frame, reported as overflow + cause. */
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_CONFIG, tag, sharp_tag_hid(tag));
 		STAT_INC(st, config_error);
 		__sync_fetch_and_add(&ho->overflow[side], 1);
 		return XDP_DROP;
@@ -250,13 +252,16 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 
 	switch (v) {
 	case HOLD_PASS:
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_TO_VNF, SHARP_CAP_R_NONE, tag, sharp_tag_hid(tag));
 		__sync_fetch_and_add(&ho->passed[side], 1);
 		return to_vnf(ctx, side, st);
 	case HOLD_TOO_BIG:
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_TOO_BIG, tag, sharp_tag_hid(tag));
 		STAT_INC(st, too_big);
 		__sync_fetch_and_add(&ho->overflow[side], 1);
 		return XDP_DROP;
 	case HOLD_OVERFLOW:
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_RING_FULL, tag, sharp_tag_hid(tag));
 		STAT_INC(st, overflow);
 		__sync_fetch_and_add(&ho->overflow[side], 1);
 		return XDP_DROP;
@@ -270,6 +275,7 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 	slot = bpf_map_lookup_elem(&slots, &idx);
 	if (!slot) {
 		/* Unreachable: ring_base() checked the whole ring exists. */
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_CONFIG, tag, sharp_tag_hid(tag));
 		STAT_INC(st, config_error);
 		return XDP_DROP;
 	}
@@ -281,6 +287,7 @@ static __always_inline int hold_or_pass(struct xdp_md *ctx, struct sharp_agent_h
 	slot->len = len;
 	/* Publish after the copy; the xchg is a full barrier. */
 	__atomic_exchange_n(&slot->ready, 1, __ATOMIC_SEQ_CST);
+	CAPTURE_AGENT(ctx, .ifindex = ctx->ingress_ifindex, .direction = SHARP_CAP_DIR_IN, .verdict = SHARP_CAP_HELD, .shim_tag = tag, .hid = sharp_tag_hid(tag), .ring = ho->ring, .pos = pos);
 	STAT_INC(st, held);
 	return XDP_DROP;
 }
@@ -303,6 +310,7 @@ int agent(struct xdp_md *ctx)
 		return XDP_PASS;
 	st = agent_stats_get();
 	if (ifc->side > SHARP_SIDE_1) {
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_PASSED, SHARP_CAP_R_CONFIG, 0, 0);
 		STAT_INC(st, config_error);
 		return XDP_PASS;
 	}
@@ -319,15 +327,18 @@ int agent(struct xdp_md *ctx)
 			*n += 1;
 	}
 	if (!eth || eth->h_proto != bpf_htons(SHARP_ETH_P_SHIM)) {
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_TO_VNF, SHARP_CAP_R_NONE, 0, 0);
 		STAT_INC(st, passed_plain);
 		return to_vnf(ctx, side, st);
 	}
 	if (!ifc->accept_shim) {
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_SHIM_REJECTED, 0, 0);
 		STAT_INC(st, shim_rejected);
 		return XDP_DROP;
 	}
 	shim = sharp_parse_shim(&c);
 	if (!shim) {
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_SHIM_MALFORMED, 0, 0);
 		STAT_INC(st, shim_malformed);
 		return XDP_DROP;
 	}
@@ -335,6 +346,7 @@ int agent(struct xdp_md *ctx)
 	phase = sharp_tag_phase(tag);
 	hid = sharp_tag_hid(tag);
 	if (hid < SHARP_HID_MIN || (phase != SHARP_PHASE_PRE && phase != SHARP_PHASE_POST)) {
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_SHIM_MALFORMED, 0, hid);
 		STAT_INC(st, shim_malformed);
 		return XDP_DROP;
 	}
@@ -349,6 +361,7 @@ int agent(struct xdp_md *ctx)
 	}
 
 	if (sharp_strip_shim(ctx)) {
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_DROPPED, SHARP_CAP_R_SHIM_MALFORMED, 0, hid);
 		STAT_INC(st, shim_malformed);
 		return XDP_DROP;
 	}
@@ -357,15 +370,17 @@ int agent(struct xdp_md *ctx)
 	if (!ho) {
 		/* Late frame of a finished handover, or an early one: the
 		 * shim is only a mark, the frame itself is valid. */
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_TO_VNF, SHARP_CAP_R_UNKNOWN_HID, tag, hid);
 		STAT_INC(st, unknown_hid);
 		return to_vnf(ctx, side, st);
 	}
 	if (ho->role != SHARP_AGENT_NEW) {
 		/* OLD: counting above is all it does. */
+		CAPTURE_AGENT_IN(ctx, SHARP_CAP_TO_VNF, SHARP_CAP_R_NONE, tag, hid);
 		__sync_fetch_and_add(&ho->passed[side], 1);
 		return to_vnf(ctx, side, st);
 	}
-	return hold_or_pass(ctx, ho, side, st);
+	return hold_or_pass(ctx, ho, side, st, tag);
 }
 
 /* Side and handover (and its id) that replay/finish act on; NULL on config error. */
@@ -482,6 +497,7 @@ int agent_replay(struct xdp_md *ctx)
 		STAT_INC(st, replay_error);
 		return XDP_ABORTED;
 	}
+	CAPTURE_AGENT(ctx, .ifindex = ctx->ingress_ifindex, .direction = SHARP_CAP_DIR_OUT, .verdict = mode == SHARP_REPLAY_TO_VNF ? SHARP_CAP_RELEASED : SHARP_CAP_RELAYED, .hid = hid, .ring = ho->ring, .pos = snap);
 	STAT_INC(st, replayed);
 	if (mode == SHARP_REPLAY_RELAY) {
 		/* back to the switch that sent it, which routes it to the old

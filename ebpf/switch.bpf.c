@@ -26,6 +26,7 @@
  *                 drop_no_tx, also visible in the xdp_exception tracepoint)
  */
 #include "parse.h"
+#include "capture.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -195,6 +196,7 @@ static __always_inline int divert_to_controller(struct xdp_md *ctx, __u32 hid, _
 	__u32 zero = 0;
 	__u64 len = bpf_xdp_get_buff_len(ctx);
 
+	CAPTURE_SWITCH_IN(ctx, ctx->ingress_ifindex, SHARP_CAP_DIVERTED, SHARP_CAP_R_NONE);
 	ds = bpf_map_lookup_elem(&divert_stats, &zero);
 	if (len < SHARP_ETH_HLEN || len > SHARP_MAX_FRAME) {
 		if (ds)
@@ -278,9 +280,11 @@ static __always_inline int shim_in(struct xdp_md *ctx, struct sharp_cursor *c, _
 		goto forged;
 	rc = bpf_redirect_map(&tx_ports, out_slot, 0);
 	if (rc != XDP_REDIRECT) {
+		CAPTURE_SWITCH_DROP(ctx, ctx->ingress_ifindex, SHARP_CAP_R_NO_TX);
 		PSTAT_INC(ps_in, drop_no_tx);
 		return rc;
 	}
+	CAPTURE_SWITCH(ctx, .ifindex = ctx->ingress_ifindex, .out_slot_plus1 = out_slot + 1, .direction = SHARP_CAP_DIR_OUT, .verdict = SHARP_CAP_RELAYED, .hid = hid);
 	PSTAT_INC(ps_in, relayed);
 	ps_out = bpf_map_lookup_elem(&port_stats, &out_slot);
 	if (ps_out) {
@@ -290,6 +294,7 @@ static __always_inline int shim_in(struct xdp_md *ctx, struct sharp_cursor *c, _
 	return rc;
 
 forged:
+	CAPTURE_SWITCH_DROP(ctx, ctx->ingress_ifindex, SHARP_CAP_R_FORGED_SHIM);
 	PSTAT_INC(ps_in, drop_shim);
 	return XDP_DROP;
 }
@@ -326,6 +331,7 @@ int sharp_switch(struct xdp_md *ctx)
 
 	eth = sharp_parse_eth(&c);
 	if (!eth) {
+		CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_MALFORMED);
 		PSTAT_INC(ps_in, drop_malformed);
 		return XDP_DROP;
 	}
@@ -335,12 +341,14 @@ int sharp_switch(struct xdp_md *ctx)
 	if (eth->h_proto == bpf_htons(SHARP_ETH_P_SHIM))
 		return shim_in(ctx, &c, pi->role, ps_in, len);
 	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		CAPTURE_SWITCH_IN(ctx, ifindex, SHARP_CAP_PASSED, SHARP_CAP_R_NON_IP);
 		PSTAT_INC(ps_in, pass_non_ip);
 		return XDP_PASS;
 	}
 
 	iph = sharp_parse_ipv4(&c);
 	if (!iph || sharp_flow_key_ipv4(&c, iph, &key)) {
+		CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_MALFORMED);
 		PSTAT_INC(ps_in, drop_malformed);
 		return XDP_DROP;
 	}
@@ -352,11 +360,13 @@ int sharp_switch(struct xdp_md *ctx)
 		act = &ex->action;
 	} else {
 		if (wild_lookup(&key, in_slot, &rule_id)) {
+			CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_NO_RULE);
 			PSTAT_INC(ps_in, drop_no_rule);
 			return XDP_DROP;
 		}
 		act = bpf_map_lookup_elem(&rule_actions, &rule_id);
 		if (!act) {
+			CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_NO_RULE);
 			PSTAT_INC(ps_in, drop_no_rule);
 			return XDP_DROP;
 		}
@@ -371,10 +381,12 @@ int sharp_switch(struct xdp_md *ctx)
 
 	if (phase != SHARP_PHASE_NONE) {
 		if (phase > SHARP_PHASE_POST || hid < SHARP_HID_MIN || hid > SHARP_HID_MAX) {
+			CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_BAD_ACTION);
 			PSTAT_INC(ps_in, drop_bad_action);
 			return XDP_DROP;
 		}
 		if (sharp_push_shim(ctx, phase, hid)) {
+			CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_NO_HEADROOM);
 			PSTAT_INC(ps_in, drop_no_headroom);
 			return XDP_DROP;
 		}
@@ -383,6 +395,7 @@ int sharp_switch(struct xdp_md *ctx)
 	/* bpf_redirect_map only looks the slot up; count once it accepted it. */
 	rc = bpf_redirect_map(&tx_ports, out_slot, 0);
 	if (rc != XDP_REDIRECT) {
+		CAPTURE_SWITCH_DROP(ctx, ifindex, SHARP_CAP_R_NO_TX);
 		PSTAT_INC(ps_in, drop_no_tx);
 		return rc;
 	}
@@ -408,5 +421,6 @@ int sharp_switch(struct xdp_md *ctx)
 		ps_out->tx_packets++;
 		ps_out->tx_bytes += len + (phase != SHARP_PHASE_NONE ? SHARP_SHIM_LEN : 0);
 	}
+	CAPTURE_SWITCH(ctx, .ifindex = ifindex, .out_slot_plus1 = out_slot + 1, .rule_id = rule_id, .hid = phase ? hid : 0, .direction = SHARP_CAP_DIR_OUT, .verdict = SHARP_CAP_FORWARDED + phase);
 	return rc;
 }

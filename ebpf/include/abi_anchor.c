@@ -55,6 +55,17 @@ struct sharp_abi_anchor {
 	struct sharp_tg_check_stats tg_check_stats;
 	struct sharp_tg_event tg_event;
 	struct sharp_tg_sink_stats tg_sink_stats;
+	/* capture */
+	enum sharp_capture_limits capture_limits;
+	enum sharp_capture_program capture_program;
+	enum sharp_capture_direction capture_direction;
+	enum sharp_capture_verdict capture_verdict;
+	enum sharp_capture_reason capture_reason;
+	enum sharp_capture_filter capture_filter;
+	struct sharp_capture_config capture_config;
+	struct sharp_capture_hdr capture_hdr;
+	struct sharp_capture_record capture_record;
+	struct sharp_capture_stats capture_stats;
 };
 
 struct sharp_abi_anchor sharp_abi_anchor __attribute__((section(".abi"), used));

@@ -618,4 +618,121 @@ struct sharp_tg_check_stats {
 };
 _Static_assert(sizeof(struct sharp_tg_check_stats) == 8, "sharp_tg_check_stats size");
 
+/* ------------------------------------------------------------------------ */
+/* Packet capture (ebpf/include/capture.h, in the switch and agent)         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * When capture_cfg[0].enabled is set, the switch and the agent copy every
+ * frame they decide on (up to snaplen bytes) with a sharp_capture_hdr into
+ * the capture_ring ring buffer: one record per decision, where it is made.
+ * Off, the cost is one inlined array lookup and a branch per frame. Filters
+ * are evaluated in the kernel; a record the ring has no room for is counted
+ * (capture_stats.ring_full) and the frame goes on as if capture were off:
+ * never back-pressure, never a data-path drop.
+ */
+enum sharp_capture_limits {
+	SHARP_CAPTURE_MAX_SNAP = 1540,		/* SHARP_MAX_FRAME + a shim put back */
+	SHARP_CAPTURE_RING_BYTES = 4 << 20,	/* default capture_ring size */
+};
+
+enum sharp_capture_program {
+	SHARP_CAP_PROG_SWITCH = 1,
+	SHARP_CAP_PROG_AGENT = 2,
+};
+
+enum sharp_capture_direction {
+	SHARP_CAP_DIR_IN = 1,	/* as it arrived on ifindex (dropped, passed, held, to the VNF) */
+	SHARP_CAP_DIR_OUT = 2,	/* as it leaves: the switch's egress slot, or the agent's release */
+};
+
+enum sharp_capture_verdict {
+	SHARP_CAP_FORWARDED = 1,	/* switch: redirected unmarked */
+	SHARP_CAP_MARKED_PRE = 2,	/* switch: redirected with shim(PRE, hid) */
+	SHARP_CAP_MARKED_POST = 3,	/* switch: redirected with shim(POST, hid) */
+	SHARP_CAP_HELD = 4,		/* agent: stored in hold ring `ring` at `pos` */
+	SHARP_CAP_RELEASED = 5,		/* agent: replayed from ring `ring` at `pos` to the VNF */
+	SHARP_CAP_RELAYED = 6,		/* switch: RELAY frame forwarded; agent: ring frame sent back */
+	SHARP_CAP_DROPPED = 7,		/* see reason */
+	SHARP_CAP_PASSED = 8,		/* to the kernel stack (not a managed frame, or STACK mode) */
+	SHARP_CAP_TO_VNF = 9,		/* agent: handed to the VNF (stripped if it had a shim) */
+	SHARP_CAP_DIVERTED = 10,	/* switch: to the controller (baseline) */
+};
+
+/* Why a frame was dropped (or passed): the counter that counted it. */
+enum sharp_capture_reason {
+	SHARP_CAP_R_NONE = 0,
+	SHARP_CAP_R_MALFORMED = 1,	/* drop_malformed */
+	SHARP_CAP_R_NO_RULE = 2,	/* drop_no_rule */
+	SHARP_CAP_R_FORGED_SHIM = 3,	/* drop_shim */
+	SHARP_CAP_R_BAD_ACTION = 4,	/* drop_bad_action */
+	SHARP_CAP_R_NO_HEADROOM = 5,	/* drop_no_headroom */
+	SHARP_CAP_R_NO_TX = 6,		/* drop_no_tx */
+	SHARP_CAP_R_NON_IP = 7,		/* pass_non_ip */
+	SHARP_CAP_R_SHIM_REJECTED = 8,	/* agent shim_rejected */
+	SHARP_CAP_R_SHIM_MALFORMED = 9,	/* agent shim_malformed */
+	SHARP_CAP_R_RING_FULL = 10,	/* agent overflow */
+	SHARP_CAP_R_TOO_BIG = 11,	/* agent too_big */
+	SHARP_CAP_R_CONFIG = 12,	/* agent config_error */
+	SHARP_CAP_R_REPLAY = 13,	/* agent replay_error */
+	SHARP_CAP_R_UNKNOWN_HID = 14,	/* agent unknown_hid (passed on, not dropped) */
+};
+
+/* capture_cfg filter bits: a record is kept iff every set filter matches. */
+enum sharp_capture_filter {
+	SHARP_CAP_F_PORT = 1,		/* ifindex == port_ifindex or out_slot_plus1 == port_slot */
+	SHARP_CAP_F_DIRECTION = 2,	/* direction == direction */
+	SHARP_CAP_F_FLOW = 4,		/* IPv4 5-tuple equals flow, either way round (0 = any field) */
+	SHARP_CAP_F_RULE = 8,		/* rule_id == rule_id (switch records only) */
+	SHARP_CAP_F_HID = 16,		/* hid == hid */
+};
+
+/* capture_cfg: ARRAY[1], written by user space only. */
+struct sharp_capture_config {
+	__u32 enabled;		/* 0: the hook returns at once */
+	__u32 snaplen;		/* 1..SHARP_CAPTURE_MAX_SNAP */
+	__u32 filters;		/* enum sharp_capture_filter bits */
+	__u32 direction;	/* enum sharp_capture_direction */
+	__u32 port_ifindex;	/* 0: none */
+	__u32 port_slot;	/* switch slot + 1 (0: none) */
+	__u32 rule_id;
+	__u32 hid;
+	struct sharp_flow_key flow;
+};
+_Static_assert(sizeof(struct sharp_capture_config) == 48, "sharp_capture_config size");
+
+/* The head of every capture_ring record; cap_len bytes of frame follow. */
+struct sharp_capture_hdr {
+	__u64 ts_ns;		/* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u32 ifindex;		/* switch: ingress port; agent: its interface */
+	__u32 out_slot_plus1;	/* switch: egress slot + 1 (0: none) */
+	__u32 rule_id;		/* switch: the matched rule (0: none) */
+	__u32 pos;		/* agent HELD/RELEASED/RELAYED: ring position */
+	__u32 orig_len;		/* the frame's length as captured (with a shim put back) */
+	__u32 cap_len;		/* bytes of it that follow */
+	__u16 hid;		/* the handover the frame belongs to (0: none) */
+	__u8 program;		/* enum sharp_capture_program */
+	__u8 direction;		/* enum sharp_capture_direction */
+	__u8 verdict;		/* enum sharp_capture_verdict */
+	__u8 reason;		/* enum sharp_capture_reason */
+	__u8 ring;		/* agent: hold ring */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct sharp_capture_hdr) == 40, "sharp_capture_hdr size");
+
+/* capture_scratch: PERCPU_ARRAY[1], where a record is built before output. */
+struct sharp_capture_record {
+	struct sharp_capture_hdr hdr;
+	__u8 data[SHARP_CAPTURE_MAX_SNAP];
+};
+_Static_assert(sizeof(struct sharp_capture_record) == 1584, "sharp_capture_record size");
+
+/* capture_stats: PERCPU_ARRAY[1]. */
+struct sharp_capture_stats {
+	__u64 captured;		/* records written to capture_ring */
+	__u64 ring_full;	/* records lost: capture_ring had no room */
+	__u64 filtered;		/* frames the filters left out */
+};
+_Static_assert(sizeof(struct sharp_capture_stats) == 24, "sharp_capture_stats size");
+
 #endif /* SHARP_ABI_H */

@@ -11,6 +11,7 @@ import { benchForwarding } from './forwarding.js';
 import { benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.js';
 import { benchGeneratorCeiling } from './traffic.js';
 import { writeLineRate } from './line-rate-report.js';
+import { benchCaptureCost } from './capture-cost.js';
 import { benchState, printStateBench } from '../state/bench.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -47,6 +48,18 @@ results['xdp.switchMpps'] = fw.switchMarkedMpps;
 results['xdp.switchVsBareRatio'] = fw.switchMarkedVsBareRatio;
 results['xdp.switchUnmarkedMpps'] = fw.switchMpps;
 results['xdp.switchUnmarkedVsBareRatio'] = fw.switchVsBareRatio;
+
+console.log('\ncapture hook cost, same path (medians of alternating rounds): the hook off must cost what the hook compiled out costs');
+const cc = await benchCaptureCost(objectsDir, quick ? { frames: 500_000, rounds: 1 } : { frames: 2_000_000, rounds: 5 });
+console.table({
+  'bare XDP redirect': { Mpps: cc.bareMpps, 'vs bare': 1 },
+  'switch, capture compiled out': { Mpps: cc.compiledOutMpps, 'vs bare': cc.compiledOutVsBare },
+  'switch, capture off': { Mpps: cc.offMpps, 'vs bare': cc.offVsBare },
+  'switch, capture on, frame filtered out': { Mpps: cc.onFilteredMpps, 'vs bare': cc.onFilteredVsBare },
+});
+console.log(`the switch program alone (BPF_PROG_TEST_RUN, ns per frame): compiled out ${cc.testRunNs.compiledOut}, off ${cc.testRunNs.off}, on but filtered out ${cc.testRunNs.onFiltered}`);
+for (const [k, v] of Object.entries(cc)) if (typeof v === 'number') results[`capture.${k}`] = v;
+for (const [k, v] of Object.entries(cc.testRunNs)) results[`capture.testRunNs.${k}`] = v;
 
 console.log('\nhighest offered rate at which handovers stay lossless and ordered (8 flows, 5 handovers per rate, state delay 0):');
 const rates = quick ? [5_000, 20_000] : [5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000];

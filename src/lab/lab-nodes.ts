@@ -332,6 +332,20 @@ export function detachLabNodesIn(dir: string, cli: string): string[] {
   });
 }
 
+/** The node name and Unix socket of every node a lab's node folder lists (sharpctl capture --lab reaches them directly). */
+export function labNodeSockets(dir: string): { name: string; socket: string }[] {
+  let index: { configFile: string }[];
+  try {
+    index = JSON.parse(readFileSync(path.join(dir, NODE_INDEX), 'utf8')) as typeof index;
+  } catch {
+    return [];
+  }
+  return index.flatMap((n) => {
+    const c = JSON.parse(readFileSync(n.configFile, 'utf8')) as NodeConfig;
+    return c.listen.unix === undefined ? [] : [{ name: c.name, socket: c.listen.unix }];
+  });
+}
+
 /**
  * Builds the spec's namespaces and their management network, makes the
  * lab's certificates, runs a node process in each switch and VNF namespace

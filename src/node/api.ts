@@ -64,9 +64,15 @@ const METHOD_NAMES = {
   ArrivedFrames: 1,
 } as const;
 
+/** rpcs whose reply is a stream of messages */
+export type NodeStreamMethod = keyof typeof STREAM_METHOD_NAMES;
+const STREAM_METHOD_NAMES = {
+  Capture: 1,
+} as const;
+
 /** The grpc-js service definition of sharp.node.v1.Node. */
 export const NODE_SERVICE: grpc.ServiceDefinition = Object.fromEntries(
-  Object.keys(METHOD_NAMES).map((name) => {
+  [...Object.keys(METHOD_NAMES), ...Object.keys(STREAM_METHOD_NAMES)].map((name) => {
     const m = service.methods[name];
     if (m === undefined) throw new Error(`${NODE_PROTO_PATH}: no rpc ${name}`);
     const req = messageCodec(m.resolvedRequestType?.fullName.slice(1) ?? `${NODE_API}.${m.requestType}`);
@@ -76,7 +82,7 @@ export const NODE_SERVICE: grpc.ServiceDefinition = Object.fromEntries(
       {
         path: `/${NODE_API}.Node/${name}`,
         requestStream: false,
-        responseStream: false,
+        responseStream: name in STREAM_METHOD_NAMES,
         requestSerialize: req.serialize,
         requestDeserialize: req.deserialize,
         responseSerialize: res.serialize,

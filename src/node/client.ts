@@ -50,6 +50,8 @@ import {
   type Wire,
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
+import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
+import type { CaptureRequest } from '../capture/filter.js';
 
 /** A node that could not be reached or refused a request; carries the gRPC status. */
 export class NodeCallError extends DataPlaneError {
@@ -307,6 +309,43 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 
   async deleteState(instance: string, flows: readonly FlowKey[]): Promise<void> {
     await this.#call('DeleteState', { instance, flows: flows.map(flowToWire) });
+  }
+
+  // ---------------------------------------------------------------- capture
+
+  /**
+   * Captures on the node until the request's count or duration, or until
+   * `signal` (the stream is cancelled then: the counts are the last ones
+   * the node sent, at most 250 ms old). Rejects with the node's status.
+   */
+  capture(r: CaptureRequest, sinks: CaptureSinks): Promise<void> {
+    const def = NODE_SERVICE['Capture']!;
+    return new Promise<void>((resolve, reject) => {
+      const stream = this.#client.makeServerStreamRequest<Wire, Wire>(def.path, def.requestSerialize as (v: Wire) => Buffer, def.responseDeserialize as (b: Buffer) => Wire, captureRequestToWire(r), new grpc.Metadata(), {});
+      let done = false;
+      const onAbort = (): void => {
+        done = true;
+        stream.cancel();
+        resolve();
+      };
+      if (sinks.signal?.aborted) return onAbort();
+      sinks.signal?.addEventListener('abort', onAbort, { once: true });
+      stream.on('data', (m: Wire) => {
+        const frames = (m['frames'] as Wire[] | undefined) ?? [];
+        if (frames.length > 0) sinks.onFrames(frames.map(frameFromWire));
+        if (m['counts'] !== undefined && m['counts'] !== null) sinks.onCounts(countsFromWire(m['counts'] as Wire));
+      });
+      stream.on('error', (e: grpc.ServiceError) => {
+        sinks.signal?.removeEventListener('abort', onAbort);
+        if (!done) reject(this.#error('Capture', e));
+        done = true;
+      });
+      stream.on('end', () => {
+        sinks.signal?.removeEventListener('abort', onAbort);
+        if (!done) resolve();
+        done = true;
+      });
+    });
   }
 }
 

@@ -15,6 +15,9 @@ import type { NodeConfig } from './config.js';
 import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
+import { NodeCapture } from './capture-service.js';
+import { xdpCaptureTargets } from '../capture/targets.js';
+import { disableCapture } from '../capture/tap.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
 
@@ -66,13 +69,17 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     switches: c.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })) })),
     instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
   });
+  const captureTargets = xdpCaptureTargets(dp, topology);
+  // a capture that died with an earlier node may have left a hook on
+  for (const t of captureTargets) disableCapture(t.coll);
+  const capture = new NodeCapture(c.name, () => captureTargets);
   const api = apiLatencyHistogram();
   let server: NodeServer;
   let metrics: MetricsServer | undefined;
   try {
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: loadTls(c.tls, 'server') } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),

@@ -23,12 +23,15 @@ import {
   type NodeMethod,
   type Wire,
 } from './api.js';
+import { captureHandler, type NodeCapture } from './capture-service.js';
 
 /** What a node serves: its switch (if it runs one) and the agents and VNF state of its instances (if any). */
 export interface NodeRuntime {
   health(): NodeHealth;
   switchControl?: SwitchControl & Pick<ControllerPacketPath, 'controllerDataPackets'>;
   agents?: AgentControl & VnfStateStore;
+  /** packet capture in the node's programs (the Capture rpc) */
+  capture?: NodeCapture;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
   observe?: (method: NodeMethod, code: string, seconds: number) => void;
 }
@@ -214,7 +217,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     },
   };
 
-  return Object.fromEntries(
+  const unary = Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
       name,
       (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
@@ -236,4 +239,5 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       },
     ]),
   );
+  return { ...unary, Capture: captureHandler(rt.capture, () => rt.health().node) };
 }
