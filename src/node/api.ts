@@ -60,6 +60,7 @@ const METHOD_NAMES = {
   ExportState: 1,
   ImportState: 1,
   DeleteState: 1,
+  TransferState: 1,
 } as const;
 
 /** The grpc-js service definition of sharp.node.v1.Node. */
@@ -216,6 +217,8 @@ export interface NodeHealth {
   quiescenceMs: number;
   switches: { name: string; ports: { name: string; ifname: string; role: 'host' | 'vnf'; instance?: string; instanceSide?: number }[] }[];
   instances: { name: string; kind: string; ifaces: string[]; ringCapacity: number; ringCount: number }[];
+  /** nodes this one moves VNF state with, node to node (its config's peers.allow) */
+  statePeers?: string[];
 }
 
 export function healthToWire(h: NodeHealth): Wire {
@@ -229,6 +232,7 @@ export function healthToWire(h: NodeHealth): Wire {
     quiescence_ms: h.quiescenceMs,
     switches: h.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, instance: p.instance ?? '', instance_side: p.instanceSide ?? 0 })) })),
     instances: h.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: i.ifaces, ring_capacity: i.ringCapacity, ring_count: i.ringCount })),
+    state_peers: h.statePeers ?? [],
   };
 }
 
@@ -251,5 +255,6 @@ export function healthFromWire(w: Wire): NodeHealth {
       })),
     })),
     instances: ((w['instances'] as Wire[]) ?? []).map((i) => ({ name: str(i['name']), kind: str(i['kind']), ifaces: (i['ifaces'] as string[]) ?? [], ringCapacity: num(i['ring_capacity']), ringCount: num(i['ring_count']) })),
+    statePeers: ((w['state_peers'] as unknown[]) ?? []).map(str),
   };
 }

@@ -28,6 +28,8 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type StateTransferOptions,
+  type StateTransferResult,
   type SwitchControl,
   type VnfStateStore,
 } from '../dataplane/types.js';
@@ -49,6 +51,7 @@ import {
   type Wire,
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
+import type { CertIdentity } from './transport/identity.js';
 
 /** A node that could not be reached or refused a request; carries the gRPC status. */
 export class NodeCallError extends DataPlaneError {
@@ -69,6 +72,19 @@ export interface NodeClientOptions {
   channel: NodeChannel;
   /** deadline of every call but Release (default 10 s) */
   callTimeoutMs?: number;
+  /** read the node's rule table at connect (default true; a peer node pushing state may only call Health and ImportState) */
+  readRules?: boolean;
+  /** where other nodes reach this one for state transfers (default: the channel's own socket or address) */
+  statePeer?: StatePeerVia;
+}
+
+/** How one node reaches another's API for a state transfer: its Unix socket (same host) or its mutual-TLS address. */
+export type StatePeerVia = { unix: string } | { address: string };
+
+/** Where a state transfer went, as the sending node reports it. */
+export interface NodeTransferResult extends StateTransferResult {
+  /** ImportState calls the sending node made to the peer */
+  calls: number;
 }
 
 const ServiceClient = grpc.makeGenericClientConstructor(NODE_SERVICE, 'sharp.node.v1.Node');
@@ -79,13 +95,25 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   readonly #timeoutMs: number;
   #health!: NodeHealth;
   readonly #rules = new Map<number, Rule>();
+  readonly #readRules: boolean;
+  readonly #calls = new Map<NodeMethod, number>();
   readonly target: string;
+  /** where other nodes reach this one for state transfers */
+  readonly statePeer: StatePeerVia;
 
   private constructor(o: NodeClientOptions) {
     this.target = o.channel.target;
     this.#channel = o.channel;
     this.#client = o.channel.client(ServiceClient);
     this.#timeoutMs = o.callTimeoutMs ?? 10_000;
+    this.#readRules = o.readRules ?? true;
+    const ep = o.channel.endpoint;
+    this.statePeer = o.statePeer ?? (ep.transport === 'unix' ? { unix: ep.path } : { address: ep.address });
+  }
+
+  /** calls this client made, per method (what crossed from this process to the node) */
+  get calls(): ReadonlyMap<NodeMethod, number> {
+    return this.#calls;
   }
 
   /** Connects, asks the node what it runs and which rules it holds. */
@@ -104,8 +132,13 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   async refresh(): Promise<NodeHealth> {
     this.#health = healthFromWire(await this.#call('Health', {}));
     this.#rules.clear();
-    if (this.#health.switches.length > 0) for (const r of ((await this.#call('ListRules', {}))['rules'] as Wire[]) ?? []) this.#rules.set(Number(r['id']), ruleFromWire(r));
+    if (this.#readRules && this.#health.switches.length > 0) for (const r of ((await this.#call('ListRules', {}))['rules'] as Wire[]) ?? []) this.#rules.set(Number(r['id']), ruleFromWire(r));
     return this.#health;
+  }
+
+  /** the node's certificate as the TLS handshake verified it (undefined on a Unix socket) */
+  get serverIdentity(): CertIdentity | undefined {
+    return this.#channel.verifiedServer;
   }
 
   get health(): NodeHealth {
@@ -118,6 +151,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 
   #call(method: NodeMethod, req: Wire, timeoutMs = this.#timeoutMs): Promise<Wire> {
     const def = NODE_SERVICE[method]!;
+    this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
     return new Promise<Wire>((resolve, reject) => {
       this.#client.makeUnaryRequest<Wire, Wire>(
         def.path,
@@ -264,14 +298,44 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return (((await this.#call('ExportState', req))['entries'] as Wire[]) ?? []).map(entryFromWire);
   }
 
-  async importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void> {
-    await this.#call('ImportState', { instance, entries: entries.map(entryToWire) });
+  async importState(instance: string, entries: readonly FlowStateEntry[], o: { keepExisting?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    await this.#call('ImportState', { instance, entries: entries.map(entryToWire), keep_existing: o.keepExisting ?? false }, o.timeoutMs);
   }
 
   async deleteState(instance: string, flows: readonly FlowKey[]): Promise<void> {
     await this.#call('DeleteState', { instance, flows: flows.map(flowToWire) });
   }
+
+  /**
+   * Has this node move `instance`'s state for the selection to `toInstance`
+   * on node `peer` (reached `via`), node to node; `peer` undefined: both
+   * instances are on this node. Only the selection crosses from here.
+   */
+  async transferStateTo(instance: string, toInstance: string, peer: { node: string; via: StatePeerVia } | undefined, select: FlowSelection, o: StateTransferOptions = {}): Promise<NodeTransferResult> {
+    const budget = Math.ceil(o.timeoutMs ?? this.#timeoutMs);
+    const req: Wire = {
+      instance,
+      to_instance: toInstance,
+      ...(peer === undefined ? {} : { peer: { node: peer.node, ...peer.via } }),
+      ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }),
+      handover_id: o.handoverId ?? 0,
+      timeout_ms: budget,
+      keep_existing: o.keepExisting ?? false,
+    };
+    // the node keeps to its budget; the margin lets its answer arrive, so a transfer never outlives the call
+    const r = await this.#call('TransferState', req, budget + TRANSFER_MARGIN_MS);
+    const identity = String(r['peer_identity'] ?? '');
+    return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), peer: String(r['peer_node'] ?? ''), transport: String(r['transport'] ?? ''), calls: Number(r['calls'] ?? 0), ...(identity === '' ? {} : { peerIdentity: identity }) };
+  }
+
+  /** the nodes this one moves state with (its peers.allow) */
+  get statePeers(): readonly string[] {
+    return this.#health.statePeers ?? [];
+  }
 }
+
+/** time a TransferState call waits beyond the node's own budget for its answer */
+export const TRANSFER_MARGIN_MS = 2000;
 
 /**
  * The engine's Deployment over nodes: a switch's operations go to the node
@@ -336,6 +400,17 @@ export class NodeDeployment implements Deployment {
       exportState: (i, sel) => byInstance(i).exportState(i, sel),
       importState: (i, e) => byInstance(i).importState(i, e),
       deleteState: (i, f) => byInstance(i).deleteState(i, f),
+      // node to node when the old instance's node names the new one's as a state peer (or carries both)
+      canTransferState: (from, to) => {
+        const a = byInstance(from);
+        const b = byInstance(to);
+        return a === b || a.statePeers.includes(b.name);
+      },
+      transferState: (from, to, sel, o) => {
+        const a = byInstance(from);
+        const b = byInstance(to);
+        return a.transferStateTo(from, to, a === b ? undefined : { node: b.name, via: b.statePeer }, sel, o);
+      },
     };
   }
 

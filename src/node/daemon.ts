@@ -10,13 +10,18 @@ import type { XdpTopology } from '../dataplane/xdp/topology.js';
 import { PinStore } from './pins.js';
 import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
 import { nodeHandlers } from './service.js';
-import { loadTls, startNodeServer, type NodeServer } from './transport/index.js';
+import { loadTls, startNodeServer, type NodeServer, type TlsMaterial } from './transport/index.js';
+import { StatePeers } from './state-transfer.js';
+import { X509Certificate } from 'node:crypto';
 import type { NodeConfig } from './config.js';
 import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
+
+/** what a state peer node may call here: who it is, and the records it pushes */
+export const STATE_PEER_METHODS = ['Health', 'ImportState'].map((m) => `/${NODE_API}.Node/${m}`);
 
 export interface RunningNode {
   readonly config: NodeConfig;
@@ -65,17 +70,27 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     quiescenceMs: c.quiescenceMs,
     switches: c.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })) })),
     instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+    statePeers: [...(c.peers?.allow ?? [])],
   });
   const api = apiLatencyHistogram();
+  let statePeers: StatePeers | undefined;
   let server: NodeServer;
   let metrics: MetricsServer | undefined;
   try {
+    // state peers: this node's certificate as a client, their CA trusted beside the controllers'
+    const peersTls = c.peers?.ca === undefined || c.tls === undefined ? undefined : loadTls({ ca: c.peers.ca, cert: c.tls.cert, key: c.tls.key }, 'client');
+    if (c.peers !== undefined) statePeers = new StatePeers({ self: c.name, allow: c.peers.allow, tls: peersTls });
+    const serverTls = (): TlsMaterial => {
+      const t = loadTls(c.tls!, 'server');
+      return peersTls === undefined || peersTls.ca.equals(t.ca) ? t : { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls.ca]) };
+    };
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), log, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
-      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: loadTls(c.tls, 'server') } }),
+      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls() } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
+      ...(c.peers === undefined ? {} : { allowNodes: { names: c.peers.allow, methods: STATE_PEER_METHODS, ...(peersTls === undefined ? {} : { ca: new X509Certificate(peersTls.ca) }) } }),
       onRefused: (r) => log(`refused a call: ${JSON.stringify(r)}`),
     });
     if (c.metrics !== undefined) {
@@ -93,6 +108,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
       log(`serving metrics on ${[metrics.unixPath && `unix:${metrics.unixPath}`, metrics.tcpAddress && `https://${metrics.tcpAddress}/metrics (mutual TLS)`].filter(Boolean).join(' and ')}`);
     }
   } catch (e) {
+    statePeers?.close();
     // the data plane stays (pinned) for the next start; only this process's handles go
     await dp.close();
     throw e;
@@ -102,6 +118,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
+    statePeers?.close();
     await Promise.all([server.close(500), metrics?.close()]);
   };
   return {
