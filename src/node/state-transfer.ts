@@ -151,10 +151,10 @@ export class StatePeers {
     } catch (e) {
       if (!(e instanceof StateTransferError)) this.#drop(node, via);
       const cause = e instanceof Error ? e.message : String(e);
-      throw new StateTransferError(node, `node ${self}: moving ${entries.length} state records of ${r.instance} to ${r.toInstance} on ${where} failed, ${r.instance} keeps them: ${cause}`, { cause: e });
+      throw new StateTransferError(node, `moving ${entries.length} state records of ${r.instance} to ${r.toInstance} on ${where} failed, ${r.instance} keeps them: ${cause}`, { cause: e });
     }
     // acknowledged by the peer: only now do they leave this node, unless the caller gave up meanwhile (then both hold them; a rollback keeps these)
-    if (left() <= 0) throw new StateTransferTimeoutError(node, `node ${self}: ${where} acknowledged ${entries.length} records after the transfer's budget ran out: ${r.instance} keeps them`);
+    if (left() <= 0) throw new StateTransferTimeoutError(node, `${where} acknowledged ${entries.length} records after the transfer's budget ran out: ${r.instance} keeps them`);
     if (entries.length > 0) await store.deleteState(r.instance, entries.map((e) => e.flow));
     return { records: entries.length, bytes, peerNode: node, transport: 'unix' in via ? 'unix' : 'tls', peerIdentity, calls };
   }
