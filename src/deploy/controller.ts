@@ -10,6 +10,7 @@ import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../hand
 import { FileJournal } from '../handover/journal.js';
 import { DelayedStateMover, VnfMapStateMover, type StateMover } from '../handover/state-mover.js';
 import { createStateMover } from '../state/factory.js';
+import { NodeStoreStateMover } from '../state/node-store-mover.js';
 import { Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
 import type { DeployRule, DeploySpec } from './spec.js';
@@ -17,7 +18,7 @@ import type { DeployRule, DeploySpec } from './spec.js';
 export interface Controller {
   deployment: NodeDeployment;
   engine: HandoverEngine;
-  /** vnf-map: host to host where the nodes are each other's peers (else through the controller); other kinds: their state manager */
+  /** vnf-map: host to host where the nodes are each other's peers (else through the controller); redis: through the nodes' common stateStore (else the controller's Redis manager); other kinds: their state manager */
   mover: StateMover & { close?(): Promise<void> };
   close(): Promise<void>;
 }
@@ -39,7 +40,8 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
 
 export async function openController(spec: DeploySpec): Promise<Controller> {
   const deployment = await connectDeployment(spec);
-  const mover: Controller['mover'] = spec.state === 'vnf-map' ? new VnfMapStateMover() : createStateMover(spec.state);
+  // vnf-map and redis: the nodes move the state themselves where they can (peers, a common stateStore)
+  const mover: Controller['mover'] = spec.state === 'vnf-map' ? new VnfMapStateMover() : spec.state === 'redis' ? new NodeStoreStateMover({ fallback: createStateMover('redis') }) : createStateMover(spec.state);
   const engine = new HandoverEngine(deployment, { mover, journal: new FileJournal(spec.controller.journal) });
   return {
     deployment,

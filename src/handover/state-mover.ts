@@ -60,6 +60,33 @@ export function ruleCovers(rules: readonly Rule[]): (flow: FlowKey) => boolean {
 }
 
 /**
+ * Moves whose work goes on at the hosts after the engine gave up on them
+ * (a host keeps to its own budget): a rollback waits for its handover's
+ * move to settle before undoing it.
+ */
+export class InFlightMoves {
+  readonly #moves = new Map<number, Promise<void>>();
+
+  /** Remembers `p` as handover `id`'s move until it settles; returns `p`. */
+  track<T>(id: number, p: Promise<T>): Promise<T> {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#moves.set(id, settled);
+    void settled.then(() => {
+      if (this.#moves.get(id) === settled) this.#moves.delete(id);
+    });
+    return p;
+  }
+
+  /** Resolves once handover `id`'s move (if any) has settled. */
+  async settled(id: number): Promise<void> {
+    await this.#moves.get(id);
+  }
+}
+
+/**
  * Moves the example XDP VNF's per-flow map entries: host to host where the
  * deployment can (A's host exports, hands them to B's, deletes once B's
  * acknowledged: the controller sends only the selection), else export at
@@ -72,7 +99,7 @@ export class VnfMapStateMover implements StateMover {
   /** a host's budget for one host-to-host transfer */
   readonly transferTimeoutMs: number;
   /** host-to-host transfers in flight, by handover: a rollback waits for its handover's to settle */
-  readonly #inFlight = new Map<number, Promise<unknown>>();
+  readonly #inFlight = new InFlightMoves();
 
   constructor(o: { transferTimeoutMs?: number } = {}) {
     this.transferTimeoutMs = o.transferTimeoutMs ?? 10_000;
@@ -82,16 +109,7 @@ export class VnfMapStateMover implements StateMover {
     const vs = ctx.vnfState;
     if (vs.transferState !== undefined && vs.canTransferState?.(ctx.from, ctx.to) === true) {
       // not cancelled on abort: the sending host keeps to its budget, and the rollback waits for its answer
-      const p = vs.transferState(ctx.from, ctx.to, ctx.selection, { handoverId: ctx.id, timeoutMs: this.transferTimeoutMs });
-      const settled = p.then(
-        () => undefined,
-        () => undefined,
-      );
-      this.#inFlight.set(ctx.id, settled);
-      void settled.then(() => {
-        if (this.#inFlight.get(ctx.id) === settled) this.#inFlight.delete(ctx.id);
-      });
-      const r = await p;
+      const r = await this.#inFlight.track(ctx.id, vs.transferState(ctx.from, ctx.to, ctx.selection, { handoverId: ctx.id, timeoutMs: this.transferTimeoutMs }));
       return { records: r.records, bytes: r.bytes, path: 'host-to-host', peer: r.peer, transport: r.transport };
     }
     const entries = await ctx.vnfState.exportState(ctx.from, ctx.selection);
@@ -107,7 +125,7 @@ export class VnfMapStateMover implements StateMover {
 
   /** Afterwards A has the flows' state and B none: records A already gave up come back from B (host to host where possible). */
   async rollback(ctx: HandoverContext): Promise<void> {
-    await this.#inFlight.get(ctx.id);
+    await this.#inFlight.settled(ctx.id);
     const vs = ctx.vnfState;
     if (vs.transferState !== undefined && vs.canTransferState?.(ctx.to, ctx.from) === true) {
       try {

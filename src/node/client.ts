@@ -39,6 +39,7 @@ import {
   counterFromWire,
   entryFromWire,
   entryToWire,
+  flowFromWire,
   flowToWire,
   healthFromWire,
   marksFromWire,
@@ -52,6 +53,7 @@ import {
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
 import type { CertIdentity } from './transport/identity.js';
+import type { StoreStagedState } from '../state/types.js';
 
 /** A node that could not be reached or refused a request; carries the gRPC status. */
 export class NodeCallError extends DataPlaneError {
@@ -328,6 +330,26 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), peer: String(r['peer_node'] ?? ''), transport: String(r['transport'] ?? ''), calls: Number(r['calls'] ?? 0), ...(identity === '' ? {} : { peerIdentity: identity }) };
   }
 
+  async stageState(instance: string, handoverId: number, select: FlowSelection): Promise<{ flows: FlowKey[]; bytes: number; store: string }> {
+    const r = await this.#call('StageState', { instance, handover_id: handoverId, ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }) });
+    return { flows: ((r['flows'] as Wire[]) ?? []).map(flowFromWire), bytes: Number(r['bytes'] ?? 0), store: String(r['store'] ?? '') };
+  }
+
+  async obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o: { keepExisting?: boolean } = {}): Promise<{ records: number; bytes: number; store: string }> {
+    const r = await this.#call('ObtainState', { instance, from_instance: fromInstance, handover_id: handoverId, flows: flows.map(flowToWire), keep_existing: o.keepExisting ?? false });
+    return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), store: String(r['store'] ?? '') };
+  }
+
+  async discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o: { deleteLocal?: boolean } = {}): Promise<number> {
+    const r = await this.#call('DiscardStagedState', { instance, handover_id: handoverId, flows: flows === 'all' ? [] : flows.map(flowToWire), delete_local: o.deleteLocal ?? false });
+    return Number(r['keys'] ?? 0);
+  }
+
+  /** the store this node stages state in ('' : none) */
+  get stateStore(): string {
+    return this.#health.stateStore ?? '';
+  }
+
   /** the nodes this one moves state with (its peers.allow) */
   get statePeers(): readonly string[] {
     return this.#health.statePeers ?? [];
@@ -345,7 +367,7 @@ export const TRANSFER_MARGIN_MS = 2000;
 export class NodeDeployment implements Deployment {
   readonly switchControl: SwitchControl;
   readonly agentControl: AgentControl;
-  readonly vnfState: VnfStateStore;
+  readonly vnfState: VnfStateStore & StoreStagedState;
 
   constructor(readonly nodes: readonly NodeClient[]) {
     const bySwitch = (sw: string): NodeClient => {
@@ -411,6 +433,14 @@ export class NodeDeployment implements Deployment {
         const b = byInstance(to);
         return a.transferStateTo(from, to, a === b ? undefined : { node: b.name, via: b.statePeer }, sel, o);
       },
+      // through the store when both instances' nodes stage state in the same one
+      canStageState: (from, to) => {
+        const s = byInstance(from).stateStore;
+        return s !== '' && s === byInstance(to).stateStore;
+      },
+      stageState: (i, hid, sel) => byInstance(i).stageState(i, hid, sel),
+      obtainState: (i, from, hid, flows, o) => byInstance(i).obtainState(i, from, hid, flows, o),
+      discardStagedState: (i, hid, flows, o) => byInstance(i).discardStagedState(i, hid, flows, o),
     };
   }
 

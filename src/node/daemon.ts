@@ -13,7 +13,9 @@ import { nodeHandlers } from './service.js';
 import { loadTls, startNodeServer, type NodeServer, type TlsMaterial } from './transport/index.js';
 import { StatePeers } from './state-transfer.js';
 import { X509Certificate } from 'node:crypto';
-import type { NodeConfig } from './config.js';
+import { NodeConfigError, type NodeConfig } from './config.js';
+import { NodeRedisStore } from '../state/redis-stage.js';
+import { readFileSync } from 'node:fs';
 import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
@@ -46,6 +48,20 @@ export function topologyOf(c: NodeConfig): XdpTopology {
   };
 }
 
+/** The node's state store; the password is read from its file now, so a bad file stops the start with its name. */
+function openStateStore(c: NodeConfig): NodeRedisStore {
+  const r = c.stateStore!.redis;
+  let password: string | undefined;
+  if (r.passwordFile !== undefined) {
+    try {
+      password = readFileSync(r.passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new NodeConfigError(r.passwordFile, [`stateStore.redis.passwordFile: cannot read ${r.passwordFile}: ${(e as Error).message}`], { cause: e });
+    }
+  }
+  return new NodeRedisStore({ url: r.url, keyPrefix: r.keyPrefix, timeoutMs: r.timeoutMs, connectionName: `sharp-node-${c.name}`, ...(r.username === undefined ? {} : { username: r.username }), ...(password === undefined ? {} : { password }) });
+}
+
 export function pinStoreOf(c: NodeConfig): PinStore {
   return PinStore.open({ node: c.name, ...(c.pinDir === undefined ? {} : { pinDir: c.pinDir }), ...(c.stateDir === undefined ? {} : { stateDir: c.stateDir }) });
 }
@@ -54,6 +70,8 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const log = o.log ?? (() => undefined);
   const store = pinStoreOf(c);
   const topology = topologyOf(c);
+  // before the data plane: a password file that cannot be read stops the start with nothing opened
+  const stateStore = c.stateStore === undefined ? undefined : openStateStore(c);
   const adopted = store.list().length > 0;
   const dp = adopted
     ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology })
@@ -71,6 +89,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     switches: c.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })) })),
     instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
     statePeers: [...(c.peers?.allow ?? [])],
+    stateStore: stateStore?.describe() ?? '',
   });
   const api = apiLatencyHistogram();
   let statePeers: StatePeers | undefined;
@@ -86,7 +105,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     };
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), log, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(stateStore === undefined ? {} : { stateStore }), log, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls() } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
@@ -109,6 +128,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     }
   } catch (e) {
     statePeers?.close();
+    await stateStore?.close();
     // the data plane stays (pinned) for the next start; only this process's handles go
     await dp.close();
     throw e;
@@ -119,7 +139,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     if (stopped) return;
     stopped = true;
     statePeers?.close();
-    await Promise.all([server.close(500), metrics?.close()]);
+    await Promise.all([server.close(500), metrics?.close(), stateStore?.close()]);
   };
   return {
     config: c,

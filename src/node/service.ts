@@ -13,6 +13,7 @@ import {
   entryFromWire,
   entryToWire,
   flowFromWire,
+  flowToWire,
   healthToWire,
   marksToWire,
   matchFromWire,
@@ -24,6 +25,8 @@ import {
   type Wire,
 } from './api.js';
 import type { StatePeerVia } from './client.js';
+import type { NodeRedisStore } from '../state/redis-stage.js';
+import { flowKeyString } from '../state/flow-key.js';
 import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
 import { describePeer, peerOf, type HasAuthContext } from './transport/server.js';
 
@@ -37,6 +40,8 @@ export interface NodeRuntime {
   agents?: AgentControl & VnfStateStore;
   /** node-to-node state transfers (TransferState); undefined: only between this node's own instances */
   statePeers?: StatePeers;
+  /** where this node stages its instances' state for handovers (its config's stateStore) */
+  stateStore?: Pick<NodeRedisStore, 'describe' | 'stage' | 'obtain' | 'discard'>;
   /** the daemon's log */
   log?: (line: string) => void;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
@@ -142,6 +147,11 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     throw invalid(`peer: give unix or address for node ${node}`);
   };
 
+  const store = (): NonNullable<NodeRuntime['stateStore']> => {
+    if (rt.stateStore === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} has no stateStore in its config`);
+    return rt.stateStore;
+  };
+
   const impl: Record<NodeMethod, (req: Wire, call: HasAuthContext) => Promise<Wire>> = {
     Health: async () => healthToWire(rt.health()),
     AddRule: async (w) => {
@@ -242,6 +252,41 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const i = instance(w);
       await agents().deleteState(i.name, batch<Wire>(w['flows'], 'flows').map(flowFromWire));
       return {};
+    },
+    StageState: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const select = w['all'] === true ? ('all' as const) : batch<Wire>(w['matches'], 'matches').map(matchFromWire);
+      const st = store();
+      const entries = await agents().exportState(i.name, select);
+      await st.stage(i.name, h, entries);
+      const bytes = entries.reduce((a, e) => a + e.value.length, 0);
+      rt.log?.(`handover ${h}: staged ${entries.length} state records (${bytes} bytes) of ${i.name} in ${st.describe()}`);
+      return { flows: entries.map((e) => flowToWire(e.flow)), bytes: String(bytes), store: st.describe() };
+    },
+    ObtainState: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const from = String(w['from_instance'] ?? '');
+      if (!NODE_NAME.test(from)) throw invalid(`from_instance '${from.slice(0, 40)}': an instance name is 1-32 letters, digits, _ or -`);
+      const flows = batch<Wire>(w['flows'], 'flows').map(flowFromWire);
+      const st = store();
+      const { found, missing } = await st.obtain(from, h, flows);
+      if (missing.length > 0) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `${st.describe()} has no record of ${missing.length} of the ${flows.length} flows ${from} staged for handover ${h} (e.g. ${flowKeyString(missing[0]!)}): nothing imported into ${i.name}`);
+      const imported = await importKeeping(agents(), i.name, found, w['keep_existing'] === true);
+      const bytes = found.reduce((a, e) => a + e.value.length, 0);
+      rt.log?.(`handover ${h}: imported ${imported} of ${found.length} state records of ${from} into ${i.name} from ${st.describe()}`);
+      return { records: imported, bytes: String(bytes), store: st.describe() };
+    },
+    DiscardStagedState: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const flows = batch<Wire>(w['flows'], 'flows').map(flowFromWire);
+      if (w['delete_local'] === true && flows.length === 0) throw invalid('delete_local: name the flows whose records the instance forgets');
+      const keys = await store().discard(i.name, h, flows.length === 0 ? 'all' : flows);
+      // the store's copy first: if that fails, the instance still has everything
+      if (w['delete_local'] === true) await agents().deleteState(i.name, flows);
+      return { keys };
     },
     TransferState: async (w) => {
       const i = instance(w);
