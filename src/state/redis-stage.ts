@@ -119,7 +119,7 @@ export class NodeRedisStore {
 
   /** what the node tells the controller: two nodes meet only in the same store */
   describe(): string {
-    return `redis ${redisUrlShown(this.#o.url)} ${this.#prefix}`;
+    return `redis ${redisUrlShown(this.#o.url)} (keys ${this.#prefix}*)`;
   }
 
   #redis(): Promise<Redis> {
@@ -138,10 +138,24 @@ export class NodeRedisStore {
     return `${this.#prefix}h${handoverId}:${instance}:flow:${flowKeyString(flow)}`;
   }
 
+  /** Runs one operation; its failure is a StateError naming the store and what was being done. */
+  async #op<T>(what: string, f: (c: Redis) => Promise<T>): Promise<T> {
+    try {
+      return await f(await this.#redis());
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      const down = /Stream isn't writeable|Connection is closed|ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|cannot reach/.test(msg);
+      throw new StateError(`${this.describe()}: cannot ${what}: ${down ? `the server is not reachable (${msg})` : msg}`, { cause: e });
+    }
+  }
+
   /** Writes the records; on failure removes whatever part of them it wrote. */
   async stage(instance: string, handoverId: number, entries: readonly FlowStateEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const c = await this.#redis();
+    await this.#op(`stage ${entries.length} records of ${instance}`, (c) => this.#stage(c, instance, handoverId, entries));
+  }
+
+  async #stage(c: Redis, instance: string, handoverId: number, entries: readonly FlowStateEntry[]): Promise<void> {
     const keys = entries.map((e) => this.key(instance, handoverId, e.flow));
     try {
       await writeRecords(
@@ -157,10 +171,11 @@ export class NodeRedisStore {
 
   /** Reads the records `instance` staged for these flows. */
   async obtain(instance: string, handoverId: number, flows: readonly FlowKey[]): Promise<{ found: FlowStateEntry[]; missing: FlowKey[] }> {
-    const c = await this.#redis();
-    const values = await readRecords(
-      c,
-      flows.map((f) => this.key(instance, handoverId, f)),
+    const values = await this.#op(`read ${flows.length} records of ${instance}`, (c) =>
+      readRecords(
+        c,
+        flows.map((f) => this.key(instance, handoverId, f)),
+      ),
     );
     const found: FlowStateEntry[] = [];
     const missing: FlowKey[] = [];
@@ -174,7 +189,10 @@ export class NodeRedisStore {
 
   /** Deletes what `instance` staged under the handover: these flows', or every one of them (SCAN). Returns the keys deleted. */
   async discard(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all'): Promise<number> {
-    const c = await this.#redis();
+    return this.#op(`discard the records ${instance} staged`, (c) => this.#discard(c, instance, handoverId, flows));
+  }
+
+  async #discard(c: Redis, instance: string, handoverId: number, flows: readonly FlowKey[] | 'all'): Promise<number> {
     let keys: string[];
     if (flows === 'all') {
       keys = [];
