@@ -39,6 +39,8 @@ export interface VnfNodesWorld {
   /** rewrites a VNF node's config and restarts its process (it adopts its pinned data plane) */
   restart(instance: 'vnf1' | 'vnf2', edit: (n: LabNode) => void): Promise<void>;
   traffic(flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] };
+  /** the certificate folder (ca.crt, node-<name>.crt/.key of both VNF nodes) */
+  certs: string;
   /** with o.redis: the server (in vnf1's namespace, on the state link), its Unix socket for inspection, its password */
   redis: { server: RedisServer; unixSocket: string; password: string } | undefined;
 }
@@ -137,7 +139,7 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
     }
     return { gens, sinks };
   };
-  return { lab, nodes, procs, nodeOf, stateAddress, connect, restart, traffic, redis };
+  return { lab, nodes, procs, nodeOf, stateAddress, connect, restart, traffic, redis, certs };
 }
 
 export async function finishTraffic(gens: TrafficGenerator[], sinks: TrafficSink[]): Promise<TrafficReport[]> {

@@ -8,7 +8,13 @@ import t from 'tap';
 import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../../src/handover/state-mover.js';
 import { sleep } from '../../src/util/mutex.js';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { caFiles, nodeFiles } from '../../src/node/transport/index.js';
+import { repoRoot } from '../helpers/env.js';
 import { assertIntact, controllerCalls, finishTraffic, movingRules, STATE_BYTES_METHODS, vnfNodesWorld } from '../helpers/vnf-nodes.js';
+
+const peerCall = path.join(repoRoot, 'dist/test/node/fixtures/peer-call.js');
 
 t.test('handovers under traffic move the state node to node over mutual TLS (and over Unix sockets): the controller never carries it', async (t) => {
   const w = await vnfNodesWorld(t);
@@ -88,7 +94,19 @@ t.test('a transfer to an unreachable or unauthorized peer fails naming the peer 
   });
   await t.rejects(vnf1Node.transferStateTo('vnf1', 'vnf2', { node: w.nodeOf.vnf2, via: { address: w.stateAddress.vnf1 } }, 'all'), { message: new RegExp(`the server's certificate names '${w.nodeOf.vnf1}'.*expected '${w.nodeOf.vnf2}'`) });
   await t.rejects(vnf1Node.transferStateTo('vnf1', 'vnf2', { node: w.nodeOf.vnf2, via: { address: 'no-port' } }, 'all'), { message: /peer\.address 'no-port': host:port/ });
+  await t.rejects(vnf1Node.transferStateTo('vnf1', 'no such/instance', { node: w.nodeOf.vnf2, via: { address: w.stateAddress.vnf2 } }, 'all'), { message: /to_instance 'no such\/instance': an instance name is 1-32 letters/ });
+  await t.rejects(vnf1Node.transferStateTo('vnf1', 'vnf2', { node: w.nodeOf.vnf2, via: { address: w.stateAddress.vnf2 } }, 'all', { timeoutMs: 600_001 }), { message: /timeout_ms 600001: at most 600000/ });
   t.equal(await records('vnf1'), 4, 'none of the refused transfers took anything from vnf1');
+
+  // a peer's certificate opens only what a peer needs: it cannot read (or change) anything else on the node (called from vnf1's host)
+  const asPeer = (method: string): { ok?: boolean; error?: { name: string; message: string } } => {
+    const vnf1Ns = w.lab.topology.instances.find((i) => i.name === 'vnf1')!.netns!;
+    const line = execFileSync('nsenter', [`--net=/run/netns/${vnf1Ns}`, process.execPath, peerCall, '--node', w.nodeOf.vnf2, '--address', w.stateAddress.vnf2, '--ca', caFiles(w.certs).cert, ...['--cert', nodeFiles(w.certs, w.nodeOf.vnf1).cert, '--key', nodeFiles(w.certs, w.nodeOf.vnf1).key], '--instance', 'vnf2', '--method', method], { encoding: 'utf8' });
+    return JSON.parse(line) as ReturnType<typeof asPeer>;
+  };
+  t.match(asPeer('ExportState').error?.message, new RegExp(`accepts node '${w.nodeOf.vnf1}' .* as a state peer only \\(Health, ImportState\\), not for /sharp\\.node\\.v1\\.Node/ExportState`), 'a peer node may not read state');
+  t.match(asPeer('DeleteState').error?.message, /as a state peer only/, 'nor delete it');
+  t.same(asPeer('ImportState'), { ok: true }, 'it may hand state over (here: none)');
 
   // with the peers agreeing again, the same handover completes node to node
   const r3 = await new HandoverEngine(d, { mover: new VnfMapStateMover() }).handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 4000 });
