@@ -101,13 +101,17 @@ export class VnfMapStateMover implements StateMover {
   /** host-to-host transfers in flight, by handover: a rollback waits for its handover's to settle */
   readonly #inFlight = new InFlightMoves();
 
-  constructor(o: { transferTimeoutMs?: number } = {}) {
+  /** 'auto': host to host where the deployment can; 'controller': always through the controller (for comparison) */
+  readonly via: 'auto' | 'controller';
+
+  constructor(o: { transferTimeoutMs?: number; via?: 'auto' | 'controller' } = {}) {
     this.transferTimeoutMs = o.transferTimeoutMs ?? 10_000;
+    this.via = o.via ?? 'auto';
   }
 
   async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {
     const vs = ctx.vnfState;
-    if (vs.transferState !== undefined && vs.canTransferState?.(ctx.from, ctx.to) === true) {
+    if (this.via === 'auto' && vs.transferState !== undefined && vs.canTransferState?.(ctx.from, ctx.to) === true) {
       // not cancelled on abort: the sending host keeps to its budget, and the rollback waits for its answer
       const r = await this.#inFlight.track(ctx.id, vs.transferState(ctx.from, ctx.to, ctx.selection, { handoverId: ctx.id, timeoutMs: this.transferTimeoutMs }));
       return { records: r.records, bytes: r.bytes, path: 'host-to-host', peer: r.peer, transport: r.transport };
@@ -127,7 +131,7 @@ export class VnfMapStateMover implements StateMover {
   async rollback(ctx: HandoverContext): Promise<void> {
     await this.#inFlight.settled(ctx.id);
     const vs = ctx.vnfState;
-    if (vs.transferState !== undefined && vs.canTransferState?.(ctx.to, ctx.from) === true) {
+    if (this.via === 'auto' && vs.transferState !== undefined && vs.canTransferState?.(ctx.to, ctx.from) === true) {
       try {
         await vs.transferState(ctx.to, ctx.from, ctx.selection, { handoverId: ctx.id, keepExisting: true, timeoutMs: this.transferTimeoutMs });
         return;
