@@ -17,12 +17,12 @@ import { NodeClient, NodeDeployment, type StatePeerVia } from '../../src/node/cl
 import { caFiles, createCa, createNodeCert, nodeChannel, nodeTlsFiles, unixEndpoint } from '../../src/node/transport/index.js';
 import type { NodeMethod } from '../../src/node/api.js';
 import { startRedisServer, type RedisServer } from '../../src/state/redis-server.js';
-import { TrafficGenerator } from '../../src/traffic/generator.js';
-import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
+import type { TrafficGenerator } from '../../src/traffic/generator.js';
+import type { TrafficSink } from '../../src/traffic/sink.js';
 import { repoRoot, uniqueName } from './env.js';
-import { stopAndDetachNodes } from './node-procs.js';
+import { stopAndDetachNodes, twoWayTraffic } from './node-procs.js';
+export { assertIntact, finishTraffic } from './node-procs.js';
 
-const objectsDir = path.join(repoRoot, 'build/ebpf');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 const STATE_PORT = 7450;
 
@@ -124,36 +124,8 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
     writeFileSync(n.configFile, JSON.stringify(n.config, null, 2));
     procs.set(i, await startNodeProcess(n, { cli }));
   };
-  const traffic = (flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] } => {
-    const gens: TrafficGenerator[] = [];
-    const sinks: TrafficSink[] = [];
-    for (const [from, to] of [
-      [lab.client, lab.server],
-      [lab.server, lab.client],
-    ] as const) {
-      const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname });
-      const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows });
-      closers.push(() => sink.close(), () => gen.close());
-      gens.push(gen);
-      sinks.push(sink);
-    }
-    return { gens, sinks };
-  };
+  const traffic = (flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] } => twoWayTraffic(lab, closers, flows);
   return { lab, nodes, procs, nodeOf, stateAddress, connect, restart, traffic, redis, certs };
-}
-
-export async function finishTraffic(gens: TrafficGenerator[], sinks: TrafficSink[]): Promise<TrafficReport[]> {
-  await Promise.all(gens.map((g) => g.stop()));
-  await Promise.all(sinks.map((s, i) => s.drain(gens[i]!.sent)));
-  return sinks.map((s, i) => s.report(gens[i]!.sentPerFlow()));
-}
-
-export function assertIntact(t: Test, reports: TrafficReport[], what: string): void {
-  reports.forEach((r, i) => {
-    const dir = `${what}, ${i === 0 ? 'client→server' : 'server→client'}`;
-    t.ok(r.sent > 0, `${dir}: ${r.sent} probes sent`);
-    t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${dir}: every probe delivered once, in order, the VNF's counter continuous`);
-  });
 }
 
 /** calls of these methods the controller's clients made */
