@@ -99,17 +99,18 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     // state peers: this node's certificate as a client, their CA trusted beside the controllers'
     const peersTls = c.peers?.ca === undefined || c.tls === undefined ? undefined : loadTls({ ca: c.peers.ca, cert: c.tls.cert, key: c.tls.key }, 'client');
     if (c.peers !== undefined) statePeers = new StatePeers({ self: c.name, allow: c.peers.allow, tls: peersTls });
-    const serverTls = (): TlsMaterial => {
-      const t = loadTls(c.tls!, 'server');
-      return peersTls === undefined || peersTls.ca.equals(t.ca) ? t : { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls.ca]) };
-    };
+    const ownTls = c.tls === undefined || c.listen.tcp === undefined ? undefined : loadTls(c.tls, 'server');
+    const twoCas = ownTls !== undefined && peersTls !== undefined && !peersTls.ca.equals(ownTls.ca);
+    const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
     server = await startNodeServer({
       node: c.name,
       services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(stateStore === undefined ? {} : { stateStore }), log, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
-      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls() } }),
+      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
       ...(c.peers === undefined ? {} : { allowNodes: { names: c.peers.allow, methods: STATE_PEER_METHODS, ...(peersTls === undefined ? {} : { ca: new X509Certificate(peersTls.ca) }) } }),
+      // two CAs trusted: controllers must still come from the node's own
+      ...(twoCas ? { controllersCa: new X509Certificate(ownTls!.ca) } : {}),
       onRefused: (r) => log(`refused a call: ${JSON.stringify(r)}`),
     });
     if (c.metrics !== undefined) {

@@ -71,6 +71,12 @@ export interface NodeServerOptions {
    * accepted; without it, node certificates count like any other.
    */
   allowNodes?: { names: readonly string[]; methods: readonly string[]; ca?: X509Certificate };
+  /**
+   * When the TCP listener trusts more than one CA (the controllers' and the
+   * peers'): the one every certificate but a listed peer's must be issued
+   * by, so a peers' CA cannot vouch for a controller.
+   */
+  controllersCa?: X509Certificate;
   /** called for every call the gate refuses */
   onRefused?: (r: RefusedCall) => void;
   /** further grpc-js server options (the gate runs before any interceptors given here) */
@@ -135,6 +141,8 @@ function gate(o: NodeServerOptions): grpc.ServerInterceptor {
           else if (nodes.ca !== undefined && cert !== undefined && !issuedBy(new X509Certificate(cert), nodes.ca)) refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its peers' CA '${identityOf(nodes.ca).name}'`, identity: peer.identity };
         } else if (nodes !== undefined && peer.identity.role === 'node') {
           refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its peers.allow`, identity: peer.identity };
+        } else if (o.controllersCa !== undefined && !issuedBy(new X509Certificate(call.getAuthContext().sslPeerCertificate!.raw!), o.controllersCa)) {
+          refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its controllers' CA '${identityOf(o.controllersCa).name}'`, identity: peer.identity };
         } else if (allow !== undefined && !(peer.identity.role === 'controller' && allow.has(peer.identity.name))) {
           refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its list of controllers`, identity: peer.identity };
         }
