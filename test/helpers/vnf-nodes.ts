@@ -61,18 +61,26 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
   const link = { a: `sa${tag}`, b: `sb${tag}` };
   const net = `10.${200 + (process.pid % 50)}.${randomBytes(1)[0]!}`;
   let redis: VnfNodesWorld['redis'];
+  // every step runs whatever an earlier one threw: the nodes, the store, the link and the namespaces always go
   t.teardown(async () => {
-    for (const c of closers.reverse()) c();
-    for (const d of deployments) d.close();
-    await stopAndDetachNodes(procs.values(), nodes, cli);
-    await redis?.server.stop();
-    try {
-      execFileSync('ip', ['-n', ns('vnf1'), 'link', 'del', link.a], { stdio: 'ignore' });
-    } catch {
-      // gone with its namespace
-    }
-    destroyLab(prefix);
-    rmSync(dir, { recursive: true, force: true });
+    const failures: unknown[] = [];
+    const step = async (f: () => unknown): Promise<void> => {
+      try {
+        await f();
+      } catch (e) {
+        failures.push(e);
+      }
+    };
+    for (const c of closers.reverse()) await step(c);
+    for (const d of deployments) await step(() => d.close());
+    await step(() => stopAndDetachNodes(procs.values(), nodes, cli));
+    await step(() => redis?.server.stop());
+    // gone with its namespace, usually
+    await step(() => execFileSync('ip', ['-n', ns('vnf1'), 'link', 'del', link.a], { stdio: 'ignore' }));
+    await step(() => destroyLab(prefix));
+    await step(() => rmSync(dir, { recursive: true, force: true }));
+    const unexpected = failures.filter((e) => !/Cannot find device|does not exist/.test(String((e as { stderr?: unknown }).stderr ?? e)));
+    if (unexpected.length > 0) throw new AggregateError(unexpected, `cleaning up the VNF-nodes world: ${unexpected.map(String).join('; ')}`);
   });
   execFileSync('ip', ['-n', ns('vnf1'), 'link', 'add', link.a, 'type', 'veth', 'peer', 'name', link.b, 'netns', ns('vnf2')]);
   const stateAddress = { vnf1: `${net}.1:${STATE_PORT}`, vnf2: `${net}.2:${STATE_PORT}` };
