@@ -270,6 +270,34 @@ export interface VnfStateStore {
   exportState(instance: string, select: FlowSelection): Promise<FlowStateEntry[]>;
   importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void>;
   deleteState(instance: string, flows: readonly FlowKey[]): Promise<void>;
+  /** Whether transferState can move state from one instance to the other host to host (without the caller carrying it). */
+  canTransferState?(from: string, to: string): boolean;
+  /**
+   * Moves the selection's state from `from` to `to` host to host: `from`'s
+   * host exports it, hands it to `to`'s host and deletes it once `to`'s host
+   * acknowledged. The state bytes never pass through the caller.
+   */
+  transferState?(from: string, to: string, select: FlowSelection, options?: StateTransferOptions): Promise<StateTransferResult>;
+}
+
+export interface StateTransferOptions {
+  /** `to` keeps the records it has (a rollback: what the old instance kept is newer) */
+  keepExisting?: boolean;
+  /** the sending host's budget for the whole transfer (ms) */
+  timeoutMs?: number;
+  /** for the hosts' logs */
+  handoverId?: number;
+}
+
+export interface StateTransferResult {
+  records: number;
+  bytes: number;
+  /** the host that acknowledged the records, as it identified itself */
+  peer: string;
+  /** how the hosts talked: 'tls' | 'unix', or 'local' (both instances on one host) */
+  transport: string;
+  /** the peer's certificate as the sending host verified it (tls only) */
+  peerIdentity?: string;
 }
 
 /** The baseline's (controller-buffer mode) packet path through the controller. */

@@ -8,9 +8,9 @@ import { NodeClient, NodeDeployment } from '../node/client.js';
 import { controllerTlsFiles, loadTls, nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
 import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../handover/engine.js';
 import { FileJournal } from '../handover/journal.js';
-import { DelayedStateMover } from '../handover/state-mover.js';
+import { DelayedStateMover, VnfMapStateMover, type StateMover } from '../handover/state-mover.js';
 import { createStateMover } from '../state/factory.js';
-import type { StateManagerMover } from '../state/mover.js';
+import { NodeStoreStateMover } from '../state/node-store-mover.js';
 import { Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
 import type { DeployRule, DeploySpec } from './spec.js';
@@ -18,7 +18,8 @@ import type { DeployRule, DeploySpec } from './spec.js';
 export interface Controller {
   deployment: NodeDeployment;
   engine: HandoverEngine;
-  mover: StateManagerMover;
+  /** vnf-map: host to host where the nodes are each other's peers (else through the controller); redis: through the nodes' common stateStore (else the controller's Redis manager); other kinds: their state manager */
+  mover: StateMover & { close?(): Promise<void> };
   close(): Promise<void>;
 }
 
@@ -28,7 +29,7 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
   try {
     for (const n of spec.nodes) {
       const channel = n.socket !== undefined ? nodeChannel(unixEndpoint(n.socket, n.name)) : nodeChannel(tlsEndpoint(n.name, n.address!, tls!));
-      clients.push(await NodeClient.connect({ channel, ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
+      clients.push(await NodeClient.connect({ channel, ...(n.peerAddress === undefined ? {} : { statePeer: { address: n.peerAddress } }), ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
     }
   } catch (e) {
     for (const c of clients) c.close();
@@ -39,14 +40,15 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
 
 export async function openController(spec: DeploySpec): Promise<Controller> {
   const deployment = await connectDeployment(spec);
-  const mover = createStateMover(spec.state);
+  // vnf-map and redis: the nodes move the state themselves where they can (peers, a common stateStore)
+  const mover: Controller['mover'] = spec.state === 'vnf-map' ? new VnfMapStateMover() : spec.state === 'redis' ? new NodeStoreStateMover({ fallback: createStateMover('redis') }) : createStateMover(spec.state);
   const engine = new HandoverEngine(deployment, { mover, journal: new FileJournal(spec.controller.journal) });
   return {
     deployment,
     engine,
     mover,
     close: async () => {
-      await mover.close().catch(() => undefined);
+      await mover.close?.().catch(() => undefined);
       deployment.close();
     },
   };

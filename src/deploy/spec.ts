@@ -9,6 +9,7 @@
  *   nodes:
  *     - { name: sw1, address: "10.9.0.2:7441" }
  *     - { name: vnfa, socket: /run/sharpctl/vnfa.sock }
+ *     - { name: vnfb, address: "10.9.0.4:7441", peerAddress: "10.8.0.4:7441" }   # peers hand it state on another network
  *   rules:
  *     - { switch: s1, match: { dst: 10.0.0.2/32, from: client }, to: vnfa, priority: 1 }
  *     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
@@ -22,6 +23,12 @@ export interface DeployNode {
   name: string;
   socket?: string;
   address?: string;
+  /**
+   * host:port at which the other nodes reach this node's mutual-TLS API to
+   * hand it VNF state (TransferState); default: `address`, or the socket
+   * (nodes on the controller's host)
+   */
+  peerAddress?: string;
 }
 
 export interface DeployRule {
@@ -44,6 +51,7 @@ export const MAX_DEPLOY_SPEC_BYTES = 1 << 20;
 const NAME = '^[A-Za-z0-9_-]{1,32}$';
 const PROTO = { anyOf: [{ enum: ['udp', 'tcp', 'icmp'] }, { type: 'integer', minimum: 0, maximum: 255 }] };
 const PORT = { type: 'integer', minimum: 0, maximum: 65535 };
+const ADDRESS = '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$';
 
 const schema = {
   type: 'object',
@@ -64,7 +72,7 @@ const schema = {
         type: 'object',
         additionalProperties: false,
         required: ['name'],
-        properties: { name: { type: 'string', pattern: NAME }, socket: { type: 'string', minLength: 1, maxLength: 107 }, address: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$' } },
+        properties: { name: { type: 'string', pattern: NAME }, socket: { type: 'string', minLength: 1, maxLength: 107 }, address: { type: 'string', pattern: ADDRESS }, peerAddress: { type: 'string', pattern: ADDRESS } },
       },
     },
     rules: {

@@ -48,19 +48,74 @@ export interface StateMoveResult {
   /** state records moved */
   records: number;
   bytes: number;
+  /** 'host-to-host': the old instance's host handed the records to the new one's (they never reached the controller); 'controller': exported to and imported from the controller */
+  path?: 'host-to-host' | 'controller';
+  /** host-to-host: the host that acknowledged them, and how the hosts talked ('tls', 'unix', 'local') */
+  peer?: string;
+  transport?: string;
 }
 
 export function ruleCovers(rules: readonly Rule[]): (flow: FlowKey) => boolean {
   return (flow) => rules.some((r) => matchCovers(r.match, flow, ipv4Number));
 }
 
-/** Moves the example XDP VNF's per-flow map entries (export at A, import at B, delete at A). */
+/**
+ * Moves whose work goes on at the hosts after the engine gave up on them
+ * (a host keeps to its own budget): a rollback waits for its handover's
+ * move to settle before undoing it.
+ */
+export class InFlightMoves {
+  readonly #moves = new Map<number, Promise<void>>();
+
+  /** Remembers `p` as handover `id`'s move until it settles; returns `p`. */
+  track<T>(id: number, p: Promise<T>): Promise<T> {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#moves.set(id, settled);
+    void settled.then(() => {
+      if (this.#moves.get(id) === settled) this.#moves.delete(id);
+    });
+    return p;
+  }
+
+  /** Resolves once handover `id`'s move (if any) has settled. */
+  async settled(id: number): Promise<void> {
+    await this.#moves.get(id);
+  }
+}
+
+/**
+ * Moves the example XDP VNF's per-flow map entries: host to host where the
+ * deployment can (A's host exports, hands them to B's, deletes once B's
+ * acknowledged: the controller sends only the selection), else export at
+ * A, import at B, delete at A through the controller.
+ */
 export class VnfMapStateMover implements StateMover {
   readonly name = 'vnf-map';
   /** a few map batch operations */
   readonly expectedMs = 5;
+  /** a host's budget for one host-to-host transfer */
+  readonly transferTimeoutMs: number;
+  /** host-to-host transfers in flight, by handover: a rollback waits for its handover's to settle */
+  readonly #inFlight = new InFlightMoves();
+
+  /** 'auto': host to host where the deployment can; 'controller': always through the controller (for comparison) */
+  readonly via: 'auto' | 'controller';
+
+  constructor(o: { transferTimeoutMs?: number; via?: 'auto' | 'controller' } = {}) {
+    this.transferTimeoutMs = o.transferTimeoutMs ?? 10_000;
+    this.via = o.via ?? 'auto';
+  }
 
   async move(ctx: HandoverContext, signal: AbortSignal): Promise<StateMoveResult> {
+    const vs = ctx.vnfState;
+    if (this.via === 'auto' && vs.transferState !== undefined && vs.canTransferState?.(ctx.from, ctx.to) === true) {
+      // not cancelled on abort: the sending host keeps to its budget, and the rollback waits for its answer
+      const r = await this.#inFlight.track(ctx.id, vs.transferState(ctx.from, ctx.to, ctx.selection, { handoverId: ctx.id, timeoutMs: this.transferTimeoutMs }));
+      return { records: r.records, bytes: r.bytes, path: 'host-to-host', peer: r.peer, transport: r.transport };
+    }
     const entries = await ctx.vnfState.exportState(ctx.from, ctx.selection);
     signal.throwIfAborted();
     await ctx.vnfState.importState(ctx.to, entries);
@@ -69,11 +124,21 @@ export class VnfMapStateMover implements StateMover {
       ctx.from,
       entries.map((e) => e.flow),
     );
-    return { records: entries.length, bytes: entries.reduce((a, e) => a + e.value.length, 0) };
+    return { records: entries.length, bytes: entries.reduce((a, e) => a + e.value.length, 0), path: 'controller' };
   }
 
-  /** Afterwards A has the flows' state and B none: records A already gave up come back from B. */
+  /** Afterwards A has the flows' state and B none: records A already gave up come back from B (host to host where possible). */
   async rollback(ctx: HandoverContext): Promise<void> {
+    await this.#inFlight.settled(ctx.id);
+    const vs = ctx.vnfState;
+    if (this.via === 'auto' && vs.transferState !== undefined && vs.canTransferState?.(ctx.to, ctx.from) === true) {
+      try {
+        await vs.transferState(ctx.to, ctx.from, ctx.selection, { handoverId: ctx.id, keepExisting: true, timeoutMs: this.transferTimeoutMs });
+        return;
+      } catch {
+        // B's host cannot reach A's: the records go back through the controller below
+      }
+    }
     const moved = await ctx.vnfState.exportState(ctx.to, ctx.selection);
     const atFrom = new Set((await ctx.vnfState.exportState(ctx.from, ctx.selection)).map((e) => flowKeyString(e.flow)));
     const back = moved.filter((e) => !atFrom.has(flowKeyString(e.flow)));

@@ -62,6 +62,10 @@ const METHOD_NAMES = {
   DeleteState: 1,
   SentTowardsInstances: 1,
   ArrivedFrames: 1,
+  TransferState: 1,
+  StageState: 1,
+  ObtainState: 1,
+  DiscardStagedState: 1,
 } as const;
 
 /** rpcs whose reply is a stream of messages */
@@ -224,6 +228,10 @@ export interface NodeHealth {
   quiescenceMs: number;
   switches: { name: string; ports: { name: string; ifname: string; role: 'host' | 'vnf'; instance?: string; instanceSide?: number }[] }[];
   instances: { name: string; kind: string; ifaces: string[]; ringCapacity: number; ringCount: number }[];
+  /** nodes this one moves VNF state with, node to node (its config's peers.allow) */
+  statePeers?: string[];
+  /** the store this node stages VNF state in ('' or undefined: none) */
+  stateStore?: string;
 }
 
 export function healthToWire(h: NodeHealth): Wire {
@@ -237,6 +245,8 @@ export function healthToWire(h: NodeHealth): Wire {
     quiescence_ms: h.quiescenceMs,
     switches: h.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, instance: p.instance ?? '', instance_side: p.instanceSide ?? 0 })) })),
     instances: h.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: i.ifaces, ring_capacity: i.ringCapacity, ring_count: i.ringCount })),
+    state_peers: h.statePeers ?? [],
+    state_store: h.stateStore ?? '',
   };
 }
 
@@ -259,5 +269,7 @@ export function healthFromWire(w: Wire): NodeHealth {
       })),
     })),
     instances: ((w['instances'] as Wire[]) ?? []).map((i) => ({ name: str(i['name']), kind: str(i['kind']), ifaces: (i['ifaces'] as string[]) ?? [], ringCapacity: num(i['ring_capacity']), ringCount: num(i['ring_count']) })),
+    statePeers: ((w['state_peers'] as unknown[]) ?? []).map(str),
+    stateStore: str(w['state_store']),
   };
 }

@@ -29,6 +29,8 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type StateTransferOptions,
+  type StateTransferResult,
   type SwitchControl,
   type VnfStateStore,
 } from '../dataplane/types.js';
@@ -38,6 +40,7 @@ import {
   counterFromWire,
   entryFromWire,
   entryToWire,
+  flowFromWire,
   flowToWire,
   healthFromWire,
   marksFromWire,
@@ -52,6 +55,8 @@ import {
 import type { NodeChannel } from './transport/client.js';
 import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
 import type { CaptureRequest } from '../capture/filter.js';
+import type { CertIdentity } from './transport/identity.js';
+import type { StoreStagedState } from '../state/types.js';
 
 /** A node that could not be reached or refused a request; carries the gRPC status. */
 export class NodeCallError extends DataPlaneError {
@@ -72,6 +77,19 @@ export interface NodeClientOptions {
   channel: NodeChannel;
   /** deadline of every call but Release (default CALL_DEADLINE_MS) */
   callTimeoutMs?: number;
+  /** read the node's rule table at connect (default true; a peer node pushing state may only call Health and ImportState) */
+  readRules?: boolean;
+  /** where other nodes reach this one for state transfers (default: the channel's own socket or address) */
+  statePeer?: StatePeerVia;
+}
+
+/** How one node reaches another's API for a state transfer: its Unix socket (same host) or its mutual-TLS address. */
+export type StatePeerVia = { unix: string } | { address: string };
+
+/** Where a state transfer went, as the sending node reports it. */
+export interface NodeTransferResult extends StateTransferResult {
+  /** ImportState calls the sending node made to the peer */
+  calls: number;
 }
 
 /**
@@ -93,13 +111,25 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   readonly #timeoutMs: number;
   #health!: NodeHealth;
   readonly #rules = new Map<number, Rule>();
+  readonly #readRules: boolean;
+  readonly #calls = new Map<NodeMethod, number>();
   readonly target: string;
+  /** where other nodes reach this one for state transfers */
+  readonly statePeer: StatePeerVia;
 
   private constructor(o: NodeClientOptions) {
     this.target = o.channel.target;
     this.#channel = o.channel;
     this.#client = o.channel.client(ServiceClient);
     this.#timeoutMs = o.callTimeoutMs ?? CALL_DEADLINE_MS;
+    this.#readRules = o.readRules ?? true;
+    const ep = o.channel.endpoint;
+    this.statePeer = o.statePeer ?? (ep.transport === 'unix' ? { unix: ep.path } : { address: ep.address });
+  }
+
+  /** calls this client made, per method (what crossed from this process to the node) */
+  get calls(): ReadonlyMap<NodeMethod, number> {
+    return this.#calls;
   }
 
   /** Connects, asks the node what it runs and which rules it holds. */
@@ -118,8 +148,13 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   async refresh(): Promise<NodeHealth> {
     this.#health = healthFromWire(await this.#call('Health', {}));
     this.#rules.clear();
-    if (this.#health.switches.length > 0) for (const r of ((await this.#call('ListRules', {}))['rules'] as Wire[]) ?? []) this.#rules.set(Number(r['id']), ruleFromWire(r));
+    if (this.#readRules && this.#health.switches.length > 0) for (const r of ((await this.#call('ListRules', {}))['rules'] as Wire[]) ?? []) this.#rules.set(Number(r['id']), ruleFromWire(r));
     return this.#health;
+  }
+
+  /** the node's certificate as the TLS handshake verified it (undefined on a Unix socket) */
+  get serverIdentity(): CertIdentity | undefined {
+    return this.#channel.verifiedServer;
   }
 
   get health(): NodeHealth {
@@ -132,6 +167,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 
   #call(method: NodeMethod, req: Wire, timeoutMs = this.#timeoutMs): Promise<Wire> {
     const def = NODE_SERVICE[method]!;
+    this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
     return new Promise<Wire>((resolve, reject) => {
       this.#client.makeUnaryRequest<Wire, Wire>(
         def.path,
@@ -303,8 +339,8 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return (((await this.#call('ExportState', req))['entries'] as Wire[]) ?? []).map(entryFromWire);
   }
 
-  async importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void> {
-    await this.#call('ImportState', { instance, entries: entries.map(entryToWire) });
+  async importState(instance: string, entries: readonly FlowStateEntry[], o: { keepExisting?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    await this.#call('ImportState', { instance, entries: entries.map(entryToWire), keep_existing: o.keepExisting ?? false }, o.timeoutMs);
   }
 
   async deleteState(instance: string, flows: readonly FlowKey[]): Promise<void> {
@@ -347,7 +383,57 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
       });
     });
   }
+
+  /**
+   * Has this node move `instance`'s state for the selection to `toInstance`
+   * on node `peer` (reached `via`), node to node; `peer` undefined: both
+   * instances are on this node. Only the selection crosses from here.
+   */
+  async transferStateTo(instance: string, toInstance: string, peer: { node: string; via: StatePeerVia } | undefined, select: FlowSelection, o: StateTransferOptions = {}): Promise<NodeTransferResult> {
+    const budget = Math.ceil(o.timeoutMs ?? this.#timeoutMs);
+    const req: Wire = {
+      instance,
+      to_instance: toInstance,
+      ...(peer === undefined ? {} : { peer: { node: peer.node, ...peer.via } }),
+      ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }),
+      handover_id: o.handoverId ?? 0,
+      timeout_ms: budget,
+      keep_existing: o.keepExisting ?? false,
+    };
+    // the node keeps to its budget; the margin lets its answer arrive, so a transfer never outlives the call
+    const r = await this.#call('TransferState', req, budget + TRANSFER_MARGIN_MS);
+    const identity = String(r['peer_identity'] ?? '');
+    return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), peer: String(r['peer_node'] ?? ''), transport: String(r['transport'] ?? ''), calls: Number(r['calls'] ?? 0), ...(identity === '' ? {} : { peerIdentity: identity }) };
+  }
+
+  async stageState(instance: string, handoverId: number, select: FlowSelection): Promise<{ flows: FlowKey[]; bytes: number; store: string }> {
+    const r = await this.#call('StageState', { instance, handover_id: handoverId, ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }) });
+    return { flows: ((r['flows'] as Wire[]) ?? []).map(flowFromWire), bytes: Number(r['bytes'] ?? 0), store: String(r['store'] ?? '') };
+  }
+
+  async obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o: { keepExisting?: boolean } = {}): Promise<{ records: number; bytes: number; store: string }> {
+    const r = await this.#call('ObtainState', { instance, from_instance: fromInstance, handover_id: handoverId, flows: flows.map(flowToWire), keep_existing: o.keepExisting ?? false });
+    return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), store: String(r['store'] ?? '') };
+  }
+
+  async discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o: { deleteLocal?: boolean } = {}): Promise<number> {
+    const r = await this.#call('DiscardStagedState', { instance, handover_id: handoverId, flows: flows === 'all' ? [] : flows.map(flowToWire), delete_local: o.deleteLocal ?? false });
+    return Number(r['keys'] ?? 0);
+  }
+
+  /** the store this node stages state in ('' : none) */
+  get stateStore(): string {
+    return this.#health.stateStore ?? '';
+  }
+
+  /** the nodes this one moves state with (its peers.allow) */
+  get statePeers(): readonly string[] {
+    return this.#health.statePeers ?? [];
+  }
 }
+
+/** time a TransferState call waits beyond the node's own budget for its answer */
+export const TRANSFER_MARGIN_MS = 2000;
 
 /**
  * The engine's Deployment over nodes: a switch's operations go to the node
@@ -357,7 +443,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 export class NodeDeployment implements Deployment {
   readonly switchControl: SwitchControl;
   readonly agentControl: AgentControl;
-  readonly vnfState: VnfStateStore;
+  readonly vnfState: VnfStateStore & StoreStagedState;
 
   constructor(readonly nodes: readonly NodeClient[]) {
     const bySwitch = (sw: string): NodeClient => {
@@ -414,6 +500,25 @@ export class NodeDeployment implements Deployment {
       exportState: (i, sel) => byInstance(i).exportState(i, sel),
       importState: (i, e) => byInstance(i).importState(i, e),
       deleteState: (i, f) => byInstance(i).deleteState(i, f),
+      // node to node when the old instance's node names the new one's as a state peer (or carries both)
+      canTransferState: (from, to) => {
+        const a = byInstance(from);
+        const b = byInstance(to);
+        return a === b || a.statePeers.includes(b.name);
+      },
+      transferState: (from, to, sel, o) => {
+        const a = byInstance(from);
+        const b = byInstance(to);
+        return a.transferStateTo(from, to, a === b ? undefined : { node: b.name, via: b.statePeer }, sel, o);
+      },
+      // through the store when both instances' nodes stage state in the same one
+      canStageState: (from, to) => {
+        const s = byInstance(from).stateStore;
+        return s !== '' && s === byInstance(to).stateStore;
+      },
+      stageState: (i, hid, sel) => byInstance(i).stageState(i, hid, sel),
+      obtainState: (i, from, hid, flows, o) => byInstance(i).obtainState(i, from, hid, flows, o),
+      discardStagedState: (i, hid, flows, o) => byInstance(i).discardStagedState(i, hid, flows, o),
     };
   }
 

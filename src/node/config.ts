@@ -7,6 +7,8 @@
  *   name: s1
  *   listen: { unix: /run/sharpctl/node-s1.sock, tcp: "10.9.0.2:7441" }
  *   tls: { ca: certs/ca.crt, cert: certs/node-s1.crt, key: certs/node-s1.key, allow: [ctl1] }
+ *   peers: { ca: certs/ca.crt, allow: [vnf2] }   # VNF nodes only: state goes node to node
+ *   stateStore: { redis: { url: "redis://10.9.0.9:6379/0", passwordFile: redis.pass } }   # VNF nodes only
  *   metrics: { tcp: "10.9.0.2:9441", allow: [prometheus] }     # or { unix: /run/sharpctl/s1.metrics.sock }
  *   switches:
  *     - name: s1
@@ -34,6 +36,21 @@ export interface NodeConfig {
   name: string;
   listen: { unix?: string; tcp?: string };
   tls?: { ca: string; cert: string; key: string; allow?: string[] };
+  /**
+   * Nodes this one moves VNF state with, node to node (TransferState): it
+   * sends state only to these, and accepts a node certificate over TCP only
+   * from these (and then only for Health and ImportState). ca: the CA their
+   * certificates must be signed by (required with tls; this node presents
+   * its own tls.cert to them).
+   */
+  peers?: { ca?: string; allow: string[] };
+  /**
+   * The store the node stages its instances' state in for handovers
+   * (StageState / ObtainState): the old instance's node writes, the new
+   * one's reads. Credentials stay on the node: the password is read from
+   * passwordFile (relative to the config), never from the URL.
+   */
+  stateStore?: { redis: { url: string; username?: string; passwordFile?: string; keyPrefix: string; timeoutMs: number } };
   /** Prometheus metrics: on a Unix socket (HTTP) and/or TCP (HTTPS, mutual TLS with the node's tls; allow: client certificate names, default any the CA issued) */
   metrics?: { unix?: string; tcp?: string; allow?: string[] };
   /** bpffs folder for this node's pins (default /sys/fs/bpf/sharpctl/<name>, or a private bpffs) */
@@ -66,6 +83,31 @@ export const nodeConfigSchema = {
       additionalProperties: false,
       required: ['ca', 'cert', 'key'],
       properties: { ca: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' }, allow: { type: 'array', items: { type: 'string', minLength: 1 } } },
+    },
+    peers: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['allow'],
+      properties: { ca: { type: 'string', minLength: 1 }, allow: { type: 'array', maxItems: 256, uniqueItems: true, items: { type: 'string', pattern: NAME } } },
+    },
+    stateStore: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['redis'],
+      properties: {
+        redis: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url'],
+          properties: {
+            url: { type: 'string', pattern: '^rediss?://[^\\s/@]+(/[0-9]{1,2})?$', description: 'redis://host:port[/db] or rediss:// (TLS); no credentials in it' },
+            username: { type: 'string', minLength: 1, maxLength: 128 },
+            passwordFile: { type: 'string', minLength: 1 },
+            keyPrefix: { type: 'string', pattern: '^[A-Za-z0-9:_.-]{1,64}$', default: 'sharp:' },
+            timeoutMs: { type: 'integer', minimum: 10, maximum: 60000, default: 2000 },
+          },
+        },
+      },
     },
     metrics: {
       type: 'object',
@@ -147,6 +189,11 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
   if (c.metrics !== undefined && c.metrics.unix === undefined && c.metrics.tcp === undefined) issues.push('metrics: give unix and/or tcp');
   if (c.metrics?.unix !== undefined && c.metrics.unix === c.listen.unix) issues.push(`metrics.unix: ${c.metrics.unix} is the API socket (listen.unix)`);
   if (c.metrics?.tcp !== undefined && c.metrics.tcp === c.listen.tcp) issues.push(`metrics.tcp: ${c.metrics.tcp} is the API address (listen.tcp)`);
+  if (c.peers !== undefined && c.tls !== undefined && c.peers.ca === undefined) issues.push("peers.ca: name the CA the peers' certificates must be signed by (it may be tls.ca)");
+  if (c.peers?.ca !== undefined && c.tls === undefined) issues.push('peers.ca: without tls this node has no certificate to present to its peers: add tls { ca, cert, key } (or drop peers.ca: Unix-socket peers only)');
+  if (c.peers?.allow.includes(c.name)) issues.push(`peers.allow: '${c.name}' is this node itself (state between its own instances never leaves it)`);
+  if (c.stateStore !== undefined && c.instances.length === 0) issues.push('stateStore: this node carries no VNF instance: it has no state to stage');
+  if (c.peers !== undefined && c.instances.length === 0) issues.push('peers: this node carries no VNF instance: it has no state to move');
   const instances = new Set(c.instances.map((i) => i.name));
   const seen = new Set<string>();
   const ifnames = new Set<string>();
@@ -183,5 +230,8 @@ export function loadNodeConfig(file: string): NodeConfig {
     const dir = path.dirname(path.resolve(file));
     c.tls = { ...c.tls, ca: path.resolve(dir, c.tls.ca), cert: path.resolve(dir, c.tls.cert), key: path.resolve(dir, c.tls.key) };
   }
+  if (c.peers?.ca !== undefined) c.peers = { ...c.peers, ca: path.resolve(path.dirname(path.resolve(file)), c.peers.ca) };
+  const pw = c.stateStore?.redis.passwordFile;
+  if (pw !== undefined) c.stateStore = { redis: { ...c.stateStore!.redis, passwordFile: path.resolve(path.dirname(path.resolve(file)), pw) } };
   return c;
 }

@@ -10,8 +10,12 @@ import type { XdpTopology } from '../dataplane/xdp/topology.js';
 import { PinStore } from './pins.js';
 import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
 import { nodeHandlers } from './service.js';
-import { loadTls, startNodeServer, type NodeServer } from './transport/index.js';
-import type { NodeConfig } from './config.js';
+import { loadTls, startNodeServer, type NodeServer, type TlsMaterial } from './transport/index.js';
+import { StatePeers } from './state-transfer.js';
+import { X509Certificate } from 'node:crypto';
+import { NodeConfigError, type NodeConfig } from './config.js';
+import { NodeRedisStore } from '../state/redis-stage.js';
+import { readFileSync } from 'node:fs';
 import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
@@ -20,6 +24,9 @@ import { xdpCaptureTargets } from '../capture/targets.js';
 import { disableCapture } from '../capture/tap.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
+
+/** what a state peer node may call here: who it is, and the records it pushes */
+export const STATE_PEER_METHODS = ['Health', 'ImportState'].map((m) => `/${NODE_API}.Node/${m}`);
 
 export interface RunningNode {
   readonly config: NodeConfig;
@@ -44,6 +51,20 @@ export function topologyOf(c: NodeConfig): XdpTopology {
   };
 }
 
+/** The node's state store; the password is read from its file now, so a bad file stops the start with its name. */
+function openStateStore(c: NodeConfig): NodeRedisStore {
+  const r = c.stateStore!.redis;
+  let password: string | undefined;
+  if (r.passwordFile !== undefined) {
+    try {
+      password = readFileSync(r.passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new NodeConfigError(r.passwordFile, [`stateStore.redis.passwordFile: cannot read ${r.passwordFile}: ${(e as Error).message}`], { cause: e });
+    }
+  }
+  return new NodeRedisStore({ url: r.url, keyPrefix: r.keyPrefix, timeoutMs: r.timeoutMs, connectionName: `sharp-node-${c.name}`, ...(r.username === undefined ? {} : { username: r.username }), ...(password === undefined ? {} : { password }) });
+}
+
 export function pinStoreOf(c: NodeConfig): PinStore {
   return PinStore.open({ node: c.name, ...(c.pinDir === undefined ? {} : { pinDir: c.pinDir }), ...(c.stateDir === undefined ? {} : { stateDir: c.stateDir }) });
 }
@@ -52,6 +73,8 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const log = o.log ?? (() => undefined);
   const store = pinStoreOf(c);
   const topology = topologyOf(c);
+  // before the data plane: a password file that cannot be read stops the start with nothing opened
+  const stateStore = c.stateStore === undefined ? undefined : openStateStore(c);
   const adopted = store.list().length > 0;
   const dp = adopted
     ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir })
@@ -68,21 +91,33 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     quiescenceMs: c.quiescenceMs,
     switches: c.switches.map((s) => ({ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })) })),
     instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+    statePeers: [...(c.peers?.allow ?? [])],
+    stateStore: stateStore?.describe() ?? '',
   });
   const captureTargets = xdpCaptureTargets(dp, topology);
   // a capture that died with an earlier node may have left a hook on
   for (const t of captureTargets) disableCapture(t.coll);
   const capture = new NodeCapture(c.name, () => captureTargets);
   const api = apiLatencyHistogram();
+  let statePeers: StatePeers | undefined;
   let server: NodeServer;
   let metrics: MetricsServer | undefined;
   try {
+    // state peers: this node's certificate as a client, their CA trusted beside the controllers'
+    const peersTls = c.peers?.ca === undefined || c.tls === undefined ? undefined : loadTls({ ca: c.peers.ca, cert: c.tls.cert, key: c.tls.key }, 'client');
+    if (c.peers !== undefined) statePeers = new StatePeers({ self: c.name, allow: c.peers.allow, tls: peersTls });
+    const ownTls = c.tls === undefined || c.listen.tcp === undefined ? undefined : loadTls(c.tls, 'server');
+    const twoCas = ownTls !== undefined && peersTls !== undefined && !peersTls.ca.equals(ownTls.ca);
+    const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(stateStore === undefined ? {} : { stateStore }), log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
-      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: loadTls(c.tls, 'server') } }),
+      ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
+      ...(c.peers === undefined ? {} : { allowNodes: { names: c.peers.allow, methods: STATE_PEER_METHODS, ...(peersTls === undefined ? {} : { ca: new X509Certificate(peersTls.ca) }) } }),
+      // two CAs trusted: controllers must still come from the node's own
+      ...(twoCas ? { controllersCa: new X509Certificate(ownTls!.ca) } : {}),
       onRefused: (r) => log(`refused a call: ${JSON.stringify(r)}`),
     });
     if (c.metrics !== undefined) {
@@ -100,6 +135,8 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
       log(`serving metrics on ${[metrics.unixPath && `unix:${metrics.unixPath}`, metrics.tcpAddress && `https://${metrics.tcpAddress}/metrics (mutual TLS)`].filter(Boolean).join(' and ')}`);
     }
   } catch (e) {
+    statePeers?.close();
+    await stateStore?.close();
     // the data plane stays (pinned) for the next start; only this process's handles go
     await dp.close();
     throw e;
@@ -109,7 +146,8 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    await Promise.all([server.close(500), metrics?.close()]);
+    statePeers?.close();
+    await Promise.all([server.close(500), metrics?.close(), stateStore?.close()]);
   };
   return {
     config: c,

@@ -13,6 +13,7 @@ import {
   entryFromWire,
   entryToWire,
   flowFromWire,
+  flowToWire,
   healthToWire,
   marksToWire,
   matchFromWire,
@@ -24,6 +25,14 @@ import {
   type Wire,
 } from './api.js';
 import { captureHandler, type NodeCapture } from './capture-service.js';
+import type { StatePeerVia } from './client.js';
+import type { NodeRedisStore } from '../state/redis-stage.js';
+import { flowKeyString } from '../state/flow-key.js';
+import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
+import { describePeer, peerOf, type HasAuthContext } from './transport/server.js';
+
+/** a node without peers still moves state between its own instances */
+const localPeers = (self: string): StatePeers => new StatePeers({ self, allow: [], tls: undefined });
 
 /** What a node serves: its switch (if it runs one) and the agents and VNF state of its instances (if any). */
 export interface NodeRuntime {
@@ -32,6 +41,12 @@ export interface NodeRuntime {
   agents?: AgentControl & VnfStateStore;
   /** packet capture in the node's programs (the Capture rpc) */
   capture?: NodeCapture;
+  /** node-to-node state transfers (TransferState); undefined: only between this node's own instances */
+  statePeers?: StatePeers;
+  /** where this node stages its instances' state for handovers (its config's stateStore) */
+  stateStore?: Pick<NodeRedisStore, 'describe' | 'stage' | 'obtain' | 'discard'>;
+  /** the daemon's log */
+  log?: (line: string) => void;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
   observe?: (method: NodeMethod, code: string, seconds: number) => void;
 }
@@ -39,6 +54,11 @@ export interface NodeRuntime {
 /** entries per ImportState / flows per DeleteState / matches per ExportState */
 export const MAX_BATCH = 100_000;
 export const MAX_RELEASE_TIMEOUT_MS = 600_000;
+export const MAX_TRANSFER_TIMEOUT_MS = 600_000;
+export const DEFAULT_TRANSFER_TIMEOUT_MS = 10_000;
+const NODE_NAME = /^[A-Za-z0-9_-]{1,32}$/;
+const TCP_ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):[0-9]{1,5}$/;
+const SUN_PATH_MAX = 107;
 
 /** A request the node refuses, with its gRPC status. */
 export class NodeRequestError extends Error {
@@ -57,6 +77,10 @@ const invalid = (msg: string): NodeRequestError => new NodeRequestError(grpc.sta
 function toStatus(e: unknown): { code: grpc.status; details: string; name: string } {
   const err = e instanceof Error ? e : new Error(String(e));
   if (err instanceof NodeRequestError) return { code: err.code, details: err.message, name: err.name };
+  // a peer's failure is not this node's: never UNAVAILABLE, which the controller reads as "this node is unreachable"
+  if (err instanceof StatePeerNotAllowedError) return { code: grpc.status.PERMISSION_DENIED, details: err.message, name: err.name };
+  if (err instanceof StateTransferTimeoutError) return { code: grpc.status.ABORTED, details: err.message, name: err.name };
+  if (err instanceof StateTransferError) return { code: grpc.status.FAILED_PRECONDITION, details: err.message, name: err.name };
   if (err instanceof AgentUnavailableError) return { code: grpc.status.FAILED_PRECONDITION, details: err.message, name: err.name };
   if (err instanceof RuleError) return { code: /^no rule|has no port|unknown switch/.test(err.message) ? grpc.status.NOT_FOUND : /exists already|has an exact rule/.test(err.message) ? grpc.status.ALREADY_EXISTS : /at most|is full/.test(err.message) ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INVALID_ARGUMENT, details: err.message, name: err.name };
   if (err instanceof DataPlaneError) return { code: /unknown switch|no such|not armed/.test(err.message) ? grpc.status.NOT_FOUND : grpc.status.FAILED_PRECONDITION, details: err.message, name: err.name };
@@ -107,7 +131,31 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     if (!ports.some((x) => x.name === p)) throw new NodeRequestError(grpc.status.NOT_FOUND, `switch ${sw} has no port '${p}' (ports: ${ports.map((x) => x.name).join(', ')})`);
   };
 
-  const impl: Record<NodeMethod, (req: Wire) => Promise<Wire>> = {
+  const peerOfRequest = (w: Wire): { node: string; via: StatePeerVia } | undefined => {
+    const p = w['peer'] as Wire | undefined | null;
+    const node = String(p?.['node'] ?? '');
+    if (p === undefined || p === null || node === '' || node === rt.health().node) return undefined;
+    if (!NODE_NAME.test(node)) throw invalid(`peer.node '${node.slice(0, 40)}': a node name is 1-32 letters, digits, _ or -`);
+    if (p['via'] === 'unix') {
+      const u = String(p['unix'] ?? '');
+      if (!u.startsWith('/') || Buffer.byteLength(u) > SUN_PATH_MAX) throw invalid(`peer.unix: an absolute socket path of at most ${SUN_PATH_MAX} bytes, got ${Buffer.byteLength(u)} bytes`);
+      return { node, via: { unix: u } };
+    }
+    if (p['via'] === 'address') {
+      const a = String(p['address'] ?? '');
+      const port = Number(a.slice(a.lastIndexOf(':') + 1));
+      if (!TCP_ADDRESS.test(a) || port < 1 || port > 65535) throw invalid(`peer.address '${a.slice(0, 80)}': host:port with a port 1..65535`);
+      return { node, via: { address: a } };
+    }
+    throw invalid(`peer: give unix or address for node ${node}`);
+  };
+
+  const store = (): NonNullable<NodeRuntime['stateStore']> => {
+    if (rt.stateStore === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} has no stateStore in its config`);
+    return rt.stateStore;
+  };
+
+  const impl: Record<NodeMethod, (req: Wire, call: HasAuthContext) => Promise<Wire>> = {
     Health: async () => healthToWire(rt.health()),
     AddRule: async (w) => {
       const s = switchNamed(w['switch']);
@@ -205,15 +253,70 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const entries = await agents().exportState(i.name, w['all'] === true ? 'all' : matches);
       return { entries: entries.map(entryToWire) };
     },
-    ImportState: async (w) => {
+    ImportState: async (w, call) => {
       const i = instance(w);
-      await agents().importState(i.name, batch<Wire>(w['entries'], 'entries').map(entryFromWire));
+      const entries = batch<Wire>(w['entries'], 'entries').map(entryFromWire);
+      const imported = await importKeeping(agents(), i.name, entries, w['keep_existing'] === true);
+      const from = peerOf(call);
+      if (from.transport === 'tls' && from.identity.role === 'node') rt.log?.(`imported ${imported} of ${entries.length} state records into ${i.name} from ${describePeer(from)}`);
       return {};
     },
     DeleteState: async (w) => {
       const i = instance(w);
       await agents().deleteState(i.name, batch<Wire>(w['flows'], 'flows').map(flowFromWire));
       return {};
+    },
+    StageState: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const select = w['all'] === true ? ('all' as const) : batch<Wire>(w['matches'], 'matches').map(matchFromWire);
+      const st = store();
+      const entries = await agents().exportState(i.name, select);
+      await st.stage(i.name, h, entries);
+      const bytes = entries.reduce((a, e) => a + e.value.length, 0);
+      rt.log?.(`handover ${h}: staged ${entries.length} state records (${bytes} bytes) of ${i.name} in ${st.describe()}`);
+      return { flows: entries.map((e) => flowToWire(e.flow)), bytes: String(bytes), store: st.describe() };
+    },
+    ObtainState: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const from = String(w['from_instance'] ?? '');
+      if (!NODE_NAME.test(from)) throw invalid(`from_instance '${from.slice(0, 40)}': an instance name is 1-32 letters, digits, _ or -`);
+      const flows = batch<Wire>(w['flows'], 'flows').map(flowFromWire);
+      const st = store();
+      const { found, missing } = await st.obtain(from, h, flows);
+      if (missing.length > 0) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `${st.describe()} has no record of ${missing.length} of the ${flows.length} flows ${from} staged for handover ${h} (e.g. ${flowKeyString(missing[0]!)}): nothing imported into ${i.name}`);
+      const imported = await importKeeping(agents(), i.name, found, w['keep_existing'] === true);
+      const bytes = found.reduce((a, e) => a + e.value.length, 0);
+      rt.log?.(`handover ${h}: imported ${imported} of ${found.length} state records of ${from} into ${i.name} from ${st.describe()}`);
+      return { records: imported, bytes: String(bytes), store: st.describe() };
+    },
+    DiscardStagedState: async (w) => {
+      const i = instance(w);
+      const h = hid(w);
+      const flows = batch<Wire>(w['flows'], 'flows').map(flowFromWire);
+      if (w['delete_local'] === true && flows.length === 0) throw invalid('delete_local: name the flows whose records the instance forgets');
+      const keys = await store().discard(i.name, h, flows.length === 0 ? 'all' : flows);
+      // the store's copy first: if that fails, the instance still has everything
+      if (w['delete_local'] === true) await agents().deleteState(i.name, flows);
+      return { keys };
+    },
+    TransferState: async (w) => {
+      const i = instance(w);
+      const toInstance = String(w['to_instance'] ?? '');
+      if (!NODE_NAME.test(toInstance)) throw invalid(`to_instance '${toInstance.slice(0, 40)}': an instance name is 1-32 letters, digits, _ or -`);
+      const peer = peerOfRequest(w);
+      if (peer === undefined) instance({ instance: toInstance });
+      if (peer !== undefined && rt.statePeers === undefined) throw new NodeRequestError(grpc.status.PERMISSION_DENIED, `node ${rt.health().node} has no peers in its config: it moves state only between its own instances`);
+      const timeoutMs = Number(w['timeout_ms'] ?? 0) || DEFAULT_TRANSFER_TIMEOUT_MS;
+      if (timeoutMs > MAX_TRANSFER_TIMEOUT_MS) throw invalid(`timeout_ms ${timeoutMs}: at most ${MAX_TRANSFER_TIMEOUT_MS}`);
+      const handoverId = Number(w['handover_id'] ?? 0);
+      if (handoverId !== 0) hid(w);
+      const select = w['all'] === true ? ('all' as const) : batch<Wire>(w['matches'], 'matches').map(matchFromWire);
+      const req = { instance: i.name, toInstance, peer, select, keepExisting: w['keep_existing'] === true, handoverId, deadline: Date.now() + timeoutMs };
+      const r = rt.statePeers !== undefined ? await rt.statePeers.transfer(agents(), req) : await localPeers(rt.health().node).transfer(agents(), req);
+      rt.log?.(`handover ${handoverId}: moved ${r.records} state records (${r.bytes} bytes) of ${i.name} to ${toInstance} on node ${r.peerNode} (${r.transport}${r.peerIdentity ? `, ${r.peerIdentity}` : ''})`);
+      return { records: r.records, bytes: String(r.bytes), peer_node: r.peerNode, transport: r.transport, peer_identity: r.peerIdentity, calls: r.calls };
     },
   };
 
@@ -223,7 +326,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
         const t0 = process.hrtime.bigint();
         const done = (code: grpc.status): void => rt.observe?.(name as NodeMethod, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - t0) / 1e9);
-        fn(call.request).then(
+        fn(call.request, call).then(
           (res) => {
             done(grpc.status.OK);
             cb(null, res);

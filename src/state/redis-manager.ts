@@ -19,7 +19,8 @@ import type { HandoverContext } from '../handover/state-mover.js';
 import { DataPlaneStateManager } from './dataplane-manager.js';
 import { flowKeyString, parseFlowKeyString } from './flow-key.js';
 import { startRedisServer, type RedisServer, type RedisServerOptions } from './redis-server.js';
-import { abortable, StateError, type Departure } from './types.js';
+import { StateError, type Departure } from './types.js';
+import { connectRedis, deleteKeys, readRecords, writeRecords } from './redis-stage.js';
 import { Mutex } from '../util/mutex.js';
 
 export interface RedisStateManagerOptions {
@@ -34,8 +35,6 @@ export interface RedisStateManagerOptions {
   /** per command (default 2000 ms) */
   timeoutMs?: number;
 }
-
-const CHUNK = 512;
 
 export class RedisStateManager extends DataPlaneStateManager {
   readonly kind = 'redis';
@@ -77,29 +76,13 @@ export class RedisStateManager extends DataPlaneStateManager {
         host = this.#server.host;
         port = this.#server.port;
       }
-      const common = {
-        lazyConnect: true,
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 1,
-        commandTimeout: o.timeoutMs ?? 2000,
-        connectTimeout: o.timeoutMs ?? 2000,
-        retryStrategy: (times: number): number => Math.min(50 * times, 500),
-      };
-      const c = o.url !== undefined && !o.spawn ? new Redis(o.url, common) : new Redis({ ...common, host, port });
-      // errors surface on the commands; without a listener ioredis prints them
-      c.on('error', () => undefined);
       try {
-        await c.connect();
-        const pong = await c.ping();
-        if (pong !== 'PONG') throw new StateError(`redis: PING answered ${pong}`);
+        this.#client = await connectRedis(o.url !== undefined && !o.spawn ? { url: o.url, ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }) } : { host, port, ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }) });
       } catch (e) {
-        c.disconnect();
         await this.#server?.stop();
         this.#server = undefined;
-        const where = o.url ?? `${host}:${port}`;
-        throw new StateError(`redis: cannot reach ${where}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+        throw e;
       }
-      this.#client = c;
     });
   }
 
@@ -122,42 +105,32 @@ export class RedisStateManager extends DataPlaneStateManager {
   }
 
   async #write(c: Redis, keys: readonly string[], entries: readonly FlowStateEntry[], signal: AbortSignal): Promise<void> {
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      const m = c.multi();
-      for (let j = i; j < Math.min(i + CHUNK, entries.length); j++) {
-        m.set(keys[j]!, entries[j]!.value);
-        this.counters.transportBytes += keys[j]!.length + entries[j]!.value.length;
-      }
-      const res = await abortable(m.exec(), signal);
-      const failed = res?.find(([err]) => err !== null);
-      if (res === null || failed) throw new StateError(`redis: writing the state failed: ${failed?.[0]?.message ?? 'transaction aborted'}`);
-    }
+    this.counters.transportBytes += await writeRecords(
+      c,
+      keys,
+      entries.map((e) => e.value),
+      signal,
+    );
   }
 
   protected async obtain(_ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<FlowStateEntry[]> {
     const c = this.#client!;
     const out: FlowStateEntry[] = [];
-    for (let i = 0; i < departure.keys.length; i += CHUNK) {
-      const keys = departure.keys.slice(i, i + CHUNK);
-      const values = await abortable(c.mgetBuffer(...keys), signal);
-      keys.forEach((k, j) => {
-        const v = values[j];
-        this.counters.transportBytes += k.length + (v?.length ?? 0);
-        if (v === null || v === undefined) return;
-        out.push({ flow: parseFlowKeyString(k.slice(this.#key('').length)), value: v });
-      });
-    }
+    const values = await readRecords(c, departure.keys, signal);
+    departure.keys.forEach((k, j) => {
+      const v = values[j];
+      this.counters.transportBytes += k.length + (v?.length ?? 0);
+      if (v === null || v === undefined) return;
+      out.push({ flow: parseFlowKeyString(k.slice(this.#key('').length)), value: v });
+    });
     return out;
   }
 
   protected async discard(_ctx: HandoverContext, departure: Departure, signal: AbortSignal | undefined): Promise<void> {
     const c = this.#client;
     if (c === undefined) return;
-    for (let i = 0; i < departure.keys.length; i += CHUNK) {
-      const keys = departure.keys.slice(i, i + CHUNK);
-      this.counters.transportBytes += keys.reduce((a, k) => a + k.length, 0);
-      await abortable(c.del(...keys), signal);
-    }
+    this.counters.transportBytes += departure.keys.reduce((a, k) => a + k.length, 0);
+    await deleteKeys(c, departure.keys, signal);
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,12 @@ export interface RedisServerOptions {
   host?: string;
   /** default: a free port */
   port?: number;
+  /** run it inside this network namespace (/run/netns/<name>); then give port (default 6379) */
+  netns?: string;
+  /** also listen on this Unix socket (0700 by redis: for the starting user) */
+  unixSocket?: string;
+  /** requirepass: clients must AUTH with it */
+  password?: string;
   /** how long to wait for "ready" (default 10 s) */
   startTimeoutMs?: number;
 }
@@ -64,10 +70,12 @@ function stopChild(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
   });
 }
 
-async function startOnce(bin: string, host: string, port: number, timeoutMs: number): Promise<RedisServer> {
+async function startOnce(bin: string, host: string, port: number, timeoutMs: number, o: RedisServerOptions): Promise<RedisServer> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sharp-redis-'));
-  const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice', '--logfile', ''];
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const extra = [...(o.unixSocket === undefined ? [] : ['--unixsocket', o.unixSocket, '--unixsocketperm', '700']), ...(o.password === undefined ? [] : ['--requirepass', o.password])];
+  const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice', '--logfile', '', ...extra];
+  // nsenter execs redis-server: the child is the server itself
+  const child = o.netns === undefined ? spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('nsenter', [`--net=/run/netns/${o.netns}`, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const ready = new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new StateError(`redis-server on ${host}:${port} was not ready within ${timeoutMs} ms:\n${out.slice(-2000)}`)), timeoutMs);
@@ -121,9 +129,9 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   const host = options.host ?? '127.0.0.1';
   let last: unknown;
   for (let i = 0; i < (options.port === undefined ? 5 : 1); i++) {
-    const port = options.port ?? (await freePort(host));
+    const port = options.port ?? (options.netns === undefined ? await freePort(host) : 6379);
     try {
-      return await startOnce(bin, host, port, options.startTimeoutMs ?? 10_000);
+      return await startOnce(bin, host, port, options.startTimeoutMs ?? 10_000, options);
     } catch (e) {
       last = e;
       if (!(e instanceof Error) || !/Address already in use|bind/i.test(e.message)) break;

@@ -16,7 +16,7 @@
  *
  * and rollback(ctx, dep) when the handover is undone.
  */
-import type { FlowKey } from '../dataplane/types.js';
+import type { FlowKey, FlowSelection, VnfStateStore } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 
 export type { StateMoveResult } from '../handover/state-mover.js';
@@ -116,4 +116,25 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
       },
     );
   });
+}
+
+/**
+ * A deployment whose hosts stage VNF state in a shared store themselves
+ * (the nodes' Redis): the old instance's host writes, the new one's reads;
+ * the caller handles flows, never records.
+ */
+export interface StoreStagedState {
+  /** whether both instances' hosts stage state in one and the same store */
+  canStageState(from: string, to: string): boolean;
+  /** `instance`'s host writes the selection's records to the store under the handover */
+  stageState(instance: string, handoverId: number, select: FlowSelection): Promise<{ flows: FlowKey[]; bytes: number; store: string }>;
+  /** `instance`'s host reads what `fromInstance` staged for these flows and imports it */
+  obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o?: { keepExisting?: boolean }): Promise<{ records: number; bytes: number; store: string }>;
+  /** removes what `instance` staged under the handover (these flows or all); deleteLocal: and its own records of these flows */
+  discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o?: { deleteLocal?: boolean }): Promise<number>;
+}
+
+export function hasStoreStagedState(v: VnfStateStore): v is VnfStateStore & StoreStagedState {
+  const s = v as Partial<StoreStagedState>;
+  return typeof s.canStageState === 'function' && typeof s.stageState === 'function' && typeof s.obtainState === 'function' && typeof s.discardStagedState === 'function';
 }

@@ -10,8 +10,8 @@ import { createLabFromSpec, destroyLab, installRules, standardSpec, type NetnsLa
 import { labNodeConfigs, startNodeProcess, connectLabNodes, type NodeProcess, type LabNode } from '../../src/lab/lab-nodes.js';
 import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../../src/handover/state-mover.js';
-import { TrafficGenerator } from '../../src/traffic/generator.js';
-import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
+import type { TrafficGenerator } from '../../src/traffic/generator.js';
+import type { TrafficSink } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
 import type { NodeDeployment } from '../../src/node/client.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
@@ -19,9 +19,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { FileJournal } from '../../src/handover/journal.js';
 import { SHARP_STEPS } from '../../src/handover/engine.js';
-import { stopAndDetachNodes } from '../helpers/node-procs.js';
+import { assertIntact, finishTraffic, stopAndDetachNodes, twoWayTraffic } from '../helpers/node-procs.js';
 
-const objectsDir = path.join(repoRoot, 'build/ebpf');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 
 interface World {
@@ -50,36 +49,8 @@ async function world(t: Test): Promise<World> {
   for (const n of nodes) procs.set(n.role, await startNodeProcess(n, { cli }));
   d = await connectLabNodes(nodes);
   await installRules(d.switchControl, lab.spec.rules);
-  const traffic = (flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] } => {
-    const gens: TrafficGenerator[] = [];
-    const sinks: TrafficSink[] = [];
-    for (const [from, to] of [
-      [lab.client, lab.server],
-      [lab.server, lab.client],
-    ] as const) {
-      const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname });
-      const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows });
-      closers.push(() => sink.close(), () => gen.close());
-      gens.push(gen);
-      sinks.push(sink);
-    }
-    return { gens, sinks };
-  };
+  const traffic = (flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] } => twoWayTraffic(lab, closers, flows);
   return { lab, nodes, procs, d, traffic };
-}
-
-async function finish(gens: TrafficGenerator[], sinks: TrafficSink[]): Promise<TrafficReport[]> {
-  await Promise.all(gens.map((g) => g.stop()));
-  await Promise.all(sinks.map((s, i) => s.drain(gens[i]!.sent)));
-  return sinks.map((s, i) => s.report(gens[i]!.sentPerFlow()));
-}
-
-function assertIntact(t: Test, reports: TrafficReport[], what: string): void {
-  reports.forEach((r, i) => {
-    const dir = `${what}, ${i === 0 ? 'client→server' : 'server→client'}`;
-    t.ok(r.sent > 0, `${dir}: ${r.sent} probes sent`);
-    t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${dir}: every probe delivered once, in order, the VNF's counter continuous`);
-  });
 }
 
 t.test('four node processes: handovers back and forth under traffic both ways, nothing lost', async (t) => {
@@ -109,7 +80,7 @@ t.test('four node processes: handovers back and forth under traffic both ways, n
     if (r.outcome === 'completed') at = to;
     await sleep(30);
   }
-  const reports = await finish(gens, sinks);
+  const reports = await finishTraffic(gens, sinks);
   for (const r of results) {
     t.equal(r.outcome, 'completed', `handover ${r.id} ${r.from}→${r.to}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}`);
     t.equal(r.counts.held, r.counts.released, `handover ${r.id}: held ${r.counts.held} = released ${r.counts.released}`);
@@ -153,7 +124,7 @@ t.test('kill -9 of every node under traffic: forwarding never stops; restarted n
   const engine = new HandoverEngine(d, { mover: new VnfMapStateMover() });
   const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 4000 });
   t.equal(r.outcome, 'completed', `the first handover after the restart: ${r.reason ?? 'completed'}`);
-  const reports = await finish(gens, sinks);
+  const reports = await finishTraffic(gens, sinks);
   assertIntact(t, reports, 'nodes killed and restarted');
 });
 
@@ -190,7 +161,7 @@ t.test('kill -9 of the controller process at each step: a restarted controller c
     const marked = w.d.switchControl.rules().filter((x) => x.action.phase !== 0);
     t.same(marked, [], `after recovering from ${step}: no rule is marked`);
   }
-  const reports = await finish(gens, sinks);
+  const reports = await finishTraffic(gens, sinks);
   assertIntact(t, reports, 'a controller killed at every step');
 });
 

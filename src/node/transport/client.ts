@@ -18,7 +18,7 @@ import {
   NodeUntrustedError,
   type NodeConnectionErrorInit,
 } from './errors.js';
-import { identityOf, serverNames } from './identity.js';
+import { identityOf, serverNames, type CertIdentity } from './identity.js';
 import { REFUSED_IDENTITY_TRAILER } from './server.js';
 
 export interface TlsEndpoint {
@@ -79,6 +79,8 @@ export class NodeChannel {
   readonly controller: string | undefined;
   /** the names on the last node certificate that did not name the node */
   #presented: string | undefined;
+  /** the node certificate the last handshake verified */
+  #verified: CertIdentity | undefined;
 
   constructor(endpoint: NodeEndpoint, options: grpc.ChannelOptions = {}) {
     this.endpoint = endpoint;
@@ -102,6 +104,7 @@ export class NodeChannel {
         const bad = checkServerIdentity(node, cert) !== undefined || (id.role !== 'node' && id.role !== 'unknown');
         if (!bad) {
           this.#presented = undefined;
+          this.#verified = id;
           return undefined;
         }
         this.#presented = names.length > 0 ? names.join("', '") : id.name;
@@ -116,6 +119,11 @@ export class NodeChannel {
       'grpc.ssl_target_name_override': node,
       'grpc.default_authority': node,
     };
+  }
+
+  /** the node's certificate as the last TLS handshake verified it (undefined on a Unix socket, or before a handshake) */
+  get verifiedServer(): CertIdentity | undefined {
+    return this.#verified;
   }
 
   /** "node s1 at 10.9.0.2:7441", "node s1 at unix:/run/sharp/node.sock" */
@@ -146,7 +154,9 @@ export class NodeChannel {
     };
     const opts = { cause: e };
     const refused = se.metadata?.get(REFUSED_IDENTITY_TRAILER);
-    const me = this.controller === undefined ? 'the controller' : `controller '${this.controller}'`;
+    // a node pushing state to a peer is a client too: name it by its role
+    const role = this.endpoint.transport === 'tls' && this.endpoint.tls.identity.role === 'node' ? 'node' : 'controller';
+    const me = this.controller === undefined ? 'the controller' : `${role} '${this.controller}'`;
     if ((se.code === grpc.status.PERMISSION_DENIED || se.code === grpc.status.UNAUTHENTICATED) && refused !== undefined && refused.length > 0) {
       return new NodePermissionDeniedError(`${this.describe()} refused ${me}`, { ...base, presented: this.controller }, opts);
     }

@@ -64,6 +64,19 @@ export interface NodeServerOptions {
    * file permissions decide.
    */
   allowControllers?: readonly string[];
+  /**
+   * Other nodes (certificate CN, OU=node) allowed over TCP, for these
+   * methods only (full paths, '/pkg.Service/Method'), with certificates
+   * issued by `ca` when given. With this set, no other node certificate is
+   * accepted; without it, node certificates count like any other.
+   */
+  allowNodes?: { names: readonly string[]; methods: readonly string[]; ca?: X509Certificate };
+  /**
+   * When the TCP listener trusts more than one CA (the controllers' and the
+   * peers'): the one every certificate but a listed peer's must be issued
+   * by, so a peers' CA cannot vouch for a controller.
+   */
+  controllersCa?: X509Certificate;
   /** called for every call the gate refuses */
   onRefused?: (r: RefusedCall) => void;
   /** further grpc-js server options (the gate runs before any interceptors given here) */
@@ -106,8 +119,11 @@ export function describePeer(p: CallPeer): string {
   return p.transport === 'tls' ? describeIdentity(p.identity) : 'a local client (Unix socket)';
 }
 
+const issuedBy = (cert: X509Certificate, ca: X509Certificate): boolean => cert.checkIssued(ca) && cert.verify(ca.publicKey);
+
 function gate(o: NodeServerOptions): grpc.ServerInterceptor {
   const allow = o.allowControllers === undefined ? undefined : new Set(o.allowControllers);
+  const nodes = o.allowNodes === undefined ? undefined : { ...o.allowNodes, names: new Set(o.allowNodes.names), methods: new Set(o.allowNodes.methods) };
   return (method, call) => {
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
@@ -118,6 +134,15 @@ function gate(o: NodeServerOptions): grpc.ServerInterceptor {
         let refusal: { code: grpc.status; reason: string; identity: CertIdentity | undefined } | undefined;
         if (peer.transport === 'unix') {
           if (onTcp) refusal = { code: grpc.status.UNAUTHENTICATED, reason: `node ${o.node} accepts no call without a verified client certificate on TCP (from ${remote})`, identity: undefined };
+        } else if (nodes !== undefined && peer.identity.role === 'node' && nodes.names.has(peer.identity.name)) {
+          // a peer node: state it pushes, nothing else
+          const cert = call.getAuthContext().sslPeerCertificate?.raw;
+          if (!nodes.methods.has(method.path)) refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} accepts ${describeIdentity(peer.identity)} as a state peer only (${[...nodes.methods].map((m) => m.slice(m.lastIndexOf('/') + 1)).join(', ')}), not for ${method.path}`, identity: peer.identity };
+          else if (nodes.ca !== undefined && cert !== undefined && !issuedBy(new X509Certificate(cert), nodes.ca)) refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its peers' CA '${identityOf(nodes.ca).name}'`, identity: peer.identity };
+        } else if (nodes !== undefined && peer.identity.role === 'node') {
+          refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its peers.allow`, identity: peer.identity };
+        } else if (o.controllersCa !== undefined && !issuedBy(new X509Certificate(call.getAuthContext().sslPeerCertificate!.raw!), o.controllersCa)) {
+          refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its controllers' CA '${identityOf(o.controllersCa).name}'`, identity: peer.identity };
         } else if (allow !== undefined && !(peer.identity.role === 'controller' && allow.has(peer.identity.name))) {
           refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its list of controllers`, identity: peer.identity };
         }

@@ -1,0 +1,55 @@
+// A node config's state sections: peers (which nodes it moves VNF state
+// with, and the CA their certificates must be signed by) and stateStore (the
+// deployment's Redis). Every problem names its path.
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadNodeConfig, validateNodeConfig } from '../../src/node/config.js';
+
+const vnfNode = { name: 'vnfa', listen: { unix: '/run/sharpt/vnfa.sock' }, instances: [{ name: 'vnf1', kind: 'counter', ifaces: ['eth0', 'eth1'] }] };
+const tls = { ca: '/c/ca.crt', cert: '/c/node-vnfa.crt', key: '/c/node-vnfa.key' };
+
+const problems = (value: unknown): string => {
+  try {
+    validateNodeConfig(value);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return '';
+};
+
+t.test('peers: the nodes this one moves state with, and their CA when it speaks TLS', async (t) => {
+  const ok = validateNodeConfig({ ...vnfNode, listen: { ...vnfNode.listen, tcp: '10.8.0.1:7441' }, tls, peers: { ca: '/c/ca.crt', allow: ['vnfb', 'vnfc'] } });
+  t.same(ok.peers, { ca: '/c/ca.crt', allow: ['vnfb', 'vnfc'] });
+  t.same(validateNodeConfig({ ...vnfNode, peers: { allow: ['vnfb'] } }).peers, { allow: ['vnfb'] }, 'without tls: Unix-socket peers only, no CA');
+  t.match(problems({ ...vnfNode, tls, peers: { allow: ['vnfb'] } }), /peers\.ca: name the CA the peers' certificates must be signed by/, 'with tls the CA is explicit');
+  t.match(problems({ ...vnfNode, peers: { ca: '/c/ca.crt', allow: ['vnfb'] } }), /peers\.ca: without tls this node has no certificate to present/);
+  t.match(problems({ ...vnfNode, peers: { allow: ['vnfa'] } }), /peers\.allow: 'vnfa' is this node itself/);
+  t.match(problems({ ...vnfNode, peers: { allow: ['bad name'] } }), /peers\/allow\/0|peers\.allow\.0/, 'a peer name outside the node-name pattern, by its path');
+  t.match(problems({ ...vnfNode, peers: { allow: ['vnfb', 'vnfb'] } }), /peers\.allow|peers\/allow/, 'twice the same peer');
+  t.match(problems({ ...vnfNode, peers: {} }), /peers.*allow/, 'allow is required');
+  t.match(problems({ name: 's1', listen: { unix: '/run/sharpt/s1.sock' }, switches: [{ name: 's1', ports: [{ name: 'p', ifname: 'eth0', role: 'host' }] }], peers: { allow: ['vnfb'] } }), /peers: this node carries no VNF instance/);
+});
+
+t.test('stateStore: the Redis the node stages state in; credentials never in the URL', async (t) => {
+  const c = validateNodeConfig({ ...vnfNode, stateStore: { redis: { url: 'redis://10.8.0.9:6379/2', username: 'sharp', passwordFile: '/etc/sharpctl/redis.pass' } } });
+  t.same(c.stateStore, { redis: { url: 'redis://10.8.0.9:6379/2', username: 'sharp', passwordFile: '/etc/sharpctl/redis.pass', keyPrefix: 'sharp:', timeoutMs: 2000 } }, 'defaults: key prefix sharp:, 2 s per command');
+  t.ok(validateNodeConfig({ ...vnfNode, stateStore: { redis: { url: 'rediss://store.example:6380' } } }), 'rediss:// (TLS) is accepted');
+  t.match(problems({ ...vnfNode, stateStore: { redis: { url: 'redis://:secret@10.8.0.9:6379' } } }), /stateStore\.redis\.url|stateStore\/redis\/url/, 'a password in the URL is refused: it goes in passwordFile');
+  t.match(problems({ ...vnfNode, stateStore: { redis: { url: 'http://10.8.0.9:6379' } } }), /stateStore.redis.url|stateStore\/redis\/url/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { url: 'redis://h:1', timeoutMs: 5 } } }), /timeoutMs/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { url: 'redis://h:1', keyPrefix: 'a b' } } }), /keyPrefix/);
+  t.match(problems({ ...vnfNode, stateStore: {} }), /stateStore.*redis/);
+});
+
+t.test('relative peers.ca and stateStore.redis.passwordFile are relative to the config file', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-nodecfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'vnfa.json');
+  const cfg: Record<string, unknown> = { ...vnfNode, tls: { ca: 'certs/ca.crt', cert: 'certs/node-vnfa.crt', key: 'certs/node-vnfa.key' }, peers: { ca: 'certs/peers-ca.crt', allow: ['vnfb'] }, stateStore: { redis: { url: 'redis://10.8.0.9:6379', passwordFile: 'redis.pass' } } };
+  writeFileSync(file, JSON.stringify(cfg));
+  const c = loadNodeConfig(file);
+  t.equal(c.peers?.ca, path.join(dir, 'certs/peers-ca.crt'));
+  t.equal(c.stateStore?.redis.passwordFile, path.join(dir, 'redis.pass'));
+});
