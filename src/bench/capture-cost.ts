@@ -15,6 +15,7 @@ import { createNetns, createVeth, deleteNetns } from '../net/iproute.js';
 import { udpFrame, ipv4Number } from '../net/frame.js';
 import { sleep } from '../util/mutex.js';
 import { disableCapture, kernelConfig } from '../capture/tap.js';
+import { offeredThroughDut } from './forwarding.js';
 
 export interface CaptureCostResult {
   framesPerRound: number;
@@ -81,19 +82,7 @@ export async function benchCaptureCost(objectsDir: string, o: { frames?: number;
       else disableCapture(withHook);
       const link = progOf[d].attachXdp('d0', { netns: dut });
       try {
-        await sleep(20);
-        const before = counter();
-        const t0 = process.hrtime.bigint();
-        await bench.program('bench_tx').runAsync({ data: frame, context: ctx, repeat: frames, liveFrames: true, netns: gen, batchSize: 64 });
-        // the last frames may still be queued: wait until the count stops moving
-        let last = -1n;
-        let now = counter();
-        while (now !== last) {
-          last = now;
-          await sleep(5);
-          now = counter();
-        }
-        return Number(now - before) / (Number(process.hrtime.bigint() - t0) / 1e9) / 1e6;
+        return await offeredThroughDut({ tx: bench.program('bench_tx'), netns: gen, frame, ctx }, frames, counter);
       } finally {
         link.close();
         disableCapture(withHook);

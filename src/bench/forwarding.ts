@@ -4,7 +4,7 @@
  *   gen (live frames, XDP_TX) → veth → DUT (switch | bare redirect) → veth → sink (count, drop)
  */
 import path from 'node:path';
-import { BpfObjectSpec, type BpfCollection, ifindexOf, withNetns, xdpMd, u32, u64 } from '../bpf/index.js';
+import { BpfObjectSpec, type BpfCollection, type BpfProgram, ifindexOf, withNetns, xdpMd, u32, u64 } from '../bpf/index.js';
 import { sharpPortInfoCodec, sharpRuleActionCodec, sharpFlowKeyCodec, sharpExactRuleCodec, SHARP_PORT_HOST, SHARP_PORT_VNF } from '../generated/abi.js';
 import { createNetns, createVeth, deleteNetns } from '../net/iproute.js';
 import { udpFrame, ipv4Number } from '../net/frame.js';
@@ -19,6 +19,26 @@ export interface ForwardingResult {
   switchMarkedMpps: number;
   switchVsBareRatio: number;
   switchMarkedVsBareRatio: number;
+}
+
+/**
+ * Mpps through a DUT: `frames` live frames from the generator's bench_tx,
+ * counted by the sink's bench_count once the count stops moving (the last
+ * frames may still be queued at the DUT).
+ */
+export async function offeredThroughDut(gen: { tx: BpfProgram; netns: string; frame: Buffer; ctx: Buffer }, frames: number, count: () => bigint): Promise<number> {
+  await sleep(20);
+  const before = count();
+  const t0 = process.hrtime.bigint();
+  await gen.tx.runAsync({ data: gen.frame, context: gen.ctx, repeat: frames, liveFrames: true, netns: gen.netns, batchSize: 64 });
+  let last = -1n;
+  let now = count();
+  while (now !== last) {
+    last = now;
+    await sleep(5);
+    now = count();
+  }
+  return Number(now - before) / (Number(process.hrtime.bigint() - t0) / 1e9) / 1e6;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -62,20 +82,7 @@ export async function benchForwarding(objectsDir: string, o: { frames?: number; 
       if (dutProg !== 'bare') setAction(dutProg === 'marked' ? 1 : 0);
       const link = prog.attachXdp('d0', { netns: dut });
       try {
-        await sleep(20);
-        const before = counter();
-        const t0 = process.hrtime.bigint();
-        await bench.program('bench_tx').runAsync({ data: frame, context: ctx, repeat: frames, liveFrames: true, netns: gen, batchSize: 64 });
-        // the last frames may still be in the DUT's queue: wait until the count stops moving
-        let last = -1n;
-        let now = counter();
-        while (now !== last) {
-          last = now;
-          await sleep(5);
-          now = counter();
-        }
-        const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-        return Number(now - before) / secs / 1e6;
+        return await offeredThroughDut({ tx: bench.program('bench_tx'), netns: gen, frame, ctx }, frames, counter);
       } finally {
         link.close();
       }
