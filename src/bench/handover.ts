@@ -119,7 +119,7 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
       }
     },
     async run({ pps, handovers, delayMs, mode = 'sharp', flows = 8, warmupMs = 100, onResult }) {
-      const sink = new TrafficSink({ objectsDir, netns: lab.server.netns, ifname: lab.server.ifname, sampleEvery: 50 });
+      const sink = new TrafficSink({ objectsDir, netns: lab.server.netns, ifname: lab.server.ifname, sampleEvery: 50, flows });
       // new flows for every run: the VNF's counters of earlier runs' flows go on from where they were
       const basePort = nextBasePort();
       const gen = new TrafficGenerator({ objectsDir, netns: lab.client.netns, ifname: lab.client.ifname, srcMac: lab.client.mac, dstMac: lab.server.mac, srcIp: lab.client.ip, dstIp: lab.server.ip, flows, basePort, burst: 128 });

@@ -119,7 +119,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     const rev = rules.find((x) => x.action.outPort === 's2-vnf1')!;
 
     const mk = (from: typeof lab.client, to: typeof lab.client, name: string): { name: string; gen: TrafficGenerator; sink: TrafficSink } => {
-      const sink = new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(o.rate / 500)) });
+      const sink = new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(o.rate / 500)), flows });
       closers.push(() => sink.close());
       const gen = new TrafficGenerator({ objectsDir: o.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows, burst: 128 });
       closers.push(() => gen.close());

@@ -347,7 +347,7 @@ async function main(): Promise<void> {
       if (traffic.length) throw new Error('traffic is running already (sharpctl traffic stop)');
       if (engine.active().length) throw new Error(`a handover is in flight (${engine.active().map((h) => h.id).join(', ')}); start traffic when it is done`);
       const mk = (from: typeof theLab.client, to: typeof theLab.client, name: string, basePort: number): Traffic => {
-        const sink = new TrafficSink({ objectsDir: a.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(q.rate / 200)), stamps: theLab.spec.vnfs.every((v) => vnfKind(v.type).stamps) });
+        const sink = new TrafficSink({ objectsDir: a.objectsDir, netns: to.netns, ifname: to.ifname, sampleEvery: Math.max(1, Math.floor(q.rate / 200)), flows: q.flows, stamps: theLab.spec.vnfs.every((v) => vnfKind(v.type).stamps) });
         const gen = new TrafficGenerator({ objectsDir: a.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: q.flows, burst: 128, basePort, dstPort: TRAFFIC_DST_PORT });
         return { name, gen, sink };
       };

@@ -98,6 +98,8 @@ export class TrafficSink {
   readonly #stamps: boolean;
   /** sequence numbers per flow within which duplicates are recognised exactly */
   readonly seqWindow: number;
+  /** flows 0..checkedFlows-1 have a check record in the kernel */
+  readonly checkedFlows: number;
 
   /**
    * stamps: compare each probe's stamp with its sequence number (default true; false when the VNFs do not stamp).
@@ -109,6 +111,7 @@ export class TrafficSink {
     this.#stamps = o.stamps ?? true;
     const flows = o.flows ?? SHARP_TG_CHECK_FLOWS;
     if (!Number.isInteger(flows) || flows < 1 || flows > SHARP_TG_MAX_FLOWS) throw new RangeError(`flows must be an integer in 1..${SHARP_TG_MAX_FLOWS}, got ${flows}`);
+    this.checkedFlows = flows;
     this.seqWindow = seqWindowFor(flows);
     const eventEvery = o.eventEvery ?? 1;
     if (!Number.isInteger(eventEvery) || eventEvery < 0 || eventEvery > 0xffffffff) throw new RangeError(`eventEvery must be an integer in 0..${0xffffffff}, got ${eventEvery}`);
@@ -179,6 +182,8 @@ export class TrafficSink {
    * (`accounting`) or in flight, never called lost by guess.
    */
   report(sentPerFlow: readonly bigint[], o: { running?: boolean; held?: number; accounting?: { reported: number; drops: { where: string; reason: string; frames: number }[] } } = {}): TrafficReport {
+    // a generator of more flows than the sink checks: those probes would all look lost
+    if (sentPerFlow.length > this.checkedFlows) throw new RangeError(`the sink checks ${this.checkedFlows} flows, the traffic has ${sentPerFlow.length}: construct it with flows: ${sentPerFlow.length}`);
     const running = o.running === true;
     const st = this.#coll.map('tg_sink_stats').typed(u32, sharpTgSinkStatsCodec).getPerCpu(0) ?? [];
     const marked = st.reduce((a, s) => a + Number(s.marked), 0);

@@ -51,7 +51,7 @@ export async function testLab(
   const pair = (from: typeof lab.client, to: typeof lab.client, flows = 1, frameSize = 128): { gen: TrafficGenerator; sink: TrafficSink } => {
     // stamps are checked only when every VNF of the lab stamps (a 'linux' VNF does not)
     const stamps = lab.spec.vnfs.every((v) => vnfKind(v.type).stamps);
-    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, stamps });
+    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, stamps, flows });
     closers.push(() => sink.close());
     const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows, frameSize });
     closers.push(() => gen.close());

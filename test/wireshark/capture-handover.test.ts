@@ -94,7 +94,7 @@ t.test('a capture of a handover, read by tshark with the dissector', async (t) =
   const summary = JSON.parse(exit.stdout) as Summary;
   t.equal(summary.stoppedBy, 'duration');
   t.equal(summary.ringFull, 0, 'no record lost to a full capture ring');
-  t.same(summary.nodes.map((n) => n.replace(/^.*_/, '')).sort(), ['s1', 's2', 'vnf1', 'vnf2'], 'every node of the lab captured');
+  t.same(summary.nodes.map((n) => n.replace(/^.*[-_]/, '')).sort(), ['s1', 's2', 'vnf1', 'vnf2'], 'every node of the lab captured');
   t.ok(summary.frames > 1000, `${summary.frames} frames`);
 
   // Ctrl-C: ends at once, the file whole (frames still on their way from the nodes are not in it)
