@@ -13,6 +13,31 @@ const LAST = 'dist/test/zz-leftovers.test.js';
 
 /** "name: reason" of every skipped test */
 const skipped = [];
+/** "file › subtest › assertion" of every failed assertion (todo ones excluded) */
+const failed = [];
+
+// Nested subtests indent by four spaces; a failure is named by its path.
+function collectFailures(output) {
+  const stack = [];
+  for (const line of output.split('\n')) {
+    const sub = /^(\s*)# Subtest: (.*)$/.exec(line);
+    if (sub) {
+      const depth = sub[1].length / 4;
+      stack.length = depth;
+      stack[depth] = sub[2];
+      continue;
+    }
+    const bad = /^(\s*)not ok \d+ - (.*)$/.exec(line);
+    if (!bad || /# TODO/.test(bad[2])) continue;
+    const depth = bad[1].length / 4;
+    const name = bad[2].replace(/ # time=.*$/, '');
+    const where = [...stack.slice(0, depth), name].join(' › ');
+    // the line closing a subtest repeats its name: it counts only when no
+    // failure inside it was reported already
+    if (stack[depth] === name && failed.some((f) => f.startsWith(`${where} › `))) continue;
+    failed.push(where);
+  }
+}
 
 function runTap(files, extra = []) {
   return new Promise((resolve, reject) => {
@@ -28,6 +53,7 @@ function runTap(files, extra = []) {
     });
     child.on('error', reject);
     child.on('close', (code) => {
+      collectFailures(buf);
       skipped.push(...[...buf.matchAll(/^\s*ok \d+ - (.*?) # SKIP (.*)$/gm)].map((m) => `${m[1]}: ${m[2]}`));
       const m = [...buf.matchAll(/^# \{ (.*) \}$/gm)].pop();
       if (m) for (const kv of m[1].split(',')) {
@@ -56,5 +82,6 @@ const fail = main.summary.fail + last.summary.fail;
 const skip = main.summary.skip + last.summary.skip + main.summary.todo + last.summary.todo;
 const failedRun = main.code !== 0 || last.code !== 0;
 if (skipped.length) console.log(`skipped:\n${skipped.map((s) => `  - ${s}`).join('\n')}`);
+if (failed.length) console.log(`failed:\n${failed.map((s) => `  - ${s}`).join('\n')}`);
 console.log(`${pass} passed, ${fail} failed, ${skip} skipped`);
 process.exit(failedRun || fail > 0 || pass === 0 ? 1 : 0);
