@@ -103,7 +103,13 @@ export type DropReason =
   /** it did not fit a hold ring */
   | 'overflow'
   /** a held frame could not be replayed */
-  | 'replayFailed';
+  | 'replayFailed'
+  /**
+   * sent towards the new instance under a handover that was rolled back,
+   * held in its ring, which could not be brought back (its host did not
+   * answer): counted at the switch port that sent it
+   */
+  | 'stranded';
 
 /** A number of frames that died at one place for one reason. */
 export interface DropCount {
@@ -358,6 +364,16 @@ export interface ControllerChannel {
 
 export class DataPlaneError extends Error {
   override name = 'DataPlaneError';
+}
+
+/**
+ * Whether a control call failed without an answer (its deadline passed, its
+ * host is unreachable): it may or may not have acted. Errors say so by an
+ * `unanswered: true` property, on themselves or on a cause.
+ */
+export function unanswered(e: unknown): boolean {
+  for (let x: unknown = e, depth = 0; x instanceof Error && depth < 8; x = x.cause, depth++) if ((x as { unanswered?: unknown }).unanswered === true) return true;
+  return false;
 }
 
 export class AgentUnavailableError extends DataPlaneError {

@@ -29,7 +29,8 @@ function put(s: DropSnapshot, where: string, reason: DropReason, frames: bigint)
  * port of the switch, because a moving flow may arrive on any of them.
  * Instances: both counters of every interface.
  */
-export async function snapshotDrops(d: Deployment, scope: DropScope): Promise<DropSnapshot> {
+/** `unreadable`: an instance whose counters cannot be read is left out (and reported to it) rather than failing the whole snapshot. */
+export async function snapshotDrops(d: Deployment, scope: DropScope, unreadable?: (instance: string, e: unknown) => void): Promise<DropSnapshot> {
   const s: DropSnapshot = new Map();
   for (const [sw, txPorts] of scope.switches) {
     for (const p of await d.switchControl.portCounters(sw)) {
@@ -41,12 +42,21 @@ export async function snapshotDrops(d: Deployment, scope: DropScope): Promise<Dr
   }
   const agents = d.agentControl;
   if (agents.interfaceDrops !== undefined)
-    for (const inst of scope.instances)
-      for (const i of await agents.interfaceDrops(inst)) {
+    for (const inst of scope.instances) {
+      let ifaces: Awaited<ReturnType<NonNullable<typeof agents.interfaceDrops>>>;
+      try {
+        ifaces = await agents.interfaceDrops(inst);
+      } catch (e) {
+        if (unreadable === undefined) throw e;
+        unreadable(inst, e);
+        continue;
+      }
+      for (const i of ifaces) {
         const where = `${inst}/${i.iface}`;
         put(s, where, 'xmitFailed', i.xmitFailed);
         put(s, where, 'redirectFailed', i.redirectFailed);
       }
+    }
   return s;
 }
 
@@ -68,6 +78,7 @@ const WHY: Record<DropReason, string> = {
   switchDrop: 'dropped by the switch program',
   overflow: 'did not fit the hold ring',
   replayFailed: 'held, failed to replay',
+  stranded: "held in the new instance's ring, which the rollback could not bring back (its host did not answer)",
 };
 
 /** "12 frames at s1/s1-vnf2: not transmitted by the device (…) [xmitFailed]" */

@@ -7,9 +7,10 @@
  * (controller-buffer.ts).
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, instancesOf, localDeployment, type DataPlane, type Deployment, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
+import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type DataPlane, type Deployment, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
 import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { sleep, waitFor } from '../util/mutex.js';
+import { withCallDeadline } from '../util/call-deadline.js';
 import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.js';
 import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type QuiescenceWait, type RingLoss, type RunCounts } from './run.js';
 import { ControllerBufferProcedure, type ControllerBufferStats } from './controller-buffer.js';
@@ -71,6 +72,8 @@ export interface HandoverResult {
   drops: DropCount[];
   /** counts.overflow and counts.replayFailed per side of the rings */
   ringLoss: RingLoss;
+  /** frames a rollback could not bring back from the new instance's ring (its host did not answer), per switch port that sent them there */
+  stranded: DropCount[];
   timings: Record<string, number>;
   /** the quiescence waits, in order, and whether each ended by the exact event or after Q */
   waits: QuiescenceWait[];
@@ -121,6 +124,15 @@ function stepError(step: HandoverStep, e: unknown): HandoverError {
 }
 
 const HID_MAX = 16383;
+/**
+ * What a control call made after the handover's time is up still gets: the
+ * clean-up a failed handover owes (A's take-back release, disarms) must not
+ * be cut to nothing, nor wait a full call deadline per call on a node that
+ * stopped answering.
+ */
+const LATE_CALL_MS = 1_000;
+/** A's take-back release after the handover's time is up: it carries the moved flow's newest frames */
+const LATE_RELEASE_MS = 5_000;
 
 export class HandoverEngine extends EventEmitter {
   readonly #d: Deployment;
@@ -134,6 +146,13 @@ export class HandoverEngine extends EventEmitter {
   /** instance -> rings in use by incoming handovers */
   readonly #ringsInUse = new Map<string, Set<number>>();
   readonly #active = new Map<number, { run: HandoverRun; request: HandoverRequest; startedAt: number }>();
+  /**
+   * instance -> hold rings a failed rollback left armed there (its host did
+   * not answer the disarm): their handover id and ring stay reserved until a
+   * later disarm succeeds, so no new handover reuses them while the stale
+   * ring may still take frames
+   */
+  readonly #strandedRings = new Map<string, { hid: number; ring: number }[]>();
   #nextHid = 1;
   readonly #baseline: ControllerBufferProcedure;
 
@@ -207,6 +226,11 @@ export class HandoverEngine extends EventEmitter {
    * (nothing has changed then).
    */
   async handover(req: HandoverRequest): Promise<HandoverResult> {
+    // every control call on its behalf ends with the handover's time (util/call-deadline.ts)
+    return withCallDeadline(Date.now() + (req.timeoutMs ?? this.#o.timeoutMs), LATE_CALL_MS, () => this.#handover(req));
+  }
+
+  async #handover(req: HandoverRequest): Promise<HandoverResult> {
     if (this.#unrecovered > 0)
       throw new HandoverError(`${this.#unrecovered} handover(s) a previous controller left unfinished are in the journal: recover() them first`, 'validating');
     const mover = req.mover ?? this.#o.mover;
@@ -221,6 +245,7 @@ export class HandoverEngine extends EventEmitter {
     early.push(validatingEvent);
     onEvent(validatingEvent);
     let run: HandoverRun;
+    await this.#disarmStranded([req.from, req.to]);
     try {
       const v = await this.#validate(req, mover, (detail) => {
         const ev: HandoverEvent = { id, step: 'warning', at: Date.now(), t: 0, detail };
@@ -263,9 +288,33 @@ export class HandoverEngine extends EventEmitter {
       this.#journal?.remove(id);
       for (const r of run.rules) this.#rulesInUse.delete(r.id);
       this.#baseline.forget(id);
-      this.#freeRing(run.to.name, run.ring);
-      this.#hidsInUse.delete(id);
+      if (!this.#isStranded(run.to.name, id)) {
+        this.#freeRing(run.to.name, run.ring);
+        this.#hidsInUse.delete(id);
+      }
       this.#active.delete(id);
+    }
+  }
+
+  #isStranded(instance: string, hid: number): boolean {
+    return (this.#strandedRings.get(instance) ?? []).some((x) => x.hid === hid);
+  }
+
+  /** Disarms what failed rollbacks left armed at these instances, where their hosts answer now; frees their ids and rings. */
+  async #disarmStranded(instances: readonly string[]): Promise<void> {
+    for (const instance of new Set(instances)) {
+      const left: { hid: number; ring: number }[] = [];
+      for (const x of this.#strandedRings.get(instance) ?? []) {
+        try {
+          await this.#d.agentControl.disarm(instance, x.hid);
+          this.#freeRing(instance, x.ring);
+          this.#hidsInUse.delete(x.hid);
+        } catch {
+          left.push(x);
+        }
+      }
+      if (left.length > 0) this.#strandedRings.set(instance, left);
+      else this.#strandedRings.delete(instance);
     }
   }
 
@@ -417,6 +466,7 @@ export class HandoverEngine extends EventEmitter {
       controllerBuffer: this.#baseline.stats(h.id),
       drops: h.drops,
       ringLoss: h.ringLoss,
+      stranded: h.stranded,
       timings: h.timings,
       waits: h.waits,
       events: h.events,
@@ -455,7 +505,7 @@ export class HandoverEngine extends EventEmitter {
       const msg = e2 instanceof Error ? e2.message : String(e2);
       const left = await this.#unmarkWhatIsLeft(h);
       await countDrops().catch(() => undefined);
-      return this.#finish(h, mode, 'failed', `${failedStep}: ${err.message}; rollback failed: ${msg}${left}`);
+      return this.#finish(h, mode, 'failed', `${failedStep}: ${err.message.replace(/^[a-z-]+: /, '')}; rollback failed: ${msg.replace(/^rolling-back: /, '')}${left}`);
     }
   }
 
@@ -507,7 +557,7 @@ export class HandoverEngine extends EventEmitter {
 
   async #readDrops(h: HandoverRun, scope: DropScope): Promise<DropSnapshot | undefined> {
     try {
-      return await snapshotDrops(this.#d, scope);
+      return await snapshotDrops(this.#d, scope, (instance, e) => h.emit('warning', `the drop counters of ${instance} cannot be read (${e instanceof Error ? e.message : String(e)}): frames lost at its interfaces would go unseen`));
     } catch (e) {
       h.emit('warning', `drop counters cannot be read (${e instanceof Error ? e.message : String(e)}): frames lost outside the switch programs would go unseen`);
       return undefined;
@@ -544,6 +594,14 @@ export class HandoverEngine extends EventEmitter {
     return notes.length ? ` (${notes.join('; ')})` : '';
   }
 
+  /**
+   * After switch-over: A holds the flow's new frames under a second id, B's
+   * ring is relayed back to A through the switches that fed it, then A
+   * releases its own. Should B's ring not come back (its host does not
+   * answer, or its release fails) A's frames are released all the same —
+   * the flow goes on at A — and B's frames are counted as stranded at the
+   * switch ports that sent them; the take-back then fails with that count.
+   */
   async #takeBack(h: HandoverRun, mode: HandoverMode, resume?: { id: number; ring: number }): Promise<void> {
     const agents = this.#d.agentControl;
     const sc = this.#d.switchControl;
@@ -555,6 +613,8 @@ export class HandoverEngine extends EventEmitter {
     // every switch that fed B's ring relays its frames to its port towards A
     const relays = new Map(h.rules.map((r) => [r.switch, h.fromPorts.get(r.id)!]));
     const routed: string[] = [];
+    /** why B's ring did not come back, if it did not */
+    let notBack: unknown;
     try {
       if (resume === undefined || (await agents.agentStatus(h.from.name, back)) === undefined) await agents.armNew(h.from.name, back, backRing);
       await h.route(h.fromPorts, Phase.POST, back);
@@ -562,32 +622,73 @@ export class HandoverEngine extends EventEmitter {
       // B's ring (or the controller's buffer) is complete now: it goes to A, where the frames pass unmarked
       if (mode === 'controller-buffer') await this.#baseline.flushTo(h, h.fromPorts);
       else {
-        for (const [sw, port] of relays) {
-          routed.push(sw);
-          await sc.setRelay(sw, h.id, port);
+        try {
+          for (const [sw, port] of relays) {
+            routed.push(sw);
+            await sc.setRelay(sw, h.id, port);
+          }
+          // asked first (within the late-call floor): whether B answers, and
+          // whether its ring is still armed (a recovered rollback may find it
+          // relayed and disarmed already)
+          const armed = (await agents.agentStatus(h.to.name, h.id)) !== undefined;
+          if (resume === undefined || armed) h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: Math.max(h.remaining(), LATE_RELEASE_MS) })).released;
+        } catch (e) {
+          notBack = e;
+          h.stranded = await this.#strandedFrames(h, e);
+          h.emit('warning', `${h.to.name}'s ring did not come back (${e instanceof Error ? e.message : String(e)}): ${totalFrames(h.stranded)} frames lost there; ${h.from.name} releases what it holds`);
         }
-        // (a recovered rollback may find B's ring relayed and disarmed already)
-        if (resume === undefined || (await agents.agentStatus(h.to.name, h.id)) !== undefined)
-          h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: h.remaining() })).released;
       }
       // the relayed frames have passed the switches (the routes go only after this) and reached A.
       // Timed: they were queued at the switches' ports towards B, where no
       // barrier reaches (a rollback after switch-over only)
-      await sleep(h.Q);
-      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await agents.release(h.from.name, back, { timeoutMs: h.remaining() });
+      if (notBack === undefined) await sleep(h.Q);
+      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await agents.release(h.from.name, back, { timeoutMs: Math.max(h.remaining(), LATE_RELEASE_MS) });
       await h.route(h.fromPorts, Phase.NONE);
       await h.quiesce([h.from.name]);
-      await h.collect(h.to.name);
+      if (notBack === undefined) await h.collect(h.to.name);
       await h.collect(h.from.name, back);
+      if (notBack !== undefined) {
+        const why = notBack instanceof Error ? notBack.message : String(notBack);
+        throw new HandoverError(`${h.to.name}'s ring could not be brought back (${why}): ${totalFrames(h.stranded)} frames held there are lost (counted as stranded); the flow goes on at ${h.from.name}`, 'rolling-back', { cause: notBack });
+      }
     } finally {
       // a route left behind would forward relayed frames of a reused id: say so
       for (const sw of routed) await sc.clearRelay(sw, h.id).catch((e: unknown) => h.emit('warning', `the relay route of handover ${h.id} on ${sw} could not be removed: ${e instanceof Error ? e.message : String(e)}`));
       await agents.disarm(h.from.name, back).catch(() => undefined);
       await agents.disarm(h.from.name, h.id).catch(() => undefined);
-      await agents.disarm(h.to.name, h.id).catch(() => undefined);
+      await agents.disarm(h.to.name, h.id).catch((e: unknown) => {
+        // B's ring stays armed there: its id and ring are not reused until a later disarm gets through
+        if (!unanswered(e)) return;
+        this.#strandedRings.set(h.to.name, [...(this.#strandedRings.get(h.to.name) ?? []), { hid: h.id, ring: h.ring }]);
+        h.emit('warning', `${h.to.name} did not answer the disarm of handover ${h.id}: its ring ${h.ring} and the id stay reserved until a later handover involving ${h.to.name} disarms them`);
+      });
       this.#freeRing(h.from.name, backRing);
       this.#hidsInUse.delete(back);
     }
+  }
+
+  /**
+   * The frames B's ring kept of a take-back that failed, per switch port
+   * that sent them there: every frame a switch marked POST towards B under
+   * the handover, less (where B's agent still answers) those it relayed or
+   * already counted as overflowed or failed on its side.
+   */
+  async #strandedFrames(h: HandoverRun, cause: unknown): Promise<DropCount[]> {
+    const sc = this.#d.switchControl;
+    const st = unanswered(cause) ? undefined : await this.#d.agentControl.agentStatus(h.to.name, h.id).catch(() => undefined);
+    if (st !== undefined) await h.collect(h.to.name);
+    const out: DropCount[] = [];
+    for (const sw of h.switchNames) {
+      const port = h.rules.find((r) => r.switch === sw) === undefined ? undefined : h.toPorts.get(h.rules.find((r) => r.switch === sw)!.id)!;
+      if (port === undefined) continue;
+      let frames = (await sc.handoverCounters(sw, h.id)).post;
+      if (st !== undefined) {
+        const side = (await sc.sentTowardsInstances?.(sw))?.find((p) => p.port === port)?.side;
+        if (side === 0 || side === 1) frames -= st.released[side] + st.overflow[side] + st.replayFailed[side];
+      }
+      if (frames > 0n) out.push({ where: `${sw}/${port}`, reason: 'stranded', frames });
+    }
+    return out;
   }
 
   /** Checks a request against the deployment; nothing changes. */

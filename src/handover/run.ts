@@ -5,7 +5,7 @@
  * owns validation, allocation and rollback.
  */
 import { Phase, type Deployment, type DropCount, type Rule, type InstanceInfo } from '../dataplane/types.js';
-import { describeDrop } from './drops.js';
+import { describeDrop, totalFrames } from './drops.js';
 import { sleep } from '../util/mutex.js';
 import type { HandoverJournal } from './journal.js';
 import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
@@ -98,6 +98,11 @@ export class HandoverRun {
   readonly counts: RunCounts = { preSent: 0n, preSeen: 0n, postSent: 0n, held: 0n, released: 0n, overflow: 0n, replayFailed: 0n, relayed: 0n, dropped: 0n };
   /** the drops behind counts.dropped, by place and reason */
   drops: DropCount[] = [];
+  /**
+   * frames a rollback could not bring back from B's ring (B's host did not
+   * answer), per switch port that sent them there; part of lost()
+   */
+  stranded: DropCount[] = [];
   /** overflow and replay failures per side of the rings (side 0: frames from the ingress switch) */
   readonly ringLoss: RingLoss = { overflow: [0n, 0n], replayFailed: [0n, 0n] };
   readonly fromPorts: Map<number, string>;
@@ -354,8 +359,8 @@ export class HandoverRun {
     const reasons: string[] = [];
     if (this.counts.overflow > 0n) reasons.push(`${this.counts.overflow} frames overflowed the hold ring of ${this.to.name} (${this.to.ringCapacity} frames per side)`);
     if (this.counts.replayFailed > 0n) reasons.push(`${this.counts.replayFailed} held frames failed to replay`);
-    for (const d of this.drops) reasons.push(describeDrop(d));
-    return { frames: this.counts.overflow + this.counts.replayFailed + this.counts.dropped, reasons };
+    for (const d of [...this.drops, ...this.stranded]) reasons.push(describeDrop(d));
+    return { frames: this.counts.overflow + this.counts.replayFailed + this.counts.dropped + totalFrames(this.stranded), reasons };
   }
 }
 

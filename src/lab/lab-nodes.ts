@@ -299,6 +299,8 @@ export interface NodeLab {
   management: ManagementNetwork;
   nodes: NodeProcess[];
   dp: NodeLabDataPlane;
+  /** the controller's certificate and key, to open more connections to the nodes */
+  controllerTls: TlsMaterial;
   /** stops the nodes, detaches what they pinned, removes the namespaces; idempotent */
   close(): Promise<void>;
 }
@@ -391,7 +393,7 @@ export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: strin
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
     dp = new NodeLabDataPlane(await connectLabNodes(nodes, { controller: tls, ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
-    return { lab, management, nodes: procs, dp, close };
+    return { lab, management, nodes: procs, dp, controllerTls: tls, close };
   } catch (e) {
     await close();
     throw e;

@@ -53,6 +53,7 @@ import {
   type Wire,
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
+import { callDeadline } from '../util/call-deadline.js';
 import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
 import type { CaptureRequest } from '../capture/filter.js';
 import type { CertIdentity } from './transport/identity.js';
@@ -61,6 +62,10 @@ import type { StoreStagedState } from '../state/types.js';
 /** A node that could not be reached or refused a request; carries the gRPC status. */
 export class NodeCallError extends DataPlaneError {
   override name = 'NodeCallError';
+  /** no answer came (deadline, unavailable): the node may or may not have acted (dataplane/types.ts unanswered) */
+  get unanswered(): boolean {
+    return this.code === grpc.status.DEADLINE_EXCEEDED || this.code === grpc.status.UNAVAILABLE;
+  }
   constructor(
     readonly node: string,
     readonly method: string,
@@ -165,7 +170,9 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return this.#health?.node ?? this.target;
   }
 
-  #call(method: NodeMethod, req: Wire, timeoutMs = this.#timeoutMs): Promise<Wire> {
+  /** `timeoutMs` given: that deadline; otherwise the client's, bounded by the caller's (util/call-deadline.ts) */
+  #call(method: NodeMethod, req: Wire, timeoutMs?: number): Promise<Wire> {
+    const deadline = timeoutMs === undefined ? callDeadline(this.#timeoutMs) : Date.now() + timeoutMs;
     const def = NODE_SERVICE[method]!;
     this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
     return new Promise<Wire>((resolve, reject) => {
@@ -175,7 +182,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         def.responseDeserialize as (b: Buffer) => Wire,
         req,
         new grpc.Metadata(),
-        { deadline: Date.now() + timeoutMs },
+        { deadline },
         (err, res) => {
           if (err) reject(this.#error(method, err));
           else resolve(res ?? {});

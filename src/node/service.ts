@@ -87,6 +87,15 @@ function toStatus(e: unknown): { code: grpc.status; details: string; name: strin
   return { code: grpc.status.INTERNAL, details: err.message, name: err.name };
 }
 
+/** Why a call must not be carried out any more (its caller cancelled it or its deadline passed), or undefined. */
+function staleness(call: grpc.ServerUnaryCall<Wire, Wire>): string | undefined {
+  if (call.cancelled) return 'the caller cancelled it before the node read it';
+  const d = call.getDeadline();
+  const at = d instanceof Date ? d.getTime() : d;
+  if (Number.isFinite(at) && at <= Date.now()) return `its deadline passed ${Date.now() - at} ms before the node read it`;
+  return undefined;
+}
+
 function hid(w: Wire, field = 'handover_id', label = field): number {
   const v = Number(w[field] ?? 0);
   if (!Number.isInteger(v) || v < SHARP_HID_MIN || v > SHARP_HID_MAX) throw invalid(`${label} ${v} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
@@ -326,6 +335,16 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
         const t0 = process.hrtime.bigint();
         const done = (code: grpc.status): void => rt.observe?.(name as NodeMethod, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - t0) / 1e9);
+        // A request read after its caller gave up (the node was stopped or
+        // cut off while it waited in the socket) must not act: the caller
+        // has gone on as if it had not, e.g. a rollback that relayed nothing
+        // and removed the relay routes, or a later handover reusing the id.
+        const late = staleness(call);
+        if (late !== undefined) {
+          done(grpc.status.DEADLINE_EXCEEDED);
+          cb({ code: grpc.status.DEADLINE_EXCEEDED, details: `${name} not carried out: ${late}` });
+          return;
+        }
         fn(call.request, call).then(
           (res) => {
             done(grpc.status.OK);

@@ -3,7 +3,8 @@
  * dropped somewhere, with its reason (sent = delivered + reported). Reads the
  * drop counters of every switch port and instance interface when the run
  * starts and again when it is reported, and adds the frames the run's
- * handovers lost in their hold rings. Each counter belongs to one direction
+ * handovers lost in their hold rings (and those a failed rollback left
+ * stranded in one). Each counter belongs to one direction
  * of traffic by where it sits on that direction's path:
  *
  *   from-host → S_in (rx on the host port, tx on its VNF ports) → VNF (rx on
@@ -39,7 +40,7 @@ export interface RunAccounting {
 }
 
 type Kind = 'rx' | 'tx';
-const KIND: Record<DropReason, Kind> = { xmitFailed: 'tx', redirectFailed: 'rx', switchDrop: 'rx', overflow: 'rx', replayFailed: 'rx' };
+const KIND: Record<DropReason, Kind> = { xmitFailed: 'tx', redirectFailed: 'rx', switchDrop: 'rx', overflow: 'rx', replayFailed: 'rx', stranded: 'tx' };
 
 export class TrafficAccounting {
   readonly #d: Deployment;
@@ -119,10 +120,12 @@ export class TrafficAccounting {
    * The drops since start(), per direction, with the hold-ring losses of the
    * handovers that ran meanwhile (their instance's ring side says the direction).
    */
-  async read(handovers: readonly { to: string; from: string; ringLoss?: RingLoss }[]): Promise<RunAccounting> {
+  async read(handovers: readonly { to: string; from: string; ringLoss?: RingLoss; stranded?: readonly DropCount[] }[]): Promise<RunAccounting> {
     if (this.#start === undefined) throw new Error('TrafficAccounting.read() before start()');
     const drops: DropCount[] = dropDelta(this.#start, await this.#read());
     for (const h of handovers) {
+      // frames a failed rollback left in B's ring: counted at the switch port that sent them there
+      drops.push(...(h.stranded ?? []));
       if (h.ringLoss === undefined) continue;
       for (const side of [0, 1] as const) {
         // B's ring holds the frames of a handover; a rollback's second ring is A's, with the same sides

@@ -128,8 +128,8 @@ t.test('a failure after switch-over: B relays its ring back to A, A releases, no
 });
 
 for (const [name, fault, reason] of [
-  ['the relay itself fails', { method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true }, /rollback failed: relay target unreachable/],
-  ["s2's relay route cannot be written", { method: 'setRelay', target: 's2', message: 'relays map full', always: true }, /rollback failed: relays map full/],
+  ['the relay itself fails', { method: 'release', target: 'vnf2->vnf1', message: 'relay target unreachable', always: true }, /rollback failed: vnf2's ring could not be brought back \(relay target unreachable\)/],
+  ["s2's relay route cannot be written", { method: 'setRelay', target: 's2', message: 'relays map full', always: true }, /rollback failed: vnf2's ring could not be brought back \(relays map full\)/],
 ] as const) {
   t.test(`a rollback that fails (${name}) leaves no rule marked and no relay route, and says so`, async (t) => {
     const { d, rules } = await setup();
@@ -144,6 +144,32 @@ for (const [name, fault, reason] of [
     if (fault.method === 'setRelay') t.notOk(d.calls.includes('release vnf2->vnf1'), 'B did not relay without every route in place');
   });
 }
+
+t.test("B does not answer the rollback's relay: A releases what it held, B's frames are counted as stranded, B's ring id stays reserved until B answers", async (t) => {
+  const { d, rules } = await setup();
+  for (const method of ['release', 'agentStatus', 'disarm', 'arrivedFrames', 'interfaceDrops', 'deleteState', 'exportState', 'importState']) d.faults.push({ method, target: method === 'release' ? 'vnf2->vnf1' : 'vnf2', message: `vnf2's node did not answer ${method}`, always: true, unanswered: true });
+  const engine = new HandoverEngine(d, { mover: new FailingMover() });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  await sleep(5);
+  d.stop();
+  t.equal(r.outcome, 'failed', `failed: ${r.reason}`);
+  t.match(r.reason ?? '', /^moving-state: the state store is down; rollback failed: vnf2's ring could not be brought back \(vnf2's node did not answer/, 'the reason names the failed step once, then why the rollback failed');
+  const stranded = r.stranded.reduce((a, x) => a + x.frames, 0n);
+  t.ok(stranded > 0n && r.stranded.every((x) => x.reason === 'stranded' && /^s[12]\/s[12]-vnf2$/.test(x.where)), `the frames left in vnf2's ring are counted at the ports that sent them there: ${r.stranded.map((x) => `${x.frames} at ${x.where}`).join(', ')}`);
+  const rep = d.report();
+  t.equal(rep.sent, rep.delivered + Number(stranded), `sent ${rep.sent} = delivered ${rep.delivered} + stranded ${stranded}: vnf1 released everything it held`);
+  t.same({ reordered: rep.reordered, duplicated: rep.duplicated }, { reordered: 0, duplicated: 0 }, 'nothing reordered or duplicated');
+  t.same(d.armed('vnf1'), [], 'vnf1 keeps nothing armed');
+  t.same(d.armed('vnf2'), [r.id], "vnf2's ring is still armed (its node never answered the disarm)");
+  for (const id of rules) t.same(d.switchControl.getRule(id)!.action, { outPort: `${d.switchControl.getRule(id)!.switch}-vnf1`, phase: Phase.NONE, handoverId: 0 }, `rule ${id} sends to vnf1, unmarked`);
+  // vnf2 answers again: the next handover into it disarms the stranded ring first, and never reuses its id meanwhile
+  d.faults.length = 0;
+  const next = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100, mover: new VnfMapStateMover() });
+  t.equal(next.outcome, 'completed', `the next handover: ${next.outcome} ${next.reason ?? ''}`);
+  t.not(next.id, r.id, 'with another handover id');
+  t.same(d.armed('vnf2'), [], "the stranded ring was disarmed once vnf2 answered");
+});
 
 t.test('a relay route that cannot be removed is reported as a warning; the rollback itself succeeds', async (t) => {
   const { d, rules } = await setup();

@@ -71,6 +71,8 @@ export interface Fault {
   always?: boolean;
   /** let this many matching calls through first */
   skip?: number;
+  /** the call goes unanswered (like a node past its deadline): the error says so (dataplane/types.ts unanswered) */
+  unanswered?: boolean;
 }
 
 const flowId = (f: FlowKey): string => `${f.src}:${f.sport}>${f.dst}:${f.dport}/${f.proto}`;
@@ -140,7 +142,8 @@ export class FakeDeployment implements Deployment {
         return;
       }
       if (!f.always) this.faults.splice(i, 1);
-      throw new DataPlaneError(f.message ?? `injected fault in ${name}${target ? ` (${target})` : ''}`);
+      const e = new DataPlaneError(f.message ?? `injected fault in ${name}${target ? ` (${target})` : ''}`);
+      throw f.unanswered === true ? Object.assign(e, { unanswered: true }) : e;
     }
   }
 

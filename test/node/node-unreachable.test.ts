@@ -10,7 +10,7 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openNodeLab, type NodeLab, type NodeProcess } from '../../src/lab/lab-nodes.js';
+import { connectLabNodes, openNodeLab, type NodeLab, type NodeProcess } from '../../src/lab/lab-nodes.js';
 import { installRules, standardSpec } from '../../src/lab/netns-lab.js';
 import { setManagementLink } from '../../src/lab/management-net.js';
 import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
@@ -198,11 +198,28 @@ t.test("vnf2's node cut off for the rest of the handover: it ends failed (not we
   const reports = await finish(w);
   for (const rep of reports) {
     t.same({ reordered: rep.reordered, duplicated: rep.duplicated }, { reordered: 0, duplicated: 0 }, `${rep.sent} probes: none reordered or duplicated`);
-    // the engine's failed-rollback path does not yet count what it lost: the
-    // frames stranded in vnf2's ring, and those vnf1 held under the take-back
-    // id (its ring overflowing, then disarmed unreleased) — see the todo
-    const todo = rep.unaccounted === 0 ? {} : { todo: 'engine: a rollback that fails at the relay neither releases A\'s take-back ring nor counts B\'s stranded frames (src/handover/engine.ts #takeBack / #rollback)' };
-    t.equal(rep.unaccounted, 0, `sent ${rep.sent} = delivered ${rep.delivered} + counted ${rep.reported} (${JSON.stringify(rep.drops ?? [])}): no loss unreported`, todo);
+    // what the failed rollback lost is counted: the frames stranded in
+    // vnf2's ring, at the switch port that sent them there (vnf1 released
+    // what it held under the take-back id)
+    t.equal(rep.unaccounted, 0, `sent ${rep.sent} = delivered ${rep.delivered} + counted ${rep.reported} (${JSON.stringify(rep.drops ?? [])}): no loss unreported`);
   }
+  const stranded = w.history[0]!.stranded;
+  t.ok(stranded.length > 0 && stranded.every((d) => d.where === 's1/s1-vnf2'), `the failed handover names its stranded frames: ${JSON.stringify(stranded, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}`);
+  t.match(r.reason ?? '', /frames held there are lost \(counted as stranded\)/, 'and says so in its reason');
+});
+
+t.test('a request read after its caller gave up (the node was stopped meanwhile) is not carried out', async (t) => {
+  const w = await world(t);
+  // a second connection with a short call deadline
+  const quick = await connectLabNodes([w.target.node], { controller: w.nl.controllerTls, callTimeoutMs: 300 });
+  t.teardown(() => quick.nodes.forEach((c) => c.close()));
+  const hid = 4000;
+  w.target.child.kill('SIGSTOP');
+  await t.rejects(quick.agentControl.armNew('vnf2', hid, 1), /did not answer ArmNew/, 'ArmNew to the stopped node: no answer within its deadline');
+  await sleep(500);
+  w.target.child.kill('SIGCONT');
+  t.ok(await answers(w.targetClient), 'the node answers again');
+  t.equal(await w.targetClient.agentStatus('vnf2', hid), undefined, `handover ${hid} is not armed at vnf2: the node refused the request it read too late`);
+  await finish(w);
 });
 

@@ -183,6 +183,7 @@ export class NodeConnectionError extends Error {
 /** Nothing answers at the target (connection refused, no such socket, no route, timeout). */
 export class NodeUnreachableError extends NodeConnectionError {
   override name = 'NodeUnreachableError';
+  readonly unanswered = true;
 }
 
 /** The node ended the TLS handshake: it did not accept the controller's certificate (or got none). */
@@ -208,4 +209,5 @@ export class NodePermissionDeniedError extends NodeConnectionError {
 /** The connection failed in another way (protocol mismatch, the node went away mid-call). */
 export class NodeUnavailableError extends NodeConnectionError {
   override name = 'NodeUnavailableError';
+  readonly unanswered = true;
 }
