@@ -273,3 +273,11 @@ export function healthFromWire(w: Wire): NodeHealth {
     stateStore: str(w['state_store']),
   };
 }
+
+/**
+ * Request metadata: the call's deadline (epoch ms) by the caller's clock.
+ * gRPC sends only the time left, which a node stopped or cut off with the
+ * request in its socket measures from when it reads it; the node refuses
+ * what it reads too late (service.ts).
+ */
+export const DEADLINE_METADATA = 'sharp-deadline-ms';

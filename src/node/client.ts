@@ -43,6 +43,7 @@ import {
   flowFromWire,
   flowToWire,
   healthFromWire,
+  DEADLINE_METADATA,
   marksFromWire,
   matchToWire,
   portCountersFromWire,
@@ -75,6 +76,12 @@ export class NodeCallError extends DataPlaneError {
   ) {
     super(message, options);
   }
+}
+
+function deadlineMetadata(deadline: number): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set(DEADLINE_METADATA, String(deadline));
+  return md;
 }
 
 export interface NodeClientOptions {
@@ -181,7 +188,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         def.requestSerialize as (v: Wire) => Buffer,
         def.responseDeserialize as (b: Buffer) => Wire,
         req,
-        new grpc.Metadata(),
+        deadlineMetadata(deadline),
         { deadline },
         (err, res) => {
           if (err) reject(this.#error(method, err));

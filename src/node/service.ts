@@ -15,6 +15,7 @@ import {
   flowFromWire,
   flowToWire,
   healthToWire,
+  DEADLINE_METADATA,
   marksToWire,
   matchFromWire,
   portCountersToWire,
@@ -87,12 +88,23 @@ function toStatus(e: unknown): { code: grpc.status; details: string; name: strin
   return { code: grpc.status.INTERNAL, details: err.message, name: err.name };
 }
 
-/** Why a call must not be carried out any more (its caller cancelled it or its deadline passed), or undefined. */
+/** How far the caller's clock may be ahead of this node's before a request counts as read after its deadline. */
+const CLOCK_SKEW_MS = 1_000;
+
+/**
+ * Why a call must not be carried out any more, or undefined: its caller
+ * cancelled it, or its deadline passed — by gRPC's own (the time left when
+ * the node read it) or by the caller's clock (DEADLINE_METADATA, allowing
+ * CLOCK_SKEW_MS between the hosts' clocks).
+ */
 function staleness(call: grpc.ServerUnaryCall<Wire, Wire>): string | undefined {
-  if (call.cancelled) return 'the caller cancelled it before the node read it';
+  if (call.cancelled) return 'the caller cancelled it (its deadline passed) before the node read it';
+  const now = Date.now();
   const d = call.getDeadline();
   const at = d instanceof Date ? d.getTime() : d;
-  if (Number.isFinite(at) && at <= Date.now()) return `its deadline passed ${Date.now() - at} ms before the node read it`;
+  if (Number.isFinite(at) && at <= now) return `its deadline passed ${now - at} ms before the node read it`;
+  const callers = Number(call.metadata.get(DEADLINE_METADATA)[0] ?? NaN);
+  if (Number.isFinite(callers) && callers + CLOCK_SKEW_MS < now) return `its deadline (by the caller's clock) passed ${now - callers} ms before the node read it`;
   return undefined;
 }
 
@@ -339,25 +351,29 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
         // cut off while it waited in the socket) must not act: the caller
         // has gone on as if it had not, e.g. a rollback that relayed nothing
         // and removed the relay routes, or a later handover reusing the id.
-        const late = staleness(call);
-        if (late !== undefined) {
-          done(grpc.status.DEADLINE_EXCEEDED);
-          cb({ code: grpc.status.DEADLINE_EXCEEDED, details: `${name} not carried out: ${late}` });
-          return;
-        }
-        fn(call.request, call).then(
-          (res) => {
-            done(grpc.status.OK);
-            cb(null, res);
-          },
-          (e: unknown) => {
-            const st = toStatus(e);
-            done(st.code);
-            const md = new grpc.Metadata();
-            md.set('sharp-error', st.name);
-            cb({ code: st.code, details: st.details, metadata: md });
-          },
-        );
+        // (one turn of the event loop first: a cancellation read in the same
+        // batch of frames as the request is seen)
+        setImmediate(() => {
+          const late = staleness(call);
+          if (late !== undefined) {
+            done(grpc.status.DEADLINE_EXCEEDED);
+            cb({ code: grpc.status.DEADLINE_EXCEEDED, details: `${name} not carried out: ${late}` });
+            return;
+          }
+          fn(call.request, call).then(
+            (res) => {
+              done(grpc.status.OK);
+              cb(null, res);
+            },
+            (e: unknown) => {
+              const st = toStatus(e);
+              done(st.code);
+              const md = new grpc.Metadata();
+              md.set('sharp-error', st.name);
+              cb({ code: st.code, details: st.details, metadata: md });
+            },
+          );
+        });
       },
     ]),
   );
