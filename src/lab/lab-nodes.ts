@@ -32,12 +32,15 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type SentTowards,
+  type StateTransferOptions,
+  type StateTransferResult,
 } from '../dataplane/types.js';
 import type { NodeConfig } from '../node/config.js';
 import { DEFAULT_VNF_KIND } from '../node/vnf-kinds.js';
 import { NodeClient, NodeDeployment } from '../node/client.js';
 import { nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
-import { controllerTlsFiles, createCa, createControllerCert, createNodeCert, loadTls, nodeTlsFiles, type TlsMaterial } from '../node/transport/certs.js';
+import { caFiles, controllerTlsFiles, createCa, createControllerCert, createNodeCert, loadTls, nodeTlsFiles, type TlsMaterial } from '../node/transport/certs.js';
 
 const NODE_INDEX = 'lab-nodes.json';
 
@@ -85,7 +88,15 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
       switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })) }],
       instances: [],
     });
-  for (const i of lab.topology.instances) add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }] });
+  // with a management network the instances' nodes move VNF state to each
+  // other directly (TransferState over mutual TLS), not through the controller
+  const instanceNodes = lab.topology.instances.map((i) => `${o.nodePrefix}${i.name}`);
+  const peersOf = (name: string): Pick<NodeConfig, 'peers'> => {
+    const allow = instanceNodes.filter((n) => n !== name);
+    return o.management === undefined || allow.length === 0 ? {} : { peers: { ca: caFiles(o.management.certsDir).cert, allow } };
+  };
+  for (const i of lab.topology.instances)
+    add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }], ...peersOf(`${o.nodePrefix}${i.name}`) });
   // the index lets a later `lab down` detach the nodes even when their daemon died
   writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
   return out;
@@ -258,6 +269,21 @@ export class NodeLabDataPlane implements DataPlane {
   }
   interfaceDrops(i: string): Promise<InterfaceDrops[]> {
     return this.#d.agentControl.interfaceDrops!(i);
+  }
+  // the exact quiescence event and host-to-host state moves, where the nodes offer them
+  async sentTowardsInstances(sw: string): Promise<SentTowards[] | undefined> {
+    return this.#d.switchControl.sentTowardsInstances?.(sw);
+  }
+  async arrivedFrames(i: string): Promise<[bigint, bigint] | undefined> {
+    return this.#d.agentControl.arrivedFrames?.(i);
+  }
+  canTransferState(from: string, to: string): boolean {
+    return this.#d.vnfState.canTransferState?.(from, to) === true;
+  }
+  transferState(from: string, to: string, sel: FlowSelection, o?: StateTransferOptions): Promise<StateTransferResult> {
+    const vs = this.#d.vnfState;
+    if (vs.transferState === undefined) return Promise.reject(new DataPlaneError('the nodes cannot move state host to host'));
+    return vs.transferState(from, to, sel, o);
   }
   exportState(i: string, sel: FlowSelection): Promise<FlowStateEntry[]> {
     return this.#d.vnfState.exportState(i, sel);
