@@ -28,13 +28,15 @@ export interface StackVnfKind {
   datapath: 'stack';
   /** the stack never stamps probes */
   stamps: false;
+  /** where its per-flow state is, which the instance's host exports and imports: the namespace's connection tracking table */
+  state: 'conntrack';
 }
 
 export type VnfKind = XdpVnfKind | StackVnfKind;
 
 export const VNF_KINDS = {
   counter: { description: 'the example XDP VNF: a per-flow packet counter stamped on every probe', datapath: 'xdp', object: 'vnf_counter.bpf.o', program: 'vnf_counter', stamps: true },
-  linux: { description: "the host's own stack behind the agent: IP forwarding between the two interfaces, nftables (e.g. a NAT), conntrack, userspace", datapath: 'stack', stamps: false },
+  linux: { description: "the host's own stack behind the agent: IP forwarding between the two interfaces, nftables (e.g. a NAT), conntrack, userspace", datapath: 'stack', stamps: false, state: 'conntrack' },
 } as const satisfies Record<string, VnfKind>;
 
 export type VnfKindName = keyof typeof VNF_KINDS;

@@ -52,6 +52,7 @@ import { Mutex, sleep } from '../../util/mutex.js';
 import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import type { XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
+import { ConntrackTable } from '../../state/conntrack-table.js';
 import { ReplayLossCounter } from './replay-losses.js';
 import { macBytes } from '../../net/frame.js';
 
@@ -592,8 +593,22 @@ export class XdpAgentSet {
     return this.#instance(name).vnf?.map('flow_state');
   }
 
-  /** A stack VNF ('linux') has no per-flow map here: [] (its state moves with a manager like 'conntrack'). */
+  readonly #stackTables = new Map<string, ConntrackTable>();
+
+  /** A stack VNF's per-flow state: its namespace's conntrack table (the VNF kind says so); undefined for an XDP VNF. */
+  #stackState(name: string): ConntrackTable | undefined {
+    const inst = this.#instance(name);
+    const kind = vnfKind(inst.spec.kind);
+    if (kind.datapath !== 'stack') return undefined;
+    let t = this.#stackTables.get(name);
+    if (t === undefined) this.#stackTables.set(name, (t = new ConntrackTable(inst.spec.netns === undefined ? {} : { netns: inst.spec.netns })));
+    return t;
+  }
+
+  /** The per-flow state the selection covers: the XDP VNF's map entries, or a stack VNF's conntrack entries. */
   async exportState(name: string, select: FlowSelection): Promise<FlowStateEntry[]> {
+    const stack = this.#stackState(name);
+    if (stack !== undefined) return stack.exportState(select);
     const m = this.#flowState(name);
     if (m === undefined) return [];
     const { keys, values } = m.lookupBatch();
@@ -606,9 +621,11 @@ export class XdpAgentSet {
   }
 
   async importState(name: string, entries: readonly FlowStateEntry[]): Promise<void> {
+    const stack = this.#stackState(name);
+    if (stack !== undefined) return stack.importState(entries);
     const m = this.#flowState(name);
     if (m === undefined) {
-      if (entries.length > 0) throw new DataPlaneError(`${name} runs a stack VNF (kind ${this.#instance(name).spec.kind ?? 'counter'}): it has no per-flow map to import ${entries.length} entries into`);
+      if (entries.length > 0) throw new DataPlaneError(`${name} has no per-flow map to import ${entries.length} entries into`);
       return;
     }
     m.updateBatch(
@@ -618,6 +635,8 @@ export class XdpAgentSet {
   }
 
   async deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
+    const stack = this.#stackState(name);
+    if (stack !== undefined) return stack.deleteState(flows);
     const m = this.#flowState(name);
     if (m === undefined) return;
     for (const f of flows) m.delete(sharpFlowKeyCodec.encode(flowKeyToAbi(f)));
