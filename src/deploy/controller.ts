@@ -8,9 +8,8 @@ import { NodeClient, NodeDeployment } from '../node/client.js';
 import { controllerTlsFiles, loadTls, nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
 import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../handover/engine.js';
 import { FileJournal } from '../handover/journal.js';
-import { DelayedStateMover, VnfMapStateMover, type StateMover } from '../handover/state-mover.js';
-import { createStateMover } from '../state/factory.js';
-import { NodeStoreStateMover } from '../state/node-store-mover.js';
+import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
+import { controllerStateMover } from '../state/factory.js';
 import { Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
 import type { DeployRule, DeploySpec } from './spec.js';
@@ -41,7 +40,7 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
 export async function openController(spec: DeploySpec): Promise<Controller> {
   const deployment = await connectDeployment(spec);
   // vnf-map and redis: the nodes move the state themselves where they can (peers, a common stateStore)
-  const mover: Controller['mover'] = spec.state === 'vnf-map' ? new VnfMapStateMover() : spec.state === 'redis' ? new NodeStoreStateMover({ fallback: createStateMover('redis') }) : createStateMover(spec.state);
+  const mover: Controller['mover'] = controllerStateMover(spec.state);
   const engine = new HandoverEngine(deployment, { mover, journal: new FileJournal(spec.controller.journal) });
   return {
     deployment,

@@ -11,10 +11,9 @@ import { standardSpec, destroyLab, installRules, type NetnsLab } from './netns-l
 import { openLab, type OpenedLab } from './open-lab.js';
 import type { LabSpec } from './spec/types.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
-import { DelayedStateMover } from '../handover/state-mover.js';
-import { createStateMover, parseStateKind, type StateKind } from '../state/factory.js';
+import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
+import { controllerStateMover, parseStateKind, type StateKind } from '../state/factory.js';
 import { vnfKind } from '../node/vnf-kinds.js';
-import type { StateManagerMover } from '../state/mover.js';
 import { Phase, localDeployment, type DataPlane, type FlowKey, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
@@ -187,15 +186,16 @@ async function main(): Promise<void> {
   /** every drop counter of the lab, by reason (status, report) */
   const drops = (): ReturnType<typeof readDropCounters> => readDropCounters({ dp: theDp, ...(opened?.metricsSockets === undefined ? {} : { metricsSockets: opened.metricsSockets }) });
   // one state mover per backend, made when first used, closed with the lab
-  const movers = new Map<StateKind, StateManagerMover>();
-  const mover = (kind: string): StateManagerMover => {
+  // (vnf-map, conntrack and redis: moved by the lab's nodes, as a deployment's are)
+  const movers = new Map<StateKind, StateMover & { close?(): Promise<void> }>();
+  const mover = (kind: string): StateMover => {
     const k = parseStateKind(kind);
     let m = movers.get(k);
-    if (m === undefined) movers.set(k, (m = createStateMover(k, { conntrack: { netnsOf: (i) => theLab.topology.instances.find((x) => x.name === i)?.netns } })));
+    if (m === undefined) movers.set(k, (m = controllerStateMover(k)));
     return m;
   };
   closeMovers = async () => {
-    for (const m of movers.values()) await m.close().catch(() => undefined);
+    for (const m of movers.values()) await m.close?.().catch(() => undefined);
   };
   const engine = new HandoverEngine(theDp, { mover: mover('vnf-map') });
 

@@ -9,7 +9,8 @@ import { StateManagerMover } from './mover.js';
 import { RedisStateManager, type RedisStateManagerOptions } from './redis-manager.js';
 import { StateError, type StateManager } from './types.js';
 import { VnfMapStateManager } from './vnf-map-manager.js';
-import type { HandoverContext } from '../handover/state-mover.js';
+import { VnfMapStateMover, type HandoverContext, type StateMover } from '../handover/state-mover.js';
+import { NodeStoreStateMover } from './node-store-mover.js';
 
 export const STATE_KINDS = ['estate', 'redis', 'copy', 'vnf-map', 'conntrack'] as const;
 export type StateKind = (typeof STATE_KINDS)[number];
@@ -55,4 +56,19 @@ export function createStateManager(kind: StateKind, options: StateManagerOptions
 /** createStateManager wrapped for the handover engine; close() it when done. */
 export function createStateMover(kind: StateKind, options: StateManagerOptions = {}): StateManagerMover {
   return new StateManagerMover(createStateManager(kind, options));
+}
+
+/**
+ * The mover a controller uses for a backend. Where the instances' hosts can
+ * move the state themselves, they do: vnf-map and conntrack are the VNF's
+ * own state (its map, or a stack VNF's conntrack table), moved node to node
+ * between peers (TransferState) and otherwise exported and imported through
+ * the node API; redis goes through the nodes' common store, else through
+ * the controller's own Redis manager. The others are state managers that
+ * run in the controller.
+ */
+export function controllerStateMover(kind: StateKind, options: StateManagerOptions = {}): StateMover & { close?(): Promise<void> } {
+  if (kind === 'vnf-map' || kind === 'conntrack') return new VnfMapStateMover();
+  if (kind === 'redis') return new NodeStoreStateMover({ fallback: createStateMover('redis', options) });
+  return createStateMover(kind, options);
 }
