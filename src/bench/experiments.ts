@@ -46,7 +46,8 @@ const median = (xs: number[]): number => {
 };
 
 async function withLab<T>(o: ExperimentOptions, tag: string, fn: (s: LabSession) => Promise<T>, ringCapacity?: number): Promise<T> {
-  const s = await openLab(o.objectsDir, `${o.prefix ?? `sharp-exp${process.pid}`}-${tag}-`, ringCapacity);
+  // in-process: the experiments compare SHarP with the controller-buffer baseline on one path, and the baseline's packet path is not part of the node API
+  const s = await openLab(o.objectsDir, `${o.prefix ?? `sharp-exp${process.pid}`}-${tag}-`, ringCapacity, { via: 'in-process' });
   try {
     return await fn(s);
   } finally {

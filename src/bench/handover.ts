@@ -5,11 +5,14 @@
  *  - line rate: natively paced traffic in both directions, swept up to where
  *    handovers stop being lossless, and what broke there.
  */
-import { createNetnsLab, destroyLab, installRules, type NetnsLab } from '../lab/netns-lab.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { installRules, standardSpec, type NetnsLab } from '../lab/netns-lab.js';
+import { openLab as openAnyLab } from '../lab/open-lab.js';
 import { LIMITS } from '../lab/spec/types.js';
-import { localDeployment } from '../dataplane/types.js';
+import { localDeployment, type DataPlane } from '../dataplane/types.js';
 import { TrafficAccounting } from '../traffic/accounting.js';
-import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { HandoverEngine, flowMoved, type HandoverResult } from '../handover/engine.js';
@@ -46,7 +49,9 @@ export interface BothWaysOptions {
 
 export interface LabSession {
   lab: NetnsLab;
-  dp: XdpDataPlane;
+  /** node processes (the production path), or in this process */
+  via: 'nodes' | 'in-process';
+  dp: DataPlane;
   rules: number[];
   ringCapacity: number;
   run(o: RunOptions): Promise<{ report: TrafficReport; results: HandoverResult[]; seconds: number }>;
@@ -55,17 +60,24 @@ export interface LabSession {
   close(): Promise<void>;
 }
 
-/** The default lab with wildcard rules through vnf1, ready to move. */
-export async function openLab(objectsDir: string, prefix: string, ringCapacity = 8192): Promise<LabSession> {
-  destroyLab(prefix);
-  const lab = createNetnsLab({ prefix, ringCapacity, ringCount: 2 });
-  let dp: XdpDataPlane;
+/**
+ * The default lab with wildcard rules through vnf1, ready to move. By
+ * default a lab of node processes driven over its management network with
+ * mutual TLS — the path a deployment takes (`lab up`, `make demo`);
+ * in-process where a bench compares with the controller-buffer baseline,
+ * whose packet path the node API does not carry.
+ */
+export async function openLab(objectsDir: string, prefix: string, ringCapacity = 8192, o: { via?: 'nodes' | 'in-process' } = {}): Promise<LabSession> {
+  const via = o.via ?? 'nodes';
+  const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharp-bench-'));
+  let opened: Awaited<ReturnType<typeof openAnyLab>>;
   try {
-    dp = await XdpDataPlane.create(lab.topology, { objectsDir });
+    opened = await openAnyLab(standardSpec({ ringCapacity, ringCount: 2 }), prefix, { objectsDir, workDir, target: 'xdp', via });
   } catch (e) {
-    destroyLab(prefix);
+    rmSync(workDir, { recursive: true, force: true });
     throw e;
   }
+  const { lab, dp } = opened;
   const rules = await installRules(dp, lab.spec.rules);
   const f = rules.find((x) => x.action.outPort === 's1-vnf1')!;
   const r = rules.find((x) => x.action.outPort === 's2-vnf1')!;
@@ -74,6 +86,7 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
   const nextBasePort = (): number => 20000 + 100 * runs++;
   return {
     lab,
+    via,
     dp,
     rules: [f.id, r.id],
     ringCapacity,
@@ -147,8 +160,8 @@ export async function openLab(objectsDir: string, prefix: string, ringCapacity =
       }
     },
     async close() {
-      await dp.close();
-      destroyLab(prefix);
+      await opened.close();
+      rmSync(workDir, { recursive: true, force: true });
     },
   };
 }
