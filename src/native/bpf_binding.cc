@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 
 #include <atomic>
@@ -609,6 +610,81 @@ Napi::Value NetnsRestore(const Napi::CallbackInfo& info) {
   int rc = RestoreNetns(saved);
   if (rc) ThrowErrno(info.Env(), "setns(restore)", rc);
   return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- netlink
+// One request/acknowledge exchange per message on a fresh netlink socket of
+// `protocol`, in the calling thread's network namespace (TypeScript enters
+// it). `messages` holds `count` complete nlmsghdr-framed requests, each with
+// NLM_F_ACK and nlmsg_seq = its index + 1; TypeScript encodes them. They go
+// out `window` at a time (several messages in one sendto, which the kernel
+// handles one after another) and every acknowledgement is read before the
+// next window, so the receive buffer never overflows. Returns one errno per
+// message (0: done). Used for ctnetlink requests that the conntrack tool can
+// only make as a table dump (an exact delete).
+Napi::Value NetlinkTransact(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int protocol = static_cast<int>(IntArg(info, 0, "protocol"));
+  auto messages = BufferArg(info, 1, "messages");
+  size_t count = static_cast<size_t>(IntArg(info, 2, "count"));
+  size_t window = static_cast<size_t>(IntArg(info, 3, "window"));
+  if (window == 0) window = 1;
+  const uint8_t* data = messages.Data();
+  size_t size = messages.Length();
+  // where each message starts (framing checked before anything is sent)
+  std::vector<size_t> starts;
+  starts.reserve(count);
+  for (size_t off = 0; off < size && starts.size() < count;) {
+    if (size - off < sizeof(nlmsghdr)) break;
+    uint32_t len;
+    memcpy(&len, data + off, sizeof(len));
+    if (len < sizeof(nlmsghdr) || len > size - off) break;
+    starts.push_back(off);
+    off += NLMSG_ALIGN(len);
+  }
+  if (starts.size() != count) ThrowErrno(env, "netlink: messages are not " + std::to_string(count) + " framed requests", EINVAL);
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  if (fd < 0) ThrowErrno(env, "socket(AF_NETLINK)", errno);
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  int one = 1;
+  // acknowledgements without the request echoed back
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) < 0) ThrowErrno(env, "bind(AF_NETLINK)", errno);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  auto result = Napi::Int32Array::New(env, count);
+  for (size_t i = 0; i < count; i++) result[i] = -1;  // not acknowledged (yet)
+  std::vector<uint8_t> rx(1 << 16);
+  for (size_t first = 0; first < count; first += window) {
+    size_t last = std::min(count, first + window);
+    size_t from = starts[first];
+    size_t to = last < count ? starts[last] : size;
+    if (sendto(fd, data + from, to - from, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0)
+      ThrowErrno(env, "sendto(netlink)", errno);
+    size_t pending = last - first;
+    while (pending > 0) {
+      ssize_t n = recv(fd, rx.data(), rx.size(), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        ThrowErrno(env, "recv(netlink)", errno);
+      }
+      int left = static_cast<int>(n);
+      for (auto* h = reinterpret_cast<nlmsghdr*>(rx.data()); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+        if (h->nlmsg_type != NLMSG_ERROR) continue;
+        size_t seq = h->nlmsg_seq;
+        if (seq < first + 1 || seq > last) continue;
+        auto* e = reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h));
+        if (result[seq - 1] == -1) pending--;
+        result[seq - 1] = -e->error;
+      }
+    }
+  }
+  return result;
 }
 
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
@@ -1254,6 +1330,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("netnsEnter", NetnsEnter);
   EXPORT("netnsRestore", NetnsRestore);
   EXPORT("ifNameToIndex", IfNameToIndex);
+  EXPORT("netlinkTransact", NetlinkTransact);
   EXPORT("ifFlags", IfFlags);
   EXPORT("xdpLinkCreate", XdpLinkCreate);
   EXPORT("rawTracepointOpen", RawTracepointOpen);

@@ -11,11 +11,19 @@
  *              whose reply tuple matches it (`conntrack -L` with
  *              --orig-src/--mask-src/… or --reply-src/…: the kernel filters,
  *              no table dump); for an exact rule `conntrack -G` (one get);
- *   arriving   `conntrack -I` per entry, NAT mapping as --src-nat/--dst-nat
+ *   arriving   one `conntrack -R -` (a batch of `-I` lines on stdin, one
+ *              process for every entry), NAT mapping as --src-nat/--dst-nat
  *              ip:port (the kernel sets the binding up exactly as it was);
- *   commit     `conntrack -D` of those entries at the old instance;
+ *              stale copies at the new instance (an earlier visit of the
+ *              flow) are deleted first;
+ *   commit     the entries deleted at the old instance;
  *   rollback   deletes what arriving installed at the new instance and, if
  *              the old one had already forgotten them, puts them back there.
+ *
+ * Deletes go through ctnetlink directly (src/state/ctnetlink.ts: exact
+ * delete by original tuple, many requests per send, the native addon's one
+ * netlink primitive): the tool's `-D`, batched or not, is a dump of the
+ * whole hash table per entry — at 1000 entries, seconds.
  *
  * What ctnetlink does not carry: TCP window tracking (td_end, td_maxwin,
  * window scale), helpers, labels. The NAT instances of the lab therefore run
@@ -28,10 +36,14 @@
  * node daemon on the VNF's host: undefined = this process's namespace).
  */
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { FlowKey, RuleMatch } from '../dataplane/types.js';
 import { selects } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 import { flowKeyString } from './flow-key.js';
+import { deleteEntries, nativeNetlinkTransport, type NetlinkTransport } from './ctnetlink.js';
 import { emptyStats, StateError, abortable, type Departure, type StateManager, type StateManagerStats } from './types.js';
 
 export interface ConntrackStateManagerOptions {
@@ -39,8 +51,10 @@ export interface ConntrackStateManagerOptions {
   netnsOf?: (instance: string) => string | undefined;
   /** the conntrack binary (default: `conntrack` on the PATH) */
   binary?: string;
-  /** per command (default 5000 ms) */
+  /** per command (default 5000 ms); a batch gets 1 ms more per line */
   timeoutMs?: number;
+  /** how ctnetlink requests reach an instance's namespace (default: the native addon) */
+  netlink?: NetlinkTransport;
 }
 
 /** One conntrack entry, as far as a move needs it. */
@@ -188,13 +202,14 @@ interface Staged {
 export class ConntrackStateManager implements StateManager<HandoverContext> {
   readonly kind = 'conntrack';
   readonly name = 'conntrack';
-  /** a few ctnetlink round trips per entry, one process each */
+  /** a few processes per move (listings, one insert batch) and two ctnetlink exchanges */
   readonly expectedMs = 50;
   readonly #o: ConntrackStateManagerOptions;
   readonly #moves = new Map<number, Staged>();
   readonly #stats: StateManagerStats = emptyStats();
-  /** commands run (tests read it to check there was no full-table dump) */
+  /** commands run (tests read it to check there was no full-table dump); a batch is [instance, '-R', '-', lines], a ctnetlink delete [instance, 'ctnetlink-delete', entries] */
   readonly commands: string[][] = [];
+  #netlink: Promise<NetlinkTransport> | undefined;
 
   constructor(o: ConntrackStateManagerOptions = {}) {
     this.#o = o;
@@ -219,6 +234,61 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
       }),
       o.signal,
     );
+  }
+
+  /**
+   * Runs one `conntrack -R FILE` in an instance's namespace (`-I`/`-U`
+   * lines: the tool refuses -L/-G in a batch). A file, not stdin: the tool
+   * opens /dev/stdin, which fails for the socket Node gives a child. The tool
+   * stops at the first line the kernel refuses.
+   */
+  async runBatch(instance: string, lines: readonly (readonly string[])[], o: { signal?: AbortSignal } = {}): Promise<string> {
+    if (lines.length === 0) return '';
+    const dir = await mkdtemp(path.join(tmpdir(), 'sharp-conntrack-'));
+    try {
+      const file = path.join(dir, 'batch');
+      await writeFile(file, lines.map((l) => l.join(' ')).join('\n') + '\n', { mode: 0o600 });
+      return await this.#runFile(instance, file, lines.length, o.signal);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  #runFile(instance: string, file: string, lines: number, signal: AbortSignal | undefined): Promise<string> {
+    const ns = this.#o.netnsOf?.(instance);
+    const bin = this.#o.binary ?? 'conntrack';
+    const args = ['-R', file];
+    const [cmd, argv] = ns === undefined ? [bin, args] : ['nsenter', [`--net=/run/netns/${ns}`, bin, ...args]];
+    this.commands.push([instance, '-R', '-', String(lines)]);
+    const timeoutMs = (this.#o.timeoutMs ?? 5000) + lines;
+    return abortable(
+      new Promise<string>((resolve, reject) => {
+        execFile(cmd, argv, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+          if (err === null) return resolve(stdout);
+          reject(new ConntrackError(`conntrack -R (${lines} lines) in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${stderr.trim() || err.message}`, args, stderr, { cause: err }));
+        });
+      }),
+      signal,
+    );
+  }
+
+  /** Deletes entries at an instance by exact original tuple (ctnetlink); absent ones are skipped. */
+  async deleteAt(instance: string, entries: readonly ConntrackEntry[]): Promise<{ deleted: number; missing: number }> {
+    if (entries.length === 0) return { deleted: 0, missing: 0 };
+    const transport = await (this.#netlink ??= this.#o.netlink === undefined ? nativeNetlinkTransport() : Promise.resolve(this.#o.netlink));
+    const ns = this.#o.netnsOf?.(instance);
+    this.commands.push([instance, 'ctnetlink-delete', String(entries.length)]);
+    let r;
+    try {
+      r = deleteEntries(transport, ns, entries.map((e) => ({ orig: e.orig, ...(e.zone === undefined ? {} : { zone: e.zone }) })));
+    } catch (x) {
+      throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
+    }
+    if (r.failed.length > 0) {
+      const f = r.failed[0]!;
+      throw new ConntrackError(`ctnetlink delete in ${instance}: ${r.failed.length} of ${entries.length} entries refused, first ${flowKeyString(f.ref.orig)} (errno ${f.errno})`, [], '');
+    }
+    return { deleted: r.deleted, missing: r.missing };
   }
 
   /** The entries of `instance` that the handover's selection covers (either direction), each once. */
@@ -249,32 +319,22 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
   async arriving(ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<StateMoveResult> {
     const st = this.#moves.get(departure.handoverId);
     if (st === undefined) throw new StateError(`conntrack: nothing was exported for handover ${departure.handoverId}`);
-    await Promise.all(
-      st.entries.map(async (e) => {
-        signal.throwIfAborted();
-        try {
-          await this.run(ctx.to, insertArgs(e), { signal });
-        } catch (x) {
-          if (!(x instanceof ConntrackError) || !/exists/i.test(x.stderr)) throw x;
-          // an entry the new instance still has (from an earlier visit of the flow) is replaced
-          await this.run(ctx.to, ['-D', ...origArgs(e.orig)], { allowMissing: true, signal });
-          await this.run(ctx.to, insertArgs(e), { signal });
-        }
-        st.installed.push(e);
-      }),
-    );
+    // counted as installed before the batch runs: a batch that stops half-way leaves an unknown prefix, which a rollback deletes (absent ones are skipped)
+    st.installed = st.entries;
+    signal.throwIfAborted();
+    // an entry the new instance still has (from an earlier visit of the flow) is replaced
+    await this.deleteAt(ctx.to, st.entries);
+    await this.runBatch(ctx.to, st.entries.map(insertArgs), { signal });
     return { records: st.entries.length, bytes: 0 };
   }
 
   async commit(ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<void> {
     const st = this.#moves.get(departure.handoverId);
     if (st === undefined) return;
-    await Promise.all(
-      st.entries.map(async (e) => {
-        await this.run(ctx.from, ['-D', ...origArgs(e.orig)], { allowMissing: true, signal });
-        st.deleted.push(e);
-      }),
-    );
+    signal.throwIfAborted();
+    // counted before: a delete that fails half-way is undone by a rollback re-creating them all
+    st.deleted = st.entries;
+    await this.deleteAt(ctx.from, st.entries);
     this.#stats.moves++;
     this.#stats.records += st.entries.length;
     this.#moves.delete(departure.handoverId);
@@ -293,9 +353,14 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     this.#committed.delete(id);
     if (st === undefined) return;
     const errors: unknown[] = [];
-    for (const e of st.installed) await this.run(ctx.to, ['-D', ...origArgs(e.orig)], { allowMissing: true }).catch((x: unknown) => errors.push(x));
-    for (const e of st.deleted) await this.run(ctx.from, insertArgs(e)).catch((x: unknown) => errors.push(x));
-    if (errors.length > 0) throw new StateError(`conntrack: rollback of handover ${id} incomplete (${errors.length} commands failed)`, { cause: errors[0] });
+    await this.deleteAt(ctx.to, st.installed).catch((x: unknown) => errors.push(x));
+    if (st.deleted.length > 0) {
+      // whatever part of them the old instance still has is replaced by the exported copy
+      await this.deleteAt(ctx.from, st.deleted)
+        .then(() => this.runBatch(ctx.from, st.deleted.map(insertArgs)))
+        .catch((x: unknown) => errors.push(x));
+    }
+    if (errors.length > 0) throw new StateError(`conntrack: rollback of handover ${id} incomplete (${errors.length} steps failed)`, { cause: errors[0] });
   }
 
   stats(): StateManagerStats {
