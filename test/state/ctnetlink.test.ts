@@ -1,0 +1,79 @@
+// Exact conntrack deletes through ctnetlink (src/state/ctnetlink.ts): the
+// request encoding, bad input, and the real kernel — entries inserted with
+// one `conntrack -R` batch in a namespace of this test, deleted by original
+// tuple, absent ones counted as missing, the rest of the table untouched.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { uniqueName } from '../helpers/env.js';
+import { deleteRequest, CtNetlinkError } from '../../src/state/ctnetlink.js';
+import { ConntrackStateManager, insertArgs, parseConntrackLine, type ConntrackEntry } from '../../src/state/conntrack-manager.js';
+
+/** netlink attributes of a payload: type (nested flag cleared) → payload */
+function attrs(b: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (let at = 0; at + 4 <= b.length; ) {
+    const len = b.readUInt16LE(at);
+    out.set(b.readUInt16LE(at + 2) & 0x3fff, b.subarray(at + 4, at + len));
+    at += (len + 3) & ~3;
+  }
+  return out;
+}
+
+t.test('a delete request is one framed IPCTNL_MSG_CT_DELETE with the original tuple in network byte order', async (t) => {
+  const m = deleteRequest({ orig: { src: '10.0.0.1', dst: '10.0.0.2', sport: 41000, dport: 5002, proto: 6 }, zone: 3 }, 7);
+  t.equal(m.readUInt32LE(0), m.length, 'nlmsg_len is the whole message');
+  t.equal(m.readUInt16LE(4), (1 << 8) | 2, 'type: ctnetlink subsystem, CT_DELETE');
+  t.equal(m.readUInt16LE(6), 0x1 | 0x4, 'flags: request, acknowledge');
+  t.equal(m.readUInt32LE(8), 7, 'the sequence number given');
+  t.equal(m[16], 2, 'nfgenmsg family AF_INET');
+  const top = attrs(m.subarray(20));
+  const tuple = attrs(top.get(1)!);
+  const ip = attrs(tuple.get(1)!);
+  const proto = attrs(tuple.get(2)!);
+  t.same([...ip.get(1)!], [10, 0, 0, 1], 'CTA_IP_V4_SRC');
+  t.same([...ip.get(2)!], [10, 0, 0, 2], 'CTA_IP_V4_DST');
+  t.equal(proto.get(1)![0], 6, 'CTA_PROTO_NUM');
+  t.equal(proto.get(2)!.readUInt16BE(0), 41000, 'CTA_PROTO_SRC_PORT, big-endian');
+  t.equal(proto.get(3)!.readUInt16BE(0), 5002, 'CTA_PROTO_DST_PORT, big-endian');
+  t.equal(top.get(18)!.readUInt16BE(0), 3, 'CTA_ZONE, big-endian');
+});
+
+t.test('bad tuples are refused naming the field and the limit', async (t) => {
+  const f = { src: '10.0.0.1', dst: '10.0.0.2', sport: 1, dport: 2, proto: 6 };
+  t.throws(() => deleteRequest({ orig: { ...f, src: 'fd00::1' } }, 1), new CtNetlinkError("src: 'fd00::1' is not an IPv4 address (ctnetlink deletes handle IPv4 only)"));
+  t.throws(() => deleteRequest({ orig: { ...f, dport: 70000 } }, 1), new CtNetlinkError('dport: 70000 is not a port (0–65535)'));
+  t.throws(() => deleteRequest({ orig: { ...f, proto: 300 } }, 1), new CtNetlinkError('proto: 300 is not an IP protocol number (0–255)'));
+});
+
+t.test('real kernel: 1000 entries inserted in one batch, deleted by exact tuple; absent ones missing, others untouched', async (t) => {
+  const ns = uniqueName('ctnl');
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
+  const manager = new ConntrackStateManager({ netnsOf: () => ns });
+  t.teardown(() => manager.close());
+  const entry = (sport: number): ConntrackEntry => ({
+    proto: 'tcp',
+    orig: { src: '10.9.0.1', dst: '10.9.0.2', sport, dport: 80, proto: 6 },
+    reply: { src: '10.9.0.2', dst: '10.9.0.100', sport: 80, dport: sport, proto: 6 },
+    timeout: 300,
+    tcpState: 'ESTABLISHED',
+    assured: true,
+    seenReply: true,
+    mark: 0,
+  });
+  const moving = Array.from({ length: 1000 }, (_, i) => entry(20000 + i));
+  const staying = entry(30000);
+  await manager.runBatch('x', [...moving, staying].map(insertArgs));
+  const list = (): ConntrackEntry[] =>
+    execFileSync('ip', ['netns', 'exec', ns, 'conntrack', '-L', '-o', 'extended'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 })
+      .split('\n')
+      .flatMap((l) => parseConntrackLine(l) ?? []);
+  const before = list();
+  t.equal(before.length, 1001, 'the batch inserted every entry');
+  t.same(before.find((e) => e.orig.sport === 20500)?.reply, entry(20500).reply, 'with its NAT mapping (reply tuple)');
+  const r = await manager.deleteAt('x', [...moving, entry(40000)]);
+  t.same(r, { deleted: 1000, missing: 1 }, '1000 deleted, the absent one counted as missing');
+  t.same(list().map((e) => e.orig.sport), [30000], 'only the entry not asked for is left');
+  t.same(await manager.deleteAt('x', moving), { deleted: 0, missing: 1000 }, 'deleting again finds none');
+  t.same(manager.commands.map((c) => c.slice(1, 2)), [['-R'], ['ctnetlink-delete'], ['ctnetlink-delete']], 'one process for the inserts, none for the deletes');
+});
