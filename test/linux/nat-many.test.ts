@@ -138,6 +138,7 @@ t.test(`NAT pair: ${CONNECTIONS} concurrent TCP connections moved nat1 → nat2 
   const failed = await engine.handover({ rules, from: 'nat1', to: 'nat2', capacityPolicy: 'warn' });
   t.not(failed.outcome, 'completed', `a handover whose state move fails is not completed (${failed.outcome}: ${failed.reason})`);
   t.comment(`rolled back handover ${failed.id}: phases ${JSON.stringify(manager.phases.get(failed.id))}, ${failed.counts.overflow} frames overflowed`);
+  t.match(failed.reason, /injected: the move of handover \d+ fails after its 1000 entries were installed at nat2/, 'it failed where the test made it fail, after the import');
   t.equal(manager.phases.get(failed.id)?.entries, CONNECTIONS, `its export found the ${CONNECTIONS} entries`);
   t.equal(entriesAt(l, 'nat2'), 0, 'after the rollback nat2 has none of the entries installed');
   t.equal(entriesAt(l, 'nat1'), CONNECTIONS, `nat1 still has all ${CONNECTIONS}`);

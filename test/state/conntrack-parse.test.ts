@@ -2,7 +2,7 @@
 // the -I arguments that recreate an entry (NAT mapping included), and the
 // filtered look-ups per rule match (never an unfiltered dump).
 import t from 'tap';
-import { parseConntrackLine, insertArgs, queriesFor } from '../../src/state/conntrack-manager.js';
+import { parseConntrackLine, insertArgs, queriesFor, queriesForSelection } from '../../src/state/conntrack-manager.js';
 
 t.test('parses a NATed TCP entry and recreates it with --src-nat ip:port', async (t) => {
   const e = parseConntrackLine('ipv4     2 tcp      6 431990 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40123 dport=5001 src=10.0.0.2 dst=10.0.0.100 sport=5001 dport=40123 [ASSURED] mark=7 use=1');
@@ -40,4 +40,16 @@ t.test('look-ups: an exact rule is one get plus a reply-tuple listing; a wildcar
     ['-L', '-p', 'udp', '--orig-src', '10.0.0.0', '--mask-src', '255.255.255.0'],
     ['-L', '-p', 'udp'],
   ], 'a /24 reply prefix cannot be filtered by the tool: the protocol listing, filtered afterwards');
+});
+
+t.test('look-ups for a selection: exact flows of one address pair share two listings; identical queries run once', async (t) => {
+  const exact = (sport: number, dst = '10.0.0.2') => ({ kind: 'exact' as const, flow: { src: '10.0.0.1', dst, sport, dport: 80, proto: 6 } });
+  const many = Array.from({ length: 1000 }, (_, i) => exact(30000 + i));
+  t.same(queriesForSelection([...many, exact(5, '10.0.0.3')]), [
+    ['-L', '-p', 'tcp', '--orig-src', '10.0.0.1', '--orig-dst', '10.0.0.2'],
+    ['-L', '-p', 'tcp', '--reply-src', '10.0.0.1', '--reply-dst', '10.0.0.2'],
+    ...queriesFor(exact(5, '10.0.0.3')),
+  ], '1000 exact flows to one host: 2 listings; a lone flow to another: its get and listing');
+  const w = { kind: 'wildcard' as const, priority: 1, dst: '10.0.0.100/32' };
+  t.same(queriesForSelection([w, w]), queriesFor(w), 'the same wildcard twice: its two listings once');
 });
