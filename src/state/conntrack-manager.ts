@@ -3,14 +3,16 @@
  * a stateful firewall) is its network namespace's connection tracking
  * table. A handover moves the moving flows' conntrack entries — tuples, NAT
  * mapping, TCP state, status, mark, remaining timeout — from the old
- * instance's namespace to the new one, through ctnetlink (Debian's
- * `conntrack` tool, run inside each namespace):
+ * instance's namespace to the new one, through ctnetlink (src/state/
+ * ctnetlink.ts, and Debian's `conntrack` tool for inserts, run inside each
+ * namespace):
  *
- *   leaving    exact look-ups only: per moving rule, one filtered listing of
- *              the entries whose original tuple matches it and one of those
- *              whose reply tuple matches it (`conntrack -L` with
- *              --orig-src/--mask-src/… or --reply-src/…: the kernel filters,
- *              no table dump); for an exact rule `conntrack -G` (one get);
+ *   leaving    exact look-ups only (`lookupsFor`): an exact rule is two hash
+ *              look-ups (its flow as an entry's original or reply tuple); a
+ *              wildcard one dump per direction that the kernel filters by
+ *              the rule's exact fields (CTA_FILTER), all at once, no process
+ *              (the tool's filtered `-L` is a whole-table dump filtered in
+ *              userspace);
  *   arriving   one `conntrack -R -` (a batch of `-I` lines on stdin, one
  *              process for every entry), NAT mapping as --src-nat/--dst-nat
  *              ip:port (the kernel sets the binding up exactly as it was);
@@ -43,7 +45,7 @@ import type { FlowKey, RuleMatch } from '../dataplane/types.js';
 import { selects } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 import { flowKeyString } from './flow-key.js';
-import { deleteEntries, nativeNetlinkTransport, type NetlinkTransport } from './ctnetlink.js';
+import { deleteEntries, describeLookup, lookupEntries, nativeNetlinkTransport, type CtLookup, type NetlinkTransport } from './ctnetlink.js';
 import { emptyStats, StateError, abortable, type Departure, type StateManager, type StateManagerStats } from './types.js';
 
 export interface ConntrackStateManagerOptions {
@@ -149,72 +151,41 @@ export function insertArgs(e: ConntrackEntry): string[] {
   return a;
 }
 
-function cidrArgs(cidr: string, addrFlag: string, maskFlag: string): string[] {
-  const [addr, len] = cidr.split('/') as [string, string | undefined];
-  const bits = len === undefined ? 32 : Number(len);
-  if (bits === 0) return [];
-  const mask = bits === 32 ? 0xffffffff : (0xffffffff << (32 - bits)) >>> 0;
-  const dotted = [24, 16, 8, 0].map((s) => (mask >>> s) & 0xff).join('.');
-  return bits === 32 ? [addrFlag, addr] : [addrFlag, addr, maskFlag, dotted];
-}
+/** A /32 (or bare) address; undefined for a wider prefix, which the kernel cannot filter (the entries are filtered afterwards). */
+const exactAddress = (cidr: string | undefined): string | undefined =>
+  cidr === undefined || (cidr.includes('/') && !cidr.endsWith('/32')) ? undefined : cidr.split('/')[0];
 
 /**
- * The filtered listings that find every entry a rule match covers: one for
- * entries whose original tuple it matches, one for those whose reply tuple
- * it matches (a rule on the egress switch sees the replies, translated).
- * An exact match in the original direction is one `-G`. Ports of a wildcard
- * are filtered here afterwards (the tool filters ports only with a full tuple).
+ * The ctnetlink look-ups that find every entry a selection covers, in
+ * either direction (a rule on the egress switch sees the replies,
+ * translated): an exact rule is two hash look-ups (its flow as an entry's
+ * original tuple, and as its reply tuple); a wildcard two dumps the kernel
+ * filters by its exact fields, one per direction. Identical look-ups run
+ * once. Only a wildcard with neither a /32 address nor a protocol lists
+ * every entry (the kernel has no prefix filter); entries are always checked
+ * against the selection afterwards.
  */
-export function queriesFor(m: RuleMatch): string[][] {
-  if (m.kind === 'exact') {
-    const f = m.flow;
-    const proto = PROTO[f.proto];
-    if (proto === undefined) return [];
-    return [
-      ['-G', ...origArgs(f)],
-      ['-L', '-p', proto, '--reply-src', f.src, '--reply-dst', f.dst, '--reply-port-src', String(f.sport), '--reply-port-dst', String(f.dport)],
-    ];
-  }
-  // any protocol: no -p (the listing is still filtered by address; tcp/udp are kept afterwards)
-  const protos = m.proto === undefined || m.proto === 0 ? [undefined] : PROTO[m.proto] === undefined ? [] : [PROTO[m.proto]!];
-  const out: string[][] = [];
-  for (const p of protos) {
-    const pa = p === undefined ? [] : ['-p', p];
-    const orig = ['-L', ...pa, ...(m.src ? cidrArgs(m.src, '--orig-src', '--mask-src') : []), ...(m.dst ? cidrArgs(m.dst, '--orig-dst', '--mask-dst') : [])];
-    // the tool has no masks for reply addresses: a /32 is filtered by the kernel, wider prefixes afterwards
-    const exactOnly = (c: string | undefined): boolean => c === undefined || !c.includes('/') || c.endsWith('/32');
-    const reply = ['-L', ...pa];
-    if (m.src && exactOnly(m.src)) reply.push('--reply-src', m.src.split('/')[0]!);
-    if (m.dst && exactOnly(m.dst)) reply.push('--reply-dst', m.dst.split('/')[0]!);
-    out.push(orig, reply);
-  }
-  return out;
-}
-
-/**
- * The look-ups for a whole selection: exact matches of one address pair
- * (and protocol) share two filtered listings instead of a get and a listing
- * each — a handover of 1000 exact flows between two hosts is two processes,
- * not 2000; identical queries run once.
- */
-export function queriesForSelection(matches: readonly RuleMatch[]): string[][] {
-  const pairs = new Map<string, { proto: string; src: string; dst: string; n: number }>();
-  for (const m of matches) {
-    if (m.kind !== 'exact' || PROTO[m.flow.proto] === undefined) continue;
-    const k = `${m.flow.proto}|${m.flow.src}|${m.flow.dst}`;
-    const p = pairs.get(k);
-    if (p === undefined) pairs.set(k, { proto: PROTO[m.flow.proto]!, src: m.flow.src, dst: m.flow.dst, n: 1 });
-    else p.n++;
-  }
-  const out = new Map<string, string[]>();
-  const add = (q: string[]): void => void out.set(q.join(' '), q);
-  for (const m of matches) {
-    const p = m.kind === 'exact' ? pairs.get(`${m.flow.proto}|${m.flow.src}|${m.flow.dst}`) : undefined;
-    if (p === undefined || p.n === 1) queriesFor(m).forEach(add);
-    else {
-      add(['-L', '-p', p.proto, '--orig-src', p.src, '--orig-dst', p.dst]);
-      add(['-L', '-p', p.proto, '--reply-src', p.src, '--reply-dst', p.dst]);
+export function lookupsFor(sel: readonly RuleMatch[]): CtLookup[] {
+  const out = new Map<string, CtLookup>();
+  const add = (l: CtLookup): void => void out.set(describeLookup(l), l);
+  for (const m of sel) {
+    if (m.kind === 'exact') {
+      if (PROTO[m.flow.proto] === undefined) continue;
+      add({ kind: 'get', dir: 'orig', tuple: m.flow });
+      add({ kind: 'get', dir: 'reply', tuple: m.flow });
+      continue;
     }
+    const proto = m.proto === undefined || m.proto === 0 ? undefined : m.proto;
+    if (proto !== undefined && PROTO[proto] === undefined) continue;
+    const src = exactAddress(m.src);
+    const dst = exactAddress(m.dst);
+    const fields = {
+      ...(src === undefined ? {} : { src }),
+      ...(dst === undefined ? {} : { dst }),
+      ...(proto === undefined ? {} : { proto, ...(m.sport === undefined ? {} : { sport: m.sport }), ...(m.dport === undefined ? {} : { dport: m.dport }) }),
+    };
+    add({ kind: 'dump', dir: 'orig', ...fields });
+    add({ kind: 'dump', dir: 'reply', ...fields });
   }
   return [...out.values()];
 }
@@ -244,25 +215,6 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
   }
 
   async start(): Promise<void> {}
-
-  /** Runs conntrack in an instance's namespace; resolves stdout (exit 0) or rejects with ConntrackError. */
-  run(instance: string, args: readonly string[], o: { allowMissing?: boolean; signal?: AbortSignal } = {}): Promise<string> {
-    const ns = this.#o.netnsOf?.(instance);
-    const bin = this.#o.binary ?? 'conntrack';
-    const [cmd, argv] = ns === undefined ? [bin, [...args]] : ['nsenter', [`--net=/run/netns/${ns}`, bin, ...args]];
-    this.commands.push([instance, ...args]);
-    return abortable(
-      new Promise<string>((resolve, reject) => {
-        execFile(cmd, argv, { encoding: 'utf8', timeout: this.#o.timeoutMs ?? 5000 }, (err, stdout, stderr) => {
-          if (err === null) return resolve(stdout);
-          // -G/-D of an absent entry: exit 1, "0 flow entries"
-          if (o.allowMissing && /0 flow entries|No such file or directory/.test(stderr)) return resolve('');
-          reject(new ConntrackError(`conntrack ${args.join(' ')} in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${stderr.trim() || err.message}`, args, stderr, { cause: err }));
-        });
-      }),
-      o.signal,
-    );
-  }
 
   /**
    * Runs one `conntrack -R FILE` in an instance's namespace (`-I`/`-U`
@@ -303,12 +255,12 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
   /** Deletes entries at an instance by exact original tuple (ctnetlink); absent ones are skipped. */
   async deleteAt(instance: string, entries: readonly ConntrackEntry[]): Promise<{ deleted: number; missing: number }> {
     if (entries.length === 0) return { deleted: 0, missing: 0 };
-    const transport = await (this.#netlink ??= this.#o.netlink === undefined ? nativeNetlinkTransport() : Promise.resolve(this.#o.netlink));
+    const transport = await this.#transport();
     const ns = this.#o.netnsOf?.(instance);
     this.commands.push([instance, 'ctnetlink-delete', String(entries.length)]);
     let r;
     try {
-      r = deleteEntries(transport, ns, entries.map((e) => ({ orig: e.orig, ...(e.zone === undefined ? {} : { zone: e.zone }) })));
+      r = await deleteEntries(transport, ns, entries.map((e) => ({ orig: e.orig, ...(e.zone === undefined ? {} : { zone: e.zone }) })));
     } catch (x) {
       throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
     }
@@ -319,23 +271,32 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     return { deleted: r.deleted, missing: r.missing };
   }
 
-  /** The entries of `instance` that the handover's selection covers (either direction), each once. */
+  /** The entries of `instance` that the handover's selection covers (either direction), each once: ctnetlink look-ups, no process. */
   async entriesFor(instance: string, ctx: Pick<HandoverContext, 'selection'>, signal?: AbortSignal): Promise<ConntrackEntry[]> {
     const sel = ctx.selection;
-    const queries = sel === 'all' ? [['-L']] : queriesForSelection(sel);
+    const lookups: CtLookup[] = sel === 'all' ? [{ kind: 'dump', dir: 'orig' }] : lookupsFor(sel);
+    const ns = this.#o.netnsOf?.(instance);
+    const gets = lookups.filter((l) => l.kind === 'get').length;
+    this.commands.push([instance, 'ctnetlink-lookup', ...(gets > 0 ? [`${gets} gets`] : []), ...lookups.filter((l) => l.kind === 'dump').map(describeLookup)]);
+    const transport = await this.#transport();
+    let results: ConntrackEntry[][];
+    try {
+      results = await abortable(lookupEntries(transport, ns, lookups), signal);
+    } catch (x) {
+      if (signal?.aborted) throw x;
+      throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
+    }
     const found = new Map<string, ConntrackEntry>();
-    // the look-ups are independent: all at once
-    const outs = await Promise.all(queries.map((q) => this.run(instance, [...q, '-o', 'extended'], { allowMissing: true, ...(signal === undefined ? {} : { signal }) })));
-    for (const out of outs) {
-      for (const line of out.split('\n')) {
-        const e = line.trim() === '' ? undefined : parseConntrackLine(line);
-        if (e === undefined) continue;
-        // exactly the covered flows: the tool's filters are coarser for wildcard ports and wide reply prefixes
-        if (!selects(sel, e.orig) && !selects(sel, e.reply)) continue;
-        found.set(flowKeyString(e.orig), e);
-      }
+    for (const e of results.flat()) {
+      // exactly the covered flows: the kernel's filters are coarser for prefixes
+      if (sel !== 'all' && !selects(sel, e.orig) && !selects(sel, e.reply)) continue;
+      found.set(flowKeyString(e.orig), e);
     }
     return [...found.values()];
+  }
+
+  #transport(): Promise<NetlinkTransport> {
+    return (this.#netlink ??= this.#o.netlink === undefined ? nativeNetlinkTransport() : Promise.resolve(this.#o.netlink));
   }
 
   async leaving(ctx: HandoverContext, signal: AbortSignal): Promise<Departure> {

@@ -1,11 +1,12 @@
-// Exact conntrack deletes through ctnetlink (src/state/ctnetlink.ts): the
+// ctnetlink look-ups and exact deletes (src/state/ctnetlink.ts): the
 // request encoding, bad input, and the real kernel — entries inserted with
-// one `conntrack -R` batch in a namespace of this test, deleted by original
-// tuple, absent ones counted as missing, the rest of the table untouched.
+// one `conntrack -R` batch in a namespace of this test, found by hash gets
+// and kernel-filtered dumps, deleted by original tuple (absent ones counted
+// as missing, the rest of the table untouched).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { uniqueName } from '../helpers/env.js';
-import { deleteRequest, CtNetlinkError } from '../../src/state/ctnetlink.js';
+import { deleteRequest, describeLookup, lookupEntries, nativeNetlinkTransport, CtNetlinkError, type CtLookup } from '../../src/state/ctnetlink.js';
 import { ConntrackStateManager, insertArgs, parseConntrackLine, type ConntrackEntry } from '../../src/state/conntrack-manager.js';
 
 /** netlink attributes of a payload: type (nested flag cleared) → payload */
@@ -76,4 +77,56 @@ t.test('real kernel: 1000 entries inserted in one batch, deleted by exact tuple;
   t.same(list().map((e) => e.orig.sport), [30000], 'only the entry not asked for is left');
   t.same(await manager.deleteAt('x', moving), { deleted: 0, missing: 1000 }, 'deleting again finds none');
   t.same(manager.commands.map((c) => c.slice(1, 2)), [['-R'], ['ctnetlink-delete'], ['ctnetlink-delete']], 'one process for the inserts, none for the deletes');
+});
+
+t.test('real kernel: look-ups find exactly what they name — hash gets by either tuple, dumps filtered by the kernel', async (t) => {
+  const ns = uniqueName('ctnl');
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
+  const manager = new ConntrackStateManager({ netnsOf: () => ns });
+  t.teardown(() => manager.close());
+  const natted = (sport: number, tcpState = 'ESTABLISHED'): ConntrackEntry => ({
+    proto: 'tcp',
+    orig: { src: '10.9.0.1', dst: '10.9.0.2', sport, dport: 80, proto: 6 },
+    reply: { src: '10.9.0.2', dst: '10.9.0.100', sport: 80, dport: sport, proto: 6 },
+    timeout: 300,
+    tcpState,
+    assured: true,
+    seenReply: true,
+    mark: 5,
+  });
+  const udp: ConntrackEntry = {
+    proto: 'udp',
+    orig: { src: '10.9.0.7', dst: '10.9.0.8', sport: 1, dport: 2, proto: 17 },
+    reply: { src: '10.9.0.8', dst: '10.9.0.7', sport: 2, dport: 1, proto: 17 },
+    timeout: 30,
+    assured: false,
+    seenReply: false,
+    mark: 0,
+  };
+  const tcp = Array.from({ length: 1000 }, (_, i) => natted(20000 + i));
+  await manager.runBatch('x', [...tcp, natted(19999, 'TIME_WAIT'), udp].map(insertArgs));
+  const transport = await nativeNetlinkTransport();
+  const lookups: CtLookup[] = [
+    { kind: 'dump', dir: 'orig', src: '10.9.0.1', dst: '10.9.0.2', proto: 6 },
+    { kind: 'dump', dir: 'reply', dst: '10.9.0.100' },
+    { kind: 'dump', dir: 'orig', dst: '10.9.0.100' },
+    { kind: 'dump', dir: 'orig', proto: 17 },
+    { kind: 'dump', dir: 'orig', proto: 6, sport: 20005, dport: 80 },
+    { kind: 'get', dir: 'orig', tuple: natted(20005).orig },
+    { kind: 'get', dir: 'reply', tuple: natted(20006).reply },
+    { kind: 'get', dir: 'orig', tuple: natted(40000).orig },
+  ];
+  const found = await lookupEntries(transport, ns, lookups);
+  t.same(found.map((f) => f.length), [1001, 1001, 0, 1, 1, 1, 1, 0], lookups.map(describeLookup).join('; '));
+  const withoutTimeout = (e: ConntrackEntry | undefined): Omit<ConntrackEntry, 'timeout'> | undefined => {
+    if (e === undefined) return undefined;
+    const { timeout: _t, ...rest } = e;
+    return rest;
+  };
+  t.same(withoutTimeout(found[5]![0]), withoutTimeout(natted(20005)), 'an entry as inserted: tuples, NAT mapping, state, status, mark');
+  t.ok(found[5]![0]!.timeout > 290 && found[5]![0]!.timeout <= 300, `its timeout counts down from 300 (${found[5]![0]!.timeout})`);
+  t.same(withoutTimeout(found[6]![0]), withoutTimeout(natted(20006)), 'found by its reply tuple (the NATed side)');
+  t.equal(found[0]!.find((e) => e.orig.sport === 19999)?.tcpState, 'TIME_WAIT');
+  t.same(withoutTimeout(found[3]![0]), withoutTimeout(udp), 'UDP, unreplied, no state');
 });
