@@ -3,9 +3,9 @@
  * a stateful firewall) is its network namespace's connection tracking
  * table. A handover moves the moving flows' conntrack entries — tuples, NAT
  * mapping, TCP state, status, mark, remaining timeout — from the old
- * instance's namespace to the new one, through ctnetlink (src/state/
- * ctnetlink.ts, and Debian's `conntrack` tool for inserts, run inside each
- * namespace):
+ * instance's namespace to the new one, through ctnetlink inside each
+ * instance's namespace (src/state/ctnetlink.ts; no process — Debian's
+ * `conntrack` tool makes look-ups and deletes as whole-table dumps):
  *
  *   leaving    exact look-ups only (`lookupsFor`): an exact rule is two hash
  *              look-ups (its flow as an entry's original or reply tuple); a
@@ -13,19 +13,16 @@
  *              the rule's exact fields (CTA_FILTER), all at once, no process
  *              (the tool's filtered `-L` is a whole-table dump filtered in
  *              userspace);
- *   arriving   one `conntrack -R -` (a batch of `-I` lines on stdin, one
- *              process for every entry), NAT mapping as --src-nat/--dst-nat
- *              ip:port (the kernel sets the binding up exactly as it was);
- *              stale copies at the new instance (an earlier visit of the
- *              flow) are deleted first;
- *   commit     the entries deleted at the old instance;
+ *   arriving   stale copies at the new instance (an earlier visit of the
+ *              flow) deleted by original tuple, then every entry created as
+ *              it was, NAT mapping included (the kernel sets the binding up
+ *              again, so the reply tuple is the old one); 256 requests per
+ *              send;
+ *   commit     the entries deleted at the old instance by original tuple
+ *              (the tool's `-D`, batched or not, walks the whole hash table
+ *              per entry: seconds at 1000);
  *   rollback   deletes what arriving installed at the new instance and, if
  *              the old one had already forgotten them, puts them back there.
- *
- * Deletes go through ctnetlink directly (src/state/ctnetlink.ts: exact
- * delete by original tuple, many requests per send, the native addon's one
- * netlink primitive): the tool's `-D`, batched or not, is a dump of the
- * whole hash table per entry — at 1000 entries, seconds.
  *
  * What ctnetlink does not carry: TCP window tracking (td_end, td_maxwin,
  * window scale), helpers, labels. The NAT instances of the lab therefore run
@@ -37,24 +34,16 @@
  * Where the instances are: `netnsOf(instance)` (the lab: its namespace; a
  * node daemon on the VNF's host: undefined = this process's namespace).
  */
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { FlowKey, RuleMatch } from '../dataplane/types.js';
 import { selects } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 import { flowKeyString } from './flow-key.js';
-import { deleteEntries, describeLookup, lookupEntries, nativeNetlinkTransport, type CtLookup, type NetlinkTransport } from './ctnetlink.js';
+import { createEntries, deleteEntries, describeLookup, lookupEntries, nativeNetlinkTransport, type CtLookup, type NetlinkTransport } from './ctnetlink.js';
 import { emptyStats, StateError, abortable, type Departure, type StateManager, type StateManagerStats } from './types.js';
 
 export interface ConntrackStateManagerOptions {
   /** the network namespace (name under /run/netns) of an instance; undefined: this process's own */
   netnsOf?: (instance: string) => string | undefined;
-  /** the conntrack binary (default: `conntrack` on the PATH) */
-  binary?: string;
-  /** per command (default 5000 ms); a batch gets 1 ms more per line */
-  timeoutMs?: number;
   /** how ctnetlink requests reach an instance's namespace (default: the native addon) */
   netlink?: NetlinkTransport;
 }
@@ -79,77 +68,9 @@ export interface ConntrackEntry {
 
 export class ConntrackError extends StateError {
   override name = 'ConntrackError';
-  constructor(
-    message: string,
-    readonly args: readonly string[],
-    readonly stderr: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-  }
 }
 
 const PROTO: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };
-const PROTO_NUM = { tcp: 6, udp: 17 } as const;
-
-/** Parses one line of `conntrack -L/-G -o extended` (tcp and udp; other protocols: undefined). */
-export function parseConntrackLine(line: string): ConntrackEntry | undefined {
-  const tok = line.trim().split(/\s+/);
-  let i = 0;
-  if (tok[i] === 'ipv4') i += 2;
-  const proto = tok[i];
-  if (proto !== 'tcp' && proto !== 'udp') return undefined;
-  i += 2; // name, number
-  const timeout = Number(tok[i++]);
-  let tcpState: string | undefined;
-  if (proto === 'tcp' && tok[i] !== undefined && !tok[i]!.includes('=')) tcpState = tok[i++];
-  const tuples: Record<string, string>[] = [{}, {}];
-  let dir = 0;
-  let assured = false;
-  let unreplied = false;
-  let mark = 0;
-  let zone: number | undefined;
-  for (; i < tok.length; i++) {
-    const t = tok[i]!;
-    if (t === '[ASSURED]') assured = true;
-    else if (t === '[UNREPLIED]') unreplied = true;
-    else if (t.startsWith('mark=')) mark = Number(t.slice(5));
-    else if (t.startsWith('zone=')) zone = Number(t.slice(5));
-    else {
-      const m = /^(src|dst|sport|dport)=(.+)$/.exec(t);
-      if (m === null) continue;
-      if (tuples[dir]![m[1]!] !== undefined) dir = 1;
-      if (dir > 1) break;
-      tuples[dir]![m[1]!] = m[2]!;
-    }
-  }
-  const key = (x: Record<string, string>): FlowKey | undefined =>
-    x['src'] === undefined || x['dst'] === undefined || x['sport'] === undefined || x['dport'] === undefined
-      ? undefined
-      : { src: x['src'], dst: x['dst'], sport: Number(x['sport']), dport: Number(x['dport']), proto: PROTO_NUM[proto] };
-  const orig = key(tuples[0]!);
-  const reply = key(tuples[1]!);
-  if (orig === undefined || reply === undefined || !Number.isFinite(timeout)) return undefined;
-  return { proto, orig, reply, timeout, ...(tcpState === undefined ? {} : { tcpState }), assured, seenReply: !unreplied, mark, ...(zone === undefined ? {} : { zone }) };
-}
-
-const origArgs = (f: FlowKey): string[] => ['-p', PROTO[f.proto] ?? String(f.proto), '-s', f.src, '-d', f.dst, '--sport', String(f.sport), '--dport', String(f.dport)];
-
-/** `conntrack -I` arguments recreating an entry (NAT mapping from its reply tuple). */
-export function insertArgs(e: ConntrackEntry): string[] {
-  const a = ['-I', ...origArgs(e.orig)];
-  if (e.tcpState !== undefined) a.push('--state', e.tcpState);
-  a.push('-t', String(Math.max(1, e.timeout)));
-  const status = [e.assured ? 'ASSURED' : undefined, e.seenReply ? 'SEEN_REPLY' : undefined].filter((x): x is string => x !== undefined);
-  if (status.length > 0) a.push('-u', status.join(','));
-  a.push('-m', String(e.mark));
-  if (e.zone !== undefined) a.push('-w', String(e.zone));
-  // source NAT: replies go to another address/port than the original source
-  if (e.reply.dst !== e.orig.src || e.reply.dport !== e.orig.sport) a.push('--src-nat', `${e.reply.dst}:${e.reply.dport}`);
-  // destination NAT: replies come from another address/port than the original destination
-  if (e.reply.src !== e.orig.dst || e.reply.sport !== e.orig.dport) a.push('--dst-nat', `${e.reply.src}:${e.reply.sport}`);
-  return a;
-}
 
 /** A /32 (or bare) address; undefined for a wider prefix, which the kernel cannot filter (the entries are filtered afterwards). */
 const exactAddress = (cidr: string | undefined): string | undefined =>
@@ -201,12 +122,12 @@ interface Staged {
 export class ConntrackStateManager implements StateManager<HandoverContext> {
   readonly kind = 'conntrack';
   readonly name = 'conntrack';
-  /** a few processes per move (listings, one insert batch) and two ctnetlink exchanges */
+  /** a few ctnetlink exchanges per move, no process */
   readonly expectedMs = 50;
   readonly #o: ConntrackStateManagerOptions;
   readonly #moves = new Map<number, Staged>();
   readonly #stats: StateManagerStats = emptyStats();
-  /** commands run (tests read it to check there was no full-table dump); a batch is [instance, '-R', '-', lines], a ctnetlink delete [instance, 'ctnetlink-delete', entries] */
+  /** the ctnetlink exchanges made (tests read it to check there was no full-table dump): [instance, 'ctnetlink-lookup', 'N gets', …dumps], [instance, 'ctnetlink-create' | 'ctnetlink-delete', entries] */
   readonly commands: string[][] = [];
   #netlink: Promise<NetlinkTransport> | undefined;
 
@@ -216,40 +137,21 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
 
   async start(): Promise<void> {}
 
-  /**
-   * Runs one `conntrack -R FILE` in an instance's namespace (`-I`/`-U`
-   * lines: the tool refuses -L/-G in a batch). A file, not stdin: the tool
-   * opens /dev/stdin, which fails for the socket Node gives a child. The tool
-   * stops at the first line the kernel refuses.
-   */
-  async runBatch(instance: string, lines: readonly (readonly string[])[], o: { signal?: AbortSignal } = {}): Promise<string> {
-    if (lines.length === 0) return '';
-    const dir = await mkdtemp(path.join(tmpdir(), 'sharp-conntrack-'));
-    try {
-      const file = path.join(dir, 'batch');
-      await writeFile(file, lines.map((l) => l.join(' ')).join('\n') + '\n', { mode: 0o600 });
-      return await this.#runFile(instance, file, lines.length, o.signal);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  }
-
-  #runFile(instance: string, file: string, lines: number, signal: AbortSignal | undefined): Promise<string> {
+  /** Creates entries at an instance as they were (ctnetlink); one that exists or is refused fails the call. */
+  async createAt(instance: string, entries: readonly ConntrackEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const transport = await this.#transport();
     const ns = this.#o.netnsOf?.(instance);
-    const bin = this.#o.binary ?? 'conntrack';
-    const args = ['-R', file];
-    const [cmd, argv] = ns === undefined ? [bin, args] : ['nsenter', [`--net=/run/netns/${ns}`, bin, ...args]];
-    this.commands.push([instance, '-R', '-', String(lines)]);
-    const timeoutMs = (this.#o.timeoutMs ?? 5000) + lines;
-    return abortable(
-      new Promise<string>((resolve, reject) => {
-        execFile(cmd, argv, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-          if (err === null) return resolve(stdout);
-          reject(new ConntrackError(`conntrack -R (${lines} lines) in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${stderr.trim() || err.message}`, args, stderr, { cause: err }));
-        });
-      }),
-      signal,
-    );
+    const where = `${instance}${ns === undefined ? '' : ` (netns ${ns})`}`;
+    this.commands.push([instance, 'ctnetlink-create', String(entries.length)]);
+    let r;
+    try {
+      r = await createEntries(transport, ns, entries);
+    } catch (x) {
+      throw new ConntrackError(`ctnetlink create of ${entries.length} entries in ${where} failed: ${(x as Error).message}`, { cause: x });
+    }
+    const bad = [...r.existing.map((e) => `${flowKeyString(e.orig)} exists`), ...r.failed.map((f) => `${flowKeyString(f.entry.orig)} errno ${f.errno}`)];
+    if (bad.length > 0) throw new ConntrackError(`ctnetlink create in ${where}: ${bad.length} of ${entries.length} entries refused, first ${bad[0]}`);
   }
 
   /** Deletes entries at an instance by exact original tuple (ctnetlink); absent ones are skipped. */
@@ -262,11 +164,11 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     try {
       r = await deleteEntries(transport, ns, entries.map((e) => ({ orig: e.orig, ...(e.zone === undefined ? {} : { zone: e.zone }) })));
     } catch (x) {
-      throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
+      throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, { cause: x });
     }
     if (r.failed.length > 0) {
       const f = r.failed[0]!;
-      throw new ConntrackError(`ctnetlink delete in ${instance}: ${r.failed.length} of ${entries.length} entries refused, first ${flowKeyString(f.ref.orig)} (errno ${f.errno})`, [], '');
+      throw new ConntrackError(`ctnetlink delete in ${instance}: ${r.failed.length} of ${entries.length} entries refused, first ${flowKeyString(f.ref.orig)} (errno ${f.errno})`);
     }
     return { deleted: r.deleted, missing: r.missing };
   }
@@ -284,7 +186,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
       results = await abortable(lookupEntries(transport, ns, lookups), signal);
     } catch (x) {
       if (signal?.aborted) throw x;
-      throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
+      throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, { cause: x });
     }
     const found = new Map<string, ConntrackEntry>();
     for (const e of results.flat()) {
@@ -313,7 +215,8 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     signal.throwIfAborted();
     // an entry the new instance still has (from an earlier visit of the flow) is replaced
     await this.deleteAt(ctx.to, st.entries);
-    await this.runBatch(ctx.to, st.entries.map(insertArgs), { signal });
+    signal.throwIfAborted();
+    await this.createAt(ctx.to, st.entries);
     return { records: st.entries.length, bytes: 0 };
   }
 
@@ -346,7 +249,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     if (st.deleted.length > 0) {
       // whatever part of them the old instance still has is replaced by the exported copy
       await this.deleteAt(ctx.from, st.deleted)
-        .then(() => this.runBatch(ctx.from, st.deleted.map(insertArgs)))
+        .then(() => this.createAt(ctx.from, st.deleted))
         .catch((x: unknown) => errors.push(x));
     }
     if (errors.length > 0) throw new StateError(`conntrack: rollback of handover ${id} incomplete (${errors.length} steps failed)`, { cause: errors[0] });

@@ -8,6 +8,10 @@
  *           batch — as a dump of the whole table and a delete of what
  *           matched: a walk of every hash bucket (262 144 by default) per
  *           entry, seconds for 1000;
+ *   create  an entry as it was (IPCTNL_MSG_CT_NEW): original tuple, NAT
+ *           mapping (the kernel sets the binding up again, so the reply
+ *           tuple is the old one), status, timeout, mark, zone, TCP state —
+ *           what `conntrack -I` sends, without a process;
  *   get     by original or by reply tuple (IPCTNL_MSG_CT_GET, one hash
  *           look-up: the table hashes both directions);
  *   dump    filtered by the kernel (CTA_FILTER, Linux ≥ 5.8): exact
@@ -28,6 +32,15 @@ const IPCTNL_MSG_CT_DELETE = 2;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
 const NLM_F_DUMP = 0x300;
+const NLM_F_EXCL = 0x200;
+const NLM_F_CREATE = 0x400;
+const CTA_NAT_SRC = 6;
+const CTA_NAT_DST = 13;
+const CTA_NAT_V4_MINIP = 1;
+const CTA_NAT_PROTO = 3;
+const CTA_PROTONAT_PORT_MIN = 1;
+const CTA_PROTONAT_PORT_MAX = 2;
+const EEXIST = 17;
 const CTA_TUPLE_REPLY = 2;
 const CTA_STATUS = 3;
 const CTA_PROTOINFO = 4;
@@ -40,6 +53,11 @@ const CTA_PROTOINFO_TCP = 1;
 const CTA_PROTOINFO_TCP_STATE = 1;
 const IPS_SEEN_REPLY = 1 << 1;
 const IPS_ASSURED = 1 << 2;
+const IPS_CONFIRMED = 1 << 3;
+const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = 4;
+const CTA_PROTOINFO_TCP_FLAGS_REPLY = 5;
+/** nf_ct_tcp_flags: SACK_PERM | BE_LIBERAL, as `conntrack -I` sets them — window tracking data does not move, so the entry must not check windows */
+const TCP_FLAGS_SACK_PERM_BE_LIBERAL = 0x02 | 0x08;
 /** the kernel's CTA_FILTER flag bits (nf_conntrack_netlink.c) */
 const FILTER_IP_SRC = 1 << 0;
 const FILTER_IP_DST = 1 << 1;
@@ -146,6 +164,65 @@ const zoneAttrs = (zone: number | undefined): Buffer[] => (zone === undefined ? 
 /** One IPCTNL_MSG_CT_DELETE request for `ref`'s original tuple, sequence number `seq`. */
 export function deleteRequest(ref: CtTupleRef, seq: number): Buffer {
   return message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, [tupleAttr(CTA_TUPLE_ORIG, ref.orig), ...zoneAttrs(ref.zone)]);
+}
+
+const be32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v >>> 0);
+  return b;
+};
+
+function natAttr(type: number, addr: string, port_: number): Buffer {
+  const ip = ipv4(addr, 'NAT address');
+  return nested(type, attr(CTA_NAT_V4_MINIP, ip), nested(CTA_NAT_PROTO, attr(CTA_PROTONAT_PORT_MIN, port(port_, 'NAT port')), attr(CTA_PROTONAT_PORT_MAX, port(port_, 'NAT port'))));
+}
+
+/** One IPCTNL_MSG_CT_NEW request (create, fail if it exists) recreating `e`. */
+export function createRequest(e: ConntrackEntry, seq: number): Buffer {
+  const o = e.orig;
+  // the reply tuple before NAT: the original inverted; the NAT attributes make the kernel translate it
+  const inverted: FlowKey = { src: o.dst, dst: o.src, sport: o.dport, dport: o.sport, proto: o.proto };
+  const a: Buffer[] = [tupleAttr(CTA_TUPLE_ORIG, o), tupleAttr(CTA_TUPLE_REPLY, inverted)];
+  // source NAT: replies go to another address/port than the original source
+  if (e.reply.dst !== o.src || e.reply.dport !== o.sport) a.push(natAttr(CTA_NAT_SRC, e.reply.dst, e.reply.dport));
+  // destination NAT: replies come from another address/port than the original destination
+  if (e.reply.src !== o.dst || e.reply.sport !== o.dport) a.push(natAttr(CTA_NAT_DST, e.reply.src, e.reply.sport));
+  // CONFIRMED as the kernel will have it: a status that differs from the new entry's in it is refused (EBUSY)
+  a.push(attr(CTA_STATUS, be32(IPS_CONFIRMED | (e.assured ? IPS_ASSURED : 0) | (e.seenReply ? IPS_SEEN_REPLY : 0))));
+  if (!Number.isInteger(e.timeout) || e.timeout < 0) throw new CtNetlinkError(`timeout: ${e.timeout} is not a whole number of seconds ≥ 0`);
+  a.push(attr(CTA_TIMEOUT, be32(Math.max(1, e.timeout))));
+  if (!Number.isInteger(e.mark) || e.mark < 0 || e.mark > 0xffffffff) throw new CtNetlinkError(`mark: ${e.mark} is not a 32-bit mark`);
+  a.push(attr(CTA_MARK, be32(e.mark)));
+  a.push(...zoneAttrs(e.zone));
+  if (e.proto === 'tcp' && e.tcpState !== undefined) {
+    const st = (TCP_STATES as readonly string[]).indexOf(e.tcpState);
+    if (st < 0) throw new CtNetlinkError(`tcpState: '${e.tcpState}' is not one of ${TCP_STATES.join(', ')}`);
+    const flags = Buffer.from([TCP_FLAGS_SACK_PERM_BE_LIBERAL, TCP_FLAGS_SACK_PERM_BE_LIBERAL]); // flags, mask
+    a.push(nested(CTA_PROTOINFO, nested(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([st])), attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, flags), attr(CTA_PROTOINFO_TCP_FLAGS_REPLY, flags))));
+  }
+  return message(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq, a);
+}
+
+export interface CtCreateResult {
+  created: number;
+  /** already in the table (EEXIST): not replaced */
+  existing: ConntrackEntry[];
+  failed: { entry: ConntrackEntry; errno: number }[];
+}
+
+/** Creates the entries, 256 requests per send; one that exists is reported, not replaced. */
+export async function createEntries(transport: NetlinkTransport, netns: string | undefined, entries: readonly ConntrackEntry[]): Promise<CtCreateResult> {
+  const out: CtCreateResult = { created: 0, existing: [], failed: [] };
+  if (entries.length === 0) return out;
+  const messages = Buffer.concat(entries.map((e, i) => createRequest(e, i + 1)));
+  const { errnos } = await transport(netns, NETLINK_NETFILTER, messages, entries.length, WINDOW);
+  entries.forEach((entry, i) => {
+    const e = errnos[i]!;
+    if (e === 0) out.created++;
+    else if (e === EEXIST) out.existing.push(entry);
+    else out.failed.push({ entry, errno: e });
+  });
+  return out;
 }
 
 /**

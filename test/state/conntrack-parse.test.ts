@@ -1,8 +1,10 @@
-// The conntrack state manager's pure parts: parsing `conntrack -o extended`,
-// the -I arguments that recreate an entry (NAT mapping included), and the
-// ctnetlink look-ups per rule match (hash look-ups and kernel-filtered dumps).
+// The conntrack state manager's ctnetlink look-ups per rule match (hash
+// look-ups and kernel-filtered dumps), and the tool oracle the real-kernel
+// tests compare with (test/helpers/conntrack.ts): parsing `conntrack -o
+// extended`, the -I arguments that recreate an entry (NAT mapping included).
 import t from 'tap';
-import { parseConntrackLine, insertArgs, lookupsFor } from '../../src/state/conntrack-manager.js';
+import { lookupsFor } from '../../src/state/conntrack-manager.js';
+import { parseConntrackLine, insertArgs } from '../helpers/conntrack.js';
 import { describeLookup } from '../../src/state/ctnetlink.js';
 
 t.test('parses a NATed TCP entry and recreates it with --src-nat ip:port', async (t) => {

@@ -1,13 +1,15 @@
-// ctnetlink look-ups and exact deletes (src/state/ctnetlink.ts): the
-// request encoding, bad input, and the real kernel — entries inserted with
-// one `conntrack -R` batch in a namespace of this test, found by hash gets
-// and kernel-filtered dumps, deleted by original tuple (absent ones counted
-// as missing, the rest of the table untouched).
+// ctnetlink look-ups, creates and exact deletes (src/state/ctnetlink.ts):
+// the request encoding, bad input, and the real kernel in namespaces of
+// this test, checked against the `conntrack` tool's own view (inserted
+// with one `conntrack -R` batch, listed with `conntrack -L`): entries found
+// by hash gets and kernel-filtered dumps, created as they were, deleted by
+// original tuple (absent ones counted as missing, the rest untouched).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { uniqueName } from '../helpers/env.js';
-import { deleteRequest, describeLookup, lookupEntries, nativeNetlinkTransport, CtNetlinkError, type CtLookup } from '../../src/state/ctnetlink.js';
-import { ConntrackStateManager, insertArgs, parseConntrackLine, type ConntrackEntry } from '../../src/state/conntrack-manager.js';
+import { createEntries, createRequest, deleteRequest, describeLookup, lookupEntries, nativeNetlinkTransport, CtNetlinkError, type CtLookup } from '../../src/state/ctnetlink.js';
+import { ConntrackStateManager, type ConntrackEntry } from '../../src/state/conntrack-manager.js';
+import { toolInsert, toolList } from '../helpers/conntrack.js';
 
 /** netlink attributes of a payload: type (nested flag cleared) → payload */
 function attrs(b: Buffer): Map<number, Buffer> {
@@ -46,7 +48,7 @@ t.test('bad tuples are refused naming the field and the limit', async (t) => {
   t.throws(() => deleteRequest({ orig: { ...f, proto: 300 } }, 1), new CtNetlinkError('proto: 300 is not an IP protocol number (0–255)'));
 });
 
-t.test('real kernel: 1000 entries inserted in one batch, deleted by exact tuple; absent ones missing, others untouched', async (t) => {
+t.test('real kernel: 1000 entries deleted by exact tuple; absent ones missing, others untouched', async (t) => {
   const ns = uniqueName('ctnl');
   execFileSync('ip', ['netns', 'add', ns]);
   t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
@@ -64,11 +66,8 @@ t.test('real kernel: 1000 entries inserted in one batch, deleted by exact tuple;
   });
   const moving = Array.from({ length: 1000 }, (_, i) => entry(20000 + i));
   const staying = entry(30000);
-  await manager.runBatch('x', [...moving, staying].map(insertArgs));
-  const list = (): ConntrackEntry[] =>
-    execFileSync('ip', ['netns', 'exec', ns, 'conntrack', '-L', '-o', 'extended'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 })
-      .split('\n')
-      .flatMap((l) => parseConntrackLine(l) ?? []);
+  toolInsert(ns, [...moving, staying]);
+  const list = (): ConntrackEntry[] => toolList(ns);
   const before = list();
   t.equal(before.length, 1001, 'the batch inserted every entry');
   t.same(before.find((e) => e.orig.sport === 20500)?.reply, entry(20500).reply, 'with its NAT mapping (reply tuple)');
@@ -76,7 +75,6 @@ t.test('real kernel: 1000 entries inserted in one batch, deleted by exact tuple;
   t.same(r, { deleted: 1000, missing: 1 }, '1000 deleted, the absent one counted as missing');
   t.same(list().map((e) => e.orig.sport), [30000], 'only the entry not asked for is left');
   t.same(await manager.deleteAt('x', moving), { deleted: 0, missing: 1000 }, 'deleting again finds none');
-  t.same(manager.commands.map((c) => c.slice(1, 2)), [['-R'], ['ctnetlink-delete'], ['ctnetlink-delete']], 'one process for the inserts, none for the deletes');
 });
 
 t.test('real kernel: look-ups find exactly what they name — hash gets by either tuple, dumps filtered by the kernel', async (t) => {
@@ -105,7 +103,7 @@ t.test('real kernel: look-ups find exactly what they name — hash gets by eithe
     mark: 0,
   };
   const tcp = Array.from({ length: 1000 }, (_, i) => natted(20000 + i));
-  await manager.runBatch('x', [...tcp, natted(19999, 'TIME_WAIT'), udp].map(insertArgs));
+  toolInsert(ns, [...tcp, natted(19999, 'TIME_WAIT'), udp]);
   const transport = await nativeNetlinkTransport();
   const lookups: CtLookup[] = [
     { kind: 'dump', dir: 'orig', src: '10.9.0.1', dst: '10.9.0.2', proto: 6 },
@@ -129,4 +127,45 @@ t.test('real kernel: look-ups find exactly what they name — hash gets by eithe
   t.same(withoutTimeout(found[6]![0]), withoutTimeout(natted(20006)), 'found by its reply tuple (the NATed side)');
   t.equal(found[0]!.find((e) => e.orig.sport === 19999)?.tcpState, 'TIME_WAIT');
   t.same(withoutTimeout(found[3]![0]), withoutTimeout(udp), 'UDP, unreplied, no state');
+});
+
+t.test('real kernel: 1000 entries created as they were — NAT mapping, state, status, mark, zone — and one that exists is refused', async (t) => {
+  const ns = uniqueName('ctnl');
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
+  const transport = await nativeNetlinkTransport();
+  // source NAT to another port, so the mapping cannot be the kernel's default
+  const natted = (sport: number, tcpState = 'ESTABLISHED'): ConntrackEntry => ({
+    proto: 'tcp',
+    orig: { src: '10.9.0.1', dst: '10.9.0.2', sport, dport: 80, proto: 6 },
+    reply: { src: '10.9.0.2', dst: '10.9.0.100', sport: 80, dport: sport + 1, proto: 6 },
+    timeout: 300,
+    tcpState,
+    assured: true,
+    seenReply: true,
+    mark: 5,
+  });
+  const udp: ConntrackEntry = {
+    proto: 'udp',
+    orig: { src: '10.9.0.7', dst: '10.9.0.8', sport: 1, dport: 2, proto: 17 },
+    reply: { src: '10.9.0.8', dst: '10.9.0.7', sport: 2, dport: 1, proto: 17 },
+    timeout: 30,
+    assured: false,
+    seenReply: false,
+    mark: 0,
+    zone: 3,
+  };
+  const all = [...Array.from({ length: 1000 }, (_, i) => natted(20000 + 2 * i)), natted(19990, 'TIME_WAIT'), udp];
+  const r = await createEntries(transport, ns, all);
+  t.same({ created: r.created, existing: r.existing.length, failed: r.failed }, { created: 1002, existing: 0, failed: [] }, 'every entry created');
+  const listed = new Map(toolList(ns).map((e) => [`${e.orig.src}:${e.orig.sport}`, e]));
+  t.equal(listed.size, 1002, 'the tool lists them all');
+  const bad = all.filter((e) => {
+    const got = listed.get(`${e.orig.src}:${e.orig.sport}`);
+    return got === undefined || JSON.stringify({ ...got, timeout: 0 }) !== JSON.stringify({ ...e, timeout: 0 }) || got.timeout > e.timeout || got.timeout < e.timeout - 10;
+  });
+  t.same(bad, [], 'each as the tool sees it: the same tuples (NAT port included), state, status, mark, zone; timeout counting down');
+  const again = await createEntries(transport, ns, all.slice(0, 2));
+  t.same([again.created, again.existing.length], [0, 2], 'an entry that exists is reported, not replaced');
+  t.throws(() => createRequest({ ...natted(1), tcpState: 'BOGUS' }, 1), new CtNetlinkError("tcpState: 'BOGUS' is not one of NONE, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE, SYN_SENT2"));
 });
