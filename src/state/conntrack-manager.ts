@@ -68,7 +68,19 @@ export interface ConntrackEntry {
 
 export class ConntrackError extends StateError {
   override name = 'ConntrackError';
+  /** for a failed run of the tool: its arguments and stderr (empty for a ctnetlink exchange) */
+  constructor(
+    message: string,
+    readonly args: readonly string[] = [],
+    readonly stderr = '',
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
+
+// the tool's formats, for code that runs the tool (their home: conntrack-tool.ts)
+export { insertArgs, parseConntrackLine, queriesFor } from './conntrack-tool.js';
 
 const PROTO: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };
 
@@ -148,7 +160,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     try {
       r = await createEntries(transport, ns, entries);
     } catch (x) {
-      throw new ConntrackError(`ctnetlink create of ${entries.length} entries in ${where} failed: ${(x as Error).message}`, { cause: x });
+      throw new ConntrackError(`ctnetlink create of ${entries.length} entries in ${where} failed: ${(x as Error).message}`, [], '', { cause: x });
     }
     const bad = [...r.existing.map((e) => `${flowKeyString(e.orig)} exists`), ...r.failed.map((f) => `${flowKeyString(f.entry.orig)} errno ${f.errno}`)];
     if (bad.length > 0) throw new ConntrackError(`ctnetlink create in ${where}: ${bad.length} of ${entries.length} entries refused, first ${bad[0]}`);
@@ -164,7 +176,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     try {
       r = await deleteEntries(transport, ns, entries.map((e) => ({ orig: e.orig, ...(e.zone === undefined ? {} : { zone: e.zone }) })));
     } catch (x) {
-      throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, { cause: x });
+      throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
     }
     if (r.failed.length > 0) {
       const f = r.failed[0]!;
@@ -186,7 +198,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
       results = await abortable(lookupEntries(transport, ns, lookups), signal);
     } catch (x) {
       if (signal?.aborted) throw x;
-      throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, { cause: x });
+      throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
     }
     const found = new Map<string, ConntrackEntry>();
     for (const e of results.flat()) {

@@ -1,10 +1,11 @@
 // The conntrack state manager's ctnetlink look-ups per rule match (hash
-// look-ups and kernel-filtered dumps), and the tool oracle the real-kernel
-// tests compare with (test/helpers/conntrack.ts): parsing `conntrack -o
-// extended`, the -I arguments that recreate an entry (NAT mapping included).
+// look-ups and kernel-filtered dumps), and the tool's formats
+// (src/state/conntrack-tool.ts, the oracle the real-kernel tests compare
+// with): parsing `conntrack -o extended`, the -I arguments that recreate an
+// entry (NAT mapping included), the filtered tool look-ups per rule match.
 import t from 'tap';
 import { lookupsFor } from '../../src/state/conntrack-manager.js';
-import { parseConntrackLine, insertArgs } from '../helpers/conntrack.js';
+import { parseConntrackLine, insertArgs, queriesFor } from '../../src/state/conntrack-tool.js';
 import { describeLookup } from '../../src/state/ctnetlink.js';
 
 t.test('parses a NATed TCP entry and recreates it with --src-nat ip:port', async (t) => {
@@ -51,4 +52,19 @@ t.test('look-ups for a selection: 1000 exact flows are 2000 gets in one exchange
   t.ok(lookupsFor(many).every((l) => l.kind === 'get'), 'no dump for exact flows');
   const w = { kind: 'wildcard' as const, priority: 1, dst: '10.0.0.100/32' };
   t.same(lookupsFor([w, w]), lookupsFor([w]), 'the same wildcard twice: its two dumps once');
+});
+
+t.test('tool look-ups: an exact rule is one get plus a reply-tuple listing; a wildcard two filtered listings', async (t) => {
+  t.same(queriesFor({ kind: 'exact', flow: { src: '10.0.0.1', dst: '10.0.0.2', sport: 1, dport: 2, proto: 6 } }), [
+    ['-G', '-p', 'tcp', '-s', '10.0.0.1', '-d', '10.0.0.2', '--sport', '1', '--dport', '2'],
+    ['-L', '-p', 'tcp', '--reply-src', '10.0.0.1', '--reply-dst', '10.0.0.2', '--reply-port-src', '1', '--reply-port-dst', '2'],
+  ]);
+  t.same(queriesFor({ kind: 'wildcard', priority: 1, dst: '10.0.0.100/32' }), [
+    ['-L', '--orig-dst', '10.0.0.100'],
+    ['-L', '--reply-dst', '10.0.0.100'],
+  ]);
+  t.same(queriesFor({ kind: 'wildcard', priority: 1, src: '10.0.0.0/24', proto: 17 }), [
+    ['-L', '-p', 'udp', '--orig-src', '10.0.0.0', '--mask-src', '255.255.255.0'],
+    ['-L', '-p', 'udp'],
+  ], 'a /24 reply prefix cannot be filtered by the tool: the protocol listing, filtered afterwards');
 });
