@@ -222,7 +222,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
   async arriving(ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<StateMoveResult> {
     const st = this.#moves.get(departure.handoverId);
     if (st === undefined) throw new StateError(`conntrack: nothing was exported for handover ${departure.handoverId}`);
-    // counted as installed before the batch runs: a batch that stops half-way leaves an unknown prefix, which a rollback deletes (absent ones are skipped)
+    // counted as installed before the creates: if some are refused, a rollback deletes them all (absent ones are skipped)
     st.installed = st.entries;
     signal.throwIfAborted();
     // an entry the new instance still has (from an earlier visit of the flow) is replaced
