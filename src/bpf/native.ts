@@ -127,6 +127,8 @@ export interface NativeBinding {
   netnsEnter(path: string): number;
   netnsRestore(saved: number): void;
   ifNameToIndex(name: string): number;
+  /** `count` framed netlink requests (seq = index + 1; each ends with its ack, or NLMSG_DONE for a dump) on a fresh socket of `protocol`, on a worker thread inside `netnsPath` ('' = the process's namespace), `window` per send: one errno per request (0: done), and every other message received */
+  netlinkTransactAsync(netnsPath: string, protocol: number, messages: Buffer, count: number, window: number): Promise<{ errnos: Int32Array; replies: Buffer }>;
   /** SIOCGIFFLAGS in the thread's namespace */
   ifFlags(name: string): { up: boolean; running: boolean; carrier: boolean };
   xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;

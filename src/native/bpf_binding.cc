@@ -11,8 +11,10 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -609,6 +611,169 @@ Napi::Value NetnsRestore(const Napi::CallbackInfo& info) {
   int rc = RestoreNetns(saved);
   if (rc) ThrowErrno(info.Env(), "setns(restore)", rc);
   return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- netlink
+// Requests on a fresh netlink socket of `protocol`, in a network namespace. `messages` holds `count`
+// complete nlmsghdr-framed requests, nlmsg_seq = index + 1; TypeScript
+// encodes them. A request ends with its acknowledgement (NLMSG_ERROR; send
+// it with NLM_F_ACK) or, for a dump, with NLMSG_DONE. They go out `window`
+// at a time (several in one sendto, which the kernel handles one after
+// another; a socket runs one dump at a time, so dumps go with window 1) and
+// every request of a window has ended before the next is sent, so the
+// receive buffer never overflows. Returns { errnos: one per request (0:
+// done), replies: every other message received, in order, framed as the
+// kernel sent them }. Used for ctnetlink requests the conntrack tool makes
+// as whole-table dumps (exact gets and deletes, filtered dumps).
+struct NetlinkArgs {
+  std::string netns;  // empty: the thread's namespace
+  int protocol = 0;
+  std::vector<uint8_t> messages;
+  std::vector<size_t> starts;
+  size_t window = 1;
+  // results
+  std::vector<int32_t> errnos;
+  std::vector<uint8_t> replies;
+  int err = 0;
+  std::string errOp;
+};
+
+void ParseNetlink(const Napi::CallbackInfo& info, NetlinkArgs& a, size_t first) {
+  Napi::Env env = info.Env();
+  a.protocol = static_cast<int>(IntArg(info, first, "protocol"));
+  auto messages = BufferArg(info, first + 1, "messages");
+  size_t count = static_cast<size_t>(IntArg(info, first + 2, "count"));
+  a.window = std::max<size_t>(1, static_cast<size_t>(IntArg(info, first + 3, "window")));
+  a.messages.assign(messages.Data(), messages.Data() + messages.Length());
+  // where each message starts (framing checked before anything is sent)
+  size_t size = a.messages.size();
+  for (size_t off = 0; off < size && a.starts.size() < count;) {
+    if (size - off < sizeof(nlmsghdr)) break;
+    uint32_t len;
+    memcpy(&len, a.messages.data() + off, sizeof(len));
+    if (len < sizeof(nlmsghdr) || len > size - off) break;
+    a.starts.push_back(off);
+    off += NLMSG_ALIGN(len);
+  }
+  if (a.starts.size() != count) ThrowErrno(env, "netlink: messages are not " + std::to_string(count) + " framed requests", EINVAL);
+}
+
+void NetlinkExchange(NetlinkArgs& a) {
+  size_t count = a.starts.size();
+  a.errnos.assign(count, -1);  // -1: not answered (yet)
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, a.protocol);
+  if (fd < 0) {
+    a.err = -errno;
+    a.errOp = "socket(AF_NETLINK)";
+    return;
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  int one = 1;
+  // acknowledgements without the request echoed back
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) < 0) {
+    a.err = -errno;
+    a.errOp = "bind(AF_NETLINK)";
+    return;
+  }
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  std::vector<uint8_t> rx(1 << 16);
+  const uint8_t* data = a.messages.data();
+  for (size_t first = 0; first < count; first += a.window) {
+    size_t last = std::min(count, first + a.window);
+    size_t from = a.starts[first];
+    size_t to = last < count ? a.starts[last] : a.messages.size();
+    if (sendto(fd, data + from, to - from, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) {
+      a.err = -errno;
+      a.errOp = "sendto(netlink)";
+      return;
+    }
+    size_t pending = last - first;
+    while (pending > 0) {
+      ssize_t n = recv(fd, rx.data(), rx.size(), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        a.err = -errno;
+        a.errOp = "recv(netlink)";
+        return;
+      }
+      int left = static_cast<int>(n);
+      for (auto* h = reinterpret_cast<nlmsghdr*>(rx.data()); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+        size_t seq = h->nlmsg_seq;
+        if (seq < first + 1 || seq > last) continue;
+        if (h->nlmsg_type != NLMSG_ERROR && h->nlmsg_type != NLMSG_DONE) {
+          const uint8_t* m = reinterpret_cast<const uint8_t*>(h);
+          a.replies.insert(a.replies.end(), m, m + NLMSG_ALIGN(h->nlmsg_len));
+          continue;
+        }
+        // NLMSG_ERROR carries the (negative) errno first, NLMSG_DONE the dump's status
+        int e = 0;
+        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) memcpy(&e, NLMSG_DATA(h), sizeof(int));
+        if (a.errnos[seq - 1] == -1) pending--;
+        a.errnos[seq - 1] = -e;
+      }
+    }
+  }
+}
+
+Napi::Value NetlinkResult(Napi::Env env, NetlinkArgs& a) {
+  if (a.err) throw ErrnoError(env, a.errOp, a.err);
+  auto errnos = Napi::Int32Array::New(env, a.errnos.size());
+  for (size_t i = 0; i < a.errnos.size(); i++) errnos[i] = a.errnos[i];
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("errnos", errnos);
+  out.Set("replies", Napi::Buffer<uint8_t>::Copy(env, a.replies.data(), a.replies.size()));
+  return out;
+}
+
+// On a libuv worker thread, which enters `netns` (a path; "" = the
+// process's namespace) for the exchange and moves back; a thread that cannot
+// move back must not run anything else. The JS thread never waits on the kernel.
+class NetlinkWorker : public Napi::AsyncWorker {
+ public:
+  NetlinkWorker(Napi::Env env, NetlinkArgs&& a) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), args_(std::move(a)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    int saved = -1;
+    if (!args_.netns.empty()) {
+      saved = EnterNetns(args_.netns, &args_.errOp);
+      if (saved < 0) {
+        args_.err = saved;
+        return;
+      }
+    }
+    NetlinkExchange(args_);
+    if (saved >= 0 && RestoreNetns(saved) != 0) abort();
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(NetlinkResult(env, args_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  NetlinkArgs args_;
+};
+
+Napi::Value NetlinkTransactAsync(const Napi::CallbackInfo& info) {
+  NetlinkArgs a;
+  a.netns = StringArg(info, 0, "namespace path (\"\": this process's)");
+  ParseNetlink(info, a, 1);
+  auto* w = new NetlinkWorker(info.Env(), std::move(a));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
@@ -1254,6 +1419,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("netnsEnter", NetnsEnter);
   EXPORT("netnsRestore", NetnsRestore);
   EXPORT("ifNameToIndex", IfNameToIndex);
+  EXPORT("netlinkTransactAsync", NetlinkTransactAsync);
   EXPORT("ifFlags", IfFlags);
   EXPORT("xdpLinkCreate", XdpLinkCreate);
   EXPORT("rawTracepointOpen", RawTracepointOpen);

@@ -3,17 +3,24 @@
  * a stateful firewall) is its network namespace's connection tracking
  * table. A handover moves the moving flows' conntrack entries — tuples, NAT
  * mapping, TCP state, status, mark, remaining timeout — from the old
- * instance's namespace to the new one, through ctnetlink (Debian's
- * `conntrack` tool, run inside each namespace):
+ * instance's namespace to the new one, through ctnetlink inside each
+ * instance's namespace (src/state/ctnetlink.ts; no process — Debian's
+ * `conntrack` tool makes look-ups and deletes as whole-table dumps):
  *
- *   leaving    exact look-ups only: per moving rule, one filtered listing of
- *              the entries whose original tuple matches it and one of those
- *              whose reply tuple matches it (`conntrack -L` with
- *              --orig-src/--mask-src/… or --reply-src/…: the kernel filters,
- *              no table dump); for an exact rule `conntrack -G` (one get);
- *   arriving   `conntrack -I` per entry, NAT mapping as --src-nat/--dst-nat
- *              ip:port (the kernel sets the binding up exactly as it was);
- *   commit     `conntrack -D` of those entries at the old instance;
+ *   leaving    exact look-ups only (`lookupsFor`): an exact rule is two hash
+ *              look-ups (its flow as an entry's original or reply tuple); a
+ *              wildcard one dump per direction that the kernel filters by
+ *              the rule's exact fields (CTA_FILTER), all at once, no process
+ *              (the tool's filtered `-L` is a whole-table dump filtered in
+ *              userspace);
+ *   arriving   stale copies at the new instance (an earlier visit of the
+ *              flow) deleted by original tuple, then every entry created as
+ *              it was, NAT mapping included (the kernel sets the binding up
+ *              again, so the reply tuple is the old one); 256 requests per
+ *              send;
+ *   commit     the entries deleted at the old instance by original tuple
+ *              (the tool's `-D`, batched or not, walks the whole hash table
+ *              per entry: seconds at 1000);
  *   rollback   deletes what arriving installed at the new instance and, if
  *              the old one had already forgotten them, puts them back there.
  *
@@ -27,20 +34,18 @@
  * Where the instances are: `netnsOf(instance)` (the lab: its namespace; a
  * node daemon on the VNF's host: undefined = this process's namespace).
  */
-import { execFile } from 'node:child_process';
 import type { FlowKey, RuleMatch } from '../dataplane/types.js';
 import { selects } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 import { flowKeyString } from './flow-key.js';
+import { createEntries, deleteEntries, describeLookup, lookupEntries, nativeNetlinkTransport, type CtLookup, type NetlinkTransport } from './ctnetlink.js';
 import { emptyStats, StateError, abortable, type Departure, type StateManager, type StateManagerStats } from './types.js';
 
 export interface ConntrackStateManagerOptions {
   /** the network namespace (name under /run/netns) of an instance; undefined: this process's own */
   netnsOf?: (instance: string) => string | undefined;
-  /** the conntrack binary (default: `conntrack` on the PATH) */
-  binary?: string;
-  /** per command (default 5000 ms) */
-  timeoutMs?: number;
+  /** how ctnetlink requests reach an instance's namespace (default: the native addon) */
+  netlink?: NetlinkTransport;
 }
 
 /** One conntrack entry, as far as a move needs it. */
@@ -63,118 +68,59 @@ export interface ConntrackEntry {
 
 export class ConntrackError extends StateError {
   override name = 'ConntrackError';
+  /** for a failed run of the tool: its arguments and stderr (empty for a ctnetlink exchange) */
   constructor(
     message: string,
-    readonly args: readonly string[],
-    readonly stderr: string,
+    readonly args: readonly string[] = [],
+    readonly stderr = '',
     options?: ErrorOptions,
   ) {
     super(message, options);
   }
 }
 
+// the tool's formats, for code that runs the tool (their home: conntrack-tool.ts)
+export { insertArgs, parseConntrackLine, queriesFor } from './conntrack-tool.js';
+
 const PROTO: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };
-const PROTO_NUM = { tcp: 6, udp: 17 } as const;
 
-/** Parses one line of `conntrack -L/-G -o extended` (tcp and udp; other protocols: undefined). */
-export function parseConntrackLine(line: string): ConntrackEntry | undefined {
-  const tok = line.trim().split(/\s+/);
-  let i = 0;
-  if (tok[i] === 'ipv4') i += 2;
-  const proto = tok[i];
-  if (proto !== 'tcp' && proto !== 'udp') return undefined;
-  i += 2; // name, number
-  const timeout = Number(tok[i++]);
-  let tcpState: string | undefined;
-  if (proto === 'tcp' && tok[i] !== undefined && !tok[i]!.includes('=')) tcpState = tok[i++];
-  const tuples: Record<string, string>[] = [{}, {}];
-  let dir = 0;
-  let assured = false;
-  let unreplied = false;
-  let mark = 0;
-  let zone: number | undefined;
-  for (; i < tok.length; i++) {
-    const t = tok[i]!;
-    if (t === '[ASSURED]') assured = true;
-    else if (t === '[UNREPLIED]') unreplied = true;
-    else if (t.startsWith('mark=')) mark = Number(t.slice(5));
-    else if (t.startsWith('zone=')) zone = Number(t.slice(5));
-    else {
-      const m = /^(src|dst|sport|dport)=(.+)$/.exec(t);
-      if (m === null) continue;
-      if (tuples[dir]![m[1]!] !== undefined) dir = 1;
-      if (dir > 1) break;
-      tuples[dir]![m[1]!] = m[2]!;
-    }
-  }
-  const key = (x: Record<string, string>): FlowKey | undefined =>
-    x['src'] === undefined || x['dst'] === undefined || x['sport'] === undefined || x['dport'] === undefined
-      ? undefined
-      : { src: x['src'], dst: x['dst'], sport: Number(x['sport']), dport: Number(x['dport']), proto: PROTO_NUM[proto] };
-  const orig = key(tuples[0]!);
-  const reply = key(tuples[1]!);
-  if (orig === undefined || reply === undefined || !Number.isFinite(timeout)) return undefined;
-  return { proto, orig, reply, timeout, ...(tcpState === undefined ? {} : { tcpState }), assured, seenReply: !unreplied, mark, ...(zone === undefined ? {} : { zone }) };
-}
-
-const origArgs = (f: FlowKey): string[] => ['-p', PROTO[f.proto] ?? String(f.proto), '-s', f.src, '-d', f.dst, '--sport', String(f.sport), '--dport', String(f.dport)];
-
-/** `conntrack -I` arguments recreating an entry (NAT mapping from its reply tuple). */
-export function insertArgs(e: ConntrackEntry): string[] {
-  const a = ['-I', ...origArgs(e.orig)];
-  if (e.tcpState !== undefined) a.push('--state', e.tcpState);
-  a.push('-t', String(Math.max(1, e.timeout)));
-  const status = [e.assured ? 'ASSURED' : undefined, e.seenReply ? 'SEEN_REPLY' : undefined].filter((x): x is string => x !== undefined);
-  if (status.length > 0) a.push('-u', status.join(','));
-  a.push('-m', String(e.mark));
-  if (e.zone !== undefined) a.push('-w', String(e.zone));
-  // source NAT: replies go to another address/port than the original source
-  if (e.reply.dst !== e.orig.src || e.reply.dport !== e.orig.sport) a.push('--src-nat', `${e.reply.dst}:${e.reply.dport}`);
-  // destination NAT: replies come from another address/port than the original destination
-  if (e.reply.src !== e.orig.dst || e.reply.sport !== e.orig.dport) a.push('--dst-nat', `${e.reply.src}:${e.reply.sport}`);
-  return a;
-}
-
-function cidrArgs(cidr: string, addrFlag: string, maskFlag: string): string[] {
-  const [addr, len] = cidr.split('/') as [string, string | undefined];
-  const bits = len === undefined ? 32 : Number(len);
-  if (bits === 0) return [];
-  const mask = bits === 32 ? 0xffffffff : (0xffffffff << (32 - bits)) >>> 0;
-  const dotted = [24, 16, 8, 0].map((s) => (mask >>> s) & 0xff).join('.');
-  return bits === 32 ? [addrFlag, addr] : [addrFlag, addr, maskFlag, dotted];
-}
+/** A /32 (or bare) address; undefined for a wider prefix, which the kernel cannot filter (the entries are filtered afterwards). */
+const exactAddress = (cidr: string | undefined): string | undefined =>
+  cidr === undefined || (cidr.includes('/') && !cidr.endsWith('/32')) ? undefined : cidr.split('/')[0];
 
 /**
- * The filtered listings that find every entry a rule match covers: one for
- * entries whose original tuple it matches, one for those whose reply tuple
- * it matches (a rule on the egress switch sees the replies, translated).
- * An exact match in the original direction is one `-G`. Ports of a wildcard
- * are filtered here afterwards (the tool filters ports only with a full tuple).
+ * The ctnetlink look-ups that find every entry a selection covers, in
+ * either direction (a rule on the egress switch sees the replies,
+ * translated): an exact rule is two hash look-ups (its flow as an entry's
+ * original tuple, and as its reply tuple); a wildcard two dumps the kernel
+ * filters by its exact fields, one per direction. Identical look-ups run
+ * once. Only a wildcard with neither a /32 address nor a protocol lists
+ * every entry (the kernel has no prefix filter); entries are always checked
+ * against the selection afterwards.
  */
-export function queriesFor(m: RuleMatch): string[][] {
-  if (m.kind === 'exact') {
-    const f = m.flow;
-    const proto = PROTO[f.proto];
-    if (proto === undefined) return [];
-    return [
-      ['-G', ...origArgs(f)],
-      ['-L', '-p', proto, '--reply-src', f.src, '--reply-dst', f.dst, '--reply-port-src', String(f.sport), '--reply-port-dst', String(f.dport)],
-    ];
+export function lookupsFor(sel: readonly RuleMatch[]): CtLookup[] {
+  const out = new Map<string, CtLookup>();
+  const add = (l: CtLookup): void => void out.set(describeLookup(l), l);
+  for (const m of sel) {
+    if (m.kind === 'exact') {
+      if (PROTO[m.flow.proto] === undefined) continue;
+      add({ kind: 'get', dir: 'orig', tuple: m.flow });
+      add({ kind: 'get', dir: 'reply', tuple: m.flow });
+      continue;
+    }
+    const proto = m.proto === undefined || m.proto === 0 ? undefined : m.proto;
+    if (proto !== undefined && PROTO[proto] === undefined) continue;
+    const src = exactAddress(m.src);
+    const dst = exactAddress(m.dst);
+    const fields = {
+      ...(src === undefined ? {} : { src }),
+      ...(dst === undefined ? {} : { dst }),
+      ...(proto === undefined ? {} : { proto, ...(m.sport === undefined ? {} : { sport: m.sport }), ...(m.dport === undefined ? {} : { dport: m.dport }) }),
+    };
+    add({ kind: 'dump', dir: 'orig', ...fields });
+    add({ kind: 'dump', dir: 'reply', ...fields });
   }
-  // any protocol: no -p (the listing is still filtered by address; tcp/udp are kept afterwards)
-  const protos = m.proto === undefined || m.proto === 0 ? [undefined] : PROTO[m.proto] === undefined ? [] : [PROTO[m.proto]!];
-  const out: string[][] = [];
-  for (const p of protos) {
-    const pa = p === undefined ? [] : ['-p', p];
-    const orig = ['-L', ...pa, ...(m.src ? cidrArgs(m.src, '--orig-src', '--mask-src') : []), ...(m.dst ? cidrArgs(m.dst, '--orig-dst', '--mask-dst') : [])];
-    // the tool has no masks for reply addresses: a /32 is filtered by the kernel, wider prefixes afterwards
-    const exactOnly = (c: string | undefined): boolean => c === undefined || !c.includes('/') || c.endsWith('/32');
-    const reply = ['-L', ...pa];
-    if (m.src && exactOnly(m.src)) reply.push('--reply-src', m.src.split('/')[0]!);
-    if (m.dst && exactOnly(m.dst)) reply.push('--reply-dst', m.dst.split('/')[0]!);
-    out.push(orig, reply);
-  }
-  return out;
+  return [...out.values()];
 }
 
 interface Staged {
@@ -188,13 +134,14 @@ interface Staged {
 export class ConntrackStateManager implements StateManager<HandoverContext> {
   readonly kind = 'conntrack';
   readonly name = 'conntrack';
-  /** a few ctnetlink round trips per entry, one process each */
+  /** a few ctnetlink exchanges per move, no process */
   readonly expectedMs = 50;
   readonly #o: ConntrackStateManagerOptions;
   readonly #moves = new Map<number, Staged>();
   readonly #stats: StateManagerStats = emptyStats();
-  /** commands run (tests read it to check there was no full-table dump) */
+  /** the ctnetlink exchanges made (tests read it to check there was no full-table dump): [instance, 'ctnetlink-lookup', 'N gets', …dumps], [instance, 'ctnetlink-create' | 'ctnetlink-delete', entries] */
   readonly commands: string[][] = [];
+  #netlink: Promise<NetlinkTransport> | undefined;
 
   constructor(o: ConntrackStateManagerOptions = {}) {
     this.#o = o;
@@ -202,42 +149,68 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
 
   async start(): Promise<void> {}
 
-  /** Runs conntrack in an instance's namespace; resolves stdout (exit 0) or rejects with ConntrackError. */
-  run(instance: string, args: readonly string[], o: { allowMissing?: boolean; signal?: AbortSignal } = {}): Promise<string> {
+  /** Creates entries at an instance as they were (ctnetlink); one that exists or is refused fails the call. */
+  async createAt(instance: string, entries: readonly ConntrackEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const transport = await this.#transport();
     const ns = this.#o.netnsOf?.(instance);
-    const bin = this.#o.binary ?? 'conntrack';
-    const [cmd, argv] = ns === undefined ? [bin, [...args]] : ['nsenter', [`--net=/run/netns/${ns}`, bin, ...args]];
-    this.commands.push([instance, ...args]);
-    return abortable(
-      new Promise<string>((resolve, reject) => {
-        execFile(cmd, argv, { encoding: 'utf8', timeout: this.#o.timeoutMs ?? 5000 }, (err, stdout, stderr) => {
-          if (err === null) return resolve(stdout);
-          // -G/-D of an absent entry: exit 1, "0 flow entries"
-          if (o.allowMissing && /0 flow entries|No such file or directory/.test(stderr)) return resolve('');
-          reject(new ConntrackError(`conntrack ${args.join(' ')} in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${stderr.trim() || err.message}`, args, stderr, { cause: err }));
-        });
-      }),
-      o.signal,
-    );
+    const where = `${instance}${ns === undefined ? '' : ` (netns ${ns})`}`;
+    this.commands.push([instance, 'ctnetlink-create', String(entries.length)]);
+    let r;
+    try {
+      r = await createEntries(transport, ns, entries);
+    } catch (x) {
+      throw new ConntrackError(`ctnetlink create of ${entries.length} entries in ${where} failed: ${(x as Error).message}`, [], '', { cause: x });
+    }
+    const bad = [...r.existing.map((e) => `${flowKeyString(e.orig)} exists`), ...r.failed.map((f) => `${flowKeyString(f.entry.orig)} errno ${f.errno}`)];
+    if (bad.length > 0) throw new ConntrackError(`ctnetlink create in ${where}: ${bad.length} of ${entries.length} entries refused, first ${bad[0]}`);
   }
 
-  /** The entries of `instance` that the handover's selection covers (either direction), each once. */
+  /** Deletes entries at an instance by exact original tuple (ctnetlink); absent ones are skipped. */
+  async deleteAt(instance: string, entries: readonly ConntrackEntry[]): Promise<{ deleted: number; missing: number }> {
+    if (entries.length === 0) return { deleted: 0, missing: 0 };
+    const transport = await this.#transport();
+    const ns = this.#o.netnsOf?.(instance);
+    this.commands.push([instance, 'ctnetlink-delete', String(entries.length)]);
+    let r;
+    try {
+      r = await deleteEntries(transport, ns, entries.map((e) => ({ orig: e.orig, ...(e.zone === undefined ? {} : { zone: e.zone }) })));
+    } catch (x) {
+      throw new ConntrackError(`ctnetlink delete of ${entries.length} entries in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
+    }
+    if (r.failed.length > 0) {
+      const f = r.failed[0]!;
+      throw new ConntrackError(`ctnetlink delete in ${instance}: ${r.failed.length} of ${entries.length} entries refused, first ${flowKeyString(f.ref.orig)} (errno ${f.errno})`);
+    }
+    return { deleted: r.deleted, missing: r.missing };
+  }
+
+  /** The entries of `instance` that the handover's selection covers (either direction), each once: ctnetlink look-ups, no process. */
   async entriesFor(instance: string, ctx: Pick<HandoverContext, 'selection'>, signal?: AbortSignal): Promise<ConntrackEntry[]> {
     const sel = ctx.selection;
-    const queries = sel === 'all' ? [['-L']] : sel.flatMap((m) => queriesFor(m));
+    const lookups: CtLookup[] = sel === 'all' ? [{ kind: 'dump', dir: 'orig' }] : lookupsFor(sel);
+    const ns = this.#o.netnsOf?.(instance);
+    const gets = lookups.filter((l) => l.kind === 'get').length;
+    this.commands.push([instance, 'ctnetlink-lookup', ...(gets > 0 ? [`${gets} gets`] : []), ...lookups.filter((l) => l.kind === 'dump').map(describeLookup)]);
+    const transport = await this.#transport();
+    let results: ConntrackEntry[][];
+    try {
+      results = await abortable(lookupEntries(transport, ns, lookups), signal);
+    } catch (x) {
+      if (signal?.aborted) throw x;
+      throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
+    }
     const found = new Map<string, ConntrackEntry>();
-    // the look-ups are independent: all at once
-    const outs = await Promise.all(queries.map((q) => this.run(instance, [...q, '-o', 'extended'], { allowMissing: true, ...(signal === undefined ? {} : { signal }) })));
-    for (const out of outs) {
-      for (const line of out.split('\n')) {
-        const e = line.trim() === '' ? undefined : parseConntrackLine(line);
-        if (e === undefined) continue;
-        // exactly the covered flows: the tool's filters are coarser for wildcard ports and wide reply prefixes
-        if (!selects(sel, e.orig) && !selects(sel, e.reply)) continue;
-        found.set(flowKeyString(e.orig), e);
-      }
+    for (const e of results.flat()) {
+      // exactly the covered flows: the kernel's filters are coarser for prefixes
+      if (sel !== 'all' && !selects(sel, e.orig) && !selects(sel, e.reply)) continue;
+      found.set(flowKeyString(e.orig), e);
     }
     return [...found.values()];
+  }
+
+  #transport(): Promise<NetlinkTransport> {
+    return (this.#netlink ??= this.#o.netlink === undefined ? nativeNetlinkTransport() : Promise.resolve(this.#o.netlink));
   }
 
   async leaving(ctx: HandoverContext, signal: AbortSignal): Promise<Departure> {
@@ -249,32 +222,23 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
   async arriving(ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<StateMoveResult> {
     const st = this.#moves.get(departure.handoverId);
     if (st === undefined) throw new StateError(`conntrack: nothing was exported for handover ${departure.handoverId}`);
-    await Promise.all(
-      st.entries.map(async (e) => {
-        signal.throwIfAborted();
-        try {
-          await this.run(ctx.to, insertArgs(e), { signal });
-        } catch (x) {
-          if (!(x instanceof ConntrackError) || !/exists/i.test(x.stderr)) throw x;
-          // an entry the new instance still has (from an earlier visit of the flow) is replaced
-          await this.run(ctx.to, ['-D', ...origArgs(e.orig)], { allowMissing: true, signal });
-          await this.run(ctx.to, insertArgs(e), { signal });
-        }
-        st.installed.push(e);
-      }),
-    );
+    // counted as installed before the creates: if some are refused, a rollback deletes them all (absent ones are skipped)
+    st.installed = st.entries;
+    signal.throwIfAborted();
+    // an entry the new instance still has (from an earlier visit of the flow) is replaced
+    await this.deleteAt(ctx.to, st.entries);
+    signal.throwIfAborted();
+    await this.createAt(ctx.to, st.entries);
     return { records: st.entries.length, bytes: 0 };
   }
 
   async commit(ctx: HandoverContext, departure: Departure, signal: AbortSignal): Promise<void> {
     const st = this.#moves.get(departure.handoverId);
     if (st === undefined) return;
-    await Promise.all(
-      st.entries.map(async (e) => {
-        await this.run(ctx.from, ['-D', ...origArgs(e.orig)], { allowMissing: true, signal });
-        st.deleted.push(e);
-      }),
-    );
+    signal.throwIfAborted();
+    // counted before: a delete that fails half-way is undone by a rollback re-creating them all
+    st.deleted = st.entries;
+    await this.deleteAt(ctx.from, st.entries);
     this.#stats.moves++;
     this.#stats.records += st.entries.length;
     this.#moves.delete(departure.handoverId);
@@ -293,9 +257,14 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     this.#committed.delete(id);
     if (st === undefined) return;
     const errors: unknown[] = [];
-    for (const e of st.installed) await this.run(ctx.to, ['-D', ...origArgs(e.orig)], { allowMissing: true }).catch((x: unknown) => errors.push(x));
-    for (const e of st.deleted) await this.run(ctx.from, insertArgs(e)).catch((x: unknown) => errors.push(x));
-    if (errors.length > 0) throw new StateError(`conntrack: rollback of handover ${id} incomplete (${errors.length} commands failed)`, { cause: errors[0] });
+    await this.deleteAt(ctx.to, st.installed).catch((x: unknown) => errors.push(x));
+    if (st.deleted.length > 0) {
+      // whatever part of them the old instance still has is replaced by the exported copy
+      await this.deleteAt(ctx.from, st.deleted)
+        .then(() => this.createAt(ctx.from, st.deleted))
+        .catch((x: unknown) => errors.push(x));
+    }
+    if (errors.length > 0) throw new StateError(`conntrack: rollback of handover ${id} incomplete (${errors.length} steps failed)`, { cause: errors[0] });
   }
 
   stats(): StateManagerStats {
