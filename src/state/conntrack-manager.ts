@@ -167,7 +167,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
   }
 
   /** Deletes entries at an instance by exact original tuple (ctnetlink); absent ones are skipped. */
-  async deleteAt(instance: string, entries: readonly ConntrackEntry[]): Promise<{ deleted: number; missing: number }> {
+  async deleteAt(instance: string, entries: readonly Pick<ConntrackEntry, 'orig' | 'zone'>[]): Promise<{ deleted: number; missing: number }> {
     if (entries.length === 0) return { deleted: 0, missing: 0 };
     const transport = await this.#transport();
     const ns = this.#o.netnsOf?.(instance);

@@ -12,14 +12,13 @@
  * state, status, mark, zone, remaining timeout). Values arriving from the
  * network are validated field by field before anything is installed.
  *
- * Look-ups are filtered by the kernel (see queriesFor: one get for an exact
- * rule, filtered listings for a wildcard), never a full-table dump.
+ * Look-ups, creates and deletes are ctnetlink messages (the conntrack
+ * manager's: two hash look-ups for an exact rule, dumps the kernel filters
+ * for a wildcard, creates and deletes by exact tuple, many per send).
  */
-import { execFile } from 'node:child_process';
 import { isIPv4 } from 'node:net';
 import type { FlowKey, FlowSelection, FlowStateEntry } from '../dataplane/types.js';
-import { selects } from '../dataplane/types.js';
-import { ConntrackError, insertArgs, parseConntrackLine, queriesFor, type ConntrackEntry } from './conntrack-manager.js';
+import { ConntrackStateManager, type ConntrackEntry } from './conntrack-manager.js';
 import { flowKeyString } from './flow-key.js';
 import { StateError } from './types.js';
 
@@ -92,75 +91,40 @@ export function decodeConntrackEntry(value: Buffer, flow?: FlowKey): ConntrackEn
 export interface ConntrackTableOptions {
   /** the namespace (under /run/netns); undefined: this process's own (a node on the VNF's host) */
   netns?: string;
-  /** the conntrack binary (default: `conntrack` on the PATH) */
-  binary?: string;
-  /** per command (default 5000 ms) */
-  timeoutMs?: number;
 }
 
-/** conntrack processes run at once per table: enough to overlap their start-up, not a process per entry at once */
-const PARALLEL = 8;
-
-/** fn over xs, at most `limit` at a time */
-async function eachLimited<T>(xs: readonly T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < xs.length) await fn(xs[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, xs.length) }, worker));
-}
-
-const deleteArgs = (f: FlowKey): string[] => ['-D', '-p', f.proto === 6 ? 'tcp' : 'udp', '-s', f.src, '-d', f.dst, '--sport', String(f.sport), '--dport', String(f.dport)];
-
+/** One namespace's table through ctnetlink (the conntrack manager's look-ups, creates and deletes: no process, no unfiltered dump where the kernel can filter). */
 export class ConntrackTable {
-  readonly #o: ConntrackTableOptions;
-  /** commands run (tests check there was no unfiltered dump) */
-  readonly commands: string[][] = [];
+  readonly #netns: string | undefined;
+  readonly #m: ConntrackStateManager;
+  /** how the table is named in errors and in `commands` */
+  readonly #label: string;
 
   constructor(o: ConntrackTableOptions = {}) {
-    this.#o = o;
+    this.#netns = o.netns;
+    this.#label = o.netns ?? 'this namespace';
+    this.#m = new ConntrackStateManager({ netnsOf: () => o.netns });
   }
 
   get netns(): string | undefined {
-    return this.#o.netns;
+    return this.#netns;
   }
 
-  /** Runs conntrack in the table's namespace; resolves stdout, or rejects with ConntrackError. */
-  run(args: readonly string[], o: { allowMissing?: boolean } = {}): Promise<string> {
-    const ns = this.#o.netns;
-    const bin = this.#o.binary ?? 'conntrack';
-    const [cmd, argv] = ns === undefined ? [bin, [...args]] : ['nsenter', [`--net=/run/netns/${ns}`, bin, ...args]];
-    this.commands.push([...args]);
-    return new Promise<string>((resolve, reject) => {
-      execFile(cmd, argv, { encoding: 'utf8', timeout: this.#o.timeoutMs ?? 5000 }, (err, stdout, stderr) => {
-        if (err === null) return resolve(stdout);
-        // -G/-D of an absent entry: exit 1 ("0 flow entries", "such conntrack doesn't exist")
-        if (o.allowMissing === true && /0 flow entries|such conntrack doesn't exist|No such file or directory/.test(stderr)) return resolve('');
-        reject(new ConntrackError(`conntrack ${args.join(' ')}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${stderr.trim() || err.message}`, args, stderr, { cause: err }));
-      });
-    });
+  /** the ctnetlink exchanges made: [table, 'ctnetlink-lookup' | 'ctnetlink-create' | 'ctnetlink-delete', …] */
+  get commands(): readonly (readonly string[])[] {
+    return this.#m.commands;
   }
 
   /** The entries the selection covers in either direction (a rule on the egress switch sees replies), each once. */
-  async entries(sel: FlowSelection): Promise<ConntrackEntry[]> {
-    const queries = sel === 'all' ? [['-L']] : sel.flatMap((m) => queriesFor(m));
-    const outs: string[] = [];
-    await eachLimited(queries, PARALLEL, async (q) => void outs.push(await this.run([...q, '-o', 'extended'], { allowMissing: true })));
-    const found = new Map<string, ConntrackEntry>();
-    for (const out of outs)
-      for (const line of out.split('\n')) {
-        const e = line.trim() === '' ? undefined : parseConntrackLine(line);
-        // exactly the covered flows: the tool's filters are coarser for wildcard ports and wide reply prefixes
-        if (e !== undefined && (selects(sel, e.orig) || selects(sel, e.reply))) found.set(flowKeyString(e.orig), e);
-      }
-    return [...found.values()];
+  entries(sel: FlowSelection): Promise<ConntrackEntry[]> {
+    return this.#m.entriesFor(this.#label, { selection: sel });
   }
 
   async exportState(sel: FlowSelection): Promise<FlowStateEntry[]> {
     return (await this.entries(sel)).map((e) => ({ flow: e.orig, value: encodeConntrackEntry(e) }));
   }
 
-  /** Installs every entry (replacing one the table still has for the flow); all are checked before any is installed. */
+  /** Installs every entry, replacing one the table still has for the flow; all are checked before any is installed. */
   async importState(entries: readonly FlowStateEntry[]): Promise<void> {
     const decoded = entries.map((x, i) => {
       try {
@@ -170,22 +134,14 @@ export class ConntrackTable {
         throw e;
       }
     });
-    await eachLimited(decoded, PARALLEL, async (e) => {
-      try {
-        await this.run(insertArgs(e));
-      } catch (x) {
-        if (!(x instanceof ConntrackError) || !/exists/i.test(x.stderr)) throw x;
-        await this.run(deleteArgs(e.orig), { allowMissing: true });
-        await this.run(insertArgs(e));
-      }
-    });
+    await this.#m.deleteAt(this.#label, decoded);
+    await this.#m.createAt(this.#label, decoded);
   }
 
   async deleteState(flows: readonly FlowKey[]): Promise<void> {
-    await eachLimited(
-      flows.filter((f) => f.proto === 6 || f.proto === 17),
-      PARALLEL,
-      async (f) => void (await this.run(deleteArgs(f), { allowMissing: true })),
+    await this.#m.deleteAt(
+      this.#label,
+      flows.filter((f) => f.proto === 6 || f.proto === 17).map((orig) => ({ orig })),
     );
   }
 }
