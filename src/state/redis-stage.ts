@@ -153,8 +153,9 @@ const FAILOVER_ERRORS = /timed out|Connection is closed|Stream isn't writeable|C
 
 function errorText(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
-  const prev = (e as Error & { previousErrors?: unknown[] }).previousErrors;
-  return prev?.length ? `${e.message} (${prev.map((x) => (x instanceof Error ? x.message : String(x))).join('; ')})` : e.message;
+  // a transaction's EXECABORT carries the errors of its commands: name each one once
+  const prev = [...new Set(((e as Error & { previousErrors?: unknown[] }).previousErrors ?? []).map((x) => (x instanceof Error ? x.message : String(x))))].filter((m) => m !== e.message);
+  return prev.length ? `${e.message} (${prev.join('; ')})` : e.message;
 }
 
 function refreshSlots(c: Cluster): Promise<void> {
@@ -185,7 +186,7 @@ async function step<T>(c: RedisClient, f: () => Promise<T>, signal?: AbortSignal
       const msg = errorText(e);
       const spent = Date.now() - t0;
       if (!FAILOVER_ERRORS.test(msg) || c.status === 'end') throw e;
-      if (spent + delay > budget) throw new StateError(`${msg} (the cluster did not recover within ${budget} ms: ${attempt} attempts)`, { cause: e });
+      if (spent + delay > budget) throw new StateError(`redis: ${msg} (the cluster did not recover within ${budget} ms: ${attempt} attempts)`, { cause: e });
       await refreshSlots(c);
       await abortable(sleep(delay), signal);
       delay = Math.min(delay * 2, 400);

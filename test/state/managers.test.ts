@@ -396,6 +396,34 @@ t.test('redis on a Redis Cluster (3 masters, a replica each)', { skip: clusterSk
     t.same(await w.record('vnf2', w.flow(20002)), at1.get(f), 'vnf2’s map entry, byte for byte');
   });
 
+  await t.test('redis cluster: a failover that outlasts failoverMs fails the move with its reason; the rollback leaves the state at the old instance', async (t) => {
+    const m = new RedisStateManager({ cluster: cluster.startupNodes.slice(0, 1), timeoutMs: 300, failoverMs: 600 });
+    t.teardown(() => m.close());
+    await m.start();
+    const mover = new StateManagerMover(m);
+    const before = await w.snapshot('vnf1');
+    const ctx = w.context(20, 'vnf1', 'vnf2');
+    const owner = await cluster.ownerOf(handoverTag(20));
+    process.kill(owner.master.pid, 'SIGSTOP');
+    try {
+      const err = await mover.move(ctx, new AbortController().signal).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      t.comment(`the move failed: ${err?.name}: ${err?.message}`);
+      t.match(err, { name: 'StateError', message: /^redis: .+ \(the cluster did not recover within 600 ms: \d+ attempts?\)$/ }, 'the move failed, saying why');
+      await mover.rollback(ctx);
+    } finally {
+      process.kill(owner.master.pid, 'SIGCONT');
+    }
+    t.same(await w.snapshot('vnf1'), before, 'vnf1 keeps every record, byte for byte');
+    t.equal(await w.count('vnf2'), 0, 'vnf2 has none');
+    await cluster.waitHealthy();
+    const next = await mover.move(w.context(21, 'vnf1', 'vnf2'), new AbortController().signal);
+    t.equal(next.records, 3, 'the next move, after the cluster recovered, completes');
+    t.equal(await w.count('vnf2'), 3);
+  });
+
   await t.test('redis cluster: one that cannot be reached is reported with its nodes', async (t) => {
     const m = new RedisStateManager({ cluster: ['127.0.0.1:1'], timeoutMs: 300 });
     t.teardown(() => m.close());
