@@ -13,7 +13,8 @@ SHELL := /bin/bash
 # tshark: the Wireshark dissector test (test/wireshark) reads pcapng files with src/wireshark/sharp.lua
 # spin: the Promela model of the handover (test/model/sharp.pml); its verifier is compiled with gcc
 # nftables, conntrack: the `linux` VNF kind as a NAT (nft in the instance namespaces) and the conntrack state manager (ctnetlink)
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3 redis-server mininet spin tshark nftables conntrack
+# redis-tools: redis-cli, which makes a Redis Cluster of redis-servers (src/state/redis-cluster-server.ts; the cluster tests and bench)
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ethtool pkg-config g++ make python3 redis-server redis-tools mininet spin tshark nftables conntrack
 ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -I ebpf/include -I $(ARCH_INCLUDE)
 

@@ -9,7 +9,8 @@ import path from 'node:path';
 import type net from 'node:net';
 import { standardSpec, destroyLab, installRules, type NetnsLab } from './netns-lab.js';
 import { openLab, type OpenedLab } from './open-lab.js';
-import type { LabSpec } from './spec/types.js';
+import type { LabSpec, RedisSpec } from './spec/types.js';
+import type { RedisStateManagerOptions } from '../state/redis-manager.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
 import { controllerStateMover, parseStateKind, type StateKind } from '../state/factory.js';
@@ -117,6 +118,12 @@ function summarize(r: HandoverResult): Record<string, unknown> {
   };
 }
 
+/** The spec's redis as the Redis manager's options: a list of cluster nodes is an existing cluster, { masters, replicas } a private one. */
+function redisOptionsOf(r: RedisSpec): RedisStateManagerOptions {
+  const where = r.cluster === undefined ? (r.url === undefined ? { spawn: true } : { url: r.url }) : Array.isArray(r.cluster) ? { cluster: r.cluster } : { spawnCluster: { ...(r.cluster.masters === undefined ? {} : { masters: r.cluster.masters }), ...(r.cluster.replicas === undefined ? {} : { replicas: r.cluster.replicas }) } };
+  return { ...where, ...(r.keyPrefix === undefined ? {} : { keyPrefix: r.keyPrefix }), ...(r.timeoutMs === undefined ? {} : { timeoutMs: r.timeoutMs }), ...(r.failoverMs === undefined ? {} : { failoverMs: r.failoverMs }) };
+}
+
 /** A request that would touch a rule a handover is moving. */
 class LockedRuleError extends Error {
   override name = 'LockedRuleError';
@@ -191,7 +198,7 @@ async function main(): Promise<void> {
   const mover = (kind: string): StateMover => {
     const k = parseStateKind(kind);
     let m = movers.get(k);
-    if (m === undefined) movers.set(k, (m = controllerStateMover(k)));
+    if (m === undefined) movers.set(k, (m = controllerStateMover(k, theLab.spec.redis === undefined ? {} : { redis: redisOptionsOf(theLab.spec.redis) })));
     return m;
   };
   closeMovers = async () => {

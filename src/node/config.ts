@@ -9,6 +9,7 @@
  *   tls: { ca: certs/ca.crt, cert: certs/node-s1.crt, key: certs/node-s1.key, allow: [ctl1] }
  *   peers: { ca: certs/ca.crt, allow: [vnf2] }   # VNF nodes only: state goes node to node
  *   stateStore: { redis: { url: "redis://10.9.0.9:6379/0", passwordFile: redis.pass } }   # VNF nodes only
+ *     # or a Redis Cluster: { redis: { cluster: ["10.9.0.9:7000", "10.9.0.10:7000"], passwordFile: redis.pass } }
  *   metrics: { tcp: "10.9.0.2:9441", allow: [prometheus] }     # or { unix: /run/sharpctl/s1.metrics.sock }
  *   switches:
  *     - name: s1
@@ -48,9 +49,12 @@ export interface NodeConfig {
    * The store the node stages its instances' state in for handovers
    * (StageState / ObtainState): the old instance's node writes, the new
    * one's reads. Credentials stay on the node: the password is read from
-   * passwordFile (relative to the config), never from the URL.
+   * passwordFile (relative to the config), never from the URL. One server
+   * (url) or a Redis Cluster (cluster: some of its nodes, host:port; the
+   * client learns the rest; failoverMs: how long a command keeps retrying
+   * while the cluster fails over, default 5000).
    */
-  stateStore?: { redis: { url: string; username?: string; passwordFile?: string; keyPrefix: string; timeoutMs: number } };
+  stateStore?: { redis: { url?: string; cluster?: string[]; username?: string; passwordFile?: string; keyPrefix: string; timeoutMs: number; failoverMs?: number } };
   /** Prometheus metrics: on a Unix socket (HTTP) and/or TCP (HTTPS, mutual TLS with the node's tls; allow: client certificate names, default any the CA issued) */
   metrics?: { unix?: string; tcp?: string; allow?: string[] };
   /** bpffs folder for this node's pins (default /sys/fs/bpf/sharpctl/<name>, or a private bpffs) */
@@ -98,9 +102,17 @@ export const nodeConfigSchema = {
         redis: {
           type: 'object',
           additionalProperties: false,
-          required: ['url'],
           properties: {
             url: { type: 'string', pattern: '^rediss?://[^\\s/@]+(/[0-9]{1,2})?$', description: 'redis://host:port[/db] or rediss:// (TLS); no credentials in it' },
+            cluster: {
+              type: 'array',
+              minItems: 1,
+              maxItems: 64,
+              uniqueItems: true,
+              description: 'a Redis Cluster instead of url: host:port of some of its nodes',
+              items: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s/@]+):[0-9]{1,5}$' },
+            },
+            failoverMs: { type: 'integer', minimum: 0, maximum: 60000, description: 'cluster only: how long a command keeps retrying while the cluster fails over (default 5000)' },
             username: { type: 'string', minLength: 1, maxLength: 128 },
             passwordFile: { type: 'string', minLength: 1 },
             keyPrefix: { type: 'string', pattern: '^[A-Za-z0-9:_.-]{1,64}$', default: 'sharp:' },
@@ -193,6 +205,14 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
   if (c.peers?.ca !== undefined && c.tls === undefined) issues.push('peers.ca: without tls this node has no certificate to present to its peers: add tls { ca, cert, key } (or drop peers.ca: Unix-socket peers only)');
   if (c.peers?.allow.includes(c.name)) issues.push(`peers.allow: '${c.name}' is this node itself (state between its own instances never leaves it)`);
   if (c.stateStore !== undefined && c.instances.length === 0) issues.push('stateStore: this node carries no VNF instance: it has no state to stage');
+  const store = c.stateStore?.redis;
+  if (store !== undefined && store.url === undefined && store.cluster === undefined) issues.push('stateStore.redis: give url (one server, redis://host:port) or cluster (a Redis Cluster: [host:port, …])');
+  if (store?.url !== undefined && store.cluster !== undefined) issues.push('stateStore.redis.cluster: give url (one server) or cluster (a Redis Cluster), not both');
+  if (store?.failoverMs !== undefined && store.cluster === undefined) issues.push('stateStore.redis.failoverMs: only for a cluster (one server has no failover to wait for)');
+  store?.cluster?.forEach((a, i) => {
+    const port = Number(a.slice(a.lastIndexOf(':') + 1));
+    if (!(port >= 1 && port <= 65535)) issues.push(`stateStore.redis.cluster.${i}: port ${port} is not 1-65535`);
+  });
   if (c.peers !== undefined && c.instances.length === 0) issues.push('peers: this node carries no VNF instance: it has no state to move');
   const instances = new Set(c.instances.map((i) => i.name));
   const seen = new Set<string>();

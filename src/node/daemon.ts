@@ -62,7 +62,14 @@ function openStateStore(c: NodeConfig): NodeRedisStore {
       throw new NodeConfigError(r.passwordFile, [`stateStore.redis.passwordFile: cannot read ${r.passwordFile}: ${(e as Error).message}`], { cause: e });
     }
   }
-  return new NodeRedisStore({ url: r.url, keyPrefix: r.keyPrefix, timeoutMs: r.timeoutMs, connectionName: `sharp-node-${c.name}`, ...(r.username === undefined ? {} : { username: r.username }), ...(password === undefined ? {} : { password }) });
+  return new NodeRedisStore({
+    ...(r.cluster === undefined ? { url: r.url! } : { cluster: r.cluster, ...(r.failoverMs === undefined ? {} : { failoverMs: r.failoverMs }) }),
+    keyPrefix: r.keyPrefix,
+    timeoutMs: r.timeoutMs,
+    connectionName: `sharp-node-${c.name}`,
+    ...(r.username === undefined ? {} : { username: r.username }),
+    ...(password === undefined ? {} : { password }),
+  });
 }
 
 export function pinStoreOf(c: NodeConfig): PinStore {

@@ -6,7 +6,11 @@
  * processes of their own (as instances would), on Unix sockets. Beside
  * them, the cost of one peer round trip on E-State's transport and on a
  * bare grpc-js unary call (the transport before), measured in one process
- * so that the CPU figure covers both ends. Nothing here asserts.
+ * so that the CPU figure covers both ends. And a handover's state move
+ * (the Redis manager's leaving → arriving → commit of 256 records, the VNF's
+ * map held in memory here) through one redis-server and through a Redis
+ * Cluster of 3 masters with a replica each, side by side in the same run.
+ * Nothing here asserts.
  */
 import * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
@@ -15,7 +19,13 @@ import { pathToFileURL } from 'node:url';
 import { EStateNode } from './estate/node.js';
 import { defaultSocketDir } from './estate/transport.js';
 import { spawnPeer, type PeerProcess } from './estate/peer-process.js';
-import { RedisStateManager } from './redis-manager.js';
+import type { FlowKey, FlowSelection, FlowStateEntry, VnfStateStore } from '../dataplane/types.js';
+import { selects } from '../dataplane/types.js';
+import type { HandoverContext } from '../handover/state-mover.js';
+import { flowKeyString } from './flow-key.js';
+import { StateManagerMover } from './mover.js';
+import { findRedisCli } from './redis-cluster-server.js';
+import { RedisStateManager, type RedisStateManagerOptions } from './redis-manager.js';
 import { findRedisServer } from './redis-server.js';
 
 export interface StateBenchRow {
@@ -44,6 +54,10 @@ export interface StateBenchOptions {
   peerCounts?: number[];
   /** include Redis (default: if redis-server is installed) */
   redis?: boolean;
+  /** state moves per Redis setup (one server, cluster; default 200) */
+  moves?: number;
+  /** records per state move (default 256, as in the end-to-end tests) */
+  moveRecords?: number;
   /** progress lines */
   log?: (line: string) => void;
 }
@@ -227,7 +241,79 @@ export async function benchState(options: StateBenchOptions = {}): Promise<State
   } finally {
     await mgr.close();
   }
+
+  // a handover's state move: one server against a cluster, in this run
+  const moves = options.moves ?? 200;
+  const moveRecords = options.moveRecords ?? 256;
+  const op = (where: string): string => `state move (${moveRecords} records), ${where}`;
+  log(`Redis state moves: ${moves} handovers of ${moveRecords} records each, one redis-server, then a cluster of 3 masters + 3 replicas`);
+  const one = await redisStateMoves({ spawn: true, timeoutMs: 5000 }, moves, moveRecords);
+  rows.push({ backend: 'redis', op: op('one server'), peers: null, opsPerSec: null, ...one, samples: moves, note: 'MULTI/EXEC, MGET, DEL' });
+  const cli = findRedisCli();
+  if ('reason' in cli) rows.push({ backend: 'redis', op: op('cluster'), peers: null, opsPerSec: null, medianMs: null, p99Ms: null, samples: 0, note: `skipped: ${cli.reason}` });
+  else {
+    const cl = await redisStateMoves({ spawnCluster: true, timeoutMs: 5000 }, moves, moveRecords);
+    rows.push({ backend: 'redis', op: op('cluster of 3 masters + 3 replicas'), peers: null, opsPerSec: null, ...cl, samples: moves, note: 'one hash tag per handover; ioredis Cluster' });
+  }
   return rows;
+}
+
+/** Two instances' per-flow maps in memory: what the manager moves, without a kernel. */
+class MemoryVnfState implements VnfStateStore {
+  readonly maps = new Map<string, Map<string, FlowStateEntry>>();
+  #map(instance: string): Map<string, FlowStateEntry> {
+    let m = this.maps.get(instance);
+    if (m === undefined) this.maps.set(instance, (m = new Map()));
+    return m;
+  }
+  async exportState(instance: string, select: FlowSelection): Promise<FlowStateEntry[]> {
+    return [...this.#map(instance).values()].filter((e) => selects(select, e.flow));
+  }
+  async importState(instance: string, entries: readonly FlowStateEntry[]): Promise<void> {
+    for (const e of entries) this.#map(instance).set(flowKeyString(e.flow), e);
+  }
+  async deleteState(instance: string, flows: readonly FlowKey[]): Promise<void> {
+    for (const f of flows) this.#map(instance).delete(flowKeyString(f));
+  }
+}
+
+/**
+ * `moves` state moves of `records` records (16 bytes each, the example
+ * VNF's), back and forth between two instances, through a Redis manager:
+ * each handover its own id (on a cluster: its own hash tag, so the moves
+ * spread over the masters).
+ */
+async function redisStateMoves(o: RedisStateManagerOptions, moves: number, records: number): Promise<{ medianMs: number; p99Ms: number; cpuUsPerOp: number }> {
+  const vs = new MemoryVnfState();
+  const flows: FlowKey[] = Array.from({ length: records }, (_, i) => ({ src: `10.0.${(i >> 8) & 255}.${i & 255}`, dst: '10.1.0.1', sport: 20000 + (i % 1000), dport: 9000, proto: 17 }));
+  await vs.importState(
+    'vnf1',
+    flows.map((flow, i) => {
+      const v = Buffer.alloc(16);
+      v.writeBigUInt64LE(BigInt(i), 0);
+      return { flow, value: v };
+    }),
+  );
+  const m = new RedisStateManager(o);
+  const mover = new StateManagerMover(m);
+  try {
+    await m.start();
+    let id = 0;
+    let at = 'vnf1';
+    const ctx = (): HandoverContext => {
+      const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+      return { id: ++id, rules: [], from: at, to, covers: () => true, selection: 'all', counts: { preSent: 0n, preSeen: 0n, postSent: 0n }, timings: {}, vnfState: vs };
+    };
+    const signal = new AbortController().signal;
+    return await latencies(moves, Math.min(20, moves), async () => {
+      const c = ctx();
+      const r = await mover.move(c, signal);
+      if (r.records !== records) throw new Error(`a state move through Redis moved ${r.records} of ${records} records`);
+      at = c.to;
+    });
+  } finally {
+    await m.close();
+  }
 }
 
 /** Prints the rows as a table (for `make bench` and by hand: node dist/src/state/bench.js). */

@@ -17,7 +17,7 @@ export type StateKind = (typeof STATE_KINDS)[number];
 
 export interface StateManagerOptions {
   estate?: EStateManagerOptions;
-  /** without url/host/port the manager starts its own redis-server (spawn: true) */
+  /** without url/host/port or a cluster the manager starts its own redis-server (spawn: true) */
   redis?: RedisStateManagerOptions;
   copy?: CopyStateManagerOptions;
   /** where the instances' namespaces are (the lab: their netns) */
@@ -39,7 +39,7 @@ export function createStateManager(kind: StateKind, options: StateManagerOptions
       return new EStateManager(options.estate);
     case 'redis': {
       const r = options.redis ?? {};
-      const given = r.url !== undefined || r.host !== undefined || r.port !== undefined;
+      const given = r.url !== undefined || r.host !== undefined || r.port !== undefined || r.cluster !== undefined || Boolean(r.spawnCluster);
       return new RedisStateManager(given || r.spawn !== undefined ? r : { ...r, spawn: true });
     }
     case 'copy':

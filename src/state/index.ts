@@ -10,6 +10,8 @@ export { reducers, latestItem, sumItems, avgItems, ReduceError, type Reducer, ty
 export { EStateManager, type EStateManagerOptions } from './estate-manager.js';
 export { RedisStateManager, type RedisStateManagerOptions } from './redis-manager.js';
 export { startRedisServer, findRedisServer, type RedisServer, type RedisServerOptions } from './redis-server.js';
+export { startRedisCluster, findRedisCli, type RedisCluster, type RedisClusterOptions, type RedisClusterNode, type RedisClusterNodeState } from './redis-cluster-server.js';
+export { handoverTag, type RedisClient } from './redis-stage.js';
 export { CopyStateManager, CopyEndpoint, type CopyStateManagerOptions } from './copy-manager.js';
 export { VnfMapStateManager } from './vnf-map-manager.js';
 export { UserspaceVnf, UserspaceVnfStateManager, type UserspaceVnfOptions, type ProcessResult } from './userspace-vnf.js';

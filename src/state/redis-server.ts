@@ -58,7 +58,8 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-function stopChild(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
+/** Stops a child: SIGCONT first (a frozen server cannot act on SIGTERM), SIGTERM, SIGKILL after timeoutMs. */
+export function stopChild(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -66,19 +67,22 @@ function stopChild(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
       clearTimeout(t);
       resolve();
     });
+    child.kill('SIGCONT');
     child.kill('SIGTERM');
   });
 }
 
-async function startOnce(bin: string, host: string, port: number, timeoutMs: number, o: RedisServerOptions): Promise<RedisServer> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharp-redis-'));
-  const extra = [...(o.unixSocket === undefined ? [] : ['--unixsocket', o.unixSocket, '--unixsocketperm', '700']), ...(o.password === undefined ? [] : ['--requirepass', o.password])];
-  const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice', '--logfile', '', ...extra];
-  // nsenter execs redis-server: the child is the server itself
+/**
+ * Runs redis-server with these arguments (in a network namespace when
+ * given: nsenter execs it, so the child is the server itself) and waits for
+ * "Ready to accept connections"; a server that exits or is not ready in
+ * time is stopped and its output is in the error.
+ */
+export async function launchRedisServer(bin: string, args: readonly string[], o: { netns?: string | undefined; label: string; timeoutMs: number }): Promise<ChildProcess> {
   const child = o.netns === undefined ? spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('nsenter', [`--net=/run/netns/${o.netns}`, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const ready = new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new StateError(`redis-server on ${host}:${port} was not ready within ${timeoutMs} ms:\n${out.slice(-2000)}`)), timeoutMs);
+    const t = setTimeout(() => reject(new StateError(`redis-server ${o.label} was not ready within ${o.timeoutMs} ms:\n${out.slice(-2000)}`)), o.timeoutMs);
     const onData = (d: Buffer): void => {
       out += d.toString();
       if (/Ready to accept connections/.test(out)) {
@@ -94,19 +98,34 @@ async function startOnce(bin: string, host: string, port: number, timeoutMs: num
     });
     child.once('exit', (code, sig) => {
       clearTimeout(t);
-      reject(new StateError(`redis-server exited (${sig ?? code}) before it was ready:\n${out.slice(-2000)}`));
+      reject(new StateError(`redis-server ${o.label} exited (${sig ?? code}) before it was ready:\n${out.slice(-2000)}`));
     });
   });
   try {
     await ready;
   } catch (e) {
     await stopChild(child);
-    rmSync(dir, { recursive: true, force: true });
     throw e;
   }
   // keep draining its output so it never blocks on a full pipe
+  child.stdout!.removeAllListeners('data');
+  child.stderr!.removeAllListeners('data');
   child.stdout!.resume();
   child.stderr!.resume();
+  return child;
+}
+
+async function startOnce(bin: string, host: string, port: number, timeoutMs: number, o: RedisServerOptions): Promise<RedisServer> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharp-redis-'));
+  const extra = [...(o.unixSocket === undefined ? [] : ['--unixsocket', o.unixSocket, '--unixsocketperm', '700']), ...(o.password === undefined ? [] : ['--requirepass', o.password])];
+  const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice', '--logfile', '', ...extra];
+  let child: ChildProcess;
+  try {
+    child = await launchRedisServer(bin, args, { netns: o.netns, label: `on ${host}:${port}`, timeoutMs });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   let stopped: Promise<void> | undefined;
   return {
     host,

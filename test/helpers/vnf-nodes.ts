@@ -2,7 +2,8 @@
  * A lab whose switches and VNF instances are node processes, with a state
  * link between the two VNF hosts (each VNF node serves mutual TLS there and
  * names the other as its state peer), and optionally the deployment's Redis
- * on that link (password-protected; both VNF nodes have it as stateStore).
+ * on that link (password-protected; both VNF nodes have it as stateStore):
+ * one redis-server, or a Redis Cluster of 3 masters with a replica each.
  * For the tests of state moving node to node.
  */
 import type { Test } from 'tap';
@@ -17,6 +18,7 @@ import { NodeClient, NodeDeployment, type StatePeerVia } from '../../src/node/cl
 import { caFiles, createCa, createNodeCert, nodeChannel, nodeTlsFiles, unixEndpoint } from '../../src/node/transport/index.js';
 import type { NodeMethod } from '../../src/node/api.js';
 import { startRedisServer, type RedisServer } from '../../src/state/redis-server.js';
+import { startRedisCluster, type RedisCluster } from '../../src/state/redis-cluster-server.js';
 import type { TrafficGenerator } from '../../src/traffic/generator.js';
 import type { TrafficSink } from '../../src/traffic/sink.js';
 import { repoRoot, uniqueName } from './env.js';
@@ -43,9 +45,11 @@ export interface VnfNodesWorld {
   certs: string;
   /** with o.redis: the server (in vnf1's namespace, on the state link), its Unix socket for inspection, its password */
   redis: { server: RedisServer; unixSocket: string; password: string } | undefined;
+  /** with o.redis 'cluster': the cluster (in vnf1's namespace, on the state link, ports 7000-7005), its password */
+  redisCluster: { cluster: RedisCluster; password: string } | undefined;
 }
 
-export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promise<VnfNodesWorld> {
+export async function vnfNodesWorld(t: Test, o: { redis?: boolean | 'cluster'; failoverMs?: number } = {}): Promise<VnfNodesWorld> {
   const prefix = `${uniqueName('nx')}-`;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-nodestate-'));
   const certs = path.join(dir, 'certs');
@@ -61,6 +65,7 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
   const link = { a: `sa${tag}`, b: `sb${tag}` };
   const net = `10.${200 + (process.pid % 50)}.${randomBytes(1)[0]!}`;
   let redis: VnfNodesWorld['redis'];
+  let redisCluster: VnfNodesWorld['redisCluster'];
   // every step runs whatever an earlier one threw: the nodes, the store, the link and the namespaces always go
   t.teardown(async () => {
     const failures: unknown[] = [];
@@ -75,6 +80,7 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
     for (const d of deployments) await step(() => d.close());
     await step(() => stopAndDetachNodes(procs.values(), nodes, cli));
     await step(() => redis?.server.stop());
+    await step(() => redisCluster?.cluster.stop());
     try {
       execFileSync('ip', ['-n', ns('vnf1'), 'link', 'del', link.a], { stdio: 'ignore' });
     } catch {
@@ -100,6 +106,18 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
     redis = { server: await startRedisServer({ netns: ns('vnf1'), host: `${net}.1`, port: 6379, unixSocket, password }), unixSocket, password };
     writeFileSync(path.join(dir, 'redis.pass'), `${password}\n`, { mode: 0o600 });
   }
+  if (o.redis === 'cluster') {
+    const password = randomBytes(12).toString('hex');
+    redisCluster = { cluster: await startRedisCluster({ netns: ns('vnf1'), host: `${net}.1`, password }), password };
+    writeFileSync(path.join(dir, 'redis.pass'), `${password}\n`, { mode: 0o600 });
+  }
+  const stateStore =
+    redis !== undefined
+      ? { redis: { url: `redis://${net}.1:6379`, passwordFile: path.join(dir, 'redis.pass'), keyPrefix: 'sharp:', timeoutMs: 2000 } }
+      : redisCluster !== undefined
+        ? // one node named: the nodes learn the others from it; 1 s per command, so a frozen master costs one short attempt
+          { redis: { cluster: [redisCluster.cluster.startupNodes[0]!], passwordFile: path.join(dir, 'redis.pass'), keyPrefix: 'sharp:', timeoutMs: 1000, failoverMs: o.failoverMs ?? 15_000 } }
+        : undefined;
   const node = (i: 'vnf1' | 'vnf2'): LabNode => nodes.find((n) => n.role === i)!;
   const nodeOf = { vnf1: node('vnf1').config.name, vnf2: node('vnf2').config.name };
   await createCa(certs);
@@ -108,7 +126,7 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
     const n = node(i);
     const other = i === 'vnf1' ? 'vnf2' : 'vnf1';
     // over TCP only peers: no controller is on tls.allow (the controller uses the Unix socket)
-    n.config = { ...n.config, listen: { ...n.config.listen, tcp: stateAddress[i] }, tls: { ...nodeTlsFiles(certs, nodeOf[i]), allow: [] }, peers: { ca: caFiles(certs).cert, allow: [nodeOf[other]] }, ...(redis === undefined ? {} : { stateStore: { redis: { url: `redis://${net}.1:6379`, passwordFile: path.join(dir, 'redis.pass'), keyPrefix: 'sharp:', timeoutMs: 2000 } } }) };
+    n.config = { ...n.config, listen: { ...n.config.listen, tcp: stateAddress[i] }, tls: { ...nodeTlsFiles(certs, nodeOf[i]), allow: [] }, peers: { ca: caFiles(certs).cert, allow: [nodeOf[other]] }, ...(stateStore === undefined ? {} : { stateStore }) };
     writeFileSync(n.configFile, JSON.stringify(n.config, null, 2));
   }
   for (const n of nodes) procs.set(n.role, await startNodeProcess(n, { cli }));
@@ -135,7 +153,7 @@ export async function vnfNodesWorld(t: Test, o: { redis?: boolean } = {}): Promi
     procs.set(i, await startNodeProcess(n, { cli }));
   };
   const traffic = (flows: number): { gens: TrafficGenerator[]; sinks: TrafficSink[] } => twoWayTraffic(lab, closers, flows);
-  return { lab, nodes, procs, nodeOf, stateAddress, connect, restart, traffic, redis, certs };
+  return { lab, nodes, procs, nodeOf, stateAddress, connect, restart, traffic, redis, redisCluster, certs };
 }
 
 /** calls of these methods the controller's clients made */

@@ -97,7 +97,7 @@ const invalid: { name: string; spec: unknown; expect: Expect[] }[] = [
     }),
     // vnf1/vnf2 are now unknown names: the links and rules that use them are reported too
     expect: [
-      ['vnf', "unknown property 'vnf' (did you mean 'vnfs'?); allowed here: name, description, target, state, hosts, switches, vnfs, links, rules"],
+      ['vnf', "unknown property 'vnf' (did you mean 'vnfs'?); allowed here: name, description, target, state, redis, hosts, switches, vnfs, links, rules"],
       ['links[1][1]', "no node named 'vnf1'"],
       ['links[2][1]', "no node named 'vnf2'"],
       ['links[3][0]', "no node named 'vnf1'"],
@@ -108,6 +108,34 @@ const invalid: { name: string; spec: unknown; expect: Expect[] }[] = [
   },
   { name: 'unknown property in an exact flow', spec: mod((s) => (s.rules[2].flow.from = 'client')), expect: [['rules[2].flow.from', "unknown property 'from'; allowed here: src, dst, sport, dport, proto"]] },
   { name: 'bad target', spec: mod((s) => (s.target = 'p4')), expect: [['target', "'p4' is not allowed; use one of: xdp, bmv2"]] },
+  {
+    name: 'redis: one server or a cluster, not both; failoverMs only for a cluster',
+    spec: mod((s) => (s.redis = { url: 'redis://10.9.0.9:6379', cluster: ['10.9.0.9:7000'], failoverMs: 100 })),
+    expect: [
+      ['redis.cluster', 'give url (one server) or cluster (a Redis Cluster), not both'],
+    ],
+  },
+  {
+    name: 'redis: failoverMs without a cluster',
+    spec: mod((s) => (s.redis = { url: 'redis://10.9.0.9:6379', failoverMs: 100 })),
+    expect: [['redis.failoverMs', 'only for a cluster (one server has no failover to wait for)']],
+  },
+  {
+    name: 'redis: a cluster node that is not host:port, by its index',
+    spec: mod((s) => (s.redis = { cluster: ['10.9.0.9:7000', '10.9.0.9', '10.9.0.9:70000'] })),
+    expect: [
+      ['redis.cluster[1]', "'10.9.0.9' is not valid: must be host:port"],
+      ['redis.cluster[2]', 'port 70000 is not 1-65535'],
+    ],
+  },
+  {
+    name: 'redis: a private cluster has at least 3 masters',
+    spec: mod((s) => (s.redis = { cluster: { masters: 2, replica: 1 } })),
+    expect: [
+      ['redis.cluster.masters', 'must be between 3 and 16, got 2'],
+      ['redis.cluster.replica', "unknown property 'replica' (did you mean 'replicas'?); allowed here: masters, replicas"],
+    ],
+  },
   { name: 'bad state backend', spec: mod((s) => (s.state = 'etcd')), expect: [['state', "'etcd' is not allowed; use one of: vnf-map, copy, estate, redis"]] },
   { name: 'bad VNF type', spec: mod((s) => (s.vnfs[1].type = 'nat')), expect: [['vnfs[1].type', "'nat' is not allowed; use one of: counter"]] },
   { name: 'bad proto name', spec: mod((s) => (s.rules[0].match.proto = 'ucp')), expect: [['rules[0].match.proto', "'ucp' is not allowed (did you mean 'udp'?); use one of: udp, tcp, icmp"]] },
@@ -397,6 +425,11 @@ t.test('valid spec: defaults filled in, shorthands expanded', async (t) => {
   if (!other.ok) return;
   t.equal(other.spec.target, 'bmv2');
   t.equal(other.spec.state, 'estate');
+  for (const redis of [{ cluster: ['10.9.0.9:7000', '10.9.0.10:7000'], failoverMs: 8000, keyPrefix: 'lab:' }, { cluster: { masters: 3, replicas: 1 } }, { url: 'redis://10.9.0.9:6379/1', timeoutMs: 500 }]) {
+    const r = validateSpec(mod((s) => ((s.state = 'redis'), (s.redis = redis))));
+    t.ok(r.ok, `redis ${JSON.stringify(redis)} is valid${r.ok ? '' : `: ${r.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`}`);
+    if (r.ok) t.same(r.spec.redis, redis, 'and kept as written');
+  }
   t.equal(other.spec.description, 'x');
   t.equal(other.spec.hosts[0]!.mac, '02:ab:00:00:00:01');
   t.same(other.spec.links[0], { ends: ['client', 's1'], mtu: 9000 });

@@ -43,6 +43,18 @@ t.test('stateStore: the Redis the node stages state in; credentials never in the
   t.match(problems({ ...vnfNode, stateStore: {} }), /stateStore.*redis/);
 });
 
+t.test('stateStore: a Redis Cluster, by some of its nodes; one server or a cluster, never both', async (t) => {
+  const c = validateNodeConfig({ ...vnfNode, stateStore: { redis: { cluster: ['10.8.0.9:7000', '10.8.0.10:7000', '[fd00::9]:7000'], passwordFile: '/etc/sharpctl/redis.pass', failoverMs: 8000 } } });
+  t.same(c.stateStore, { redis: { cluster: ['10.8.0.9:7000', '10.8.0.10:7000', '[fd00::9]:7000'], passwordFile: '/etc/sharpctl/redis.pass', failoverMs: 8000, keyPrefix: 'sharp:', timeoutMs: 2000 } });
+  t.match(problems({ ...vnfNode, stateStore: { redis: { url: 'redis://10.8.0.9:6379', cluster: ['10.8.0.9:7000'] } } }), /stateStore\.redis\.cluster: give url \(one server\) or cluster \(a Redis Cluster\), not both/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { keyPrefix: 'x:' } } }), /stateStore\.redis: give url \(one server, redis:\/\/host:port\) or cluster/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { cluster: ['10.8.0.9:7000', 'nohostport'] } } }), /stateStore\.redis\.cluster\.1: must match pattern/, 'a node that is not host:port, by its index');
+  t.match(problems({ ...vnfNode, stateStore: { redis: { cluster: ['10.8.0.9:99999'] } } }), /stateStore\.redis\.cluster\.0: port 99999 is not 1-65535/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { cluster: [] } } }), /stateStore\.redis\.cluster: must NOT have fewer than 1 items/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { cluster: ['a:1', 'a:1'] } } }), /stateStore\.redis\.cluster: must NOT have duplicate items/);
+  t.match(problems({ ...vnfNode, stateStore: { redis: { url: 'redis://10.8.0.9:6379', failoverMs: 100 } } }), /stateStore\.redis\.failoverMs: only for a cluster/);
+});
+
 t.test('relative peers.ca and stateStore.redis.passwordFile are relative to the config file', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-nodecfg-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

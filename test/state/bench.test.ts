@@ -3,9 +3,10 @@
 import t from 'tap';
 import { benchState } from '../../src/state/bench.js';
 import { findRedisServer } from '../../src/state/redis-server.js';
+import { findRedisCli } from '../../src/state/redis-cluster-server.js';
 
 t.test('benchState returns local, global and Redis rows', async (t) => {
-  const rows = await benchState({ localOps: 2000, redisOps: 200, samples: 10, peerCounts: [1, 2] });
+  const rows = await benchState({ localOps: 2000, redisOps: 200, samples: 10, peerCounts: [1, 2], moves: 5, moveRecords: 64 });
   const find = (backend: string, op: string, peers: number | null = null) => rows.find((r) => r.backend === backend && r.op === op && r.peers === peers);
   for (const op of ['local set', 'local setMany (1000 per call)', 'local get']) t.ok((find('estate', op)?.opsPerSec ?? 0) > 0, `estate ${op}: ${find('estate', op)?.opsPerSec} ops/s`);
   for (const p of [1, 2]) {
@@ -21,4 +22,9 @@ t.test('benchState returns local, global and Redis rows', async (t) => {
   }
   for (const op of ['set', 'get']) t.ok((find('redis', op)?.opsPerSec ?? 0) > 0, `redis ${op}: ${find('redis', op)?.opsPerSec} ops/s`);
   for (const p of [1, 2]) t.ok(find('redis', 'global read (MGET + sum)', p)?.medianMs, `redis global read with ${p} peer(s)`);
+  // a handover's state move, one server beside a cluster, in the same run
+  for (const where of 'reason' in findRedisCli() ? ['one server'] : ['one server', 'cluster of 3 masters + 3 replicas']) {
+    const r = find('redis', `state move (64 records), ${where}`);
+    t.ok(r && r.medianMs! > 0 && r.p99Ms! >= r.medianMs! && r.samples === 5, `state move through ${where}: median ${r?.medianMs} ms, p99 ${r?.p99Ms} ms`);
+  }
 });

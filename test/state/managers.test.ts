@@ -15,6 +15,8 @@ import { CopyStateManager } from '../../src/state/copy-manager.js';
 import { RedisStateManager } from '../../src/state/redis-manager.js';
 import { VnfMapStateManager } from '../../src/state/vnf-map-manager.js';
 import { findRedisServer, startRedisServer, type RedisServer } from '../../src/state/redis-server.js';
+import { findRedisCli, startRedisCluster } from '../../src/state/redis-cluster-server.js';
+import { handoverTag } from '../../src/state/redis-stage.js';
 import { flowItemKey, flowKeyString } from '../../src/state/flow-key.js';
 import type { StateManager } from '../../src/state/types.js';
 import { Phase, type FlowKey, type Rule } from '../../src/dataplane/types.js';
@@ -25,6 +27,8 @@ const INSTANCES = ['vnf1', 'vnf2'] as const;
 const redisFound = findRedisServer();
 const redisSkip = 'reason' in redisFound ? `redis-server unavailable: ${redisFound.reason}` : false;
 if (redisSkip) console.log(`# ${redisSkip}`);
+const cliFound = findRedisCli();
+const clusterSkip = redisSkip || ('reason' in cliFound ? `redis-cli unavailable: ${cliFound.reason}` : false);
 
 async function redisServer(t: Test): Promise<RedisServer> {
   const s = await startRedisServer();
@@ -133,10 +137,10 @@ async function sharedLab(t: Test): Promise<VnfState> {
   return w;
 }
 
-/** The tests every kind passes. */
-async function commonTests(t: Test, kind: StateKind, w: VnfState): Promise<void> {
+/** The tests every kind passes (make: the manager under test, when not the kind's default). */
+async function commonTests(t: Test, kind: StateKind, w: VnfState, make: (t: Test) => Promise<StateManager> = (t) => manager(t, kind)): Promise<void> {
   await t.test(`${kind}: moves exactly the covered flows' records, and back`, async (t) => {
-    const m = await manager(t, kind);
+    const m = await make(t);
     const mover = new StateManagerMover(m);
     t.equal(mover.name, kind);
     const before = await w.snapshot('vnf1');
@@ -174,7 +178,7 @@ async function commonTests(t: Test, kind: StateKind, w: VnfState): Promise<void>
   });
 
   await t.test(`${kind}: a move of flows that have no state yet moves nothing, fine`, async (t) => {
-    const m = await manager(t, kind);
+    const m = await make(t);
     const before = await w.snapshot('vnf1');
     const r = await new StateManagerMover(m).move(w.context(11, 'vnf1', 'vnf2', [w.idleRule]), new AbortController().signal);
     t.same(r, { records: 0, bytes: 0 });
@@ -184,7 +188,7 @@ async function commonTests(t: Test, kind: StateKind, w: VnfState): Promise<void>
   });
 
   await t.test(`${kind}: a move aborted half-way rolls back to the old instance`, async (t) => {
-    const m = await manager(t, kind);
+    const m = await make(t);
     const mover = new StateManagerMover(m);
     const before = await w.snapshot('vnf1');
     const ctx = w.context(3, 'vnf1', 'vnf2');
@@ -213,7 +217,7 @@ async function commonTests(t: Test, kind: StateKind, w: VnfState): Promise<void>
   });
 
   await t.test(`${kind}: rolling back a completed move gives the state back`, async (t) => {
-    const m = await manager(t, kind);
+    const m = await make(t);
     const mover = new StateManagerMover(m);
     const before = await w.snapshot('vnf1');
     const ctx = w.context(4, 'vnf1', 'vnf2');
@@ -353,6 +357,95 @@ t.test('redis', { skip: redisSkip }, async (t) => {
     const m = new RedisStateManager({ url, timeoutMs: 500 });
     t.teardown(() => m.close());
     await t.rejects(m.start(), { name: 'StateError', message: new RegExp(`redis: cannot reach ${url.replace(/[/.]/g, '\\$&')}`) });
+  });
+});
+
+t.test('redis on a Redis Cluster (3 masters, a replica each)', { skip: clusterSkip }, async (t) => {
+  const w = await sharedLab(t);
+  const cluster = await startRedisCluster();
+  t.teardown(() => cluster.stop());
+  const clustered = async (t: Test): Promise<RedisStateManager> => {
+    // one node named: the client learns the others
+    const m = new RedisStateManager({ cluster: cluster.startupNodes.slice(0, 1) });
+    t.teardown(() => m.close());
+    return m;
+  };
+  await commonTests(t, 'redis', w, clustered);
+
+  await t.test('redis cluster: a handover\'s records share its hash tag, one slot, one master; gone after commit', async (t) => {
+    const m = await clustered(t);
+    const ctx = w.context(8, 'vnf1', 'vnf2');
+    const at1 = await w.records('vnf1');
+    const ac = new AbortController();
+    const dep = await m.leaving(ctx, ac.signal);
+    t.equal(dep.keys.length, 3);
+    for (const k of dep.keys) t.ok(k.startsWith(`sharp:${handoverTag(8)}:flow:`), `${k}: the prefix, then the handover's tag`);
+    const slots = new Set(await Promise.all(dep.keys.map(async (k) => (await cluster.cli(cluster.nodes[0]!.port, ['CLUSTER', 'KEYSLOT', k])).trim())));
+    t.equal(slots.size, 1, `every key in one slot (${[...slots].join()})`);
+    const owner = await cluster.ownerOf(dep.keys[0]!);
+    const top = await cluster.topology();
+    for (const n of top.filter((x) => x.role === 'master')) {
+      const size = Number((await cluster.cli(n.port, ['DBSIZE'])).trim());
+      t.equal(size, n.port === owner.master.port ? 3 : 0, `master ${n.address}: ${size} keys${n.port === owner.master.port ? ' (the slot\'s owner)' : ''}`);
+    }
+    const f = flowKeyString(w.flow(20002));
+    t.same(await cluster.cli(owner.master.port, ['--no-raw', 'STRLEN', `sharp:${handoverTag(8)}:flow:${f}`]).then((s) => s.trim()), '(integer) 16', 'the 16-byte map entry is on the owner');
+    await m.arriving(ctx, dep, ac.signal);
+    await m.commit(ctx, dep, ac.signal);
+    for (const n of top.filter((x) => x.role === 'master')) t.equal(Number((await cluster.cli(n.port, ['DBSIZE'])).trim()), 0, `nothing left on ${n.address}`);
+    t.same(await w.record('vnf2', w.flow(20002)), at1.get(f), 'vnf2’s map entry, byte for byte');
+  });
+
+  await t.test('redis cluster: a failover that outlasts failoverMs fails the move with its reason; the rollback leaves the state at the old instance', async (t) => {
+    const m = new RedisStateManager({ cluster: cluster.startupNodes.slice(0, 1), timeoutMs: 300, failoverMs: 600 });
+    t.teardown(() => m.close());
+    await m.start();
+    const mover = new StateManagerMover(m);
+    const before = await w.snapshot('vnf1');
+    const ctx = w.context(20, 'vnf1', 'vnf2');
+    const owner = await cluster.ownerOf(handoverTag(20));
+    process.kill(owner.master.pid, 'SIGSTOP');
+    try {
+      const err = await mover.move(ctx, new AbortController().signal).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      t.comment(`the move failed: ${err?.name}: ${err?.message}`);
+      t.match(err, { name: 'StateError', message: /^redis: .+ \(the cluster did not recover within 600 ms: \d+ attempts?\)$/ }, 'the move failed, saying why');
+      await mover.rollback(ctx);
+    } finally {
+      process.kill(owner.master.pid, 'SIGCONT');
+    }
+    t.same(await w.snapshot('vnf1'), before, 'vnf1 keeps every record, byte for byte');
+    t.equal(await w.count('vnf2'), 0, 'vnf2 has none');
+    await cluster.waitHealthy();
+    const next = await mover.move(w.context(21, 'vnf1', 'vnf2'), new AbortController().signal);
+    t.equal(next.records, 3, 'the next move, after the cluster recovered, completes');
+    t.equal(await w.count('vnf2'), 3);
+  });
+
+  await t.test('redis cluster: one that cannot be reached is reported with its nodes', async (t) => {
+    const m = new RedisStateManager({ cluster: ['127.0.0.1:1'], timeoutMs: 300 });
+    t.teardown(() => m.close());
+    await t.rejects(m.start(), { name: 'StateError', message: /^redis: cannot reach the cluster 127\.0\.0\.1:1: / });
+  });
+
+  await t.test('redis cluster: options that mix one server and a cluster are refused', async (t) => {
+    t.throws(() => new RedisStateManager({ url: 'redis://127.0.0.1:6379', cluster: ['127.0.0.1:7000'] }), { name: 'StateError', message: 'redis: give one of url/host/port, spawn, cluster, spawnCluster (given: url/host/port, cluster)' });
+  });
+
+  await t.test('redis cluster: spawnCluster starts a private cluster, and close stops every process and removes its folder', async (t) => {
+    const m = createStateManager('redis', { redis: { spawnCluster: { masters: 3, replicas: 0 } } }) as RedisStateManager;
+    t.teardown(() => m.close());
+    const r = await new StateManagerMover(m).move(w.context(12, 'vnf1', 'vnf2'), new AbortController().signal);
+    t.equal(r.records, 3);
+    const own = m.spawnedCluster!;
+    t.equal(own.nodes.length, 3, '3 masters, no replica');
+    t.match(m.endpoint, /^cluster 127\.0\.0\.1:\d+,127\.0\.0\.1:\d+,127\.0\.0\.1:\d+$/);
+    for (const n of own.nodes) t.ok(existsSync(`/proc/${n.pid}`), `node ${n.address} running (pid ${n.pid})`);
+    await m.close();
+    for (const n of own.nodes) t.notOk(existsSync(`/proc/${n.pid}`), `node ${n.address} stopped`);
+    t.notOk(existsSync(own.dir), `${own.dir} removed`);
   });
 });
 

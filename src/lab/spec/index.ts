@@ -59,7 +59,7 @@ export function parseSpec(text: string, format: SpecFormat): unknown {
 
 // ---------------------------------------------------------------- validation
 
-const TOP_ORDER = ['$schema', 'name', 'description', 'target', 'state', 'hosts', 'switches', 'vnfs', 'links', 'rules'];
+const TOP_ORDER = ['$schema', 'name', 'description', 'target', 'state', 'redis', 'hosts', 'switches', 'vnfs', 'links', 'rules'];
 
 /** document order: top-level field, then element index; stable within */
 function sortIssues(issues: RawIssue[]): RawIssue[] {

@@ -81,6 +81,19 @@ export function semanticIssues(raw: unknown): RawIssue[] {
     issues.push({ at, message });
   };
 
+  // ---------------------------------------------------------------- redis
+  const redis = asObject(root['redis']);
+  if (redis) {
+    if (redis['url'] !== undefined && redis['cluster'] !== undefined) add(['redis', 'cluster'], 'give url (one server) or cluster (a Redis Cluster), not both');
+    if (redis['failoverMs'] !== undefined && redis['cluster'] === undefined) add(['redis', 'failoverMs'], 'only for a cluster (one server has no failover to wait for)');
+    const cl = asArray(redis['cluster']);
+    cl?.forEach((a, i) => {
+      const s = asString(a);
+      const port = s === undefined ? NaN : Number(s.slice(s.lastIndexOf(':') + 1));
+      if (s !== undefined && /:[0-9]{1,5}$/.test(s) && !(port >= 1 && port <= 65535)) add(['redis', 'cluster', i], `port ${port} is not 1-65535`);
+    });
+  }
+
   // ---------------------------------------------------------------- nodes
   const nodes = new Map<string, NodeInfo>();
   /** every node's name is known: "no such node" is then a real finding, not a follow-on error */
@@ -426,6 +439,7 @@ export function normalize(input: LabSpecInput): LabSpec {
     name: input.name,
     target: input.target ?? DEFAULTS.target,
     state: input.state ?? DEFAULTS.state,
+    ...(input.redis === undefined ? {} : { redis: structuredClone(input.redis) }),
     hosts: input.hosts.map((h) => ({ name: h.name, ip: h.ip, mac: h.mac !== undefined ? normalizeMac(h.mac)! : macFromIpv4(parseCidr(h.ip)!.addr) })),
     switches: input.switches.map((s) => ({ name: s.name })),
     vnfs: (input.vnfs ?? []).map((v) => ({

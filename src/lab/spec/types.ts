@@ -129,11 +129,26 @@ export interface ExactRuleSpec {
 
 export type RuleSpec = WildcardRuleSpec | ExactRuleSpec;
 
+/**
+ * The Redis of `state: redis`: one server (url), an existing Redis Cluster
+ * (cluster: some of its nodes), or a private cluster the lab starts
+ * (cluster: { masters, replicas }). Without it: a private redis-server.
+ */
+export interface RedisSpec {
+  url?: string;
+  cluster?: string[] | { masters?: number; replicas?: number };
+  keyPrefix?: string;
+  timeoutMs?: number;
+  failoverMs?: number;
+}
+
 export interface LabSpec {
   name: string;
   description?: string;
   target: Target;
   state: StateBackend;
+  /** only when the input had it */
+  redis?: RedisSpec;
   hosts: HostSpec[];
   switches: SwitchSpec[];
   vnfs: VnfSpec[];
@@ -193,6 +208,7 @@ export interface LabSpecInput {
   description?: string;
   target?: Target;
   state?: StateBackend;
+  redis?: RedisSpec;
   hosts: HostInput[];
   switches: SwitchSpec[];
   vnfs?: VnfInput[];
