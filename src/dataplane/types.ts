@@ -267,8 +267,53 @@ export interface AgentControl {
 /** Which flows' state: every flow a rule match covers (data, so it can cross to another host), or all. */
 export type FlowSelection = 'all' | readonly RuleMatch[];
 
+/** Whether one flow is in a selection. Testing many flows against one selection: compileSelection. */
 export function selects(sel: FlowSelection, flow: FlowKey): boolean {
   return sel === 'all' || sel.some((m) => matchCovers(m, flow, ipv4Number));
+}
+
+/** A FlowSelection compiled once, tested per flow (the same answer as `selects`). */
+export type FlowMatcher = (flow: FlowKey) => boolean;
+
+/**
+ * Compiles a selection for testing many flows: its exact matches become one
+ * hash set of flow keys, its wildcards pre-parsed masks and ports, so a test
+ * costs one set look-up plus one check per wildcard instead of one check per
+ * match (a handover of 10,000 exact rules over 100,000 records would
+ * otherwise make 10^9 comparisons).
+ */
+export function compileSelection(sel: FlowSelection): FlowMatcher {
+  if (sel === 'all') return () => true;
+  const exact = new Set<string>();
+  const wild: { saddr: number; smask: number; daddr: number; dmask: number; sport: number; dport: number; proto: number }[] = [];
+  for (const m of sel) {
+    if (m.kind === 'exact') exact.add(exactKey(m.flow));
+    else {
+      const s = parsePrefix(m.src, ipv4Number);
+      const d = parsePrefix(m.dst, ipv4Number);
+      wild.push({ saddr: s.addr, smask: s.mask, daddr: d.addr, dmask: d.mask, sport: m.sport ?? 0, dport: m.dport ?? 0, proto: m.proto ?? 0 });
+    }
+  }
+  if (wild.length === 0) return (f) => exact.has(exactKey(f));
+  return (f) => {
+    if (exact.size > 0 && exact.has(exactKey(f))) return true;
+    const src = ipv4Number(f.src);
+    const dst = ipv4Number(f.dst);
+    for (const w of wild)
+      if (
+        ((src & w.smask) >>> 0) === w.saddr &&
+        ((dst & w.dmask) >>> 0) === w.daddr &&
+        (w.sport === 0 || w.sport === f.sport) &&
+        (w.dport === 0 || w.dport === f.dport) &&
+        (w.proto === 0 || w.proto === f.proto)
+      )
+        return true;
+    return false;
+  };
+}
+
+function exactKey(f: FlowKey): string {
+  return `${f.proto}/${f.src}:${f.sport}>${f.dst}:${f.dport}`;
 }
 
 /** The VNFs' per-flow state records, where the instance's host reaches them. */

@@ -5,8 +5,7 @@
  * management solution.
  */
 import type { FlowKey, FlowSelection, Rule, VnfStateStore } from '../dataplane/types.js';
-import { matchCovers } from '../dataplane/types.js';
-import { ipv4Number } from '../net/frame.js';
+import { compileSelection } from '../dataplane/types.js';
 import { flowKeyString } from '../state/flow-key.js';
 
 export interface HandoverCounts {
@@ -56,7 +55,7 @@ export interface StateMoveResult {
 }
 
 export function ruleCovers(rules: readonly Rule[]): (flow: FlowKey) => boolean {
-  return (flow) => rules.some((r) => matchCovers(r.match, flow, ipv4Number));
+  return compileSelection(rules.map((r) => r.match));
 }
 
 /**

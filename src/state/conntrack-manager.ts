@@ -29,7 +29,7 @@
  */
 import { execFile } from 'node:child_process';
 import type { FlowKey, RuleMatch } from '../dataplane/types.js';
-import { selects } from '../dataplane/types.js';
+import { compileSelection } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 import { flowKeyString } from './flow-key.js';
 import { emptyStats, StateError, abortable, type Departure, type StateManager, type StateManagerStats } from './types.js';
@@ -226,6 +226,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
     const sel = ctx.selection;
     const queries = sel === 'all' ? [['-L']] : sel.flatMap((m) => queriesFor(m));
     const found = new Map<string, ConntrackEntry>();
+    const selected = compileSelection(sel);
     // the look-ups are independent: all at once
     const outs = await Promise.all(queries.map((q) => this.run(instance, [...q, '-o', 'extended'], { allowMissing: true, ...(signal === undefined ? {} : { signal }) })));
     for (const out of outs) {
@@ -233,7 +234,7 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
         const e = line.trim() === '' ? undefined : parseConntrackLine(line);
         if (e === undefined) continue;
         // exactly the covered flows: the tool's filters are coarser for wildcard ports and wide reply prefixes
-        if (!selects(sel, e.orig) && !selects(sel, e.reply)) continue;
+        if (!selected(e.orig) && !selected(e.reply)) continue;
         found.set(flowKeyString(e.orig), e);
       }
     }

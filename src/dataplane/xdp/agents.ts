@@ -26,6 +26,7 @@ import { deleteLink, linkExists, linkMac, rxQueueCount } from '../../net/iproute
 import { netdevDrops, interfaceDrops } from '../../net/netdev-stats.js';
 import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
+  SHARP_DEFAULT_VNF_FLOWS,
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
   sharpFlowKeyCodec,
@@ -49,8 +50,8 @@ import {
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
-import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
-import type { XdpInstance } from './topology.js';
+import { compileSelection, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
+import { tableSize, VNF_FLOWS_LIMIT, type XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
 import { ReplayLossCounter } from './replay-losses.js';
 import { macBytes } from '../../net/frame.js';
@@ -237,7 +238,11 @@ export class XdpAgentSet {
     const agent = spec.load();
     let vnf: BpfCollection | undefined;
     try {
-      if (xdpVnf !== undefined) vnf = BpfObjectSpec.open(path.join(o.objectsDir, xdpVnf.object)).load();
+      if (xdpVnf !== undefined) {
+        const vnfSpec = BpfObjectSpec.open(path.join(o.objectsDir, xdpVnf.object));
+        if (inst.vnfFlows !== undefined) vnfSpec.setMaxEntries('flow_state', tableSize(`instance ${inst.name}: vnfFlows`, inst.vnfFlows, SHARP_DEFAULT_VNF_FLOWS, 1, VNF_FLOWS_LIMIT));
+        vnf = vnfSpec.load();
+      }
     } catch (e) {
       agent.close();
       throw e;
@@ -596,11 +601,12 @@ export class XdpAgentSet {
   async exportState(name: string, select: FlowSelection): Promise<FlowStateEntry[]> {
     const m = this.#flowState(name);
     if (m === undefined) return [];
-    const { keys, values } = m.lookupBatch();
+    const { keys, values } = m.lookupBatch(4096);
+    const selected = compileSelection(select);
     const out: FlowStateEntry[] = [];
     keys.forEach((k, i) => {
       const flow = flowKeyFromAbi(sharpFlowKeyCodec.decode(k));
-      if (selects(select, flow)) out.push({ flow, value: values[i]! });
+      if (selected(flow)) out.push({ flow, value: values[i]! });
     });
     return out;
   }
@@ -611,16 +617,24 @@ export class XdpAgentSet {
       if (entries.length > 0) throw new DataPlaneError(`${name} runs a stack VNF (kind ${this.#instance(name).spec.kind ?? 'counter'}): it has no per-flow map to import ${entries.length} entries into`);
       return;
     }
-    m.updateBatch(
-      entries.map((e) => sharpFlowKeyCodec.encode(flowKeyToAbi(e.flow))),
-      entries.map((e) => e.value),
-    );
+    try {
+      m.updateBatch(
+        entries.map((e) => sharpFlowKeyCodec.encode(flowKeyToAbi(e.flow))),
+        entries.map((e) => e.value),
+      );
+    } catch (e) {
+      // a full hash map refuses new elements with E2BIG
+      if (e instanceof BpfError && e.code === 'E2BIG')
+        throw new VnfStateFullError(name, m.info.maxEntries, entries.length, { cause: e });
+      throw e;
+    }
   }
 
   async deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
     const m = this.#flowState(name);
     if (m === undefined) return;
-    for (const f of flows) m.delete(sharpFlowKeyCodec.encode(flowKeyToAbi(f)));
+    // flows it has no record of are no error (as one delete each was not)
+    m.deletePresentBatch(flows.map((f) => sharpFlowKeyCodec.encode(flowKeyToAbi(f))));
   }
 
   /** The loaded objects of an instance (tests and the lab inspect them). */
@@ -694,5 +708,18 @@ export class XdpAgentSet {
         if (this.#store.get(VNF_KIND, name) !== undefined) this.#store.unpin(VNF_KIND, name);
       }
     }
+  }
+}
+
+/** An import that does not fit the VNF's flow_state map. */
+export class VnfStateFullError extends DataPlaneError {
+  override name = 'VnfStateFullError';
+  constructor(
+    readonly instance: string,
+    readonly maxEntries: number,
+    readonly importing: number,
+    options?: ErrorOptions,
+  ) {
+    super(`${instance}: its VNF's flow_state map holds at most ${maxEntries} flow records (vnfFlows), and importing ${importing} would exceed it (the records imported before it stay)`, options);
   }
 }

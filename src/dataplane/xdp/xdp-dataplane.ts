@@ -57,7 +57,7 @@ import {
   type RuleAction,
   type WildcardMatch,
 } from '../types.js';
-import type { XdpSwitch, XdpTopology } from './topology.js';
+import { tableSize, SHARP_MAX_RULES_LIMIT, type XdpSwitch, type XdpTopology } from './topology.js';
 import { XdpAgentSet, flowKeyToAbi, flowKeyFromAbi, type XdpPinning } from './agents.js';
 import { claimXdpHook, PinMismatchError, type JsonValue, type PinnedObjectRecord } from '../../node/pins.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
@@ -261,6 +261,9 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'switch.bpf.o'));
     // ports is an array indexed by ifindex
     spec.setMaxEntries('ports', Math.max(SHARP_DEFAULT_MAX_IFINDEX, ...ifindexes.map((i) => i + 1)));
+    // rule_stats is indexed by rule id: every table keyed by rule or holding one per rule has the same size
+    const maxRules = tableSize(`switch ${sw.name}: maxRules`, sw.maxRules, SHARP_DEFAULT_MAX_RULES, 2, SHARP_MAX_RULES_LIMIT);
+    for (const m of ['rules_exact', 'rule_actions', 'rule_stats']) spec.setMaxEntries(m, maxRules);
     const coll = spec.load();
     const loaded: LoadedSwitch = { spec: sw, coll, links: [], slots: new Map(), wild: [] };
     this.#switches.set(sw.name, loaded);
@@ -320,7 +323,9 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
   async addRule(r: Omit<Rule, 'id'> & { id?: number }): Promise<Rule> {
     const sw = this.#switch(r.switch);
     const id = r.id ?? this.#nextRuleId;
-    if (!Number.isInteger(id) || id < 1 || id >= SHARP_DEFAULT_MAX_RULES) throw new RuleError(`rule id ${id} out of range 1..${SHARP_DEFAULT_MAX_RULES - 1}`);
+    // the loaded table's size (an adopted switch's is the one it was loaded with)
+    const maxRules = sw.coll.map('rule_stats').info.maxEntries;
+    if (!Number.isInteger(id) || id < 1 || id >= maxRules) throw new RuleError(`rule id ${id} out of range 1..${maxRules - 1} (switch ${r.switch}'s maxRules is ${maxRules})`);
     if (this.#rules.has(id)) throw new RuleError(`rule id ${id} exists already`);
     const rule: Rule = { id, switch: r.switch, match: r.match, action: r.action };
     const action = this.#encodeAction(sw, r.action);
