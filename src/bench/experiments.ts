@@ -248,6 +248,16 @@ export async function runExperiment(name: ExperimentName, o: ExperimentOptions):
       };
       return { ...base, rows: [row], plots: {} };
     }
+    case 'manyflows': {
+      const { benchManyFlows } = await import('./many-flows.js');
+      const r = await benchManyFlows({
+        objectsDir: o.objectsDir,
+        prefix: `${o.prefix ?? `sharp-exp${process.pid}`}-mf`,
+        ...(o.quick ? { exactFlows: 2000, wildcardFlows: 20_000 } : {}),
+        ...(o.progress === undefined ? {} : { progress: o.progress }),
+      });
+      return { ...base, rows: [r.figures], plots: {} };
+    }
     case 'wildcard': {
       const rows = await wildcardSweep(o);
       return {
