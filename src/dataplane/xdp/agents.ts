@@ -159,8 +159,11 @@ function untilNotInterrupted<T>(run: () => T): T {
   }
 }
 
+/** the key's padding: only read by the encoder, so one buffer serves every key */
+const KEY_PAD = Buffer.alloc(3);
+
 export function flowKeyToAbi(f: FlowKey): SharpFlowKey {
-  return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: Buffer.alloc(3) };
+  return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: KEY_PAD };
 }
 
 export function flowKeyFromAbi(k: SharpFlowKey): FlowKey {
