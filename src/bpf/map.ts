@@ -249,7 +249,7 @@ export class TypedMap<K, V> {
 }
 
 /** How many elements a failed batch call processed (the addon puts it on the native error, the cause of the typed one). */
-function batchCompleted(e: unknown): number | undefined {
+export function batchCompleted(e: unknown): number | undefined {
   const c = e instanceof Error ? (e.cause as { completed?: unknown } | undefined)?.completed : undefined;
   return typeof c === 'number' ? c : undefined;
 }

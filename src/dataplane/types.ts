@@ -52,6 +52,11 @@ export interface RuleAction {
   handoverId: number;
 }
 
+export interface RuleActionUpdate {
+  id: number;
+  action: RuleAction;
+}
+
 export interface Rule {
   id: number;
   switch: string;
@@ -208,6 +213,13 @@ export interface SwitchControl {
   rules(): Rule[];
   /** Replaces a rule's action atomically: a packet sees the old or the new action, never a mix. */
   setRuleAction(id: number, action: RuleAction): Promise<void>;
+  /**
+   * setRuleAction for many rules in one call (a handover of 10,000 exact
+   * rules routes them all at each step): each replacement as atomic as
+   * setRuleAction's, in order; a failure leaves the ones before the failed
+   * one done. Absent: the engine calls setRuleAction per rule.
+   */
+  setRuleActions?(updates: readonly RuleActionUpdate[]): Promise<void>;
   ruleCounters(id: number): Promise<Counter>;
   portCounters(sw: string): Promise<PortCounters[]>;
   /** marked packets a switch sent for a handover (summed over CPUs) */

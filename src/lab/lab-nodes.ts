@@ -32,6 +32,7 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type RuleActionUpdate,
 } from '../dataplane/types.js';
 import type { NodeConfig } from '../node/config.js';
 import { DEFAULT_VNF_KIND } from '../node/vnf-kinds.js';
@@ -213,6 +214,11 @@ export class NodeLabDataPlane implements DataPlane {
   }
   setRuleAction(id: number, a: RuleAction): Promise<void> {
     return this.#d.switchControl.setRuleAction(id, a);
+  }
+  async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
+    const sc = this.#d.switchControl;
+    if (sc.setRuleActions !== undefined) return sc.setRuleActions(updates);
+    for (const u of updates) await sc.setRuleAction(u.id, u.action);
   }
   ruleCounters(id: number): Promise<Counter> {
     return this.#d.switchControl.ruleCounters(id);

@@ -11,6 +11,10 @@ import { runExactScenario, runWildcardScenario, stepDurations, addExactRules, op
 import { compileSelection, selects, type FlowSelection, type FlowKey } from '../../src/dataplane/types.js';
 import { VnfStateFullError } from '../../src/dataplane/xdp/agents.js';
 import { TopologyLimitError } from '../../src/dataplane/xdp/topology.js';
+import type { XdpDataPlane } from '../../src/dataplane/xdp/xdp-dataplane.js';
+import { Phase } from '../../src/dataplane/types.js';
+import { sharpExactRuleCodec, sharpRuleActionCodec } from '../../src/generated/abi.js';
+import { u32 } from '../../src/bpf/index.js';
 
 function assertMoved(t: Test, r: ManyFlowsRun): void {
   const h = r.result;
@@ -95,4 +99,27 @@ t.test('a compiled selection selects exactly what selects() does', async (t) => 
     t.equal(flows.filter((f) => m(f)).length, want, `${sel === 'all' ? 'all' : `${sel.length} matches`}: ${want} flows`);
     t.ok(flows.every((f) => m(f) === selects(sel, f)), 'flow by flow the same');
   }
+});
+
+t.test('setRuleActions replaces many actions in one call, exact and wildcard; a bad update is refused before any applies', async (t) => {
+  const lab = await openManyFlowsLab({ objectsDir, prefix: `${uniqueName('mfa')}-`, maxRules: 256, vnfFlows: 100 });
+  t.teardown(() => lab.close());
+  const { rules } = await addExactRules(lab.dp, 50);
+  const wild = lab.dp.rules().filter((r) => r.match.kind === 'wildcard' && r.action.outPort === 's1-vnf1')[0]!;
+  const to = (id: number): string => (lab.dp.getRule(id)!.switch === 's1' ? 's1-vnf2' : 's2-vnf2');
+  const ids = [...rules, wild.id];
+  const dp = lab.dp as XdpDataPlane;
+  await dp.setRuleActions(ids.map((id) => ({ id, action: { outPort: to(id), phase: Phase.PRE, handoverId: 7 } })));
+  t.ok(
+    ids.every((id) => lab.dp.getRule(id)!.action.outPort === to(id) && lab.dp.getRule(id)!.action.phase === Phase.PRE),
+    'the data plane reports every new action',
+  );
+  // what the switch's tables hold, read back from the kernel
+  const s1 = dp.switchObject('s1');
+  const exactActions = [...s1.map('rules_exact').entries()].map(([, v]) => sharpRuleActionCodec.decode(sharpExactRuleCodec.decode(v).action));
+  t.equal(exactActions.length, 50);
+  t.ok(exactActions.every((a) => a.phase === Phase.PRE && a.hid === 7), 'every exact entry of s1 is marked PRE, handover 7');
+  t.equal(sharpRuleActionCodec.decode(s1.map('rule_actions').lookup(u32.encode(wild.id))!).phase, Phase.PRE, "the wildcard rule's action too");
+  await t.rejects(dp.setRuleActions([{ id: rules[0]!, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } }, { id: rules[1]!, action: { outPort: 'nowhere', phase: Phase.NONE, handoverId: 0 } }]), /no port 'nowhere'/);
+  t.equal(lab.dp.getRule(rules[0]!)!.action.phase, Phase.PRE, 'the good update before the bad one was not applied');
 });

@@ -14,6 +14,7 @@ import {
   xdpMd,
   u32,
   MapUpdate,
+  batchCompleted,
   RingBufferReader,
   BpfError,
   cpuBarrier,
@@ -55,6 +56,7 @@ import {
   type DivertedFrame,
   type Rule,
   type RuleAction,
+  type RuleActionUpdate,
   type WildcardMatch,
 } from '../types.js';
 import { tableSize, SHARP_MAX_RULES_LIMIT, type XdpSwitch, type XdpTopology } from './topology.js';
@@ -408,6 +410,40 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     rule.action = { ...action };
   }
 
+  async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
+    // everything encoded first: a bad rule or port is refused before anything changes
+    const encoded = updates.map((u) => {
+      const rule = this.#rules.get(u.id);
+      if (rule === undefined) throw new RuleError(`no rule ${u.id}`);
+      const sw = this.#switch(rule.switch);
+      const action = this.#encodeAction(sw, u.action);
+      return rule.match.kind === 'exact'
+        ? { rule, next: u.action, map: sw.coll.map('rules_exact'), key: sharpFlowKeyCodec.encode(flowKeyToAbi(rule.match.flow)), value: sharpExactRuleCodec.encode({ rule_id: u.id, action }) }
+        : { rule, next: u.action, map: sw.coll.map('rule_actions'), key: u32.encode(u.id), value: action };
+    });
+    // runs of consecutive updates of one table: one BPF_MAP_UPDATE_BATCH each, in order (each
+    // element replaced as one hash update, as setRuleAction does). The batch takes no BPF_EXIST
+    // (elem_flags allows BPF_F_LOCK only): that every rule exists was checked above, and nothing
+    // deletes one in between (this process owns the tables)
+    for (let at = 0; at < encoded.length; ) {
+      let end = at + 1;
+      while (end < encoded.length && encoded[end]!.map === encoded[at]!.map) end++;
+      const run = encoded.slice(at, end);
+      try {
+        run[0]!.map.updateBatch(
+          run.map((e) => e.key),
+          run.map((e) => e.value),
+        );
+      } catch (e) {
+        const done = batchCompleted(e) ?? 0;
+        for (const x of run.slice(0, done)) x.rule.action = { ...x.next };
+        throw new RuleError(`rule ${run[done]?.rule.id ?? '?'}: its action could not be replaced (${e instanceof Error ? e.message : String(e)}); the ${at + done} updates before it are done`, { cause: e });
+      }
+      for (const x of run) x.rule.action = { ...x.next };
+      at = end;
+    }
+  }
+
   async ruleCounters(id: number): Promise<Counter> {
     const rule = this.#rules.get(id);
     if (rule === undefined) throw new RuleError(`no rule ${id}`);
@@ -590,3 +626,4 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     if (store.list().length === 0) store.detach();
   }
 }
+
