@@ -18,7 +18,7 @@ import { openLab, type OpenedLab } from '../lab/open-lab.js';
 import { installRules } from '../lab/netns-lab.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { VnfMapStateMover } from '../handover/state-mover.js';
-import { compileSelection, selects, Phase, type FlowKey, type FlowSelection, type FlowStateEntry, type RuleMatch } from '../dataplane/types.js';
+import { compileSelection, selects, localDeployment, Phase, type SwitchControl, type RuleAction, type RuleActionUpdate, type FlowKey, type FlowSelection, type FlowStateEntry, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { sharpVnfFlowStateCodec, sharpFlowKeyCodec } from '../generated/abi.js';
@@ -183,6 +183,8 @@ export interface ManyFlowsRun {
   state: { atNew: number; atOld: number; importedIntact: number };
   /** records the handover was expected to move */
   expectedRecords: number;
+  /** the rule action updates the handover made: calls to the switch control and the time in them */
+  actions: ActionStats;
   /** bystander records still at A (all of them expected) */
   bystandersAtOld: number;
   bystanders: number;
@@ -197,6 +199,42 @@ export interface ScenarioOptions {
   pps: number;
   /** records imported at A that no rule moves */
   bystanders?: number;
+  /** hide the data plane's setRuleActions: the engine makes one setRuleAction call per rule (as before it existed) */
+  perRuleActions?: boolean;
+}
+
+export interface ActionStats {
+  calls: number;
+  updates: number;
+  ms: number;
+}
+
+/**
+ * The data plane's switch control, every rule action update counted and
+ * timed; `perRule`: without setRuleActions.
+ */
+function timedSwitchControl(dp: OpenedLab['dp'], perRule: boolean): { switchControl: SwitchControl; stats: ActionStats } {
+  const stats: ActionStats = { calls: 0, updates: 0, ms: 0 };
+  const time = async (n: number, p: () => Promise<void>): Promise<void> => {
+    const a = performance.now();
+    try {
+      await p();
+    } finally {
+      stats.ms += performance.now() - a;
+      stats.calls++;
+      stats.updates += n;
+    }
+  };
+  const batch = dp.setRuleActions?.bind(dp);
+  const switchControl = new Proxy(dp as SwitchControl, {
+    get(target, prop) {
+      if (prop === 'setRuleAction') return (id: number, a: RuleAction) => time(1, () => target.setRuleAction(id, a));
+      if (prop === 'setRuleActions') return perRule || batch === undefined ? undefined : (u: readonly RuleActionUpdate[]) => time(u.length, () => batch(u));
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { switchControl, stats };
 }
 
 async function runScenario(
@@ -214,14 +252,15 @@ async function runScenario(
     traffic.start(o.pps);
     // every sampled flow has state at A before the move
     await sleep(300);
-    const engine = new HandoverEngine(lab.dp, { mover: new VnfMapStateMover(), timeoutMs: 120_000 });
+    const timed = timedSwitchControl(lab.dp, o.perRuleActions === true);
+    const engine = new HandoverEngine({ ...localDeployment(lab.dp), switchControl: timed.switchControl }, { mover: new VnfMapStateMover(), timeoutMs: 120_000 });
     const result = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 2 * o.pps, expectedStateMs, stateTimeoutMs: 60_000 });
     await sleep(200);
     const report = await traffic.stop();
     const state = await stateWhere(lab.dp, movingFlows, imported);
     const bystanderKeys = compileSelection(bystanders.map((e): RuleMatch => ({ kind: 'exact', flow: e.flow })));
     const bystandersAtOld = (await lab.dp.exportState('vnf1', 'all')).filter((e) => bystanderKeys(e.flow)).length;
-    return { result, traffic: report, state, expectedRecords: movingFlows.length, bystandersAtOld, bystanders: bystanders.length };
+    return { result, traffic: report, state, expectedRecords: movingFlows.length, bystandersAtOld, bystanders: bystanders.length, actions: timed.stats };
   } finally {
     traffic.close();
   }
@@ -327,8 +366,11 @@ export function runFigures(name: string, r: ManyFlowsRun): Record<string, number
     [`manyflows.${name}.stateMs`]: round(r.result.stateMs),
     [`manyflows.${name}.lost`]: r.traffic.forward.lost + r.traffic.reverse.lost,
     [`manyflows.${name}.stampMismatches`]: r.traffic.forward.stampMismatches + r.traffic.reverse.stampMismatches,
+    [`manyflows.${name}.actionCalls`]: r.actions.calls,
+    [`manyflows.${name}.actionMs`]: round(r.actions.ms),
   };
   for (const [step, ms] of Object.entries(stepDurations(r.result))) out[`manyflows.${name}.stepMs.${step}`] = round(ms);
+  for (const [phase, ms] of Object.entries(r.result.state?.phaseMs ?? {})) out[`manyflows.${name}.moveMs.${phase}`] = round(ms);
   return out;
 }
 
@@ -353,6 +395,8 @@ export interface ManyFlowsBenchOptions {
 
 export interface ManyFlowsBench {
   exact: ManyFlowsRun;
+  /** the exact request again, the engine calling setRuleAction per rule */
+  exactPerRule: ManyFlowsRun;
   wildcard: ManyFlowsRun;
   /** the exact request's selection over its records, and the wildcard's over its records */
   exactSelection: SelectionCost;
@@ -371,10 +415,15 @@ export async function benchManyFlows(o: ManyFlowsBenchOptions): Promise<ManyFlow
     o.progress?.(
       `${what}: ${r.result.outcome} in ${r.result.durationMs.toFixed(0)} ms, ${r.result.state?.records ?? 0} records; ${Object.entries(stepDurations(r.result))
         .map(([s, ms]) => `${s} ${ms.toFixed(1)}`)
-        .join(', ')} ms`,
+        .join(', ')} ms; the move: ${Object.entries(r.result.state?.phaseMs ?? {})
+        .map(([s, ms]) => `${s} ${ms.toFixed(1)}`)
+        .join(', ')} ms; rule actions: ${r.actions.updates} updates in ${r.actions.calls} calls, ${r.actions.ms.toFixed(1)} ms`,
     );
   const exact = await runExactScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}x-`, flowsPerDirection: Math.ceil(exactFlows / 2), ...sample });
   say(exact, `${exact.result.rules.length} exact rules`);
+  // the same with one setRuleAction call per rule, as the engine did before setRuleActions
+  const exactPerRule = await runExactScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}p-`, flowsPerDirection: Math.ceil(exactFlows / 2), ...sample, perRuleActions: true });
+  say(exactPerRule, `${exactPerRule.result.rules.length} exact rules, one setRuleAction call per rule`);
   const wildcard = await runWildcardScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}w-`, flows: wildFlows, ...sample });
   say(wildcard, `a wildcard rule pair, ${wildFlows} flows + ${2 * sample.sampleFlows} sampled`);
   // the same selections over the same records, outside the handover
@@ -397,6 +446,7 @@ export async function benchManyFlows(o: ManyFlowsBenchOptions): Promise<ManyFlow
   o.progress?.(`deleting ${deletion.records} flow_state records: one key per call ${deletion.perKeyMs} ms, BPF_MAP_DELETE_BATCH ${deletion.batchMs} ms`);
   const figures: Record<string, number | string> = {
     ...runFigures('exact', exact),
+    ...runFigures('exactPerRule', exactPerRule),
     ...runFigures('wildcard', wildcard),
     'manyflows.select.exact.perMatchMs': exactSelection.perMatchMs,
     'manyflows.select.exact.compiledMs': exactSelection.compiledMs,
@@ -406,5 +456,5 @@ export async function benchManyFlows(o: ManyFlowsBenchOptions): Promise<ManyFlow
     'manyflows.delete.perKeyMs': deletion.perKeyMs,
     'manyflows.delete.batchMs': deletion.batchMs,
   };
-  return { exact, wildcard, exactSelection, wildcardSelection, deletion, figures };
+  return { exact, exactPerRule, wildcard, exactSelection, wildcardSelection, deletion, figures };
 }

@@ -297,27 +297,33 @@ export type FlowMatcher = (flow: FlowKey) => boolean;
 export function compileSelection(sel: FlowSelection): FlowMatcher {
   if (sel === 'all') return () => true;
   const exact = new Set<string>();
+  for (const m of sel) if (m.kind === 'exact') exact.add(exactKey(m.flow));
+  const wild = compileWildcards(sel);
+  if (wild === undefined) return (f) => exact.has(exactKey(f));
+  return (f) => (exact.size > 0 && exact.has(exactKey(f))) || wild(ipv4Number(f.src), ipv4Number(f.dst), f.sport, f.dport, f.proto);
+}
+
+/** A flow's fields as numbers: addresses host order. */
+export type NumericFlowMatcher = (src: number, dst: number, sport: number, dport: number, proto: number) => boolean;
+
+/** The wildcard matches of a selection as one test on a flow's numbers (prefixes pre-parsed); undefined when it has none. */
+export function compileWildcards(matches: readonly RuleMatch[]): NumericFlowMatcher | undefined {
   const wild: { saddr: number; smask: number; daddr: number; dmask: number; sport: number; dport: number; proto: number }[] = [];
-  for (const m of sel) {
-    if (m.kind === 'exact') exact.add(exactKey(m.flow));
-    else {
-      const s = parsePrefix(m.src, ipv4Number);
-      const d = parsePrefix(m.dst, ipv4Number);
-      wild.push({ saddr: s.addr, smask: s.mask, daddr: d.addr, dmask: d.mask, sport: m.sport ?? 0, dport: m.dport ?? 0, proto: m.proto ?? 0 });
-    }
+  for (const m of matches) {
+    if (m.kind !== 'wildcard') continue;
+    const s = parsePrefix(m.src, ipv4Number);
+    const d = parsePrefix(m.dst, ipv4Number);
+    wild.push({ saddr: s.addr, smask: s.mask, daddr: d.addr, dmask: d.mask, sport: m.sport ?? 0, dport: m.dport ?? 0, proto: m.proto ?? 0 });
   }
-  if (wild.length === 0) return (f) => exact.has(exactKey(f));
-  return (f) => {
-    if (exact.size > 0 && exact.has(exactKey(f))) return true;
-    const src = ipv4Number(f.src);
-    const dst = ipv4Number(f.dst);
+  if (wild.length === 0) return undefined;
+  return (src, dst, sport, dport, proto) => {
     for (const w of wild)
       if (
         ((src & w.smask) >>> 0) === w.saddr &&
         ((dst & w.dmask) >>> 0) === w.daddr &&
-        (w.sport === 0 || w.sport === f.sport) &&
-        (w.dport === 0 || w.dport === f.dport) &&
-        (w.proto === 0 || w.proto === f.proto)
+        (w.sport === 0 || w.sport === sport) &&
+        (w.dport === 0 || w.dport === dport) &&
+        (w.proto === 0 || w.proto === proto)
       )
         return true;
     return false;

@@ -50,7 +50,7 @@ import {
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
-import { compileSelection, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
+import { compileWildcards, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
 import { tableSize, VNF_FLOWS_LIMIT, type XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
 import { ReplayLossCounter } from './replay-losses.js';
@@ -168,6 +168,25 @@ export function flowKeyToAbi(f: FlowKey): SharpFlowKey {
 
 export function flowKeyFromAbi(k: SharpFlowKey): FlowKey {
   return { src: ipv4String(k.saddr), dst: ipv4String(k.daddr), sport: k.sport, dport: k.dport, proto: k.proto };
+}
+
+/**
+ * A selection compiled against the flow_state map's raw keys: exact
+ * matches by their key bytes, wildcards on the key's numbers; only the
+ * records selected become FlowKeys (a move of 100,000 records tests every
+ * record of the map).
+ */
+function rawKeySelection(sel: FlowSelection): (key: Buffer) => boolean {
+  if (sel === 'all') return () => true;
+  const exact = new Set<string>();
+  for (const m of sel) if (m.kind === 'exact') exact.add(sharpFlowKeyCodec.encode(flowKeyToAbi(m.flow)).toString('latin1'));
+  const wild = compileWildcards(sel);
+  return (k) => {
+    if (exact.size > 0 && exact.has(k.toString('latin1'))) return true;
+    if (wild === undefined) return false;
+    const f = sharpFlowKeyCodec.decode(k);
+    return wild(f.saddr, f.daddr, f.sport, f.dport, f.proto);
+  };
 }
 
 export class XdpAgentSet {
@@ -605,11 +624,10 @@ export class XdpAgentSet {
     const m = this.#flowState(name);
     if (m === undefined) return [];
     const { keys, values } = m.lookupBatch(4096);
-    const selected = compileSelection(select);
+    const selected = rawKeySelection(select);
     const out: FlowStateEntry[] = [];
     keys.forEach((k, i) => {
-      const flow = flowKeyFromAbi(sharpFlowKeyCodec.decode(k));
-      if (selected(flow)) out.push({ flow, value: values[i]! });
+      if (selected(k)) out.push({ flow: flowKeyFromAbi(sharpFlowKeyCodec.decode(k)), value: values[i]! });
     });
     return out;
   }
