@@ -256,7 +256,8 @@ export async function runExperiment(name: ExperimentName, o: ExperimentOptions):
         ...(o.quick ? { exactFlows: 2000, wildcardFlows: 20_000 } : {}),
         ...(o.progress === undefined ? {} : { progress: o.progress }),
       });
-      return { ...base, rows: [r.figures], plots: {} };
+      // one row per figure: the bench.json keys and their values
+      return { ...base, rows: Object.entries(r.figures).map(([figure, value]) => ({ figure, value })), plots: {} };
     }
     case 'wildcard': {
       const rows = await wildcardSweep(o);

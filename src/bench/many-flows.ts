@@ -42,6 +42,8 @@ export interface ManyFlowsLabOptions {
   /** records each VNF's flow_state map must hold */
   vnfFlows: number;
   ringCapacity?: number;
+  /** 'in-process' (default): the data plane in this process; 'nodes': a node daemon per switch and instance, every call over the node API */
+  via?: 'in-process' | 'nodes';
 }
 
 /** The standard lab, in process, its rule tables and flow_state maps sized for the run. */
@@ -51,7 +53,7 @@ export async function openManyFlowsLab(o: ManyFlowsLabOptions): Promise<OpenedLa
   spec.vnfs = spec.vnfs.map((v) => ({ ...v, vnfFlows: o.vnfFlows }));
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-manyflows-'));
   try {
-    const opened = await openLab(spec, o.prefix, { objectsDir: o.objectsDir, workDir, target: 'xdp', via: 'in-process' });
+    const opened = await openLab(spec, o.prefix, { objectsDir: o.objectsDir, workDir, target: 'xdp', via: o.via ?? 'in-process' });
     await installRules(opened.dp, opened.lab.spec.rules);
     return {
       ...opened,
@@ -201,6 +203,7 @@ export interface ScenarioOptions {
   bystanders?: number;
   /** hide the data plane's setRuleActions: the engine makes one setRuleAction call per rule (as before it existed) */
   perRuleActions?: boolean;
+  via?: 'in-process' | 'nodes';
 }
 
 export interface ActionStats {
@@ -271,7 +274,7 @@ async function runScenario(
  * directional flows): the sample's state made by its traffic, the rest imported.
  */
 export async function runExactScenario(o: ScenarioOptions & { flowsPerDirection: number }): Promise<ManyFlowsRun> {
-  const lab = await openManyFlowsLab({ objectsDir: o.objectsDir, prefix: o.prefix, maxRules: 2 * o.flowsPerDirection + 64, vnfFlows: 2 * o.flowsPerDirection + (o.bystanders ?? 1000) + 1024 });
+  const lab = await openManyFlowsLab({ objectsDir: o.objectsDir, prefix: o.prefix, maxRules: 2 * o.flowsPerDirection + 64, vnfFlows: 2 * o.flowsPerDirection + (o.bystanders ?? 1000) + 1024, ...(o.via === undefined ? {} : { via: o.via }) });
   try {
     const { rules, flows } = await addExactRules(lab.dp, o.flowsPerDirection);
     // the flows beyond the sample: records as if each had seen i+1 packets
@@ -397,6 +400,10 @@ export interface ManyFlowsBench {
   exact: ManyFlowsRun;
   /** the exact request again, the engine calling setRuleAction per rule */
   exactPerRule: ManyFlowsRun;
+  /** over the node API: the exact request; 2,000 rules batched and one call per rule */
+  nodesExact: ManyFlowsRun;
+  nodesBatch2k: ManyFlowsRun;
+  nodesPerRule2k: ManyFlowsRun;
   wildcard: ManyFlowsRun;
   /** the exact request's selection over its records, and the wildcard's over its records */
   exactSelection: SelectionCost;
@@ -424,6 +431,16 @@ export async function benchManyFlows(o: ManyFlowsBenchOptions): Promise<ManyFlow
   // the same with one setRuleAction call per rule, as the engine did before setRuleActions
   const exactPerRule = await runExactScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}p-`, flowsPerDirection: Math.ceil(exactFlows / 2), ...sample, perRuleActions: true });
   say(exactPerRule, `${exactPerRule.result.rules.length} exact rules, one setRuleAction call per rule`);
+  // over the node API (a node daemon per switch and instance): the batch at full scale; one call
+  // per rule at 2,000 rules only (about 2 ms a call here: 30,000 calls would take a minute)
+  const nodeSample = { sampleFlows: 16, pps: 200, via: 'nodes' as const };
+  const nodesExact = await runExactScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}n-`, flowsPerDirection: Math.ceil(exactFlows / 2), ...nodeSample });
+  say(nodesExact, `over the node API, ${nodesExact.result.rules.length} exact rules`);
+  const perRuleFlows = Math.min(1000, Math.ceil(exactFlows / 2));
+  const nodesBatch2k = await runExactScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}m-`, flowsPerDirection: perRuleFlows, ...nodeSample });
+  say(nodesBatch2k, `over the node API, ${nodesBatch2k.result.rules.length} exact rules`);
+  const nodesPerRule2k = await runExactScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}q-`, flowsPerDirection: perRuleFlows, ...nodeSample, perRuleActions: true });
+  say(nodesPerRule2k, `over the node API, ${nodesPerRule2k.result.rules.length} exact rules, one SetRuleAction call per rule`);
   const wildcard = await runWildcardScenario({ objectsDir: o.objectsDir, prefix: `${o.prefix}w-`, flows: wildFlows, ...sample });
   say(wildcard, `a wildcard rule pair, ${wildFlows} flows + ${2 * sample.sampleFlows} sampled`);
   // the same selections over the same records, outside the handover
@@ -447,6 +464,9 @@ export async function benchManyFlows(o: ManyFlowsBenchOptions): Promise<ManyFlow
   const figures: Record<string, number | string> = {
     ...runFigures('exact', exact),
     ...runFigures('exactPerRule', exactPerRule),
+    ...runFigures('nodes.exact', nodesExact),
+    ...runFigures('nodes.exact2k', nodesBatch2k),
+    ...runFigures('nodes.exact2kPerRule', nodesPerRule2k),
     ...runFigures('wildcard', wildcard),
     'manyflows.select.exact.perMatchMs': exactSelection.perMatchMs,
     'manyflows.select.exact.compiledMs': exactSelection.compiledMs,
@@ -456,5 +476,5 @@ export async function benchManyFlows(o: ManyFlowsBenchOptions): Promise<ManyFlow
     'manyflows.delete.perKeyMs': deletion.perKeyMs,
     'manyflows.delete.batchMs': deletion.batchMs,
   };
-  return { exact, exactPerRule, wildcard, exactSelection, wildcardSelection, deletion, figures };
+  return { exact, exactPerRule, nodesExact, nodesBatch2k, nodesPerRule2k, wildcard, exactSelection, wildcardSelection, deletion, figures };
 }

@@ -83,10 +83,11 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
   };
   for (const s of lab.topology.switches)
     add(s.name, s.netns!, {
-      switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })) }],
+      switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })), ...(s.maxRules === undefined ? {} : { maxRules: s.maxRules }) }],
       instances: [],
     });
-  for (const i of lab.topology.instances) add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }] });
+  for (const i of lab.topology.instances)
+    add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.vnfFlows === undefined ? {} : { vnfFlows: i.vnfFlows }) }] });
   // the index lets a later `lab down` detach the nodes even when their daemon died
   writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
   return out;
