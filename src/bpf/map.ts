@@ -111,7 +111,7 @@ export class BpfMap {
     }
   }
 
-  /** Every entry through BPF_MAP_LOOKUP_BATCH, `chunk` elements per call. */
+  /** Every entry through BPF_MAP_LOOKUP_BATCH, `chunk` elements per call; each key and value a view of its call's buffer (no copy). */
   lookupBatch(chunk = 256): { keys: Buffer[]; values: Buffer[] } {
     const keys: Buffer[] = [];
     const values: Buffer[] = [];
@@ -123,8 +123,8 @@ export class BpfMap {
     for (;;) {
       const r = native(() => bpfNative.mapLookupBatch(this.fd, token, ks, vs, chunk, tokenSize));
       for (let i = 0; i < r.count; i++) {
-        keys.push(Buffer.from(r.keys.subarray(i * ks, (i + 1) * ks)));
-        values.push(Buffer.from(r.values.subarray(i * vs, (i + 1) * vs)));
+        keys.push(r.keys.subarray(i * ks, (i + 1) * ks));
+        values.push(r.values.subarray(i * vs, (i + 1) * vs));
       }
       if (r.done) return { keys, values };
       token = r.token;

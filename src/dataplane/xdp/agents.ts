@@ -30,6 +30,7 @@ import {
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
   sharpFlowKeyCodec,
+  sharpFlowKeyLayout,
   sharpReleaseCtlCodec,
   rodataLayouts,
   SHARP_AGENT_OLD,
@@ -181,11 +182,13 @@ function rawKeySelection(sel: FlowSelection): (key: Buffer) => boolean {
   const exact = new Set<string>();
   for (const m of sel) if (m.kind === 'exact') exact.add(sharpFlowKeyCodec.encode(flowKeyToAbi(m.flow)).toString('latin1'));
   const wild = compileWildcards(sel);
+  // the key's fields read in place (network byte order, as the codec's layout says)
+  const at = Object.fromEntries(sharpFlowKeyLayout.fields.map((f) => [f.name, f.offset]));
+  const [sa, da, sp, dp, pr] = [at['saddr']!, at['daddr']!, at['sport']!, at['dport']!, at['proto']!];
   return (k) => {
     if (exact.size > 0 && exact.has(k.toString('latin1'))) return true;
     if (wild === undefined) return false;
-    const f = sharpFlowKeyCodec.decode(k);
-    return wild(f.saddr, f.daddr, f.sport, f.dport, f.proto);
+    return wild(k.readUInt32BE(sa), k.readUInt32BE(da), k.readUInt16BE(sp), k.readUInt16BE(dp), k[pr]!);
   };
 }
 
