@@ -249,6 +249,17 @@ export async function runExperiment(name: ExperimentName, o: ExperimentOptions):
       };
       return { ...base, rows: [row], plots: {} };
     }
+    case 'manyflows': {
+      const { benchManyFlows } = await import('./many-flows.js');
+      const r = await benchManyFlows({
+        objectsDir: o.objectsDir,
+        prefix: `${o.prefix ?? `sharp-exp${process.pid}`}-mf`,
+        ...(o.quick ? { exactFlows: 2000, wildcardFlows: 20_000 } : {}),
+        ...(o.progress === undefined ? {} : { progress: o.progress }),
+      });
+      // one row per figure: the bench.json keys and their values
+      return { ...base, rows: Object.entries(r.figures).map(([figure, value]) => ({ figure, value })), plots: {} };
+    }
     case 'wildcard': {
       const rows = await wildcardSweep(o);
       return {

@@ -113,6 +113,15 @@ for (const r of stateRows) {
 }
 
 {
+  // many flows in one handover (src/bench/many-flows.ts): keys manyflows.*
+  const { benchManyFlows } = await import('./many-flows.js');
+  const scale = quick ? { exactFlows: 2000, wildcardFlows: 20_000 } : { exactFlows: 10_000, wildcardFlows: 100_000 };
+  console.log(`\nmany flows: one handover of ${scale.exactFlows} exact rules, one of a wildcard rule pair carrying ${scale.wildcardFlows} flows, with their VNF state (16 flows each way under traffic; the rest imported into vnf1's flow_state map):`);
+  const mf = await benchManyFlows({ objectsDir, prefix: `sharp-bench-${process.pid}-mf`, ...scale, progress: (l) => console.log(`  ${l}`) });
+  for (const [k, v] of Object.entries(mf.figures)) results[k] = v;
+}
+
+{
   // CLI start-up (src/bench/cli-startup.ts): self-contained, keys cli.*
   const { benchCliStartup } = await import('./cli-startup.js');
   const runs = quick ? 10 : 20;

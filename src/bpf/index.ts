@@ -3,7 +3,7 @@ export * from './constants.js';
 export * from './codec.js';
 export * from './netns.js';
 export * from './handles.js';
-export { BpfMap, TypedMap, numPossibleCpus, type MapInfo } from './map.js';
+export { BpfMap, TypedMap, numPossibleCpus, batchCompleted, type MapInfo } from './map.js';
 export { BpfProgram, PacedRun, type PacingOptions, type PacedRunResult, type RunOptions, type RunResult, type XdpAttachOptions, type XdpNetlinkAttachOptions, type TcAttachOptions } from './program.js';
 export { BpfObjectSpec, BpfCollection, type MapSpec, type ProgramSpec, type ConstantLayout } from './object.js';
 export { XdpLink, XdpAttachment, TcFilter, TracepointLink, removeClsact, queryXdp, attachedXdp, detachXdpNetlink, type XdpMode, type XdpAttachedMode, type AttachedXdpProgram, type TcDirection } from './link.js';

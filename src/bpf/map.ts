@@ -3,7 +3,7 @@
  * codecs (TypedMap). Per-CPU maps take and return one value per possible CPU.
  */
 import { bpfNative } from './native.js';
-import { native, ClosedError } from './errors.js';
+import { native, BpfError, ClosedError } from './errors.js';
 import { PERCPU_MAP_TYPES, MapUpdate } from './constants.js';
 import type { Codec } from './codec.js';
 import { openPin } from './pins.js';
@@ -111,7 +111,7 @@ export class BpfMap {
     }
   }
 
-  /** Every entry through BPF_MAP_LOOKUP_BATCH, `chunk` elements per call. */
+  /** Every entry through BPF_MAP_LOOKUP_BATCH, `chunk` elements per call; each key and value a view of its call's buffer (no copy). */
   lookupBatch(chunk = 256): { keys: Buffer[]; values: Buffer[] } {
     const keys: Buffer[] = [];
     const values: Buffer[] = [];
@@ -123,8 +123,8 @@ export class BpfMap {
     for (;;) {
       const r = native(() => bpfNative.mapLookupBatch(this.fd, token, ks, vs, chunk, tokenSize));
       for (let i = 0; i < r.count; i++) {
-        keys.push(Buffer.from(r.keys.subarray(i * ks, (i + 1) * ks)));
-        values.push(Buffer.from(r.values.subarray(i * vs, (i + 1) * vs)));
+        keys.push(r.keys.subarray(i * ks, (i + 1) * ks));
+        values.push(r.values.subarray(i * vs, (i + 1) * vs));
       }
       if (r.done) return { keys, values };
       token = r.token;
@@ -140,6 +140,33 @@ export class BpfMap {
   deleteBatch(keys: readonly Buffer[]): number {
     if (keys.length === 0) return 0;
     return native(() => bpfNative.mapDeleteBatch(this.fd, Buffer.concat(keys), keys.length));
+  }
+
+  /**
+   * Deletes the keys that exist, in BPF_MAP_DELETE_BATCH calls; returns how
+   * many it deleted. The kernel stops a batch at the first missing key
+   * (ENOENT, saying how far it got): that key is skipped and the rest goes
+   * in the next batch.
+   */
+  deletePresentBatch(keys: readonly Buffer[]): number {
+    if (keys.length === 0) return 0;
+    const ks = this.info.keySize;
+    for (const k of keys) if (k.length !== ks) throw new RangeError(`deletePresentBatch: a key of ${k.length} bytes, the map's are ${ks}`);
+    const all = Buffer.concat(keys);
+    let at = 0;
+    let deleted = 0;
+    while (at < keys.length) {
+      try {
+        deleted += native(() => bpfNative.mapDeleteBatch(this.fd, all.subarray(at * ks), keys.length - at));
+        return deleted;
+      } catch (e) {
+        const completed = batchCompleted(e);
+        if (!(e instanceof BpfError) || e.code !== 'ENOENT' || completed === undefined) throw e;
+        deleted += completed;
+        at += completed + 1;
+      }
+    }
+    return deleted;
   }
 
   /** Deletes every element (not possible for arrays: their slots always exist). */
@@ -219,4 +246,10 @@ export class TypedMap<K, V> {
       flags,
     );
   }
+}
+
+/** How many elements a failed batch call processed (the addon puts it on the native error, the cause of the typed one). */
+export function batchCompleted(e: unknown): number | undefined {
+  const c = e instanceof Error ? (e.cause as { completed?: unknown } | undefined)?.completed : undefined;
+  return typeof c === 'number' ? c : undefined;
 }

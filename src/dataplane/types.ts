@@ -52,6 +52,11 @@ export interface RuleAction {
   handoverId: number;
 }
 
+export interface RuleActionUpdate {
+  id: number;
+  action: RuleAction;
+}
+
 export interface Rule {
   id: number;
   switch: string;
@@ -208,6 +213,13 @@ export interface SwitchControl {
   rules(): Rule[];
   /** Replaces a rule's action atomically: a packet sees the old or the new action, never a mix. */
   setRuleAction(id: number, action: RuleAction): Promise<void>;
+  /**
+   * setRuleAction for many rules in one call (a handover of 10,000 exact
+   * rules routes them all at each step): each replacement as atomic as
+   * setRuleAction's, in order; a failure leaves the ones before the failed
+   * one done. Absent: the engine calls setRuleAction per rule.
+   */
+  setRuleActions?(updates: readonly RuleActionUpdate[]): Promise<void>;
   ruleCounters(id: number): Promise<Counter>;
   portCounters(sw: string): Promise<PortCounters[]>;
   /** marked packets a switch sent for a handover (summed over CPUs) */
@@ -267,8 +279,59 @@ export interface AgentControl {
 /** Which flows' state: every flow a rule match covers (data, so it can cross to another host), or all. */
 export type FlowSelection = 'all' | readonly RuleMatch[];
 
+/** Whether one flow is in a selection. Testing many flows against one selection: compileSelection. */
 export function selects(sel: FlowSelection, flow: FlowKey): boolean {
   return sel === 'all' || sel.some((m) => matchCovers(m, flow, ipv4Number));
+}
+
+/** A FlowSelection compiled once, tested per flow (the same answer as `selects`). */
+export type FlowMatcher = (flow: FlowKey) => boolean;
+
+/**
+ * Compiles a selection for testing many flows: its exact matches become one
+ * hash set of flow keys, its wildcards pre-parsed masks and ports, so a test
+ * costs one set look-up plus one check per wildcard instead of one check per
+ * match (a handover of 10,000 exact rules over 100,000 records would
+ * otherwise make 10^9 comparisons).
+ */
+export function compileSelection(sel: FlowSelection): FlowMatcher {
+  if (sel === 'all') return () => true;
+  const exact = new Set<string>();
+  for (const m of sel) if (m.kind === 'exact') exact.add(exactKey(m.flow));
+  const wild = compileWildcards(sel);
+  if (wild === undefined) return (f) => exact.has(exactKey(f));
+  return (f) => (exact.size > 0 && exact.has(exactKey(f))) || wild(ipv4Number(f.src), ipv4Number(f.dst), f.sport, f.dport, f.proto);
+}
+
+/** A flow's fields as numbers: addresses host order. */
+export type NumericFlowMatcher = (src: number, dst: number, sport: number, dport: number, proto: number) => boolean;
+
+/** The wildcard matches of a selection as one test on a flow's numbers (prefixes pre-parsed); undefined when it has none. */
+export function compileWildcards(matches: readonly RuleMatch[]): NumericFlowMatcher | undefined {
+  const wild: { saddr: number; smask: number; daddr: number; dmask: number; sport: number; dport: number; proto: number }[] = [];
+  for (const m of matches) {
+    if (m.kind !== 'wildcard') continue;
+    const s = parsePrefix(m.src, ipv4Number);
+    const d = parsePrefix(m.dst, ipv4Number);
+    wild.push({ saddr: s.addr, smask: s.mask, daddr: d.addr, dmask: d.mask, sport: m.sport ?? 0, dport: m.dport ?? 0, proto: m.proto ?? 0 });
+  }
+  if (wild.length === 0) return undefined;
+  return (src, dst, sport, dport, proto) => {
+    for (const w of wild)
+      if (
+        ((src & w.smask) >>> 0) === w.saddr &&
+        ((dst & w.dmask) >>> 0) === w.daddr &&
+        (w.sport === 0 || w.sport === sport) &&
+        (w.dport === 0 || w.dport === dport) &&
+        (w.proto === 0 || w.proto === proto)
+      )
+        return true;
+    return false;
+  };
+}
+
+function exactKey(f: FlowKey): string {
+  return `${f.proto}/${f.src}:${f.sport}>${f.dst}:${f.dport}`;
 }
 
 /** The VNFs' per-flow state records, where the instance's host reaches them. */

@@ -5,8 +5,7 @@
  * management solution.
  */
 import type { FlowKey, FlowSelection, Rule, VnfStateStore } from '../dataplane/types.js';
-import { matchCovers } from '../dataplane/types.js';
-import { ipv4Number } from '../net/frame.js';
+import { compileSelection } from '../dataplane/types.js';
 import { flowKeyString } from '../state/flow-key.js';
 
 export interface HandoverCounts {
@@ -53,10 +52,12 @@ export interface StateMoveResult {
   /** host-to-host: the host that acknowledged them, and how the hosts talked ('tls', 'unix', 'local') */
   peer?: string;
   transport?: string;
+  /** ms per phase of the move: 'export', 'import', 'delete' through the controller, 'transfer' host to host */
+  phaseMs?: Record<string, number>;
 }
 
 export function ruleCovers(rules: readonly Rule[]): (flow: FlowKey) => boolean {
-  return (flow) => rules.some((r) => matchCovers(r.match, flow, ipv4Number));
+  return compileSelection(rules.map((r) => r.match));
 }
 
 /**
@@ -113,18 +114,23 @@ export class VnfMapStateMover implements StateMover {
     const vs = ctx.vnfState;
     if (this.via === 'auto' && vs.transferState !== undefined && vs.canTransferState?.(ctx.from, ctx.to) === true) {
       // not cancelled on abort: the sending host keeps to its budget, and the rollback waits for its answer
+      const t0 = performance.now();
       const r = await this.#inFlight.track(ctx.id, vs.transferState(ctx.from, ctx.to, ctx.selection, { handoverId: ctx.id, timeoutMs: this.transferTimeoutMs }));
-      return { records: r.records, bytes: r.bytes, path: 'host-to-host', peer: r.peer, transport: r.transport };
+      return { records: r.records, bytes: r.bytes, path: 'host-to-host', peer: r.peer, transport: r.transport, phaseMs: { transfer: performance.now() - t0 } };
     }
+    const t0 = performance.now();
     const entries = await ctx.vnfState.exportState(ctx.from, ctx.selection);
     signal.throwIfAborted();
+    const t1 = performance.now();
     await ctx.vnfState.importState(ctx.to, entries);
     signal.throwIfAborted();
+    const t2 = performance.now();
     await ctx.vnfState.deleteState(
       ctx.from,
       entries.map((e) => e.flow),
     );
-    return { records: entries.length, bytes: entries.reduce((a, e) => a + e.value.length, 0), path: 'controller' };
+    const phaseMs = { export: t1 - t0, import: t2 - t1, delete: performance.now() - t2 };
+    return { records: entries.length, bytes: entries.reduce((a, e) => a + e.value.length, 0), path: 'controller', phaseMs };
   }
 
   /** Afterwards A has the flows' state and B none: records A already gave up come back from B (host to host where possible). */

@@ -32,6 +32,7 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type RuleActionUpdate,
   type SentTowards,
   type StateTransferOptions,
   type StateTransferResult,
@@ -85,7 +86,7 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
   };
   for (const s of lab.topology.switches)
     add(s.name, s.netns!, {
-      switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })) }],
+      switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })), ...(s.maxRules === undefined ? {} : { maxRules: s.maxRules }) }],
       instances: [],
     });
   // with a management network the instances' nodes move VNF state to each
@@ -96,7 +97,11 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
     return o.management === undefined || allow.length === 0 ? {} : { peers: { ca: caFiles(o.management.certsDir).cert, allow } };
   };
   for (const i of lab.topology.instances)
-    add(i.name, i.netns!, { switches: [], instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount }], ...peersOf(`${o.nodePrefix}${i.name}`) });
+    add(i.name, i.netns!, {
+      switches: [],
+      instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.vnfFlows === undefined ? {} : { vnfFlows: i.vnfFlows }) }],
+      ...peersOf(`${o.nodePrefix}${i.name}`),
+    });
   // the index lets a later `lab down` detach the nodes even when their daemon died
   writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
   return out;
@@ -224,6 +229,11 @@ export class NodeLabDataPlane implements DataPlane {
   }
   setRuleAction(id: number, a: RuleAction): Promise<void> {
     return this.#d.switchControl.setRuleAction(id, a);
+  }
+  async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
+    const sc = this.#d.switchControl;
+    if (sc.setRuleActions !== undefined) return sc.setRuleActions(updates);
+    for (const u of updates) await sc.setRuleAction(u.id, u.action);
   }
   ruleCounters(id: number): Promise<Counter> {
     return this.#d.switchControl.ruleCounters(id);

@@ -164,8 +164,16 @@ export function planLab(spec: LabSpec, prefix: string): LabPlan {
     links,
     hosts: spec.hosts.map((h) => ({ name: h.name, netns: ns(h.name), ifname: hostIf.get(h.name) ?? 'eth0', ip: h.ip.split('/')[0]!, mac: h.mac })),
     topology: {
-      switches: spec.switches.map((s) => ({ name: s.name, netns: ns(s.name), ports: ports.get(s.name)! })),
-      instances: spec.vnfs.map((v) => ({ name: v.name, netns: ns(v.name), ifaces: ['eth0', 'eth1'], ringCapacity: v.ringCapacity, ringCount: v.ringCount, ...(v.type === DEFAULT_VNF_KIND ? {} : { kind: v.type }) })),
+      switches: spec.switches.map((s) => ({ name: s.name, netns: ns(s.name), ports: ports.get(s.name)!, ...(s.maxRules === undefined ? {} : { maxRules: s.maxRules }) })),
+      instances: spec.vnfs.map((v) => ({
+        name: v.name,
+        netns: ns(v.name),
+        ifaces: ['eth0', 'eth1'],
+        ringCapacity: v.ringCapacity,
+        ringCount: v.ringCount,
+        ...(v.type === DEFAULT_VNF_KIND ? {} : { kind: v.type }),
+        ...(v.vnfFlows === undefined ? {} : { vnfFlows: v.vnfFlows }),
+      })),
     },
   };
 }

@@ -20,7 +20,25 @@ export function ipv4Bytes(addr: string): Buffer {
 }
 
 export function ipv4Number(addr: string): number {
-  return ipv4Bytes(addr).readUInt32BE(0);
+  // dotted decimal parsed in place: flow keys are converted by the 100,000 in a state move
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < addr.length; i++) {
+    const c = addr.charCodeAt(i);
+    if (c >= 48 && c <= 57 && digits < 3) {
+      part = part * 10 + (c - 48);
+      digits++;
+    } else if (c === 46 && digits > 0 && part <= 255 && dots < 3) {
+      n = n * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else return ipv4Bytes(addr).readUInt32BE(0); // anything else: the general parse accepts it or says why not
+  }
+  if (dots !== 3 || digits === 0 || part > 255) return ipv4Bytes(addr).readUInt32BE(0);
+  return n * 256 + part;
 }
 
 export function ipv4String(n: number): string {

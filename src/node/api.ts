@@ -43,6 +43,7 @@ const METHOD_NAMES = {
   DeleteRule: 1,
   ListRules: 1,
   SetRuleAction: 1,
+  SetRuleActions: 1,
   RuleCounters: 1,
   PortCounters: 1,
   HandoverCounters: 1,

@@ -29,6 +29,7 @@ import {
   type ReleaseResult,
   type Rule,
   type RuleAction,
+  type RuleActionUpdate,
   type StateTransferOptions,
   type StateTransferResult,
   type SwitchControl,
@@ -253,6 +254,30 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     await this.#call('SetRuleAction', { id, action: actionToWire(action) });
     const r = this.#rules.get(id);
     if (r !== undefined) r.action = { ...action };
+  }
+
+  /** whether the node answered SetRuleActions UNIMPLEMENTED (an older node): per-rule calls from then on */
+  #noBatchActions = false;
+
+  /** Many rules' actions in one call; a node without SetRuleActions gets one SetRuleAction per rule. */
+  async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
+    if (!this.#noBatchActions)
+      try {
+        await this.#call('SetRuleActions', { updates: updates.map((u) => ({ id: u.id, action: actionToWire(u.action) })) });
+        for (const u of updates) {
+          const r = this.#rules.get(u.id);
+          if (r !== undefined) r.action = { ...u.action };
+        }
+        return;
+      } catch (e) {
+        // a failure part-way leaves the node's earlier updates done and ours unknown: the rules are read back
+        if (!(e instanceof NodeCallError && e.code === grpc.status.UNIMPLEMENTED)) {
+          await this.refresh().catch(() => undefined);
+          throw e;
+        }
+        this.#noBatchActions = true;
+      }
+    for (const u of updates) await this.setRuleAction(u.id, u.action);
   }
 
   async ruleCounters(id: number): Promise<Counter> {
@@ -491,6 +516,16 @@ export class NodeDeployment implements Deployment {
       getRule: (id) => nodes.find((c) => c.getRule(id) !== undefined)?.getRule(id),
       rules: () => switchNodes().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
       setRuleAction: (id, a) => byRule(id).setRuleAction(id, a),
+      setRuleActions: async (updates) => {
+        // in order, one call per run of consecutive updates on one node
+        for (let at = 0; at < updates.length; ) {
+          const node = byRule(updates[at]!.id);
+          let end = at + 1;
+          while (end < updates.length && byRule(updates[end]!.id) === node) end++;
+          await node.setRuleActions(updates.slice(at, end));
+          at = end;
+        }
+      },
       ruleCounters: (id) => byRule(id).ruleCounters(id),
       portCounters: (sw) => bySwitch(sw).portCounters(sw),
       handoverCounters: (sw, hid) => bySwitch(sw).handoverCounters(sw, hid),

@@ -23,6 +23,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { ConfigFileError, describeAjvError, readConfigFile } from '../util/config-file.js';
 import { VNF_KINDS, type VnfKindName } from './vnf-kinds.js';
+import { SHARP_MAX_RULES_LIMIT, VNF_FLOWS_LIMIT } from '../dataplane/xdp/topology.js';
 
 export interface NodeSwitchPortConfig {
   name: string;
@@ -63,8 +64,10 @@ export interface NodeConfig {
   stateDir?: string;
   quiescenceMs: number;
   xdpMode: 'native' | 'generic';
-  switches: { name: string; ports: NodeSwitchPortConfig[] }[];
-  instances: { name: string; kind: VnfKindName; ifaces: [string, string]; ringCapacity: number; ringCount: number }[];
+  /** maxRules: the switch's rule tables (default SHARP_DEFAULT_MAX_RULES) */
+  switches: { name: string; ports: NodeSwitchPortConfig[]; maxRules?: number }[];
+  /** vnfFlows: records an XDP VNF's flow_state map holds (default SHARP_DEFAULT_VNF_FLOWS) */
+  instances: { name: string; kind: VnfKindName; ifaces: [string, string]; ringCapacity: number; ringCount: number; vnfFlows?: number }[];
 }
 
 export const MAX_CONFIG_BYTES = 1 << 20;
@@ -144,6 +147,7 @@ export const nodeConfigSchema = {
         required: ['name', 'ports'],
         properties: {
           name: { type: 'string', pattern: NAME },
+          maxRules: { type: 'integer', minimum: 2, maximum: SHARP_MAX_RULES_LIMIT },
           ports: {
             type: 'array',
             minItems: 1,
@@ -177,6 +181,7 @@ export const nodeConfigSchema = {
           ifaces: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', minLength: 1, maxLength: 15 } },
           ringCapacity: { type: 'integer', minimum: 16, maximum: 65536, default: 8192 },
           ringCount: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
+          vnfFlows: { type: 'integer', minimum: 1, maximum: VNF_FLOWS_LIMIT },
         },
       },
     },

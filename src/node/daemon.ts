@@ -46,8 +46,16 @@ export function topologyOf(c: NodeConfig): XdpTopology {
     switches: c.switches.map((s) => ({
       name: s.name,
       ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })),
+      ...(s.maxRules === undefined ? {} : { maxRules: s.maxRules }),
     })),
-    instances: c.instances.map((i) => ({ name: i.name, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.kind === DEFAULT_VNF_KIND ? {} : { kind: i.kind }) })),
+    instances: c.instances.map((i) => ({
+      name: i.name,
+      ifaces: i.ifaces,
+      ringCapacity: i.ringCapacity,
+      ringCount: i.ringCount,
+      ...(i.kind === DEFAULT_VNF_KIND ? {} : { kind: i.kind }),
+      ...(i.vnfFlows === undefined ? {} : { vnfFlows: i.vnfFlows }),
+    })),
   };
 }
 

@@ -5,7 +5,7 @@
  * field and the limit.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AgentUnavailableError, DataPlaneError, RuleError, type AgentControl, type ControllerPacketPath, type SwitchControl, type VnfStateStore } from '../dataplane/types.js';
+import { AgentUnavailableError, DataPlaneError, RuleError, type AgentControl, type ControllerPacketPath, type SwitchControl, type RuleActionUpdate, type VnfStateStore } from '../dataplane/types.js';
 import { SHARP_HID_MIN, SHARP_HID_MAX } from '../generated/abi.js';
 import {
   actionFromWire,
@@ -151,6 +151,17 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     const ports = rt.health().switches.find((s) => s.name === sw)?.ports ?? [];
     if (!ports.some((x) => x.name === p)) throw new NodeRequestError(grpc.status.NOT_FOUND, `switch ${sw} has no port '${p}' (ports: ${ports.map((x) => x.name).join(', ')})`);
   };
+  /** One rule's new action, checked: the rule exists, and its port; a marked action's handover id is in range. */
+  const ruleActionUpdate = (w: Wire, health = rt.health()): RuleActionUpdate => {
+    const id = ruleId(w);
+    const r = sw().getRule(id);
+    if (r === undefined) throw new NodeRequestError(grpc.status.NOT_FOUND, `no rule ${id}`);
+    const action = actionFromWire(w['action'] as Wire);
+    const ports = health.switches.find((s) => s.name === r.switch)?.ports ?? [];
+    if (!ports.some((x) => x.name === action.outPort)) throw new NodeRequestError(grpc.status.NOT_FOUND, `switch ${r.switch} has no port '${action.outPort}' (ports: ${ports.map((x) => x.name).join(', ')})`);
+    if (action.phase !== 0) hid({ handover_id: action.handoverId }, 'handover_id', 'action.handover_id');
+    return { id, action };
+  };
 
   const peerOfRequest = (w: Wire): { node: string; via: StatePeerVia } | undefined => {
     const p = w['peer'] as Wire | undefined | null;
@@ -193,13 +204,17 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     },
     ListRules: async () => ({ rules: sw().rules().map(ruleToWire) }),
     SetRuleAction: async (w) => {
-      const id = ruleId(w);
-      const r = sw().getRule(id);
-      if (r === undefined) throw new NodeRequestError(grpc.status.NOT_FOUND, `no rule ${id}`);
-      const a = actionFromWire(w['action'] as Wire);
-      port(r.switch, a.outPort);
-      if (a.phase !== 0) hid({ handover_id: a.handoverId }, 'handover_id', 'action.handover_id');
-      await sw().setRuleAction(id, a);
+      const { id, action } = ruleActionUpdate(w);
+      await sw().setRuleAction(id, action);
+      return {};
+    },
+    SetRuleActions: async (w) => {
+      // every update checked before any is applied
+      const health = rt.health();
+      const updates = ((w['updates'] as Wire[] | undefined) ?? []).map((u) => ruleActionUpdate(u, health));
+      const s = sw();
+      if (s.setRuleActions !== undefined) await s.setRuleActions(updates);
+      else for (const u of updates) await s.setRuleAction(u.id, u.action);
       return {};
     },
     RuleCounters: async (w) => counterToWire(await sw().ruleCounters(ruleId(w))),

@@ -35,7 +35,7 @@
  * node daemon on the VNF's host: undefined = this process's namespace).
  */
 import type { FlowKey, RuleMatch } from '../dataplane/types.js';
-import { selects } from '../dataplane/types.js';
+import { compileSelection } from '../dataplane/types.js';
 import type { HandoverContext, StateMoveResult } from '../handover/state-mover.js';
 import { flowKeyString } from './flow-key.js';
 import { createEntries, deleteEntries, describeLookup, lookupEntries, nativeNetlinkTransport, type CtLookup, type NetlinkTransport } from './ctnetlink.js';
@@ -201,9 +201,10 @@ export class ConntrackStateManager implements StateManager<HandoverContext> {
       throw new ConntrackError(`ctnetlink look-ups in ${instance}${ns === undefined ? '' : ` (netns ${ns})`} failed: ${(x as Error).message}`, [], '', { cause: x });
     }
     const found = new Map<string, ConntrackEntry>();
+    const selected = compileSelection(sel);
     for (const e of results.flat()) {
       // exactly the covered flows: the kernel's filters are coarser for prefixes
-      if (sel !== 'all' && !selects(sel, e.orig) && !selects(sel, e.reply)) continue;
+      if (sel !== 'all' && !selected(e.orig) && !selected(e.reply)) continue;
       found.set(flowKeyString(e.orig), e);
     }
     return [...found.values()];

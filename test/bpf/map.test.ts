@@ -41,6 +41,19 @@ t.test('maps of every type round-trip', async (t) => {
     t.equal(m.lookupBatch().keys.length, 0);
   });
 
+  t.test('hash: a batch delete of keys some of which are missing deletes every present one', async (t) => {
+    const m = coll.map('fx_hash');
+    const keys = Array.from({ length: 100 }, (_, i) => key(i + 1));
+    m.updateBatch(keys.filter((_, i) => i % 3 !== 0), keys.filter((_, i) => i % 3 !== 0).map(() => val(1n)));
+    // the kernel stops a batch at a missing key: the first, one in the middle, two in a row, the last
+    t.throws(() => m.deleteBatch(keys), { name: 'BpfError', code: 'ENOENT' }, 'a plain batch delete stops at the first missing key');
+    m.updateBatch(keys.filter((_, i) => i % 3 !== 0), keys.filter((_, i) => i % 3 !== 0).map(() => val(1n)));
+    t.equal(m.deletePresentBatch([...keys, key(1000), key(1001)]), 66, 'the 66 present keys deleted');
+    t.equal(m.lookupBatch().keys.length, 0, 'none left');
+    t.equal(m.deletePresentBatch([]), 0);
+    t.throws(() => m.deletePresentBatch([Buffer.alloc(3)]), RangeError, 'a key of the wrong size is refused');
+  });
+
   t.test('array: every slot exists, updates stick, deletes are refused', async (t) => {
     const m = coll.map('fx_array');
     t.equal(m.info.type, MapType.ARRAY);

@@ -65,3 +65,12 @@ t.test('relative peers.ca and stateStore.redis.passwordFile are relative to the 
   t.equal(c.peers?.ca, path.join(dir, 'certs/peers-ca.crt'));
   t.equal(c.stateStore?.redis.passwordFile, path.join(dir, 'redis.pass'));
 });
+
+t.test('table sizes: a switch names its rule tables (maxRules), an instance its flow_state map (vnfFlows); out of range is refused by field', async (t) => {
+  const sw = { name: 's1', listen: { unix: '/run/sharpt/s1.sock' }, switches: [{ name: 's1', maxRules: 16384, ports: [{ name: 'p', ifname: 'eth0', role: 'host' }] }] };
+  t.equal(validateNodeConfig(sw).switches[0]!.maxRules, 16384);
+  t.equal(validateNodeConfig({ ...vnfNode, instances: [{ ...vnfNode.instances[0], vnfFlows: 200_000 }] }).instances[0]!.vnfFlows, 200_000);
+  t.equal(validateNodeConfig(vnfNode).instances[0]!.vnfFlows, undefined, 'absent: the object default');
+  t.match(problems({ ...sw, switches: [{ ...sw.switches[0], maxRules: 1 }] }), /switches[./]0[./]maxRules/);
+  t.match(problems({ ...vnfNode, instances: [{ ...vnfNode.instances[0], vnfFlows: 1 << 23 }] }), /instances[./]0[./]vnfFlows/);
+});

@@ -26,9 +26,11 @@ import { deleteLink, linkExists, linkMac, rxQueueCount } from '../../net/iproute
 import { netdevDrops, interfaceDrops } from '../../net/netdev-stats.js';
 import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
+  SHARP_DEFAULT_VNF_FLOWS,
   sharpAgentIfaceCodec,
   sharpAgentHoCodec,
   sharpFlowKeyCodec,
+  sharpFlowKeyLayout,
   sharpReleaseCtlCodec,
   rodataLayouts,
   SHARP_AGENT_OLD,
@@ -49,8 +51,8 @@ import {
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
-import { selects, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
-import type { XdpInstance } from './topology.js';
+import { compileWildcards, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
+import { tableSize, VNF_FLOWS_LIMIT, type XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
 import { ConntrackTable } from '../../state/conntrack-table.js';
 import { ReplayLossCounter } from './replay-losses.js';
@@ -159,12 +161,36 @@ function untilNotInterrupted<T>(run: () => T): T {
   }
 }
 
+/** the key's padding: only read by the encoder, so one buffer serves every key */
+const KEY_PAD = Buffer.alloc(3);
+
 export function flowKeyToAbi(f: FlowKey): SharpFlowKey {
-  return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: Buffer.alloc(3) };
+  return { saddr: ipv4Number(f.src), daddr: ipv4Number(f.dst), sport: f.sport, dport: f.dport, proto: f.proto, pad: KEY_PAD };
 }
 
 export function flowKeyFromAbi(k: SharpFlowKey): FlowKey {
   return { src: ipv4String(k.saddr), dst: ipv4String(k.daddr), sport: k.sport, dport: k.dport, proto: k.proto };
+}
+
+/**
+ * A selection compiled against the flow_state map's raw keys: exact
+ * matches by their key bytes, wildcards on the key's numbers; only the
+ * records selected become FlowKeys (a move of 100,000 records tests every
+ * record of the map).
+ */
+function rawKeySelection(sel: FlowSelection): (key: Buffer) => boolean {
+  if (sel === 'all') return () => true;
+  const exact = new Set<string>();
+  for (const m of sel) if (m.kind === 'exact') exact.add(sharpFlowKeyCodec.encode(flowKeyToAbi(m.flow)).toString('latin1'));
+  const wild = compileWildcards(sel);
+  // the key's fields read in place (network byte order, as the codec's layout says)
+  const at = Object.fromEntries(sharpFlowKeyLayout.fields.map((f) => [f.name, f.offset]));
+  const [sa, da, sp, dp, pr] = [at['saddr']!, at['daddr']!, at['sport']!, at['dport']!, at['proto']!];
+  return (k) => {
+    if (exact.size > 0 && exact.has(k.toString('latin1'))) return true;
+    if (wild === undefined) return false;
+    return wild(k.readUInt32BE(sa), k.readUInt32BE(da), k.readUInt16BE(sp), k.readUInt16BE(dp), k[pr]!);
+  };
 }
 
 export class XdpAgentSet {
@@ -238,7 +264,11 @@ export class XdpAgentSet {
     const agent = spec.load();
     let vnf: BpfCollection | undefined;
     try {
-      if (xdpVnf !== undefined) vnf = BpfObjectSpec.open(path.join(o.objectsDir, xdpVnf.object)).load();
+      if (xdpVnf !== undefined) {
+        const vnfSpec = BpfObjectSpec.open(path.join(o.objectsDir, xdpVnf.object));
+        if (inst.vnfFlows !== undefined) vnfSpec.setMaxEntries('flow_state', tableSize(`instance ${inst.name}: vnfFlows`, inst.vnfFlows, SHARP_DEFAULT_VNF_FLOWS, 1, VNF_FLOWS_LIMIT));
+        vnf = vnfSpec.load();
+      }
     } catch (e) {
       agent.close();
       throw e;
@@ -611,11 +641,11 @@ export class XdpAgentSet {
     if (stack !== undefined) return stack.exportState(select);
     const m = this.#flowState(name);
     if (m === undefined) return [];
-    const { keys, values } = m.lookupBatch();
+    const { keys, values } = m.lookupBatch(4096);
+    const selected = rawKeySelection(select);
     const out: FlowStateEntry[] = [];
     keys.forEach((k, i) => {
-      const flow = flowKeyFromAbi(sharpFlowKeyCodec.decode(k));
-      if (selects(select, flow)) out.push({ flow, value: values[i]! });
+      if (selected(k)) out.push({ flow: flowKeyFromAbi(sharpFlowKeyCodec.decode(k)), value: values[i]! });
     });
     return out;
   }
@@ -628,10 +658,17 @@ export class XdpAgentSet {
       if (entries.length > 0) throw new DataPlaneError(`${name} has no per-flow map to import ${entries.length} entries into`);
       return;
     }
-    m.updateBatch(
-      entries.map((e) => sharpFlowKeyCodec.encode(flowKeyToAbi(e.flow))),
-      entries.map((e) => e.value),
-    );
+    try {
+      m.updateBatch(
+        entries.map((e) => sharpFlowKeyCodec.encode(flowKeyToAbi(e.flow))),
+        entries.map((e) => e.value),
+      );
+    } catch (e) {
+      // a full hash map refuses new elements with E2BIG
+      if (e instanceof BpfError && e.code === 'E2BIG')
+        throw new VnfStateFullError(name, m.info.maxEntries, entries.length, { cause: e });
+      throw e;
+    }
   }
 
   async deleteState(name: string, flows: readonly FlowKey[]): Promise<void> {
@@ -639,7 +676,8 @@ export class XdpAgentSet {
     if (stack !== undefined) return stack.deleteState(flows);
     const m = this.#flowState(name);
     if (m === undefined) return;
-    for (const f of flows) m.delete(sharpFlowKeyCodec.encode(flowKeyToAbi(f)));
+    // flows it has no record of are no error (as one delete each was not)
+    m.deletePresentBatch(flows.map((f) => sharpFlowKeyCodec.encode(flowKeyToAbi(f))));
   }
 
   /** The loaded objects of an instance (tests and the lab inspect them). */
@@ -713,5 +751,18 @@ export class XdpAgentSet {
         if (this.#store.get(VNF_KIND, name) !== undefined) this.#store.unpin(VNF_KIND, name);
       }
     }
+  }
+}
+
+/** An import that does not fit the VNF's flow_state map. */
+export class VnfStateFullError extends DataPlaneError {
+  override name = 'VnfStateFullError';
+  constructor(
+    readonly instance: string,
+    readonly maxEntries: number,
+    readonly importing: number,
+    options?: ErrorOptions,
+  ) {
+    super(`${instance}: its VNF's flow_state map holds at most ${maxEntries} flow records (vnfFlows), and importing ${importing} would exceed it (the records imported before it stay)`, options);
   }
 }

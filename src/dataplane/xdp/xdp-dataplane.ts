@@ -14,6 +14,7 @@ import {
   xdpMd,
   u32,
   MapUpdate,
+  batchCompleted,
   RingBufferReader,
   BpfError,
   cpuBarrier,
@@ -55,9 +56,10 @@ import {
   type DivertedFrame,
   type Rule,
   type RuleAction,
+  type RuleActionUpdate,
   type WildcardMatch,
 } from '../types.js';
-import type { XdpSwitch, XdpTopology } from './topology.js';
+import { tableSize, SHARP_MAX_RULES_LIMIT, type XdpSwitch, type XdpTopology } from './topology.js';
 import { XdpAgentSet, flowKeyToAbi, flowKeyFromAbi, type XdpPinning } from './agents.js';
 import { claimXdpHook, PinMismatchError, type JsonValue, type PinnedObjectRecord } from '../../node/pins.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
@@ -261,6 +263,9 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     const spec = BpfObjectSpec.open(path.join(o.objectsDir, 'switch.bpf.o'));
     // ports is an array indexed by ifindex
     spec.setMaxEntries('ports', Math.max(SHARP_DEFAULT_MAX_IFINDEX, ...ifindexes.map((i) => i + 1)));
+    // rule_stats is indexed by rule id: every table keyed by rule or holding one per rule has the same size
+    const maxRules = tableSize(`switch ${sw.name}: maxRules`, sw.maxRules, SHARP_DEFAULT_MAX_RULES, 2, SHARP_MAX_RULES_LIMIT);
+    for (const m of ['rules_exact', 'rule_actions', 'rule_stats']) spec.setMaxEntries(m, maxRules);
     const coll = spec.load();
     const loaded: LoadedSwitch = { spec: sw, coll, links: [], slots: new Map(), wild: [] };
     this.#switches.set(sw.name, loaded);
@@ -320,7 +325,9 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
   async addRule(r: Omit<Rule, 'id'> & { id?: number }): Promise<Rule> {
     const sw = this.#switch(r.switch);
     const id = r.id ?? this.#nextRuleId;
-    if (!Number.isInteger(id) || id < 1 || id >= SHARP_DEFAULT_MAX_RULES) throw new RuleError(`rule id ${id} out of range 1..${SHARP_DEFAULT_MAX_RULES - 1}`);
+    // the loaded table's size (an adopted switch's is the one it was loaded with)
+    const maxRules = sw.coll.map('rule_stats').info.maxEntries;
+    if (!Number.isInteger(id) || id < 1 || id >= maxRules) throw new RuleError(`rule id ${id} out of range 1..${maxRules - 1} (switch ${r.switch}'s maxRules is ${maxRules})`);
     if (this.#rules.has(id)) throw new RuleError(`rule id ${id} exists already`);
     const rule: Rule = { id, switch: r.switch, match: r.match, action: r.action };
     const action = this.#encodeAction(sw, r.action);
@@ -401,6 +408,40 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
       sw.coll.map('rules_exact').update(sharpFlowKeyCodec.encode(flowKeyToAbi(rule.match.flow)), sharpExactRuleCodec.encode({ rule_id: id, action: encoded }), MapUpdate.EXIST);
     else sw.coll.map('rule_actions').update(u32.encode(id), encoded, MapUpdate.EXIST);
     rule.action = { ...action };
+  }
+
+  async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
+    // everything encoded first: a bad rule or port is refused before anything changes
+    const encoded = updates.map((u) => {
+      const rule = this.#rules.get(u.id);
+      if (rule === undefined) throw new RuleError(`no rule ${u.id}`);
+      const sw = this.#switch(rule.switch);
+      const action = this.#encodeAction(sw, u.action);
+      return rule.match.kind === 'exact'
+        ? { rule, next: u.action, map: sw.coll.map('rules_exact'), key: sharpFlowKeyCodec.encode(flowKeyToAbi(rule.match.flow)), value: sharpExactRuleCodec.encode({ rule_id: u.id, action }) }
+        : { rule, next: u.action, map: sw.coll.map('rule_actions'), key: u32.encode(u.id), value: action };
+    });
+    // runs of consecutive updates of one table: one BPF_MAP_UPDATE_BATCH each, in order (each
+    // element replaced as one hash update, as setRuleAction does). The batch takes no BPF_EXIST
+    // (elem_flags allows BPF_F_LOCK only): that every rule exists was checked above, and nothing
+    // deletes one in between (this process owns the tables)
+    for (let at = 0; at < encoded.length; ) {
+      let end = at + 1;
+      while (end < encoded.length && encoded[end]!.map === encoded[at]!.map) end++;
+      const run = encoded.slice(at, end);
+      try {
+        run[0]!.map.updateBatch(
+          run.map((e) => e.key),
+          run.map((e) => e.value),
+        );
+      } catch (e) {
+        const done = batchCompleted(e) ?? 0;
+        for (const x of run.slice(0, done)) x.rule.action = { ...x.next };
+        throw new RuleError(`rule ${run[done]?.rule.id ?? '?'}: its action could not be replaced (${e instanceof Error ? e.message : String(e)}); the ${at + done} updates before it are done`, { cause: e });
+      }
+      for (const x of run) x.rule.action = { ...x.next };
+      at = end;
+    }
   }
 
   async ruleCounters(id: number): Promise<Counter> {
@@ -585,3 +626,4 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     if (store.list().length === 0) store.detach();
   }
 }
+

@@ -55,6 +55,8 @@ export interface HostSpec {
 
 export interface SwitchSpec {
   name: string;
+  /** XDP: the size of the switch's rule tables, rule ids 1..maxRules-1 (default SHARP_DEFAULT_MAX_RULES); set by code, not read from spec files */
+  maxRules?: number;
 }
 
 export interface VnfSpec {
@@ -64,6 +66,8 @@ export interface VnfSpec {
   ringCapacity: number;
   /** hold rings (concurrent incoming handovers), 1..16 */
   ringCount: number;
+  /** XDP VNFs: flow records its flow_state map holds (default SHARP_DEFAULT_VNF_FLOWS); set by code, not read from spec files */
+  vnfFlows?: number;
   /** type linux only: the instance is a stateful NAT (see NatSpec) */
   nat?: NatSpec;
 }
