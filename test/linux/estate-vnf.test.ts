@@ -1,0 +1,112 @@
+// The TypeScript VNF on E-State on the packet path (VNF kind 'userspace'):
+// two instances, each the SHarP agent in front of its own stack, which routes
+// the probes into a TUN device read by the instance's VNF process
+// (src/vnf/userspace/vnf-process.ts: UserspaceVnf stamps the flow's packet
+// counter into every probe and writes it back; the stack forwards it on).
+// The processes' E-State nodes peer with each other; a handover moves the
+// moving flows' items between them (UserspaceVnfProcessStateManager).
+//
+//   1. IPv4/UDP parsing and the UDP checksum after a stamp (no kernel).
+//   2. Probe traffic both ways, handovers back and forth: 0 lost /
+//      reordered / duplicated, stamps == sequence numbers on every probe,
+//      held = released; every probe went through a VNF process; the
+//      counters end at the last instance, equal to what was sent.
+//   3. The same lab, the counters cleared, one handover WITHOUT the E-State
+//      move: the new instance starts its counters from 0 and the sink sees
+//      stamp mismatches (what the move prevents).
+import t from 'tap';
+import { testLab } from '../helpers/lab.js';
+import { wildcardRules, runHandovers, assertClean } from '../helpers/handovers.js';
+import { DelayedStateMover, VnfMapStateMover } from '../../src/handover/state-mover.js';
+import { StateManagerMover } from '../../src/state/mover.js';
+import { inNetns, ip } from '../../src/net/iproute.js';
+import { checksumsValid, udpFrame } from '../../src/net/frame.js';
+import { SHARP_PROBE_LEN, SHARP_PROBE_MAGIC, sharpProbeLayout } from '../../src/generated/abi.js';
+import { FLOW_PREFIX, parseFlowItemKey } from '../../src/state/flow-key.js';
+import { UserspaceVnfProcessStateManager, parseIpv4, fixUdpChecksum, TUN_NAME, TUN_TABLE, type UserspaceVnfFleet } from '../../src/vnf/userspace/index.js';
+import { fromJsonValue } from '../../src/state/estate/peer-process.js';
+import { vnfKind } from '../../src/node/vnf-kinds.js';
+
+const offsetOf = (name: string): number => sharpProbeLayout.fields.find((f) => f.name === name)!.offset;
+
+t.test('an IPv4/UDP probe: its flow and payload are found, and a stamp leaves a valid UDP checksum', async (t) => {
+  const payload = Buffer.alloc(SHARP_PROBE_LEN);
+  payload.writeUInt32BE(SHARP_PROBE_MAGIC, offsetOf('magic'));
+  const frame = udpFrame({ srcMac: '02:00:00:00:00:01', dstMac: '02:00:00:00:00:02', srcIp: '10.0.0.1', dstIp: '10.0.0.2', srcPort: 20003, dstPort: 9000, payload });
+  const pkt = frame.subarray(14);
+  const p = parseIpv4(pkt)!;
+  t.same(p.flow, { src: '10.0.0.1', dst: '10.0.0.2', sport: 20003, dport: 9000, proto: 17 });
+  t.equal(p.payloadLength, SHARP_PROBE_LEN);
+  pkt.writeBigUInt64BE(12345n, p.payloadOffset + offsetOf('stamp'));
+  t.notOk(checksumsValid(pkt, 0), 'the stamp breaks the checksum');
+  fixUdpChecksum(pkt, p);
+  t.ok(checksumsValid(pkt, 0), 'fixed');
+  t.equal(parseIpv4(pkt.subarray(0, 19)), undefined, 'a truncated header is not parsed');
+  const v6 = Buffer.from(pkt);
+  v6[0] = 0x60;
+  t.equal(parseIpv4(v6), undefined, 'IPv6 is not parsed');
+});
+
+/** every flow item of an instance, as key → value */
+async function flowItems(fleet: UserspaceVnfFleet, name: string): Promise<Map<string, bigint>> {
+  const items = (await fleet.get(name).command({ op: 'items', prefix: FLOW_PREFIX })).items ?? [];
+  return new Map(items.map((i) => [i.key, fromJsonValue(i.value) as bigint]));
+}
+
+t.test('userspace instances: the E-State VNF stamps every probe through a TUN, handovers back and forth keep its counters continuous', async (t) => {
+  t.ok(vnfKind('userspace').stamps, 'the kind stamps: the sinks check stamps');
+  const l = await testLab(t, { vnfType: 'userspace', ringCapacity: 8192 });
+  const fleet = l.userspaceVnfs!;
+  t.ok(fleet, 'the lab started the instances\' VNF processes');
+  const [v1, v2] = l.lab.topology.instances;
+  t.equal(v1!.kind, 'userspace');
+  for (const v of [v1!, v2!]) {
+    t.match(ip(['link', 'show', TUN_NAME], v.netns!), /<POINTOPOINT,[^>]*UP/, `${v.name}: its VNF process's TUN is up`);
+    t.match(ip(['rule', 'show'], v.netns!), new RegExp(`iif eth0 lookup ${TUN_TABLE}[\\s\\S]*iif eth1 lookup ${TUN_TABLE}`), `${v.name}: what arrives on either side is routed into the TUN`);
+    t.match(inNetns(v.netns!, 'tc', ['qdisc', 'show', 'dev', TUN_NAME]), /pfifo/, `${v.name}: one FIFO in front of the TUN`);
+  }
+  const members = (await fleet.get('vnf2').command({ op: 'members' })).members ?? [];
+  t.same(members.map((m) => m.id), ['vnf1'], 'vnf2\'s E-State node peers with vnf1\'s');
+  t.not(fleet.get('vnf1').pid, fleet.get('vnf2').pid, 'one process per instance');
+
+  const manager = new UserspaceVnfProcessStateManager(fleet);
+  const rules = wildcardRules(l);
+  const count = 6;
+  const run = await runHandovers(l, { flows: 8, pps: 1000, rules, count, mover: new DelayedStateMover(new StateManagerMover(manager), 50), gapMs: 100 });
+  await assertClean(t, run, l);
+  for (const r of run.reports) t.equal(r.stampsChecked, true, 'stamps were checked');
+  t.equal(manager.stats().moves, count, `${count} state moves over E-State`);
+  t.ok(manager.stats().records > 0, `${manager.stats().records} flow states moved`);
+
+  const s1 = await fleet.get('vnf1').stats();
+  const s2 = await fleet.get('vnf2').stats();
+  const sent = run.reports.reduce((a, r) => a + r.sent, 0);
+  t.equal(s1.stamped + s2.stamped, sent, `every probe was stamped by a VNF process (vnf1 ${s1.stamped}, vnf2 ${s2.stamped})`);
+  for (const [name, s] of [['vnf1', s1], ['vnf2', s2]] as const) {
+    t.equal(s.written, s.read - s.barriers, `${name}: wrote back every packet it read (${s.read}, ${s.barriers} of them barriers)`);
+    t.equal(s.writeErrors, 0, `${name}: no failed write`);
+    t.ok(s.barriers >= count / 2, `${name}: passed a barrier before each state move it gave (${s.barriers})`);
+  }
+  const at = await flowItems(fleet, run.at);
+  const other = await flowItems(fleet, run.at === 'vnf1' ? 'vnf2' : 'vnf1');
+  t.equal(other.size, 0, `the instance the flows left holds none of their items`);
+  let packets = 0n;
+  for (const [k, v] of at) if (parseFlowItemKey(k)?.field === 'packets') packets += v;
+  t.equal(packets, BigInt(sent), `${run.at}'s packet counters sum to every probe sent, both ways (${sent})`);
+  t.comment(`sent ${run.reports.map((r) => r.sent).join(' / ')}; held per handover ${run.results.map((h) => h.counts.held).join(', ')}; durations ${run.results.map((h) => `${h.durationMs.toFixed(1)} ms`).join(', ')}`);
+
+});
+
+t.test('userspace instances without the E-State move: the new instance counts from 0, the sink sees stamp mismatches', async (t) => {
+  const l = await testLab(t, { vnfType: 'userspace', ringCapacity: 8192 });
+  // vnf-map moves nothing of a stack VNF: the flows arrive at vnf2 without their counters
+  const run = await runHandovers(l, { flows: 4, pps: 500, rules: wildcardRules(l), count: 1, mover: new VnfMapStateMover(), gapMs: 200 });
+  t.equal(run.results[0]!.outcome, 'completed');
+  for (const r of run.reports) {
+    t.equal(r.delivered, r.sent, 'every probe delivered');
+    t.equal(r.lost + r.reordered + r.duplicated, 0, 'nothing lost, reordered or duplicated: only the state is wrong');
+    t.ok(r.stampMismatches > 0, `${r.stampMismatches} stamp mismatches`);
+  }
+  const items = (await l.userspaceVnfs!.get('vnf1').command({ op: 'items', prefix: FLOW_PREFIX })).items ?? [];
+  t.ok(items.length > 0, 'vnf1 kept the state it had');
+});
