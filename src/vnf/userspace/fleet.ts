@@ -22,6 +22,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { inNetns, ip } from '../../net/iproute.js';
+import type { FlowKey } from '../../dataplane/types.js';
+import { flowItemKey } from '../../state/flow-key.js';
 import type { VnfAnswer, VnfCommand, VnfProcessReady, VnfProcessSpec, VnfProcessStats } from './protocol.js';
 
 /** the TUN device's name in every instance's namespace */
@@ -245,6 +247,14 @@ export class UserspaceVnfFleet {
     const p = this.#procs.get(name);
     if (p === undefined) throw new UserspaceVnfError(name, `no such userspace VNF instance (known: ${this.names().join(', ') || 'none'})`);
     return p;
+  }
+
+  /** Deletes the flows' items (their counters) on every instance: a traffic run starts them over. */
+  async deleteFlows(flows: readonly FlowKey[]): Promise<number> {
+    const keys = flows.flatMap((f) => [flowItemKey(f, 'packets'), flowItemKey(f, 'bytes')]);
+    let n = 0;
+    for (const p of this.#procs.values()) n += (await p.command({ op: 'del', keys })).count ?? 0;
+    return n;
   }
 
   /** Stops every process; idempotent. */
