@@ -85,6 +85,7 @@ t.test('userspace instances: the E-State VNF stamps every probe through a TUN, h
   for (const [name, s] of [['vnf1', s1], ['vnf2', s2]] as const) {
     t.equal(s.written, s.read - s.barriers, `${name}: wrote back every packet it read (${s.read}, ${s.barriers} of them barriers)`);
     t.equal(s.writeErrors, 0, `${name}: no failed write`);
+    t.equal(s.tunDropped, 0, `${name}: the kernel dropped nothing in front of its TUN`);
     t.ok(s.barriers >= count / 2, `${name}: passed a barrier before each state move it gave (${s.barriers})`);
   }
   const at = await flowItems(fleet, run.at);

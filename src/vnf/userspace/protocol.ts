@@ -47,6 +47,8 @@ export interface VnfProcessStats {
   barriers: number;
   /** failed TUN writes (each one a lost packet) */
   writeErrors: number;
+  /** packets the kernel dropped in front of the TUN (its ring full: the process fell behind), from the TUN's tx_dropped; -1 if unreadable */
+  tunDropped: number;
   /** E-State items in the local view */
   items: number;
 }

@@ -37,7 +37,15 @@ async function main(): Promise<void> {
   const tun = bpfNative.tunOpen(spec.tun);
   const vnf = await UserspaceVnf.start({ name: spec.name, estate: spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs } });
   if (spec.seed !== undefined) await vnf.store.join(spec.seed);
-  const stats: Omit<VnfProcessStats, 'processed' | 'stamped' | 'items'> = { read: 0, written: 0, passedUnparsed: 0, barriers: 0, writeErrors: 0 };
+  const tunDropped = (): number => {
+    try {
+      // the process's /sys is its namespace's (ip netns exec mounts it)
+      return Number(fs.readFileSync(`/sys/class/net/${tun.name}/statistics/tx_dropped`, 'utf8').trim());
+    } catch {
+      return -1;
+    }
+  };
+  const stats: Omit<VnfProcessStats, 'processed' | 'stamped' | 'items' | 'tunDropped'> = { read: 0, written: 0, passedUnparsed: 0, barriers: 0, writeErrors: 0 };
 
   // ---- barriers: a datagram routed into the TUN behind every packet queued there
   const barrierSocket = dgram.createSocket('udp4');
@@ -147,7 +155,7 @@ async function main(): Promise<void> {
         case 'members':
           return { n, members: vnf.store.members() };
         case 'stats':
-          return { n, stats: { ...stats, processed: vnf.processed, stamped: vnf.stamped, items: vnf.store.keys('').length } };
+          return { n, stats: { ...stats, tunDropped: tunDropped(), processed: vnf.processed, stamped: vnf.stamped, items: vnf.store.keys('').length } };
         default:
           return { n, error: `unknown command '${String((c as { op?: unknown }).op)}'` };
       }
