@@ -94,6 +94,19 @@ t.test('userspace instances: the E-State VNF stamps every probe through a TUN, h
   let packets = 0n;
   for (const [k, v] of at) if (parseFlowItemKey(k)?.field === 'packets') packets += v;
   t.equal(packets, BigInt(sent), `${run.at}'s packet counters sum to every probe sent, both ways (${sent})`);
+
+  // traffic has stopped: the manager's moments one by one, and a rollback after commit
+  const ctx = { id: 9999, from: run.at, to: run.at === 'vnf1' ? 'vnf2' : 'vnf1', covers: () => true };
+  const signal = new AbortController().signal;
+  const dep = await manager.leaving(ctx, signal);
+  t.equal(dep.keys.length, at.size, `leaving names every flow item of ${ctx.from} (${dep.keys.length})`);
+  await manager.arriving(ctx, dep, signal);
+  await manager.commit(ctx, dep, signal);
+  t.equal((await flowItems(fleet, ctx.from)).size, 0, 'after commit the old instance has none of them');
+  t.same(await flowItems(fleet, ctx.to), at, 'the new instance has them, values unchanged');
+  await manager.rollback(ctx, dep, true);
+  t.same(await flowItems(fleet, ctx.from), at, 'a rollback after commit brings them back to the old instance over E-State');
+  t.equal((await flowItems(fleet, ctx.to)).size, 0, '…and removes them at the new one');
   t.comment(`sent ${run.reports.map((r) => r.sent).join(' / ')}; held per handover ${run.results.map((h) => h.counts.held).join(', ')}; durations ${run.results.map((h) => `${h.durationMs.toFixed(1)} ms`).join(', ')}`);
 
 });

@@ -66,7 +66,7 @@ export class UserspaceVnfProcessStateManager implements StateManager<FlowMoveCon
     this.#counters.bytes += dep.bytes;
   }
 
-  async rollback(ctx: FlowMoveContext, dep: Departure | undefined): Promise<void> {
+  async rollback(ctx: FlowMoveContext, dep: Departure | undefined, _committed = false): Promise<void> {
     this.#counters.rollbacks++;
     if (dep === undefined || dep.keys.length === 0) return;
     await this.fleet.get(ctx.from).command({ op: 'obtain', from: ctx.to, keys: dep.keys, missingOnly: true });
