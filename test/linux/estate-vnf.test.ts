@@ -26,6 +26,10 @@ import { FLOW_PREFIX, parseFlowItemKey } from '../../src/state/flow-key.js';
 import { UserspaceVnfProcessStateManager, parseIpv4, fixUdpChecksum, TUN_NAME, TUN_TABLE, type UserspaceVnfFleet } from '../../src/vnf/userspace/index.js';
 import { fromJsonValue } from '../../src/state/estate/peer-process.js';
 import { vnfKind } from '../../src/node/vnf-kinds.js';
+import { bpfNative } from '../../src/bpf/native.js';
+import { UserspaceVnfProcess, UserspaceVnfError } from '../../src/vnf/userspace/fleet.js';
+import { uniqueName } from '../helpers/env.js';
+import { listNetns } from '../../src/net/iproute.js';
 
 const offsetOf = (name: string): number => sharpProbeLayout.fields.find((f) => f.name === name)!.offset;
 
@@ -45,6 +49,14 @@ t.test('an IPv4/UDP probe: its flow and payload are found, and a stamp leaves a 
   const v6 = Buffer.from(pkt);
   v6[0] = 0x60;
   t.equal(parseIpv4(v6), undefined, 'IPv6 is not parsed');
+});
+
+t.test('bad input: a TUN name over the kernel limit, a VNF process in a namespace that does not exist', async (t) => {
+  t.throws(() => bpfNative.tunOpen('x'.repeat(16)), { name: 'RangeError', message: /interface name must be 1 to 15 bytes/ });
+  const netns = uniqueName('nons');
+  await t.rejects(UserspaceVnfProcess.start({ name: 'vnfx', netns, ifaces: ['eth0', 'eth1'] }), UserspaceVnfError, 'a typed error');
+  await t.rejects(UserspaceVnfProcess.start({ name: 'vnfx', netns, ifaces: ['eth0', 'eth1'] }), { message: /userspace VNF vnfx: exited \(\d+\) before it served/ });
+  t.same(listNetns(netns), [], 'nothing was created');
 });
 
 /** every flow item of an instance, as key → value */
