@@ -11,9 +11,14 @@
 //      reordered / duplicated, stamps == sequence numbers on every probe,
 //      held = released; every probe went through a VNF process; the
 //      counters end at the last instance, equal to what was sent.
-//   3. The same lab, the counters cleared, one handover WITHOUT the E-State
-//      move: the new instance starts its counters from 0 and the sink sees
-//      stamp mismatches (what the move prevents).
+//   3. One handover WITHOUT the E-State move: the new instance starts its
+//      counters from 0 and the sink sees stamp mismatches (what the move
+//      prevents).
+//   4. The barrier: the old instance's process stops reading its TUN for 1 s
+//      just before a handover; with the barrier the state leaves only after
+//      it processed its queue (0 mismatches), without it the counters leave
+//      stale (mismatches) and its queued probes leave after the new
+//      instance's (reordered).
 import t from 'tap';
 import { testLab } from '../helpers/lab.js';
 import { wildcardRules, runHandovers, assertClean } from '../helpers/handovers.js';
@@ -30,6 +35,8 @@ import { bpfNative } from '../../src/bpf/native.js';
 import { UserspaceVnfProcess, UserspaceVnfError } from '../../src/vnf/userspace/fleet.js';
 import { uniqueName } from '../helpers/env.js';
 import { listNetns } from '../../src/net/iproute.js';
+import { HandoverEngine } from '../../src/handover/engine.js';
+import { sleep } from '../../src/util/mutex.js';
 
 const offsetOf = (name: string): number => sharpProbeLayout.fields.find((f) => f.name === name)!.offset;
 
@@ -135,4 +142,40 @@ t.test('userspace instances without the E-State move: the new instance counts fr
   }
   const items = (await l.userspaceVnfs!.get('vnf1').command({ op: 'items', prefix: FLOW_PREFIX })).items ?? [];
   t.ok(items.length > 0, 'vnf1 kept the state it had');
+});
+
+t.test('the barrier: a process behind on its TUN queue gives its state only once it has processed every packet the drain counted', async (t) => {
+  const l = await testLab(t, { vnfType: 'userspace', ringCapacity: 8192 });
+  const fleet = l.userspaceVnfs!;
+  const engine = new HandoverEngine(l.dp, { mover: new StateManagerMover(new UserspaceVnfProcessStateManager(fleet)) });
+  const bare = new HandoverEngine(l.dp, { mover: new StateManagerMover(new UserspaceVnfProcessStateManager(fleet, { barrier: false })) });
+  const fw = l.forward(4);
+  const rv = l.reverse(4);
+  fw.gen.start(500);
+  rv.gen.start(500);
+  await sleep(300);
+  // vnf1 stops reading for 1 s: the probes the drain counts at its agent wait in its TUN's queue
+  const rules = wildcardRules(l);
+  await fleet.get('vnf1').command({ op: 'pause', ms: 1000 });
+  const h1 = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1000 });
+  t.equal(h1.outcome, 'completed', 'with the barrier: completed');
+  await sleep(300);
+  const mid = [fw.sink.report(fw.gen.sentPerFlow()), rv.sink.report(rv.gen.sentPerFlow())];
+  t.same(mid.map((r) => r.stampMismatches), [0, 0], 'with the barrier: 0 stamp mismatches');
+  t.same(mid.map((r) => r.reordered + r.duplicated), [0, 0], 'with the barrier: 0 reordered or duplicated');
+  // the same behind vnf2, without the barrier: vnf2's counters leave before it has counted its queue
+  await fleet.get('vnf2').command({ op: 'pause', ms: 1000 });
+  const h2 = await bare.handover({ rules, from: 'vnf2', to: 'vnf1', expectedPps: 1000 });
+  t.equal(h2.outcome, 'completed', 'without the barrier: completed (SHarP itself lost nothing)');
+  await sleep(1200);
+  await Promise.all([fw.gen.stop(), rv.gen.stop()]);
+  await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
+  const end = [fw.sink.report(fw.gen.sentPerFlow()), rv.sink.report(rv.gen.sentPerFlow())];
+  for (const r of end) {
+    t.equal(r.delivered, r.sent, 'every probe delivered');
+    t.equal(r.lost + r.duplicated, 0, 'nothing lost or duplicated');
+    t.ok(r.stampMismatches > 0, `without the barrier: ${r.stampMismatches} stamp mismatches (stale counters moved)`);
+    // the probes queued at vnf2 leave it after vnf1 has forwarded later ones: the barrier keeps order too
+    t.comment(`without the barrier: ${r.reordered} reordered`);
+  }
 });

@@ -68,6 +68,8 @@ export type VnfCommand =
   | { op: 'clear'; prefix: string }
   /** the E-State peer group as this node knows it */
   | { op: 'members' }
+  /** fault injection for tests: stop reading the TUN for `ms` (packets queue in front of it meanwhile) */
+  | { op: 'pause'; ms: number }
   | { op: 'stats' };
 
 export interface VnfAnswer {

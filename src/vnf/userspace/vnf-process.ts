@@ -97,7 +97,13 @@ async function main(): Promise<void> {
       stats.writeErrors++;
     }
   };
+  let pausedUntil = 0;
   const readNext = (): void => {
+    const wait = pausedUntil - Date.now();
+    if (wait > 0) {
+      setTimeout(readNext, wait);
+      return;
+    }
     fs.read(tun.fd, buf, 0, buf.length, null, (err, n) => {
       if (closing) return;
       if (err) {
@@ -154,6 +160,10 @@ async function main(): Promise<void> {
         }
         case 'members':
           return { n, members: vnf.store.members() };
+        case 'pause':
+          if (!(Number.isInteger(c.ms) && c.ms >= 0 && c.ms <= 60_000)) throw new Error(`pause: ms must be an integer in 0..60000 (got ${String(c.ms)})`);
+          pausedUntil = Date.now() + c.ms;
+          return { n };
         case 'stats':
           return { n, stats: { ...stats, tunDropped: tunDropped(), processed: vnf.processed, stamped: vnf.stamped, items: vnf.store.keys('').length } };
         default:
