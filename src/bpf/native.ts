@@ -131,6 +131,8 @@ export interface NativeBinding {
   netlinkTransactAsync(netnsPath: string, protocol: number, messages: Buffer, count: number, window: number): Promise<{ errnos: Int32Array; replies: Buffer }>;
   /** SIOCGIFFLAGS in the thread's namespace */
   ifFlags(name: string): { up: boolean; running: boolean; carrier: boolean };
+  /** opens /dev/net/tun attached to TUN interface `name` (TUNSETIFF, IFF_TUN | IFF_NO_PI) of the thread's namespace; blocking fd */
+  tunOpen(name: string): { fd: number; name: string };
   xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
   rawTracepointOpen(progFd: number, tracepoint: string): number;
   linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;

@@ -15,6 +15,8 @@ import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
 import { controllerStateMover, parseStateKind, type StateKind } from '../state/factory.js';
 import { vnfKind } from '../node/vnf-kinds.js';
+import { StateManagerMover } from '../state/mover.js';
+import { UserspaceVnfProcessStateManager } from '../vnf/userspace/state-manager.js';
 import { Phase, localDeployment, type DataPlane, type FlowKey, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
@@ -198,6 +200,9 @@ async function main(): Promise<void> {
   const mover = (kind: string): StateMover => {
     const k = parseStateKind(kind);
     let m = movers.get(k);
+    // a lab of userspace VNF processes keeps its state in their E-State nodes: 'estate' moves it there
+    const fleet = opened?.userspaceVnfs;
+    if (m === undefined && k === 'estate' && fleet !== undefined) movers.set(k, (m = new StateManagerMover(new UserspaceVnfProcessStateManager(fleet))));
     if (m === undefined) movers.set(k, (m = controllerStateMover(k, theLab.spec.redis === undefined ? {} : { redis: redisOptionsOf(theLab.spec.redis) })));
     return m;
   };
@@ -367,6 +372,7 @@ async function main(): Promise<void> {
         Array.from({ length: q.flows }, (_, f) => ({ src: from.ip, dst: to.ip, sport: base + f, dport: TRAFFIC_DST_PORT, proto: 17 }));
       const fresh = [...flowsOf(theLab.client, theLab.server), ...(q.reverse ? flowsOf(theLab.server, theLab.client) : [])];
       for (const inst of theDp.instances()) await theDp.deleteState(inst.name, fresh);
+      await opened?.userspaceVnfs?.deleteFlows(fresh);
       traffic = [mk(theLab.client, theLab.server, 'client→server', base)];
       if (q.reverse) traffic.push(mk(theLab.server, theLab.client, 'server→client', base));
       // from now on every frame the data plane drops is counted against the run

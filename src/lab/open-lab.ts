@@ -13,6 +13,8 @@ import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import { openNodeLab } from './lab-nodes.js';
 import { repoRoot } from '../cli/paths.js';
 import path from 'node:path';
+import { userspaceProcess } from '../node/vnf-kinds.js';
+import type { UserspaceVnfFleet } from '../vnf/userspace/fleet.js';
 
 export interface OpenLabOptions {
   objectsDir: string;
@@ -39,11 +41,43 @@ export interface OpenedLab {
   dp: DataPlane;
   /** the Unix sockets of the nodes' Prometheus metrics (a lab of node processes): every drop counter by reason */
   metricsSockets?: readonly string[];
+  /** the VNF processes of the lab's `userspace` instances (started with the lab, stopped by close) */
+  userspaceVnfs?: UserspaceVnfFleet;
   /** closes the data plane, then removes the lab; idempotent */
   close(): Promise<void>;
 }
 
 export async function openLab(spec: LabSpec, prefix: string, o: OpenLabOptions): Promise<OpenedLab> {
+  return withUserspaceVnfs(await openDataPlane(spec, prefix, o));
+}
+
+/**
+ * Instances whose kind has a userspace VNF process: one process each in
+ * the instance's namespace (src/vnf/userspace), once the lab is up; the
+ * lab's close stops them first. Loaded only for labs that have such
+ * instances.
+ */
+async function withUserspaceVnfs(opened: OpenedLab): Promise<OpenedLab> {
+  const insts = opened.lab.topology.instances.filter((i) => userspaceProcess(i.kind) === 'userspace');
+  if (insts.length === 0) return opened;
+  let fleet: UserspaceVnfFleet;
+  try {
+    const { UserspaceVnfFleet } = await import('../vnf/userspace/fleet.js');
+    fleet = await UserspaceVnfFleet.start(
+      insts.map((i) => {
+        if (i.netns === undefined) throw new Error(`instance ${i.name}: a userspace VNF runs in the instance's namespace, and it has none`);
+        return { name: i.name, netns: i.netns, ifaces: i.ifaces };
+      }),
+    );
+  } catch (e) {
+    await opened.close();
+    throw e;
+  }
+  let closed: Promise<void> | undefined;
+  return { ...opened, userspaceVnfs: fleet, close: () => (closed ??= fleet.close().finally(() => opened.close())) };
+}
+
+async function openDataPlane(spec: LabSpec, prefix: string, o: OpenLabOptions): Promise<OpenedLab> {
   const target = o.target ?? spec.target;
   const q = o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs };
   if (target === 'xdp' && (o.via ?? 'nodes') === 'nodes') {

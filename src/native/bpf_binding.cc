@@ -28,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
+#include <linux/if_tun.h>
 #include <sys/socket.h>
 #include <sys/file.h>
 #include <string>
@@ -776,6 +777,35 @@ Napi::Value NetlinkTransactAsync(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// ---------------------------------------------------------------- TUN devices
+// Opens /dev/net/tun and attaches it to a TUN interface of the calling
+// thread's network namespace (TUNSETIFF, IFF_TUN | IFF_NO_PI: one IP packet
+// per read and write, no packet-information header), creating it if it does
+// not exist. Returns the (blocking, close-on-exec) fd and the interface's
+// name as the kernel gave it; the interface goes when the last fd closes
+// (unless made persistent elsewhere).
+
+Napi::Value TunOpen(const Napi::CallbackInfo& info) {
+  std::string name = StringArg(info, 0, "interface name");
+  if (name.empty() || name.size() >= IFNAMSIZ)
+    throw Napi::RangeError::New(info.Env(), "interface name must be 1 to " + std::to_string(IFNAMSIZ - 1) + " bytes");
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(info.Env(), "open(/dev/net/tun)", errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(info.Env(), "ioctl(TUNSETIFF, " + name + ")", e);
+  }
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("fd", Napi::Number::New(info.Env(), fd));
+  out.Set("name", Napi::String::New(info.Env(), std::string(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ))));
+  return out;
+}
+
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   std::string name = StringArg(info, 0, "interface name");
   unsigned idx = if_nametoindex(name.c_str());
@@ -1421,6 +1451,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("ifNameToIndex", IfNameToIndex);
   EXPORT("netlinkTransactAsync", NetlinkTransactAsync);
   EXPORT("ifFlags", IfFlags);
+  EXPORT("tunOpen", TunOpen);
   EXPORT("xdpLinkCreate", XdpLinkCreate);
   EXPORT("rawTracepointOpen", RawTracepointOpen);
   EXPORT("linkUpdate", LinkUpdate);

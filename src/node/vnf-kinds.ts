@@ -10,7 +10,10 @@
  *     hands every other frame to the stack (XDP_PASS, re-addressed to the
  *     interface's MAC), and a release replays the held frames into the
  *     stack in order (live frames, XDP_PASS). Its output leaves by routing
- *     through the instance's other interface.
+ *     through the instance's other interface. A stack kind with a
+ *     `userspace` process has the stack route what it receives into a TUN
+ *     device read by that process (one per instance), which writes every
+ *     packet back for the stack to forward.
  */
 export interface XdpVnfKind {
   /** what it is, for --help and errors */
@@ -26,8 +29,10 @@ export interface XdpVnfKind {
 export interface StackVnfKind {
   description: string;
   datapath: 'stack';
-  /** the stack never stamps probes */
-  stamps: false;
+  /** the stack itself never stamps probes; a userspace process may */
+  stamps: boolean;
+  /** the userspace VNF process the stack feeds through a TUN device (its folder: src/vnf/<name>/), started and stopped with the lab */
+  userspace?: 'userspace';
   /** where its per-flow state is, which the instance's host exports and imports: the namespace's connection tracking table */
   state: 'conntrack';
 }
@@ -37,6 +42,14 @@ export type VnfKind = XdpVnfKind | StackVnfKind;
 export const VNF_KINDS = {
   counter: { description: 'the example XDP VNF: a per-flow packet counter stamped on every probe', datapath: 'xdp', object: 'vnf_counter.bpf.o', program: 'vnf_counter', stamps: true },
   linux: { description: "the host's own stack behind the agent: IP forwarding between the two interfaces, nftables (e.g. a NAT), conntrack, userspace", datapath: 'stack', stamps: false, state: 'conntrack' },
+  userspace: {
+    description: 'the TypeScript per-flow counter on E-State (UserspaceVnf) in a process per instance, fed by a TUN device of the instance\'s stack; stamps probes; its state moves with the E-State manager of src/vnf/userspace',
+    datapath: 'stack',
+    stamps: true,
+    // the stack in front of the TUN is still a Linux stack: what the host exports of it is its conntrack table; the process's state is in E-State
+    state: 'conntrack',
+    userspace: 'userspace',
+  },
 } as const satisfies Record<string, VnfKind>;
 
 export type VnfKindName = keyof typeof VNF_KINDS;
@@ -52,4 +65,10 @@ export function isVnfKind(s: string): s is VnfKindName {
 
 export function vnfKind(name: VnfKindName | undefined): VnfKind {
   return VNF_KINDS[name ?? DEFAULT_VNF_KIND];
+}
+
+/** The userspace VNF process a kind's instances run (src/vnf/<name>/), if any. */
+export function userspaceProcess(name: VnfKindName | undefined): StackVnfKind['userspace'] {
+  const k = vnfKind(name);
+  return k.datapath === 'stack' && 'userspace' in k ? k.userspace : undefined;
 }

@@ -13,12 +13,15 @@ import { TrafficSink } from '../../src/traffic/sink.js';
 import { repoRoot, uniqueName } from './env.js';
 import { vnfKind } from '../../src/node/vnf-kinds.js';
 import type { LabSpec, VnfType } from '../../src/lab/spec/types.js';
+import type { UserspaceVnfFleet } from '../../src/vnf/userspace/fleet.js';
 
 export const objectsDir = path.join(repoRoot, 'build/ebpf');
 
 export interface TestLab {
   lab: NetnsLab;
   dp: XdpDataPlane | Bmv2DataPlane;
+  /** the VNF processes of the lab's `userspace` instances */
+  userspaceVnfs?: UserspaceVnfFleet;
   /** client -> server */
   forward(flows?: number, frameSize?: number): { gen: TrafficGenerator; sink: TrafficSink };
   /** server -> client */
@@ -57,7 +60,7 @@ export async function testLab(
     closers.push(() => gen.close());
     return { gen, sink };
   };
-  return { lab, dp, forward: (f, s) => pair(lab.client, lab.server, f, s), reverse: (f, s) => pair(lab.server, lab.client, f, s) };
+  return { lab, dp, ...(opened.userspaceVnfs === undefined ? {} : { userspaceVnfs: opened.userspaceVnfs }), forward: (f, s) => pair(lab.client, lab.server, f, s), reverse: (f, s) => pair(lab.server, lab.client, f, s) };
 }
 
 /** Why BMv2 tests cannot run here (printed as the skip reason), or false. */

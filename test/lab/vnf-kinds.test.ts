@@ -38,3 +38,16 @@ t.test('node configs take the registry kinds', async (t) => {
   t.equal(c.instances[0]!.kind, 'linux');
   t.throws(() => validateNodeConfig({ name: 'n', listen: { unix: '/tmp/x.sock' }, instances: [{ name: 'v1', kind: 'nope', ifaces: ['eth0', 'eth1'] }] }));
 });
+
+t.test('the userspace pair spec validates: two userspace instances, state estate, stamps checked', async (t) => {
+  const { loadSpec } = await import('../../src/lab/spec/index.js');
+  const { specAsset } = await import('../../src/lab/spec/assets.js');
+  const { vnfKind, userspaceProcess } = await import('../../src/node/vnf-kinds.js');
+  const spec = loadSpec(specAsset('userspace-pair.yaml'));
+  t.same(spec.vnfs.map((v) => v.type), ['userspace', 'userspace']);
+  t.equal(spec.state, 'estate');
+  t.ok(spec.vnfs.every((v) => vnfKind(v.type).stamps), 'its VNFs stamp: sinks check stamps');
+  t.equal(userspaceProcess('userspace'), 'userspace', 'its instances run the userspace VNF process');
+  t.equal(userspaceProcess('linux'), undefined);
+  t.equal(userspaceProcess('counter'), undefined);
+});
