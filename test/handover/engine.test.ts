@@ -167,7 +167,9 @@ t.test('ring overflow is reported and reconciles: sent = delivered + dropped', a
   t.ok(res.counts.overflow > 0n, `${res.counts.overflow} frames overflowed the 64-frame ring`);
   t.match(res.reason, /overflowed the hold ring/);
   t.ok(res.events.some((e) => e.step === 'warning'), 'a warning event was emitted');
-  t.equal(res.counts.held, 64n, 'the ring held exactly its capacity');
+  // the ring filled up; frames arriving while the release drains it are held behind the rest (held may pass 64 by those)
+  t.ok(res.counts.held >= 64n, `the ring filled to its capacity: ${res.counts.held} held`);
+  t.equal(res.counts.released, res.counts.held, 'every held frame was released');
   t.equal(r.sent, r.delivered + Number(res.counts.overflow), `sent ${r.sent} = delivered ${r.delivered} + dropped ${res.counts.overflow}`);
   t.equal(r.reordered + r.duplicated, 0, 'what was delivered is in order, once');
 });

@@ -4,7 +4,8 @@
 // instance's node over mutual TLS (TransferState) and deletes — the
 // controller never runs `conntrack` and never carries an entry. A TCP
 // transfer through the NAT survives handovers back and forth:
-// byte-identical, no reset, the server sees one outside address and port.
+// byte-identical, no reset, the server sees one outside address and port —
+// also with 100 ms added to every state move.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { installRules } from '../../src/lab/netns-lab.js';
 import { loadSpec } from '../../src/lab/spec/index.js';
 import { HandoverEngine, flowMoved, type HandoverResult } from '../../src/handover/engine.js';
 import { controllerStateMover } from '../../src/state/factory.js';
+import { DelayedStateMover } from '../../src/handover/state-mover.js';
 import { sleep } from '../../src/util/mutex.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
 import { startTcpTransfer } from '../helpers/tcp-transfer.js';
@@ -31,7 +33,8 @@ function nftCounters(netns: string, table: string): number[] {
   return [...out.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
 }
 
-t.test('NAT pair on node processes: the conntrack entries move node to node; a TCP transfer through the NAT survives handovers back and forth', async (t) => {
+for (const stateDelayMs of [0, 100])
+t.test(`NAT pair on node processes: the conntrack entries move node to node; a TCP transfer through the NAT survives handovers back and forth (state delay ${stateDelayMs} ms)`, async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-natnodes-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const nl = await openNodeLab(loadSpec(path.join(repoRoot, 'src/lab/spec/nat-pair.yaml')), `${uniqueName('nn')}-`, { dir: path.join(dir, 'nodes'), cli });
@@ -42,7 +45,8 @@ t.test('NAT pair on node processes: the conntrack entries move node to node; a T
     .filter((r) => r.action.outPort === 's1-nat1' || r.action.outPort === 's2-nat1')
     .map((r) => r.id);
   t.equal(rules.length, 2, 'the client side rule on s1 and the reply rule on s2');
-  const mover = controllerStateMover('conntrack');
+  // the delay: as if the entries crossed a slow network (the sender sees the flow held that much longer)
+  const mover = new DelayedStateMover(controllerStateMover('conntrack'), stateDelayMs);
   const engine = new HandoverEngine(nl.dp, { mover });
   const { client, server } = nl.lab;
   const bytes = 128 * MB;
@@ -72,5 +76,5 @@ t.test('NAT pair on node processes: the conntrack entries move node to node; a T
   const drops = ['nat1', 'nat2'].map((i) => nftCounters(`${nl.lab.prefix}${i}`, 'sharp_nat').slice(0, 2));
   t.same(drops, [[0, 0], [0, 0]], 'neither NAT dropped a packet (invalid, or new from the outside)');
   const stateMs = results.map((h) => h.stateMs);
-  t.comment(`${results.length} handovers, state move ${Math.min(...stateMs).toFixed(1)}–${Math.max(...stateMs).toFixed(1)} ms node to node, ${(bytes / MB / sender.seconds).toFixed(1)} MB/s`);
+  t.comment(`state delay ${stateDelayMs} ms: ${results.length} handovers, state move ${Math.min(...stateMs).toFixed(1)}–${Math.max(...stateMs).toFixed(1)} ms node to node, ${(bytes / MB / sender.seconds).toFixed(1)} MB/s`);
 });
