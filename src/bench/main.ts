@@ -14,6 +14,30 @@ import { writeLineRate } from './line-rate-report.js';
 import { benchCaptureCost } from './capture-cost.js';
 import { benchState, printStateBench } from '../state/bench.js';
 
+const USAGE = `usage: node dist/src/bench/main.js [--quick]   (make bench)
+
+Runs every benchmark side by side in one run and writes results/bench.json:
+map operations, XDP forwarding vs a bare redirect, the capture hook's cost,
+the highest lossless handover rate, the generator's ceiling, the line-rate
+sweep, handover overhead, state management, many flows, CLI start-up.
+Needs root; takes tens of minutes (--quick: a few).
+
+  --quick   fewer rates, rounds and handovers
+  --help    this text
+
+Examples:
+  make bench
+  node dist/src/bench/main.js --quick
+  sharpctl bench manyflows --quick     (one part alone: sharpctl bench --help)`;
+
+const known = new Set(['--quick', '--help', '-h']);
+const unknown = process.argv.slice(2).filter((a) => !known.has(a));
+if (process.argv.includes('--help') || process.argv.includes('-h') || unknown.length > 0) {
+  // a mistyped option must not start half an hour of benchmarks
+  (unknown.length > 0 ? console.error : console.log)(`${unknown.length > 0 ? `unknown option ${unknown.join(' ')}\n` : ''}${USAGE}`);
+  process.exit(unknown.length > 0 ? 2 : 0);
+}
+
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const outFile = path.join(repoRoot, 'results/bench.json');
 

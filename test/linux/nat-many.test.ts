@@ -16,10 +16,10 @@
 // commit) are timed per handover; figures go to results/linux-nat.json.
 import t, { type Test } from 'tap';
 import path from 'node:path';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { testLab, type TestLab } from '../helpers/lab.js';
 import { repoRoot } from '../helpers/env.js';
+import { saveNatFigures } from '../helpers/nat-figures.js';
 import { startManyTcpStreams } from '../helpers/tcp-many.js';
 import { loadSpec } from '../../src/lab/spec/index.js';
 import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
@@ -200,22 +200,7 @@ t.test(`NAT pair: ${CONNECTIONS} concurrent TCP connections moved nat1 → nat2 
     conntrackCommands: manager.commands.length,
   };
   t.comment(`many connections: ${JSON.stringify(summary)}`);
-  saveFigures('manyConnections', summary);
+  saveNatFigures('manyConnections', summary);
 });
 
 const round = (x: number): number => Number(x.toFixed(1));
-
-function saveFigures(key: string, v: unknown): void {
-  const dir = path.join(repoRoot, 'results');
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'linux-nat.json');
-  let cur: Record<string, unknown> = {};
-  try {
-    cur = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch {
-    cur = {};
-  }
-  cur[key] = v;
-  cur['measuredAt'] = new Date().toISOString();
-  writeFileSync(file, `${JSON.stringify(cur, null, 2)}\n`);
-}

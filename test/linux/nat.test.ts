@@ -15,9 +15,9 @@
 //      fails.
 import t, { type Test } from 'tap';
 import path from 'node:path';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { testLab, objectsDir, type TestLab } from '../helpers/lab.js';
 import { repoRoot } from '../helpers/env.js';
+import { saveNatFigures } from '../helpers/nat-figures.js';
 import { startTcpTransfer } from '../helpers/tcp-transfer.js';
 import { loadSpec } from '../../src/lab/spec/index.js';
 import { HandoverEngine, flowMoved, type HandoverResult } from '../../src/handover/engine.js';
@@ -213,7 +213,7 @@ t.test('NAT pair: a 200 MB TCP transfer through the NAT with handovers back and 
     conntrackCommands: manager.commands.length,
   };
   t.comment(`TCP with state move: ${JSON.stringify(summary)}`);
-  saveFigures('withStateMove', summary);
+  saveNatFigures('withStateMove', summary);
 });
 
 t.test('NAT pair: the same handover WITHOUT the state move breaks the connection (the new NAT drops its packets)', async (t) => {
@@ -238,20 +238,5 @@ t.test('NAT pair: the same handover WITHOUT the state move breaks the connection
   t.ok(drops[0]! > 0, `the new NAT (nat2) dropped ${drops[0]} mid-stream packets as INVALID (no conntrack entry, no pickup)`);
   const after = watch.server().all;
   t.comment(`TCP without state move: server segments before the handover ${before}, at the end ${after}; nat2 drops invalid/new-from-outside ${drops.join('/')}; client ${JSON.stringify(tcp)}; sender error ${sender.error}`);
-  saveFigures('withoutStateMove', { receivedMB: Number((receiver.bytes / MB).toFixed(1)), nat2Drops: { invalid: drops[0], newFromOutside: drops[1] }, clientTcp: tcp, senderError: sender.error });
+  saveNatFigures('withoutStateMove', { receivedMB: Number((receiver.bytes / MB).toFixed(1)), nat2Drops: { invalid: drops[0], newFromOutside: drops[1] }, clientTcp: tcp, senderError: sender.error });
 });
-
-function saveFigures(key: string, v: unknown): void {
-  const dir = path.join(repoRoot, 'results');
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'linux-nat.json');
-  let cur: Record<string, unknown> = {};
-  try {
-    cur = JSON.parse(execFileSync('cat', [file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as Record<string, unknown>;
-  } catch {
-    cur = {};
-  }
-  cur[key] = v;
-  cur['measuredAt'] = new Date().toISOString();
-  writeFileSync(file, `${JSON.stringify(cur, null, 2)}\n`);
-}
