@@ -66,7 +66,8 @@ export function standardSpec(o: Omit<NetnsLabOptions, 'prefix'> = {}): LabSpec {
   return {
     name: 'standard',
     target: 'xdp',
-    state: 'vnf-map',
+    // a userspace VNF's state is in its E-State node (the spec checker asks for it too)
+    state: o.vnfType === 'userspace' ? 'estate' : 'vnf-map',
     hosts: [
       { name: 'client', ip: '10.0.0.1/24', mac: '02:00:0a:00:00:01' },
       { name: 'server', ip: '10.0.0.2/24', mac: '02:00:0a:00:00:02' },

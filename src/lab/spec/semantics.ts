@@ -94,6 +94,13 @@ export function semanticIssues(raw: unknown): RawIssue[] {
     });
   }
 
+  // ---------------------------------------------------------------- vnf kinds vs state
+  // a userspace VNF keeps its per-flow counters in its E-State node: any other backend would move nothing of it, and the stamps would break silently
+  const state = asString(root['state']);
+  asArray(root['vnfs'])?.forEach((v, i) => {
+    if (asString(asObject(v)?.['type']) === 'userspace' && state !== 'estate') add(['vnfs', i, 'type'], `a userspace VNF keeps its state in E-State: give state: estate (the spec says ${state === undefined ? 'nothing, so vnf-map' : `state: ${state}`})`);
+  });
+
   // ---------------------------------------------------------------- nodes
   const nodes = new Map<string, NodeInfo>();
   /** every node's name is known: "no such node" is then a real finding, not a follow-on error */
