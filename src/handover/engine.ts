@@ -679,8 +679,9 @@ export class HandoverEngine extends EventEmitter {
     if (st !== undefined) await h.collect(h.to.name);
     const out: DropCount[] = [];
     for (const sw of h.switchNames) {
-      const port = h.rules.find((r) => r.switch === sw) === undefined ? undefined : h.toPorts.get(h.rules.find((r) => r.switch === sw)!.id)!;
-      if (port === undefined) continue;
+      const rule = h.rules.find((r) => r.switch === sw);
+      if (rule === undefined) continue;
+      const port = h.toPorts.get(rule.id)!;
       let frames = (await sc.handoverCounters(sw, h.id)).post;
       if (st !== undefined) {
         const side = (await sc.sentTowardsInstances?.(sw))?.find((p) => p.port === port)?.side;
