@@ -11,8 +11,10 @@ import type { Deployment, DropCount, DropReason } from '../dataplane/types.js';
 export type DropSnapshot = Map<string, DropCount>;
 
 export interface DropScope {
-  /** switch -> the ports whose transmit failures count (undefined: every port) */
-  switches: ReadonlyMap<string, ReadonlySet<string> | undefined>;
+  /** every switch of the deployment: a moved flow's frames cross the ones its rules are on and then any on its way to its host */
+  switches: readonly string[];
+  /** "switch/port" of ports towards instances the handover does not involve: their transmit failures are other traffic's */
+  otherInstancePorts: ReadonlySet<string>;
   /** instances whose interfaces count */
   instances: readonly string[];
 }
@@ -23,19 +25,22 @@ function put(s: DropSnapshot, where: string, reason: DropReason, frames: bigint)
 
 /**
  * Reads the drop counters of a scope. Switch ports: `xmitFailed` (the
- * device could not transmit what the switch sent it) for the ports in scope;
+ * device could not transmit what the switch sent it) for every port but
+ * those towards other instances — a released burst dies as readily at the
+ * far switch's port towards the host as at the ports towards A and B;
  * `redirectFailed` and `switchDrop` (the switch program's own drops other
  * than no-rule and forged shims, which are not traffic of any rule) for every
- * port of the switch, because a moving flow may arrive on any of them.
+ * port, because a moving flow may arrive on any of them.
  * Instances: both counters of every interface.
+ * `unreadable`: an instance whose counters cannot be read is left out (and
+ * reported to it) rather than failing the whole snapshot.
  */
-/** `unreadable`: an instance whose counters cannot be read is left out (and reported to it) rather than failing the whole snapshot. */
 export async function snapshotDrops(d: Deployment, scope: DropScope, unreadable?: (instance: string, e: unknown) => void): Promise<DropSnapshot> {
   const s: DropSnapshot = new Map();
-  for (const [sw, txPorts] of scope.switches) {
+  for (const sw of scope.switches) {
     for (const p of await d.switchControl.portCounters(sw)) {
       const where = `${sw}/${p.port}`;
-      if (txPorts === undefined || txPorts.has(p.port)) put(s, where, 'xmitFailed', p.xmitFailed);
+      if (!scope.otherInstancePorts.has(where)) put(s, where, 'xmitFailed', p.xmitFailed);
       put(s, where, 'redirectFailed', p.redirectFailed);
       put(s, where, 'switchDrop', p.dropOther);
     }

@@ -541,18 +541,25 @@ export class HandoverEngine extends EventEmitter {
 
   /**
    * Where the handover's traffic can die uncounted by the switch program:
-   * the switches' ports towards A and B (and every port's failed redirects),
-   * the interfaces of A and B.
+   * any switch port but those towards instances other than A and B (the
+   * flow leaves B for its host through ports no rule of the handover names,
+   * and a release's burst can overflow them), every port's failed
+   * redirects, the interfaces of A and B. Other traffic dropped at a shared
+   * port meanwhile makes the outcome lossy too: a false "lossy" names the
+   * port, a false "completed" would hide a loss.
    */
   #dropScope(h: HandoverRun): DropScope {
-    const switches = new Map<string, Set<string>>();
-    for (const r of h.rules) {
-      const ports = switches.get(r.switch) ?? new Set<string>();
-      ports.add(h.fromPorts.get(r.id)!);
-      ports.add(h.toPorts.get(r.id)!);
-      switches.set(r.switch, ports);
+    const sc = this.#d.switchControl;
+    const switches = sc.switches();
+    const otherInstancePorts = new Set<string>();
+    for (const inst of this.#d.agentControl.agentInstances()) {
+      if (inst.name === h.from.name || inst.name === h.to.name) continue;
+      for (const sw of switches) {
+        const port = sc.portTowards(sw, inst.name);
+        if (port !== undefined) otherInstancePorts.add(`${sw}/${port}`);
+      }
     }
-    return { switches, instances: [h.from.name, h.to.name] };
+    return { switches, otherInstancePorts, instances: [h.from.name, h.to.name] };
   }
 
   async #readDrops(h: HandoverRun, scope: DropScope): Promise<DropSnapshot | undefined> {

@@ -197,6 +197,25 @@ t.test('frames that overflow the hold ring: outcome lossy with the count, never 
   t.equal(rep.lost, Number(r.counts.overflow), 'every lost frame is the reported overflow: sent = delivered + reported');
 });
 
+t.test('frames lost downstream of the VNFs during a handover (the far switch could not send them to their host): outcome lossy, naming the port, never completed', async (t) => {
+  const { d, rules } = await setup();
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate });
+  const pending = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
+  await gate.entered;
+  // a burst (a release, say) finds the far switch's port towards h2 full: 3 frames of the forward flow die there
+  d.loseAtHostPort.set('s2-h2', 3);
+  for (let i = 0; i < 5; i++) d.tick();
+  gate.open();
+  const r = await pending;
+  for (let i = 0; i < 5; i++) d.tick();
+  t.equal(r.outcome, 'lossy', r.reason ?? '');
+  t.equal(r.counts.dropped, 3n, 'the 3 frames are the handover\'s drops');
+  t.match(r.reason, /3 frames were lost/);
+  t.ok(r.drops.some((x) => x.where === 's2/s2-h2' && x.reason === 'xmitFailed' && x.frames === 3n), `counted where they died: ${JSON.stringify(r.drops, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+  t.equal(d.report().lost, 3, 'sent = delivered + the 3 reported');
+});
+
 t.test('the capacity check uses the expected state time and refuses by default, changing nothing', async (t) => {
   const { d, rules } = await setup({ ring: 100 });
   const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 5000) });

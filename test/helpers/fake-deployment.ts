@@ -96,6 +96,14 @@ export class FakeDeployment implements Deployment {
   inFlight = false;
   /** frames to lose on the wire (counted as the port's tx, never arriving) */
   loseOnWire = 0;
+  /**
+   * Frames to lose after their VNF, at the far switch's port towards the
+   * destination host (the device refused them: counted as that port's
+   * xmitFailed, like a veth whose peer's ring is full), e.g. `{ 's2-h2': 3 }`.
+   */
+  readonly loseAtHostPort = new Map<string, number>();
+  /** port -> frames its device failed to transmit */
+  readonly #xmitFailed = new Map<string, bigint>();
   /** whether the data plane offers the quiescence event (false: like BMv2, the engine waits Q) */
   exactQuiescence = true;
   readonly #wire: { instance: string; side: 0 | 1; frame: Frame }[] = [];
@@ -252,6 +260,14 @@ export class FakeDeployment implements Deployment {
     const st = this.#state.get(instance)!;
     const n = (st.get(flowId(f.flow)) ?? 0) + 1;
     st.set(flowId(f.flow), n);
+    // out of the VNF to the far switch, which sends it out of its port towards the destination host
+    const hostPort = this.#rules.get(f.rule)?.switch === 's1' ? 's2-h2' : 's1-h1';
+    const lose = this.loseAtHostPort.get(hostPort) ?? 0;
+    if (lose > 0) {
+      this.loseAtHostPort.set(hostPort, lose - 1);
+      this.#xmitFailed.set(hostPort, (this.#xmitFailed.get(hostPort) ?? 0n) + 1n);
+      return;
+    }
     this.deliveries.push({ rule: f.rule, seq: f.seq, instance, stamp: n });
   }
 
@@ -319,7 +335,12 @@ export class FakeDeployment implements Deployment {
       this.send(id);
     },
     ruleCounters: async (id): Promise<Counter> => ({ packets: this.#ruleStats.get(id) ?? 0n, bytes: 0n }),
-    portCounters: async (): Promise<PortCounters[]> => [],
+    portCounters: async (sw): Promise<PortCounters[]> => {
+      await this.#call('portCounters', sw);
+      const zero = { packets: 0n, bytes: 0n, txPackets: 0n, txBytes: 0n, dropNoRule: 0n, dropShim: 0n, dropOther: 0n, relayed: 0n, redirectFailed: 0n };
+      const ports = [...this.#agents.keys()].map((i) => `${sw}-${i}`).concat(sw === 's1' ? 's1-h1' : 's2-h2');
+      return ports.map((port) => ({ ...zero, port, xmitFailed: this.#xmitFailed.get(port) ?? 0n }));
+    },
     handoverCounters: async (sw, hid) => {
       await this.#call('handoverCounters', sw);
       return { ...(this.#marks.get(`${sw}/${hid}`) ?? { pre: 0n, post: 0n }) };
