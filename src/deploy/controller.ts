@@ -17,7 +17,7 @@ import type { DeployRule, DeploySpec } from './spec.js';
 export interface Controller {
   deployment: NodeDeployment;
   engine: HandoverEngine;
-  /** vnf-map: host to host where the nodes are each other's peers (else through the controller); redis: through the nodes' common stateStore (else the controller's Redis manager); other kinds: their state manager */
+  /** vnf-map: host to host where the nodes are each other's peers (else through the controller); redis and estate: through the nodes' common stateStore (a Redis; an E-State group of the nodes), else through the controller's manager; other kinds: their state manager */
   mover: StateMover & { close?(): Promise<void> };
   close(): Promise<void>;
 }
@@ -39,7 +39,7 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
 
 export async function openController(spec: DeploySpec): Promise<Controller> {
   const deployment = await connectDeployment(spec);
-  // vnf-map and redis: the nodes move the state themselves where they can (peers, a common stateStore)
+  // vnf-map, conntrack, redis, estate: the nodes move the state themselves where they can (peers, a common stateStore)
   const mover: Controller['mover'] = controllerStateMover(spec.state);
   const engine = new HandoverEngine(deployment, { mover, journal: new FileJournal(spec.controller.journal) });
   return {

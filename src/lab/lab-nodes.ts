@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { createLabFromSpec, destroyLab, type NetnsLab } from './netns-lab.js';
-import { createManagementNetwork, removeManagementNetwork, ManagementNetworkError, MGMT_NODE_PORT, type ManagementNetwork } from './management-net.js';
+import { createManagementNetwork, removeManagementNetwork, ManagementNetworkError, MGMT_NODE_PORT, MGMT_ESTATE_PORT, type ManagementNetwork } from './management-net.js';
 import type { LabSpec } from './spec/types.js';
 import {
   DataPlaneError,
@@ -38,6 +38,7 @@ import {
   type StateTransferResult,
 } from '../dataplane/types.js';
 import type { NodeConfig } from '../node/config.js';
+import type { StagingStoreKind, StoreStagedState } from '../state/types.js';
 import { DEFAULT_VNF_KIND } from '../node/vnf-kinds.js';
 import { NodeClient, NodeDeployment } from '../node/client.js';
 import { nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
@@ -96,11 +97,22 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
     const allow = instanceNodes.filter((n) => n !== name);
     return o.management === undefined || allow.length === 0 ? {} : { peers: { ca: caFiles(o.management.certsDir).cert, allow } };
   };
+  // and are the members of one E-State group (a handover with --state estate stages there)
+  const estateAt = (i: { name: string; netns?: string }): string => {
+    const address = o.management?.addresses.get(i.netns!);
+    return address === undefined ? `unix:${path.join(o.dir, `${i.name}.estate.sock`)}` : `${address}:${MGMT_ESTATE_PORT}`;
+  };
+  const estateOf = (i: { name: string; netns?: string }): Pick<NodeConfig, 'stateStore'> => {
+    if (o.management === undefined || lab.topology.instances.length < 2) return {};
+    const members = lab.topology.instances.filter((x) => x.name !== i.name).map((x) => ({ node: `${o.nodePrefix}${x.name}`, address: estateAt(x) }));
+    return { stateStore: { estate: { group: `${o.nodePrefix}estate`.slice(0, 32), listen: estateAt(i), members, timeoutMs: 1000 } } };
+  };
   for (const i of lab.topology.instances)
     add(i.name, i.netns!, {
       switches: [],
       instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.vnfFlows === undefined ? {} : { vnfFlows: i.vnfFlows }) }],
       ...peersOf(`${o.nodePrefix}${i.name}`),
+      ...estateOf(i),
     });
   // the index lets a later `lab down` detach the nodes even when their daemon died
   writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
@@ -294,6 +306,19 @@ export class NodeLabDataPlane implements DataPlane {
     const vs = this.#d.vnfState;
     if (vs.transferState === undefined) return Promise.reject(new DataPlaneError('the nodes cannot move state host to host'));
     return vs.transferState(from, to, sel, o);
+  }
+  // staging in a store on the nodes' side (the lab's nodes: their E-State group)
+  canStageState(from: string, to: string, store?: StagingStoreKind): boolean {
+    return this.#d.vnfState.canStageState(from, to, store);
+  }
+  stageState(...a: Parameters<StoreStagedState['stageState']>): ReturnType<StoreStagedState['stageState']> {
+    return this.#d.vnfState.stageState(...a);
+  }
+  obtainState(...a: Parameters<StoreStagedState['obtainState']>): ReturnType<StoreStagedState['obtainState']> {
+    return this.#d.vnfState.obtainState(...a);
+  }
+  discardStagedState(...a: Parameters<StoreStagedState['discardStagedState']>): ReturnType<StoreStagedState['discardStagedState']> {
+    return this.#d.vnfState.discardStagedState(...a);
   }
   exportState(i: string, sel: FlowSelection): Promise<FlowStateEntry[]> {
     return this.#d.vnfState.exportState(i, sel);

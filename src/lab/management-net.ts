@@ -21,6 +21,8 @@ import { bpfNative } from '../bpf/native.js';
 export const MGMT_IFNAME = 'mgmt0';
 /** the node API's TCP port on the management network */
 export const MGMT_NODE_PORT = 7441;
+/** where an instance node's E-State member serves (stateStore.estate) */
+export const MGMT_ESTATE_PORT = 7451;
 /** where lab subnets come from: 198.18.0.0/15, 512 /24s */
 export const MGMT_RANGE = { base: '198.18.0.0', prefixLength: 15 } as const;
 const SUBNETS = 1 << (24 - MGMT_RANGE.prefixLength);

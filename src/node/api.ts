@@ -231,9 +231,15 @@ export interface NodeHealth {
   instances: { name: string; kind: string; ifaces: string[]; ringCapacity: number; ringCount: number }[];
   /** nodes this one moves VNF state with, node to node (its config's peers.allow) */
   statePeers?: string[];
-  /** the store this node stages VNF state in ('' or undefined: none) */
+  /** the Redis store this node stages VNF state in ('' or undefined: none) */
   stateStore?: string;
+  /** the E-State group this node stages VNF state in ('' or undefined: none) */
+  estateStore?: string;
 }
+
+/** The stores a node may stage VNF state in (its config's stateStore). */
+export const STAGING_STORES = ['redis', 'estate'] as const;
+export type StagingStore = (typeof STAGING_STORES)[number];
 
 export function healthToWire(h: NodeHealth): Wire {
   return {
@@ -248,6 +254,7 @@ export function healthToWire(h: NodeHealth): Wire {
     instances: h.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: i.ifaces, ring_capacity: i.ringCapacity, ring_count: i.ringCount })),
     state_peers: h.statePeers ?? [],
     state_store: h.stateStore ?? '',
+    estate_store: h.estateStore ?? '',
   };
 }
 
@@ -272,6 +279,7 @@ export function healthFromWire(w: Wire): NodeHealth {
     instances: ((w['instances'] as Wire[]) ?? []).map((i) => ({ name: str(i['name']), kind: str(i['kind']), ifaces: (i['ifaces'] as string[]) ?? [], ringCapacity: num(i['ring_capacity']), ringCount: num(i['ring_count']) })),
     statePeers: ((w['state_peers'] as unknown[]) ?? []).map(str),
     stateStore: str(w['state_store']),
+    estateStore: str(w['estate_store']),
   };
 }
 

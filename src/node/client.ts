@@ -53,6 +53,7 @@ import {
   type NodeHealth,
   type NodeMethod,
   type Wire,
+  type StagingStore,
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
 import { callDeadline } from '../util/call-deadline.js';
@@ -445,24 +446,29 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), peer: String(r['peer_node'] ?? ''), transport: String(r['transport'] ?? ''), calls: Number(r['calls'] ?? 0), ...(identity === '' ? {} : { peerIdentity: identity }) };
   }
 
-  async stageState(instance: string, handoverId: number, select: FlowSelection): Promise<{ flows: FlowKey[]; bytes: number; store: string }> {
-    const r = await this.#call('StageState', { instance, handover_id: handoverId, ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }) });
+  async stageState(instance: string, handoverId: number, select: FlowSelection, o: { store?: StagingStore } = {}): Promise<{ flows: FlowKey[]; bytes: number; store: string }> {
+    const r = await this.#call('StageState', { instance, handover_id: handoverId, ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }), store: o.store ?? 'redis' });
     return { flows: ((r['flows'] as Wire[]) ?? []).map(flowFromWire), bytes: Number(r['bytes'] ?? 0), store: String(r['store'] ?? '') };
   }
 
-  async obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o: { keepExisting?: boolean } = {}): Promise<{ records: number; bytes: number; store: string }> {
-    const r = await this.#call('ObtainState', { instance, from_instance: fromInstance, handover_id: handoverId, flows: flows.map(flowToWire), keep_existing: o.keepExisting ?? false });
+  async obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o: { keepExisting?: boolean; store?: StagingStore } = {}): Promise<{ records: number; bytes: number; store: string }> {
+    const r = await this.#call('ObtainState', { instance, from_instance: fromInstance, handover_id: handoverId, flows: flows.map(flowToWire), keep_existing: o.keepExisting ?? false, store: o.store ?? 'redis' });
     return { records: Number(r['records'] ?? 0), bytes: Number(r['bytes'] ?? 0), store: String(r['store'] ?? '') };
   }
 
-  async discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o: { deleteLocal?: boolean } = {}): Promise<number> {
-    const r = await this.#call('DiscardStagedState', { instance, handover_id: handoverId, flows: flows === 'all' ? [] : flows.map(flowToWire), delete_local: o.deleteLocal ?? false });
+  async discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o: { deleteLocal?: boolean; store?: StagingStore } = {}): Promise<number> {
+    const r = await this.#call('DiscardStagedState', { instance, handover_id: handoverId, flows: flows === 'all' ? [] : flows.map(flowToWire), delete_local: o.deleteLocal ?? false, store: o.store ?? 'redis' });
     return Number(r['keys'] ?? 0);
   }
 
-  /** the store this node stages state in ('' : none) */
+  /** the store of a kind this node stages state in ('' : none) */
+  stagingStore(kind: StagingStore = 'redis'): string {
+    return (kind === 'estate' ? this.#health.estateStore : this.#health.stateStore) ?? '';
+  }
+
+  /** the Redis store this node stages state in ('' : none) */
   get stateStore(): string {
-    return this.#health.stateStore ?? '';
+    return this.stagingStore('redis');
   }
 
   /** the nodes this one moves state with (its peers.allow) */
@@ -561,11 +567,11 @@ export class NodeDeployment implements Deployment {
         return a.transferStateTo(from, to, a === b ? undefined : { node: b.name, via: b.statePeer }, sel, o);
       },
       // through the store when both instances' nodes stage state in the same one
-      canStageState: (from, to) => {
-        const s = byInstance(from).stateStore;
-        return s !== '' && s === byInstance(to).stateStore;
+      canStageState: (from, to, store) => {
+        const s = byInstance(from).stagingStore(store);
+        return s !== '' && s === byInstance(to).stagingStore(store);
       },
-      stageState: (i, hid, sel) => byInstance(i).stageState(i, hid, sel),
+      stageState: (i, hid, sel, o) => byInstance(i).stageState(i, hid, sel, o),
       obtainState: (i, from, hid, flows, o) => byInstance(i).obtainState(i, from, hid, flows, o),
       discardStagedState: (i, hid, flows, o) => byInstance(i).discardStagedState(i, hid, flows, o),
     };

@@ -10,6 +10,7 @@
  *   peers: { ca: certs/ca.crt, allow: [vnf2] }   # VNF nodes only: state goes node to node
  *   stateStore: { redis: { url: "redis://10.9.0.9:6379/0", passwordFile: redis.pass } }   # VNF nodes only
  *     # or a Redis Cluster: { redis: { cluster: ["10.9.0.9:7000", "10.9.0.10:7000"], passwordFile: redis.pass } }
+ *     # and/or E-State on the nodes: { estate: { group: lab1, listen: "10.9.0.3:7451", members: [{ node: vnf2, address: "10.9.0.4:7451" }] } }
  *   metrics: { tcp: "10.9.0.2:9441", allow: [prometheus] }     # or { unix: /run/sharpctl/s1.metrics.sock }
  *   switches:
  *     - name: s1
@@ -55,7 +56,17 @@ export interface NodeConfig {
    * client learns the rest; failoverMs: how long a command keeps retrying
    * while the cluster fails over, default 5000).
    */
-  stateStore?: { redis: { url?: string; cluster?: string[]; username?: string; passwordFile?: string; keyPrefix: string; timeoutMs: number; failoverMs?: number } };
+  stateStore?: {
+    redis?: { url?: string; cluster?: string[]; username?: string; passwordFile?: string; keyPrefix: string; timeoutMs: number; failoverMs?: number };
+    /**
+     * E-State on the nodes: this node runs a member of the group (id: its
+     * name) at `listen` (host:port: mutual TLS with tls.cert, members'
+     * certificates checked against peers.ca and their names; or
+     * unix:/path); the new instance's node fetches the staged records from
+     * the members directly
+     */
+    estate?: { group: string; listen: string; members: { node: string; address: string }[]; timeoutMs: number };
+  };
   /** Prometheus metrics: on a Unix socket (HTTP) and/or TCP (HTTPS, mutual TLS with the node's tls; allow: client certificate names, default any the CA issued) */
   metrics?: { unix?: string; tcp?: string; allow?: string[] };
   /** bpffs folder for this node's pins (default /sys/fs/bpf/sharpctl/<name>, or a private bpffs) */
@@ -72,6 +83,7 @@ export interface NodeConfig {
 
 export const MAX_CONFIG_BYTES = 1 << 20;
 const NAME = '^[A-Za-z0-9_-]{1,32}$';
+const ADDRESS_OR_UNIX = '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s/]+):[0-9]{1,5}|unix:/.{1,106})$';
 
 export const nodeConfigSchema = {
   type: 'object',
@@ -100,8 +112,27 @@ export const nodeConfigSchema = {
     stateStore: {
       type: 'object',
       additionalProperties: false,
-      required: ['redis'],
       properties: {
+        estate: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['group', 'listen', 'members'],
+          properties: {
+            group: { type: 'string', pattern: NAME, description: "the group's name: nodes stage state for each other only in the same group" },
+            listen: { type: 'string', pattern: ADDRESS_OR_UNIX, description: "host:port (mutual TLS) or unix:/path of this node's E-State member" },
+            members: {
+              type: 'array',
+              maxItems: 256,
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['node', 'address'],
+                properties: { node: { type: 'string', pattern: NAME }, address: { type: 'string', pattern: ADDRESS_OR_UNIX } },
+              },
+            },
+            timeoutMs: { type: 'integer', minimum: 10, maximum: 60000, default: 1000 },
+          },
+        },
         redis: {
           type: 'object',
           additionalProperties: false,
@@ -219,6 +250,17 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
     if (!(port >= 1 && port <= 65535)) issues.push(`stateStore.redis.cluster.${i}: port ${port} is not 1-65535`);
   });
   if (c.peers !== undefined && c.instances.length === 0) issues.push('peers: this node carries no VNF instance: it has no state to move');
+  if (c.stateStore !== undefined && c.stateStore.redis === undefined && c.stateStore.estate === undefined) issues.push('stateStore: give redis { url | cluster } and/or estate { group, listen, members }');
+  const es = c.stateStore?.estate;
+  if (es !== undefined) {
+    const tcp = (a: string): boolean => !a.startsWith('unix:');
+    if (tcp(es.listen) && (c.tls === undefined || c.peers?.ca === undefined)) issues.push("stateStore.estate.listen: a member on TCP serves mutual TLS only: add tls { ca, cert, key } and peers.ca (the CA of the members' certificates), or listen on unix:/path");
+    es.members.forEach((m, i) => {
+      if (m.node === c.name) issues.push(`stateStore.estate.members.${i}.node: '${m.node}' is this node itself`);
+      if (tcp(m.address) && c.tls === undefined) issues.push(`stateStore.estate.members.${i}.address: reaching ${m.address} takes mutual TLS: add tls { ca, cert, key }`);
+      if (es.members.findIndex((x) => x.node === m.node) !== i) issues.push(`stateStore.estate.members.${i}.node: '${m.node}' twice`);
+    });
+  }
   const instances = new Set(c.instances.map((i) => i.name));
   const seen = new Set<string>();
   const ifnames = new Set<string>();
@@ -256,7 +298,7 @@ export function loadNodeConfig(file: string): NodeConfig {
     c.tls = { ...c.tls, ca: path.resolve(dir, c.tls.ca), cert: path.resolve(dir, c.tls.cert), key: path.resolve(dir, c.tls.key) };
   }
   if (c.peers?.ca !== undefined) c.peers = { ...c.peers, ca: path.resolve(path.dirname(path.resolve(file)), c.peers.ca) };
-  const pw = c.stateStore?.redis.passwordFile;
-  if (pw !== undefined) c.stateStore = { redis: { ...c.stateStore!.redis, passwordFile: path.resolve(path.dirname(path.resolve(file)), pw) } };
+  const pw = c.stateStore?.redis?.passwordFile;
+  if (pw !== undefined) c.stateStore = { ...c.stateStore, redis: { ...c.stateStore!.redis!, passwordFile: path.resolve(path.dirname(path.resolve(file)), pw) } };
   return c;
 }

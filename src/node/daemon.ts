@@ -15,6 +15,9 @@ import { StatePeers } from './state-transfer.js';
 import { X509Certificate } from 'node:crypto';
 import { NodeConfigError, type NodeConfig } from './config.js';
 import { NodeRedisStore } from '../state/redis-stage.js';
+import { NodeEStateStore } from '../state/estate-stage.js';
+import type { TLSSocket } from 'node:tls';
+import { describeIdentity, identityOf } from './transport/identity.js';
 import { readFileSync } from 'node:fs';
 import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
@@ -61,7 +64,7 @@ export function topologyOf(c: NodeConfig): XdpTopology {
 
 /** The node's state store; the password is read from its file now, so a bad file stops the start with its name. */
 function openStateStore(c: NodeConfig): NodeRedisStore {
-  const r = c.stateStore!.redis;
+  const r = c.stateStore!.redis!;
   let password: string | undefined;
   if (r.passwordFile !== undefined) {
     try {
@@ -80,6 +83,24 @@ function openStateStore(c: NodeConfig): NodeRedisStore {
   });
 }
 
+/**
+ * The node's E-State member: over TCP it admits only node certificates of
+ * the group's members (signed by peers.ca: the TLS layer checks that).
+ */
+async function startEStateStore(c: NodeConfig, es: NonNullable<NonNullable<NodeConfig['stateStore']>['estate']>, peersTls: TlsMaterial | undefined, log: (line: string) => void): Promise<NodeEStateStore> {
+  const members = new Set(es.members.map((m) => m.node));
+  const admit = (s: TLSSocket): string | undefined => {
+    const raw = s.getPeerCertificate().raw;
+    const id = raw === undefined ? undefined : identityOf(raw);
+    const refused = id === undefined ? 'no certificate' : id.role !== 'node' ? `${describeIdentity(id)} is not a node certificate` : !members.has(id.name) ? `${describeIdentity(id)} is not a member of estate group ${es.group}` : undefined;
+    if (refused !== undefined) log(`estate: refused a connection: ${refused}`);
+    return refused;
+  };
+  const store = await NodeEStateStore.start({ id: c.name, group: es.group, listen: es.listen, members: es.members, timeoutMs: es.timeoutMs, ...(peersTls === undefined ? {} : { tls: peersTls, admit }) });
+  log(`estate group ${es.group}: member ${c.name} serving on ${store.address}, ${es.members.length} other member(s)`);
+  return store;
+}
+
 export function pinStoreOf(c: NodeConfig): PinStore {
   return PinStore.open({ node: c.name, ...(c.pinDir === undefined ? {} : { pinDir: c.pinDir }), ...(c.stateDir === undefined ? {} : { stateDir: c.stateDir }) });
 }
@@ -89,7 +110,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const store = pinStoreOf(c);
   const topology = topologyOf(c);
   // before the data plane: a password file that cannot be read stops the start with nothing opened
-  const stateStore = c.stateStore === undefined ? undefined : openStateStore(c);
+  const stateStore = c.stateStore?.redis === undefined ? undefined : openStateStore(c);
   const adopted = store.list().length > 0;
   const dp = adopted
     ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir })
@@ -108,6 +129,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     instances: c.instances.map((i) => ({ name: i.name, kind: i.kind, ifaces: [...i.ifaces], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
     statePeers: [...(c.peers?.allow ?? [])],
     stateStore: stateStore?.describe() ?? '',
+    estateStore: estateStore?.describe() ?? '',
   });
   const captureTargets = xdpCaptureTargets(dp, topology);
   // a capture that died with an earlier node may have left a hook on
@@ -115,18 +137,20 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const capture = new NodeCapture(c.name, () => captureTargets);
   const api = apiLatencyHistogram();
   let statePeers: StatePeers | undefined;
+  let estateStore: NodeEStateStore | undefined;
   let server: NodeServer;
   let metrics: MetricsServer | undefined;
   try {
     // state peers: this node's certificate as a client, their CA trusted beside the controllers'
     const peersTls = c.peers?.ca === undefined || c.tls === undefined ? undefined : loadTls({ ca: c.peers.ca, cert: c.tls.cert, key: c.tls.key }, 'client');
     if (c.peers !== undefined) statePeers = new StatePeers({ self: c.name, allow: c.peers.allow, tls: peersTls });
+    if (c.stateStore?.estate !== undefined) estateStore = await startEStateStore(c, c.stateStore.estate, peersTls, log);
     const ownTls = c.tls === undefined || c.listen.tcp === undefined ? undefined : loadTls(c.tls, 'server');
     const twoCas = ownTls !== undefined && peersTls !== undefined && !peersTls.ca.equals(ownTls.ca);
     const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(stateStore === undefined ? {} : { stateStore }), log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
@@ -152,6 +176,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   } catch (e) {
     statePeers?.close();
     await stateStore?.close();
+    await estateStore?.close();
     // the data plane stays (pinned) for the next start; only this process's handles go
     await dp.close();
     throw e;
@@ -162,7 +187,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     if (stopped) return;
     stopped = true;
     statePeers?.close();
-    await Promise.all([server.close(500), metrics?.close(), stateStore?.close()]);
+    await Promise.all([server.close(500), metrics?.close(), stateStore?.close(), estateStore?.close()]);
   };
   return {
     config: c,

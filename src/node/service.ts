@@ -21,6 +21,8 @@ import {
   portCountersToWire,
   ruleToWire,
   statusToWire,
+  STAGING_STORES,
+  type StagingStore,
   type NodeHealth,
   type NodeMethod,
   type Wire,
@@ -44,8 +46,8 @@ export interface NodeRuntime {
   capture?: NodeCapture;
   /** node-to-node state transfers (TransferState); undefined: only between this node's own instances */
   statePeers?: StatePeers;
-  /** where this node stages its instances' state for handovers (its config's stateStore) */
-  stateStore?: Pick<NodeRedisStore, 'describe' | 'stage' | 'obtain' | 'discard'>;
+  /** where this node stages its instances' state for handovers (its config's stateStore), by store */
+  stateStores?: Partial<Record<StagingStore, Pick<NodeRedisStore, 'describe' | 'stage' | 'obtain' | 'discard'>>>;
   /** the daemon's log */
   log?: (line: string) => void;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
@@ -182,9 +184,12 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     throw invalid(`peer: give unix or address for node ${node}`);
   };
 
-  const store = (): NonNullable<NodeRuntime['stateStore']> => {
-    if (rt.stateStore === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} has no stateStore in its config`);
-    return rt.stateStore;
+  const store = (w: Wire): NonNullable<NodeRuntime['stateStores']>[StagingStore] & object => {
+    const name = w['store'] === undefined || w['store'] === '' ? 'redis' : String(w['store']);
+    if (!(STAGING_STORES as readonly string[]).includes(name)) throw invalid(`store '${name.slice(0, 40)}': one of ${STAGING_STORES.join(', ')}`);
+    const st = rt.stateStores?.[name as StagingStore];
+    if (st === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} has no stateStore.${name} in its config`);
+    return st;
   };
 
   const impl: Record<NodeMethod, (req: Wire, call: HasAuthContext) => Promise<Wire>> = {
@@ -306,7 +311,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const i = instance(w);
       const h = hid(w);
       const select = w['all'] === true ? ('all' as const) : batch<Wire>(w['matches'], 'matches').map(matchFromWire);
-      const st = store();
+      const st = store(w);
       const entries = await agents().exportState(i.name, select);
       await st.stage(i.name, h, entries);
       const bytes = entries.reduce((a, e) => a + e.value.length, 0);
@@ -319,7 +324,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const from = String(w['from_instance'] ?? '');
       if (!NODE_NAME.test(from)) throw invalid(`from_instance '${from.slice(0, 40)}': an instance name is 1-32 letters, digits, _ or -`);
       const flows = batch<Wire>(w['flows'], 'flows').map(flowFromWire);
-      const st = store();
+      const st = store(w);
       const { found, missing } = await st.obtain(from, h, flows);
       if (missing.length > 0) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `${st.describe()} has no record of ${missing.length} of the ${flows.length} flows ${from} staged for handover ${h} (e.g. ${flowKeyString(missing[0]!)}): nothing imported into ${i.name}`);
       const imported = await importKeeping(agents(), i.name, found, w['keep_existing'] === true);
@@ -332,7 +337,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const h = hid(w);
       const flows = batch<Wire>(w['flows'], 'flows').map(flowFromWire);
       if (w['delete_local'] === true && flows.length === 0) throw invalid('delete_local: name the flows whose records the instance forgets');
-      const keys = await store().discard(i.name, h, flows.length === 0 ? 'all' : flows);
+      const keys = await store(w).discard(i.name, h, flows.length === 0 ? 'all' : flows);
       // the store's copy first: if that fails, the instance still has everything
       if (w['delete_local'] === true) await agents().deleteState(i.name, flows);
       return { keys };

@@ -64,11 +64,12 @@ export function createStateMover(kind: StateKind, options: StateManagerOptions =
  * own state (its map, or a stack VNF's conntrack table), moved node to node
  * between peers (TransferState) and otherwise exported and imported through
  * the node API; redis goes through the nodes' common store, else through
- * the controller's own Redis manager. The others are state managers that
- * run in the controller.
+ * the controller's own Redis manager; estate through the E-State group the
+ * nodes are members of, else through E-State nodes in the controller. The
+ * others are state managers that run in the controller.
  */
 export function controllerStateMover(kind: StateKind, options: StateManagerOptions = {}): StateMover & { close?(): Promise<void> } {
   if (kind === 'vnf-map' || kind === 'conntrack') return new VnfMapStateMover();
-  if (kind === 'redis') return new NodeStoreStateMover({ fallback: createStateMover('redis', options) });
+  if (kind === 'redis' || kind === 'estate') return new NodeStoreStateMover({ store: kind, fallback: createStateMover(kind, options) });
   return createStateMover(kind, options);
 }

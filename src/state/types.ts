@@ -120,19 +120,23 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
 
 /**
  * A deployment whose hosts stage VNF state in a shared store themselves
- * (the nodes' Redis): the old instance's host writes, the new one's reads;
- * the caller handles flows, never records.
+ * (the nodes' Redis, or the E-State group the nodes are members of): the
+ * old instance's host writes, the new one's reads; the caller handles
+ * flows, never records. `store`: which of the hosts' stores (default redis).
  */
 export interface StoreStagedState {
-  /** whether both instances' hosts stage state in one and the same store */
-  canStageState(from: string, to: string): boolean;
+  /** whether both instances' hosts stage state in one and the same store of that kind */
+  canStageState(from: string, to: string, store?: StagingStoreKind): boolean;
   /** `instance`'s host writes the selection's records to the store under the handover */
-  stageState(instance: string, handoverId: number, select: FlowSelection): Promise<{ flows: FlowKey[]; bytes: number; store: string }>;
+  stageState(instance: string, handoverId: number, select: FlowSelection, o?: { store?: StagingStoreKind }): Promise<{ flows: FlowKey[]; bytes: number; store: string }>;
   /** `instance`'s host reads what `fromInstance` staged for these flows and imports it */
-  obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o?: { keepExisting?: boolean }): Promise<{ records: number; bytes: number; store: string }>;
+  obtainState(instance: string, fromInstance: string, handoverId: number, flows: readonly FlowKey[], o?: { keepExisting?: boolean; store?: StagingStoreKind }): Promise<{ records: number; bytes: number; store: string }>;
   /** removes what `instance` staged under the handover (these flows or all); deleteLocal: and its own records of these flows */
-  discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o?: { deleteLocal?: boolean }): Promise<number>;
+  discardStagedState(instance: string, handoverId: number, flows: readonly FlowKey[] | 'all', o?: { deleteLocal?: boolean; store?: StagingStoreKind }): Promise<number>;
 }
+
+/** the kinds of store hosts stage state in (the node API's StagingStore) */
+export type StagingStoreKind = 'redis' | 'estate';
 
 export function hasStoreStagedState(v: VnfStateStore): v is VnfStateStore & StoreStagedState {
   const s = v as Partial<StoreStagedState>;

@@ -43,6 +43,19 @@ t.test('stateStore: the Redis the node stages state in; credentials never in the
   t.match(problems({ ...vnfNode, stateStore: {} }), /stateStore.*redis/);
 });
 
+t.test('stateStore.estate: the E-State group the node is a member of; over TCP only with mutual TLS and the members\' CA', async (t) => {
+  const estate = { group: 'lab1', listen: '10.8.0.3:7451', members: [{ node: 'vnfb', address: '10.8.0.4:7451' }] };
+  const c = validateNodeConfig({ ...vnfNode, tls, peers: { ca: '/c/ca.crt', allow: ['vnfb'] }, stateStore: { estate } });
+  t.same(c.stateStore, { estate: { ...estate, timeoutMs: 1000 } }, 'default: 1 s per request to a member');
+  t.ok(validateNodeConfig({ ...vnfNode, stateStore: { estate: { group: 'g', listen: 'unix:/run/sharpt/vnfa.estate.sock', members: [{ node: 'vnfb', address: 'unix:/run/sharpt/vnfb.estate.sock' }] } } }), 'Unix sockets need no TLS');
+  t.ok(validateNodeConfig({ ...vnfNode, stateStore: { redis: { url: 'redis://h:1' }, estate: { group: 'g', listen: 'unix:/run/sharpt/a.sock', members: [] } } }), 'both stores at once: each handover names its store');
+  t.match(problems({ ...vnfNode, stateStore: { estate } }), /stateStore\.estate\.listen: a member on TCP serves mutual TLS only/);
+  t.match(problems({ ...vnfNode, tls, peers: { ca: '/c/ca.crt', allow: ['vnfb'] }, stateStore: { estate: { ...estate, members: [{ node: 'vnfa', address: '10.8.0.3:7451' }] } } }), /stateStore\.estate\.members\.0\.node: 'vnfa' is this node itself/);
+  t.match(problems({ ...vnfNode, tls, peers: { ca: '/c/ca.crt', allow: ['vnfb'] }, stateStore: { estate: { ...estate, members: [estate.members[0], estate.members[0]] } } }), /stateStore\.estate\.members\.1\.node: 'vnfb' twice/);
+  t.match(problems({ ...vnfNode, stateStore: { estate: { ...estate, listen: 'nowhere' } } }), /stateStore[./]estate[./]listen/, 'neither host:port nor unix:/path, by its path');
+  t.match(problems({ ...vnfNode, stateStore: { estate: { group: 'g', listen: 'unix:/a.sock' } } }), /members/, 'members is required');
+});
+
 t.test('stateStore: a Redis Cluster, by some of its nodes; one server or a cluster, never both', async (t) => {
   const c = validateNodeConfig({ ...vnfNode, stateStore: { redis: { cluster: ['10.8.0.9:7000', '10.8.0.10:7000', '[fd00::9]:7000'], passwordFile: '/etc/sharpctl/redis.pass', failoverMs: 8000 } } });
   t.same(c.stateStore, { redis: { cluster: ['10.8.0.9:7000', '10.8.0.10:7000', '[fd00::9]:7000'], passwordFile: '/etc/sharpctl/redis.pass', failoverMs: 8000, keyPrefix: 'sharp:', timeoutMs: 2000 } });
@@ -63,7 +76,7 @@ t.test('relative peers.ca and stateStore.redis.passwordFile are relative to the 
   writeFileSync(file, JSON.stringify(cfg));
   const c = loadNodeConfig(file);
   t.equal(c.peers?.ca, path.join(dir, 'certs/peers-ca.crt'));
-  t.equal(c.stateStore?.redis.passwordFile, path.join(dir, 'redis.pass'));
+  t.equal(c.stateStore?.redis?.passwordFile, path.join(dir, 'redis.pass'));
 });
 
 t.test('table sizes: a switch names its rule tables (maxRules), an instance its flow_state map (vnfFlows); out of range is refused by field', async (t) => {

@@ -24,7 +24,7 @@
 import path from 'node:path';
 import type { TlsMaterial } from '../../node/transport/certs.js';
 import { StateError } from '../types.js';
-import { defaultSocketDir, MAX_SOCKET_PATH_BYTES, PeerCallError, PeerLink, PeerServer, RETRYABLE_STATUSES, type CallStatus } from './transport.js';
+import { defaultSocketDir, MAX_SOCKET_PATH_BYTES, PeerCallError, PeerLink, PeerServer, RETRYABLE_STATUSES, type CallStatus, type ServeOptions } from './transport.js';
 import { codecs, valueBytes, type Member, type StateItem, type StateValue } from './proto.js';
 import type * as P from './proto.js';
 import { reducers, type ReduceName, type Reducer, type ReducedValue } from './reduce.js';
@@ -48,6 +48,8 @@ export interface EStateNodeOptions {
    * addresses (a node certificate: serverAuth and clientAuth)
    */
   tls?: TlsMaterial;
+  /** TCP only: a further check of a connecting peer's certificate (see ServeOptions.tcp.admit) */
+  admit?: NonNullable<ServeOptions['tcp']>['admit'];
   /** the Unix socket to serve on (default: <tmpdir>/sharpctl-estate-<uid>/<id>-<pid>-<n>.sock) */
   socketPath?: string;
   /** deadline of one request to one peer (default 500 ms) */
@@ -224,7 +226,7 @@ export class EStateNode {
       if (Buffer.byteLength(unixPath) > MAX_SOCKET_PATH_BYTES) throw new StateError(`E-State node ${options.id}: socketPath '${unixPath}' is ${Buffer.byteLength(unixPath)} bytes; a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES}`);
     }
     try {
-      n.#server = await PeerServer.listen(tcp ? { tcp: { host, port, tls: options.tls! } } : { unixPath: unixPath! }, (method, body) => n.#serve(method, body));
+      n.#server = await PeerServer.listen(tcp ? { tcp: { host, port, tls: options.tls!, ...(options.admit === undefined ? {} : { admit: options.admit }) } } : { unixPath: unixPath! }, (method, body) => n.#serve(method, body));
     } catch (e) {
       throw new StateError(`E-State node ${options.id} ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }

@@ -130,8 +130,12 @@ export type RequestHandler = (method: number, body: Buffer) => Buffer | Promise<
 export interface ServeOptions {
   /** serve on this Unix socket path (its folder must exist) */
   unixPath?: string;
-  /** serve on TCP with mutual TLS */
-  tcp?: { host: string; port: number; tls: TlsMaterial };
+  /**
+   * serve on TCP with mutual TLS; `admit`: a further check of the client's
+   * certificate (already signed by the CA): a reason to refuse it, or
+   * undefined to serve it (e.g. only node certificates of the group)
+   */
+  tcp?: { host: string; port: number; tls: TlsMaterial; admit?: (peer: tls.TLSSocket) => string | undefined };
 }
 
 /** socket files in the default folder are named <id>-<pid>-<n>.sock */
@@ -208,6 +212,12 @@ export class PeerServer {
       s.once('close', () => sockets.delete(s));
       s.on('error', () => s.destroy());
       if (o.tcp !== undefined) s.setNoDelay(true);
+      const refused = o.tcp?.admit?.(s as tls.TLSSocket);
+      if (refused !== undefined) {
+        // before any request is read: a refused peer changes nothing and learns nothing
+        s.destroy();
+        return;
+      }
       const write = (kind: number, id: number, method: number, body: Buffer): void => {
         if (!s.destroyed) s.write(frame(kind, id, method, body));
       };

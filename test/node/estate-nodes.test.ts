@@ -1,0 +1,108 @@
+// E-State on the nodes (issue 12): each VNF instance's node process is a
+// member of the lab's E-State group, serving it on its management address
+// with mutual TLS. A handover with the estate backend stages the moving
+// flows' records in the old node's member and the new node fetches them
+// from there: the records never pass through the controller, which opens no
+// E-State connection. Traffic both ways stays intact; a certificate that is
+// not a member's (the controller's) is refused by the group.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { openNodeLab } from '../../src/lab/lab-nodes.js';
+import { installRules, standardSpec } from '../../src/lab/netns-lab.js';
+import { MGMT_ESTATE_PORT } from '../../src/lab/management-net.js';
+import { HandoverEngine, flowMoved, type HandoverResult } from '../../src/handover/engine.js';
+import { controllerStateMover } from '../../src/state/factory.js';
+import { Phase } from '../../src/dataplane/types.js';
+import { TrafficGenerator } from '../../src/traffic/generator.js';
+import { TrafficSink } from '../../src/traffic/sink.js';
+import { sleep } from '../../src/util/mutex.js';
+import { repoRoot, uniqueName } from '../helpers/env.js';
+
+const objectsDir = path.join(repoRoot, 'build/ebpf');
+const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+const PPS = 1000;
+
+t.test('handovers with state: estate on node processes: records go member to member, the controller holds none; traffic intact', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-estate-nodes-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const nl = await openNodeLab(standardSpec({ ringCapacity: 8192 }), `${uniqueName('en')}-`, { dir: path.join(dir, 'nodes'), cli });
+  t.teardown(() => nl.close());
+  await installRules(nl.dp, nl.lab.spec.rules);
+  const d = nl.dp.deployment;
+  const groups = d.nodes.filter((n) => n.agentInstances().length > 0).map((n) => n.stagingStore('estate'));
+  t.equal(groups.length, 2, 'two instance nodes');
+  t.ok(groups[0] !== '' && groups[0] === groups[1], `both are members of one E-State group (${groups[0]})`);
+  t.equal(d.nodes.filter((n) => n.switches().length > 0 && n.stagingStore('estate') !== '').length, 0, 'switch nodes carry no state and are no members');
+
+  const rules = nl.dp
+    .rules()
+    .filter((r) => r.action.outPort === 's1-vnf1' || r.action.outPort === 's2-vnf1')
+    .map((r) => r.id);
+  t.equal(rules.length, 2, 'both directions move');
+  const mover = controllerStateMover('estate');
+  t.teardown(() => mover.close?.());
+  const engine = new HandoverEngine(nl.dp, { mover });
+  const { client, server } = nl.lab;
+  const closers: (() => void)[] = [];
+  t.teardown(() => closers.reverse().forEach((c) => c()));
+  const pair = (from: typeof client, to: typeof client): { gen: TrafficGenerator; sink: TrafficSink } => {
+    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, stamps: true, flows: 4 });
+    closers.push(() => sink.close());
+    const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: 4, frameSize: 128 });
+    closers.push(() => gen.close());
+    return { gen, sink };
+  };
+  const fw = pair(client, server);
+  const rv = pair(server, client);
+  fw.gen.start(PPS);
+  rv.gen.start(PPS);
+  await sleep(300);
+  const results: HandoverResult[] = [];
+  let at = 'vnf1';
+  for (let i = 0; i < 4; i++) {
+    const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
+    const r = await engine.handover({ rules, from: at, to, expectedPps: 2 * PPS });
+    results.push(r);
+    if (flowMoved(r)) at = to;
+    await sleep(50);
+  }
+  await Promise.all([fw.gen.stop(), rv.gen.stop()]);
+  await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
+  for (const r of results) {
+    t.equal(r.outcome, 'completed', `handover ${r.id} ${r.from}→${r.to}: ${r.reason ?? 'completed'}`);
+    t.match(r.state, { records: 8, path: 'host-to-host', transport: 'store', peer: groups[0] }, `handover ${r.id}: 8 records (4 flows each way) staged in the group, node to node`);
+    t.equal(r.counts.held, r.counts.released, `handover ${r.id}: held ${r.counts.held} = released`);
+  }
+  for (const [dir, x] of [
+    ['client→server', fw],
+    ['server→client', rv],
+  ] as const) {
+    const rep = x.sink.report(x.gen.sentPerFlow());
+    t.ok(rep.sent > 0, `${dir}: ${rep.sent} probes`);
+    t.same({ lost: rep.lost, reordered: rep.reordered, duplicated: rep.duplicated, stampMismatches: rep.stampMismatches }, { lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${dir}: nothing lost, reordered or duplicated; the VNF's counters continuous across the moves`);
+  }
+  t.equal((await nl.dp.controllerDataPackets()).packets, 0n, 'the controller received 0 data packets');
+  t.same(
+    nl.dp.rules().filter((r) => rules.includes(r.id)).map((r) => r.action.phase),
+    [Phase.NONE, Phase.NONE],
+    'the rules end unmarked',
+  );
+
+  // the group admits node certificates of its members only: the controller's, though signed by the same CA, is refused
+  const vnf2 = nl.nodes.find((p) => p.node.role === 'vnf2')!;
+  const address = nl.management.addresses.get(vnf2.node.netns)!;
+  // from the root namespace, where the controller runs: over the management network
+  const refused = await new Promise<string>((resolve) => {
+    const s = tls.connect({ host: address, port: MGMT_ESTATE_PORT, ca: nl.controllerTls.ca, cert: nl.controllerTls.cert, key: nl.controllerTls.key, minVersion: 'TLSv1.3', rejectUnauthorized: false });
+    s.on('secureConnect', () => s.write(Buffer.alloc(16)));
+    s.on('data', () => resolve('answered'));
+    s.on('error', (e) => resolve(`error: ${e.message}`));
+    s.on('close', () => resolve('closed'));
+  });
+  await sleep(100);
+  t.not(refused, 'answered', `a controller certificate gets no answer from the E-State group (${refused})`);
+  t.ok(vnf2.stderr.some((l) => /estate: refused a connection: controller '[^']+' .* is not a node certificate/.test(l)), 'the node says whom it refused and why');
+});
