@@ -194,7 +194,16 @@ async function step<T>(c: RedisClient, f: () => Promise<T>, signal?: AbortSignal
   }
 }
 
-/** SETs keys[i] = values[i] in transactions of REDIS_CHUNK; returns the bytes sent (keys and values). */
+/**
+ * How long a staged record lives in the store unless a handover deletes it
+ * first: far beyond any handover's budget. A write that timed out (a frozen
+ * master) can land after the rollback swept the handover's keys; it then
+ * expires instead of staying forever. The records are copies in transit,
+ * never the VNF's state.
+ */
+export const STAGED_TTL_MS = 15 * 60_000;
+
+/** SETs keys[i] = values[i] (expiring after STAGED_TTL_MS) in transactions of REDIS_CHUNK; returns the bytes sent (keys and values). */
 export async function writeRecords(c: RedisClient, keys: readonly string[], values: readonly Buffer[], signal?: AbortSignal): Promise<number> {
   let bytes = 0;
   for (let i = 0; i < keys.length; i += REDIS_CHUNK) {
@@ -204,7 +213,7 @@ export async function writeRecords(c: RedisClient, keys: readonly string[], valu
       c,
       async () => {
         const m = c.multi();
-        for (let j = i; j < end; j++) m.set(keys[j]!, values[j]!);
+        for (let j = i; j < end; j++) m.set(keys[j]!, values[j]!, 'PX', STAGED_TTL_MS);
         const res = await m.exec();
         const failed = res?.find(([err]) => err !== null);
         if (res === null || failed) throw new StateError(`redis: writing the state failed: ${failed?.[0]?.message ?? 'transaction aborted'}`);

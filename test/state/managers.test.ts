@@ -16,7 +16,7 @@ import { RedisStateManager } from '../../src/state/redis-manager.js';
 import { VnfMapStateManager } from '../../src/state/vnf-map-manager.js';
 import { findRedisServer, startRedisServer, type RedisServer } from '../../src/state/redis-server.js';
 import { findRedisCli, startRedisCluster } from '../../src/state/redis-cluster-server.js';
-import { handoverTag } from '../../src/state/redis-stage.js';
+import { handoverTag, STAGED_TTL_MS } from '../../src/state/redis-stage.js';
 import { flowItemKey, flowKeyString } from '../../src/state/flow-key.js';
 import type { StateManager } from '../../src/state/types.js';
 import { Phase, type FlowKey, type Rule } from '../../src/dataplane/types.js';
@@ -322,6 +322,8 @@ t.test('redis', { skip: redisSkip }, async (t) => {
     const f = flowKeyString(w.flow(20002));
     t.equal(f, '17/10.0.0.1:20002>10.0.0.2:9000');
     t.same(await c.getBuffer(`test:flow:${f}`), at1.get(f), 'the map entry, byte for byte');
+    const ttls = await Promise.all(dep.keys.map((k) => c.pttl(k)));
+    t.ok(ttls.every((ms) => ms > 0 && ms <= STAGED_TTL_MS), `every staged record expires by itself (a write landing after a rollback swept the keys is not kept forever): PTTL ${Math.min(...ttls)}–${Math.max(...ttls)} ms`);
     await m.arriving(ctx, dep, ac.signal);
     await m.commit(ctx, dep, ac.signal);
     t.equal(await c.dbsize(), 0, 'nothing left in Redis');
