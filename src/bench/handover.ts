@@ -64,8 +64,8 @@ export interface LabSession {
  * The default lab with wildcard rules through vnf1, ready to move. By
  * default a lab of node processes driven over its management network with
  * mutual TLS — the path a deployment takes (`lab up`, `make demo`);
- * in-process where a bench compares with the controller-buffer baseline,
- * whose packet path the node API does not carry.
+ * in-process where a bench compares with the controller-buffer baseline
+ * (the paper's experiments, kept as measured before the nodes).
  */
 export async function openLab(objectsDir: string, prefix: string, ringCapacity = 8192, o: { via?: 'nodes' | 'in-process' } = {}): Promise<LabSession> {
   const via = o.via ?? 'nodes';

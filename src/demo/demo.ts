@@ -101,7 +101,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   let opened: OpenedLab;
   try {
     // the baseline needs the controller on the packet path, which only an in-process lab has
-    opened = await openLab(standardSpec({ ringCapacity: 8192, ringCount: 2 }), prefix, { objectsDir: o.objectsDir, workDir, target: o.target, via: o.mode === 'controller-buffer' ? 'in-process' : 'nodes' });
+    opened = await openLab(standardSpec({ ringCapacity: 8192, ringCount: 2 }), prefix, { objectsDir: o.objectsDir, workDir, target: o.target, via: 'nodes' });
   } catch (e) {
     rmSync(workDir, { recursive: true, force: true });
     throw e;

@@ -21,6 +21,7 @@ import {
   type AgentInstanceInfo,
   type ControllerChannel,
   type Counter,
+  type DivertedFrame,
   type DataPlane,
   type FlowKey,
   type FlowSelection,
@@ -201,9 +202,8 @@ export async function connectLabNodes(nodes: readonly LabNode[], o: { controller
 
 /**
  * The DataPlane of a lab whose switches and instances are node processes:
- * every operation goes over the node API. The controller-buffer baseline's
- * packet path (frames to and from the controller) is not part of that API:
- * it is refused with the reason.
+ * every operation goes over the node API, the controller-buffer baseline's
+ * packet path too (DivertedFrames, SendFromController).
  */
 export class NodeLabDataPlane implements DataPlane {
   readonly kind = 'xdp';
@@ -330,23 +330,17 @@ export class NodeLabDataPlane implements DataPlane {
     return this.#d.vnfState.deleteState(i, f);
   }
 
-  async controllerDataPackets(): Promise<Counter> {
-    let packets = 0n;
-    let bytes = 0n;
-    for (const n of this.#d.nodes.filter((c) => c.switches().length > 0)) {
-      const c = await n.controllerDataPackets();
-      packets += c.packets;
-      bytes += c.bytes;
-    }
-    return { packets, bytes };
+  // the controller-buffer baseline: diverted frames stream up from the switches' nodes, the buffer goes back down
+  controllerDataPackets(): Promise<Counter> {
+    return this.#d.packetPath.controllerDataPackets();
   }
 
-  openControllerChannel(): ControllerChannel {
-    throw new DataPlaneError('the controller-buffer baseline needs the controller on the switches\' packet path, which the node API does not carry: run it in an in-process lab (sharpctl demo --mode controller-buffer, sharpctl bench)');
+  openControllerChannel(onFrame: (f: DivertedFrame) => void): ControllerChannel {
+    return this.#d.packetPath.openControllerChannel(onFrame);
   }
 
-  sendFromController(): Promise<void> {
-    return Promise.reject(new DataPlaneError('the controller-buffer baseline is not available on a lab of node processes'));
+  sendFromController(sw: string, port: string, frames: readonly Buffer[]): Promise<void> {
+    return this.#d.packetPath.sendFromController(sw, port, frames);
   }
 
   async close(): Promise<void> {

@@ -29,8 +29,8 @@ export interface OpenLabOptions {
    * xdp: 'nodes' (default) runs a node daemon process in every switch and
    * VNF namespace and drives them over the node API — the production path;
    * 'in-process' loads every program in this process (the tests that
-   * inspect BPF objects directly, and the controller-buffer baseline, whose
-   * packet path the node API does not carry).
+   * inspect BPF objects directly, and the paper's experiments, measured as
+   * they were before the nodes; the baseline runs on nodes too).
    */
   via?: 'nodes' | 'in-process';
 }

@@ -67,12 +67,15 @@ const METHOD_NAMES = {
   StageState: 1,
   ObtainState: 1,
   DiscardStagedState: 1,
+  DrainDiverted: 1,
+  SendFromController: 1,
 } as const;
 
 /** rpcs whose reply is a stream of messages */
 export type NodeStreamMethod = keyof typeof STREAM_METHOD_NAMES;
 const STREAM_METHOD_NAMES = {
   Capture: 1,
+  DivertedFrames: 1,
 } as const;
 
 /** The grpc-js service definition of sharp.node.v1.Node. */

@@ -17,8 +17,11 @@ import {
   type AgentControl,
   type AgentHandoverStatus,
   type AgentInstanceInfo,
+  type ControllerChannel,
+  type ControllerPacketPath,
   type Counter,
   type Deployment,
+  type DivertedFrame,
   type FlowKey,
   type FlowSelection,
   type FlowStateEntry,
@@ -58,6 +61,7 @@ import {
 import type { NodeChannel } from './transport/client.js';
 import { callDeadline } from '../util/call-deadline.js';
 import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
+import { divertedFrameFromWire, SEND_LIMITS } from './divert-service.js';
 import type { CaptureRequest } from '../capture/filter.js';
 import type { CertIdentity } from './transport/identity.js';
 import type { StoreStagedState } from '../state/types.js';
@@ -302,6 +306,65 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return counterFromWire(await this.#call('ControllerDataPackets', {}));
   }
 
+  /**
+   * The controller-buffer baseline's packet path: the frames this node's
+   * switches divert, as they divert them, until close(). drain() resolves
+   * once every frame diverted before it has been delivered to `onFrame`.
+   */
+  openDivertedFrames(onFrame: (f: DivertedFrame) => void, onError: (e: Error) => void = () => undefined): ControllerChannel {
+    const def = NODE_SERVICE['DivertedFrames']!;
+    const stream = this.#client.makeServerStreamRequest<Wire, Wire>(def.path, def.requestSerialize as (v: Wire) => Buffer, def.responseDeserialize as (b: Buffer) => Wire, {}, new grpc.Metadata(), {});
+    let opened!: () => void;
+    let failed: Error | undefined;
+    const ready = new Promise<void>((resolve) => (opened = resolve));
+    const waiting = new Map<bigint, { resolve: () => void; reject: (e: Error) => void }>();
+    let closed = false;
+    stream.on('data', (m: Wire) => {
+      opened();
+      for (const f of (m['frames'] as Wire[] | undefined) ?? []) onFrame(divertedFrameFromWire(f));
+      const drained = BigInt(String(m['drained'] ?? '0'));
+      if (drained !== 0n) {
+        waiting.get(drained)?.resolve();
+        waiting.delete(drained);
+      }
+    });
+    const fail = (e: Error): void => {
+      failed = e;
+      opened();
+      for (const w of waiting.values()) w.reject(e);
+      waiting.clear();
+      if (!closed) onError(e);
+    };
+    stream.on('error', (e: grpc.ServiceError) => {
+      if (!closed) fail(this.#error('DivertedFrames', e));
+    });
+    stream.on('end', () => {
+      // a refused stream ends before its error arrives: let the error say why
+      setImmediate(() => {
+        if (!closed && failed === undefined) fail(new DataPlaneError(`node ${this.name}: the DivertedFrames stream ended`));
+      });
+    });
+    let next = 0n;
+    return {
+      drain: async () => {
+        await ready;
+        if (failed !== undefined) throw failed;
+        const marker = ++next;
+        const seen = new Promise<void>((resolve, reject) => waiting.set(marker, { resolve, reject }));
+        await Promise.all([this.#call('DrainDiverted', { marker: String(marker) }), seen]);
+      },
+      close: () => {
+        closed = true;
+        stream.cancel();
+      },
+    };
+  }
+
+  /** Frames out of a switch port of this node, in order (batches of at most SEND_LIMITS.frames). */
+  async sendFromController(sw: string, port: string, frames: readonly Buffer[]): Promise<void> {
+    for (let i = 0; i < frames.length; i += SEND_LIMITS.frames) await this.#call('SendFromController', { switch: sw, port, frames: frames.slice(i, i + SEND_LIMITS.frames) });
+  }
+
   async setRelay(sw: string, handoverId: number, outPort: string): Promise<void> {
     await this.#call('SetRelay', { switch: sw, handover_id: handoverId, out_port: outPort });
   }
@@ -489,6 +552,8 @@ export class NodeDeployment implements Deployment {
   readonly switchControl: SwitchControl;
   readonly agentControl: AgentControl;
   readonly vnfState: VnfStateStore & StoreStagedState;
+  /** the controller-buffer baseline's packet path, through the switches' nodes */
+  readonly packetPath: ControllerPacketPath;
 
   constructor(readonly nodes: readonly NodeClient[]) {
     const bySwitch = (sw: string): NodeClient => {
@@ -574,6 +639,25 @@ export class NodeDeployment implements Deployment {
       stageState: (i, hid, sel, o) => byInstance(i).stageState(i, hid, sel, o),
       obtainState: (i, from, hid, flows, o) => byInstance(i).obtainState(i, from, hid, flows, o),
       discardStagedState: (i, hid, flows, o) => byInstance(i).discardStagedState(i, hid, flows, o),
+    };
+    this.packetPath = {
+      controllerDataPackets: async () => {
+        let packets = 0n;
+        let bytes = 0n;
+        for (const c of await Promise.all(switchNodes().map((n) => n.controllerDataPackets()))) {
+          packets += c.packets;
+          bytes += c.bytes;
+        }
+        return { packets, bytes };
+      },
+      openControllerChannel: (onFrame) => {
+        const channels = switchNodes().map((n) => n.openDivertedFrames(onFrame));
+        return {
+          drain: async () => void (await Promise.all(channels.map((c) => c.drain()))),
+          close: () => channels.forEach((c) => c.close()),
+        };
+      },
+      sendFromController: (sw, port, frames) => bySwitch(sw).sendFromController(sw, port, frames),
     };
   }
 

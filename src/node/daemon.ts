@@ -23,6 +23,7 @@ import { apiLatencyHistogram, nodeExposition } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
 import { NodeCapture } from './capture-service.js';
+import { NodeDivert } from './divert-service.js';
 import { xdpCaptureTargets } from '../capture/targets.js';
 import { disableCapture } from '../capture/tap.js';
 
@@ -150,7 +151,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),

@@ -28,6 +28,7 @@ import {
   type Wire,
 } from './api.js';
 import { captureHandler, type NodeCapture } from './capture-service.js';
+import { DivertBusyError, divertedFramesHandler, SEND_LIMITS, type NodeDivert } from './divert-service.js';
 import type { StatePeerVia } from './client.js';
 import type { NodeRedisStore } from '../state/redis-stage.js';
 import { flowKeyString } from '../state/flow-key.js';
@@ -44,6 +45,8 @@ export interface NodeRuntime {
   agents?: AgentControl & VnfStateStore;
   /** packet capture in the node's programs (the Capture rpc) */
   capture?: NodeCapture;
+  /** the controller-buffer baseline's packet path (a node that runs a switch) */
+  divert?: NodeDivert;
   /** node-to-node state transfers (TransferState); undefined: only between this node's own instances */
   statePeers?: StatePeers;
   /** where this node stages its instances' state for handovers (its config's stateStore), by store */
@@ -342,6 +345,30 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       if (w['delete_local'] === true) await agents().deleteState(i.name, flows);
       return { keys };
     },
+    DrainDiverted: async (w) => {
+      const marker = BigInt(String(w['marker'] ?? '0'));
+      if (marker < 1n) throw invalid('marker: 1 or more (the drained event carries it)');
+      if (rt.divert === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} runs no switch: nothing is diverted here`);
+      try {
+        await rt.divert.drain(marker);
+      } catch (e) {
+        if (e instanceof DivertBusyError) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, e.message);
+        throw e;
+      }
+      return {};
+    },
+    SendFromController: async (w) => {
+      const s = switchNamed(w['switch']);
+      const p = String(w['port'] ?? '');
+      port(s, p);
+      const frames = ((w['frames'] as Uint8Array[] | undefined) ?? []).map((f) => Buffer.from(f));
+      if (frames.length > SEND_LIMITS.frames) throw invalid(`frames: at most ${SEND_LIMITS.frames} per call, got ${frames.length}`);
+      const bad = frames.findIndex((f) => f.length < SEND_LIMITS.minBytes || f.length > SEND_LIMITS.maxBytes);
+      if (bad >= 0) throw invalid(`frames.${bad}: ${frames[bad]!.length} bytes; a frame is ${SEND_LIMITS.minBytes} to ${SEND_LIMITS.maxBytes} bytes`);
+      if (rt.divert === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} runs no switch`);
+      await rt.divert.send(s, p, frames);
+      return {};
+    },
     TransferState: async (w) => {
       const i = instance(w);
       const toInstance = String(w['to_instance'] ?? '');
@@ -397,5 +424,5 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       },
     ]),
   );
-  return { ...unary, Capture: captureHandler(rt.capture, () => rt.health().node) };
+  return { ...unary, Capture: captureHandler(rt.capture, () => rt.health().node), DivertedFrames: divertedFramesHandler(rt.divert, () => rt.health().node) };
 }
