@@ -178,7 +178,7 @@ function bucketSets(f: ParsedFamily): Map<string, { les: string[]; line: number 
     if (!s.name.endsWith('_bucket')) continue;
     const key = seriesKey('', s.labels.filter((l) => l[0] !== 'le'));
     const e = out.get(key) ?? { les: [], line: s.line };
-    e.les.push(String(parseValue(s.labels.find((l) => l[0] === 'le')![1])));
+    e.les.push(numberText(parseValue(s.labels.find((l) => l[0] === 'le')![1])!));
     out.set(key, e);
   }
   return out;
@@ -239,6 +239,29 @@ export function formatExposition(families: readonly ParsedFamily[]): string {
 }
 
 /**
+ * The textfile's families (none when there is no file yet); a malformed
+ * file is an ExpositionParseError naming its line. Check a textfile with
+ * it before the work whose figures go into it.
+ */
+export function readTextfile(file: string): ParsedFamily[] {
+  let text = '';
+  try {
+    const size = statSync(file).size;
+    if (size > MAX_TEXTFILE_BYTES) throw new TextfileIoError(`${file}: ${size} bytes, at most ${MAX_TEXTFILE_BYTES} (is it a metrics textfile?)`);
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if (e instanceof TextfileIoError) throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new TextfileIoError(`cannot read ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    return parseExposition(text, file);
+  } catch (e) {
+    if (e instanceof ExpositionParseError) throw new ExpositionParseError(e.source, e.line, `${e.reason}; the file is unchanged`);
+    throw e;
+  }
+}
+
+/**
  * Adds `exposition` (this run's figures) to the textfile at `file` (none
  * yet: it is created), atomically: the merged text goes to a temporary
  * file in the same folder, flushed, then renamed over the old one. Nothing
@@ -247,21 +270,12 @@ export function formatExposition(families: readonly ParsedFamily[]): string {
  * wins): give concurrent controllers files of their own.
  */
 export function mergeIntoTextfile(file: string, exposition: string): void {
-  let old = '';
-  try {
-    const size = statSync(file).size;
-    if (size > MAX_TEXTFILE_BYTES) throw new TextfileIoError(`${file}: ${size} bytes, at most ${MAX_TEXTFILE_BYTES} (is it a metrics textfile?)`);
-    old = readFileSync(file, 'utf8');
-  } catch (e) {
-    if (e instanceof TextfileIoError) throw e;
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new TextfileIoError(`cannot read ${file}: ${(e as Error).message}`, { cause: e });
-  }
+  const older = readTextfile(file);
   let merged: string;
   try {
-    merged = formatExposition(mergeExpositions(parseExposition(old, file), parseExposition(exposition, 'this run')));
+    merged = formatExposition(mergeExpositions(older, parseExposition(exposition, 'this run')));
   } catch (e) {
     if (e instanceof TextfileMergeError) throw new TextfileMergeError(`${file}: ${e.message}; the file is unchanged`, { cause: e });
-    if (e instanceof ExpositionParseError) throw new ExpositionParseError(e.source, e.line, `${e.reason}; the file is unchanged`);
     throw e;
   }
   // the collector reads only *.prom: a temporary name it ignores
