@@ -20,6 +20,11 @@ Deployment spec (YAML or JSON):
     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
 `;
 
+/** The handover ran, but --metrics-textfile could not take its figures. */
+class MetricsNotRecordedError extends Error {
+  override name = 'MetricsNotRecordedError';
+}
+
 type Out = (json: boolean, value: unknown, text: () => void) => void;
 const out: Out = (json, value, text) => (json ? console.log(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)) : text());
 
@@ -106,9 +111,10 @@ export function addDeployCommands(program: Command): void {
         const textfile = o.metricsTextfile;
         if (textfile !== undefined) {
           if (!textfile.endsWith('.prom')) throw new UsageError(`--metrics-textfile '${textfile}': node_exporter's textfile collector reads only files named *.prom`);
-          // a malformed old file stops the run before the handover, not after it
-          const { readTextfile } = await import('../metrics/textfile.js');
-          readTextfile(textfile);
+          // a malformed old file, or one of other types, stops the run before the handover, not after it
+          const { checkTextfile } = await import('../metrics/textfile.js');
+          const { HandoverMetrics } = await import('../handover/metrics.js');
+          checkTextfile(textfile, new HandoverMetrics().text());
         }
         const { rulesToMove, runHandover } = await import('../deploy/controller.js');
         const list = ids === 'all' ? ('all' as const) : ids.split(',').map((x) => Number(x));
@@ -133,7 +139,12 @@ export function addDeployCommands(program: Command): void {
           const { mergeIntoTextfile } = await import('../metrics/textfile.js');
           const m = new HandoverMetrics();
           m.observe(r, { backend: c.spec.state });
-          mergeIntoTextfile(textfile, m.text());
+          try {
+            mergeIntoTextfile(textfile, m.text());
+          } catch (e) {
+            // not a usage error any more: the handover ran (exit 1)
+            throw new MetricsNotRecordedError(`handover ${r.id} ended ${r.outcome}, but its figures are not in ${textfile}: ${(e as Error).message}`, { cause: e });
+          }
         }
         if (r.outcome !== 'completed') process.exitCode = EXIT.FAILED;
       }),

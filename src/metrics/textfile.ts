@@ -240,8 +240,7 @@ export function formatExposition(families: readonly ParsedFamily[]): string {
 
 /**
  * The textfile's families (none when there is no file yet); a malformed
- * file is an ExpositionParseError naming its line. Check a textfile with
- * it before the work whose figures go into it.
+ * file is an ExpositionParseError naming its line.
  */
 export function readTextfile(file: string): ParsedFamily[] {
   let text = '';
@@ -261,6 +260,26 @@ export function readTextfile(file: string): ParsedFamily[] {
   }
 }
 
+function mergedWith(file: string, exposition: string): ParsedFamily[] {
+  const older = readTextfile(file);
+  try {
+    return mergeExpositions(older, parseExposition(exposition, 'this run'));
+  } catch (e) {
+    if (e instanceof TextfileMergeError) throw new TextfileMergeError(`${file}: ${e.message}; the file is unchanged`, { cause: e });
+    throw e;
+  }
+}
+
+/**
+ * Whether `exposition` could be added to the textfile (it parses, the types
+ * agree), without writing anything: check a textfile with it, and the
+ * families of the figures to come (their series may still be empty),
+ * before the work whose figures go into it.
+ */
+export function checkTextfile(file: string, exposition: string): void {
+  mergedWith(file, exposition);
+}
+
 /**
  * Adds `exposition` (this run's figures) to the textfile at `file` (none
  * yet: it is created), atomically: the merged text goes to a temporary
@@ -270,14 +289,7 @@ export function readTextfile(file: string): ParsedFamily[] {
  * wins): give concurrent controllers files of their own.
  */
 export function mergeIntoTextfile(file: string, exposition: string): void {
-  const older = readTextfile(file);
-  let merged: string;
-  try {
-    merged = formatExposition(mergeExpositions(older, parseExposition(exposition, 'this run')));
-  } catch (e) {
-    if (e instanceof TextfileMergeError) throw new TextfileMergeError(`${file}: ${e.message}; the file is unchanged`, { cause: e });
-    throw e;
-  }
+  const merged = formatExposition(mergedWith(file, exposition));
   // the collector reads only *.prom: a temporary name it ignores
   const tmp = `${file}.${process.pid}.tmp`;
   try {
