@@ -5,28 +5,16 @@
 // SHarP phase observed twice, their time within the handovers' time.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs';
+import { statSync, existsSync } from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { repoRoot } from '../helpers/env.js';
-import { listNetns, deleteNetns } from '../../src/net/iproute.js';
+import { cli, cliLab } from '../helpers/cli.js';
 import { parseExposition, type ParsedSample } from '../../src/metrics/textfile.js';
 import { EXPOSITION_CONTENT_TYPE } from '../../src/metrics/exposition.js';
 import { SHARP_STEPS } from '../../src/handover/run.js';
 
-const cli = path.join(repoRoot, 'dist/src/cli/main.js');
-const runDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-run-'));
-const name = `zm${randomBytes(3).toString('hex')}`;
-const prefix = `sharp-${name}-`;
-const env = { ...process.env, SHARPCTL_RUN_DIR: runDir };
-
-t.teardown(() => {
-  spawnSync(process.execPath, [cli, 'lab', 'down', '--name', name], { env, timeout: 60_000 });
-  for (const ns of listNetns(prefix)) deleteNetns(ns);
-  rmSync(runDir, { recursive: true, force: true });
-});
+const { name, runDir, env } = cliLab(t, 'zm');
 
 function run(args: string[]): string {
   const r = spawnSync(process.execPath, [cli, ...args, '--name', name], { encoding: 'utf8', timeout: 120_000, cwd: repoRoot, env });
