@@ -59,14 +59,15 @@ export const STATE_OPERATIONS = {
 } as const;
 export type StateOperation = (typeof STATE_OPERATIONS)[keyof typeof STATE_OPERATIONS];
 
-/** operations on the node's stateStore (Redis) rather than on the instance's own state */
-const STORE_OPERATIONS: ReadonlySet<StateOperation> = new Set(['stage', 'obtain', 'discard']);
+/** operations on one of the node's staging stores (its stateStore: redis, estate) rather than on the instance's own state */
+export const STORE_OPERATIONS: ReadonlySet<StateOperation> = new Set(['stage', 'obtain', 'discard']);
 
 /** What the node API's handlers report of the work they did (service.ts calls it once per successful call). */
 export interface NodeOperationObserver {
   /** a Release: `relay` when it sent the held frames back to the switch (rollback), else into the VNF */
   released(instance: string, mode: 'vnf' | 'relay', rounds: number, seconds: number): void;
-  stateOperation(instance: string, operation: StateOperation, seconds: number): void;
+  /** `store`: the staging store of a stage, obtain or discard (redis, estate) */
+  stateOperation(instance: string, operation: StateOperation, seconds: number, store?: string): void;
 }
 
 /**
@@ -77,7 +78,7 @@ export interface NodeOperationObserver {
 export class NodeOperationMetrics implements NodeOperationObserver {
   readonly #rounds = new Counter('sharp_agent_release_rounds_total', 'Replay rounds the node ran to release hold rings (each round re-injects the frames ready), by instance; since the node daemon started');
   readonly #release = new Histogram('sharp_agent_release_duration_seconds', 'Time a Release took, by instance and mode (vnf: held frames into the VNF; relay: back to the switch, a rollback); since the node daemon started');
-  readonly #state = new Histogram('sharp_node_state_duration_seconds', "Time a state operation of the node took, by backend (vnf-map: an XDP VNF's map, conntrack: a stack VNF's table, redis: the node's stateStore) and operation; since the node daemon started");
+  readonly #state = new Histogram('sharp_node_state_duration_seconds', "Time a state operation of the node took, by backend (vnf-map: an XDP VNF's map, conntrack: a stack VNF's table; redis, estate: the node's staging store) and operation; since the node daemon started");
   readonly #kinds: ReadonlyMap<string, NodeConfig['instances'][number]['kind']>;
 
   constructor(instances: NodeConfig['instances']) {
@@ -91,8 +92,8 @@ export class NodeOperationMetrics implements NodeOperationObserver {
     this.#release.observe({ instance, mode }, seconds);
   }
 
-  stateOperation(instance: string, operation: StateOperation, seconds: number): void {
-    const backend = STORE_OPERATIONS.has(operation) ? 'redis' : nodeStateBackend(this.#kinds.get(instance));
+  stateOperation(instance: string, operation: StateOperation, seconds: number, store?: string): void {
+    const backend = STORE_OPERATIONS.has(operation) ? (store ?? 'redis') : nodeStateBackend(this.#kinds.get(instance));
     this.#state.observe({ backend, operation }, seconds);
   }
 

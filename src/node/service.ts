@@ -33,7 +33,7 @@ import type { NodeRedisStore } from '../state/redis-stage.js';
 import { flowKeyString } from '../state/flow-key.js';
 import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
 import { describePeer, peerOf, type HasAuthContext } from './transport/server.js';
-import { STATE_OPERATIONS, type NodeOperationObserver } from './metrics.js';
+import { STATE_OPERATIONS, STORE_OPERATIONS, type NodeOperationObserver } from './metrics.js';
 
 /** a node without peers still moves state between its own instances */
 const localPeers = (self: string): StatePeers => new StatePeers({ self, allow: [], tls: undefined });
@@ -374,7 +374,9 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     impl[method] = async (w, call) => {
       const t0 = process.hrtime.bigint();
       const res = await fn(w, call);
-      rt.operations?.stateOperation(String(w['instance'] ?? ''), operation, secondsSince(t0));
+      // a staging store's name: the handler has checked it (the default: redis)
+      const store = STORE_OPERATIONS.has(operation) ? String(w['store'] || 'redis') : undefined;
+      rt.operations?.stateOperation(String(w['instance'] ?? ''), operation, secondsSince(t0), store);
       return res;
     };
   }
