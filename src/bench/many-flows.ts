@@ -18,6 +18,10 @@ import { openLab, type OpenedLab } from '../lab/open-lab.js';
 import { installRules } from '../lab/netns-lab.js';
 import { HandoverEngine, type HandoverResult } from '../handover/engine.js';
 import { VnfMapStateMover } from '../handover/state-mover.js';
+import { stepDurations } from '../handover/metrics.js';
+
+/** ms spent in each step (the engine's metrics compute them so too) */
+export { stepDurations };
 import { compileSelection, selects, localDeployment, Phase, type SwitchControl, type RuleAction, type RuleActionUpdate, type FlowKey, type FlowSelection, type FlowStateEntry, type RuleMatch } from '../dataplane/types.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
@@ -374,14 +378,6 @@ export function runFigures(name: string, r: ManyFlowsRun): Record<string, number
   };
   for (const [step, ms] of Object.entries(stepDurations(r.result))) out[`manyflows.${name}.stepMs.${step}`] = round(ms);
   for (const [phase, ms] of Object.entries(r.result.state?.phaseMs ?? {})) out[`manyflows.${name}.moveMs.${phase}`] = round(ms);
-  return out;
-}
-
-/** ms spent in each step: the result's timings are ms since the start at which each step began; the last (the outcome) has none. */
-export function stepDurations(r: Pick<HandoverResult, 'timings'>): Record<string, number> {
-  const starts = Object.entries(r.timings).sort((a, b) => a[1] - b[1]);
-  const out: Record<string, number> = {};
-  for (let i = 0; i + 1 < starts.length; i++) out[starts[i]![0]] = starts[i + 1]![1] - starts[i]![1];
   return out;
 }
 

@@ -20,6 +20,11 @@ Deployment spec (YAML or JSON):
     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
 `;
 
+/** The handover ran, but --metrics-textfile could not take its figures. */
+class MetricsNotRecordedError extends Error {
+  override name = 'MetricsNotRecordedError';
+}
+
 type Out = (json: boolean, value: unknown, text: () => void) => void;
 const out: Out = (json, value, text) => (json ? console.log(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)) : text());
 
@@ -98,10 +103,19 @@ export function addDeployCommands(program: Command): void {
     .option('--from <instance>', 'the instance to move from (default: where the first rule sends)')
     .option('--state-delay <ms>', 'injected state-transfer delay', int('--state-delay', 0, 600_000), 0)
     .option('--timeout <ms>', 'overall limit', int('--timeout', 100, 600_000))
+    .option('--metrics-textfile <file.prom>', "add the handover's figures (sharp_handover_* metrics, as the lab daemon serves them) to this node_exporter textfile-collector file: cumulative over runs, replaced atomically")
     .option('--json', 'JSON output', false)
-    .addHelpText('after', '\nExamples:\n  sharpctl deploy handover 1,3 --to vnfb --spec deploy.yaml\n  sharpctl deploy handover all --from vnfa --to vnfb --spec deploy.yaml --json\n')
-    .action(async (ids: string, o: { spec: string; to: string; from?: string; stateDelay: number; timeout?: number; json: boolean }) =>
+    .addHelpText('after', '\nExamples:\n  sharpctl deploy handover 1,3 --to vnfb --spec deploy.yaml\n  sharpctl deploy handover all --from vnfa --to vnfb --spec deploy.yaml --json\n  sharpctl deploy handover 1 --to vnfb --spec deploy.yaml --metrics-textfile /var/lib/node_exporter/textfile/sharp-handovers.prom\n')
+    .action(async (ids: string, o: { spec: string; to: string; from?: string; stateDelay: number; timeout?: number; metricsTextfile?: string; json: boolean }) =>
       withController(o.spec, async (c) => {
+        const textfile = o.metricsTextfile;
+        if (textfile !== undefined) {
+          if (!textfile.endsWith('.prom')) throw new UsageError(`--metrics-textfile '${textfile}': node_exporter's textfile collector reads only files named *.prom`);
+          // a malformed old file, or one of other types, stops the run before the handover, not after it
+          const { checkTextfile } = await import('../metrics/textfile.js');
+          const { HandoverMetrics } = await import('../handover/metrics.js');
+          checkTextfile(textfile, new HandoverMetrics().text());
+        }
         const { rulesToMove, runHandover } = await import('../deploy/controller.js');
         const list = ids === 'all' ? ('all' as const) : ids.split(',').map((x) => Number(x));
         if (list !== 'all' && list.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`rules: '${ids}' is not a comma-separated list of rule ids (or 'all')`);
@@ -120,6 +134,18 @@ export function addDeployCommands(program: Command): void {
         });
         const summary = { id: r.id, from: r.from, to: r.to, rules: r.rules, outcome: r.outcome, reason: r.reason, durationMs: +r.durationMs.toFixed(2), stateMs: +r.stateMs.toFixed(2), counts: r.counts };
         out(o.json, summary, () => console.log(`handover ${r.id} ${r.from} → ${r.to}: ${r.outcome} in ${r.durationMs.toFixed(1)} ms${r.reason ? ` (${r.reason})` : ''}`));
+        if (textfile !== undefined) {
+          const { HandoverMetrics } = await import('../handover/metrics.js');
+          const { mergeIntoTextfile } = await import('../metrics/textfile.js');
+          const m = new HandoverMetrics();
+          m.observe(r, { backend: c.spec.state });
+          try {
+            mergeIntoTextfile(textfile, m.text());
+          } catch (e) {
+            // not a usage error any more: the handover ran (exit 1)
+            throw new MetricsNotRecordedError(`handover ${r.id} ended ${r.outcome}, but its figures are not in ${textfile}: ${(e as Error).message}`, { cause: e });
+          }
+        }
         if (r.outcome !== 'completed') process.exitCode = EXIT.FAILED;
       }),
     );

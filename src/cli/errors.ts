@@ -45,6 +45,9 @@ export function exitCodeOf(err: Error): ExitCode {
     case 'DemoError':
     case 'NodeConfigError':
     case 'DeploySpecError':
+    // a --metrics-textfile that is not one (checked before anything is done)
+    case 'ExpositionParseError':
+    case 'TextfileMergeError':
       return EXIT.USAGE;
     case 'EnvironmentError':
     case 'CompileError':

@@ -400,6 +400,47 @@ export function addLabCommands(program: Command): void {
       });
     });
 
+  lab
+    .command('metrics')
+    .description("the lab daemon's handover metrics, in the Prometheus text format: what GET /metrics answers on its Unix socket (<run dir>/<lab>/metrics.sock, mode 0600)")
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
+    .option('--json', 'the samples as JSON: [{name, labels, value}]')
+    .addHelpText(
+      'after',
+      examples(
+        'sharpctl lab metrics',
+        "sharpctl lab metrics --name lab2 | grep '^sharp_handovers_total'",
+        "sharpctl lab metrics --json | jq '.[] | select(.name == \"sharp_handover_phase_duration_seconds_sum\")'",
+        'curl --unix-socket /run/sharpctl/default/metrics.sock http://lab/metrics',
+      ) +
+        '\n\nMetrics (each handover the daemon ran adds to them; they start at 0 with the daemon):\n' +
+        '  sharp_handovers_total{outcome}                       completed, lossy, aborted, failed\n' +
+        '  sharp_handover_lost_frames_total                     frames the handovers lost\n' +
+        '  sharp_handover_duration_seconds{mode}                histogram: validation to outcome\n' +
+        '  sharp_handover_phase_duration_seconds{phase}         histogram: arming, pre-marking, switching, draining, moving-state, releasing, cleaning\n' +
+        '  sharp_handover_state_move_duration_seconds{backend}  histogram: the state move, by --state backend',
+    )
+    .action(async (o: { name: string; json?: boolean }) => {
+      const st = liveLab(o.name);
+      if (st.metricsSocket === undefined) throw new LabError(`lab '${o.name}' was brought up by a sharpctl without metrics: bring it down and up again to have them`);
+      const { scrapeUnixSocket, MetricsScrapeError } = await import('../metrics/scrape.js');
+      let text: string;
+      try {
+        text = await scrapeUnixSocket(st.metricsSocket);
+      } catch (e) {
+        if (e instanceof MetricsScrapeError && (e.code === 'EACCES' || e.code === 'EPERM')) throw new EnvironmentError(`reading lab '${st.name}'s metrics needs root: ${e.socketPath} is root's (mode 0600)`, { cause: e });
+        if (e instanceof MetricsScrapeError) throw new LabError(`lab '${st.name}': ${e.message}`, { cause: e });
+        throw e;
+      }
+      if (!o.json) {
+        process.stdout.write(text);
+        return;
+      }
+      const { parseExposition } = await import('../metrics/textfile.js');
+      const samples = parseExposition(text, st.metricsSocket).flatMap((f) => f.samples.map((x) => ({ name: x.name, labels: Object.fromEntries(x.labels), value: Number.isFinite(x.value) ? x.value : x.value > 0 ? '+Inf' : x.value < 0 ? '-Inf' : 'NaN' })));
+      console.log(JSON.stringify(samples, null, 2));
+    });
+
   const rule = program
     .command('rule')
     .description('switch rules of the running lab')

@@ -15,6 +15,8 @@ import { protoNumber } from '../lab/spec/index.js';
 import type { DeployRule, DeploySpec } from './spec.js';
 
 export interface Controller {
+  /** the spec it was opened with */
+  spec: DeploySpec;
   deployment: NodeDeployment;
   engine: HandoverEngine;
   /** vnf-map: host to host where the nodes are each other's peers (else through the controller); redis and estate: through the nodes' common stateStore (a Redis; an E-State group of the nodes), else through the controller's manager; other kinds: their state manager */
@@ -43,6 +45,7 @@ export async function openController(spec: DeploySpec): Promise<Controller> {
   const mover: Controller['mover'] = controllerStateMover(spec.state);
   const engine = new HandoverEngine(deployment, { mover, journal: new FileJournal(spec.controller.journal) });
   return {
+    spec,
     deployment,
     engine,
     mover,

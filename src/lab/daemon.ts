@@ -26,6 +26,8 @@ import { labPaths, writeState, processStartTime, type LabState } from './run-dir
 import { bpfNative } from '../bpf/native.js';
 import { LIMITS } from './spec/types.js';
 import { readDropCounters } from '../report/drop-counters.js';
+import { HandoverMetrics } from '../handover/metrics.js';
+import { startMetricsServer, type MetricsServer } from '../node/metrics-server.js';
 
 interface Args {
   name: string;
@@ -147,6 +149,7 @@ async function main(): Promise<void> {
   let dp: DataPlane | undefined;
   let opened: OpenedLab | undefined;
   let server: net.Server | undefined;
+  let metricsServer: MetricsServer | undefined;
   let traffic: Traffic[] = [];
   let lastTraffic: TrafficReport[] | undefined;
   /** the running traffic's reconciliation: counted drops since it started */
@@ -167,6 +170,7 @@ async function main(): Promise<void> {
     }
     traffic = [];
     server?.close();
+    await metricsServer?.close();
     await closeMovers();
     await opened?.close();
     destroyLab(prefix);
@@ -210,6 +214,7 @@ async function main(): Promise<void> {
     for (const m of movers.values()) await m.close?.().catch(() => undefined);
   };
   const engine = new HandoverEngine(theDp, { mover: mover('vnf-map') });
+  const handoverMetrics = new HandoverMetrics();
 
   /** A port by its name ("s1-vnf1") or by the node behind it ("vnf1"). */
   const port = (sw: string, to: string): string => {
@@ -339,18 +344,20 @@ async function main(): Promise<void> {
       }
       {
         // this handover's events only: a concurrent one's progress is not ours to show
+        const backend = q.state ?? theLab.spec.state;
         const r = await engine.handover({
           onEvent: (ev) => emit(ev),
           rules,
           from,
           to: q.to,
-          mover: new DelayedStateMover(mover(q.state ?? theLab.spec.state), q.stateDelayMs ?? 0),
+          mover: new DelayedStateMover(mover(backend), q.stateDelayMs ?? 0),
           // refused up front when the ring may overflow at the measured rate and the requested state delay
           capacityPolicy: 'refuse',
           mode: q.mode ?? 'sharp',
           ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),
         });
         history.push(r);
+        handoverMetrics.observe(r, { backend });
         return summarize(r);
       }
     },
@@ -415,7 +422,9 @@ async function main(): Promise<void> {
   if (existsSync(paths.socket)) rmSync(paths.socket);
   server = serve(paths.socket, handlers);
   await new Promise<void>((r) => server!.once('listening', () => r()));
-  writeState(paths, { ...state, status: 'ready', namespaces: theLab.namespaces });
+  // HTTP on a Unix socket of the run directory only (mode 0600): a TCP listener would need mutual TLS, which a lab has no certificates for
+  metricsServer = await startMetricsServer({ unix: paths.metrics, render: () => handoverMetrics.text(), log: (l) => process.stderr.write(`${l}\n`) });
+  writeState(paths, { ...state, status: 'ready', metricsSocket: paths.metrics, namespaces: theLab.namespaces });
   writeFileSync(path.join(paths.dir, 'ready'), '');
 }
 

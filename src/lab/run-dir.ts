@@ -22,6 +22,8 @@ export interface LabState {
   error?: string;
   startedAt: string;
   socket: string;
+  /** where the daemon serves its handover metrics (HTTP on a Unix socket, mode 0600); absent in a lab started by an older sharpctl */
+  metricsSocket?: string;
   namespaces: string[];
   target: 'xdp' | 'bmv2';
 }
@@ -30,12 +32,14 @@ export interface LabPaths {
   dir: string;
   state: string;
   socket: string;
+  /** the daemon's Prometheus metrics (GET /metrics) */
+  metrics: string;
   log: string;
 }
 
 export function labPaths(runDir: string, name: string): LabPaths {
   const dir = path.join(runDir, name);
-  return { dir, state: path.join(dir, 'state.json'), socket: path.join(dir, 'ctl.sock'), log: path.join(dir, 'daemon.log') };
+  return { dir, state: path.join(dir, 'state.json'), socket: path.join(dir, 'ctl.sock'), metrics: path.join(dir, 'metrics.sock'), log: path.join(dir, 'daemon.log') };
 }
 
 export function writeState(p: LabPaths, s: LabState): void {

@@ -19,7 +19,7 @@ import { NodeEStateStore } from '../state/estate-stage.js';
 import type { TLSSocket } from 'node:tls';
 import { describeIdentity, identityOf } from './transport/identity.js';
 import { readFileSync } from 'node:fs';
-import { apiLatencyHistogram, nodeExposition } from './metrics.js';
+import { apiLatencyHistogram, nodeExposition, NodeOperationMetrics } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { DEFAULT_VNF_KIND } from './vnf-kinds.js';
 import { NodeCapture } from './capture-service.js';
@@ -137,6 +137,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   for (const t of captureTargets) disableCapture(t.coll);
   const capture = new NodeCapture(c.name, () => captureTargets);
   const api = apiLatencyHistogram();
+  const operations = new NodeOperationMetrics(c.instances);
   let statePeers: StatePeers | undefined;
   let estateStore: NodeEStateStore | undefined;
   let server: NodeServer;
@@ -151,7 +152,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds) }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds), operations }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
@@ -165,7 +166,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
         metrics = await startMetricsServer({
           ...(c.metrics.unix === undefined ? {} : { unix: c.metrics.unix }),
           ...(c.metrics.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.metrics.tcp, tls: loadTls(c.tls, 'server'), ...(c.metrics.allow === undefined ? {} : { allow: c.metrics.allow }) } }),
-          render: () => nodeExposition({ config: c, dataPlane: dp, api, startedAt, version: SHARPCTL_VERSION }),
+          render: () => nodeExposition({ config: c, dataPlane: dp, api, operations, startedAt, version: SHARPCTL_VERSION }),
           log,
         });
       } catch (e) {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { identityOf, type TlsMaterial } from './transport/index.js';
-import { EXPOSITION_CONTENT_TYPE } from './metrics.js';
+import { EXPOSITION_CONTENT_TYPE } from '../metrics/exposition.js';
 
 export class MetricsServerError extends Error {
   override name = 'MetricsServerError';

@@ -23,103 +23,11 @@ import {
 import { u32 } from '../bpf/index.js';
 import type { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import type { NodeConfig } from './config.js';
-import { vnfKind } from './vnf-kinds.js';
+import { nodeStateBackend, vnfKind } from './vnf-kinds.js';
+import { Counter, Exposition, Histogram, type Labels, type Value } from '../metrics/exposition.js';
 
-export const EXPOSITION_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+export { API_LATENCY_BUCKETS, EXPOSITION_CONTENT_TYPE, Exposition, Histogram, escapeLabel, type Labels } from '../metrics/exposition.js';
 
-export type Labels = Readonly<Record<string, string>>;
-type Value = number | bigint;
-
-/** Escapes a label value: backslash, double quote, newline. */
-export function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-function labelText(l: Labels): string {
-  const keys = Object.keys(l);
-  return keys.length === 0 ? '' : `{${keys.map((k) => `${k}="${escapeLabel(l[k]!)}"`).join(',')}}`;
-}
-
-function valueText(v: Value): string {
-  if (typeof v === 'bigint') return v.toString();
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Infinity) return '+Inf';
-  if (v === -Infinity) return '-Inf';
-  return String(v);
-}
-
-/** Builds one exposition: families in order, each HELP and TYPE once. */
-export class Exposition {
-  readonly #lines: string[] = [];
-  readonly #families = new Set<string>();
-
-  family(name: string, type: 'counter' | 'gauge' | 'histogram', help: string): this {
-    if (this.#families.has(name)) return this;
-    this.#families.add(name);
-    this.#lines.push(`# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`, `# TYPE ${name} ${type}`);
-    return this;
-  }
-
-  sample(name: string, labels: Labels, value: Value): this {
-    this.#lines.push(`${name}${labelText(labels)} ${valueText(value)}`);
-    return this;
-  }
-
-  /** A counter family with its samples. */
-  counter(name: string, help: string, samples: readonly (readonly [Labels, Value])[]): this {
-    this.family(name, 'counter', help);
-    for (const [l, v] of samples) this.sample(name, l, v);
-    return this;
-  }
-
-  gauge(name: string, help: string, samples: readonly (readonly [Labels, Value])[]): this {
-    this.family(name, 'gauge', help);
-    for (const [l, v] of samples) this.sample(name, l, v);
-    return this;
-  }
-
-  text(): string {
-    return this.#lines.join('\n') + '\n';
-  }
-}
-
-/** Seconds; Prometheus' default buckets start at 5 ms, a node call takes tens of µs to a few ms (Release: up to seconds). */
-export const API_LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
-/** A histogram with fixed label names, observed in seconds. */
-export class Histogram {
-  readonly #series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
-
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly buckets: readonly number[] = API_LATENCY_BUCKETS,
-  ) {
-    if (buckets.some((b, i) => i > 0 && b <= buckets[i - 1]!)) throw new RangeError(`histogram ${name}: buckets must increase`);
-  }
-
-  observe(labels: Labels, seconds: number): void {
-    const key = JSON.stringify(Object.entries(labels).sort());
-    let s = this.#series.get(key);
-    if (s === undefined) {
-      s = { labels: { ...labels }, counts: this.buckets.map(() => 0), sum: 0, count: 0 };
-      this.#series.set(key, s);
-    }
-    for (let i = 0; i < this.buckets.length; i++) if (seconds <= this.buckets[i]!) s.counts[i]!++;
-    s.sum += seconds;
-    s.count++;
-  }
-
-  write(e: Exposition): void {
-    e.family(this.name, 'histogram', this.help);
-    for (const s of this.#series.values()) {
-      this.buckets.forEach((b, i) => e.sample(`${this.name}_bucket`, { ...s.labels, le: String(b) }, s.counts[i]!));
-      e.sample(`${this.name}_bucket`, { ...s.labels, le: '+Inf' }, s.count);
-      e.sample(`${this.name}_sum`, s.labels, s.sum);
-      e.sample(`${this.name}_count`, s.labels, s.count);
-    }
-  }
-}
 
 const sumField = <T extends object>(rows: readonly T[] | undefined, k: keyof T): bigint => (rows ?? []).reduce((a, r) => a + (r[k] as bigint), 0n);
 
@@ -139,10 +47,69 @@ export const AGENT_DROP_REASONS: readonly (readonly [keyof SharpAgentStats, stri
   ['shim_malformed', 'shim_malformed'],
 ];
 
+/** The node's state operations (the `operation` label of sharp_node_state_duration_seconds), by the rpc that does them. */
+export const STATE_OPERATIONS = {
+  ExportState: 'export',
+  ImportState: 'import',
+  DeleteState: 'delete',
+  TransferState: 'transfer',
+  StageState: 'stage',
+  ObtainState: 'obtain',
+  DiscardStagedState: 'discard',
+} as const;
+export type StateOperation = (typeof STATE_OPERATIONS)[keyof typeof STATE_OPERATIONS];
+
+/** operations on one of the node's staging stores (its stateStore: redis, estate) rather than on the instance's own state */
+export const STORE_OPERATIONS: ReadonlySet<StateOperation> = new Set(['stage', 'obtain', 'discard']);
+
+/** What the node API's handlers report of the work they did (service.ts calls it once per successful call). */
+export interface NodeOperationObserver {
+  /** a Release: `relay` when it sent the held frames back to the switch (rollback), else into the VNF */
+  released(instance: string, mode: 'vnf' | 'relay', rounds: number, seconds: number): void;
+  /** `store`: the staging store of a stage, obtain or discard (redis, estate) */
+  stateOperation(instance: string, operation: StateOperation, seconds: number, store?: string): void;
+}
+
+/**
+ * Release work and state-operation time of a node process: kept in the
+ * process (these are not in any map), so they start at 0 when the daemon
+ * starts — a counter reset Prometheus' rate() allows for.
+ */
+export class NodeOperationMetrics implements NodeOperationObserver {
+  readonly #rounds = new Counter('sharp_agent_release_rounds_total', 'Replay rounds the node ran to release hold rings (each round re-injects the frames ready), by instance; since the node daemon started');
+  readonly #release = new Histogram('sharp_agent_release_duration_seconds', 'Time a Release took, by instance and mode (vnf: held frames into the VNF; relay: back to the switch, a rollback); since the node daemon started');
+  readonly #state = new Histogram('sharp_node_state_duration_seconds', "Time a state operation of the node took, by backend (vnf-map: an XDP VNF's map, conntrack: a stack VNF's table; redis, estate: the node's staging store) and operation; since the node daemon started");
+  readonly #kinds: ReadonlyMap<string, NodeConfig['instances'][number]['kind']>;
+
+  constructor(instances: NodeConfig['instances']) {
+    this.#kinds = new Map(instances.map((i) => [i.name, i.kind]));
+    // every instance's series from the start: a rate over a fresh node reads 0, not "no data"
+    for (const i of instances) this.#rounds.inc({ instance: i.name }, 0);
+  }
+
+  released(instance: string, mode: 'vnf' | 'relay', rounds: number, seconds: number): void {
+    this.#rounds.inc({ instance }, rounds);
+    this.#release.observe({ instance, mode }, seconds);
+  }
+
+  stateOperation(instance: string, operation: StateOperation, seconds: number, store?: string): void {
+    const backend = STORE_OPERATIONS.has(operation) ? (store ?? 'redis') : nodeStateBackend(this.#kinds.get(instance));
+    this.#state.observe({ backend, operation }, seconds);
+  }
+
+  write(e: Exposition): void {
+    if (this.#kinds.size === 0) return;
+    this.#rounds.write(e);
+    this.#release.write(e);
+    this.#state.write(e);
+  }
+}
+
 export interface NodeMetricsSource {
   config: NodeConfig;
   dataPlane: XdpDataPlane;
   api: Histogram;
+  operations: NodeOperationMetrics;
   startedAt: number;
   version: string;
 }
@@ -160,6 +127,7 @@ export function nodeExposition(src: NodeMetricsSource): string {
   e.gauge('sharp_node_start_time_seconds', 'Unix time the node daemon started', [[{ node: c.name }, src.startedAt / 1000]]);
   switchMetrics(e, src);
   agentMetrics(e, src);
+  src.operations.write(e);
   src.api.write(e);
   return e.text();
 }

@@ -34,6 +34,7 @@ import type { NodeRedisStore } from '../state/redis-stage.js';
 import { flowKeyString } from '../state/flow-key.js';
 import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
 import { describePeer, peerOf, type HasAuthContext } from './transport/server.js';
+import { STATE_OPERATIONS, STORE_OPERATIONS, type NodeOperationObserver } from './metrics.js';
 
 /** a node without peers still moves state between its own instances */
 const localPeers = (self: string): StatePeers => new StatePeers({ self, allow: [], tls: undefined });
@@ -55,7 +56,11 @@ export interface NodeRuntime {
   log?: (line: string) => void;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
   observe?: (method: NodeMethod, code: string, seconds: number) => void;
+  /** called once per successful Release and state operation with what it did (metrics) */
+  operations?: NodeOperationObserver;
 }
+
+const secondsSince = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e9;
 
 /** entries per ImportState / flows per DeleteState / matches per ExportState */
 export const MAX_BATCH = 100_000;
@@ -268,7 +273,9 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const timeoutMs = Number(w['timeout_ms'] ?? 0);
       if (timeoutMs > MAX_RELEASE_TIMEOUT_MS) throw invalid(`timeout_ms ${timeoutMs}: at most ${MAX_RELEASE_TIMEOUT_MS}`);
       const relayTo = String(w['relay_to'] ?? '');
+      const t0 = process.hrtime.bigint();
       const r = await agents().release(i.name, h, { ...(relayTo === '' ? {} : { relayTo }), ...(timeoutMs === 0 ? {} : { timeoutMs }) });
+      rt.operations?.released(i.name, relayTo === '' ? 'vnf' : 'relay', r.rounds, secondsSince(t0));
       return { released: r.released.toString(), rounds: r.rounds };
     },
     InterfaceDrops: async (w) => {
@@ -388,12 +395,25 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     },
   };
 
+  // the state operations' time, by the instance's backend (the handler has checked the instance by the time it succeeds)
+  for (const [method, operation] of Object.entries(STATE_OPERATIONS) as [keyof typeof STATE_OPERATIONS, (typeof STATE_OPERATIONS)[keyof typeof STATE_OPERATIONS]][]) {
+    const fn = impl[method];
+    impl[method] = async (w, call) => {
+      const t0 = process.hrtime.bigint();
+      const res = await fn(w, call);
+      // a staging store's name: the handler has checked it (the default: redis)
+      const store = STORE_OPERATIONS.has(operation) ? String(w['store'] || 'redis') : undefined;
+      rt.operations?.stateOperation(String(w['instance'] ?? ''), operation, secondsSince(t0), store);
+      return res;
+    };
+  }
+
   const unary = Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
       name,
       (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
         const t0 = process.hrtime.bigint();
-        const done = (code: grpc.status): void => rt.observe?.(name as NodeMethod, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - t0) / 1e9);
+        const done = (code: grpc.status): void => rt.observe?.(name as NodeMethod, grpc.status[code] ?? String(code), secondsSince(t0));
         // A request read after its caller gave up (the node was stopped or
         // cut off while it waited in the socket) must not act: the caller
         // has gone on as if it had not, e.g. a rollback that relayed nothing

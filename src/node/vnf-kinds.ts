@@ -72,3 +72,14 @@ export function userspaceProcess(name: VnfKindName | undefined): StackVnfKind['u
   const k = vnfKind(name);
   return k.datapath === 'stack' && 'userspace' in k ? k.userspace : undefined;
 }
+
+/**
+ * The name of the state backend a node's ExportState/ImportState/DeleteState
+ * of an instance of this kind read and write (the `backend` label of
+ * sharp_node_state_duration_seconds): an XDP VNF's own per-flow map
+ * (vnf-map), or what the kind says a stack VNF's host exports (conntrack).
+ */
+export function nodeStateBackend(name: VnfKindName | undefined): 'vnf-map' | StackVnfKind['state'] {
+  const k = vnfKind(name);
+  return k.datapath === 'xdp' ? 'vnf-map' : k.state;
+}

@@ -107,17 +107,12 @@ export function parseExposition(text: string): Sample[] {
 /** GET /metrics over a node's Unix socket. */
 export async function scrapeUnix(socketPath: string, timeoutMs = 5000): Promise<string> {
   // here, not at the top: the CLI loads this module for dropCountersText and needs no HTTP
-  const http = await import('node:http');
-  return new Promise((resolve, reject) => {
-    const req = http.get({ socketPath, path: '/metrics', timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new DropCountersError(`metrics on ${socketPath}: HTTP ${res.statusCode}: ${body.trim()}`))));
-    });
-    req.on('timeout', () => req.destroy(new DropCountersError(`metrics on ${socketPath}: no answer within ${timeoutMs} ms`)));
-    req.on('error', (e) => reject(e instanceof DropCountersError ? e : new DropCountersError(`metrics on ${socketPath}: ${e.message}`, { cause: e })));
-  });
+  const { scrapeUnixSocket } = await import('../metrics/scrape.js');
+  try {
+    return await scrapeUnixSocket(socketPath, timeoutMs);
+  } catch (e) {
+    throw new DropCountersError((e as Error).message, { cause: e });
+  }
 }
 
 /** metric label `reason` of sharp_switch_port_drops_total -> our field (node/metrics.ts PORT_DROP_REASONS) */

@@ -4,7 +4,7 @@
 // invocation — nothing lost.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openNodeLab } from '../../src/lab/lab-nodes.js';
@@ -13,6 +13,7 @@ import { TrafficGenerator } from '../../src/traffic/generator.js';
 import { TrafficSink } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
+import { parseExposition } from '../../src/metrics/textfile.js';
 
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 const objectsDir = path.join(repoRoot, 'build/ebpf');
@@ -64,10 +65,25 @@ t.test('deploy apply, handovers under traffic, a killed controller recovered by 
   for (const g of gens) g.start(1000);
   await sleep(300);
 
-  const h1 = json<{ outcome: string; from: string }>(['handover', '1,3', '--to', 'vnf2', '--state-delay', '100']);
+  // both handovers' figures go into one node_exporter textfile, added up
+  const textfile = path.join(dir, 'sharp-handovers.prom');
+  const h1 = json<{ outcome: string; from: string }>(['handover', '1,3', '--to', 'vnf2', '--state-delay', '100', '--metrics-textfile', textfile]);
   t.same([h1.outcome, h1.from], ['completed', 'vnf1']);
-  const h2 = json<{ outcome: string }>(['handover', 'all', '--from', 'vnf2', '--to', 'vnf1']);
+  const h2 = json<{ outcome: string }>(['handover', 'all', '--from', 'vnf2', '--to', 'vnf1', '--metrics-textfile', textfile]);
   t.equal(h2.outcome, 'completed');
+  const samples = parseExposition(readFileSync(textfile, 'utf8'), textfile).flatMap((f) => f.samples);
+  const sample = (name: string, label?: [string, string]): number | undefined => samples.find((s) => s.name === name && (label === undefined || s.labels.some((l) => l[0] === label[0] && l[1] === label[1])))?.value;
+  t.equal(sample('sharp_handovers_total', ['outcome', 'completed']), 2, 'the textfile counts both handovers');
+  t.equal(sample('sharp_handover_phase_duration_seconds_count', ['phase', 'moving-state']), 2, 'and both state moves');
+  t.equal(sample('sharp_handover_state_move_duration_seconds_count', ['backend', 'vnf-map']), 2, "under the spec's backend");
+  // a malformed textfile stops the handover before it begins
+  const broken = path.join(dir, 'broken.prom');
+  writeFileSync(broken, '# TYPE sharp_handovers_total counter\nsharp_handovers_total{outcome="completed"} two\n');
+  const refused = run(['handover', 'all', '--from', 'vnf1', '--to', 'vnf2', '--metrics-textfile', broken]);
+  t.equal(refused.code, 2, 'a malformed --metrics-textfile is a usage error');
+  t.match(refused.stderr, /broken\.prom:2: .*'two' is not a number; the file is unchanged/, 'naming the file and the line');
+  t.equal(readFileSync(broken, 'utf8'), '# TYPE sharp_handovers_total counter\nsharp_handovers_total{outcome="completed"} two\n', 'the file as it was');
+  t.ok(json<{ rules: { action: { outPort: string } }[] }>(['status']).rules.filter((r) => r.action.outPort.endsWith('vnf1') || r.action.outPort.endsWith('vnf2')).every((r) => r.action.outPort.endsWith('vnf1')), 'and no handover ran: the rules still send to vnf1');
 
   // a controller killed in the middle of its state move
   const child = spawn(process.execPath, [cli, 'deploy', 'handover', '1,3', '--to', 'vnf2', '--state-delay', '3000', '--spec', deployFile], { stdio: ['ignore', 'ignore', 'pipe'] });

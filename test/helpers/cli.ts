@@ -168,3 +168,22 @@ export function reply(sock: net.Socket, id: number, result: unknown): void {
   sock.write(JSON.stringify({ id, result }) + '\n');
 }
 export const EMPTY_STATUS = { rules: [], active: [], traffic: [] };
+
+/**
+ * A lab the test drives through the real CLI, in a run directory of its own
+ * (SHARPCTL_RUN_DIR in `env`), named `<tag><6 hex>`: at the end `lab down`,
+ * then whatever namespace of its prefix is left, then the run directory.
+ */
+export function cliLab(t: { teardown(fn: () => void | Promise<void>): void }, tag: string): { name: string; prefix: string; runDir: string; env: NodeJS.ProcessEnv } {
+  const runDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-run-'));
+  const name = `${tag}${randomBytes(3).toString('hex')}`;
+  const prefix = `sharp-${name}-`;
+  const env = { ...process.env, SHARPCTL_RUN_DIR: runDir };
+  t.teardown(async () => {
+    spawnSync(process.execPath, [cli, 'lab', 'down', '--name', name], { env, timeout: 60_000 });
+    const { listNetns, deleteNetns } = await import('../../src/net/iproute.js');
+    for (const ns of listNetns(prefix)) deleteNetns(ns);
+    rmSync(runDir, { recursive: true, force: true });
+  });
+  return { name, prefix, runDir, env };
+}

@@ -5,24 +5,10 @@
 // (defect 2).
 import t from 'tap';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { repoRoot } from '../helpers/env.js';
-import { listNetns, deleteNetns } from '../../src/net/iproute.js';
+import { cli, cliLab } from '../helpers/cli.js';
 
-const cli = path.join(repoRoot, 'dist/src/cli/main.js');
-const runDir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-run-'));
-const name = `zt${randomBytes(3).toString('hex')}`;
-const prefix = `sharp-${name}-`;
-const env = { ...process.env, SHARPCTL_RUN_DIR: runDir };
-
-t.teardown(() => {
-  spawnSync(process.execPath, [cli, 'lab', 'down', '--name', name], { env, timeout: 60_000 });
-  for (const ns of listNetns(prefix)) deleteNetns(ns);
-  rmSync(runDir, { recursive: true, force: true });
-});
+const { name, prefix, env } = cliLab(t, 'zt');
 
 /** exit 1 is a result too ("packets lost") when `failedOk` */
 function json<T>(args: string[], failedOk = false): T {

@@ -20,6 +20,8 @@ import { TrafficGenerator } from '../../src/traffic/generator.js';
 import { TrafficSink } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
+import { scrapeUnixSocket } from '../../src/metrics/scrape.js';
+import { parseExposition } from '../../src/metrics/textfile.js';
 
 const objectsDir = path.join(repoRoot, 'build/ebpf');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
@@ -85,6 +87,17 @@ t.test('handovers with state: estate on node processes: records go member to mem
     t.same({ lost: rep.lost, reordered: rep.reordered, duplicated: rep.duplicated, stampMismatches: rep.stampMismatches }, { lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${dir}: nothing lost, reordered or duplicated; the VNF's counters continuous across the moves`);
   }
   t.equal((await nl.dp.controllerDataPackets()).packets, 0n, 'the controller received 0 data packets');
+
+  // the instance nodes' metrics: each stage and obtain observed under the estate store, as many as the calls
+  const count = { stage: 0, obtain: 0, StageState: 0, ObtainState: 0 };
+  for (const p of nl.nodes.filter((x) => x.node.role === 'vnf1' || x.node.role === 'vnf2')) {
+    const samples = parseExposition(await scrapeUnixSocket(p.node.config.metrics!.unix!), p.node.role).flatMap((f) => f.samples);
+    const v = (name: string, labels: Record<string, string>): number => samples.find((x) => x.name === name && Object.entries(labels).every(([k, val]) => x.labels.some((l) => l[0] === k && l[1] === val)))?.value ?? 0;
+    for (const op of ['stage', 'obtain'] as const) count[op] += v('sharp_node_state_duration_seconds_count', { backend: 'estate', operation: op });
+    for (const m of ['StageState', 'ObtainState'] as const) count[m] += v('sharp_node_api_request_duration_seconds_count', { method: m, code: 'OK' });
+    t.equal(samples.filter((x) => x.name === 'sharp_node_state_duration_seconds_count' && x.labels.some((l) => l[0] === 'backend' && l[1] === 'redis')).length, 0, `${p.node.role}: nothing staged in redis`);
+  }
+  t.same(count, { stage: 4, obtain: 4, StageState: 4, ObtainState: 4 }, 'four stages and four obtains, under backend="estate", as many as the calls');
   t.same(
     nl.dp.rules().filter((r) => rules.includes(r.id)).map((r) => r.action.phase),
     [Phase.NONE, Phase.NONE],

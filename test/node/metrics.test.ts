@@ -147,6 +147,9 @@ t.test('node metrics: counters move by exactly what the frames did; mutual TLS o
   writeFileSync(s1.configFile, JSON.stringify(s1.config, null, 2));
   vnf2.config = { ...vnf2.config, metrics: { unix: path.join(dir, 'vnf2.metrics.sock') } };
   writeFileSync(vnf2.configFile, JSON.stringify(vnf2.config, null, 2));
+  const vnf1 = nodes.find((n) => n.role === 'vnf1')!;
+  vnf1.config = { ...vnf1.config, metrics: { unix: path.join(dir, 'vnf1.metrics.sock') } };
+  writeFileSync(vnf1.configFile, JSON.stringify(vnf1.config, null, 2));
 
   for (const n of nodes) procs.push(await startNodeProcess(n, { cli }));
   const s1Ready = procs.find((p) => p.node.role === 's1')!.ready as NodeProcess['ready'] & { metrics: { unix: string | null; tcp: string | null } | null };
@@ -237,7 +240,14 @@ t.test('node metrics: counters move by exactly what the frames did; mutual TLS o
   t.equal(delta(afterProbes, afterDrops, 'sharp_switch_port_rx_packets_total', cl), 10, 'rx counts them too: +10');
   t.equal(delta(afterProbes, afterDrops, 'sharp_switch_port_tx_packets_total', v1), 0, 'none of them forwarded');
 
+  const scrapeVnf1 = async (): Promise<Sample[]> => {
+    const r = await scrapeUnix(vnf1.config.metrics!.unix!);
+    t.equal(r.status, 200, 'scrape of vnf1 on its Unix socket: 200');
+    return parseExposition(t, r.body);
+  };
+
   // ---- a handover under traffic: vnf2's hold ring fills and is released
+  const v1Before = await scrapeVnf1();
   const vBefore = await scrapeVnf2();
   const v2 = { instance: 'vnf2' };
   t.equal(value(vBefore, 'sharp_agent_hold_ring_capacity_frames', v2), 8192, 'ring capacity of vnf2');
@@ -253,6 +263,7 @@ t.test('node metrics: counters move by exactly what the frames did; mutual TLS o
   const rep = sink.report(gen.sentPerFlow());
   t.same({ lost: rep.lost, reordered: rep.reordered, duplicated: rep.duplicated }, { lost: 0, reordered: 0, duplicated: 0 }, 'nothing lost, reordered or duplicated');
   const vAfter = await scrapeVnf2();
+  const v1After = await scrapeVnf1();
   t.equal(delta(vBefore, vAfter, 'sharp_agent_held_total', v2), Number(r.counts.held), `sharp_agent_held_total +${r.counts.held} (the handover's held count)`);
   t.equal(delta(vBefore, vAfter, 'sharp_agent_released_total', v2), Number(r.counts.released), `sharp_agent_released_total +${r.counts.released}`);
   t.equal(delta(vBefore, vAfter, 'sharp_agent_hold_overflow_total', { ...v2, reason: 'ring_full' }), 0, 'no overflow');
@@ -260,6 +271,31 @@ t.test('node metrics: counters move by exactly what the frames did; mutual TLS o
   t.ok(delta(vBefore, vAfter, 'sharp_agent_stripped_total', v2) >= Number(r.counts.held), 'every held (POST) frame was stripped');
   t.equal(value(vAfter, 'sharp_agent_handovers_armed', { ...v2, role: 'new' }), 0, 'disarmed after the handover: no ring series left');
   t.equal(vAfter.filter((s) => s.name === 'sharp_agent_hold_ring_frames').length, 0);
+
+  // release work on vnf2: as many observations as Release calls the node answered, each with its rounds
+  const apiCalls = (a: Sample[], b: Sample[], method: string): number => delta(a, b, 'sharp_node_api_request_duration_seconds_count', { method, code: 'OK' });
+  const releases = apiCalls(vBefore, vAfter, 'Release');
+  t.equal(releases, 1, 'the handover released vnf2\'s ring with one Release call');
+  t.equal(delta(vBefore, vAfter, 'sharp_agent_release_duration_seconds_count', { ...v2, mode: 'vnf' }), releases, 'the release histogram counted exactly the Release calls');
+  t.equal(delta(vBefore, vAfter, 'sharp_agent_release_duration_seconds_bucket', { ...v2, mode: 'vnf', le: '+Inf' }), releases, 'its +Inf bucket too');
+  t.equal(value(vAfter, 'sharp_agent_release_duration_seconds_count', { ...v2, mode: 'relay' }), 0, 'no relay release (nothing rolled back)');
+  t.ok(delta(vBefore, vAfter, 'sharp_agent_release_duration_seconds_sum', { ...v2, mode: 'vnf' }) > 0, 'the release took some time');
+  const rounds = delta(vBefore, vAfter, 'sharp_agent_release_rounds_total', v2);
+  t.ok(rounds >= 1, `release rounds on vnf2: +${rounds}`);
+  t.equal(value(v1After, 'sharp_agent_release_rounds_total', { instance: 'vnf1' }), 0, 'vnf1 released nothing: its rounds series reads 0');
+
+  // state operations on both VNF nodes: one observation per state call, by operation, under the instances' backend (counter: an XDP VNF's map)
+  const STATE_METHODS = { ExportState: 'export', ImportState: 'import', DeleteState: 'delete', TransferState: 'transfer' } as const;
+  let stateCalls = 0;
+  for (const [node, before, after] of [['vnf1', v1Before, v1After], ['vnf2', vBefore, vAfter]] as const) {
+    for (const [method, operation] of Object.entries(STATE_METHODS)) {
+      const calls = apiCalls(before, after, method);
+      stateCalls += calls;
+      t.equal(delta(before, after, 'sharp_node_state_duration_seconds_count', { backend: 'vnf-map', operation }), calls, `${node}: ${operation} observed ${calls} times, as many as ${method} calls`);
+    }
+    t.equal(after.filter((x) => x.name === 'sharp_node_state_duration_seconds_count' && x.labels['backend'] !== 'vnf-map').length, 0, `${node}: no other backend`);
+  }
+  t.ok(stateCalls >= 2, `the state move made ${stateCalls} state calls on the VNF nodes`);
   const sAfter = await scrapeS1();
   // the engine writes a step's actions in one SetRuleActions per switch (SetRuleAction where a node lacks it)
   const actionCalls = ['SetRuleAction', 'SetRuleActions'].reduce((a, method) => a + value(sAfter, 'sharp_node_api_request_duration_seconds_count', { method, code: 'OK' }), 0);
