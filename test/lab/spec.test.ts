@@ -269,6 +269,9 @@ const invalid: { name: string; spec: unknown; expect: Expect[] }[] = [
   { name: 'ringCapacity power of two but too large', spec: mod((s) => (s.vnfs[1].ringCapacity = 131072)), expect: [['vnfs[1].ringCapacity', 'must be a power of two between 64 and 65536']] },
   { name: 'a userspace VNF without state: estate', spec: mod((s) => (s.vnfs[0].type = 'userspace')), expect: [['vnfs[0].type', 'a userspace VNF keeps its state in E-State: give state: estate (the spec says nothing, so vnf-map)']] },
   { name: 'ringCapacity too small', spec: mod((s) => (s.vnfs[1].ringCapacity = 32)), expect: [['vnfs[1].ringCapacity', 'got 32']] },
+  { name: 'vnfFlows on a stack VNF', spec: mod((s) => ((s.vnfs[1].type = 'linux'), (s.vnfs[1].vnfFlows = 1000))), expect: [['vnfs[1].vnfFlows', "sizes the example XDP VNF's flow_state map: only for type: counter (got linux)"]] },
+  { name: 'vnfFlows beyond the map limit', spec: mod((s) => (s.vnfs[0].vnfFlows = 1 << 23)), expect: [['vnfs[0].vnfFlows', '4194304']] },
+  { name: 'maxRules too small', spec: mod((s) => (s.switches[0].maxRules = 1)), expect: [['switches[0].maxRules', '2']] },
 
   // ------------------------------------------------------------ rules
   { name: 'rule on a switch that does not exist', spec: mod((s) => (s.rules[1].switch = 's3')), expect: [['rules[1].switch', "no switch named 's3' (did you mean 's1'?); switches: s1, s2"]] },

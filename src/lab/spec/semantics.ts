@@ -268,6 +268,7 @@ export function semanticIssues(raw: unknown): RawIssue[] {
   asArray(root.vnfs)?.forEach((v, i) => {
     const o = asObject(v);
     if (o?.nat !== undefined && (o.type ?? DEFAULTS.vnfType) !== 'linux') add(['vnfs', i, 'nat'], `a NAT runs on the instance's own stack: give it type: linux (got ${String(o.type ?? DEFAULTS.vnfType)})`);
+    if (o?.vnfFlows !== undefined && (o.type ?? DEFAULTS.vnfType) !== 'counter') add(['vnfs', i, 'vnfFlows'], `sizes the example XDP VNF's flow_state map: only for type: counter (got ${String(o.type)})`);
   });
   asArray(root.vnfs)?.forEach((v, i) => {
     const cap = asInt(asObject(v)?.ringCapacity);
@@ -448,12 +449,13 @@ export function normalize(input: LabSpecInput): LabSpec {
     state: input.state ?? DEFAULTS.state,
     ...(input.redis === undefined ? {} : { redis: structuredClone(input.redis) }),
     hosts: input.hosts.map((h) => ({ name: h.name, ip: h.ip, mac: h.mac !== undefined ? normalizeMac(h.mac)! : macFromIpv4(parseCidr(h.ip)!.addr) })),
-    switches: input.switches.map((s) => ({ name: s.name })),
+    switches: input.switches.map((s) => ({ name: s.name, ...(s.maxRules === undefined ? {} : { maxRules: s.maxRules }) })),
     vnfs: (input.vnfs ?? []).map((v) => ({
       name: v.name,
       type: v.type ?? DEFAULTS.vnfType,
       ringCapacity: v.ringCapacity ?? DEFAULTS.ringCapacity,
       ringCount: v.ringCount ?? DEFAULTS.ringCount,
+      ...(v.vnfFlows === undefined ? {} : { vnfFlows: v.vnfFlows }),
       ...(v.nat === undefined ? {} : { nat: { outside: v.nat.outside } }),
     })),
     links,

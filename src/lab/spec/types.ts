@@ -55,7 +55,7 @@ export interface HostSpec {
 
 export interface SwitchSpec {
   name: string;
-  /** XDP: the size of the switch's rule tables, rule ids 1..maxRules-1 (default SHARP_DEFAULT_MAX_RULES); set by code, not read from spec files */
+  /** XDP: the size of the switch's rule tables, rule ids 1..maxRules-1 (default SHARP_DEFAULT_MAX_RULES) */
   maxRules?: number;
 }
 
@@ -66,7 +66,7 @@ export interface VnfSpec {
   ringCapacity: number;
   /** hold rings (concurrent incoming handovers), 1..16 */
   ringCount: number;
-  /** XDP VNFs: flow records its flow_state map holds (default SHARP_DEFAULT_VNF_FLOWS); set by code, not read from spec files */
+  /** XDP VNFs: flow records its flow_state map holds (default SHARP_DEFAULT_VNF_FLOWS) */
   vnfFlows?: number;
   /** type linux only: the instance is a stateful NAT (see NatSpec) */
   nat?: NatSpec;
@@ -180,6 +180,7 @@ export interface VnfInput {
   nat?: NatSpec;
   ringCapacity?: number;
   ringCount?: number;
+  vnfFlows?: number;
 }
 
 /** `[a, b]` or `{ ends: [a, b], mtu }` */
