@@ -6,6 +6,15 @@
  * bench_bare:  the bare XDP redirect the switch is compared with: every
  *              frame to bench_tx_port[0], nothing else.
  * bench_sink:  counts and drops every frame (per CPU, no atomics).
+ *
+ * What marking adds to the switch, one step at a time (the marking-cost
+ * bench puts each between the bare redirect and the marked switch):
+ * bench_push4: bpf_xdp_adjust_head by -4 and the bare redirect, nothing
+ *              written (the 4 new bytes are whatever the headroom held).
+ * bench_touch: the bare redirect after storing the first 12 bytes back
+ *              unchanged: a written frame without a moved head.
+ * bench_shim:  the switch's own shim push (sharp_push_shim, PRE, hid 1)
+ *              and the bare redirect.
  */
 #include "parse.h"
 
@@ -46,4 +55,35 @@ int bench_sink(struct xdp_md *ctx)
 	if (n)
 		*n += 1;
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int bench_push4(struct xdp_md *ctx)
+{
+	if (bpf_xdp_adjust_head(ctx, -(int)SHARP_SHIM_LEN))
+		return XDP_DROP;
+	return bpf_redirect_map(&bench_tx_port, 0, 0);
+}
+
+SEC("xdp")
+int bench_touch(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	volatile __u32 *w = data;
+
+	if (data + 12 > data_end)
+		return XDP_DROP;
+	w[0] = w[0];
+	w[1] = w[1];
+	w[2] = w[2];
+	return bpf_redirect_map(&bench_tx_port, 0, 0);
+}
+
+SEC("xdp")
+int bench_shim(struct xdp_md *ctx)
+{
+	if (sharp_push_shim(ctx, SHARP_PHASE_PRE, SHARP_HID_MIN))
+		return XDP_DROP;
+	return bpf_redirect_map(&bench_tx_port, 0, 0);
 }

@@ -1,0 +1,91 @@
+/**
+ * What marking costs the switch, broken down on the forwarding bench's path
+ * (gen → veth → DUT → veth → counting sink), each DUT in alternating rounds
+ * of one run:
+ *   bare    the bare XDP redirect
+ *   push4   bpf_xdp_adjust_head(-4) + the bare redirect, nothing written
+ *   touch   the first 12 bytes stored back unchanged + the bare redirect
+ *   shim    the switch's shim push (sharp_push_shim) + the bare redirect
+ *   switch  the switch, its rule unmarked
+ *   marked  the switch, its rule marking PRE
+ * Two figures per DUT: Mpps through the whole path (ratios to bare of the
+ * same run), and ns per frame of a live-frames test run of the DUT at d0
+ * (kernel-timed: the program, the redirect to d1 and the sink's NAPI pass,
+ * without the generator and the first veth hop). The sink drops every
+ * frame alike: it reads none of the shim.
+ */
+import { xdpMd, type BpfProgram } from '../bpf/index.js';
+import { openForwardingPath, median } from './forwarding.js';
+import { sleep } from '../util/mutex.js';
+
+/** The count once it stops moving (the sink's NAPI may still run after the test run returned). */
+async function settled(count: () => bigint): Promise<bigint> {
+  let last = -1n;
+  let now = count();
+  while (now !== last) {
+    last = now;
+    await sleep(5);
+    now = count();
+  }
+  return now;
+}
+
+export const MARKING_DUTS = ['bare', 'push4', 'touch', 'shim', 'switch', 'marked'] as const;
+export type MarkingDut = (typeof MARKING_DUTS)[number];
+
+export interface MarkingCostResult {
+  framesPerRound: number;
+  rounds: number;
+  /** through the whole path */
+  mpps: Record<MarkingDut, number>;
+  vsBare: Record<MarkingDut, number>;
+  /** live-frames test run at the DUT, ns per frame */
+  dutNs: Record<MarkingDut, number>;
+}
+
+export async function benchMarkingCost(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string } = {}): Promise<MarkingCostResult> {
+  const frames = o.frames ?? 2_000_000;
+  const rounds = o.rounds ?? 5;
+  const p = openForwardingPath(objectsDir, o.prefix ?? `sharp-bench-${process.pid}-mark-`);
+  try {
+    const progOf: Record<MarkingDut, BpfProgram> = {
+      bare: p.bench.program('bench_bare'),
+      push4: p.bench.program('bench_push4'),
+      touch: p.bench.program('bench_touch'),
+      shim: p.bench.program('bench_shim'),
+      switch: p.sw.program('sharp_switch'),
+      marked: p.sw.program('sharp_switch'),
+    };
+    const dutCtx = xdpMd({ dataLen: p.frame.length, ingressIfindex: p.d0 });
+    const mpps = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
+    const ns = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
+    for (let r = 0; r < rounds; r++)
+      for (const d of MARKING_DUTS) {
+        p.setAction(d === 'marked' ? 1 : 0);
+        const link = progOf[d].attachXdp('d0', { netns: p.dut });
+        try {
+          mpps[d].push(await p.offered(frames));
+        } finally {
+          link.close();
+        }
+        const before = await settled(p.counter);
+        const run = await progOf[d].runAsync({ data: p.frame, context: dutCtx, repeat: frames / 4, liveFrames: true, netns: p.dut, batchSize: 64 });
+        // every frame must have reached the sink, or the figure is not of forwarding
+        // (the sink also counts what the kernel itself sends out of d1, IPv6 neighbour discovery)
+        const reached = (await settled(p.counter)) - before;
+        if (reached < BigInt(frames / 4)) throw new Error(`${d}: ${reached} of ${frames / 4} test-run frames reached the sink`);
+        ns[d].push(run.durationNs);
+      }
+    const r3 = (x: number): number => +x.toFixed(3);
+    const m = Object.fromEntries(MARKING_DUTS.map((d) => [d, median(mpps[d])])) as Record<MarkingDut, number>;
+    return {
+      framesPerRound: frames,
+      rounds,
+      mpps: Object.fromEntries(MARKING_DUTS.map((d) => [d, r3(m[d])])) as Record<MarkingDut, number>,
+      vsBare: Object.fromEntries(MARKING_DUTS.map((d) => [d, r3(m[d] / m.bare)])) as Record<MarkingDut, number>,
+      dutNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, median(ns[d])])) as Record<MarkingDut, number>,
+    };
+  } finally {
+    p.close();
+  }
+}
