@@ -15,6 +15,10 @@
  *              unchanged: a written frame without a moved head.
  * bench_shim:  the switch's own shim push (sharp_push_shim, PRE, hid 1)
  *              and the bare redirect.
+ * bench_pushpop: adjust_head by -4 and back by +4, then the bare redirect:
+ *              the helper's cost twice in a plain (not live) test run,
+ *              which never resets the frame between repetitions (one push
+ *              alone would run out of headroom after 64 of them).
  */
 #include "parse.h"
 
@@ -84,6 +88,16 @@ SEC("xdp")
 int bench_shim(struct xdp_md *ctx)
 {
 	if (sharp_push_shim(ctx, SHARP_PHASE_PRE, SHARP_HID_MIN))
+		return XDP_DROP;
+	return bpf_redirect_map(&bench_tx_port, 0, 0);
+}
+
+SEC("xdp")
+int bench_pushpop(struct xdp_md *ctx)
+{
+	if (bpf_xdp_adjust_head(ctx, -(int)SHARP_SHIM_LEN))
+		return XDP_DROP;
+	if (bpf_xdp_adjust_head(ctx, SHARP_SHIM_LEN))
 		return XDP_DROP;
 	return bpf_redirect_map(&bench_tx_port, 0, 0);
 }

@@ -24,13 +24,15 @@ export interface ForwardingResult {
 /**
  * Mpps through a DUT: `frames` live frames from the generator's bench_tx,
  * counted by the sink's bench_count once the count stops moving (the last
- * frames may still be queued at the DUT).
+ * frames may still be queued at the DUT). `genNs`, if given, gets the
+ * generator's own test run, kernel-timed, in ns per frame.
  */
-export async function offeredThroughDut(gen: { tx: BpfProgram; netns: string; frame: Buffer; ctx: Buffer }, frames: number, count: () => bigint): Promise<number> {
+export async function offeredThroughDut(gen: { tx: BpfProgram; netns: string; frame: Buffer; ctx: Buffer }, frames: number, count: () => bigint, genNs?: (ns: number) => void): Promise<number> {
   await sleep(20);
   const before = count();
   const t0 = process.hrtime.bigint();
-  await gen.tx.runAsync({ data: gen.frame, context: gen.ctx, repeat: frames, liveFrames: true, netns: gen.netns, batchSize: 64 });
+  const run = await gen.tx.runAsync({ data: gen.frame, context: gen.ctx, repeat: frames, liveFrames: true, netns: gen.netns, batchSize: 64 });
+  genNs?.(run.durationNs);
   let last = -1n;
   let now = count();
   while (now !== last) {
@@ -58,7 +60,7 @@ export interface ForwardingPath {
   /** the switch's rule: unmarked (phase 0) or marked phase with hid 1 */
   setAction(phase: number): void;
   /** the generator's frames through whatever is attached at d0, in Mpps */
-  offered(frames: number): Promise<number>;
+  offered(frames: number, genNs?: (ns: number) => void): Promise<number>;
   close(): void;
 }
 
@@ -99,7 +101,7 @@ export function openForwardingPath(objectsDir: string, prefix: string): Forwardi
     const frame = udpFrame({ srcMac: '02:00:00:00:01:01', dstMac: '02:00:00:00:01:02', srcIp: '10.9.0.1', dstIp: '10.9.0.2', srcPort: 20000, dstPort: 9000, payload: Buffer.alloc(18), udpChecksum: false });
     const genCtx = xdpMd({ dataLen: frame.length, ingressIfindex: ifindexOf('g0', gen) });
     const counter = (): bigint => (bench.map('bench_count').lookupPerCpu(u32.encode(0)) ?? []).reduce((a, b) => a + u64.decode(b), 0n);
-    const offered = (frames: number): Promise<number> => offeredThroughDut({ tx: bench.program('bench_tx'), netns: gen, frame, ctx: genCtx }, frames, counter);
+    const offered = (frames: number, genNs?: (ns: number) => void): Promise<number> => offeredThroughDut({ tx: bench.program('bench_tx'), netns: gen, frame, ctx: genCtx }, frames, counter, genNs);
     return { gen, dut, bench, sw, d0, frame, genCtx, counter, setAction, offered, close };
   } catch (e) {
     close();

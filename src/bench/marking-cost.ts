@@ -8,11 +8,14 @@
  *   shim    the switch's shim push (sharp_push_shim) + the bare redirect
  *   switch  the switch, its rule unmarked
  *   marked  the switch, its rule marking PRE
- * Two figures per DUT: Mpps through the whole path (ratios to bare of the
- * same run), and ns per frame of a live-frames test run of the DUT at d0
- * (kernel-timed: the program, the redirect to d1 and the sink's NAPI pass,
- * without the generator and the first veth hop). The sink drops every
- * frame alike: it reads none of the shim.
+ * Figures per DUT: Mpps through the whole path (ratios to bare of the
+ * same run); the generator's own ns per frame in that run (kernel-timed:
+ * a changed frame costs it a reset when its page comes back); ns per frame
+ * of a live-frames test run of the DUT at d0 (kernel-timed: the program,
+ * the redirect to d1 and the sink's NAPI pass, without the generator and
+ * the first veth hop). The sink drops every frame alike: it reads none of
+ * the shim. And the programs alone in plain test runs (no redirect done, no
+ * page recycled): bare, pushpop (two adjust_heads) and the unmarked switch.
  */
 import { xdpMd, type BpfProgram } from '../bpf/index.js';
 import { openForwardingPath, median } from './forwarding.js';
@@ -39,8 +42,12 @@ export interface MarkingCostResult {
   /** through the whole path */
   mpps: Record<MarkingDut, number>;
   vsBare: Record<MarkingDut, number>;
+  /** the generator's test run during the path measurement, ns per frame */
+  genNs: Record<MarkingDut, number>;
   /** live-frames test run at the DUT, ns per frame */
   dutNs: Record<MarkingDut, number>;
+  /** plain test runs, ns per frame */
+  programNs: { bare: number; pushpop: number; switch: number };
 }
 
 export async function benchMarkingCost(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string } = {}): Promise<MarkingCostResult> {
@@ -59,12 +66,15 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
     const dutCtx = xdpMd({ dataLen: p.frame.length, ingressIfindex: p.d0 });
     const mpps = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
     const ns = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
+    const gen = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
+    const plain = { bare: [] as number[], pushpop: [] as number[], switch: [] as number[] };
+    const plainProg = { bare: progOf.bare, pushpop: p.bench.program('bench_pushpop'), switch: progOf.switch };
     for (let r = 0; r < rounds; r++)
       for (const d of MARKING_DUTS) {
         p.setAction(d === 'marked' ? 1 : 0);
         const link = progOf[d].attachXdp('d0', { netns: p.dut });
         try {
-          mpps[d].push(await p.offered(frames));
+          mpps[d].push(await p.offered(frames, (n) => gen[d].push(n)));
         } finally {
           link.close();
         }
@@ -75,6 +85,9 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
         const reached = (await settled(p.counter)) - before;
         if (reached < BigInt(frames / 4)) throw new Error(`${d}: ${reached} of ${frames / 4} test-run frames reached the sink`);
         ns[d].push(run.durationNs);
+        if (d === 'bare' || d === 'switch' || d === 'push4')
+          for (const k of d === 'push4' ? (['pushpop'] as const) : ([d] as const))
+            plain[k].push(plainProg[k].run({ data: p.frame, context: dutCtx, repeat: frames / 4, netns: p.dut }).durationNs);
       }
     const r3 = (x: number): number => +x.toFixed(3);
     const m = Object.fromEntries(MARKING_DUTS.map((d) => [d, median(mpps[d])])) as Record<MarkingDut, number>;
@@ -83,7 +96,9 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
       rounds,
       mpps: Object.fromEntries(MARKING_DUTS.map((d) => [d, r3(m[d])])) as Record<MarkingDut, number>,
       vsBare: Object.fromEntries(MARKING_DUTS.map((d) => [d, r3(m[d] / m.bare)])) as Record<MarkingDut, number>,
+      genNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, median(gen[d])])) as Record<MarkingDut, number>,
       dutNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, median(ns[d])])) as Record<MarkingDut, number>,
+      programNs: { bare: median(plain.bare), pushpop: median(plain.pushpop), switch: median(plain.switch) },
     };
   } finally {
     p.close();
