@@ -20,7 +20,6 @@
 import { xdpMd, type BpfProgram } from '../bpf/index.js';
 import { openForwardingPath, median } from './forwarding.js';
 import { sleep } from '../util/mutex.js';
-import { execFileSync } from 'node:child_process';
 
 /** The count once it stops moving (the sink's NAPI may still run after the test run returned). */
 async function settled(count: () => bigint): Promise<bigint> {
@@ -51,13 +50,11 @@ export interface MarkingCostResult {
   programNs: { bare: number; pushpop: number; switch: number };
 }
 
-export async function benchMarkingCost(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string; threadedNapi?: boolean } = {}): Promise<MarkingCostResult> {
+export async function benchMarkingCost(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string } = {}): Promise<MarkingCostResult> {
   const frames = o.frames ?? 2_000_000;
   const rounds = o.rounds ?? 5;
   const p = openForwardingPath(objectsDir, o.prefix ?? `sharp-bench-${process.pid}-mark-`);
   try {
-    // the DUT's NAPI in a kernel thread of its own, free to run beside the generator on the other CPU
-    if (o.threadedNapi) execFileSync('ip', ['netns', 'exec', p.dut, 'sh', '-c', 'ethtool -K d0 gro on && echo 1 > /sys/class/net/d0/threaded']);
     const progOf: Record<MarkingDut, BpfProgram> = {
       bare: p.bench.program('bench_bare'),
       push4: p.bench.program('bench_push4'),
