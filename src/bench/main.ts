@@ -85,7 +85,7 @@ const markingRows: Record<MarkingDut, string> = {
   switch: 'switch, unmarked',
   marked: 'switch, marking PRE',
 };
-console.table(Object.fromEntries(MARKING_DUTS.map((d) => [markingRows[d], { Mpps: mc.mpps[d], 'vs bare': mc.vsBare[d], 'generator ns/frame': mc.genNs[d], 'DUT live run ns/frame': mc.dutNs[d] }])));
+console.table(Object.fromEntries(MARKING_DUTS.map((d) => [markingRows[d], { Mpps: mc.mpps[d], 'vs bare': mc.vsBare[d], 'generator ns/frame': mc.genNs[d], 'DUT live run ns/frame': mc.dutNs[d], 'DUT runs short at the sink': mc.dutShortRuns[d] }])));
 console.log(`programs alone (plain test runs, ns/frame): bare ${mc.programNs.bare}, two adjust_heads ${mc.programNs.pushpop}, switch unmarked ${mc.programNs.switch}`);
 for (const d of MARKING_DUTS) {
   results[`xdp.marking.${d}.vsBare`] = mc.vsBare[d];

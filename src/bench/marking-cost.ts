@@ -44,8 +44,10 @@ export interface MarkingCostResult {
   vsBare: Record<MarkingDut, number>;
   /** the generator's test run during the path measurement, ns per frame */
   genNs: Record<MarkingDut, number>;
-  /** live-frames test run at the DUT, ns per frame */
+  /** live-frames test run at the DUT, ns per frame (NaN: no run got all its frames to the sink) */
   dutNs: Record<MarkingDut, number>;
+  /** DUT test runs left out because frames fell short at the sink */
+  dutShortRuns: Record<MarkingDut, number>;
   /** plain test runs, ns per frame */
   programNs: { bare: number; pushpop: number; switch: number };
 }
@@ -66,6 +68,7 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
     const dutCtx = xdpMd({ dataLen: p.frame.length, ingressIfindex: p.d0 });
     const mpps = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
     const ns = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
+    const shortRuns = Object.fromEntries(MARKING_DUTS.map((d) => [d, 0])) as Record<MarkingDut, number>;
     const gen = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
     const plain = { bare: [] as number[], pushpop: [] as number[], switch: [] as number[] };
     const plainProg = { bare: progOf.bare, pushpop: p.bench.program('bench_pushpop'), switch: progOf.switch };
@@ -80,11 +83,12 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
         }
         const before = await settled(p.counter);
         const run = await progOf[d].runAsync({ data: p.frame, context: dutCtx, repeat: frames / 4, liveFrames: true, netns: p.dut, batchSize: 64 });
-        // every frame must have reached the sink, or the figure is not of forwarding
-        // (the sink also counts what the kernel itself sends out of d1, IPv6 neighbour discovery)
+        // a run whose frames did not all reach the sink (a veth ring overflowed while the
+        // machine's load kept the NAPI pass from running) is not a figure of forwarding;
+        // the sink also counts what the kernel itself sends out of d1 (IPv6 neighbour discovery)
         const reached = (await settled(p.counter)) - before;
-        if (reached < BigInt(frames / 4)) throw new Error(`${d}: ${reached} of ${frames / 4} test-run frames reached the sink`);
-        ns[d].push(run.durationNs);
+        if (reached < BigInt(frames / 4)) shortRuns[d]++;
+        else ns[d].push(run.durationNs);
         if (d === 'bare' || d === 'switch' || d === 'push4')
           for (const k of d === 'push4' ? (['pushpop'] as const) : ([d] as const))
             plain[k].push(plainProg[k].run({ data: p.frame, context: dutCtx, repeat: frames / 4, netns: p.dut }).durationNs);
@@ -97,7 +101,8 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
       mpps: Object.fromEntries(MARKING_DUTS.map((d) => [d, r3(m[d])])) as Record<MarkingDut, number>,
       vsBare: Object.fromEntries(MARKING_DUTS.map((d) => [d, r3(m[d] / m.bare)])) as Record<MarkingDut, number>,
       genNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, median(gen[d])])) as Record<MarkingDut, number>,
-      dutNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, median(ns[d])])) as Record<MarkingDut, number>,
+      dutNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, ns[d].length ? median(ns[d]) : NaN])) as Record<MarkingDut, number>,
+      dutShortRuns: shortRuns,
       programNs: { bare: median(plain.bare), pushpop: median(plain.pushpop), switch: median(plain.switch) },
     };
   } finally {

@@ -31,12 +31,13 @@ t.test('the breakdown steps change the frame as marking does', async (t) => {
   }
 });
 
-t.test('a short run: every DUT forwards every test-run frame to the sink', async (t) => {
-  // benchMarkingCost throws if any DUT's test-run frames fall short at the sink
+t.test('a short run: every DUT forwards to the sink', async (t) => {
   const r = await benchMarkingCost(objectsDir, { frames: 20_000, rounds: 1, prefix: `${uniqueName('mk')}-` });
   for (const d of MARKING_DUTS) {
     t.ok(r.mpps[d] > 0, `${d}: frames reached the sink through the path`);
-    t.ok(r.dutNs[d] > 0 && r.genNs[d] > 0, `${d}: kernel-timed figures`);
+    t.ok(r.genNs[d] > 0, `${d}: the generator's kernel-timed figure`);
+    // a DUT run is left out only when the sink saw fewer frames than it sent
+    t.ok(r.dutShortRuns[d] === 1 ? Number.isNaN(r.dutNs[d]) : r.dutNs[d] > 0, `${d}: the DUT's kernel-timed figure, or the run counted as short`);
   }
   t.ok(r.programNs.pushpop > 0 && r.programNs.switch > 0);
 });
