@@ -19,6 +19,9 @@
  *              the helper's cost twice in a plain (not live) test run,
  *              which never resets the frame between repetitions (one push
  *              alone would run out of headroom after 64 of them).
+ * bench_calls: 8 calls of a helper that does next to nothing
+ *              (bpf_get_prandom_u32), then the bare redirect: what any
+ *              helper call costs on this kernel and CPU.
  */
 #include "parse.h"
 
@@ -100,4 +103,16 @@ int bench_pushpop(struct xdp_md *ctx)
 	if (bpf_xdp_adjust_head(ctx, SHARP_SHIM_LEN))
 		return XDP_DROP;
 	return bpf_redirect_map(&bench_tx_port, 0, 0);
+}
+
+SEC("xdp")
+int bench_calls(struct xdp_md *ctx)
+{
+	__u32 x = 0;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		x ^= bpf_get_prandom_u32();
+	/* used, so the calls stay */
+	return bpf_redirect_map(&bench_tx_port, x & 0, 0);
 }

@@ -86,12 +86,13 @@ const markingRows: Record<MarkingDut, string> = {
   marked: 'switch, marking PRE',
 };
 console.table(Object.fromEntries(MARKING_DUTS.map((d) => [markingRows[d], { Mpps: mc.mpps[d], 'vs bare': mc.vsBare[d], 'generator ns/frame': mc.genNs[d], 'DUT live run ns/frame': mc.dutNs[d], 'DUT runs short at the sink': mc.dutShortRuns[d] }])));
-console.log(`programs alone (plain test runs, ns/frame): bare ${mc.programNs.bare}, two adjust_heads ${mc.programNs.pushpop}, switch unmarked ${mc.programNs.switch}`);
+console.log(`programs alone (plain test runs, ns/frame): bare ${mc.programNs.bare}, two adjust_heads ${mc.programNs.pushpop}, 8 calls of a helper doing next to nothing ${mc.programNs.calls8}, switch unmarked ${mc.programNs.switch}`);
 for (const d of MARKING_DUTS) {
   results[`xdp.marking.${d}.vsBare`] = mc.vsBare[d];
   results[`xdp.marking.${d}.dutNs`] = mc.dutNs[d];
 }
 results['xdp.marking.adjustHeadNs'] = (mc.programNs.pushpop - mc.programNs.bare) / 2;
+results['xdp.marking.helperCallNs'] = (mc.programNs.calls8 - mc.programNs.bare) / 8;
 
 console.log('\ncapture hook cost, same path (medians of alternating rounds): the hook off must cost what the hook compiled out costs');
 const cc = await benchCaptureCost(objectsDir, quick ? { frames: 500_000, rounds: 1 } : { frames: 2_000_000, rounds: 5 });

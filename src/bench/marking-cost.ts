@@ -15,7 +15,8 @@
  * the redirect to d1 and the sink's NAPI pass, without the generator and
  * the first veth hop). The sink drops every frame alike: it reads none of
  * the shim. And the programs alone in plain test runs (no redirect done, no
- * page recycled): bare, pushpop (two adjust_heads) and the unmarked switch.
+ * page recycled): bare, pushpop (two adjust_heads), 8 calls of a helper
+ * doing next to nothing, and the unmarked switch.
  */
 import { xdpMd, type BpfProgram } from '../bpf/index.js';
 import { openForwardingPath, median } from './forwarding.js';
@@ -48,8 +49,8 @@ export interface MarkingCostResult {
   dutNs: Record<MarkingDut, number>;
   /** DUT test runs left out because frames fell short at the sink */
   dutShortRuns: Record<MarkingDut, number>;
-  /** plain test runs, ns per frame */
-  programNs: { bare: number; pushpop: number; switch: number };
+  /** plain test runs, ns per frame (calls8: 8 calls of a helper doing next to nothing) */
+  programNs: { bare: number; pushpop: number; calls8: number; switch: number };
 }
 
 export async function benchMarkingCost(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string } = {}): Promise<MarkingCostResult> {
@@ -70,8 +71,8 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
     const ns = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
     const shortRuns = Object.fromEntries(MARKING_DUTS.map((d) => [d, 0])) as Record<MarkingDut, number>;
     const gen = Object.fromEntries(MARKING_DUTS.map((d) => [d, [] as number[]])) as Record<MarkingDut, number[]>;
-    const plain = { bare: [] as number[], pushpop: [] as number[], switch: [] as number[] };
-    const plainProg = { bare: progOf.bare, pushpop: p.bench.program('bench_pushpop'), switch: progOf.switch };
+    const plain = { bare: [] as number[], pushpop: [] as number[], calls8: [] as number[], switch: [] as number[] };
+    const plainProg = { bare: progOf.bare, pushpop: p.bench.program('bench_pushpop'), calls8: p.bench.program('bench_calls'), switch: progOf.switch };
     for (let r = 0; r < rounds; r++)
       for (const d of MARKING_DUTS) {
         p.setAction(d === 'marked' ? 1 : 0);
@@ -90,7 +91,7 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
         if (reached < BigInt(frames / 4)) shortRuns[d]++;
         else ns[d].push(run.durationNs);
         if (d === 'bare' || d === 'switch' || d === 'push4')
-          for (const k of d === 'push4' ? (['pushpop'] as const) : ([d] as const))
+          for (const k of d === 'push4' ? (['pushpop', 'calls8'] as const) : ([d] as const))
             plain[k].push(plainProg[k].run({ data: p.frame, context: dutCtx, repeat: frames / 4, netns: p.dut }).durationNs);
       }
     const r3 = (x: number): number => +x.toFixed(3);
@@ -103,7 +104,7 @@ export async function benchMarkingCost(objectsDir: string, o: { frames?: number;
       genNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, median(gen[d])])) as Record<MarkingDut, number>,
       dutNs: Object.fromEntries(MARKING_DUTS.map((d) => [d, ns[d].length ? median(ns[d]) : NaN])) as Record<MarkingDut, number>,
       dutShortRuns: shortRuns,
-      programNs: { bare: median(plain.bare), pushpop: median(plain.pushpop), switch: median(plain.switch) },
+      programNs: { bare: median(plain.bare), pushpop: median(plain.pushpop), calls8: median(plain.calls8), switch: median(plain.switch) },
     };
   } finally {
     p.close();

@@ -24,7 +24,7 @@ t.test('the breakdown steps change the frame as marking does', async (t) => {
   const push4 = run('bench_push4');
   t.equal(push4.retval, bare);
   t.same(push4.dataOut?.subarray(4), frame, 'bench_push4: 4 bytes in front, the frame unchanged behind them');
-  for (const prog of ['bench_touch', 'bench_pushpop']) {
+  for (const prog of ['bench_touch', 'bench_pushpop', 'bench_calls']) {
     const r = run(prog);
     t.equal(r.retval, bare);
     t.same(r.dataOut, frame, `${prog}: the frame as it came`);
@@ -39,5 +39,5 @@ t.test('a short run: every DUT forwards to the sink', async (t) => {
     // a DUT run is left out only when the sink saw fewer frames than it sent
     t.ok(r.dutShortRuns[d] === 1 ? Number.isNaN(r.dutNs[d]) : r.dutNs[d] > 0, `${d}: the DUT's kernel-timed figure, or the run counted as short`);
   }
-  t.ok(r.programNs.pushpop > 0 && r.programNs.switch > 0);
+  t.ok(r.programNs.pushpop > 0 && r.programNs.calls8 > 0 && r.programNs.switch > 0);
 });
