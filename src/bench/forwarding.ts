@@ -24,13 +24,15 @@ export interface ForwardingResult {
 /**
  * Mpps through a DUT: `frames` live frames from the generator's bench_tx,
  * counted by the sink's bench_count once the count stops moving (the last
- * frames may still be queued at the DUT).
+ * frames may still be queued at the DUT). `genNs`, if given, gets the
+ * generator's own test run, kernel-timed, in ns per frame.
  */
-export async function offeredThroughDut(gen: { tx: BpfProgram; netns: string; frame: Buffer; ctx: Buffer }, frames: number, count: () => bigint): Promise<number> {
+export async function offeredThroughDut(gen: { tx: BpfProgram; netns: string; frame: Buffer; ctx: Buffer }, frames: number, count: () => bigint, genNs?: (ns: number) => void): Promise<number> {
   await sleep(20);
   const before = count();
   const t0 = process.hrtime.bigint();
-  await gen.tx.runAsync({ data: gen.frame, context: gen.ctx, repeat: frames, liveFrames: true, netns: gen.netns, batchSize: 64 });
+  const run = await gen.tx.runAsync({ data: gen.frame, context: gen.ctx, repeat: frames, liveFrames: true, netns: gen.netns, batchSize: 64 });
+  genNs?.(run.durationNs);
   let last = -1n;
   let now = count();
   while (now !== last) {
@@ -41,14 +43,36 @@ export async function offeredThroughDut(gen: { tx: BpfProgram; netns: string; fr
   return Number(now - before) / (Number(process.hrtime.bigint() - t0) / 1e9) / 1e6;
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-export async function benchForwarding(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string } = {}): Promise<ForwardingResult> {
-  const frames = o.frames ?? 2_000_000;
-  const rounds = o.rounds ?? 3;
-  const prefix = o.prefix ?? `sharp-bench-${process.pid}-`;
+/** The bench's path, set up: gen → veth → DUT (nothing attached yet) → veth → counting sink; the switch holds one exact rule d0 → d1. */
+export interface ForwardingPath {
+  gen: string;
+  dut: string;
+  bench: BpfCollection;
+  sw: BpfCollection;
+  d0: number;
+  frame: Buffer;
+  /** the generator's context (ingress g0) */
+  genCtx: Buffer;
+  /** frames the sink has counted */
+  counter(): bigint;
+  /** the switch's rule: unmarked (phase 0) or marked phase with hid 1 */
+  setAction(phase: number): void;
+  /** the generator's frames through whatever is attached at d0, in Mpps */
+  offered(frames: number, genNs?: (ns: number) => void): Promise<number>;
+  close(): void;
+}
+
+export function openForwardingPath(objectsDir: string, prefix: string): ForwardingPath {
   const [gen, dut, sink] = ['gen', 'dut', 'sink'].map((r) => `${prefix}${r}`) as [string, string, string];
   const colls: BpfCollection[] = [];
+  const links: { close(): void }[] = [];
+  const close = (): void => {
+    for (const l of links) l.close();
+    for (const c of colls.reverse()) c.close();
+    for (const n of [gen, dut, sink]) deleteNetns(n);
+  };
   const load = (f: string): BpfCollection => {
     const c = BpfObjectSpec.open(path.join(objectsDir, f)).load();
     colls.push(c);
@@ -60,7 +84,7 @@ export async function benchForwarding(objectsDir: string, o: { frames?: number; 
     createVeth({ name: 'd1', netns: dut }, { name: 's0', netns: sink, mac: '02:00:00:00:01:02' });
     const bench = load('bench.bpf.o');
     const sw = load('switch.bpf.o');
-    const links = [bench.program('bench_sink').attachXdp('s0', { netns: sink }), bench.program('bench_sink').attachXdp('g0', { netns: gen })];
+    links.push(bench.program('bench_sink').attachXdp('s0', { netns: sink }), bench.program('bench_sink').attachXdp('g0', { netns: gen }));
     const d0 = ifindexOf('d0', dut);
     const d1 = ifindexOf('d1', dut);
     withNetns(dut, () => {
@@ -73,16 +97,29 @@ export async function benchForwarding(objectsDir: string, o: { frames?: number; 
     const flow = { saddr: ipv4Number('10.9.0.1'), daddr: ipv4Number('10.9.0.2'), sport: 20000, dport: 9000, proto: 17, pad: Buffer.alloc(3) };
     const setAction = (phase: number): void =>
       sw.map('rules_exact').update(sharpFlowKeyCodec.encode(flow), sharpExactRuleCodec.encode({ rule_id: 1, action: sharpRuleActionCodec.encode({ out_slot: 1, hid: phase ? 1 : 0, phase, flags: 0 }) }));
+    setAction(0);
     const frame = udpFrame({ srcMac: '02:00:00:00:01:01', dstMac: '02:00:00:00:01:02', srcIp: '10.9.0.1', dstIp: '10.9.0.2', srcPort: 20000, dstPort: 9000, payload: Buffer.alloc(18), udpChecksum: false });
-    const ctx = xdpMd({ dataLen: frame.length, ingressIfindex: ifindexOf('g0', gen) });
+    const genCtx = xdpMd({ dataLen: frame.length, ingressIfindex: ifindexOf('g0', gen) });
     const counter = (): bigint => (bench.map('bench_count').lookupPerCpu(u32.encode(0)) ?? []).reduce((a, b) => a + u64.decode(b), 0n);
+    const offered = (frames: number, genNs?: (ns: number) => void): Promise<number> => offeredThroughDut({ tx: bench.program('bench_tx'), netns: gen, frame, ctx: genCtx }, frames, counter, genNs);
+    return { gen, dut, bench, sw, d0, frame, genCtx, counter, setAction, offered, close };
+  } catch (e) {
+    close();
+    throw e;
+  }
+}
 
+export async function benchForwarding(objectsDir: string, o: { frames?: number; rounds?: number; prefix?: string } = {}): Promise<ForwardingResult> {
+  const frames = o.frames ?? 2_000_000;
+  const rounds = o.rounds ?? 3;
+  const p = openForwardingPath(objectsDir, o.prefix ?? `sharp-bench-${process.pid}-`);
+  try {
     const measure = async (dutProg: 'bare' | 'switch' | 'marked'): Promise<number> => {
-      const prog = dutProg === 'bare' ? bench.program('bench_bare') : sw.program('sharp_switch');
-      if (dutProg !== 'bare') setAction(dutProg === 'marked' ? 1 : 0);
-      const link = prog.attachXdp('d0', { netns: dut });
+      const prog = dutProg === 'bare' ? p.bench.program('bench_bare') : p.sw.program('sharp_switch');
+      if (dutProg !== 'bare') p.setAction(dutProg === 'marked' ? 1 : 0);
+      const link = prog.attachXdp('d0', { netns: p.dut });
       try {
-        return await offeredThroughDut({ tx: bench.program('bench_tx'), netns: gen, frame, ctx }, frames, counter);
+        return await p.offered(frames);
       } finally {
         link.close();
       }
@@ -95,12 +132,11 @@ export async function benchForwarding(objectsDir: string, o: { frames?: number; 
       plain.push(await measure('switch'));
       marked.push(await measure('marked'));
     }
-    for (const l of links) l.close();
     const b = median(bare);
     const s = median(plain);
     const m = median(marked);
     return {
-      frameBytes: frame.length,
+      frameBytes: p.frame.length,
       framesPerRound: frames,
       rounds,
       bareMpps: +b.toFixed(3),
@@ -110,7 +146,6 @@ export async function benchForwarding(objectsDir: string, o: { frames?: number; 
       switchMarkedVsBareRatio: +(m / b).toFixed(3),
     };
   } finally {
-    for (const c of colls.reverse()) c.close();
-    for (const n of [gen, dut, sink]) deleteNetns(n);
+    p.close();
   }
 }

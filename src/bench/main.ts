@@ -12,14 +12,16 @@ import { benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.j
 import { benchGeneratorCeiling } from './traffic.js';
 import { writeLineRate } from './line-rate-report.js';
 import { benchCaptureCost } from './capture-cost.js';
+import { benchMarkingCost, MARKING_DUTS, type MarkingDut } from './marking-cost.js';
 import { benchState, printStateBench } from '../state/bench.js';
 
 const USAGE = `usage: node dist/src/bench/main.js [--quick]   (make bench)
 
 Runs every benchmark side by side in one run and writes results/bench.json:
-map operations, XDP forwarding vs a bare redirect, the capture hook's cost,
-the highest lossless handover rate, the generator's ceiling, the line-rate
-sweep, handover overhead, state management, many flows, CLI start-up.
+map operations, XDP forwarding vs a bare redirect, what marking costs (broken
+down), the capture hook's cost, the highest lossless handover rate, the
+generator's ceiling, the line-rate sweep, handover overhead, state
+management, many flows, CLI start-up.
 Needs root; takes tens of minutes (--quick: a few).
 
   --quick   fewer rates, rounds and handovers
@@ -72,6 +74,25 @@ results['xdp.switchMpps'] = fw.switchMarkedMpps;
 results['xdp.switchVsBareRatio'] = fw.switchMarkedVsBareRatio;
 results['xdp.switchUnmarkedMpps'] = fw.switchMpps;
 results['xdp.switchUnmarkedVsBareRatio'] = fw.switchVsBareRatio;
+
+console.log('\nwhat marking costs, same path (medians of alternating rounds; ns: kernel-timed test runs):');
+const mc = await benchMarkingCost(objectsDir, quick ? { frames: 500_000, rounds: 1 } : { frames: 2_000_000, rounds: 5 });
+const markingRows: Record<MarkingDut, string> = {
+  bare: 'bare XDP redirect',
+  push4: 'bare + bpf_xdp_adjust_head(-4), nothing written',
+  touch: 'bare + 12 frame bytes stored back',
+  shim: "bare + the switch's shim push",
+  switch: 'switch, unmarked',
+  marked: 'switch, marking PRE',
+};
+console.table(Object.fromEntries(MARKING_DUTS.map((d) => [markingRows[d], { Mpps: mc.mpps[d], 'vs bare': mc.vsBare[d], 'generator ns/frame': mc.genNs[d], 'DUT live run ns/frame': mc.dutNs[d], 'DUT runs short at the sink': mc.dutShortRuns[d] }])));
+console.log(`programs alone (plain test runs, ns/frame): bare ${mc.programNs.bare}, two adjust_heads ${mc.programNs.pushpop}, 8 calls of a helper doing next to nothing ${mc.programNs.calls8}, switch unmarked ${mc.programNs.switch}`);
+for (const d of MARKING_DUTS) {
+  results[`xdp.marking.${d}.vsBare`] = mc.vsBare[d];
+  results[`xdp.marking.${d}.dutNs`] = mc.dutNs[d];
+}
+results['xdp.marking.adjustHeadNs'] = (mc.programNs.pushpop - mc.programNs.bare) / 2;
+results['xdp.marking.helperCallNs'] = (mc.programNs.calls8 - mc.programNs.bare) / 8;
 
 console.log('\ncapture hook cost, same path (medians of alternating rounds): the hook off must cost what the hook compiled out costs');
 const cc = await benchCaptureCost(objectsDir, quick ? { frames: 500_000, rounds: 1 } : { frames: 2_000_000, rounds: 5 });
