@@ -99,15 +99,24 @@ export class NodeEStateStore {
     const unreached: string[] = [];
     if (values.size < keys.length) {
       const wanted = keys.filter((k) => !values.has(k));
-      await Promise.all(
-        this.#o.members.map(async (m) => {
-          try {
-            for (const item of await this.#node.fetch(m.node, { keys: wanted })) if (Buffer.isBuffer(item.value)) values.set(item.key, item.value);
-          } catch (e) {
-            unreached.push(`${m.node} (${e instanceof Error ? e.message : String(e)})`);
-          }
-        }),
-      );
+      // done when every record is in, or every member has answered or failed: a member that is down
+      // costs nothing when the one that staged the records answers
+      await new Promise<void>((resolve) => {
+        let left = this.#o.members.length;
+        if (left === 0) resolve();
+        for (const m of this.#o.members)
+          this.#node
+            .fetch(m.node, { keys: wanted })
+            .then(
+              (items) => {
+                for (const item of items) if (Buffer.isBuffer(item.value)) values.set(item.key, item.value);
+              },
+              (e: unknown) => void unreached.push(`${m.node} (${e instanceof Error ? e.message : String(e)})`),
+            )
+            .finally(() => {
+              if (--left === 0 || values.size === keys.length) resolve();
+            });
+      });
     }
     const found: FlowStateEntry[] = [];
     const missing: FlowKey[] = [];
