@@ -114,7 +114,9 @@ export type DropReason =
    * held in its ring, which could not be brought back (its host did not
    * answer): counted at the switch port that sent it
    */
-  | 'stranded';
+  | 'stranded'
+  /** a userspace VNF's TUN device could not queue it to the VNF process (its queue was full) */
+  | 'vnfDropped';
 
 /** A number of frames that died at one place for one reason. */
 export interface DropCount {

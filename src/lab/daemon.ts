@@ -383,10 +383,17 @@ async function main(): Promise<void> {
       traffic = [mk(theLab.client, theLab.server, 'client→server', base)];
       if (q.reverse) traffic.push(mk(theLab.server, theLab.client, 'server→client', base));
       // from now on every frame the data plane drops is counted against the run
-      accounting = new TrafficAccounting(localDeployment(theDp), theLab.topology, [
-        { name: 'client→server', from: theLab.client.name, to: theLab.server.name },
-        { name: 'server→client', from: theLab.server.name, to: theLab.client.name },
-      ]);
+      const fleet = opened?.userspaceVnfs;
+      accounting = new TrafficAccounting(
+        localDeployment(theDp),
+        theLab.topology,
+        [
+          { name: 'client→server', from: theLab.client.name, to: theLab.server.name },
+          { name: 'server→client', from: theLab.server.name, to: theLab.client.name },
+        ],
+        // userspace VNFs: what their TUN devices could not queue to the process
+        fleet === undefined ? {} : { extraDrops: () => fleet.tunDrops() },
+      );
       await accounting.start();
       trafficFrom = history.length;
       for (const t of traffic) t.gen.start(q.rate);

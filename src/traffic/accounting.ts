@@ -40,7 +40,8 @@ export interface RunAccounting {
 }
 
 type Kind = 'rx' | 'tx';
-const KIND: Record<DropReason, Kind> = { xmitFailed: 'tx', redirectFailed: 'rx', switchDrop: 'rx', overflow: 'rx', replayFailed: 'rx', stranded: 'tx' };
+// vnfDropped: a TUN carries both directions, so its drops are reported unattributed
+const KIND: Record<DropReason, Kind> = { xmitFailed: 'tx', redirectFailed: 'rx', switchDrop: 'rx', overflow: 'rx', replayFailed: 'rx', stranded: 'tx', vnfDropped: 'rx' };
 
 export class TrafficAccounting {
   readonly #d: Deployment;
@@ -50,8 +51,12 @@ export class TrafficAccounting {
   /** where|kind -> direction name */
   readonly #owner = new Map<string, string>();
 
-  constructor(d: Deployment, topology: XdpTopology, directions: readonly TrafficDirection[]) {
+  /** drop counters outside the data plane's ports and interfaces (cumulative), e.g. the userspace VNFs' TUN devices */
+  readonly #extraDrops: (() => Promise<DropCount[]>) | undefined;
+
+  constructor(d: Deployment, topology: XdpTopology, directions: readonly TrafficDirection[], o: { extraDrops?: () => Promise<DropCount[]> } = {}) {
     this.#d = d;
+    this.#extraDrops = o.extraDrops;
     this.#topology = topology;
     this.#directions = directions;
     for (const dir of directions) this.#mapPath(dir);
@@ -108,6 +113,7 @@ export class TrafficAccounting {
           put(`${inst.name}/${i.iface}`, 'xmitFailed', i.xmitFailed);
           put(`${inst.name}/${i.iface}`, 'redirectFailed', i.redirectFailed);
         }
+    for (const x of (await this.#extraDrops?.()) ?? []) put(x.where, x.reason, x.frames);
     return s;
   }
 

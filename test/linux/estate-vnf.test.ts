@@ -32,11 +32,13 @@ import { UserspaceVnfProcessStateManager, parseIpv4, fixUdpChecksum, TUN_NAME, T
 import { fromJsonValue } from '../../src/state/estate/peer-process.js';
 import { vnfKind } from '../../src/node/vnf-kinds.js';
 import { bpfNative } from '../../src/bpf/native.js';
-import { UserspaceVnfProcess, UserspaceVnfError } from '../../src/vnf/userspace/fleet.js';
+import { UserspaceVnfProcess, UserspaceVnfError, TUN_QUEUE_LEN } from '../../src/vnf/userspace/fleet.js';
 import { uniqueName } from '../helpers/env.js';
 import { listNetns } from '../../src/net/iproute.js';
 import { HandoverEngine } from '../../src/handover/engine.js';
 import { sleep } from '../../src/util/mutex.js';
+import { TrafficAccounting } from '../../src/traffic/accounting.js';
+import { localDeployment } from '../../src/dataplane/types.js';
 
 const offsetOf = (name: string): number => sharpProbeLayout.fields.find((f) => f.name === name)!.offset;
 
@@ -178,4 +180,28 @@ t.test('the barrier: a process behind on its TUN queue gives its state only once
     // the probes queued at vnf2 leave it after vnf1 has forwarded later ones: the barrier keeps order too
     t.comment(`without the barrier: ${r.reordered} reordered`);
   }
+});
+
+t.test('a VNF process that falls behind: what its TUN cannot queue is counted (vnfDropped), so sent = delivered + reported', async (t) => {
+  const l = await testLab(t, { vnfType: 'userspace', ringCapacity: 8192 });
+  const fleet = l.userspaceVnfs!;
+  const accounting = new TrafficAccounting(localDeployment(l.dp), l.lab.topology, [{ name: 'client→server', from: l.lab.client.name, to: l.lab.server.name }], { extraDrops: () => fleet.tunDrops() });
+  const fw = l.forward(4);
+  await accounting.start();
+  fw.gen.start(30_000);
+  await sleep(100);
+  // vnf1 stops reading for 3 s: ~90,000 probes arrive, more than its TUN queues (TUN_QUEUE_LEN)
+  await fleet.get('vnf1').command({ op: 'pause', ms: 3000 });
+  await sleep(3000);
+  await fw.gen.stop();
+  // the process works through its queue at its own pace
+  await fw.sink.drain(fw.gen.sent, 2000);
+  const r = fw.sink.report(fw.gen.sentPerFlow());
+  const a = await accounting.read([]);
+  const tun = a.unattributed.drops.filter((x) => x.where === 'vnf1/tun' && x.reason === 'vnfDropped');
+  t.ok(r.sent > TUN_QUEUE_LEN, `${r.sent} probes sent, more than the TUN queues (${TUN_QUEUE_LEN})`);
+  t.ok(r.lost > 0, `${r.lost} of ${r.sent} probes lost while vnf1 did not read`);
+  t.equal(tun.length, 1, "counted at vnf1's TUN");
+  t.equal(a.unattributed.reported + a.directions.get('client→server')!.reported, r.lost, `sent ${r.sent} = delivered ${r.delivered} + reported ${r.lost}: every lost probe counted with its reason`);
+  t.equal(r.reordered + r.duplicated, 0, 'nothing reordered or duplicated');
 });

@@ -22,7 +22,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { inNetns, ip } from '../../net/iproute.js';
-import type { FlowKey } from '../../dataplane/types.js';
+import type { DropCount, FlowKey } from '../../dataplane/types.js';
 import { flowItemKey } from '../../state/flow-key.js';
 import type { VnfAnswer, VnfCommand, VnfProcessReady, VnfProcessSpec, VnfProcessStats } from './protocol.js';
 
@@ -247,6 +247,16 @@ export class UserspaceVnfFleet {
     const p = this.#procs.get(name);
     if (p === undefined) throw new UserspaceVnfError(name, `no such userspace VNF instance (known: ${this.names().join(', ') || 'none'})`);
     return p;
+  }
+
+  /** Per instance, the frames its TUN device could not queue to the process (cumulative; an unreadable counter is left out). */
+  async tunDrops(): Promise<DropCount[]> {
+    const out: DropCount[] = [];
+    for (const p of this.#procs.values()) {
+      const n = (await p.stats()).tunDropped;
+      if (n >= 0) out.push({ where: `${p.name}/tun`, reason: 'vnfDropped', frames: BigInt(n) });
+    }
+    return out;
   }
 
   /** Deletes the flows' items (their counters) on every instance: a traffic run starts them over. */
