@@ -486,6 +486,8 @@ export const TRANSFER_MARGIN_MS = 2000;
 export interface DirectSwitches extends SwitchControl {
   /** a switch's ports: names and the instances they face */
   switchPorts(sw: string): readonly { name: string; instance?: string }[];
+  /** data frames the switches sent the controller (only the baseline's DIVERT rules send any) */
+  controllerDataPackets?(): Promise<Counter>;
   close(): void;
 }
 
