@@ -17,6 +17,8 @@ import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import type { DeployRule, DeploySpec, DeploySwitch } from './spec.js';
 
 export interface Controller {
+  /** the spec it was opened with */
+  spec: DeploySpec;
   deployment: NodeDeployment;
   engine: HandoverEngine;
   /** vnf-map: host to host where the nodes are each other's peers (else through the controller); redis: through the nodes' common stateStore (else the controller's Redis manager); other kinds: their state manager */
@@ -67,6 +69,7 @@ export async function openController(spec: DeploySpec): Promise<Controller> {
   const mover: Controller['mover'] = controllerStateMover(spec.state);
   const engine = new HandoverEngine(deployment, { mover, journal: new FileJournal(spec.controller.journal) });
   return {
+    spec,
     deployment,
     engine,
     mover,
