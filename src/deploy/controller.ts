@@ -10,7 +10,7 @@ import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../hand
 import { FileJournal } from '../handover/journal.js';
 import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
 import { controllerStateMover } from '../state/factory.js';
-import { Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
+import { DataPlaneError, Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
 import { P4RuntimeSwitches } from '../dataplane/bmv2/p4runtime-switches.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
@@ -35,7 +35,7 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
       clients.push(await NodeClient.connect({ channel, ...(n.peerAddress === undefined ? {} : { statePeer: { address: n.peerAddress } }), ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
     }
     const onNodes = spec.switches.filter((s) => clients.some((c) => c.switches().includes(s.name)));
-    if (onNodes.length > 0) throw new RuleError(`switch ${onNodes[0]!.name} is in the spec's switches and runs on node ${clients.find((c) => c.switches().includes(onNodes[0]!.name))!.name} too: one of them must be renamed`);
+    if (onNodes.length > 0) throw new DataPlaneError(`switch ${onNodes[0]!.name} is in the spec's switches and runs on node ${clients.find((c) => c.switches().includes(onNodes[0]!.name))!.name} too: one of them must be renamed`);
     const direct = spec.switches.length === 0 ? [] : [await connectP4RuntimeSwitches(spec.switches)];
     return new NodeDeployment(clients, direct);
   } catch (e) {
