@@ -56,6 +56,7 @@ export function connectP4RuntimeSwitches(switches: readonly DeploySwitch[]): Pro
       grpcAddress: s.p4runtime,
       deviceId: s.deviceId,
       pipeline: s.pipeline,
+      relayAround: s.relayAround,
       ...(s.electionId === undefined ? {} : { electionId: BigInt(s.electionId) }),
       ports: Object.entries(s.ports).map(([name, p]) => ({ name, bmv2Port: p.port, role: p.instance === undefined ? ('host' as const) : ('vnf' as const), ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })),
     })),

@@ -60,6 +60,8 @@ export interface DeploySwitch {
   pipeline: PipelineMode;
   /** this controller's election id (default 1) */
   electionId?: number;
+  /** the instances' nodes relay around this switch (their directRelay: same kernel only); default false: no rollback after switch-over through it */
+  relayAround: boolean;
   /** port name → BMv2 port number and what it faces; slots in this order */
   ports: Record<string, { port: number; instance?: string; side?: 0 | 1 }>;
 }
@@ -116,6 +118,7 @@ const schema = {
           deviceId: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
           pipeline: { enum: ['push', 'existing'] },
           electionId: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
+          relayAround: { type: 'boolean', default: false },
           ports: {
             type: 'object',
             minProperties: 1,

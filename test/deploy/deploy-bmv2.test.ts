@@ -53,6 +53,8 @@ t.test('deploy on BMv2 switches and node agents: apply, handovers back and forth
     p4runtime: s.grpcAddress,
     deviceId: s.deviceId,
     pipeline: 'existing',
+    // the lab's instance nodes relay around the switches (their directRelay)
+    relayAround: true,
     ports: Object.fromEntries(s.ports.map((p) => [p.name, { port: p.bmv2Port, ...(p.instance === undefined ? {} : { instance: p.instance, side: (p.instanceSide ?? 0) as 0 | 1 }) }])),
   }));
   const nodes = labNodeSockets(path.join(dir, 'work', 'nodes'));

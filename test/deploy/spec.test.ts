@@ -18,7 +18,7 @@ const issues = (v: unknown): string => {
 t.test('a BMv2 switch over P4Runtime: ports in the order given, a spec without switches has none', async (t) => {
   const spec = validateDeploySpec(withSwitch(s1));
   const sw: DeploySwitch = spec.switches[0]!;
-  t.same(sw, s1);
+  t.same(sw, { ...s1, relayAround: false }, 'relayAround defaults to false: no rollback after switch-over through it');
   t.same(Object.keys(sw.ports), ['s1-client', 's1-vnfa'], 'slots follow the spec order');
   t.same(validateDeploySpec(base).switches, []);
   t.equal(validateDeploySpec(withSwitch({ ...s1, p4runtime: 'unix:/run/bmv2/s1.grpc', pipeline: 'push' })).switches[0]!.p4runtime, 'unix:/run/bmv2/s1.grpc');
@@ -35,6 +35,7 @@ t.test('every missing or bad field of a switch is named with its path', async (t
   t.match(issues(withSwitch({ ...s1, ports: { 's1-client': { port: 1, side: 2 } } })), /switches\.0\.ports\.s1-client\.side: must be one of 0, 1/);
   t.match(issues(withSwitch({ ...s1, ports: { 's1-client': { port: 1, speed: 10 } } })), /switches\.0\.ports\.s1-client: unknown field 'speed'/);
   t.match(issues(withSwitch({ ...s1, extra: 1 })), /switches\.0: unknown field 'extra'/);
+  t.match(issues(withSwitch({ ...s1, relayAround: 'yes' })), /switches\.0\.relayAround: must be boolean/);
 });
 
 t.test('what the schema cannot say: the CPU port, a port number twice, a side without an instance, a name twice', async (t) => {

@@ -70,7 +70,7 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
     const dp = new Bmv2DataPlane();
     try {
       dp.#switches = await P4RuntimeSwitches.connect(
-        topology.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push' })),
+        topology.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround: true })),
         o,
       );
       dp.#pass = new SwitchVethPass(topology, o);

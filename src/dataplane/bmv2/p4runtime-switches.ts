@@ -76,11 +76,18 @@ export class PipelineMismatchError extends DataPlaneError {
   }
 }
 
-/** a switch and how to take it over; electionId overrides the options' */
-export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint };
+/**
+ * A switch and how to take it over; electionId overrides the options'.
+ * relayAround: the agents of the instances behind it relay around it
+ * (their nodes' directRelay, same kernel only); without it a rollback
+ * after switch-over is refused at setRelay, since p4/sharp.p4 drops
+ * relayed frames.
+ */
+export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean };
 
 interface ConnectedSwitch {
   spec: P4RuntimeSwitch;
+  relayAround: boolean;
   client: P4RuntimeClient;
   /** port name -> slot */
   slots: Map<string, number>;
@@ -174,7 +181,7 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
       ...((spec.electionId ?? o.electionId) === undefined ? {} : { electionId: spec.electionId ?? o.electionId! }),
       ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
     });
-    const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, client, slots: new Map() };
+    const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, relayAround: spec.relayAround === true, client, slots: new Map() };
     this.#switches.set(spec.name, sw);
     client.on('primacy-lost', (p) => {
       sw.lostPrimacy = `controller with election id ${p.primaryElectionId ?? '?'} took switch ${spec.name} over`;
@@ -427,15 +434,21 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
   }
 
   /**
-   * No-op: the P4 switch has no relay table yet (p4/sharp.p4 drops every
-   * shim, and p4c is not installed here to compile a new one), so BMv2
-   * rollbacks relay around the switch, straight out of its interface
-   * towards the old instance (agents with directRelay, same kernel only).
-   * Checks the names only.
+   * The P4 switch has no relay table yet (p4/sharp.p4 drops every shim, and
+   * p4c is not installed here to compile a new one): where the agents relay
+   * around the switch, straight out of its interface towards the old
+   * instance (relayAround: agents with directRelay, same kernel only), this
+   * checks the names only; elsewhere it refuses, so that a rollback after
+   * switch-over counts B's held frames as stranded instead of sending them
+   * to a switch that drops them.
    */
   async setRelay(swName: string, _hid: number, outPort: string): Promise<void> {
     const sw = this.#switch(swName);
     if (!sw.slots.has(outPort)) throw new RuleError(`switch ${swName} has no port '${outPort}' (ports: ${[...sw.slots.keys()].join(', ')})`);
+    if (!sw.relayAround)
+      throw new DataPlaneError(
+        `switch ${swName} cannot relay frames back to ${outPort}: p4/sharp.p4 drops relayed frames, and a relaying P4 program needs p4c, which this machine lacks; agents in the switch's kernel can relay around it (node config directRelay, and relayAround: true on the switch), which hosts apart cannot`,
+      );
   }
 
   /** No-op, as setRelay. */

@@ -33,6 +33,7 @@ const deploySwitch = (sw: Bmv2, pipeline: 'push' | 'existing'): DeploySwitch => 
   p4runtime: sw.address,
   deviceId: sw.deviceId,
   pipeline,
+  relayAround: false,
   ports: { 's1-client': { port: 1 }, 's1-vnf1': { port: 2, instance: 'vnf1', side: 0 } },
 });
 
@@ -94,9 +95,10 @@ t.test('pipeline: existing refuses another build of our program (its cookie), le
   t.same((await probe.readEntries('port_info')), [], 'no port table written');
 });
 
-t.test('pipeline: push replaces whatever the switch ran, with our cookie', { skip }, async (t) => {
+t.test('pipeline: push replaces whatever the switch ran, with our cookie; without agents relaying around it, it refuses a relay', { skip }, async (t) => {
   const sw = await startBmv2(t, { ports: 2 });
   const s = await take(t, sw, 'push');
   t.equal((await s.client('s1').getPipeline('COOKIE_ONLY'))?.cookie, ours.cookie);
   t.equal((await s.client('s1').readEntries('port_info')).length, 2);
+  await t.rejects(s.setRelay('s1', 5, 's1-vnf1'), { name: 'DataPlaneError', message: /switch s1 cannot relay frames back to s1-vnf1: p4\/sharp\.p4 drops relayed frames, .* needs p4c, which this machine lacks; .*hosts apart cannot/ }, 'no relay around it: a rollback after switch-over is refused, not sent to be dropped');
 });
