@@ -5,11 +5,12 @@
 // existing`: it finds the rules the previous one installed. Handovers back
 // and forth under traffic both ways lose nothing; a controller killed
 // mid-handover is recovered by the next; a failed state move rolls back
-// through the nodes' direct relay around the P4 switch.
+// through the nodes' direct relay around the P4 switch — and, where the
+// spec says they may not (hosts apart), loses what vnf2 held, counted.
 // Skipped, with the reason printed, where BMv2 or Mininet is missing.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openLab } from '../../src/lab/open-lab.js';
@@ -37,7 +38,7 @@ if (skip) t.comment(`BMv2 deployment tests skipped: ${skip}`);
  */
 const PPS = 200;
 
-t.test('deploy on BMv2 switches and node agents: apply, handovers back and forth under traffic, a killed controller recovered, a rollback around the P4 switch', { skip }, async (t) => {
+t.test('deploy on BMv2 switches and node agents: apply, handovers back and forth under traffic, a killed controller recovered, a rollback around the P4 switch, and none where it cannot relay', { skip }, async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-deploy-bmv2-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const spec = standardSpec({ ringCapacity: 8192 });
@@ -131,4 +132,28 @@ t.test('deploy on BMv2 switches and node agents: apply, handovers back and forth
   await sleep(200);
 
   await probes.stopAndAssertIntact(1000);
+
+  // the same rollback where the agents may not relay around the switches (hosts apart): the switch refuses
+  // the relay route, vnf1 goes on with the flow, and what vnf2 held is lost and counted, not sent to be dropped
+  const apartFile = path.join(dir, 'deploy-apart.json');
+  writeFileSync(apartFile, JSON.stringify({ ...JSON.parse(readFileSync(deployFile, 'utf8')), switches: switches.map((s) => ({ ...s, relayAround: false })) }));
+  const apart = twoWayProbes(t, lab, { objectsDir, flows: 2 });
+  apart.start(PPS);
+  await sleep(300);
+  const c2 = await openController(loadDeploySpec(apartFile));
+  let stranded = 0n;
+  try {
+    const res = await c2.engine.handover({ rules: [1, 3], from: 'vnf1', to: 'vnf2', mover: new ThrowingMover(), expectedPps: 2 * PPS });
+    t.equal(res.outcome, 'failed', res.reason ?? '');
+    t.match(res.reason, /cannot relay frames back to s\d-vnf1: p4\/sharp\.p4 drops relayed frames/);
+    stranded = res.stranded.reduce((a, d) => a + d.frames, 0n);
+    t.ok(stranded > 0n, `${stranded} frames held at vnf2 counted as stranded`);
+    t.same(c2.deployment.switchControl.getRule(1)!.action, { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 }, 'the flow goes on at vnf1');
+  } finally {
+    await c2.close();
+  }
+  await sleep(200);
+  const reports = await apart.stop();
+  t.equal(BigInt(reports.reduce((a, r) => a + r.lost, 0)), stranded, 'every probe lost is one counted as stranded');
+  t.same(reports.map((r) => r.reordered + r.duplicated), [0, 0], 'nothing reordered or duplicated');
 });
