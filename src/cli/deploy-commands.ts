@@ -15,6 +15,10 @@ Deployment spec (YAML or JSON):
   nodes:
     - { name: sw1, address: "10.9.0.2:7441" }      # mutual TLS (certs/ca.crt, controller-ctl1.crt/.key)
     - { name: vnfa, socket: /run/sharpctl/vnfa.sock }
+  switches:                            # BMv2 switches this controller drives over P4Runtime
+    - { name: s2, target: bmv2, p4runtime: "10.9.0.5:9559", deviceId: 1, pipeline: existing,
+        ports: { s2-server: { port: 1 }, s2-vnfa: { port: 2, instance: vnfa, side: 1 } } }
+                                       # pipeline: push installs p4/sharp.p4 (empties the tables): once
   rules:
     - { switch: s1, match: { dst: 10.0.0.2/32, from: client }, to: vnfa, priority: 1 }
     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
@@ -69,8 +73,11 @@ export function addDeployCommands(program: Command): void {
         const d = c.deployment;
         const rules = await Promise.all(d.switchControl.rules().map(async (r) => ({ ...r, counters: await d.switchControl.ruleCounters(r.id) })));
         const nodes = d.nodes.map((n) => ({ node: n.health.node, pid: n.health.pid, adopted: n.health.adopted, switches: n.switches(), instances: n.agentInstances().map((i) => i.name) }));
-        out(o.json, { nodes, rules }, () => {
+        // the switches this controller drives itself, over P4Runtime
+        const p4runtime = c.spec.switches.map((s) => ({ switch: s.name, target: s.target, p4runtime: s.p4runtime, deviceId: s.deviceId, pipeline: s.pipeline }));
+        out(o.json, { nodes, p4runtime, rules }, () => {
           for (const n of nodes) console.log(`node ${n.node} (pid ${n.pid}${n.adopted ? ', adopted' : ''}): switches ${n.switches.join(', ') || '-'}; instances ${n.instances.join(', ') || '-'}`);
+          for (const s of p4runtime) console.log(`switch ${s.switch} (${s.target}, P4Runtime ${s.p4runtime} device ${s.deviceId}, pipeline ${s.pipeline})`);
           for (const r of rules) console.log(`  rule ${r.id} on ${r.switch} → ${r.action.outPort}${r.action.phase ? ` [phase ${r.action.phase} h${r.action.handoverId}]` : ''}: ${r.counters.packets} packets`);
         });
       }),

@@ -10,9 +10,11 @@ import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../hand
 import { FileJournal } from '../handover/journal.js';
 import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
 import { controllerStateMover } from '../state/factory.js';
-import { Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
+import { DataPlaneError, Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
-import type { DeployRule, DeploySpec } from './spec.js';
+import { P4RuntimeSwitches } from '../dataplane/bmv2/p4runtime-switches.js';
+import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
+import type { DeployRule, DeploySpec, DeploySwitch } from './spec.js';
 
 export interface Controller {
   /** the spec it was opened with */
@@ -32,11 +34,34 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
       const channel = n.socket !== undefined ? nodeChannel(unixEndpoint(n.socket, n.name)) : nodeChannel(tlsEndpoint(n.name, n.address!, tls!));
       clients.push(await NodeClient.connect({ channel, ...(n.peerAddress === undefined ? {} : { statePeer: { address: n.peerAddress } }), ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
     }
+    const onNodes = spec.switches.filter((s) => clients.some((c) => c.switches().includes(s.name)));
+    if (onNodes.length > 0) throw new DataPlaneError(`switch ${onNodes[0]!.name} is in the spec's switches and runs on node ${clients.find((c) => c.switches().includes(onNodes[0]!.name))!.name} too: one of them must be renamed`);
+    const direct = spec.switches.length === 0 ? [] : [await connectP4RuntimeSwitches(spec.switches)];
+    return new NodeDeployment(clients, direct);
   } catch (e) {
     for (const c of clients) c.close();
     throw e;
   }
-  return new NodeDeployment(clients);
+}
+
+/**
+ * The spec's P4Runtime switches, with p4/sharp.p4's committed artifacts:
+ * `push` installs them; `existing` refuses a switch running anything else
+ * (PipelineMismatchError, naming what it runs) and leaves it untouched.
+ */
+export function connectP4RuntimeSwitches(switches: readonly DeploySwitch[]): Promise<P4RuntimeSwitches> {
+  return P4RuntimeSwitches.connect(
+    switches.map((s) => ({
+      name: s.name,
+      grpcAddress: s.p4runtime,
+      deviceId: s.deviceId,
+      pipeline: s.pipeline,
+      relayAround: s.relayAround,
+      ...(s.electionId === undefined ? {} : { electionId: BigInt(s.electionId) }),
+      ports: Object.entries(s.ports).map(([name, p]) => ({ name, bmv2Port: p.port, role: p.instance === undefined ? ('host' as const) : ('vnf' as const), ...(p.instance === undefined ? {} : { instance: p.instance, instanceSide: p.side ?? 0 }) })),
+    })),
+    { p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json },
+  );
 }
 
 export async function openController(spec: DeploySpec): Promise<Controller> {
@@ -58,9 +83,8 @@ export async function openController(spec: DeploySpec): Promise<Controller> {
 
 /** The switch port a rule's `to` names: a port name, `<switch>-<to>`, or the port facing instance `to`. */
 function portOf(d: NodeDeployment, sw: string, to: string): string {
-  const node = d.nodes.find((n) => n.switches().includes(sw));
-  if (node === undefined) throw new RuleError(`no node runs switch '${sw}' (switches: ${d.switchControl.switches().join(', ')})`);
-  const ports = node.health.switches.find((s) => s.name === sw)!.ports;
+  const ports = d.switchPorts(sw);
+  if (ports === undefined) throw new RuleError(`no node runs switch '${sw}' and the spec's switches do not name it (switches: ${d.switchControl.switches().join(', ')})`);
   const p = ports.find((x) => x.name === to) ?? ports.find((x) => x.name === `${sw}-${to}`) ?? ports.find((x) => x.instance === to);
   if (p === undefined) throw new RuleError(`switch ${sw} has no port towards '${to}' (ports: ${ports.map((x) => x.name).join(', ')})`);
   return p.name;

@@ -10,6 +10,15 @@
  *     - { name: sw1, address: "10.9.0.2:7441" }
  *     - { name: vnfa, socket: /run/sharpctl/vnfa.sock }
  *     - { name: vnfb, address: "10.9.0.4:7441", peerAddress: "10.8.0.4:7441" }   # peers hand it state on another network
+ *   switches:                     # switches the controller drives itself, over P4Runtime (plaintext gRPC)
+ *     - name: s2
+ *       target: bmv2
+ *       p4runtime: "10.9.0.5:9559"  # or unix:/run/bmv2/s2.grpc
+ *       deviceId: 1
+ *       pipeline: existing          # it must run p4/sharp.p4 already (push: install it, emptying its tables)
+ *       ports:                      # name: BMv2 port number, and the instance side it is cabled to
+ *         s2-client: { port: 1 }
+ *         s2-vnfa: { port: 2, instance: vnfa, side: 0 }
  *   rules:
  *     - { switch: s1, match: { dst: 10.0.0.2/32, from: client }, to: vnfa, priority: 1 }
  *     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
@@ -18,6 +27,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { ConfigFileError, describeAjvError, readConfigFile } from '../util/config-file.js';
 import { STATE_KINDS, type StateKind } from '../state/factory.js';
+import { BMV2_CPU_PORT, type PipelineMode } from '../dataplane/bmv2/topology.js';
 
 export interface DeployNode {
   name: string;
@@ -40,10 +50,27 @@ export interface DeployRule {
   flow?: { src: string; dst: string; sport: number; dport: number; proto: string | number };
 }
 
+/** A switch the controller drives itself over P4Runtime (it runs p4/sharp.p4 on BMv2). */
+export interface DeploySwitch {
+  name: string;
+  target: 'bmv2';
+  /** gRPC target of its P4Runtime server: host:port or unix:/path */
+  p4runtime: string;
+  deviceId: number;
+  pipeline: PipelineMode;
+  /** this controller's election id (default 1) */
+  electionId?: number;
+  /** the instances' nodes relay around this switch (their directRelay: same kernel only); default false: no rollback after switch-over through it */
+  relayAround: boolean;
+  /** port name → BMv2 port number and what it faces; slots in this order */
+  ports: Record<string, { port: number; instance?: string; side?: 0 | 1 }>;
+}
+
 export interface DeploySpec {
   controller: { name: string; certs?: string; journal: string };
   state: StateKind;
   nodes: DeployNode[];
+  switches: DeploySwitch[];
   rules: DeployRule[];
 }
 
@@ -52,6 +79,8 @@ const NAME = '^[A-Za-z0-9_-]{1,32}$';
 const PROTO = { anyOf: [{ enum: ['udp', 'tcp', 'icmp'] }, { type: 'integer', minimum: 0, maximum: 255 }] };
 const PORT = { type: 'integer', minimum: 0, maximum: 65535 };
 const ADDRESS = '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$';
+/** host:port, or a Unix socket of at most 107 bytes */
+const P4RUNTIME_TARGET = '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}|unix:/.{1,106})$';
 
 const schema = {
   type: 'object',
@@ -73,6 +102,38 @@ const schema = {
         additionalProperties: false,
         required: ['name'],
         properties: { name: { type: 'string', pattern: NAME }, socket: { type: 'string', minLength: 1, maxLength: 107 }, address: { type: 'string', pattern: ADDRESS }, peerAddress: { type: 'string', pattern: ADDRESS } },
+      },
+    },
+    switches: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'target', 'p4runtime', 'deviceId', 'pipeline', 'ports'],
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          target: { enum: ['bmv2'] },
+          p4runtime: { type: 'string', pattern: P4RUNTIME_TARGET },
+          deviceId: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+          pipeline: { enum: ['push', 'existing'] },
+          electionId: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
+          relayAround: { type: 'boolean', default: false },
+          ports: {
+            type: 'object',
+            minProperties: 1,
+            // p4/sharp.p4's slots are 8 bits wide
+            maxProperties: 255,
+            propertyNames: { pattern: NAME },
+            additionalProperties: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['port'],
+              // BMv2 port numbers are 9 bits; 255 is the CPU port
+              properties: { port: { type: 'integer', minimum: 0, maximum: 510 }, instance: { type: 'string', pattern: NAME }, side: { enum: [0, 1] } },
+            },
+          },
+        },
       },
     },
     rules: {
@@ -121,6 +182,19 @@ export function validateDeploySpec(value: unknown, file = 'deployment spec'): De
     names.add(n.name);
     if ((n.socket === undefined) === (n.address === undefined)) issues.push(`nodes.${i}: give exactly one of socket (local) or address (mutual TLS)`);
     if (n.address !== undefined && s.controller.certs === undefined) issues.push(`nodes.${i}.address: a node over TCP needs controller.certs (ca.crt, controller-${s.controller.name}.crt/.key)`);
+  });
+  const switchNames = new Set<string>();
+  s.switches.forEach((sw, i) => {
+    if (switchNames.has(sw.name)) issues.push(`switches.${i}.name: '${sw.name}' twice`);
+    switchNames.add(sw.name);
+    const ports = new Map<number, string>();
+    for (const [name, p] of Object.entries(sw.ports)) {
+      if (p.port === BMV2_CPU_PORT) issues.push(`switches.${i}.ports.${name}.port: ${BMV2_CPU_PORT} is the switch's CPU port (simple_switch_grpc --cpu-port ${BMV2_CPU_PORT})`);
+      const other = ports.get(p.port);
+      if (other !== undefined) issues.push(`switches.${i}.ports.${name}.port: BMv2 port ${p.port} is port ${other} already`);
+      ports.set(p.port, name);
+      if (p.side !== undefined && p.instance === undefined) issues.push(`switches.${i}.ports.${name}.side: only a port facing an instance has a side (give instance)`);
+    }
   });
   s.rules.forEach((r, i) => {
     if ((r.match === undefined) === (r.flow === undefined)) issues.push(`rules.${i}: give exactly one of match (wildcard) or flow (exact)`);

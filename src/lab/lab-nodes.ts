@@ -40,6 +40,7 @@ import {
 } from '../dataplane/types.js';
 import type { NodeConfig } from '../node/config.js';
 import type { StagingStoreKind, StoreStagedState } from '../state/types.js';
+import type { AgentSwitchView } from '../dataplane/xdp/agents.js';
 import { DEFAULT_VNF_KIND } from '../node/vnf-kinds.js';
 import { NodeClient, NodeDeployment } from '../node/client.js';
 import { nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
@@ -68,9 +69,11 @@ export interface LabNodeManagement {
 /**
  * One node per switch and per VNF instance; names `${nodePrefix}${switch|instance}`.
  * With `management`, each listens on its management address with mutual
- * TLS too, accepting only the lab's controller.
+ * TLS too, accepting only the lab's controller. With `p4Switches` (BMv2
+ * switches the controller drives over P4Runtime) the switches get no node,
+ * and the instances' agents relay around them (directRelay: same kernel).
  */
-export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: string; quiescenceMs?: number; management?: LabNodeManagement }): LabNode[] {
+export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: string; quiescenceMs?: number; management?: LabNodeManagement; p4Switches?: readonly AgentSwitchView[] }): LabNode[] {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const out: LabNode[] = [];
   const add = (role: string, netns: string, c: Omit<NodeConfig, 'name' | 'listen' | 'stateDir' | 'quiescenceMs' | 'xdpMode'>): void => {
@@ -86,7 +89,11 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
     writeFileSync(configFile, JSON.stringify(config, null, 2));
     out.push({ role, netns, config, configFile });
   };
-  for (const s of lab.topology.switches)
+  const directRelay: Pick<NodeConfig, 'directRelay'> =
+    o.p4Switches === undefined
+      ? {}
+      : { directRelay: o.p4Switches.map((s) => ({ ...(s.netns === undefined ? {} : { netns: s.netns }), ports: s.ports.flatMap((p) => (p.instance === undefined ? [] : [{ ifname: p.ifname, instance: p.instance, side: p.instanceSide ?? 0 }])) })) };
+  for (const s of o.p4Switches === undefined ? lab.topology.switches : [])
     add(s.name, s.netns!, {
       switches: [{ name: s.name, ports: s.ports.map((p) => ({ name: p.name, ifname: p.ifname, role: p.role, ...(p.instance === undefined ? {} : { instance: p.instance, side: p.instanceSide ?? 0 }) })), ...(s.maxRules === undefined ? {} : { maxRules: s.maxRules }) }],
       instances: [],
@@ -114,6 +121,7 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
       instances: [{ name: i.name, kind: i.kind ?? DEFAULT_VNF_KIND, ifaces: i.ifaces, ringCapacity: i.ringCapacity, ringCount: i.ringCount, ...(i.vnfFlows === undefined ? {} : { vnfFlows: i.vnfFlows }) }],
       ...peersOf(`${o.nodePrefix}${i.name}`),
       ...estateOf(i),
+      ...directRelay,
     });
   // the index lets a later `lab down` detach the nodes even when their daemon died
   writeFileSync(path.join(o.dir, NODE_INDEX), JSON.stringify(out.map((n) => ({ role: n.role, netns: n.netns, configFile: n.configFile }))));
@@ -206,10 +214,13 @@ export async function connectLabNodes(nodes: readonly LabNode[], o: { controller
  * packet path too (DivertedFrames, SendFromController).
  */
 export class NodeLabDataPlane implements DataPlane {
-  readonly kind = 'xdp';
   readonly #d: NodeDeployment;
 
-  constructor(d: NodeDeployment) {
+  /** kind: the lab's switch target ('bmv2': its switches are the deployment's P4Runtime switches) */
+  constructor(
+    d: NodeDeployment,
+    readonly kind: 'xdp' | 'bmv2' = 'xdp',
+  ) {
     this.#d = d;
   }
 
@@ -330,7 +341,7 @@ export class NodeLabDataPlane implements DataPlane {
     return this.#d.vnfState.deleteState(i, f);
   }
 
-  // the controller-buffer baseline: diverted frames stream up from the switches' nodes, the buffer goes back down
+  // the controller-buffer baseline: diverted frames stream up from the switches' nodes (or P4 packet-ins), the buffer goes back down
   controllerDataPackets(): Promise<Counter> {
     return this.#d.packetPath.controllerDataPackets();
   }
@@ -373,6 +384,17 @@ export function detachLabNode(n: Pick<LabNode, 'netns' | 'configFile'>, cli: str
   } catch (e) {
     return String((e as { stderr?: Buffer }).stderr ?? e).trim();
   }
+}
+
+/** Stops the node processes a lab started (SIGTERM, by their pids), then detaches what each node pinned. */
+export async function stopLabNodes(procs: readonly NodeProcess[], nodes: readonly LabNode[], cli: string): Promise<void> {
+  for (const p of procs) {
+    if (p.child.exitCode !== null || p.child.signalCode !== null) continue;
+    const exited = new Promise((r) => p.child.once('exit', r));
+    p.child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  }
+  for (const n of nodes) detachLabNode(n, cli);
 }
 
 /** Detaches every node a lab's node folder lists (lab down, also after its daemon was killed); returns the failures. */
@@ -421,13 +443,7 @@ export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: strin
   const close = (): Promise<void> =>
     (closed ??= (async () => {
       await dp?.close();
-      for (const p of procs) {
-        if (p.child.exitCode !== null || p.child.signalCode !== null) continue;
-        const exited = new Promise((r) => p.child.once('exit', r));
-        p.child.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-      }
-      for (const n of nodes) detachLabNode(n, o.cli);
+      await stopLabNodes(procs, nodes, o.cli);
       if (management !== undefined) removeManagementNetwork(management);
       destroyLab(prefix);
     })());

@@ -11,6 +11,7 @@ import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { Bmv2DataPlane } from '../dataplane/bmv2/bmv2-dataplane.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import { openNodeLab } from './lab-nodes.js';
+import { openBmv2NodeLab } from './bmv2-node-lab.js';
 import { repoRoot } from '../cli/paths.js';
 import path from 'node:path';
 import { userspaceProcess } from '../node/vnf-kinds.js';
@@ -26,11 +27,12 @@ export interface OpenLabOptions {
   /** bmv2: BMv2's per-packet event log (slow) */
   bmv2Log?: boolean;
   /**
-   * xdp: 'nodes' (default) runs a node daemon process in every switch and
-   * VNF namespace and drives them over the node API — the production path;
-   * 'in-process' loads every program in this process (the tests that
-   * inspect BPF objects directly, and the paper's experiments, measured as
-   * they were before the nodes; the baseline runs on nodes too).
+   * 'nodes' (default) runs a node daemon process in every switch (xdp) and
+   * VNF namespace and drives them over the node API, and BMv2 switches over
+   * P4Runtime — the production path; 'in-process' loads every program in
+   * this process (the tests that inspect BPF objects directly, and the
+   * paper's experiments, measured as they were before the nodes; the
+   * baseline runs on nodes too).
    */
   via?: 'nodes' | 'in-process';
 }
@@ -97,6 +99,12 @@ async function openDataPlane(spec: LabSpec, prefix: string, o: OpenLabOptions): 
     }
     let closed: Promise<void> | undefined;
     return { target, lab, dp, close: () => (closed ??= dp.close().finally(() => void destroyLab(prefix))) };
+  }
+  const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+  if ((o.via ?? 'nodes') === 'nodes') {
+    const bl = await openBmv2NodeLab({ ...spec, target }, prefix, { dir: o.workDir, cli, objectsDir: o.objectsDir, ...q, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }) });
+    const metricsSockets = bl.nodes.flatMap((p) => (p.node.config.metrics?.unix === undefined ? [] : [p.node.config.metrics.unix]));
+    return { target, lab: bl.lab, dp: bl.dp, metricsSockets, close: bl.close };
   }
   const lab = await createMininetLab({ ...spec, target }, prefix, { dir: o.workDir, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }) });
   let dp: Bmv2DataPlane;

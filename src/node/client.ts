@@ -548,6 +548,19 @@ export const TRANSFER_MARGIN_MS = 2000;
  * that runs it, an instance's to the node that carries it. Rule ids are
  * unique across the deployment (the controller numbers them).
  */
+/**
+ * Switches a deployment drives without a node: the controller itself
+ * reaches them (P4Runtime switches, src/dataplane/bmv2/p4runtime-switches.ts).
+ */
+export interface DirectSwitches extends SwitchControl, Partial<Pick<ControllerPacketPath, 'openControllerChannel' | 'sendFromController'>> {
+  /** a switch's ports: names and the instances they face */
+  switchPorts(sw: string): readonly { name: string; instance?: string }[];
+  /** data frames the switches sent the controller (only the baseline's DIVERT rules send any) */
+  controllerDataPackets?(): Promise<Counter>;
+  close(): void;
+}
+
+/** The nodes (switches, agents, state) and the switches driven directly, as one Deployment: each call goes to the host of its switch, rule or instance. */
 export class NodeDeployment implements Deployment {
   readonly switchControl: SwitchControl;
   readonly agentControl: AgentControl;
@@ -555,14 +568,18 @@ export class NodeDeployment implements Deployment {
   /** the controller-buffer baseline's packet path, through the switches' nodes */
   readonly packetPath: ControllerPacketPath;
 
-  constructor(readonly nodes: readonly NodeClient[]) {
-    const bySwitch = (sw: string): NodeClient => {
-      const n = nodes.find((c) => c.switches().includes(sw));
-      if (n === undefined) throw new DataPlaneError(`no node runs switch '${sw}' (switches: ${nodes.flatMap((c) => c.switches()).join(', ')})`);
+  constructor(
+    readonly nodes: readonly NodeClient[],
+    readonly directSwitches: readonly DirectSwitches[] = [],
+  ) {
+    const switchHosts = (): (NodeClient | DirectSwitches)[] => [...nodes.filter((c) => c.switches().length > 0), ...directSwitches];
+    const bySwitch = (sw: string): NodeClient | DirectSwitches => {
+      const n = switchHosts().find((c) => c.switches().includes(sw));
+      if (n === undefined) throw new DataPlaneError(`no node runs switch '${sw}' and no switch of the deployment is named so (switches: ${switchHosts().flatMap((c) => c.switches()).join(', ')})`);
       return n;
     };
-    const byRule = (id: number): NodeClient => {
-      const n = nodes.find((c) => c.getRule(id) !== undefined);
+    const byRule = (id: number): NodeClient | DirectSwitches => {
+      const n = switchHosts().find((c) => c.getRule(id) !== undefined);
       if (n === undefined) throw new RuleError(`no rule ${id}`);
       return n;
     };
@@ -571,29 +588,30 @@ export class NodeDeployment implements Deployment {
       if (n === undefined) throw new AgentUnavailableError(name, `no node carries it (instances: ${nodes.flatMap((c) => c.agentInstances().map((i) => i.name)).join(', ')})`);
       return n;
     };
-    const switchNodes = (): NodeClient[] => nodes.filter((c) => c.switches().length > 0);
     this.switchControl = {
       get quiescenceMs() {
-        return Math.max(1, ...switchNodes().map((c) => c.quiescenceMs));
+        return Math.max(1, ...switchHosts().map((c) => c.quiescenceMs));
       },
-      switches: () => switchNodes().flatMap((c) => c.switches()),
-      portTowards: (sw, instance) => nodes.find((c) => c.switches().includes(sw))?.portTowards(sw, instance),
+      switches: () => switchHosts().flatMap((c) => c.switches()),
+      portTowards: (sw, instance) => switchHosts().find((c) => c.switches().includes(sw))?.portTowards(sw, instance),
       addRule: async (r) => {
-        const id = r.id ?? 1 + Math.max(0, ...switchNodes().flatMap((c) => c.rules().map((x) => x.id)));
-        if (switchNodes().some((c) => c.getRule(id) !== undefined)) throw new RuleError(`rule id ${id} exists already`);
+        const id = r.id ?? 1 + Math.max(0, ...switchHosts().flatMap((c) => c.rules().map((x) => x.id)));
+        if (switchHosts().some((c) => c.getRule(id) !== undefined)) throw new RuleError(`rule id ${id} exists already`);
         return bySwitch(r.switch).addRule({ ...r, id });
       },
       deleteRule: (id) => byRule(id).deleteRule(id),
-      getRule: (id) => nodes.find((c) => c.getRule(id) !== undefined)?.getRule(id),
-      rules: () => switchNodes().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
+      getRule: (id) => switchHosts().find((c) => c.getRule(id) !== undefined)?.getRule(id),
+      rules: () => switchHosts().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
       setRuleAction: (id, a) => byRule(id).setRuleAction(id, a),
       setRuleActions: async (updates) => {
-        // in order, one call per run of consecutive updates on one node
+        // in order, one call per run of consecutive updates on one host
         for (let at = 0; at < updates.length; ) {
-          const node = byRule(updates[at]!.id);
+          const host = byRule(updates[at]!.id);
           let end = at + 1;
-          while (end < updates.length && byRule(updates[end]!.id) === node) end++;
-          await node.setRuleActions(updates.slice(at, end));
+          while (end < updates.length && byRule(updates[end]!.id) === host) end++;
+          const run = updates.slice(at, end);
+          if (host.setRuleActions !== undefined) await host.setRuleActions(run);
+          else for (const u of run) await host.setRuleAction(u.id, u.action);
           at = end;
         }
       },
@@ -603,7 +621,8 @@ export class NodeDeployment implements Deployment {
       resetHandoverCounters: (sw, hid) => bySwitch(sw).resetHandoverCounters(sw, hid),
       setRelay: (sw, hid, port) => bySwitch(sw).setRelay(sw, hid, port),
       clearRelay: (sw, hid) => bySwitch(sw).clearRelay(sw, hid),
-      sentTowardsInstances: (sw) => bySwitch(sw).sentTowardsInstances(sw),
+      // P4Runtime switches have no such barrier: undefined, the engine waits Q
+      sentTowardsInstances: async (sw) => bySwitch(sw).sentTowardsInstances?.(sw),
     };
     this.agentControl = {
       agentInstances: () => nodes.flatMap((c) => c.agentInstances()),
@@ -640,28 +659,50 @@ export class NodeDeployment implements Deployment {
       obtainState: (i, from, hid, flows, o) => byInstance(i).obtainState(i, from, hid, flows, o),
       discardStagedState: (i, hid, flows, o) => byInstance(i).discardStagedState(i, hid, flows, o),
     };
+    // the controller-buffer baseline: from the switches' nodes over DivertedFrames / SendFromController, from P4 switches by packet-in / packet-out
+    const switchNodes = (): NodeClient[] => nodes.filter((c) => c.switches().length > 0);
     this.packetPath = {
       controllerDataPackets: async () => {
         let packets = 0n;
         let bytes = 0n;
-        for (const c of await Promise.all(switchNodes().map((n) => n.controllerDataPackets()))) {
+        const counts = await Promise.all([...switchNodes().map((n) => n.controllerDataPackets()), ...directSwitches.map(async (d) => (await d.controllerDataPackets?.()) ?? { packets: 0n, bytes: 0n })]);
+        for (const c of counts) {
           packets += c.packets;
           bytes += c.bytes;
         }
         return { packets, bytes };
       },
       openControllerChannel: (onFrame) => {
-        const channels = switchNodes().map((n) => n.openDivertedFrames(onFrame));
+        const channels = [
+          ...switchNodes().map((n) => n.openDivertedFrames(onFrame)),
+          ...directSwitches.map((d) => {
+            if (d.openControllerChannel === undefined) throw new DataPlaneError(`switches ${d.switches().join(', ')} have no packet path to the controller: the controller-buffer baseline cannot run on them`);
+            return d.openControllerChannel(onFrame);
+          }),
+        ];
         return {
           drain: async () => void (await Promise.all(channels.map((c) => c.drain()))),
           close: () => channels.forEach((c) => c.close()),
         };
       },
-      sendFromController: (sw, port, frames) => bySwitch(sw).sendFromController(sw, port, frames),
+      sendFromController: (sw, port, frames) => {
+        const host = bySwitch(sw);
+        if (host instanceof NodeClient) return host.sendFromController(sw, port, frames);
+        if (host.sendFromController === undefined) return Promise.reject(new DataPlaneError(`switch ${sw} takes no frames from the controller`));
+        return host.sendFromController(sw, port, frames);
+      },
     };
+  }
+
+  /** A switch's ports (names, the instances they face), wherever it runs; undefined for an unknown switch. */
+  switchPorts(sw: string): readonly { name: string; instance?: string }[] | undefined {
+    const direct = this.directSwitches.find((d) => d.switches().includes(sw));
+    if (direct !== undefined) return direct.switchPorts(sw);
+    return this.nodes.find((n) => n.switches().includes(sw))?.health.switches.find((s) => s.name === sw)?.ports;
   }
 
   close(): void {
     for (const n of this.nodes) n.close();
+    for (const d of this.directSwitches) d.close();
   }
 }

@@ -19,6 +19,8 @@
  *         - { name: s1-vnf1, ifname: enp2s0, role: vnf, instance: vnf1, side: 0 }
  *   instances:
  *     - { name: vnf1, kind: counter, ifaces: [eth0, eth1] }
+ *   directRelay:   # only beside a switch that cannot relay (BMv2 running p4/sharp.p4) in this kernel
+ *     - { netns: s1ns, ports: [{ ifname: s1-eth2, instance: vnf1, side: 0 }, { ifname: s1-eth3, instance: vnf2, side: 0 }] }
  */
 import path from 'node:path';
 import { Ajv } from 'ajv';
@@ -79,6 +81,17 @@ export interface NodeConfig {
   switches: { name: string; ports: NodeSwitchPortConfig[]; maxRules?: number }[];
   /** vnfFlows: records an XDP VNF's flow_state map holds (default SHARP_DEFAULT_VNF_FLOWS) */
   instances: { name: string; kind: VnfKindName; ifaces: [string, string]; ringCapacity: number; ringCount: number; vnfFlows?: number }[];
+  /**
+   * The switches this node's instances are cabled to when those cannot
+   * relay (BMv2: p4/sharp.p4 drops every shim, and no p4c here to build a
+   * relaying one): a rollback after switch-over then sends the held frames
+   * straight out of the switch interface facing the target instance
+   * (RELAY_DIRECT). Those interfaces must be in this kernel (netns: their
+   * namespace), which a multi-host deployment cannot give: there a BMv2
+   * rollback after switch-over needs a P4 relay. Absent: frames are
+   * relayed through the switch (an XDP switch's relay route).
+   */
+  directRelay?: { netns?: string; ports: { ifname: string; instance: string; side: number }[] }[];
 }
 
 export const MAX_CONFIG_BYTES = 1 << 20;
@@ -199,6 +212,29 @@ export const nodeConfigSchema = {
         },
       },
     },
+    directRelay: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['ports'],
+        properties: {
+          netns: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+          ports: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 64,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['ifname', 'instance', 'side'],
+              properties: { ifname: { type: 'string', minLength: 1, maxLength: 15 }, instance: { type: 'string', pattern: NAME }, side: { type: 'integer', minimum: 0, maximum: 1 } },
+            },
+          },
+        },
+      },
+    },
     instances: {
       type: 'array',
       default: [],
@@ -283,6 +319,11 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
     i.ifaces.forEach((f, k) => claim(`instances.${ii}.ifaces.${k}`, f));
     if ((i.ringCapacity & (i.ringCapacity - 1)) !== 0) issues.push(`instances.${ii}.ringCapacity: ${i.ringCapacity} is not a power of two`);
   });
+  if (c.directRelay !== undefined && c.instances.length === 0) issues.push('directRelay: this node carries no VNF instance: it has nothing to relay');
+  if (c.directRelay !== undefined && c.switches.length > 0) issues.push("directRelay: this node's own switches relay (their relay route); directRelay is for switches that cannot (BMv2), not beside them");
+  // the ports facing this node's instances and those facing the instances they may relay to (on other nodes too)
+  if (c.directRelay !== undefined && !c.instances.some((i) => c.directRelay!.some((d) => d.ports.some((p) => p.instance === i.name))))
+    issues.push(`directRelay: no port faces an instance of this node (${c.instances.map((i) => i.name).join(', ')}): list the switch interfaces facing them and their targets`);
   if (c.switches.length === 0 && c.instances.length === 0) issues.push('(top level): the node runs nothing: give switches and/or instances');
   if (issues.length) throw new NodeConfigError(file, issues);
   return c;

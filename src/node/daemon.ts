@@ -113,9 +113,10 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   // before the data plane: a password file that cannot be read stops the start with nothing opened
   const stateStore = c.stateStore?.redis === undefined ? undefined : openStateStore(c);
   const adopted = store.list().length > 0;
+  const directRelay = c.directRelay === undefined ? {} : { directRelay: c.directRelay.map((d) => ({ ...(d.netns === undefined ? {} : { netns: d.netns }), ports: d.ports.map((p) => ({ ifname: p.ifname, instance: p.instance, instanceSide: p.side })) })) };
   const dp = adopted
-    ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir })
-    : await XdpDataPlane.create(topology, { objectsDir: o.objectsDir, pins: { store, ...(o.replace === undefined ? {} : { replace: o.replace }) }, quiescenceMs: c.quiescenceMs, xdpMode: c.xdpMode });
+    ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir, ...directRelay })
+    : await XdpDataPlane.create(topology, { objectsDir: o.objectsDir, pins: { store, ...(o.replace === undefined ? {} : { replace: o.replace }) }, quiescenceMs: c.quiescenceMs, xdpMode: c.xdpMode, ...directRelay });
   log(`${adopted ? 'adopted' : 'loaded'} ${c.switches.length} switch(es), ${c.instances.length} instance(s); pins in ${store.pinDir}`);
   const startedAt = Date.now();
   const health = (): NodeHealth => ({

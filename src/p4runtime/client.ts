@@ -443,17 +443,30 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
 
   /** The P4Info of the running pipeline, or undefined when none is installed. */
   async getPipelineP4Info(): Promise<P4Info | undefined> {
+    return (await this.getPipeline('P4INFO_AND_COOKIE'))?.p4info;
+  }
+
+  /**
+   * What the switch runs, without its device config (GetForwardingPipelineConfig
+   * COOKIE_ONLY or P4INFO_AND_COOKIE): undefined when no pipeline is installed;
+   * the cookie is undefined when the pipeline was set without one (or 0).
+   */
+  async getPipeline(responseType: 'COOKIE_ONLY' | 'P4INFO_AND_COOKIE'): Promise<{ p4info?: P4Info; cookie?: bigint } | undefined> {
     this.#checkOpen();
     let r: GetForwardingPipelineConfigResponseMsg;
     try {
-      r = await this.#unary('GetForwardingPipelineConfig', [c.getPipeline, c.getPipelineResponse], { device_id: this.deviceId.toString(), response_type: 'P4INFO_AND_COOKIE' });
+      r = await this.#unary('GetForwardingPipelineConfig', [c.getPipeline, c.getPipelineResponse], { device_id: this.deviceId.toString(), response_type: responseType });
     } catch (e) {
       if (e instanceof P4RuntimeError && e.code === grpc.status.FAILED_PRECONDITION) return undefined; // no pipeline
       throw e;
     }
     const p = r.config?.p4info;
-    if (!p || Object.keys(p).length === 0) return undefined;
-    return P4Info.fromJson(p);
+    const raw = r.config?.cookie?.cookie;
+    const cookie = raw === undefined || BigInt(raw) === 0n ? undefined : BigInt(raw);
+    // COOKIE_ONLY carries no P4Info: an empty answer is a pipeline without a cookie, or none (BMv2 then fails the call)
+    if (responseType === 'COOKIE_ONLY') return cookie === undefined ? {} : { cookie };
+    if (p === undefined || Object.keys(p).length === 0) return undefined;
+    return { p4info: P4Info.fromJson(p), ...(cookie === undefined ? {} : { cookie }) };
   }
 
   /**

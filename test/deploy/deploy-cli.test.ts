@@ -9,11 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { openNodeLab } from '../../src/lab/lab-nodes.js';
 import { standardSpec } from '../../src/lab/netns-lab.js';
-import { TrafficGenerator } from '../../src/traffic/generator.js';
-import { TrafficSink } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
 import { parseExposition } from '../../src/metrics/textfile.js';
+import { twoWayProbes } from '../helpers/handovers.js';
 
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 const objectsDir = path.join(repoRoot, 'build/ebpf');
@@ -52,17 +51,8 @@ t.test('deploy apply, handovers under traffic, a killed controller recovered by 
   t.equal(bad.status, 2, 'a missing spec is a usage error');
 
   const lab = nl.lab;
-  const pairs = [
-    [lab.client, lab.server],
-    [lab.server, lab.client],
-  ] as const;
-  const sinks = pairs.map(([, to]) => new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname }));
-  const gens = pairs.map(([from, to]) => new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: 2 }));
-  t.teardown(() => {
-    for (const g of gens) g.close();
-    for (const s of sinks) s.close();
-  });
-  for (const g of gens) g.start(1000);
+  const probes = twoWayProbes(t, lab, { objectsDir, flows: 2 });
+  probes.start(1000);
   await sleep(300);
 
   // both handovers' figures go into one node_exporter textfile, added up
@@ -108,11 +98,5 @@ t.test('deploy apply, handovers under traffic, a killed controller recovered by 
   const h3 = json<{ outcome: string }>(['handover', '1,3', '--to', 'vnf2']);
   t.equal(h3.outcome, 'completed', 'the next handover completes');
 
-  await Promise.all(gens.map((g) => g.stop()));
-  await Promise.all(sinks.map((s, i) => s.drain(gens[i]!.sent)));
-  sinks.forEach((s, i) => {
-    const r = s.report(gens[i]!.sentPerFlow());
-    t.ok(r.sent > 1000, `${r.sent} probes sent`);
-    t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `direction ${i}: nothing lost, reordered or duplicated`);
-  });
+  await probes.stopAndAssertIntact(1000);
 });

@@ -4,7 +4,7 @@
 // Skipped, with the reason printed, where BMv2 or Mininet is missing.
 import t from 'tap';
 import { testLab, bmv2Skip } from '../helpers/lab.js';
-import { UDP, exactRules, wildcardRules, runHandovers, assertClean, assertDirectionsIntact } from '../helpers/handovers.js';
+import { UDP, exactRules, wildcardRules, runHandovers, assertClean, assertDirectionsIntact, ThrowingMover } from '../helpers/handovers.js';
 import { HandoverEngine } from '../../src/handover/engine.js';
 import { VnfMapStateMover, DelayedStateMover, type StateMover } from '../../src/handover/state-mover.js';
 import { Phase } from '../../src/dataplane/types.js';
@@ -56,14 +56,6 @@ t.test('on BMv2, a handover to an instance whose agent is missing is refused; tr
   t.equal(r.stampMismatches, 0, 'through vnf1, whose state is untouched');
   t.equal(l.dp.getRule(rules[0]!)!.action.outPort, 's1-vnf1', 'the rule still points at vnf1');
 });
-
-class ThrowingMover implements StateMover {
-  readonly name = 'throws';
-  async move(): Promise<never> {
-    await sleep(50);
-    throw new Error('state store unreachable');
-  }
-}
 
 t.test('on BMv2, a failing state move rolls back after switch-over with nothing lost', { skip }, async (t) => {
   const l = await testLab(t, { target: 'bmv2' });

@@ -3,7 +3,7 @@
 // continuous; no packet at the controller; held = released.
 import t from 'tap';
 import { testLab } from '../helpers/lab.js';
-import { UDP, exactRules, wildcardRules, runHandovers, assertClean, assertDirectionsIntact } from '../helpers/handovers.js';
+import { UDP, exactRules, wildcardRules, runHandovers, assertClean, assertDirectionsIntact, ThrowingMover } from '../helpers/handovers.js';
 import { HandoverEngine } from '../../src/handover/engine.js';
 import { VnfMapStateMover, DelayedStateMover, type StateMover } from '../../src/handover/state-mover.js';
 import { Phase } from '../../src/dataplane/types.js';
@@ -94,14 +94,6 @@ t.test('a handover to an instance whose agent is missing is refused; traffic kee
   t.equal(l.dp.getRule(rules[0]!)!.action.outPort, 's1-vnf1', 'the rule still points at vnf1');
   t.equal(engine.active().length, 0, 'nothing left in flight');
 });
-
-class ThrowingMover implements StateMover {
-  readonly name = 'throws';
-  async move(): Promise<never> {
-    await sleep(50);
-    throw new Error('state store unreachable');
-  }
-}
 
 class HangingMover implements StateMover {
   readonly name = 'hangs';

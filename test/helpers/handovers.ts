@@ -9,7 +9,9 @@ import { HandoverEngine, flowMoved, type HandoverResult } from '../../src/handov
 import type { StateMover } from '../../src/handover/state-mover.js';
 import { Phase, type FlowKey } from '../../src/dataplane/types.js';
 import { sleep } from '../../src/util/mutex.js';
-import type { TrafficReport } from '../../src/traffic/sink.js';
+import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
+import { TrafficGenerator } from '../../src/traffic/generator.js';
+import type { NetnsLab } from '../../src/lab/netns-lab.js';
 
 export const UDP = 17;
 
@@ -96,4 +98,58 @@ export function assertDirectionsIntact(t: Test, reports: readonly (readonly [str
     t.equal(r.lost + r.reordered + r.duplicated, 0, `${dir}: nothing lost, reordered or duplicated`);
     t.equal(r.stampMismatches, 0, `${dir}: ${instance}'s state stayed continuous`);
   }
+}
+
+/** A state move that fails after switch-over (50 ms in): the handover must roll back. */
+export class ThrowingMover implements StateMover {
+  readonly name = 'throws';
+  async move(): Promise<never> {
+    await sleep(50);
+    throw new Error('state store unreachable');
+  }
+}
+
+/**
+ * Probe traffic both ways between a lab's client and server (closed when
+ * stopped, or on teardown): start it, then stop it for the reports, or stop
+ * it and assert every probe of each direction arrived once, in order, with
+ * continuous stamps.
+ */
+export function twoWayProbes(
+  t: Test,
+  lab: Pick<NetnsLab, 'client' | 'server'>,
+  o: { objectsDir: string; flows: number },
+): { start(pps: number): void; stop(): Promise<TrafficReport[]>; stopAndAssertIntact(minSent: number): Promise<void> } {
+  const pairs = [
+    [lab.client, lab.server],
+    [lab.server, lab.client],
+  ] as const;
+  const sinks = pairs.map(([, to]) => new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname }));
+  const gens = pairs.map(([from, to]) => new TrafficGenerator({ objectsDir: o.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: o.flows }));
+  let closed = false;
+  const close = (): void => {
+    if (closed) return;
+    closed = true;
+    for (const g of gens) g.close();
+    for (const s of sinks) s.close();
+  };
+  t.teardown(close);
+  // stopped, the probes' programs go: the interfaces are free for the next probes
+  const stop = async (): Promise<TrafficReport[]> => {
+    await Promise.all(gens.map((g) => g.stop()));
+    await Promise.all(sinks.map((s, i) => s.drain(gens[i]!.sent)));
+    const reports = sinks.map((s, i) => s.report(gens[i]!.sentPerFlow()));
+    close();
+    return reports;
+  };
+  return {
+    start: (pps) => gens.forEach((g) => g.start(pps)),
+    stop,
+    stopAndAssertIntact: async (minSent) => {
+      (await stop()).forEach((r, i) => {
+        t.ok(r.sent > minSent, `${r.sent} probes sent`);
+        t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `direction ${i}: nothing lost, reordered or duplicated`);
+      });
+    },
+  };
 }

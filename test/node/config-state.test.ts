@@ -87,3 +87,16 @@ t.test('table sizes: a switch names its rule tables (maxRules), an instance its 
   t.match(problems({ ...sw, switches: [{ ...sw.switches[0], maxRules: 1 }] }), /switches[./]0[./]maxRules/);
   t.match(problems({ ...vnfNode, instances: [{ ...vnfNode.instances[0], vnfFlows: 1 << 23 }] }), /instances[./]0[./]vnfFlows/);
 });
+
+t.test('directRelay: the interfaces of a switch that cannot relay, facing this node\'s instances and their targets', async (t) => {
+  const relay = [{ netns: 'sharp-lab-s1', ports: [{ ifname: 's1-eth2', instance: 'vnf1', side: 0 }, { ifname: 's1-eth3', instance: 'vnf2', side: 0 }] }];
+  t.same(validateNodeConfig({ ...vnfNode, directRelay: relay }).directRelay, relay, 'vnf2 may be another node\'s instance');
+  t.match(problems({ ...vnfNode, directRelay: [{ ports: [{ ifname: 'x', instance: 'vnf2', side: 0 }] }] }), /directRelay: no port faces an instance of this node \(vnf1\)/);
+  t.match(problems({ ...vnfNode, directRelay: [{ ports: [{ ifname: 'x', instance: 'vnf1', side: 2 }] }] }), /directRelay\.0\.ports\.0\.side: must be <= 1/);
+  t.match(problems({ ...vnfNode, directRelay: [{ ports: [{ ifname: 'x', instance: 'vnf1' }] }] }), /directRelay\.0\.ports\.0: missing field 'side'/);
+  t.match(problems({ ...vnfNode, directRelay: [] }), /directRelay: must NOT have fewer than 1 items/);
+  t.match(
+    problems({ name: 's1', listen: { unix: '/run/sharpt/s1.sock' }, switches: [{ name: 's1', ports: [{ name: 'p', ifname: 'eth0', role: 'host' }] }], directRelay: relay }),
+    /directRelay: this node carries no VNF instance/,
+  );
+});

@@ -601,7 +601,8 @@ export class XdpAgentSet {
    * directly (same kernel only).
    */
   #pointRelay(inst: LoadedInstance, target: string, switches: readonly AgentSwitchView[]): void {
-    this.#instance(target);
+    // the target may be another node's instance: the switch views name it
+    if (!switches.some((sw) => sw.ports.some((p) => p.instance === target))) throw new AgentUnavailableError(target, `no switch interface of this agent's direct relay faces it (it cannot relay there)`);
     const relay = inst.agent.map('relay_tx');
     for (const sw of switches) {
       const mine = sw.ports.find((p) => p.instance === inst.spec.name);

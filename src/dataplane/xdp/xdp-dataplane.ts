@@ -60,7 +60,7 @@ import {
   type WildcardMatch,
 } from '../types.js';
 import { tableSize, SHARP_MAX_RULES_LIMIT, type XdpSwitch, type XdpTopology } from './topology.js';
-import { XdpAgentSet, flowKeyToAbi, flowKeyFromAbi, type XdpPinning } from './agents.js';
+import { XdpAgentSet, flowKeyToAbi, flowKeyFromAbi, type AgentSwitchView, type XdpPinning } from './agents.js';
 import { claimXdpHook, PinMismatchError, type JsonValue, type PinnedObjectRecord } from '../../node/pins.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
 
@@ -77,6 +77,8 @@ export interface XdpDataPlaneOptions {
   pins?: XdpPinning;
   /** without pins: replace an XDP program already attached (default: refuse, naming it) */
   replace?: boolean;
+  /** the agents relay around switches that cannot relay, in this kernel (see XdpAgentSetOptions.directRelay) */
+  directRelay?: readonly AgentSwitchView[];
 }
 
 export interface XdpDataPlaneAdoptOptions {
@@ -87,6 +89,8 @@ export interface XdpDataPlaneAdoptOptions {
   topology?: XdpTopology;
   /** folder with the compiled objects: the adopted agents count what their replays lose in the kernel */
   objectsDir?: string;
+  /** see XdpDataPlaneOptions.directRelay */
+  directRelay?: readonly AgentSwitchView[];
 }
 
 interface LoadedSwitch {
@@ -149,9 +153,10 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
     const replace = options.pins?.replace ?? options.replace;
     try {
       for (const sw of topology.switches) dp.#loadSwitch(sw, options);
-      // the agents relay through the switches (setRelay): they need no view of them
+      // the agents relay through the switches (setRelay): they need no view of them, unless those cannot relay
       dp.#agents = XdpAgentSet.load(topology.instances, {
         objectsDir: options.objectsDir,
+        ...(options.directRelay === undefined ? {} : { directRelay: options.directRelay }),
         ...(options.xdpMode === undefined ? {} : { xdpMode: options.xdpMode }),
         ...(options.pins === undefined ? {} : { pins: options.pins }),
         ...(replace === undefined ? {} : { replace }),
@@ -178,7 +183,7 @@ export class XdpDataPlane extends AgentBackedDataPlane implements DataPlane {
       const switchNames = options.topology?.switches.map((s) => s.name) ?? store.list(SWITCH_KIND).map((r) => r.name);
       const specs: XdpSwitch[] = [];
       for (const name of switchNames) specs.push(dp.#adoptSwitch(name, options.topology?.switches.find((s) => s.name === name)));
-      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, ...(options.topology === undefined ? {} : { instances: options.topology.instances }), ...(options.objectsDir === undefined ? {} : { objectsDir: options.objectsDir }) });
+      dp.#agents = XdpAgentSet.adopt({ pins: options.pins, ...(options.directRelay === undefined ? {} : { directRelay: options.directRelay }), ...(options.topology === undefined ? {} : { instances: options.topology.instances }), ...(options.objectsDir === undefined ? {} : { objectsDir: options.objectsDir }) });
     } catch (e) {
       await dp.close();
       throw e;
