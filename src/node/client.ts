@@ -126,6 +126,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   readonly #rules = new Map<number, Rule>();
   readonly #readRules: boolean;
   readonly #calls = new Map<NodeMethod, number>();
+  readonly #callMs = new Map<NodeMethod, number>();
   readonly target: string;
   /** where other nodes reach this one for state transfers */
   readonly statePeer: StatePeerVia;
@@ -143,6 +144,11 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   /** calls this client made, per method (what crossed from this process to the node) */
   get calls(): ReadonlyMap<NodeMethod, number> {
     return this.#calls;
+  }
+
+  /** wall time of this client's calls, per method, in ms (from the call to its answer) */
+  get callMs(): ReadonlyMap<NodeMethod, number> {
+    return this.#callMs;
   }
 
   /** Connects, asks the node what it runs and which rules it holds. */
@@ -183,6 +189,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     const deadline = timeoutMs === undefined ? callDeadline(this.#timeoutMs) : Date.now() + timeoutMs;
     const def = NODE_SERVICE[method]!;
     this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
+    const t0 = performance.now();
     return new Promise<Wire>((resolve, reject) => {
       this.#client.makeUnaryRequest<Wire, Wire>(
         def.path,
@@ -192,6 +199,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         deadlineMetadata(deadline),
         { deadline },
         (err, res) => {
+          this.#callMs.set(method, (this.#callMs.get(method) ?? 0) + performance.now() - t0);
           if (err) reject(this.#error(method, err));
           else resolve(res ?? {});
         },
