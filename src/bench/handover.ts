@@ -215,7 +215,7 @@ export interface OverheadBreakdown {
   controllerCpuMsPerHandover: number;
   /** every node process's CPU together per handover, ms, less what they cost without handovers */
   nodeCpuMsPerHandover: number;
-  /** step -> median ms from its start to the next step's */
+  /** step -> median ms from its start to the next step's ('start': to arming; 'wait <step>': one quiescence wait in it) */
   stepMedianMs: Record<string, number>;
 }
 
@@ -234,9 +234,12 @@ async function withCpu<T>(pids: readonly number[], f: () => Promise<T>): Promise
   return { v, ms: performance.now() - t0, ownMs: (c.user + c.system) / 1000, nodesMs };
 }
 
+/** step -> median ms from its start to the next step's; 'start' from the run's start to arming (the drop counters read first); 'wait <step>' the quiescence waits in it */
 function stepMedians(results: readonly HandoverResult[]): Record<string, number> {
   const per = new Map<string, number[]>();
   for (const r of results) {
+    per.set('start', [...(per.get('start') ?? []), r.timings['arming'] ?? 0]);
+    for (const w of r.waits) per.set(`wait ${w.step}`, [...(per.get(`wait ${w.step}`) ?? []), w.ms ?? 0]);
     const steps = Object.entries(r.timings).sort((a, b) => a[1] - b[1]);
     steps.forEach(([step, t], i) => {
       const end = i + 1 < steps.length ? steps[i + 1]![1] : r.durationMs;

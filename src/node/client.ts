@@ -56,6 +56,7 @@ import {
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
 import { callDeadline } from '../util/call-deadline.js';
+import { allEnded } from '../util/mutex.js';
 import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
 import type { CaptureRequest } from '../capture/filter.js';
 import type { CertIdentity } from './transport/identity.js';
@@ -525,14 +526,15 @@ export class NodeDeployment implements Deployment {
       rules: () => switchNodes().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
       setRuleAction: (id, a) => byRule(id).setRuleAction(id, a),
       setRuleActions: async (updates) => {
-        // in order, one call per run of consecutive updates on one node
-        for (let at = 0; at < updates.length; ) {
-          const node = byRule(updates[at]!.id);
-          let end = at + 1;
-          while (end < updates.length && byRule(updates[end]!.id) === node) end++;
-          await node.setRuleActions(updates.slice(at, end));
-          at = end;
+        // one call per node, in order within it; the nodes at once (each rule's update is atomic on its own switch, none waits for another's)
+        const perNode = new Map<NodeClient, RuleActionUpdate[]>();
+        for (const u of updates) {
+          const node = byRule(u.id);
+          const us = perNode.get(node);
+          if (us === undefined) perNode.set(node, [u]);
+          else us.push(u);
         }
+        await allEnded([...perNode].map(([node, us]) => node.setRuleActions(us)));
       },
       ruleCounters: (id) => byRule(id).ruleCounters(id),
       portCounters: (sw) => bySwitch(sw).portCounters(sw),
