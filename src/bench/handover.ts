@@ -215,6 +215,8 @@ export interface OverheadBreakdown {
   controllerCpuMsPerHandover: number;
   /** every node process's CPU together per handover, ms, less what they cost without handovers */
   nodeCpuMsPerHandover: number;
+  /** the same per node */
+  nodeCpuMsPerHandoverByNode: Record<string, number>;
   /** step -> median ms from its start to the next step's ('start': to arming; 'wait <step>': one quiescence wait in it) */
   stepMedianMs: Record<string, number>;
 }
@@ -224,14 +226,14 @@ function cpuNs(pid: number): number {
   return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
 }
 
-async function withCpu<T>(pids: readonly number[], f: () => Promise<T>): Promise<{ v: T; ms: number; ownMs: number; nodesMs: number }> {
+async function withCpu<T>(pids: readonly number[], f: () => Promise<T>): Promise<{ v: T; ms: number; ownMs: number; nodesMs: number; perNodeMs: number[] }> {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const n0 = pids.map(cpuNs);
   const v = await f();
   const c = process.cpuUsage(c0);
-  const nodesMs = pids.reduce((a, p, i) => a + (cpuNs(p) - n0[i]!) / 1e6, 0);
-  return { v, ms: performance.now() - t0, ownMs: (c.user + c.system) / 1000, nodesMs };
+  const perNodeMs = pids.map((p, i) => (cpuNs(p) - n0[i]!) / 1e6);
+  return { v, ms: performance.now() - t0, ownMs: (c.user + c.system) / 1000, nodesMs: perNodeMs.reduce((a, x) => a + x, 0), perNodeMs };
 }
 
 /** step -> median ms from its start to the next step's; 'start' from the run's start to arming (the drop counters read first); 'wait <step>' the quiescence waits in it */
@@ -278,6 +280,7 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
         callsTotalPerHandover: +(used.reduce((a, m) => a + calls[m]!, 0) / n).toFixed(2),
         controllerCpuMsPerHandover: +((run.ownMs - (idle.ownMs / idle.ms) * run.ms) / n).toFixed(2),
         nodeCpuMsPerHandover: +((run.nodesMs - (idle.nodesMs / idle.ms) * run.ms) / n).toFixed(2),
+        nodeCpuMsPerHandoverByNode: Object.fromEntries(clients.map((c, i) => [c.name, +((run.perNodeMs[i]! - (idle.perNodeMs[i]! / idle.ms) * run.ms) / n).toFixed(2)])),
         stepMedianMs: stepMedians(results),
       };
     }
