@@ -285,18 +285,21 @@ export class HandoverEngine extends EventEmitter {
     for (const r of run.rules) this.#rulesInUse.set(r.id, id);
     this.#active.set(id, { run, request: req, startedAt: Date.now() });
     const scope = this.#dropScope(run);
-    const drops0 = await this.#readDrops(run, scope);
+    // read beside the arming (#sharp waits for it before the first mark: nothing moves traffic before); never rejects
+    const drops0 = this.#readDrops(run, scope);
     try {
       try {
-        if (mode === 'controller-buffer') await this.#baseline.run(run, req.stateTimeoutMs);
-        else await this.#sharp(run, req.stateTimeoutMs);
+        if (mode === 'controller-buffer') {
+          await drops0;
+          await this.#baseline.run(run, req.stateTimeoutMs);
+        } else await this.#sharp(run, req.stateTimeoutMs, drops0);
       } catch (e) {
         const err = stepError(run.step, e);
-        const countDrops = async (): Promise<void> => this.#countDrops(run, scope, drops0);
+        const countDrops = async (): Promise<void> => this.#countDrops(run, scope, await drops0);
         // once committed (the state is at B) only forward; before, back to A
         return run.committed ? await this.#goForward(run, mode, err, countDrops) : await this.#rollback(run, mode, err, countDrops);
       }
-      await this.#countDrops(run, scope, drops0);
+      await this.#countDrops(run, scope, await drops0);
       const lost = run.lost();
       if (lost.frames > 0n) {
         run.emit('warning', lost.reasons.join('; '));
@@ -423,13 +426,14 @@ export class HandoverEngine extends EventEmitter {
   }
 
   /** The seven steps of SHarP. */
-  async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined): Promise<void> {
+  /** `dropsBefore`: the drop counters' first reading, in flight; it must be in before any traffic moves */
+  async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined, dropsBefore: Promise<unknown>): Promise<void> {
     const agents = this.#d.agentControl;
 
     // ---- 1. arm: B holds shim(H) frames, A counts shim(H, PRE)
-    // (independent writes on different hosts, at once; all of them ended before the first mark)
+    // (independent writes and reads on different hosts, at once; all of them ended before the first mark)
     h.enter('arming');
-    await allEnded([h.resetMarks(), agents.armNew(h.to.name, h.id, h.ring), agents.armOld(h.from.name, h.id)]);
+    await allEnded([dropsBefore, h.resetMarks(), agents.armNew(h.to.name, h.id, h.ring), agents.armOld(h.from.name, h.id)]);
 
     // ---- 2. pre-mark: still to A, now marked PRE and counted. Once every
     // unmarked frame sent before is through A (quiescence), all that A is
