@@ -340,14 +340,11 @@ export class HandoverRun {
   /** Step 7: stop marking, let the last marked frames land, forget the handover at both agents. */
   async cleanUp(): Promise<void> {
     this.enter('cleaning');
-    await this.route(this.toPorts, Phase.NONE);
+    // B's counts are final once its release has returned (it holds nothing from then on): read beside the unmarking
+    await allEnded([this.collect(this.to.name), this.route(this.toPorts, Phase.NONE)]);
     await this.quiesce([this.to.name]);
-    // independent reads and disarms on different hosts; B's counts are read before B forgets H
-    await allEnded([
-      this.collect(this.to.name).then(() => this.d.agentControl.disarm(this.to.name, this.id)),
-      this.marks().then((m) => void (this.counts.postSent = m.post)),
-      this.d.agentControl.disarm(this.from.name, this.id),
-    ]);
+    // the last marked frames have landed: the POST count is final, and both agents forget H (different hosts, at once)
+    await allEnded([this.marks().then((m) => void (this.counts.postSent = m.post)), this.d.agentControl.disarm(this.from.name, this.id), this.d.agentControl.disarm(this.to.name, this.id)]);
   }
 
   /** Adds an instance's hold/release counts of `hid` to the run's. */

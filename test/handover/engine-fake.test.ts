@@ -125,8 +125,11 @@ t.test('calls to different hosts go at once, and each step still begins only onc
   t.ok(switching.indexOf('start handoverCounters s1') > switching.lastIndexOf('end arrivedFrames vnf1'), 'the PRE count is read after the switch-over quiescence');
   t.ok(at('end importState vnf2') < at('start release vnf2'), 'no release before the state move finished');
   const cleaning = during('cleaning', 'completed');
+  t.ok(cleaning.indexOf('start agentStatus vnf2') < cleaning.indexOf('end setRuleAction s1'), "B's counts (final since its release) are read beside the unmarking");
   t.ok(cleaning.indexOf('end agentStatus vnf2') < cleaning.indexOf('start disarm vnf2'), "B's counts are read before B forgets the handover");
-  t.ok(cleaning.indexOf('start disarm vnf1') < cleaning.indexOf('end agentStatus vnf2'), "A's disarm goes at once with B's reads");
+  const lastArrived = cleaning.lastIndexOf('end arrivedFrames vnf2');
+  t.ok(['start disarm vnf1', 'start disarm vnf2', 'start handoverCounters s1', 'start handoverCounters s2'].every((e) => cleaning.indexOf(e) > lastArrived), 'the POST count and both disarms come after the last marked frames landed');
+  t.ok(cleaning.indexOf('start disarm vnf1') < cleaning.indexOf('end handoverCounters s2'), "A's disarm goes at once with the POST count");
   t.ok(r.counts.held > 0n && r.counts.held === r.counts.released, `B held ${r.counts.held} frames and released them all`);
   t.ok(r.counts.postSent > 0n, `the POST count is read (${r.counts.postSent})`);
   assertAt(t, d, rules, 'vnf2');
