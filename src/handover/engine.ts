@@ -129,7 +129,7 @@ function readingAtOnce(d: Deployment, scope: DropScope): Deployment {
   const ports = new Map([...scope.switches.keys()].map((sw) => [sw, asked(sc.portCounters(sw))]));
   const ifaces = ac.interfaceDrops === undefined ? undefined : new Map(scope.instances.map((i) => [i, asked(ac.interfaceDrops!(i))]));
   return {
-    ...d,
+    vnfState: d.vnfState,
     switchControl: Object.assign(Object.create(sc) as SwitchControl, { portCounters: (sw: string) => ports.get(sw) ?? sc.portCounters(sw) }),
     agentControl: ifaces === undefined ? ac : Object.assign(Object.create(ac) as AgentControl, { interfaceDrops: (i: string) => ifaces.get(i) ?? ac.interfaceDrops!(i) }),
   };
@@ -425,8 +425,7 @@ export class HandoverEngine extends EventEmitter {
     }
   }
 
-  /** The seven steps of SHarP. */
-  /** `dropsBefore`: the drop counters' first reading, in flight; it must be in before any traffic moves */
+  /** The seven steps of SHarP. `dropsBefore`: the drop counters' first reading, in flight; it must be in before any traffic moves. */
   async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined, dropsBefore: Promise<unknown>): Promise<void> {
     const agents = this.#d.agentControl;
 

@@ -109,9 +109,12 @@ export interface HasAuthContext {
  * refuses a TCP call without a verified certificate before any handler).
  */
 export function peerOf(call: HasAuthContext): CallPeer {
-  const raw = call.getAuthContext().sslPeerCertificate?.raw;
-  if (raw === undefined) return { transport: 'unix' };
-  return { transport: 'tls', identity: clientCert(raw).identity };
+  return peerOfCert(call.getAuthContext().sslPeerCertificate?.raw);
+}
+
+/** The caller of a call that presented this client certificate (DER), or none. */
+function peerOfCert(raw: Buffer | undefined): CallPeer {
+  return raw === undefined ? { transport: 'unix' } : { transport: 'tls', identity: clientCert(raw).identity };
 }
 
 /** A client certificate parsed once: its identity, and which CAs issued it. */
@@ -136,7 +139,8 @@ function clientCert(raw: Buffer): ParsedCert {
   if (p === undefined) {
     if (parsedCerts.size >= PARSED_CERTS_MAX) parsedCerts.clear();
     const x509 = new X509Certificate(raw);
-    p = { x509, identity: identityOf(x509), issuedBy: new WeakMap() };
+    // shared by every call that presents it: read-only
+    p = { x509, identity: Object.freeze(identityOf(x509)), issuedBy: new WeakMap() };
     parsedCerts.set(key, p);
   }
   return p;
@@ -169,7 +173,7 @@ function gate(o: NodeServerOptions): grpc.ServerInterceptor {
         const remote = onTcp ? `${info.remoteAddress ?? '?'}:${info.remotePort}` : 'unix';
         // one getPeerCertificate per call (it copies the certificate out of OpenSSL each time)
         const raw = call.getAuthContext().sslPeerCertificate?.raw;
-        const peer: CallPeer = raw === undefined ? { transport: 'unix' } : { transport: 'tls', identity: clientCert(raw).identity };
+        const peer = peerOfCert(raw);
         let refusal: { code: grpc.status; reason: string; identity: CertIdentity | undefined } | undefined;
         if (peer.transport === 'unix') {
           if (onTcp) refusal = { code: grpc.status.UNAUTHENTICATED, reason: `node ${o.node} accepts no call without a verified client certificate on TCP (from ${remote})`, identity: undefined };
