@@ -5,11 +5,12 @@
  *  - line rate: natively paced traffic in both directions, swept up to where
  *    handovers stop being lossless, and what broke there.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { installRules, standardSpec, type NetnsLab } from '../lab/netns-lab.js';
 import { openLab as openAnyLab } from '../lab/open-lab.js';
+import { NodeLabDataPlane } from '../lab/lab-nodes.js';
 import { LIMITS } from '../lab/spec/types.js';
 import { localDeployment, type DataPlane } from '../dataplane/types.js';
 import { TrafficAccounting } from '../traffic/accounting.js';
@@ -199,14 +200,90 @@ export interface OverheadResult {
   overheadMedianMs: number;
   overheadP99Ms: number;
   allClean: boolean;
+  /** with `breakdown` on a lab of node processes: where a handover's overhead goes */
+  breakdown?: OverheadBreakdown;
 }
 
-export async function benchOverhead(objectsDir: string, o: { handovers: number; pps: number; delayMs: number }): Promise<OverheadResult> {
+/** Per handover, on a lab of node processes: the node API calls by method, and the CPU they cost on each side. */
+export interface OverheadBreakdown {
+  /** method -> calls per handover (every node together) */
+  callsPerHandover: Record<string, number>;
+  /** method -> mean wall time of one call, ms (call to answer, at the controller) */
+  callMs: Record<string, number>;
+  callsTotalPerHandover: number;
+  /** the controller's (this process's) CPU per handover, ms, less what the traffic alone costs it */
+  controllerCpuMsPerHandover: number;
+  /** every node process's CPU together per handover, ms, less what they cost without handovers */
+  nodeCpuMsPerHandover: number;
+  /** the same per node */
+  nodeCpuMsPerHandoverByNode: Record<string, number>;
+  /** step -> median ms from its start to the next step's ('start': to arming; 'wait <step>': one quiescence wait in it) */
+  stepMedianMs: Record<string, number>;
+}
+
+/** ns a process spent on a CPU (/proc/PID/schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat) */
+function cpuNs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+}
+
+async function withCpu<T>(pids: readonly number[], f: () => Promise<T>): Promise<{ v: T; ms: number; ownMs: number; nodesMs: number; perNodeMs: number[] }> {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const n0 = pids.map(cpuNs);
+  const v = await f();
+  const c = process.cpuUsage(c0);
+  const perNodeMs = pids.map((p, i) => (cpuNs(p) - n0[i]!) / 1e6);
+  return { v, ms: performance.now() - t0, ownMs: (c.user + c.system) / 1000, nodesMs: perNodeMs.reduce((a, x) => a + x, 0), perNodeMs };
+}
+
+/** step -> median ms from its start to the next step's; 'start' from the run's start to arming (the drop counters read first); 'wait <step>' the quiescence waits in it */
+function stepMedians(results: readonly HandoverResult[]): Record<string, number> {
+  const per = new Map<string, number[]>();
+  for (const r of results) {
+    per.set('start', [...(per.get('start') ?? []), r.timings['arming'] ?? 0]);
+    for (const w of r.waits) per.set(`wait ${w.step}`, [...(per.get(`wait ${w.step}`) ?? []), w.ms ?? 0]);
+    const steps = Object.entries(r.timings).sort((a, b) => a[1] - b[1]);
+    steps.forEach(([step, t], i) => {
+      const end = i + 1 < steps.length ? steps[i + 1]![1] : r.durationMs;
+      per.set(step, [...(per.get(step) ?? []), end - t]);
+    });
+  }
+  return Object.fromEntries([...per].map(([k, xs]) => [k, +[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!.toFixed(2)]));
+}
+
+export async function benchOverhead(objectsDir: string, o: { handovers: number; pps: number; delayMs: number; breakdown?: boolean }): Promise<OverheadResult> {
   const s = await openLab(objectsDir, `sharp-bench-ovh-${process.pid}-`);
   try {
-    const { report, results } = await s.run({ pps: o.pps, handovers: o.handovers, delayMs: o.delayMs });
+    const clients = s.dp instanceof NodeLabDataPlane && o.breakdown === true ? s.dp.deployment.nodes : [];
+    const pids = clients.map((c) => c.health.pid);
+    // what the traffic alone costs both sides (the generator runs in this process), over the same kind of run
+    const idle = clients.length > 0 ? await withCpu(pids, () => s.run({ pps: o.pps, handovers: 0, delayMs: o.delayMs, warmupMs: 1000 })) : undefined;
+    const calls0 = clients.map((c) => new Map(c.calls));
+    const ms0 = clients.map((c) => new Map(c.callMs));
+    const run = await withCpu(pids, () => s.run({ pps: o.pps, handovers: o.handovers, delayMs: o.delayMs }));
+    const { report, results } = run.v;
     const over = results.map((r) => r.durationMs - o.delayMs).sort((a, b) => a - b);
     const q = (p: number): number => over[Math.min(over.length - 1, Math.floor(p * over.length))]!;
+    let breakdown: OverheadBreakdown | undefined;
+    if (idle !== undefined) {
+      const calls: Record<string, number> = {};
+      const callMs: Record<string, number> = {};
+      clients.forEach((c, i) => {
+        for (const [m, n] of c.calls) calls[m] = (calls[m] ?? 0) + n - (calls0[i]!.get(m) ?? 0);
+        for (const [m, t] of c.callMs) callMs[m] = (callMs[m] ?? 0) + t - (ms0[i]!.get(m) ?? 0);
+      });
+      const n = results.length;
+      const used = Object.keys(calls).filter((m) => calls[m]! > 0).sort();
+      breakdown = {
+        callsPerHandover: Object.fromEntries(used.map((m) => [m, +(calls[m]! / n).toFixed(2)])),
+        callMs: Object.fromEntries(used.map((m) => [m, +(callMs[m]! / calls[m]!).toFixed(3)])),
+        callsTotalPerHandover: +(used.reduce((a, m) => a + calls[m]!, 0) / n).toFixed(2),
+        controllerCpuMsPerHandover: +((run.ownMs - (idle.ownMs / idle.ms) * run.ms) / n).toFixed(2),
+        nodeCpuMsPerHandover: +((run.nodesMs - (idle.nodesMs / idle.ms) * run.ms) / n).toFixed(2),
+        nodeCpuMsPerHandoverByNode: Object.fromEntries(clients.map((c, i) => [c.name, +((run.perNodeMs[i]! - (idle.perNodeMs[i]! / idle.ms) * run.ms) / n).toFixed(2)])),
+        stepMedianMs: stepMedians(results),
+      };
+    }
     return {
       handovers: results.length,
       pps: o.pps,
@@ -214,7 +291,49 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
       overheadMedianMs: +q(0.5).toFixed(2),
       overheadP99Ms: +q(0.99).toFixed(2),
       allClean: clean(report) && results.every((r) => r.outcome === 'completed'),
+      ...(breakdown === undefined ? {} : { breakdown }),
     };
+  } finally {
+    await s.close();
+  }
+}
+
+/** One kind of node call, alone: mean wall time and CPU per call at the controller and at the node answering. */
+export interface CallCost {
+  call: string;
+  wallMs: number;
+  controllerCpuMs: number;
+  nodeCpuMs: number;
+}
+
+/** `n` calls of each kind a handover makes, one after another, on an idle lab of node processes. */
+export async function benchCallCosts(objectsDir: string, n: number): Promise<CallCost[]> {
+  const s = await openLab(objectsDir, `sharp-bench-calls-${process.pid}-`);
+  try {
+    if (!(s.dp instanceof NodeLabDataPlane)) throw new Error('benchCallCosts needs a lab of node processes');
+    const d = s.dp.deployment;
+    const sc = d.switchControl;
+    const ac = d.agentControl;
+    const rule = sc.getRule(s.rules[0]!)!;
+    const kinds: [string, string, () => Promise<unknown>][] = [
+      ['HandoverCounters', rule.switch, () => sc.handoverCounters(rule.switch, 1)],
+      ['SetRuleActions (1 rule)', rule.switch, () => sc.setRuleActions!([{ id: rule.id, action: rule.action }])],
+      ['PortCounters', rule.switch, () => sc.portCounters(rule.switch)],
+      ['SentTowardsInstances', rule.switch, () => sc.sentTowardsInstances!(rule.switch)],
+      ['AgentStatus', 'vnf1', () => ac.agentStatus('vnf1', 1)],
+      ['ArrivedFrames', 'vnf1', () => ac.arrivedFrames!('vnf1')],
+      ['InterfaceDrops', 'vnf1', () => ac.interfaceDrops!('vnf1')],
+    ];
+    const out: CallCost[] = [];
+    for (const [call, on, f] of kinds) {
+      const node = d.nodes.find((c) => c.switches().includes(on) || c.agentInstances().some((i) => i.name === on))!;
+      for (let i = 0; i < 20; i++) await f(); // warm
+      const m = await withCpu([node.health.pid], async () => {
+        for (let i = 0; i < n; i++) await f();
+      });
+      out.push({ call, wallMs: +(m.ms / n).toFixed(3), controllerCpuMs: +(m.ownMs / n).toFixed(3), nodeCpuMs: +(m.nodesMs / n).toFixed(3) });
+    }
+    return out;
   } finally {
     await s.close();
   }

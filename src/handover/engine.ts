@@ -7,9 +7,9 @@
  * (controller-buffer.ts).
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type DataPlane, type Deployment, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
+import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
 import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
-import { sleep, waitFor } from '../util/mutex.js';
+import { allEnded, sleep, waitFor } from '../util/mutex.js';
 import { withCallDeadline } from '../util/call-deadline.js';
 import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.js';
 import { HandoverError, HandoverRun, type HandoverEvent, type HandoverMode, type HandoverStep, type QuiescenceWait, type RingLoss, type RunCounts } from './run.js';
@@ -114,6 +114,25 @@ export interface EngineOptions {
    * operator.
    */
   journal?: HandoverJournal;
+}
+
+/**
+ * The deployment as snapshotDrops sees it, with the scope's counters (each
+ * switch's ports, each instance's interfaces: calls to different hosts)
+ * already asked for at once; it reads them one after another.
+ */
+function readingAtOnce(d: Deployment, scope: DropScope): Deployment {
+  const sc = d.switchControl;
+  const ac = d.agentControl;
+  // marked handled here: a rejection is seen when snapshotDrops awaits it (or not at all, if an earlier one ended it)
+  const asked = <T>(p: Promise<T>): Promise<T> => (p.catch(() => undefined), p);
+  const ports = new Map(scope.switches.map((sw) => [sw, asked(sc.portCounters(sw))]));
+  const ifaces = ac.interfaceDrops === undefined ? undefined : new Map(scope.instances.map((i) => [i, asked(ac.interfaceDrops!(i))]));
+  return {
+    vnfState: d.vnfState,
+    switchControl: Object.assign(Object.create(sc) as SwitchControl, { portCounters: (sw: string) => ports.get(sw) ?? sc.portCounters(sw) }),
+    agentControl: ifaces === undefined ? ac : Object.assign(Object.create(ac) as AgentControl, { interfaceDrops: (i: string) => ifaces.get(i) ?? ac.interfaceDrops!(i) }),
+  };
 }
 
 /** Thrown by steps to carry the step name into the rollback decision. */
@@ -266,18 +285,21 @@ export class HandoverEngine extends EventEmitter {
     for (const r of run.rules) this.#rulesInUse.set(r.id, id);
     this.#active.set(id, { run, request: req, startedAt: Date.now() });
     const scope = this.#dropScope(run);
-    const drops0 = await this.#readDrops(run, scope);
+    // read beside the arming (#sharp waits for it before the first mark: nothing moves traffic before); never rejects
+    const drops0 = this.#readDrops(run, scope);
     try {
       try {
-        if (mode === 'controller-buffer') await this.#baseline.run(run, req.stateTimeoutMs);
-        else await this.#sharp(run, req.stateTimeoutMs);
+        if (mode === 'controller-buffer') {
+          await drops0;
+          await this.#baseline.run(run, req.stateTimeoutMs);
+        } else await this.#sharp(run, req.stateTimeoutMs, drops0);
       } catch (e) {
         const err = stepError(run.step, e);
-        const countDrops = async (): Promise<void> => this.#countDrops(run, scope, drops0);
+        const countDrops = async (): Promise<void> => this.#countDrops(run, scope, await drops0);
         // once committed (the state is at B) only forward; before, back to A
         return run.committed ? await this.#goForward(run, mode, err, countDrops) : await this.#rollback(run, mode, err, countDrops);
       }
-      await this.#countDrops(run, scope, drops0);
+      await this.#countDrops(run, scope, await drops0);
       const lost = run.lost();
       if (lost.frames > 0n) {
         run.emit('warning', lost.reasons.join('; '));
@@ -403,15 +425,14 @@ export class HandoverEngine extends EventEmitter {
     }
   }
 
-  /** The seven steps of SHarP. */
-  async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined): Promise<void> {
+  /** The seven steps of SHarP. `dropsBefore`: the drop counters' first reading, in flight; it must be in before any traffic moves. */
+  async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined, dropsBefore: Promise<unknown>): Promise<void> {
     const agents = this.#d.agentControl;
 
     // ---- 1. arm: B holds shim(H) frames, A counts shim(H, PRE)
+    // (independent writes and reads on different hosts, at once; all of them ended before the first mark)
     h.enter('arming');
-    await h.resetMarks();
-    await agents.armNew(h.to.name, h.id, h.ring);
-    await agents.armOld(h.from.name, h.id);
+    await allEnded([dropsBefore, h.resetMarks(), agents.armNew(h.to.name, h.id, h.ring), agents.armOld(h.from.name, h.id)]);
 
     // ---- 2. pre-mark: still to A, now marked PRE and counted. Once every
     // unmarked frame sent before is through A (quiescence), all that A is
@@ -564,7 +585,7 @@ export class HandoverEngine extends EventEmitter {
 
   async #readDrops(h: HandoverRun, scope: DropScope): Promise<DropSnapshot | undefined> {
     try {
-      return await snapshotDrops(this.#d, scope, (instance, e) => h.emit('warning', `the drop counters of ${instance} cannot be read (${e instanceof Error ? e.message : String(e)}): frames lost at its interfaces would go unseen`));
+      return await snapshotDrops(readingAtOnce(this.#d, scope), scope, (instance, e) => h.emit('warning', `the drop counters of ${instance} cannot be read (${e instanceof Error ? e.message : String(e)}): frames lost at its interfaces would go unseen`));
     } catch (e) {
       h.emit('warning', `drop counters cannot be read (${e instanceof Error ? e.message : String(e)}): frames lost outside the switch programs would go unseen`);
       return undefined;
@@ -726,8 +747,7 @@ export class HandoverEngine extends EventEmitter {
     });
     await this.#checkCapacity(req, rules, to, warn, mover);
     // agents first: a missing agent is refused before anything changes
-    await this.#d.agentControl.checkAgent(req.from);
-    await this.#d.agentControl.checkAgent(req.to);
+    await allEnded([this.#d.agentControl.checkAgent(req.from), this.#d.agentControl.checkAgent(req.to)]);
     return { rules, from, to };
   }
 

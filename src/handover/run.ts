@@ -6,7 +6,7 @@
  */
 import { Phase, type Deployment, type DropCount, type Rule, type InstanceInfo } from '../dataplane/types.js';
 import { describeDrop, totalFrames } from './drops.js';
-import { sleep } from '../util/mutex.js';
+import { allEnded, sleep } from '../util/mutex.js';
 import type { HandoverJournal } from './journal.js';
 import { ruleCovers, type HandoverContext, type HandoverCounts, type StateMover, type StateMoveResult } from './state-mover.js';
 
@@ -251,9 +251,11 @@ export class HandoverRun {
     const sc = this.d.switchControl;
     const ac = this.d.agentControl;
     if (sc.sentTowardsInstances === undefined || (instances.length > 0 && ac.arrivedFrames === undefined)) return 'unsupported';
+    const sentTowards = sc.sentTowardsInstances.bind(sc);
     const target = new Map(instances.map((i) => [i, [0n, 0n] as [bigint, bigint]]));
-    for (const sw of this.switchNames) {
-      const sent = await sc.sentTowardsInstances(sw);
+    // each switch's barrier and count on its own host: the switches at once
+    const sentBefore = await allEnded(this.switchNames.map((sw) => sentTowards(sw)));
+    for (const sent of sentBefore) {
       if (sent === undefined) return 'unsupported';
       for (const p of sent) {
         const t = target.get(p.instance);
@@ -261,31 +263,41 @@ export class HandoverRun {
       }
     }
     const arrivedAt = new Map<string, [bigint, bigint]>();
-    for (const [instance, t] of target) {
-      for (;;) {
-        const arrived = await ac.arrivedFrames!(instance);
-        if (arrived === undefined) return 'unsupported';
-        if (arrived[0] >= t[0] && arrived[1] >= t[1]) {
-          arrivedAt.set(instance, arrived);
-          break;
+    // each instance's agent polled on its own host, the instances at once
+    const reached = await allEnded(
+      [...target].map(async ([instance, t]): Promise<'event' | 'unsupported' | 'timeout'> => {
+        for (;;) {
+          const arrived = await ac.arrivedFrames!(instance);
+          if (arrived === undefined) return 'unsupported';
+          if (arrived[0] >= t[0] && arrived[1] >= t[1]) {
+            arrivedAt.set(instance, arrived);
+            return 'event';
+          }
+          if (performance.now() >= deadline) return 'timeout';
+          await sleep(0);
         }
-        if (performance.now() >= deadline) return 'timeout';
-        await sleep(0);
-      }
-    }
+      }),
+    );
+    const notReached = reached.find((r) => r !== 'event');
+    if (notReached !== undefined) return notReached;
     // Every frame an agent took in was counted by its port first, so the port
     // must count at least as many now. Fewer: the counts are not comparable
     // (one side reloaded with fresh counters, or frames the switch did not
-    // count): the event proves nothing, Q decides.
-    if (instances.length > 0)
-      for (const sw of this.switchNames)
-        for (const p of (await sc.sentTowardsInstances(sw)) ?? []) {
+    // count): the event proves nothing, Q decides. Where every agent took in
+    // exactly what its ports had sent, the ports counted that many already
+    // (their counters only grow): nothing to read again.
+    const exactlyMet = [...target].every(([i, t]) => arrivedAt.get(i)![0] === t[0] && arrivedAt.get(i)![1] === t[1]);
+    if (instances.length > 0 && !exactlyMet) {
+      const sentAfter = await allEnded(this.switchNames.map((sw) => sentTowards(sw)));
+      for (const [k, sw] of this.switchNames.entries())
+        for (const p of sentAfter[k] ?? []) {
           const a = arrivedAt.get(p.instance);
           if (a !== undefined && (p.side === 0 || p.side === 1) && p.frames < a[p.side]) {
             this.emit('warning', `${p.instance} took in ${a[p.side]} frames on side ${p.side}, but ${sw}/${p.port} counts only ${p.frames} sent: counters of different incarnations; waiting Q`);
             return 'mismatch';
           }
         }
+    }
     return 'event';
   }
 
@@ -298,19 +310,13 @@ export class HandoverRun {
   }
 
   async resetMarks(hid = this.id): Promise<void> {
-    for (const s of this.switchNames) await this.d.switchControl.resetHandoverCounters(s, hid);
+    await allEnded(this.switchNames.map((s) => this.d.switchControl.resetHandoverCounters(s, hid)));
   }
 
-  /** Marked frames the switches sent for `hid`. */
+  /** Marked frames the switches sent for `hid` (each switch read on its own host, at once). */
   async marks(hid = this.id): Promise<{ pre: bigint; post: bigint }> {
-    let pre = 0n;
-    let post = 0n;
-    for (const s of this.switchNames) {
-      const c = await this.d.switchControl.handoverCounters(s, hid);
-      pre += c.pre;
-      post += c.post;
-    }
-    return { pre, post };
+    const counts = await allEnded(this.switchNames.map((s) => this.d.switchControl.handoverCounters(s, hid)));
+    return { pre: counts.reduce((a, c) => a + c.pre, 0n), post: counts.reduce((a, c) => a + c.post, 0n) };
   }
 
   /** Step 5: the state mover, bounded by the handover's (and the request's state) timeout. */
@@ -334,12 +340,11 @@ export class HandoverRun {
   /** Step 7: stop marking, let the last marked frames land, forget the handover at both agents. */
   async cleanUp(): Promise<void> {
     this.enter('cleaning');
-    await this.route(this.toPorts, Phase.NONE);
+    // B's counts are final once its release has returned (it holds nothing from then on): read beside the unmarking
+    await allEnded([this.collect(this.to.name), this.route(this.toPorts, Phase.NONE)]);
     await this.quiesce([this.to.name]);
-    await this.collect(this.to.name);
-    this.counts.postSent = (await this.marks()).post;
-    await this.d.agentControl.disarm(this.from.name, this.id);
-    await this.d.agentControl.disarm(this.to.name, this.id);
+    // the last marked frames have landed: the POST count is final, and both agents forget H (different hosts, at once)
+    await allEnded([this.marks().then((m) => void (this.counts.postSent = m.post)), this.d.agentControl.disarm(this.from.name, this.id), this.d.agentControl.disarm(this.to.name, this.id)]);
   }
 
   /** Adds an instance's hold/release counts of `hid` to the run's. */

@@ -60,6 +60,7 @@ import {
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
 import { callDeadline } from '../util/call-deadline.js';
+import { allEnded } from '../util/mutex.js';
 import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
 import { divertedFrameFromWire, SEND_LIMITS } from './divert-service.js';
 import type { CaptureRequest } from '../capture/filter.js';
@@ -131,6 +132,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   readonly #rules = new Map<number, Rule>();
   readonly #readRules: boolean;
   readonly #calls = new Map<NodeMethod, number>();
+  readonly #callMs = new Map<NodeMethod, number>();
   readonly target: string;
   /** where other nodes reach this one for state transfers */
   readonly statePeer: StatePeerVia;
@@ -148,6 +150,11 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   /** calls this client made, per method (what crossed from this process to the node) */
   get calls(): ReadonlyMap<NodeMethod, number> {
     return this.#calls;
+  }
+
+  /** wall time of this client's calls, per method, in ms (from the call to its answer) */
+  get callMs(): ReadonlyMap<NodeMethod, number> {
+    return this.#callMs;
   }
 
   /** Connects, asks the node what it runs and which rules it holds. */
@@ -188,6 +195,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     const deadline = timeoutMs === undefined ? callDeadline(this.#timeoutMs) : Date.now() + timeoutMs;
     const def = NODE_SERVICE[method]!;
     this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
+    const t0 = performance.now();
     return new Promise<Wire>((resolve, reject) => {
       this.#client.makeUnaryRequest<Wire, Wire>(
         def.path,
@@ -197,6 +205,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         deadlineMetadata(deadline),
         { deadline },
         (err, res) => {
+          this.#callMs.set(method, (this.#callMs.get(method) ?? 0) + performance.now() - t0);
           if (err) reject(this.#error(method, err));
           else resolve(res ?? {});
         },
@@ -604,16 +613,20 @@ export class NodeDeployment implements Deployment {
       rules: () => switchHosts().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
       setRuleAction: (id, a) => byRule(id).setRuleAction(id, a),
       setRuleActions: async (updates) => {
-        // in order, one call per run of consecutive updates on one host
-        for (let at = 0; at < updates.length; ) {
-          const host = byRule(updates[at]!.id);
-          let end = at + 1;
-          while (end < updates.length && byRule(updates[end]!.id) === host) end++;
-          const run = updates.slice(at, end);
-          if (host.setRuleActions !== undefined) await host.setRuleActions(run);
-          else for (const u of run) await host.setRuleAction(u.id, u.action);
-          at = end;
+        // one call per host, in order within it; the hosts at once (each rule's update is atomic on its own switch, none waits for another's)
+        const perHost = new Map<NodeClient | DirectSwitches, RuleActionUpdate[]>();
+        for (const u of updates) {
+          const host = byRule(u.id);
+          const us = perHost.get(host);
+          if (us === undefined) perHost.set(host, [u]);
+          else us.push(u);
         }
+        await allEnded(
+          [...perHost].map(async ([host, us]) => {
+            if (host.setRuleActions !== undefined) await host.setRuleActions(us);
+            else for (const u of us) await host.setRuleAction(u.id, u.action);
+          }),
+        );
       },
       ruleCounters: (id) => byRule(id).ruleCounters(id),
       portCounters: (sw) => bySwitch(sw).portCounters(sw),

@@ -27,3 +27,17 @@ export async function waitFor<T>(probe: () => Promise<T | undefined> | T | undef
     await sleep(intervalMs);
   }
 }
+
+/**
+ * Independent operations at once (e.g. calls to different hosts): resolves
+ * with every result once all have ended; rejects with the first failure
+ * (in argument order) only once every one has ended, so none is still in
+ * flight when the caller handles the failure (a rollback must not race a
+ * write that is yet to land).
+ */
+export async function allEnded<T>(ops: readonly Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(ops);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+}

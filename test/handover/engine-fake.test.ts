@@ -84,6 +84,58 @@ t.test('a handover runs the seven SHarP steps in order and moves the flow lossle
   t.ok(d.deliveries.at(-1)!.instance === 'vnf2', 'new frames run through vnf2');
 });
 
+t.test('calls to different hosts go at once, and each step still begins only once every call of the one before has answered', async (t) => {
+  const { d, rules } = await setup();
+  // s2's and vnf2's hosts answer later than s1's and vnf1's: calls issued together end out of order
+  d.latencyMs = (call) => (/s2|vnf2/.test(call) ? 4 : 1);
+  const engine = new HandoverEngine(d, { mover: new DelayedStateMover(new VnfMapStateMover(), 5) });
+  d.start(1);
+  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100, onEvent: (e) => d.timeline.push(`step ${e.step}`) });
+  await sleep(5);
+  d.stop();
+  for (let i = 0; i < 5; i++) d.tick();
+  t.equal(r.outcome, 'completed', r.reason ?? '');
+  const tl = d.timeline;
+  const at = (e: string, from = 0): number => tl.indexOf(e, from);
+  const step = (s: string): number => at(`step ${s}`);
+  /** calls started and not yet ended just before index i */
+  const inFlight = (i: number): string[] => {
+    const open = new Map<string, number>();
+    for (const e of tl.slice(0, i)) {
+      const m = /^(start|end) (.*)$/.exec(e);
+      if (m) open.set(m[2]!, (open.get(m[2]!) ?? 0) + (m[1] === 'start' ? 1 : -1));
+    }
+    return [...open].filter(([, n]) => n > 0).map(([c]) => c);
+  };
+  for (const s of SHARP_STEPS.slice(1)) t.same(inFlight(step(s)), [], `${s} begins with no call of the step before in flight`);
+  t.same(inFlight(step('completed')), [], 'the handover completes with no call in flight');
+  const during = (s: string, next: string): string[] => tl.slice(step(s), step(next));
+  const arming = during('arming', 'pre-marking');
+  t.ok(['start armNew vnf2', 'start armOld vnf1', 'start resetHandoverCounters s1', 'start resetHandoverCounters s2'].every((e) => arming.includes(e)) && arming.indexOf('start armOld vnf1') < arming.indexOf('end armNew vnf2'), 'both arms and both mark resets are in flight at once');
+  t.ok(at('end armNew vnf2') < at('start setRuleAction s1') && at('end armOld vnf1') < at('start setRuleAction s1'), 'no mark before both arms were acknowledged');
+  // each quiescence wait: the agents' arrivals are read only once every switch's count is in, and the switches are read at once
+  for (const s of ['pre-marking', 'switching', 'cleaning'] as const) {
+    const w = tl.slice(step(s));
+    const firstArrived = w.indexOf(w.find((e) => e.startsWith('start arrivedFrames'))!);
+    t.ok(w.indexOf('start sentTowardsInstances s2') < w.indexOf('end sentTowardsInstances s1'), `${s}: both switches' counts are read at once`);
+    t.ok(w.indexOf('end sentTowardsInstances s1') < firstArrived && w.indexOf('end sentTowardsInstances s2') < firstArrived, `${s}: the agent's arrivals are read after both switches' counts`);
+    t.ok(w.lastIndexOf('end setRuleAction s2', firstArrived) < w.indexOf('start sentTowardsInstances s1'), `${s}: the counts are read after the rule writes were acknowledged`);
+  }
+  const switching = during('switching', 'draining');
+  t.ok(switching.indexOf('start handoverCounters s1') > switching.lastIndexOf('end arrivedFrames vnf1'), 'the PRE count is read after the switch-over quiescence');
+  t.ok(at('end importState vnf2') < at('start release vnf2'), 'no release before the state move finished');
+  const cleaning = during('cleaning', 'completed');
+  t.ok(cleaning.indexOf('start agentStatus vnf2') < cleaning.indexOf('end setRuleAction s1'), "B's counts (final since its release) are read beside the unmarking");
+  t.ok(cleaning.indexOf('end agentStatus vnf2') < cleaning.indexOf('start disarm vnf2'), "B's counts are read before B forgets the handover");
+  const lastArrived = cleaning.lastIndexOf('end arrivedFrames vnf2');
+  t.ok(['start disarm vnf1', 'start disarm vnf2', 'start handoverCounters s1', 'start handoverCounters s2'].every((e) => cleaning.indexOf(e) > lastArrived), 'the POST count and both disarms come after the last marked frames landed');
+  t.ok(cleaning.indexOf('start disarm vnf1') < cleaning.indexOf('end handoverCounters s2'), "A's disarm goes at once with the POST count");
+  t.ok(r.counts.held > 0n && r.counts.held === r.counts.released, `B held ${r.counts.held} frames and released them all`);
+  t.ok(r.counts.postSent > 0n, `the POST count is read (${r.counts.postSent})`);
+  assertAt(t, d, rules, 'vnf2');
+  assertIntact(t, d, 'vnf1 → vnf2 with calls in flight at once');
+});
+
 t.test('a failure before switch-over: the rules go back unmarked, nothing armed, nothing lost', async (t) => {
   const { d, rules } = await setup();
   d.faults.push({ method: 'armOld', target: 'vnf1', message: 'agent map write refused' });

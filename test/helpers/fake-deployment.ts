@@ -33,6 +33,7 @@ import {
   type SwitchControl,
   type VnfStateStore,
 } from '../../src/dataplane/types.js';
+import { sleep } from '../../src/util/mutex.js';
 
 interface Frame {
   rule: number;
@@ -130,7 +131,24 @@ export class FakeDeployment implements Deployment {
   /** calls that never return (as if the controller died in them) */
   readonly hangs: Fault[] = [];
 
+  /** every call's start and end ("start armNew vnf2", "end armNew vnf2"), in the order they happened: the order constraints of calls in flight at once */
+  readonly timeline: string[] = [];
+  /** how long each call takes to answer ("armNew vnf2" -> ms), as calls to other hosts do; undefined: at once */
+  latencyMs: ((call: string) => number) | undefined;
+
   async #call(name: string, target?: string): Promise<void> {
+    const call = target === undefined ? name : `${name} ${target}`;
+    this.timeline.push(`start ${call}`);
+    try {
+      await this.#answer(name, target);
+      const ms = this.latencyMs?.(call) ?? 0;
+      if (ms > 0) await sleep(ms);
+    } finally {
+      this.timeline.push(`end ${call}`);
+    }
+  }
+
+  async #answer(name: string, target?: string): Promise<void> {
     this.calls.push(target === undefined ? name : `${name} ${target}`);
     this.onCall?.(name);
     const hi = this.hangs.findIndex((f) => f.method === name && (f.target === undefined || f.target === target));
