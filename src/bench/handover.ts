@@ -199,6 +199,8 @@ export interface OverheadResult {
   stateDelayMs: number;
   overheadMedianMs: number;
   overheadP99Ms: number;
+  /** every handover's overhead (its duration minus the state delay), ms, ascending */
+  overheadsMs: number[];
   allClean: boolean;
   /** with `breakdown` on a lab of node processes: where a handover's overhead goes */
   breakdown?: OverheadBreakdown;
@@ -290,6 +292,7 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
       stateDelayMs: o.delayMs,
       overheadMedianMs: +q(0.5).toFixed(2),
       overheadP99Ms: +q(0.99).toFixed(2),
+      overheadsMs: over.map((x) => +x.toFixed(2)),
       allClean: clean(report) && results.every((r) => r.outcome === 'completed'),
       ...(breakdown === undefined ? {} : { breakdown }),
     };

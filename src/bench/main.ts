@@ -11,6 +11,7 @@ import { benchForwarding } from './forwarding.js';
 import { benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.js';
 import { benchGeneratorCeiling } from './traffic.js';
 import { writeLineRate } from './line-rate-report.js';
+import { writeOverheadDistribution } from './overhead-report.js';
 import { benchCaptureCost } from './capture-cost.js';
 import { benchMarkingCost, MARKING_DUTS, type MarkingDut } from './marking-cost.js';
 import { benchState, printStateBench } from '../state/bench.js';
@@ -145,6 +146,7 @@ const ovh = await benchOverhead(objectsDir, ovhOpts);
 console.table({ overhead: { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.overheadP99Ms, 'all lossless': ovh.allClean } });
 results['handover.overheadMedianMs'] = ovh.overheadMedianMs;
 results['handover.overheadP99Ms'] = ovh.overheadP99Ms;
+console.log(`overhead distribution: ${path.relative(process.cwd(), writeOverheadDistribution(repoRoot, ovh, machine()))}`);
 
 console.log('\nstate management (E-State, peers in separate processes on Unix sockets, vs Redis):');
 const stateRows = await benchState(quick ? { localOps: 20_000, redisOps: 2000, samples: 50, peerCounts: [1, 2] } : {});
