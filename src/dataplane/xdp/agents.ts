@@ -173,20 +173,18 @@ function releaseOutIface(inst: { spec: XdpInstance }, side: number, replayMode: 
   return inst.spec.ifaces[replayMode === SHARP_REPLAY_TO_VNF ? 1 - side : side];
 }
 
-/** After a round: waits until `out` has transmitted `target` packets; false when it stalled short of them. */
-async function paceRelease(out: TxPacketCounter, target: bigint): Promise<boolean> {
+/** After a round: waits until `out` has transmitted `target` packets; what it has then, or undefined when it stalled short of them (or is gone). */
+async function paceRelease(out: TxPacketCounter, target: bigint): Promise<bigint | undefined> {
   let taken = out.read();
-  if (taken === undefined) return false;
-  if (taken >= target) return true;
+  if (taken === undefined || taken >= target) return taken;
   const start = performance.now();
   let progressAt = start;
   for (;;) {
     const now = performance.now();
-    if (now - progressAt > RELEASE_STALL_MS) return false;
+    if (now - progressAt > RELEASE_STALL_MS) return undefined;
     if (now - start > RELEASE_SPIN_MS) await sleep(1);
     const t = out.read();
-    if (t === undefined) return false;
-    if (t >= target) return true;
+    if (t === undefined || t >= target) return t;
     if (t !== taken) {
       taken = t;
       progressAt = performance.now();
@@ -568,6 +566,8 @@ export class XdpAgentSet {
         const outIface = releaseOutIface(inst, side, replayMode);
         let pace = outIface === undefined ? undefined : TxPacketCounter.open(outIface, inst.spec.netns);
         let round = RELEASE_ROUND;
+        // packets the way out has transmitted (undefined: it is not in the instance's namespace, nothing to pace against)
+        let taken = pace?.read();
         try {
           for (;;) {
             st = this.#readHandover(name, hid);
@@ -590,7 +590,6 @@ export class XdpAgentSet {
               }
               rounds++;
               const releasedBefore = st.released[side] as bigint;
-              const takenBefore = pace?.read();
               // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
               // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
               // replayed so far have left and been flushed, the ring says what is left, the next round goes on
@@ -598,12 +597,10 @@ export class XdpAgentSet {
               const now = this.#readHandover(name, hid);
               const head = now?.head[side] as number | undefined;
               if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
-              if (pace !== undefined && takenBefore !== undefined && now !== undefined) {
-                if (!(await paceRelease(pace, takenBefore + ((now.released[side] as bigint) - releasedBefore)))) {
-                  pace.close();
-                  pace = undefined;
-                  round = RELEASE_ROUND_UNPACED;
-                }
+              if (pace !== undefined && taken !== undefined && now !== undefined) {
+                // counted from the last read (after the round before had left): one read a round
+                taken = await paceRelease(pace, taken + ((now.released[side] as bigint) - releasedBefore));
+                if (taken === undefined) round = RELEASE_ROUND_UNPACED;
               }
               continue;
             }
