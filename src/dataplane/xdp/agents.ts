@@ -163,8 +163,8 @@ const RELEASE_ROUND = 192;
 const RELEASE_ROUND_UNPACED = 8192;
 /** spin this long re-reading the counter, then poll with timers */
 const RELEASE_SPIN_MS = 1;
-/** no progress this long: the way out does not count what the round sent */
-const RELEASE_STALL_MS = 50;
+/** no progress this long: the way out does not count what the round sent (a NAPI thread waiting for a CPU on a loaded machine waits some ms, not this long) */
+const RELEASE_STALL_MS = 200;
 
 /** The interface a side's replayed frames leave by, in the instance's namespace; undefined for RELAY_DIRECT (a switch's interface). */
 function releaseOutIface(inst: { spec: XdpInstance }, side: number, replayMode: number): string | undefined {
@@ -568,9 +568,12 @@ export class XdpAgentSet {
         let round = RELEASE_ROUND;
         // packets the way out has transmitted (undefined: it is not in the instance's namespace, nothing to pace against)
         let taken = pace?.read();
+        // the handover as the last round left it: read once a round
+        let after: SharpAgentHo | undefined;
         try {
           for (;;) {
-            st = this.#readHandover(name, hid);
+            st = after ?? this.#readHandover(name, hid);
+            after = undefined;
             if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} was disarmed during its release`);
             if (st.state[side] === SHARP_HOLD_PASSING) break;
             const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
@@ -594,12 +597,12 @@ export class XdpAgentSet {
               // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
               // replayed so far have left and been flushed, the ring says what is left, the next round goes on
               untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: Math.min(queued, round), liveFrames: true, netns: inst.spec.netns }));
-              const now = this.#readHandover(name, hid);
-              const head = now?.head[side] as number | undefined;
+              after = this.#readHandover(name, hid);
+              const head = after?.head[side] as number | undefined;
               if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
-              if (pace !== undefined && taken !== undefined && now !== undefined) {
+              if (pace !== undefined && taken !== undefined && after !== undefined) {
                 // counted from the last read (after the round before had left): one read a round
-                taken = await paceRelease(pace, taken + ((now.released[side] as bigint) - releasedBefore));
+                taken = await paceRelease(pace, taken + ((after.released[side] as bigint) - releasedBefore));
                 if (taken === undefined) round = RELEASE_ROUND_UNPACED;
               }
               continue;
