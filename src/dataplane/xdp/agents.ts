@@ -565,9 +565,10 @@ export class XdpAgentSet {
         let checked = false;
         const outIface = releaseOutIface(inst, side, replayMode);
         let pace = outIface === undefined ? undefined : TxPacketCounter.open(outIface, inst.spec.netns);
-        let round = RELEASE_ROUND;
+        let round: number = RELEASE_ROUND;
         // packets the way out has transmitted (undefined: it is not in the instance's namespace, nothing to pace against)
         let taken = pace?.read();
+        if (taken === undefined) round = RELEASE_ROUND_UNPACED;
         // the handover as the last round left it: read once a round
         let after: SharpAgentHo | undefined;
         try {

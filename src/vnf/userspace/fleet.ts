@@ -33,7 +33,7 @@ export const BARRIER_ADDRESS = '169.254.77.2';
 /** the routing table whose one route is the TUN */
 export const TUN_TABLE = 77;
 /** the TUN's transmit queue (and ring) in packets: above any hold ring's capacity (LIMITS.ringCapacity.max) */
-export const TUN_QUEUE_LEN = 65_536;
+export const TUN_QUEUE_LEN = 262_144;
 const START_TIMEOUT_MS = 15_000;
 const COMMAND_TIMEOUT_MS = 15_000;
 
