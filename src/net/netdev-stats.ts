@@ -27,9 +27,8 @@ export class NetdevStatsError extends Error {
   override name = 'NetdevStatsError';
 }
 
-/** Parses /proc/net/dev: interface name -> its drop counters. */
-export function parseNetdev(text: string): Map<string, NetdevDrops> {
-  const out = new Map<string, NetdevDrops>();
+/** The interfaces of a /proc/net/dev text with their 16 counters each. */
+function* netdevLines(text: string): Generator<{ name: string; f: string[] }> {
   for (const line of text.split('\n').slice(2)) {
     const colon = line.indexOf(':');
     if (colon < 0) continue;
@@ -37,8 +36,14 @@ export function parseNetdev(text: string): Map<string, NetdevDrops> {
     const f = line.slice(colon + 1).trim().split(/\s+/);
     // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets errs drop ...
     if (f.length < 16) throw new NetdevStatsError(`unexpected /proc/net/dev line for ${name}: '${line}'`);
-    out.set(name, { rxDropped: BigInt(f[3]!), txDropped: BigInt(f[11]!) });
+    yield { name, f };
   }
+}
+
+/** Parses /proc/net/dev: interface name -> its drop counters. */
+export function parseNetdev(text: string): Map<string, NetdevDrops> {
+  const out = new Map<string, NetdevDrops>();
+  for (const { name, f } of netdevLines(text)) out.set(name, { rxDropped: BigInt(f[3]!), txDropped: BigInt(f[11]!) });
   return out;
 }
 
@@ -62,13 +67,11 @@ export function interfaceDrops(ifname: string, netns: NetnsRef, all?: Map<string
  */
 export class TxPacketCounter {
   readonly #fd: number;
-  readonly #buf = Buffer.alloc(64 * 1024);
-  readonly #needle: string;
+  readonly #buf = Buffer.alloc(16 * 1024);
   #closed = false;
 
   private constructor(fd: number, readonly ifname: string) {
     this.#fd = fd;
-    this.#needle = `${ifname}:`;
   }
 
   static open(ifname: string, netns: NetnsRef): TxPacketCounter {
@@ -77,15 +80,13 @@ export class TxPacketCounter {
 
   /** Packets the interface transmitted so far; undefined when it is gone. */
   read(): bigint | undefined {
-    const n = readSync(this.#fd, this.#buf, 0, this.#buf.length, 0);
-    const text = this.#buf.toString('latin1', 0, n);
-    for (const line of text.split('\n')) {
-      const colon = line.indexOf(':');
-      if (colon < 0 || line.slice(0, colon + 1).trim() !== this.#needle) continue;
-      const f = line.slice(colon + 1).trim().split(/\s+/);
-      if (f.length < 16) throw new NetdevStatsError(`unexpected /proc/net/dev line for ${this.ifname}: '${line}'`);
-      return BigInt(f[9]!);
+    let text = '';
+    // a host with many interfaces has more than one buffer of them
+    for (let n = this.#buf.length, at = 0; n === this.#buf.length; at += n) {
+      n = readSync(this.#fd, this.#buf, 0, this.#buf.length, at);
+      text += this.#buf.toString('latin1', 0, n);
     }
+    for (const { name, f } of netdevLines(text)) if (name === this.ifname) return BigInt(f[9]!);
     return undefined;
   }
 
