@@ -3,6 +3,7 @@
 // runs XDP they are what the peer took from its rx ring: the release paces
 // its rounds against them (src/dataplane/xdp/agents.ts).
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { objectsDir } from '../helpers/lab.js';
 import { testNetns } from '../helpers/netns.js';
@@ -13,6 +14,8 @@ import { TxPacketCounter } from '../../src/net/netdev-stats.js';
 
 t.test('counts what the XDP peer took, from one open file; undefined once the interface is gone', async (t) => {
   const ns = testNetns(t, 'txc');
+  // no IPv6 chatter (router solicitations, MLD reports) that a0 would send of its own: every packet counted is ours
+  execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
   createVeth({ name: 'a0', netns: ns }, { name: 'b0', netns: ns });
   const bench = BpfObjectSpec.open(path.join(objectsDir, 'bench.bpf.o')).load();
   t.teardown(() => bench.close());
