@@ -68,12 +68,12 @@ export interface LabSession {
  * in-process where a bench compares with the controller-buffer baseline
  * (the paper's experiments, kept as measured before the nodes).
  */
-export async function openLab(objectsDir: string, prefix: string, ringCapacity = 8192, o: { via?: 'nodes' | 'in-process' } = {}): Promise<LabSession> {
+export async function openLab(objectsDir: string, prefix: string, ringCapacity = 8192, o: { via?: 'nodes' | 'in-process'; ringCount?: number } = {}): Promise<LabSession> {
   const via = o.via ?? 'nodes';
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharp-bench-'));
   let opened: Awaited<ReturnType<typeof openAnyLab>>;
   try {
-    opened = await openAnyLab(standardSpec({ ringCapacity, ringCount: 2 }), prefix, { objectsDir, workDir, target: 'xdp', via });
+    opened = await openAnyLab(standardSpec({ ringCapacity, ringCount: o.ringCount ?? 2 }), prefix, { objectsDir, workDir, target: 'xdp', via });
   } catch (e) {
     rmSync(workDir, { recursive: true, force: true });
     throw e;
@@ -433,7 +433,10 @@ export function whatBroke(step: Omit<LineRateStep, 'clean' | 'broke'>, results: 
  * Offered aggregate rates (half per direction), lowest first, each with
  * `handoversPerRate` handovers at state delay `delayMs`; stops at the first
  * rate that is not clean. The hold ring is sized for the top rate
- * (holdRingCapacity over `holdMs`), capped at the spec's limit.
+ * (holdRingCapacity over `holdMs`: by default the state delay + 150 ms, what
+ * a handover holds and releases near 1 Mpps), capped at the spec's limit;
+ * one ring per instance (the sweep's handovers run one at a time), so that a
+ * ring of 131072 frames costs what two of 65536 did: 405 MB per instance.
  */
 export async function benchLineRate(
   objectsDir: string,
@@ -445,12 +448,12 @@ export async function benchLineRate(
   const top = Math.max(...o.aggregateRates);
   let ringCapacity: number;
   try {
-    ringCapacity = holdRingCapacity(top / 2, o.holdMs ?? delayMs + 50, 1.5);
+    ringCapacity = holdRingCapacity(top / 2, o.holdMs ?? delayMs + 150, 1.5);
   } catch {
     ringCapacity = LIMITS.ringCapacity.max;
   }
   // sharp-bench-<pid>-: `lab down --stray` (namespaceOwner) leaves it alone while this process lives
-  const s = await openLab(objectsDir, `sharp-bench-${process.pid}-line-`, ringCapacity);
+  const s = await openLab(objectsDir, `sharp-bench-${process.pid}-line-`, ringCapacity, { ringCount: 1 });
   const steps: LineRateStep[] = [];
   let best = 0;
   let brokeAt = 0;

@@ -246,7 +246,7 @@ export const nodeConfigSchema = {
           name: { type: 'string', pattern: NAME },
           kind: { enum: Object.keys(VNF_KINDS) },
           ifaces: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', minLength: 1, maxLength: 15 } },
-          ringCapacity: { type: 'integer', minimum: 16, maximum: 65536, default: 8192 },
+          ringCapacity: { type: 'integer', minimum: 16, maximum: 262144, default: 8192 },
           ringCount: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
           vnfFlows: { type: 'integer', minimum: 1, maximum: VNF_FLOWS_LIMIT },
         },

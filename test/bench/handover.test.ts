@@ -10,13 +10,16 @@ import { uniqueName } from '../helpers/env.js';
 const PPS_PER_DIRECTION = 150_000;
 
 t.test('two handovers at 150 kpps each way: 0 lost, reordered, duplicated, overflowed in either direction', async (t) => {
-  // 150 kpps per side held for up to ~200 ms (handover + release under this load), margin 2
-  const ring = holdRingCapacity(PPS_PER_DIRECTION, 200, 2);
-  // in-process, as the bench ran before it moved to node processes: there the release replays at up to
-  // 1 M frames/s from the node's own process, and under the suite's load one run lost 221 probes (counted,
-  // but outside the handover's drop scope, so the handovers said completed; most likely a release burst
-  // overflowing a veth downstream) — an open defect of issue 13, measured by `make bench`, not hidden here
-  const s = await openLab(objectsDir, `${uniqueName('lr')}-`, ring, { via: 'in-process' });
+  // 150 kpps per side held for up to ~400 ms (handover + paced release under load), margin 2: 131072
+  // frames a side, one ring per instance (the two handovers run one after the other), the memory two
+  // rings of 65536 took (405 MB an instance)
+  const ring = holdRingCapacity(PPS_PER_DIRECTION, 400, 2);
+  // in-process. The release no longer bursts into a downstream veth (it replays in rounds paced against
+  // what the way out has taken: test/dataplane/release-downstream.test.ts), and on node processes this
+  // test passed 3 of 3 runs at load average 3.2-3.4, but beside two CPU hogs 1 of 2 overflowed the hold
+  // ring (counted, the handover lossy): under the suite's load the paced release (about half the rate of
+  // one long run) is too slow there — measured by `make bench`, not hidden here
+  const s = await openLab(objectsDir, `${uniqueName('lr')}-`, ring, { via: 'in-process', ringCount: 1 });
   t.teardown(() => s.close());
   const { directions, results } = await s.runBothWays({ ppsPerDirection: PPS_PER_DIRECTION, handovers: 2, delayMs: 0 });
   t.equal(results.length, 2);
@@ -39,7 +42,7 @@ t.test('two handovers at 150 kpps each way: 0 lost, reordered, duplicated, overf
 t.test('the hold ring: rate × hold time × margin, a power of two, within the spec limit', async (t) => {
   t.equal(holdRingCapacity(100_000, 50, 2), 16384, '10000 frames → 16384');
   t.equal(holdRingCapacity(1, 1, 1), 64, 'never below the minimum');
-  t.throws(() => holdRingCapacity(2_000_000, 100, 2), /ringCapacity: 2000000 pps per side held for 100 ms with margin 2 needs 400000 frames, above the limit of 65536/);
+  t.throws(() => holdRingCapacity(2_000_000, 200, 2), /ringCapacity: 2000000 pps per side held for 200 ms with margin 2 needs 800000 frames, above the limit of 262144/);
 });
 
 t.test('what broke: overflow before loss, loss with its counted reasons, then the generator', async (t) => {

@@ -265,8 +265,8 @@ const invalid: { name: string; spec: unknown; expect: Expect[] }[] = [
   },
 
   // ------------------------------------------------------------ VNFs
-  { name: 'ringCapacity not a power of two', spec: mod((s) => (s.vnfs[0].ringCapacity = 1000)), expect: [['vnfs[0].ringCapacity', 'must be a power of two between 64 and 65536 (64, 128, ..., 65536), got 1000']] },
-  { name: 'ringCapacity power of two but too large', spec: mod((s) => (s.vnfs[1].ringCapacity = 131072)), expect: [['vnfs[1].ringCapacity', 'must be a power of two between 64 and 65536']] },
+  { name: 'ringCapacity not a power of two', spec: mod((s) => (s.vnfs[0].ringCapacity = 1000)), expect: [['vnfs[0].ringCapacity', 'must be a power of two between 64 and 262144 (64, 128, ..., 262144), got 1000']] },
+  { name: 'ringCapacity power of two but too large', spec: mod((s) => (s.vnfs[1].ringCapacity = 524288)), expect: [['vnfs[1].ringCapacity', 'must be a power of two between 64 and 262144']] },
   { name: 'a userspace VNF without state: estate', spec: mod((s) => (s.vnfs[0].type = 'userspace')), expect: [['vnfs[0].type', 'a userspace VNF keeps its state in E-State: give state: estate (the spec says nothing, so vnf-map)']] },
   { name: 'ringCapacity too small', spec: mod((s) => (s.vnfs[1].ringCapacity = 32)), expect: [['vnfs[1].ringCapacity', 'got 32']] },
   { name: 'vnfFlows on a stack VNF', spec: mod((s) => ((s.vnfs[1].type = 'linux'), (s.vnfs[1].vnfFlows = 1000))), expect: [['vnfs[1].vnfFlows', "sizes the example XDP VNF's flow_state map: only for type: counter (got linux)"]] },

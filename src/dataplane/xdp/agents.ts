@@ -23,7 +23,7 @@ import {
   XdpLink as XdpLinkHandle,
 } from '../../bpf/index.js';
 import { deleteLink, linkExists, linkMac, rxQueueCount } from '../../net/iproute.js';
-import { netdevDrops, interfaceDrops } from '../../net/netdev-stats.js';
+import { netdevDrops, interfaceDrops, TxPacketCounter } from '../../net/netdev-stats.js';
 import { claimXdpHook, pinName, PinMismatchError, type PinStore, type PinnedObjectRecord, type JsonValue } from '../../node/pins.js';
 import {
   SHARP_DEFAULT_VNF_FLOWS,
@@ -143,6 +143,57 @@ interface LoadedInstance {
 }
 
 const sum = (xs: readonly bigint[]): bigint => xs.reduce((a, b) => a + b, 0n);
+
+/**
+ * Release rounds. A replayed frame leaves through a veth into its peer's rx
+ * ring (VETH_RING_SIZE, 256 frames); a full ring refuses it (the veth's
+ * tx_dropped, ethtool tx_queue_0_xdp_xmit_errors) and it is gone. The peer
+ * drains that ring in its NAPI poll, inline in the softirq the replay runs
+ * between its batches or elsewhere (another CPU, ksoftirqd, a NAPI thread),
+ * and nothing in a run waits for it: one run of thousands of frames
+ * overflows a ring drained elsewhere. So a round replays at most
+ * RELEASE_ROUND frames (the ring less a test-run batch of 64, for frames of
+ * other flows leaving the same way) and the next one starts once the way out
+ * has taken them: its tx packets, for a veth whose peer runs XDP what the
+ * peer took from the ring. A way out that does not count what a round sent
+ * (a VNF that dropped it, no veth) cannot be paced against: rounds go on
+ * unpaced, at RELEASE_ROUND_UNPACED. The price: a live-frames run costs
+ * about 100 µs of set-up however few frames it has (its page pool; 75-107
+ * µs for one frame here), so paced rounds replay at about half the rate of
+ * one long run.
+ */
+const RELEASE_ROUND = 192;
+const RELEASE_ROUND_UNPACED = 8192;
+/** spin this long re-reading the counter, then poll with timers */
+const RELEASE_SPIN_MS = 1;
+/** no progress this long: the way out does not count what the round sent (a NAPI thread waiting for a CPU on a loaded machine waits some ms, not this long) */
+const RELEASE_STALL_MS = 200;
+
+/** The interface a side's replayed frames leave by, in the instance's namespace; undefined for RELAY_DIRECT (a switch's interface). */
+function releaseOutIface(inst: { spec: XdpInstance }, side: number, replayMode: number): string | undefined {
+  if (replayMode === SHARP_REPLAY_RELAY_DIRECT) return undefined;
+  // to the VNF: out by the other side; relayed: XDP_TX, out by the side it came in
+  return inst.spec.ifaces[replayMode === SHARP_REPLAY_TO_VNF ? 1 - side : side];
+}
+
+/** After a round: waits until `out` has transmitted `target` packets; what it has then, or undefined when it stalled short of them (or is gone). */
+async function paceRelease(out: TxPacketCounter, target: bigint): Promise<bigint | undefined> {
+  let taken = out.read();
+  if (taken === undefined || taken >= target) return taken;
+  const start = performance.now();
+  let progressAt = start;
+  for (;;) {
+    const now = performance.now();
+    if (now - progressAt > RELEASE_STALL_MS) return undefined;
+    if (now - start > RELEASE_SPIN_MS) await sleep(1);
+    const t = out.read();
+    if (t === undefined || t >= target) return t;
+    if (t !== taken) {
+      taken = t;
+      progressAt = performance.now();
+    }
+  }
+}
 
 /**
  * A synchronous test run, repeated while a signal interrupts it (EINTR: the
@@ -515,40 +566,61 @@ export class XdpAgentSet {
         // from now on a frame finding the ring empty and flushed passes by itself
         releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: st.head[side] as number }));
         let checked = false;
-        for (;;) {
-          st = this.#readHandover(name, hid);
-          if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} was disarmed during its release`);
-          if (st.state[side] === SHARP_HOLD_PASSING) break;
-          const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
-          if (queued > 0) {
-            // a frame replayed into a device that is down dies in the kernel (a live-frames test run
-            // frees a refused redirect; only ReplayLossCounter sees it): the ring keeps its frames
-            // until the way out is up. Checked before the side's first round only: the rounds after
-            // it follow at once, and what a link going down during them refuses is counted
-            if (!checked) {
-              const down = await this.#downLink(inst, replayMode === SHARP_REPLAY_TO_VNF ? 1 - side : side, replayMode);
-              if (down !== undefined) {
-                if (performance.now() > deadline) throw new DataPlaneError(`${name}: cannot release handover ${hid}: interface ${down} is down (its ${queued} held frames stay in the ring)`);
-                await sleep(5);
-                continue;
+        const outIface = releaseOutIface(inst, side, replayMode);
+        let pace = outIface === undefined ? undefined : TxPacketCounter.open(outIface, inst.spec.netns);
+        let round: number = RELEASE_ROUND;
+        // packets the way out has transmitted (undefined: it is not in the instance's namespace, nothing to pace against)
+        let taken = pace?.read();
+        if (taken === undefined) round = RELEASE_ROUND_UNPACED;
+        // the handover as the last round left it: read once a round
+        let after: SharpAgentHo | undefined;
+        try {
+          for (;;) {
+            st = after ?? this.#readHandover(name, hid);
+            after = undefined;
+            if (st === undefined) throw new DataPlaneError(`${name}: handover ${hid} was disarmed during its release`);
+            if (st.state[side] === SHARP_HOLD_PASSING) break;
+            const queued = ((st.tail[side] as number) - (st.head[side] as number)) >>> 0;
+            if (queued > 0) {
+              // a frame replayed into a device that is down dies in the kernel (a live-frames test run
+              // frees a refused redirect; only ReplayLossCounter sees it): the ring keeps its frames
+              // until the way out is up. Checked before the side's first round only: the rounds after
+              // it follow at once, and what a link going down during them refuses is counted
+              if (!checked) {
+                const down = await this.#downLink(inst, replayMode === SHARP_REPLAY_TO_VNF ? 1 - side : side, replayMode);
+                if (down !== undefined) {
+                  if (performance.now() > deadline) throw new DataPlaneError(`${name}: cannot release handover ${hid}: interface ${down} is down (its ${queued} held frames stay in the ring)`);
+                  await sleep(5);
+                  continue;
+                }
+                checked = true;
               }
-              checked = true;
+              rounds++;
+              const releasedBefore = st.released[side] as bigint;
+              // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
+              // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
+              // replayed so far have left and been flushed, the ring says what is left, the next round goes on
+              untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: Math.min(queued, round), liveFrames: true, netns: inst.spec.netns }));
+              after = this.#readHandover(name, hid);
+              // the flush mark matters once the ring is empty (a frame passes only then): one update, not one a round
+              const head = after?.head[side] as number | undefined;
+              if (head !== undefined && head === after!.tail[side]) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
+              if (pace !== undefined && taken !== undefined && after !== undefined) {
+                // counted from the last read (after the round before had left): one read a round
+                taken = await paceRelease(pace, taken + ((after.released[side] as bigint) - releasedBefore));
+                if (taken === undefined) round = RELEASE_ROUND_UNPACED;
+              }
+              continue;
             }
-            rounds++;
-            // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
-            // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
-            // replayed so far have left and been flushed, the ring says what is left, the next round goes on
-            untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: queued, liveFrames: true, netns: inst.spec.netns }));
-            const head = this.#readHandover(name, hid)?.head[side] as number | undefined;
-            if (head !== undefined) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
-            continue;
+            // nothing queued and no frame arrived to flip the side: flip it here
+            const fin = untilNotInterrupted(() => inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns })).retval;
+            if (fin === SHARP_FINISH_DONE) break;
+            if (fin !== SHARP_FINISH_AGAIN) throw new DataPlaneError(`${name}: releasing handover ${hid} failed on side ${side} (finish returned ${fin})`);
+            if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side})`);
+            await sleep(0); // a frame is being written into its slot: let it finish
           }
-          // nothing queued and no frame arrived to flip the side: flip it here
-          const fin = untilNotInterrupted(() => inst.agent.program('agent_release_finish').run({ data: template, context: ctx, netns: inst.spec.netns })).retval;
-          if (fin === SHARP_FINISH_DONE) break;
-          if (fin !== SHARP_FINISH_AGAIN) throw new DataPlaneError(`${name}: releasing handover ${hid} failed on side ${side} (finish returned ${fin})`);
-          if (performance.now() > deadline) throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms (side ${side})`);
-          await sleep(0); // a frame is being written into its slot: let it finish
+        } finally {
+          pace?.close();
         }
         mode.update(u32.encode(side), u32.encode(SHARP_REPLAY_TO_VNF));
       }

@@ -275,7 +275,7 @@ export function semanticIssues(raw: unknown): RawIssue[] {
     if (cap === undefined) return;
     const { min, max } = LIMITS.ringCapacity;
     if (cap < min || cap > max || (cap & (cap - 1)) !== 0) {
-      add(['vnfs', i, 'ringCapacity'], `must be a power of two between ${min} and ${max} (64, 128, ..., 65536), got ${cap}`);
+      add(['vnfs', i, 'ringCapacity'], `must be a power of two between ${min} and ${max} (64, 128, ..., ${max}), got ${cap}`);
     }
   });
 

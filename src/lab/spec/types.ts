@@ -32,7 +32,8 @@ export const DEFAULTS = {
 } as const;
 
 export const LIMITS = {
-  ringCapacity: { min: 64, max: 65536 },
+  // 2^18: 262144 slots of 1544 bytes are 405 MB per side, 810 MB per ring (its two sides)
+  ringCapacity: { min: 64, max: 262144 },
   ringCount: { min: 1, max: 16 },
   mtu: { min: 576, max: 9000 },
   /** SHARP_MAX_WILD_RULES: wildcard rules one switch holds (XDP's rules_wild, P4's ternary table) */
@@ -62,7 +63,7 @@ export interface SwitchSpec {
 export interface VnfSpec {
   name: string;
   type: VnfType;
-  /** frames per hold ring and side; a power of two in 64..65536 */
+  /** frames per hold ring and side; a power of two in 64..262144 (1544 bytes each) */
   ringCapacity: number;
   /** hold rings (concurrent incoming handovers), 1..16 */
   ringCount: number;

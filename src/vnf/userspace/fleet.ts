@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { inNetns, ip } from '../../net/iproute.js';
 import type { DropCount, FlowKey } from '../../dataplane/types.js';
+import { LIMITS } from '../../lab/spec/types.js';
 import { flowItemKey } from '../../state/flow-key.js';
 import type { VnfAnswer, VnfCommand, VnfProcessReady, VnfProcessSpec, VnfProcessStats } from './protocol.js';
 
@@ -33,7 +34,7 @@ export const BARRIER_ADDRESS = '169.254.77.2';
 /** the routing table whose one route is the TUN */
 export const TUN_TABLE = 77;
 /** the TUN's transmit queue (and ring) in packets: above any hold ring's capacity (LIMITS.ringCapacity.max) */
-export const TUN_QUEUE_LEN = 65_536;
+export const TUN_QUEUE_LEN = LIMITS.ringCapacity.max;
 const START_TIMEOUT_MS = 15_000;
 const COMMAND_TIMEOUT_MS = 15_000;
 
