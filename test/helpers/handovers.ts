@@ -118,13 +118,14 @@ export class ThrowingMover implements StateMover {
 export function twoWayProbes(
   t: Test,
   lab: Pick<NetnsLab, 'client' | 'server'>,
-  o: { objectsDir: string; flows: number },
+  o: { objectsDir: string; flows: number; stamps?: boolean },
 ): { start(pps: number): void; stop(): Promise<TrafficReport[]>; stopAndAssertIntact(minSent: number): Promise<void> } {
   const pairs = [
     [lab.client, lab.server],
     [lab.server, lab.client],
   ] as const;
-  const sinks = pairs.map(([, to]) => new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname }));
+  // stamps: the sinks check the VNF's counter on every probe (a VNF that stamps)
+  const sinks = pairs.map(([, to]) => new TrafficSink({ objectsDir: o.objectsDir, netns: to.netns, ifname: to.ifname, flows: o.flows, ...(o.stamps === true ? { stamps: true } : {}) }));
   const gens = pairs.map(([from, to]) => new TrafficGenerator({ objectsDir: o.objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: o.flows }));
   let closed = false;
   const close = (): void => {

@@ -16,8 +16,7 @@ import { MGMT_ESTATE_PORT } from '../../src/lab/management-net.js';
 import { HandoverEngine, flowMoved, type HandoverResult } from '../../src/handover/engine.js';
 import { controllerStateMover } from '../../src/state/factory.js';
 import { Phase } from '../../src/dataplane/types.js';
-import { TrafficGenerator } from '../../src/traffic/generator.js';
-import { TrafficSink } from '../../src/traffic/sink.js';
+import { twoWayProbes } from '../helpers/handovers.js';
 import { sleep } from '../../src/util/mutex.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
 import { scrapeUnixSocket } from '../../src/metrics/scrape.js';
@@ -47,20 +46,8 @@ t.test('handovers with state: estate on node processes: records go member to mem
   const mover = controllerStateMover('estate');
   t.teardown(() => mover.close?.());
   const engine = new HandoverEngine(nl.dp, { mover });
-  const { client, server } = nl.lab;
-  const closers: (() => void)[] = [];
-  t.teardown(() => closers.reverse().forEach((c) => c()));
-  const pair = (from: typeof client, to: typeof client): { gen: TrafficGenerator; sink: TrafficSink } => {
-    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, stamps: true, flows: 4 });
-    closers.push(() => sink.close());
-    const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: 4, frameSize: 128 });
-    closers.push(() => gen.close());
-    return { gen, sink };
-  };
-  const fw = pair(client, server);
-  const rv = pair(server, client);
-  fw.gen.start(PPS);
-  rv.gen.start(PPS);
+  const probes = twoWayProbes(t, nl.lab, { objectsDir, flows: 4, stamps: true });
+  probes.start(PPS);
   await sleep(300);
   const results: HandoverResult[] = [];
   let at = 'vnf1';
@@ -71,18 +58,16 @@ t.test('handovers with state: estate on node processes: records go member to mem
     if (flowMoved(r)) at = to;
     await sleep(50);
   }
-  await Promise.all([fw.gen.stop(), rv.gen.stop()]);
-  await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
+  const reports = await probes.stop();
   for (const r of results) {
     t.equal(r.outcome, 'completed', `handover ${r.id} ${r.from}→${r.to}: ${r.reason ?? 'completed'}`);
     t.match(r.state, { records: 8, path: 'host-to-host', transport: 'store', peer: groups[0] }, `handover ${r.id}: 8 records (4 flows each way) staged in the group, node to node`);
     t.equal(r.counts.held, r.counts.released, `handover ${r.id}: held ${r.counts.held} = released`);
   }
-  for (const [dir, x] of [
-    ['client→server', fw],
-    ['server→client', rv],
+  for (const [dir, rep] of [
+    ['client→server', reports[0]!],
+    ['server→client', reports[1]!],
   ] as const) {
-    const rep = x.sink.report(x.gen.sentPerFlow());
     t.ok(rep.sent > 0, `${dir}: ${rep.sent} probes`);
     t.same({ lost: rep.lost, reordered: rep.reordered, duplicated: rep.duplicated, stampMismatches: rep.stampMismatches }, { lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${dir}: nothing lost, reordered or duplicated; the VNF's counters continuous across the moves`);
   }

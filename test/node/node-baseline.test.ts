@@ -14,8 +14,7 @@ import { openNodeLab } from '../../src/lab/lab-nodes.js';
 import { installRules, standardSpec } from '../../src/lab/netns-lab.js';
 import { HandoverEngine, flowMoved } from '../../src/handover/engine.js';
 import { DelayedStateMover, VnfMapStateMover } from '../../src/handover/state-mover.js';
-import { TrafficGenerator } from '../../src/traffic/generator.js';
-import { TrafficSink } from '../../src/traffic/sink.js';
+import { twoWayProbes } from '../helpers/handovers.js';
 import { sleep } from '../../src/util/mutex.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
 
@@ -35,20 +34,8 @@ t.test('controller-buffer handovers on node processes: frames up to the controll
     .filter((r) => r.action.outPort === 's1-vnf1' || r.action.outPort === 's2-vnf1')
     .map((r) => r.id);
   const engine = new HandoverEngine(nl.dp, { mover: new DelayedStateMover(new VnfMapStateMover(), STATE_DELAY_MS) });
-  const { client, server } = nl.lab;
-  const closers: (() => void)[] = [];
-  t.teardown(() => closers.reverse().forEach((c) => c()));
-  const pair = (from: typeof client, to: typeof client): { gen: TrafficGenerator; sink: TrafficSink } => {
-    const sink = new TrafficSink({ objectsDir, netns: to.netns, ifname: to.ifname, stamps: true, flows: 2 });
-    closers.push(() => sink.close());
-    const gen = new TrafficGenerator({ objectsDir, netns: from.netns, ifname: from.ifname, srcMac: from.mac, dstMac: to.mac, srcIp: from.ip, dstIp: to.ip, flows: 2, frameSize: 128 });
-    closers.push(() => gen.close());
-    return { gen, sink };
-  };
-  const fw = pair(client, server);
-  const rv = pair(server, client);
-  fw.gen.start(PPS);
-  rv.gen.start(PPS);
+  const probes = twoWayProbes(t, nl.lab, { objectsDir, flows: 2, stamps: true });
+  probes.start(PPS);
   await sleep(300);
   const before = await nl.dp.controllerDataPackets();
   const baseline = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 2 * PPS, mode: 'controller-buffer' });
@@ -56,19 +43,17 @@ t.test('controller-buffer handovers on node processes: frames up to the controll
   await sleep(100);
   const sharp = await engine.handover({ rules, from: flowMoved(baseline) ? 'vnf2' : 'vnf1', to: flowMoved(baseline) ? 'vnf1' : 'vnf2', expectedPps: 2 * PPS });
   await sleep(100);
-  await Promise.all([fw.gen.stop(), rv.gen.stop()]);
-  await Promise.all([fw.sink.drain(fw.gen.sent), rv.sink.drain(rv.gen.sent)]);
+  const reports = await probes.stop();
 
   t.equal(baseline.outcome, 'completed', `baseline: ${baseline.reason ?? 'completed'}`);
   t.ok(baseline.controllerBuffer.peakPackets > 0, `the controller buffered ${baseline.controllerBuffer.peakPackets} frames (${baseline.controllerBuffer.peakBytes} bytes) at its peak`);
   t.equal(after.packets - before.packets, BigInt(baseline.controllerBuffer.packets), `the switches' nodes diverted ${after.packets - before.packets} frames; the controller received every one of them`);
   t.equal(sharp.outcome, 'completed', `SHarP: ${sharp.reason ?? 'completed'}`);
   t.equal(sharp.controllerBuffer.peakPackets, 0, 'SHarP buffers nothing at the controller');
-  for (const [name, x] of [
-    ['client→server', fw],
-    ['server→client', rv],
+  for (const [name, rep] of [
+    ['client→server', reports[0]!],
+    ['server→client', reports[1]!],
   ] as const) {
-    const rep = x.sink.report(x.gen.sentPerFlow());
     t.ok(rep.sent > 0, `${name}: ${rep.sent} probes`);
     t.same({ lost: rep.lost, reordered: rep.reordered, duplicated: rep.duplicated, stampMismatches: rep.stampMismatches }, { lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0 }, `${name}: nothing lost, reordered or duplicated through the controller and back`);
   }
