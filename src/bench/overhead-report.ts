@@ -13,8 +13,8 @@ export function writeOverheadDistribution(repoRoot: string, r: OverheadResult, m
   const n = r.overheadsMs.length;
   const cdf = r.overheadsMs.map((ms, i): [number, number] => [ms, (i + 1) / n]);
   const svg = svgChart({
-    title: `Handover overhead beyond the state move (${n} handovers, ${r.pps} pps, ${r.stateDelayMs} ms state delay; ${machine}): median ${r.overheadMedianMs} ms, p99 ${r.overheadP99Ms} ms`,
-    xLabel: 'overhead: duration − state delay (ms)',
+    title: `Handover overhead beyond the state move: median ${r.overheadMedianMs} ms, p99 ${r.overheadP99Ms} ms`,
+    xLabel: `duration − state delay (ms); ${n} handovers, ${r.pps} pps, ${r.stateDelayMs} ms state delay; ${machine}`,
     yLabel: 'share of handovers at or below',
     series: [
       { name: 'handovers (cumulative share)', points: cdf },
