@@ -18,7 +18,10 @@ export class CaptureUnsupportedError extends Error {
 
 /** The P4 switch has no hook: what BMv2 offers instead is not wired up. */
 export const BMV2_CAPTURE_UNSUPPORTED =
-  "capture is not supported on bmv2: the P4 switch runs in BMv2, whose packets the XDP capture hook never sees, and sharpctl does not drive BMv2's own pcap dumping (simple_switch --pcap) or a packet-in mirror yet; capture on an XDP lab instead (sharpctl lab up --target xdp)";
+  "capture is not supported on bmv2 switches: the P4 switch runs in BMv2, whose packets the XDP capture hook never sees, and sharpctl does not drive BMv2's own pcap dumping (simple_switch --pcap) or a packet-in mirror yet; this lab runs its agents in its own process, with no node to capture at either; capture on an XDP lab (sharpctl lab up --target xdp) or on a BMv2 lab whose agents run on nodes (the default)";
+
+/** A BMv2 lab on nodes: the agents capture, the P4 switches cannot. */
+export const BMV2_CAPTURE_AGENTS_ONLY = 'the P4 switches are BMv2, with no capture hook: frames as the agents see them only';
 
 /** A node asked for something it cannot do (no such port, a capture running already): its message, with the node named. */
 export class CaptureNodeError extends Error {

@@ -52,7 +52,8 @@ own port and, for switch records, the port it came in by. The pcapng has an
 interface per node:port:direction; each packet's comment names the program,
 verdict, reason, handover, rule and ring position (frame.comment in tshark).
 Records the capture ring had no room for are counted (ringFull), never the
-frames: capture never holds the data path back. Not supported on bmv2.`;
+frames: capture never holds the data path back. On a BMv2 lab only the agents
+capture (the P4 switch has no hook).`;
 
 export function addCaptureCommands(program: Command): void {
   program
@@ -95,7 +96,7 @@ export function addCaptureCommands(program: Command): void {
         if (e instanceof CaptureRequestError) throw new UsageError(e.message, { cause: e });
         throw e;
       }
-      const { runCapture, connectNodeSockets, CaptureNodeError, BMV2_CAPTURE_UNSUPPORTED, CaptureUnsupportedError } = await import('../capture/run.js');
+      const { runCapture, connectNodeSockets, CaptureNodeError, BMV2_CAPTURE_UNSUPPORTED, BMV2_CAPTURE_AGENTS_ONLY, CaptureUnsupportedError } = await import('../capture/run.js');
       const clients = await (async () => {
         if (o.spec !== undefined) {
           const { loadDeploySpec } = await import('../deploy/spec.js');
@@ -110,8 +111,12 @@ export function addCaptureCommands(program: Command): void {
         const p = labPaths(runDir, name);
         const st = readState(p);
         if (st === undefined || !daemonAlive(st)) throw new LabError(`lab '${name}' is not up (sharpctl lab up${name === 'default' ? '' : ` --name ${name}`})`);
-        if (st.target === 'bmv2') throw new EnvironmentError(BMV2_CAPTURE_UNSUPPORTED, { cause: new CaptureUnsupportedError(BMV2_CAPTURE_UNSUPPORTED) });
         const sockets = labNodeSockets(path.join(p.dir, 'work', 'nodes'));
+        if (st.target === 'bmv2') {
+          // the agents run on nodes (the default): they capture; in the lab's own process nothing can
+          if (sockets.length === 0) throw new EnvironmentError(BMV2_CAPTURE_UNSUPPORTED, { cause: new CaptureUnsupportedError(BMV2_CAPTURE_UNSUPPORTED) });
+          if (o.json !== true || process.env['SHARPCTL_PROGRESS'] === '1') process.stderr.write(`capture: ${BMV2_CAPTURE_AGENTS_ONLY}\n`);
+        }
         if (sockets.length === 0) throw new LabError(`lab '${name}' runs no node processes to capture on (it is ${st.status})`);
         return connectNodeSockets(sockets);
       })();
