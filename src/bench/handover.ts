@@ -68,12 +68,23 @@ export interface LabSession {
  * in-process where a bench compares with the controller-buffer baseline
  * (the paper's experiments, kept as measured before the nodes).
  */
-export async function openLab(objectsDir: string, prefix: string, ringCapacity = 8192, o: { via?: 'nodes' | 'in-process'; ringCount?: number } = {}): Promise<LabSession> {
+export async function openLab(
+  objectsDir: string,
+  prefix: string,
+  ringCapacity = 8192,
+  o: { via?: 'nodes' | 'in-process'; ringCount?: number; target?: 'xdp' | 'bmv2'; simpleSwitchGrpc?: string } = {},
+): Promise<LabSession> {
   const via = o.via ?? 'nodes';
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'sharp-bench-'));
   let opened: Awaited<ReturnType<typeof openAnyLab>>;
   try {
-    opened = await openAnyLab(standardSpec({ ringCapacity, ringCount: o.ringCount ?? 2 }), prefix, { objectsDir, workDir, target: 'xdp', via });
+    opened = await openAnyLab(standardSpec({ ringCapacity, ringCount: o.ringCount ?? 2 }), prefix, {
+      objectsDir,
+      workDir,
+      target: o.target ?? 'xdp',
+      via,
+      ...(o.simpleSwitchGrpc === undefined ? {} : { simpleSwitchGrpc: o.simpleSwitchGrpc }),
+    });
   } catch (e) {
     rmSync(workDir, { recursive: true, force: true });
     throw e;

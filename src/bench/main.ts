@@ -22,7 +22,9 @@ Runs every benchmark side by side in one run and writes results/bench.json:
 map operations, XDP forwarding vs a bare redirect, what marking costs (broken
 down), the capture hook's cost, the highest lossless handover rate, the
 generator's ceiling, the line-rate sweep, handover overhead, state
-management, many flows, CLI start-up.
+management, many flows, BMv2 builds side by side (where BMv2 is
+installed: SHARP_BMV2_BUILDS=name=/path/simple_switch_grpc,… else the one
+on PATH), CLI start-up.
 Needs root; takes tens of minutes (--quick: a few).
 
   --quick   fewer rates, rounds and handovers
@@ -166,6 +168,47 @@ for (const r of stateRows) {
   console.log(`\nmany flows: one handover of ${scale.exactFlows} exact rules, one of a wildcard rule pair carrying ${scale.wildcardFlows} flows, with their VNF state (16 flows each way under traffic; the rest imported into vnf1's flow_state map):`);
   const mf = await benchManyFlows({ objectsDir, prefix: `sharp-bench-${process.pid}-mf`, ...scale, progress: (l) => console.log(`  ${l}`) });
   for (const [k, v] of Object.entries(mf.figures)) results[k] = v;
+}
+
+{
+  // BMv2 builds side by side (src/bench/bmv2.ts): keys bmv2.<build>.*
+  const { bmv2Builds, benchBmv2Build } = await import('./bmv2.js');
+  const builds = bmv2Builds();
+  if ('reason' in builds) console.log(`\nBMv2: skipped (${builds.reason})`);
+  else {
+    const secondsPerRate = quick ? 2 : 4;
+    console.log(`\nBMv2 (${builds.map((b) => `${b.name}: ${b.simpleSwitchGrpc}`).join('; ')}): the standard lab on BMv2, probes both ways (4 flows), ${secondsPerRate} s per rate; the lossless forwarding ceiling, then handovers (state delay 0) at fractions of it:`);
+    const rows: Record<string, Record<string, number | string>> = {};
+    const ceilings = new Map<string, number>();
+    for (const b of builds) {
+      const r = await benchBmv2Build(b, {
+        objectsDir,
+        rates: quick ? [500, 1000, 2000] : [500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10_000, 12_000],
+        secondsPerRate,
+        refine: quick ? 0 : 2,
+        handoverFractions: quick ? [0.5, 0.9] : [0.5, 0.7, 0.8, 0.9, 1],
+        handoversPerRate: quick ? 2 : 4,
+        log: (l) => console.log(l),
+      });
+      ceilings.set(b.name, r.ceilingPps);
+      const k = `bmv2.${b.name}`;
+      results[`${k}.ceilingPpsPerDirection`] = r.ceilingPps;
+      results[`${k}.handoverMaxLosslessPpsPerDirection`] = r.handoverMaxLosslessPps;
+      results[`${k}.handoverVsCeilingRatio`] = r.handoverVsCeiling;
+      results[`${k}.handoverMedianMs`] = r.handoverMedianMs;
+      results[`${k}.broke`] = r.brokeAt ?? 'nothing up to the ceiling';
+      const atCeiling = r.forwarding.filter((t) => t.clean).at(-1);
+      if (atCeiling !== undefined) results[`${k}.latencyP50MsAtCeiling`] = atCeiling.latencyP50Ms;
+      rows[b.name] = { 'ceiling pps/dir': r.ceilingPps, 'handovers lossless up to pps/dir': r.handoverMaxLosslessPps, 'vs ceiling': r.handoverVsCeiling, 'handover median ms': r.handoverMedianMs, broke: r.brokeAt ?? '-' };
+    }
+    console.table(rows);
+    const d = ceilings.get('default');
+    const f = ceilings.get('fast');
+    if (d !== undefined && f !== undefined && d > 0) {
+      results['bmv2.fastVsDefaultCeilingRatio'] = +(f / d).toFixed(2);
+      console.log(`bmv2.fastVsDefaultCeilingRatio = ${results['bmv2.fastVsDefaultCeilingRatio']}`);
+    }
+  }
 }
 
 {

@@ -33,9 +33,9 @@ const NODE_START_MS = 20_000;
 export async function openBmv2NodeLab(
   spec: LabSpec,
   prefix: string,
-  o: { dir: string; cli: string; objectsDir: string; quiescenceMs?: number; callTimeoutMs?: number; bmv2Log?: boolean; pipeline?: PipelineMode },
+  o: { dir: string; cli: string; objectsDir: string; quiescenceMs?: number; callTimeoutMs?: number; bmv2Log?: boolean; simpleSwitchGrpc?: string; pipeline?: PipelineMode },
 ): Promise<Bmv2NodeLab> {
-  const lab = await createMininetLab(spec, prefix, { dir: o.dir, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }) });
+  const lab = await createMininetLab(spec, prefix, { dir: o.dir, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }), ...(o.simpleSwitchGrpc === undefined ? {} : { simpleSwitchGrpc: o.simpleSwitchGrpc }) });
   const procs: NodeProcess[] = [];
   let nodes: LabNode[] = [];
   let pass: SwitchVethPass | undefined;

@@ -26,6 +26,8 @@ export interface OpenLabOptions {
   quiescenceMs?: number;
   /** bmv2: BMv2's per-packet event log (slow) */
   bmv2Log?: boolean;
+  /** bmv2: the simple_switch_grpc to run (default: the first on PATH), e.g. to compare two builds */
+  simpleSwitchGrpc?: string;
   /**
    * 'nodes' (default) runs a node daemon process in every switch (xdp) and
    * VNF namespace and drives them over the node API, and BMv2 switches over
@@ -82,6 +84,7 @@ async function withUserspaceVnfs(opened: OpenedLab): Promise<OpenedLab> {
 async function openDataPlane(spec: LabSpec, prefix: string, o: OpenLabOptions): Promise<OpenedLab> {
   const target = o.target ?? spec.target;
   const q = o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs };
+  const bmv2 = { ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }), ...(o.simpleSwitchGrpc === undefined ? {} : { simpleSwitchGrpc: o.simpleSwitchGrpc }) };
   if (target === 'xdp' && (o.via ?? 'nodes') === 'nodes') {
     const nl = await openNodeLab({ ...spec, target }, prefix, { dir: path.join(o.workDir, 'nodes'), cli: path.join(repoRoot, 'dist/src/cli/main.js'), ...q });
     const metricsSockets = nl.nodes.flatMap((p) => (p.node.config.metrics?.unix === undefined ? [] : [p.node.config.metrics.unix]));
@@ -102,11 +105,11 @@ async function openDataPlane(spec: LabSpec, prefix: string, o: OpenLabOptions): 
   }
   const cli = path.join(repoRoot, 'dist/src/cli/main.js');
   if ((o.via ?? 'nodes') === 'nodes') {
-    const bl = await openBmv2NodeLab({ ...spec, target }, prefix, { dir: o.workDir, cli, objectsDir: o.objectsDir, ...q, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }) });
+    const bl = await openBmv2NodeLab({ ...spec, target }, prefix, { dir: o.workDir, cli, objectsDir: o.objectsDir, ...q, ...bmv2 });
     const metricsSockets = bl.nodes.flatMap((p) => (p.node.config.metrics?.unix === undefined ? [] : [p.node.config.metrics.unix]));
     return { target, lab: bl.lab, dp: bl.dp, metricsSockets, close: bl.close };
   }
-  const lab = await createMininetLab({ ...spec, target }, prefix, { dir: o.workDir, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }) });
+  const lab = await createMininetLab({ ...spec, target }, prefix, { dir: o.workDir, ...bmv2 });
   let dp: Bmv2DataPlane;
   try {
     dp = await Bmv2DataPlane.create(lab.bmv2, { objectsDir: o.objectsDir, p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json, ...q });
