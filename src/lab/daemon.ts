@@ -21,7 +21,7 @@ import { Phase, localDeployment, type DataPlane, type FlowKey, type Rule, type R
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { TrafficAccounting } from '../traffic/accounting.js';
-import { serve, type Handler } from './rpc.js';
+import { serve, toJson, type Handler } from './rpc.js';
 import { labPaths, writeState, readState, processStartTime, type LabState, type TrafficRecord } from './run-dir.js';
 import { FileJournal } from '../handover/journal.js';
 import { adoptNodeLab, type AdoptedNode } from './lab-nodes.js';
@@ -301,7 +301,7 @@ async function main(): Promise<void> {
       ...(recoverError === undefined ? {} : { error: recoverError }),
       ...(trafficEnded === undefined ? {} : { trafficEnded }),
     };
-    process.stderr.write(`recovered lab '${a.name}' from daemon pid ${old.pid}: ${JSON.stringify(recovery)}\n`);
+    process.stderr.write(`recovered lab '${a.name}' from daemon pid ${old.pid}: ${toJson(recovery)}\n`);
   }
 
   /** A port by its name ("s1-vnf1") or by the node behind it ("vnf1"). */
