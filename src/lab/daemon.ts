@@ -22,7 +22,7 @@ import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { TrafficAccounting } from '../traffic/accounting.js';
 import { serve, toJson, type Handler } from './rpc.js';
-import { labPaths, writeState, readState, processStartTime, type LabState, type TrafficRecord } from './run-dir.js';
+import { labPaths, writeState, readState, processStartTime, type DaemonRecord, type LabState, type TrafficRecord } from './run-dir.js';
 import { FileJournal } from '../handover/journal.js';
 import { adoptNodeLab, type AdoptedNode } from './lab-nodes.js';
 import { repoRoot } from '../cli/paths.js';
@@ -144,7 +144,7 @@ function labSpecOf(specFile: string | undefined, instances: number): LabSpec {
   return specFile === undefined ? standardSpec({ instances, ringCapacity: 8192, ringCount: 4 }) : (JSON.parse(readFileSync(specFile, 'utf8')) as LabSpec);
 }
 
-const processRecordOf = (st: Pick<LabState, 'pid' | 'pidStart'>): { pid: number; pidStart?: number } => (st.pidStart === undefined ? { pid: st.pid } : { pid: st.pid, pidStart: st.pidStart });
+const processRecordOf = (st: Pick<LabState, 'pid' | 'pidStart'>): DaemonRecord => (st.pidStart === undefined ? { pid: st.pid } : { pid: st.pid, pidStart: st.pidStart });
 
 /** What a replacement daemon says of the traffic run its dead predecessor had going: no numbers, they died with it. */
 function trafficEndedNote(t: TrafficRecord, pid: number): TrafficRecord & { endedWithDaemon: number; note: string } {
@@ -204,9 +204,16 @@ async function main(): Promise<void> {
   const trafficEnded = old?.traffic === undefined ? undefined : trafficEndedNote(old.traffic, old.pid);
   let closeMovers: () => Promise<void> = async () => undefined;
 
+  /** a recovery until it is ready: stopped then, it leaves the lab as the dead daemon did (lab recover can be run again) */
+  let recovering = old !== undefined;
   const teardown = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    if (recovering) {
+      save({ ...state, status: 'failed', error: 'stopped while recovering: the lab is left as the dead daemon left it, with what was recovered so far in the journal' });
+      await dp?.close();
+      process.exit(1);
+    }
     for (const t of traffic) await t.gen.stop().catch(() => undefined);
     for (const t of traffic) {
       t.sink.close();
@@ -527,6 +534,7 @@ async function main(): Promise<void> {
   await new Promise<void>((r) => server!.once('listening', () => r()));
   // HTTP on a Unix socket of the run directory only (mode 0600): a TCP listener would need mutual TLS, which a lab has no certificates for
   metricsServer = await startMetricsServer({ unix: paths.metrics, render: () => handoverMetrics.text(), log: (l) => process.stderr.write(`${l}\n`) });
+  recovering = false;
   save({ ...state, status: 'ready', metricsSocket: paths.metrics, namespaces: theLab.namespaces });
   writeFileSync(path.join(paths.dir, 'ready'), '');
 }
