@@ -239,7 +239,7 @@ export function addLabCommands(program: Command): void {
     .addHelpText(
       'after',
       examples('sharpctl lab up', 'sharpctl lab status', 'sharpctl lab recover            # after the lab daemon died (kill -9, a crash)', 'sharpctl lab down --all') +
-        "\n\nThe lab daemon journals its handovers. If it dies, the lab keeps forwarding (its node processes own the data plane)\nand every lab command says so: sharpctl lab recover starts a new daemon that adopts the lab and finishes or rolls\nback the handover in flight; sharpctl lab down removes the lab instead.",
+        '\n\nThe lab daemon journals its handovers. If it dies, the lab keeps forwarding (its\nnode processes own the data plane) and every lab command says so: sharpctl lab\nrecover starts a new daemon that adopts the lab and finishes or rolls back the\nhandover in flight; sharpctl lab down removes the lab instead.',
     );
 
   lab
@@ -424,7 +424,7 @@ export function addLabCommands(program: Command): void {
     .addHelpText(
       'after',
       examples('sharpctl lab recover', 'sharpctl lab recover --name lab2 --json', "sharpctl lab recover --json | jq '.handovers[] | {id, outcome, reason}'") +
-        '\n\nA lab whose daemon died keeps forwarding (its node processes own every kernel object). Any lab command then says so;\nlab recover adopts the lab, lab down removes it. Only an XDP lab of node processes can be recovered (not BMv2, not userspace VNFs).',
+        '\n\nA lab whose daemon died keeps forwarding (its node processes own every kernel\nobject), and any lab command says so; lab recover adopts the lab, lab down\nremoves it. Only an XDP lab of node processes can be recovered (not BMv2, not\nuserspace VNFs: they live in the daemon).',
     )
     .action(async (o: { name: string; json?: boolean }) => {
       requireRoot('sharpctl lab recover', 'it starts a lab daemon that drives the lab\'s node processes');

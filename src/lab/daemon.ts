@@ -152,6 +152,21 @@ function trafficEndedNote(t: TrafficRecord, pid: number): TrafficRecord & { ende
   return { ...t, endedWithDaemon: pid, note: `the traffic run started at ${t.startedAt} (${what}) ended with lab daemon pid ${pid}, which died: its generator and sink ran inside that daemon, and their counts died with it` };
 }
 
+/**
+ * Tests only (test/lab/daemon-recovery): SHARP_LAB_PAUSE_AT=<step> freezes
+ * this daemon, the whole thread, when its first handover enters that step
+ * (journalled, none of its operations run yet), so that a test can kill -9
+ * it exactly there, as test/node/fixtures/controller.ts does a controller.
+ */
+const PAUSE_AT = process.env['SHARP_LAB_PAUSE_AT'];
+let pausedOnce = false;
+function pauseHook(step: string): void {
+  if (PAUSE_AT === undefined || step !== PAUSE_AT || pausedOnce) return;
+  pausedOnce = true;
+  process.stderr.write(`paused at ${step} (SHARP_LAB_PAUSE_AT)\n`);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120_000);
+}
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   // the lock stays with this process: the children it starts (redis-server, E-State peers, Mininet) must not keep it
@@ -443,7 +458,10 @@ async function main(): Promise<void> {
         // this handover's events only: a concurrent one's progress is not ours to show
         const backend = q.state ?? theLab.spec.state;
         const r = await engine.handover({
-          onEvent: (ev) => emit(ev),
+          onEvent: (ev) => {
+            emit(ev);
+            pauseHook(ev.step);
+          },
           rules,
           from,
           to: q.to,

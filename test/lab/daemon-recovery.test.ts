@@ -1,11 +1,13 @@
 // The lab daemon survives its own death: sharpctl lab up, probe traffic both
 // ways that this test owns (generator and sink in the client and server
 // namespaces, not in the daemon), then kill -9 of the lab daemon (a) while
-// idle, with one node process killed too, and (b) in the middle of a
-// handover's state move. Traffic keeps flowing while the daemon is dead;
-// sharpctl lab recover adopts the lab, recovers the handover in flight; the
-// next handover completes; nothing lost, reordered or duplicated; lab down
-// leaves no namespace, process or pin.
+// idle, with one node process killed too, (c) frozen as a handover enters
+// releasing (SHARP_LAB_PAUSE_AT: committed, so recovered forward) and (b)
+// during a handover's state move (rolled back). Traffic keeps flowing while
+// the daemon is dead; sharpctl lab recover adopts the lab and recovers the
+// handover in flight; the next handover completes; nothing lost, reordered
+// or duplicated; the daemon's own traffic is reported as ended with it;
+// lab down leaves no namespace, process or pin.
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -49,6 +51,32 @@ t.teardown(async () => {
   for (const ns of listNetns(prefix)) deleteNetns(ns);
   rmSync(runDir, { recursive: true, force: true });
 });
+
+/**
+ * `sharpctl handover <args>` in the background; `reached` resolves when it
+ * prints `step` (rejects if it exits first or takes 60 s), `exit` with its
+ * exit code.
+ */
+function handoverUntil(args: string[], step: string): { reached: Promise<void>; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [cli, 'handover', ...args, '--name', name], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const reached = new Promise<void>((resolve, reject) => {
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`handover ${args.join(' ')}: no '${step}' within 60 s: ${err}`)), 60_000);
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes(step)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exit.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`handover ${args.join(' ')} exited before '${step}': ${err}`));
+    });
+  });
+  return { reached, exit };
+}
 
 /** Kills the lab's daemon (the one this test's lab up or recover started) and waits until it is gone. */
 async function killDaemon(t: Test): Promise<DaemonRecord> {
@@ -103,7 +131,10 @@ t.test('kill -9 of the lab daemon, idle and mid-handover: traffic flows on, lab 
   t.equal(upAgain.code, 1, 'lab up on it is refused');
   t.match(upAgain.stderr, /lab recover .*nothing was changed/);
 
-  const rec1 = json<Recovery>(['lab', 'recover']);
+  // the new daemon freezes when its first handover enters releasing (committed: the state has moved), for (c) below
+  const r1 = runSync(['lab', 'recover', '--name', name, '--json'], { env: { ...env, SHARP_LAB_PAUSE_AT: 'releasing' }, timeout: 120_000 });
+  t.equal(r1.code, 0, `lab recover: ${r1.stderr}`);
+  const rec1 = JSON.parse(r1.stdout) as Recovery;
   recordNodes();
   t.equal(rec1.previousDaemon.pid, dead.pid, 'the new daemon replaces the dead one');
   t.same(rec1.handovers, [], 'no handover was in flight');
@@ -120,23 +151,30 @@ t.test('kill -9 of the lab daemon, idle and mid-handover: traffic flows on, lab 
   const again = run(['lab', 'recover']);
   t.equal(again.code, 1, 'a second recover: exit 1');
   t.match(again.stderr, /has a running daemon .*nothing to recover/);
-  const h1 = json<{ outcome: string; from: string }>(['handover', '1,3', '--to', 'vnf2']);
-  t.same([h1.outcome, h1.from], ['completed', 'vnf1'], 'the recovered daemon hands over to the restarted node');
 
-  // (b) mid-handover: rule 1 (client→server) back to vnf1, killed during its state move; server→client (rule 3) stays on vnf2
-  const child = spawn(process.execPath, [cli, 'handover', '1', '--to', 'vnf1', '--state-delay', '3000', '--name', name], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-  await new Promise<void>((resolve) => {
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.includes('moving-state')) resolve();
-    });
-    child.once('exit', () => resolve());
-  });
+  // (c) killed once committed (B's release about to begin): rule 1 (client→server) to the restarted vnf2; server→client stays on vnf1
+  const c = handoverUntil(['1', '--to', 'vnf2'], 'releasing');
+  await c.reached;
+  const atC = delivered();
+  const deadC = await killDaemon(t);
+  t.not(await c.exit, 0, 'the handover command fails with its daemon');
+  await sleep(1000);
+  const duringC = delivered().map((d, i) => d - atC[i]!);
+  t.ok(duringC[1]! > 0, `server→client frames delivered while the daemon was dead at releasing: ${duringC[1]} (client→server held in vnf2's ring: ${duringC[0]} delivered)`);
+  const recC = json<Recovery>(['lab', 'recover']);
+  recordNodes();
+  t.equal(recC.previousDaemon.pid, deadC.pid);
+  t.equal(recC.handovers.length, 1, 'one handover was in flight');
+  t.equal(recC.handovers[0]!.outcome, 'completed', `committed, so finished forward: ${recC.handovers[0]!.reason}`);
+  t.match(recC.handovers[0]!.reason, /left at releasing by a previous controller, finished/);
+  t.equal(json<{ id: number; action: { outPort: string } }[]>(['rule', 'list']).find((r) => r.id === 1)?.action.outPort, 's1-vnf2', 'rule 1 sends to the restarted vnf2');
+
+  // (b) mid-handover: rule 1 (client→server) back to vnf1, killed during its state move; server→client (rule 3) stays on vnf1
+  const b = handoverUntil(['1', '--to', 'vnf1', '--state-delay', '3000'], 'moving-state');
+  await b.reached;
   const mid = delivered();
   const dead2 = await killDaemon(t);
-  const cliExit = await new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  t.not(cliExit, 0, 'the handover command fails with its daemon');
+  t.not(await b.exit, 0, 'the handover command fails with its daemon');
   await sleep(1500);
   const during2 = delivered().map((d, i) => d - mid[i]!);
   t.ok(during2[1]! > 0, `server→client frames delivered while the daemon was dead mid-handover: ${during2[1]} (client→server held in vnf1's ring meanwhile: ${during2[0]} delivered)`);
@@ -153,6 +191,7 @@ t.test('kill -9 of the lab daemon, idle and mid-handover: traffic flows on, lab 
   const at = rules.find((r) => r.id === 1)!.action.outPort;
   t.equal(at, h2.outcome === 'aborted' ? 's1-vnf2' : 's1-vnf1', `rule 1 sends to ${at}`);
   const report = json<{ handovers: { id: number; outcome: string }[] }>(['report']);
+  // a daemon's report holds its own handovers: this one's, the recovered one
   t.same(report.handovers.map((h) => h.outcome), [h2.outcome], "the recovered handover is in the new daemon's report");
   // the next handover, through the CLI, completes
   const h3 = json<{ outcome: string }>(['handover', 'all', '--from', 'vnf2', '--to', 'vnf1']);
