@@ -88,6 +88,28 @@ async function killDaemon(t: Test): Promise<DaemonRecord> {
   return d;
 }
 
+/** Runs `handover <args>`, kills the daemon as the handover prints `step`, waits `gapMs`; returns the probes delivered since the kill, each direction. */
+async function killMidHandover(t: Test, args: string[], step: string, gapMs: number, delivered: () => number[]): Promise<number[]> {
+  const h = handoverUntil(args, step);
+  await h.reached;
+  const at = delivered();
+  await killDaemon(t);
+  t.not(await h.exit, 0, 'the handover command fails with its daemon');
+  await sleep(gapMs);
+  return delivered().map((d, i) => d - at[i]!);
+}
+
+/** lab recover after a kill mid-handover: the one handover it recovered. */
+function recoverOne(t: Test): Recovery['handovers'][number] {
+  const dead = state().pid;
+  const rec = json<Recovery>(['lab', 'recover']);
+  recordNodes();
+  t.equal(rec.previousDaemon.pid, dead, `the new daemon replaces pid ${dead}`);
+  t.ok(rec.nodes.every((n) => n.how === 'adopted'), 'every node process adopted');
+  t.equal(rec.handovers.length, 1, 'one handover was in flight');
+  return rec.handovers[0]!;
+}
+
 interface Recovery {
   previousDaemon: { pid: number };
   nodes: { node: string; how: 'adopted' | 'restarted'; pid: number }[];
@@ -153,39 +175,19 @@ t.test('kill -9 of the lab daemon, idle and mid-handover: traffic flows on, lab 
   t.match(again.stderr, /has a running daemon .*nothing to recover/);
 
   // (c) killed once committed (B's release about to begin): rule 1 (client→server) to the restarted vnf2; server→client stays on vnf1
-  const c = handoverUntil(['1', '--to', 'vnf2'], 'releasing');
-  await c.reached;
-  const atC = delivered();
-  const deadC = await killDaemon(t);
-  t.not(await c.exit, 0, 'the handover command fails with its daemon');
-  await sleep(1000);
-  const duringC = delivered().map((d, i) => d - atC[i]!);
+  const duringC = await killMidHandover(t, ['1', '--to', 'vnf2'], 'releasing', 1000, delivered);
   t.ok(duringC[1]! > 0, `server→client frames delivered while the daemon was dead at releasing: ${duringC[1]} (client→server held in vnf2's ring: ${duringC[0]} delivered)`);
-  const recC = json<Recovery>(['lab', 'recover']);
-  recordNodes();
-  t.equal(recC.previousDaemon.pid, deadC.pid);
-  t.equal(recC.handovers.length, 1, 'one handover was in flight');
-  t.equal(recC.handovers[0]!.outcome, 'completed', `committed, so finished forward: ${recC.handovers[0]!.reason}`);
-  t.match(recC.handovers[0]!.reason, /left at releasing by a previous controller, finished/);
+  const hC = recoverOne(t);
+  t.equal(hC.outcome, 'completed', `committed, so finished forward: ${hC.reason}`);
+  t.match(hC.reason, /left at releasing by a previous controller, finished/);
   t.equal(json<{ id: number; action: { outPort: string } }[]>(['rule', 'list']).find((r) => r.id === 1)?.action.outPort, 's1-vnf2', 'rule 1 sends to the restarted vnf2');
 
   // (b) mid-handover: rule 1 (client→server) back to vnf1, killed during its state move; server→client (rule 3) stays on vnf1
-  const b = handoverUntil(['1', '--to', 'vnf1', '--state-delay', '3000'], 'moving-state');
-  await b.reached;
-  const mid = delivered();
-  const dead2 = await killDaemon(t);
-  t.not(await b.exit, 0, 'the handover command fails with its daemon');
-  await sleep(1500);
-  const during2 = delivered().map((d, i) => d - mid[i]!);
+  const during2 = await killMidHandover(t, ['1', '--to', 'vnf1', '--state-delay', '3000'], 'moving-state', 1500, delivered);
   t.ok(during2[1]! > 0, `server→client frames delivered while the daemon was dead mid-handover: ${during2[1]} (client→server held in vnf1's ring meanwhile: ${during2[0]} delivered)`);
-  const rec2 = json<Recovery>(['lab', 'recover']);
-  recordNodes();
-  t.equal(rec2.previousDaemon.pid, dead2.pid);
-  t.equal(rec2.handovers.length, 1, 'one handover was in flight');
-  const h2 = rec2.handovers[0]!;
+  const h2 = recoverOne(t);
   t.ok(h2.outcome === 'aborted' || h2.outcome === 'completed', `recovered: ${h2.outcome} (${h2.reason})`);
   t.match(h2.reason, /left at moving-state by a previous controller/);
-  t.ok(rec2.nodes.every((n) => n.how === 'adopted'), 'every node process adopted');
   const rules = json<{ id: number; action: { outPort: string; phase: number } }[]>(['rule', 'list']);
   t.ok(rules.every((r) => r.action.phase === 0), 'no rule is left marked');
   const at = rules.find((r) => r.id === 1)!.action.outPort;
