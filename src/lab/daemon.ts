@@ -250,7 +250,13 @@ async function main(): Promise<void> {
     if (old !== undefined) {
       const adopt = old.adopt!;
       const spec = labSpecOf(adopt.spec, adopt.instances);
-      const adopted = await adoptNodeLab(spec, prefix, { adoption: adopt, namespaces: old.namespaces, cli: path.join(repoRoot, 'dist/src/cli/main.js') });
+      const adopted = await adoptNodeLab(spec, prefix, {
+        adoption: adopt,
+        namespaces: old.namespaces,
+        cli: path.join(repoRoot, 'dist/src/cli/main.js'),
+        // a node started again is recorded at once: should the recovery fail later, the next one adopts it rather than starting another
+        onRestart: (nodes) => save({ ...state, adopt: { ...adopt, nodes } }),
+      });
       adoptedNodes = adopted.nodes;
       const nodes = adopted.nodes.map((n) => ({ role: n.role, pid: n.pid, ...(n.pidStart === undefined ? {} : { pidStart: n.pidStart }) }));
       opened = { target: 'xdp', lab: adopted.lab, dp: adopted.dp, metricsSockets: adopted.nodes.flatMap((n) => (n.metrics === undefined ? [] : [n.metrics])), adoption: { ...adopt, nodes }, close: adopted.close };

@@ -504,7 +504,18 @@ export interface AdoptedNodeLab {
  * certificates, as the dead daemon reached them. Nothing is created but the
  * node processes that had died; nothing is removed if it fails.
  */
-export async function adoptNodeLab(spec: LabSpec, prefix: string, o: { adoption: Omit<LabAdoption, 'instances' | 'spec'>; namespaces: readonly string[]; cli: string; callTimeoutMs?: number }): Promise<AdoptedNodeLab> {
+export async function adoptNodeLab(
+  spec: LabSpec,
+  prefix: string,
+  o: {
+    adoption: Omit<LabAdoption, 'instances' | 'spec'>;
+    namespaces: readonly string[];
+    cli: string;
+    callTimeoutMs?: number;
+    /** after each node process started again: the lab's node processes as they are now (recorded before anything else can fail) */
+    onRestart?: (nodes: LabAdoption['nodes']) => void;
+  },
+): Promise<AdoptedNodeLab> {
   const gone = o.namespaces.filter((ns) => !existsSync(`/run/netns/${ns}`));
   if (gone.length) throw new LabAdoptionError(`namespace(s) ${gone.join(', ')} of the lab are gone: it cannot be adopted`);
   const lab = labOfPlan(planLab(spec, prefix), spec, prefix, [...o.namespaces]);
@@ -517,6 +528,8 @@ export async function adoptNodeLab(spec: LabSpec, prefix: string, o: { adoption:
   const nodes: LabNode[] = index.map((n) => ({ ...n, config: JSON.parse(readFileSync(n.configFile, 'utf8')) as NodeConfig }));
   const adopted: AdoptedNode[] = [];
   const procs: DaemonRecord[] = [];
+  /** the node processes as recorded, with those started again here */
+  let current = [...o.adoption.nodes];
   const close = async (): Promise<void> => {
     await dp?.close();
     await stopRecordedProcesses(procs);
@@ -538,6 +551,8 @@ export async function adoptNodeLab(spec: LabSpec, prefix: string, o: { adoption:
     const rec = processRecord(p.ready.pid);
     procs.push(rec);
     adopted.push({ role: n.role, name: n.config.name, ...rec, how: 'restarted', ...metrics });
+    current = [...current.filter((x) => x.role !== n.role), { role: n.role, ...rec }];
+    o.onRestart?.(current);
   }
   const tls = loadTls(controllerTlsFiles(path.join(o.adoption.nodesDir, 'certs'), labControllerName(prefix)), 'client');
   dp = new NodeLabDataPlane(await connectLabNodes(nodes, { controller: tls, ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
