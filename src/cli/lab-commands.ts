@@ -44,9 +44,24 @@ const out = (json: boolean | undefined, value: unknown, human: () => void): void
   else human();
 };
 
+/** " --name x", or nothing for the default lab: what to add to a command suggested */
+const nameArg = (name: string): string => (name === 'default' ? '' : ` --name ${name}`);
+
+/**
+ * What to say of a lab whose daemon is gone: a lab that can be adopted
+ * (XDP on node processes, the state says how) is offered to `lab recover`;
+ * any other only to `lab down`.
+ */
+export function deadDaemonMessage(st: Pick<LabState, 'name' | 'pid' | 'adopt'>): string {
+  const n = nameArg(st.name);
+  if (st.adopt === undefined) return `lab '${st.name}' lost its daemon (pid ${st.pid} is gone) and cannot be recovered (only an XDP lab of node processes can): sharpctl lab down${n} removes it, then lab up${n}`;
+  return `lab '${st.name}' lost its daemon (pid ${st.pid} is gone); its node processes keep forwarding. sharpctl lab recover${n} starts a new daemon that adopts the lab and finishes or rolls back any handover in flight; sharpctl lab down${n} removes it instead`;
+}
+
 function liveLab(name: string): LabState {
   const st = readState(labPaths(runDir, name));
-  if (st === undefined || !daemonAlive(st)) throw new LabError(`lab '${name}' is not up (sharpctl lab up${name === 'default' ? '' : ` --name ${name}`})`);
+  if (st === undefined) throw new LabError(`lab '${name}' is not up (sharpctl lab up${nameArg(name)})`);
+  if (!daemonAlive(st)) throw new LabError(deadDaemonMessage(st));
   if (st.status !== 'ready') throw new LabError(`lab '${name}' is ${st.status}${st.error ? `: ${st.error}` : ''}`);
   return st;
 }
@@ -75,7 +90,7 @@ async function daemon<T>(st: LabState, method: string, params?: unknown, options
     return await call<T>(st.socket, method as DeadlinedMethod, params, { signal: interruption, ...options });
   } catch (e) {
     if (e instanceof DaemonClosedError) {
-      const gone = daemonAlive(st) ? '' : ` (daemon pid ${st.pid} has exited${((l) => (l ? `; the last line of its log ${labPaths(runDir, st.name).log}: ${l}` : ''))(lastLogLine(st.name))})`;
+      const gone = daemonAlive(st) ? '' : ` (daemon pid ${st.pid} has exited${((l) => (l ? `; the last line of its log ${labPaths(runDir, st.name).log}: ${l}` : ''))(lastLogLine(st.name))}; ${st.adopt === undefined ? `sharpctl lab down${nameArg(st.name)} removes the lab` : `sharpctl lab recover${nameArg(st.name)} adopts the lab again`})`;
       throw new LabError(`${e.message}${gone}`, { cause: e });
     }
     if (e instanceof DaemonUnreachableError && (e.code === 'EACCES' || e.code === 'EPERM')) {
@@ -136,8 +151,10 @@ async function stopDaemon(p: LabPaths, st: DaemonProcess, signal?: AbortSignal):
  * the processes of the dead daemon's session, the namespaces with its
  * prefix that nobody running owns, its run directory.
  */
-async function removeLeftovers(name: string, p: LabPaths, st: DaemonProcess | undefined): Promise<Omit<DownResult, 'name' | 'daemon'>> {
-  const stopped = st === undefined ? [] : (await stopSessionLeftovers(st)).map((x) => `${x.comm} (pid ${x.pid})`);
+async function removeLeftovers(name: string, p: LabPaths, st: (DaemonProcess & Pick<LabState, 'previousDaemons'>) | undefined): Promise<Omit<DownResult, 'name' | 'daemon'>> {
+  // the daemon's session, and those of the daemons it replaced (lab recover): node processes they started may be among them
+  const stopped: string[] = [];
+  for (const d of st === undefined ? [] : [st, ...(st.previousDaemons ?? [])]) stopped.push(...(await stopSessionLeftovers(d)).map((x) => `${x.comm} (pid ${x.pid})`));
   const daemons = liveDaemons();
   const all = listNetns(`sharp-${name}-`);
   const kept = all.filter((ns) => namespaceOwner(ns, daemons) !== undefined);
@@ -219,7 +236,11 @@ export function addLabCommands(program: Command): void {
   const lab = program
     .command('lab')
     .description('bring a lab of network namespaces up and down')
-    .addHelpText('after', examples('sharpctl lab up', 'sharpctl lab status', 'sharpctl lab down --all'));
+    .addHelpText(
+      'after',
+      examples('sharpctl lab up', 'sharpctl lab status', 'sharpctl lab recover            # after the lab daemon died (kill -9, a crash)', 'sharpctl lab down --all') +
+        '\n\nThe lab daemon journals its handovers. If it dies, the lab keeps forwarding (its\nnode processes own the data plane) and every lab command says so: sharpctl lab\nrecover starts a new daemon that adopts the lab and finishes or rolls back the\nhandover in flight; sharpctl lab down removes the lab instead.',
+    );
 
   lab
     .command('up')
@@ -258,6 +279,8 @@ export function addLabCommands(program: Command): void {
       try {
         const st = readState(p);
         if (st !== undefined && daemonAlive(st)) throw new LabError(`lab '${name}' is up already (daemon pid ${st.pid}); ${downHint} first`);
+        // a lab whose daemon died but whose nodes still forward is not a crashed run's leftovers to sweep away: it is said, nothing is changed
+        if (st !== undefined && st.adopt !== undefined && listNetns(st.prefix).length > 0) throw new LabError(`${deadDaemonMessage(st)} (then lab up builds a new one); nothing was changed`);
         const elsewhere = liveDaemons().find((d) => d.name === name);
         if (elsewhere !== undefined) {
           throw new LabError(`a lab named '${name}' runs from another run directory (${elsewhere.runDir}, daemon pid ${elsewhere.pid}); its namespaces would be the same: choose another --name`);
@@ -278,6 +301,42 @@ export function addLabCommands(program: Command): void {
     });
 
   /**
+   * Starts a lab daemon (detached, its log in the run directory, the lab's
+   * lock handed to it) and waits until it is ready, has failed or has
+   * exited; `state` is what it wrote last (undefined: it wrote none). A wait
+   * that is interrupted calls `abandon` with the daemon, then rethrows.
+   */
+  const startDaemon = async (p: LabPaths, lockFd: number, args: readonly string[], json: boolean, abandon: (d: DaemonProcess) => Promise<void>): Promise<{ started: DaemonProcess; state: LabState | undefined }> => {
+    const log = openSync(p.log, 'a');
+    const child = spawn(process.execPath, [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', path.basename(p.dir), '--run-dir', runDir, '--objects', objectsDir, '--lock-fd', '3', ...args], { detached: true, stdio: ['ignore', log, log, lockFd] });
+    child.unref();
+    // the daemon by pid and start time, for as long as it has written no state
+    const startTime = processStartTime(child.pid!);
+    const started: DaemonProcess = { pid: child.pid!, ...(startTime === undefined ? {} : { pidStart: startTime }) };
+    if (!json) process.stderr.write(` (daemon pid ${child.pid})`);
+    let state: LabState | undefined;
+    try {
+      for (let i = 0; i < 600; i++) {
+        state = readState(p);
+        // a recovery finds the dead daemon's state at first: only this daemon's counts
+        if (state?.pid === started.pid && (state.status === 'ready' || state.status === 'failed')) break;
+        if (!sameProcess(started.pid, started.pidStart)) {
+          state = readState(p);
+          break;
+        }
+        if (!json && i % 10 === 9) process.stderr.write('.');
+        await sleep(50);
+      }
+    } catch (e) {
+      await abandon(state?.pid === started.pid ? state : started);
+      throw e;
+    } finally {
+      if (!json) process.stderr.write('\n');
+    }
+    return { started, state: state?.pid === started.pid ? state : undefined };
+  };
+
+  /**
    * lab up with the lab's lock held (`lockFd`, handed to the daemon), from
    * the leftovers of a crashed run to the status of the ready lab. A start
    * that fails or is interrupted stops the daemon it started and removes
@@ -291,35 +350,20 @@ export function addLabCommands(program: Command): void {
     if (compiled.built.length && !json) process.stderr.write(`compiled ${compiled.built.join(', ')}\n`);
     interruption.throwIfAborted();
     mkdirSync(p.dir, { recursive: true });
-    const log = openSync(p.log, 'a');
     const specArgs: string[] = [];
     if (spec !== undefined) {
       const specJson = path.join(p.dir, 'spec.json');
       writeFileSync(specJson, JSON.stringify(spec, null, 2) + '\n');
       specArgs.push('--spec', specJson);
     }
-    const child = spawn(
-      process.execPath,
-      [path.join(repoRoot, 'dist/src/lab/daemon.js'), '--name', name, '--run-dir', runDir, '--objects', objectsDir, '--instances', String(instances), '--target', target, '--lock-fd', '3', ...specArgs],
-      { detached: true, stdio: ['ignore', log, log, lockFd] },
-    );
-    child.unref();
-    // the daemon by pid and start time, for as long as it has written no state
-    const startTime = processStartTime(child.pid!);
-    const started: DaemonProcess = { pid: child.pid!, ...(startTime === undefined ? {} : { pidStart: startTime }) };
-    if (!json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'} (daemon pid ${child.pid})`);
-    let state: LabState | undefined;
+    if (!json) process.stderr.write(`starting lab '${name}' on ${target === 'bmv2' ? 'BMv2 in Mininet' : 'XDP'}`);
+    // a daemon still starting may have written no state yet: it is stopped by its pid (and start time) before what it built is removed
+    const abandon = async (d: DaemonProcess): Promise<void> => {
+      await stopDaemon(p, d);
+      await removeLeftovers(name, p, d);
+    };
+    const { started, state } = await startDaemon(p, lockFd, ['--instances', String(instances), '--target', target, ...specArgs], json, abandon);
     try {
-      try {
-        for (let i = 0; i < 600; i++) {
-          state = readState(p);
-          if (state?.status === 'ready' || state?.status === 'failed' || !sameProcess(started.pid, started.pidStart)) break;
-          if (!json && i % 10 === 9) process.stderr.write('.');
-          await sleep(50);
-        }
-      } finally {
-        if (!json) process.stderr.write('\n');
-      }
       if (state?.status !== 'ready') {
         const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
         throw new LabError(`lab '${name}' did not come up: ${why}`);
@@ -330,10 +374,7 @@ export function addLabCommands(program: Command): void {
         printStatus(status);
       });
     } catch (e) {
-      // a daemon still starting may have written no state yet: stop it by its pid (and start time) before removing what it built
-      const d = state?.pid === started.pid ? state : started;
-      await stopDaemon(p, d);
-      await removeLeftovers(name, p, d);
+      await abandon(state ?? started);
       throw e;
     }
   };
@@ -374,6 +415,51 @@ export function addLabCommands(program: Command): void {
     });
 
   lab
+    .command('recover')
+    .description(
+      "replace a lab daemon that died (kill -9, a crash): a new daemon adopts the lab's namespaces and node processes (starting again any that died too: they re-adopt their pins), reconnects over the management network with the lab's certificates, finishes or rolls back every handover in its journal, and is then the lab's daemon; the traffic the dead daemon generated ended with it; as root",
+    )
+    .option('--name <name>', LAB_NAME_HELP, labName, 'default')
+    .option('--json', 'print the recovery as JSON')
+    .addHelpText(
+      'after',
+      examples('sharpctl lab recover', 'sharpctl lab recover --name lab2 --json', "sharpctl lab recover --json | jq '.handovers[] | {id, outcome, reason}'") +
+        '\n\nA lab whose daemon died keeps forwarding (its node processes own every kernel\nobject), and any lab command says so; lab recover adopts the lab, lab down\nremoves it. Only an XDP lab of node processes can be recovered (not BMv2, not\nuserspace VNFs: they live in the daemon).',
+    )
+    .action(async (o: { name: string; json?: boolean }) => {
+      requireRoot('sharpctl lab recover', 'it starts a lab daemon that drives the lab\'s node processes');
+      const p = labPaths(runDir, o.name);
+      const lock = tryLockLab(runDir, o.name);
+      const st = readState(p);
+      if (lock === undefined) {
+        if (st !== undefined && daemonAlive(st)) throw new LabError(`lab '${o.name}' has a running daemon (pid ${st.pid}): nothing to recover`);
+        throw new LabError(`lab '${o.name}' is being brought up, down or recovered by another sharpctl right now (it holds ${lockPath(runDir, o.name)}); nothing was changed`);
+      }
+      try {
+        if (st === undefined) throw new LabError(`lab '${o.name}' is not up: nothing to recover (sharpctl lab up${nameArg(o.name)})`);
+        if (daemonAlive(st)) throw new LabError(`lab '${o.name}' has a running daemon (pid ${st.pid}): nothing to recover`);
+        if (st.adopt === undefined) throw new LabError(deadDaemonMessage(st));
+        const present = new Set(listNetns(st.prefix));
+        const missing = st.namespaces.filter((ns) => !present.has(ns));
+        if (missing.length) throw new LabError(`lab '${o.name}' cannot be recovered: its namespace(s) ${missing.join(', ')} are gone; sharpctl lab down${nameArg(o.name)} removes the rest, then lab up${nameArg(o.name)}`);
+        if (!o.json) process.stderr.write(`recovering lab '${o.name}' (its daemon pid ${st.pid} is gone)`);
+        const { started, state } = await startDaemon(p, lock.fd, ['--recover'], o.json === true, (d) => stopDaemon(p, d));
+        if (state?.status !== 'ready') {
+          // nothing is removed: the lab stays as the dead daemon left it, forwarding
+          await stopDaemon(p, state ?? started);
+          const why = state?.error ?? (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-5).join('\n') : 'no log');
+          throw new LabError(`lab '${o.name}' was not recovered: ${why}; the lab is as the dead daemon left it (sharpctl lab recover${nameArg(o.name)} tries again, sharpctl lab down${nameArg(o.name)} removes it)`);
+        }
+        const status = await daemon<{ recovery?: RecoveryReport }>(state, 'status');
+        const r = status.recovery!;
+        out(o.json, r, () => printRecovery(o.name, state.pid, r));
+        if (r.error !== undefined || r.handovers.some((h) => h.outcome !== 'completed' && h.outcome !== 'aborted')) process.exitCode = 1;
+      } finally {
+        lock.release(); // our descriptor; the new daemon's stays open
+      }
+    });
+
+  lab
     .command('status')
     .description('which labs exist, their daemons and namespaces (degraded: a namespace of a running lab is gone); stray namespaces')
     .option('--name <name>', `only this lab (${LAB_NAME_HELP})`, labName)
@@ -385,7 +471,8 @@ export function addLabCommands(program: Command): void {
         const alive = daemonAlive(st);
         const namespaces = listNetns(st.prefix);
         const missingNamespaces = alive && st.status === 'ready' ? st.namespaces.filter((ns) => !namespaces.includes(ns)) : [];
-        const status = !alive ? 'crashed (daemon gone: sharpctl lab down cleans up)' : missingNamespaces.length ? 'degraded' : st.status;
+        const gone = st.adopt === undefined ? `sharpctl lab down${nameArg(n)} cleans up` : `sharpctl lab recover${nameArg(n)} adopts the lab, lab down${nameArg(n)} cleans up`;
+        const status = !alive ? `crashed (daemon gone: ${gone})` : missingNamespaces.length ? 'degraded' : st.status;
         return { name: n, status, pid: st.pid, namespaces, missingNamespaces };
       });
       const labs = all.filter((l) => o.name === undefined || l.name === o.name);
@@ -625,10 +712,12 @@ export function addLabCommands(program: Command): void {
         handovers: { id: number; from: string; to: string; outcome: string; durationMs: number; reason?: string }[];
         traffic?: ({ sent: number; delivered: number; lost: number; reordered: number; duplicated: number } & StampFields)[];
         drops: DropCounters;
+        trafficEnded?: { note: string };
       }>(liveLab(o.name), 'report');
       out(o.json, r, () => {
         for (const h of r.handovers) console.log(`handover ${h.id} ${h.from} → ${h.to}: ${h.outcome} in ${h.durationMs} ms${h.reason ? ` (${h.reason})` : ''}`);
         if (!r.handovers.length) console.log('no handovers yet');
+        if (r.trafficEnded !== undefined) console.log(`traffic: ${r.trafficEnded.note}`);
         for (const t of r.traffic ?? []) console.log(`traffic: sent ${t.sent}, delivered ${t.delivered}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}, ${stampText(t)}`);
         for (const l of dropCountersText(r.drops)) console.log(l);
       });
@@ -648,12 +737,35 @@ function printRules(rules: unknown[]): void {
   }
 }
 
+/** What a daemon that replaced a dead one found and did (status.recovery). */
+interface RecoveryReport {
+  previousDaemon: { pid: number };
+  at: string;
+  nodes: { node: string; how: 'adopted' | 'restarted'; pid: number }[];
+  handovers: { id: number; from: string; to: string; outcome: string; reason?: string }[];
+  error?: string;
+  trafficEnded?: { note: string };
+}
+
+function printRecovery(name: string, pid: number, r: RecoveryReport): void {
+  console.log(`lab '${name}' recovered: daemon pid ${pid} replaces pid ${r.previousDaemon.pid}`);
+  console.log(`  nodes: ${r.nodes.map((n) => `${n.node} ${n.how} (pid ${n.pid})`).join(', ')}`);
+  for (const h of r.handovers) console.log(`  handover ${h.id} ${h.from} → ${h.to} (in flight when the daemon died): ${h.outcome}${h.reason ? ` (${h.reason})` : ''}`);
+  if (!r.handovers.length) console.log('  no handover was in flight');
+  if (r.error !== undefined) console.log(`  recovering the journal failed: ${r.error}`);
+  if (r.trafficEnded !== undefined) console.log(`  traffic: ${r.trafficEnded.note}`);
+}
+
 function printStatus(s: Record<string, unknown>): void {
   printRules(s['rules'] as unknown[]);
   const active = s['active'] as { id: number; step: string; from: string; to: string }[];
   console.log(active.length ? `\nhandovers in flight:\n${active.map((a) => `  ${a.id} ${a.from} → ${a.to}: ${a.step}`).join('\n')}` : '\nno handover in flight');
   const tr = s['traffic'] as ({ direction: string; running: boolean; sent: number; delivered: number; held?: number; inFlight?: number; lost: number; reordered: number; duplicated: number } & StampFields)[] | undefined;
   for (const t of tr ?? []) console.log(`traffic ${t.direction}${t.running ? '' : ' (stopped)'}: sent ${t.sent}, delivered ${t.delivered}${t.running ? `, held ${t.held ?? 0}, in flight ${t.inFlight ?? 0}` : ''}, lost ${t.lost}, reordered ${t.reordered}, duplicated ${t.duplicated}, ${stampText(t)}`);
+  const ended = s['trafficEnded'] as { note: string } | undefined;
+  if (ended !== undefined) console.log(`traffic: ${ended.note}`);
   const drops = s['drops'] as DropCounters | undefined;
   if (drops !== undefined) for (const l of dropCountersText(drops)) console.log(l);
+  const rec = s['recovery'] as RecoveryReport | undefined;
+  if (rec !== undefined) console.log(`recovered at ${rec.at} from daemon pid ${rec.previousDaemon.pid} (${rec.handovers.length} handover(s) in flight: ${rec.handovers.map((h) => `${h.id} ${h.outcome}`).join(', ') || 'none'})`);
 }

@@ -49,6 +49,11 @@ export function addNodeCommands(program: Command): void {
       const { loadNodeConfig } = await import('../node/config.js');
       const { startNode } = await import('../node/daemon.js');
       const config = loadNodeConfig(o.config);
+      // the node outlives whoever reads its output (a lab daemon killed with -9): a write to a pipe nobody reads any more is lost, not the node's end
+      for (const stream of [process.stdout, process.stderr])
+        stream.on('error', (e: NodeJS.ErrnoException) => {
+          if (e.code !== 'EPIPE') throw e;
+        });
       const log = (line: string): void => void process.stderr.write(o.json ? `${JSON.stringify({ node: config.name, log: line })}\n` : `node ${config.name}: ${line}\n`);
       const n = await startNode(config, { objectsDir, replace: o.replace, log });
       const ready = { ready: true, node: config.name, pid: process.pid, adopted: n.adopted, unix: n.server.unixPath ?? null, tcp: n.server.tcpAddress ?? null, metrics: n.metrics === undefined ? null : { unix: n.metrics.unixPath ?? null, tcp: n.metrics.tcpAddress ?? null } };

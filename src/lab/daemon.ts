@@ -21,8 +21,11 @@ import { Phase, localDeployment, type DataPlane, type FlowKey, type Rule, type R
 import { TrafficGenerator } from '../traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../traffic/sink.js';
 import { TrafficAccounting } from '../traffic/accounting.js';
-import { serve, type Handler } from './rpc.js';
-import { labPaths, writeState, processStartTime, type LabState } from './run-dir.js';
+import { serve, toJson, type Handler } from './rpc.js';
+import { labPaths, writeState, readState, processStartTime, type DaemonRecord, type LabState, type TrafficRecord } from './run-dir.js';
+import { FileJournal } from '../handover/journal.js';
+import { adoptNodeLab, type AdoptedNode } from './lab-nodes.js';
+import { repoRoot } from '../cli/paths.js';
 import { bpfNative } from '../bpf/native.js';
 import { LIMITS } from './spec/types.js';
 import { readDropCounters } from '../report/drop-counters.js';
@@ -40,6 +43,8 @@ interface Args {
   target?: 'xdp' | 'bmv2';
   /** the lab's lock, inherited from `lab up` (held for the daemon's life) */
   lockFd?: number;
+  /** adopt the lab a dead daemon left (lab recover) instead of building one */
+  recover: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -61,6 +66,7 @@ function parseArgs(argv: string[]): Args {
     ...(spec ? { spec } : {}),
     ...(target ? { target } : {}),
     ...(lockFd ? { lockFd: Number(lockFd) } : {}),
+    recover: argv.includes('--recover'),
   };
 }
 
@@ -133,6 +139,34 @@ class LockedRuleError extends Error {
   override name = 'LockedRuleError';
 }
 
+/** The lab's spec: the validated spec file `lab up` wrote, or the standard lab. */
+function labSpecOf(specFile: string | undefined, instances: number): LabSpec {
+  return specFile === undefined ? standardSpec({ instances, ringCapacity: 8192, ringCount: 4 }) : (JSON.parse(readFileSync(specFile, 'utf8')) as LabSpec);
+}
+
+const processRecordOf = (st: Pick<LabState, 'pid' | 'pidStart'>): DaemonRecord => (st.pidStart === undefined ? { pid: st.pid } : { pid: st.pid, pidStart: st.pidStart });
+
+/** What a replacement daemon says of the traffic run its dead predecessor had going: no numbers, they died with it. */
+function trafficEndedNote(t: TrafficRecord, pid: number): TrafficRecord & { endedWithDaemon: number; note: string } {
+  const what = `${t.flows} flows at ${t.rate} pps${t.reverse ? ', both directions' : ''}`;
+  return { ...t, endedWithDaemon: pid, note: `the traffic run started at ${t.startedAt} (${what}) ended with lab daemon pid ${pid}, which died: its generator and sink ran inside that daemon, and their counts died with it` };
+}
+
+/**
+ * Tests only (test/lab/daemon-recovery): SHARP_LAB_PAUSE_AT=<step> freezes
+ * this daemon, the whole thread, when its first handover enters that step
+ * (journalled, none of its operations run yet), so that a test can kill -9
+ * it exactly there, as test/node/fixtures/controller.ts does a controller.
+ */
+const PAUSE_AT = process.env['SHARP_LAB_PAUSE_AT'];
+let pausedOnce = false;
+function pauseHook(step: string): void {
+  if (PAUSE_AT === undefined || step !== PAUSE_AT || pausedOnce) return;
+  pausedOnce = true;
+  process.stderr.write(`paused at ${step} (SHARP_LAB_PAUSE_AT)\n`);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120_000);
+}
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   // the lock stays with this process: the children it starts (redis-server, E-State peers, Mininet) must not keep it
@@ -143,8 +177,29 @@ async function main(): Promise<void> {
   // lab down removes it even after a kill -9 of this daemon
   process.env['TMPDIR'] = paths.dir;
   const prefix = `sharp-${a.name}-`;
-  let state: LabState = { name: a.name, pid: process.pid, pidStart: processStartTime(process.pid)!, prefix, status: 'starting', startedAt: new Date().toISOString(), socket: paths.socket, namespaces: [], target: 'xdp' };
-  writeState(paths, state);
+  const journalDir = path.join(paths.dir, 'journal');
+  // lab recover: the state the dead daemon left says what to adopt
+  const old = a.recover ? readState(paths) : undefined;
+  if (a.recover && old?.adopt === undefined) {
+    process.stderr.write(`lab daemon: lab '${a.name}' has no adoption record in ${paths.state}: it cannot be recovered\n`);
+    process.exit(1);
+  }
+  let state: LabState = {
+    name: a.name,
+    pid: process.pid,
+    pidStart: processStartTime(process.pid)!,
+    prefix,
+    status: 'starting',
+    startedAt: new Date().toISOString(),
+    socket: paths.socket,
+    namespaces: old?.namespaces ?? [],
+    target: old?.target ?? 'xdp',
+    journal: journalDir,
+    // the dead daemon's session may still hold what it started (its node processes are adopted below; lab down stops the rest)
+    ...(old === undefined ? {} : { adopt: old.adopt!, previousDaemons: [...(old.previousDaemons ?? []), processRecordOf(old)] }),
+  };
+  const save = (next: LabState): void => writeState(paths, (state = next));
+  save(state);
   let lab: NetnsLab | undefined;
   let dp: DataPlane | undefined;
   let opened: OpenedLab | undefined;
@@ -158,11 +213,22 @@ async function main(): Promise<void> {
   let trafficFrom = 0;
   const history: HandoverResult[] = [];
   let stopping = false;
+  /** lab recover: what the replacement found and did (status and report show it) */
+  let recovery: Record<string, unknown> | undefined;
+  /** the traffic run the dead daemon had going: it ended with that daemon, and so did its numbers */
+  const trafficEnded = old?.traffic === undefined ? undefined : trafficEndedNote(old.traffic, old.pid);
   let closeMovers: () => Promise<void> = async () => undefined;
 
+  /** a recovery until it is ready: stopped then, it leaves the lab as the dead daemon did (lab recover can be run again) */
+  let recovering = old !== undefined;
   const teardown = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    if (recovering) {
+      save({ ...state, status: 'failed', error: 'stopped while recovering: the lab is left as the dead daemon left it, with what was recovered so far in the journal' });
+      await dp?.close();
+      process.exit(1);
+    }
     for (const t of traffic) await t.gen.stop().catch(() => undefined);
     for (const t of traffic) {
       t.sink.close();
@@ -179,17 +245,43 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void teardown().then(() => process.exit(0)));
   process.on('SIGINT', () => void teardown().then(() => process.exit(0)));
 
+  let adoptedNodes: AdoptedNode[] = [];
   try {
-    destroyLab(prefix);
-    const spec: LabSpec = a.spec === undefined ? standardSpec({ instances: a.instances, ringCapacity: 8192, ringCount: 4 }) : (JSON.parse(readFileSync(a.spec, 'utf8')) as LabSpec);
-    const target = a.target ?? spec.target;
-    writeState(paths, (state = { ...state, target }));
-    opened = await openLab(spec, prefix, { objectsDir: a.objectsDir, workDir: path.join(paths.dir, 'work'), target });
-    lab = opened.lab;
-    dp = opened.dp;
-    await installRules(dp, lab.spec.rules);
+    if (old !== undefined) {
+      const adopt = old.adopt!;
+      const spec = labSpecOf(adopt.spec, adopt.instances);
+      const adopted = await adoptNodeLab(spec, prefix, {
+        adoption: adopt,
+        namespaces: old.namespaces,
+        cli: path.join(repoRoot, 'dist/src/cli/main.js'),
+        // a node started again is recorded at once: should the recovery fail later, the next one adopts it rather than starting another
+        onRestart: (nodes) => save({ ...state, adopt: { ...adopt, nodes } }),
+      });
+      adoptedNodes = adopted.nodes;
+      const nodes = adopted.nodes.map((n) => ({ role: n.role, pid: n.pid, ...(n.pidStart === undefined ? {} : { pidStart: n.pidStart }) }));
+      opened = { target: 'xdp', lab: adopted.lab, dp: adopted.dp, metricsSockets: adopted.nodes.flatMap((n) => (n.metrics === undefined ? [] : [n.metrics])), adoption: { ...adopt, nodes }, close: adopted.close };
+      lab = opened.lab;
+      dp = opened.dp;
+      // the node processes as they are now (a restarted one has a new pid)
+      save({ ...state, adopt: { ...adopt, nodes } });
+    } else {
+      destroyLab(prefix);
+      const spec = labSpecOf(a.spec, a.instances);
+      const target = a.target ?? spec.target;
+      save({ ...state, target });
+      opened = await openLab(spec, prefix, { objectsDir: a.objectsDir, workDir: path.join(paths.dir, 'work'), target });
+      lab = opened.lab;
+      dp = opened.dp;
+      await installRules(dp, lab.spec.rules);
+      if (opened.adoption !== undefined) save({ ...state, adopt: { ...opened.adoption, instances: a.instances, ...(a.spec === undefined ? {} : { spec: a.spec }) } });
+    }
   } catch (e) {
-    writeState(paths, { ...state, status: 'failed', error: e instanceof Error ? e.message : String(e) });
+    save({ ...state, status: 'failed', error: e instanceof Error ? e.message : String(e) });
+    if (old !== undefined) {
+      // a failed recovery removes nothing: the data plane still forwards, and lab recover (or lab down) can be run again
+      await dp?.close();
+      process.exit(1);
+    }
     await opened?.close();
     destroyLab(prefix);
     process.exit(1);
@@ -213,8 +305,32 @@ async function main(): Promise<void> {
   closeMovers = async () => {
     for (const m of movers.values()) await m.close?.().catch(() => undefined);
   };
-  const engine = new HandoverEngine(theDp, { mover: mover('vnf-map') });
+  // journalled as the deployment controller journals: a daemon that dies mid-handover leaves what the next one recovers
+  const engine = new HandoverEngine(theDp, { mover: mover('vnf-map'), journal: new FileJournal(journalDir) });
   const handoverMetrics = new HandoverMetrics();
+  if (old !== undefined) {
+    engine.on('event', (ev: { step: string; detail?: string }) => process.stderr.write(`recovery: ${ev.step}${ev.detail ? `: ${ev.detail}` : ''}\n`));
+    let recovered: HandoverResult[] = [];
+    let recoverError: string | undefined;
+    try {
+      recovered = await engine.recover();
+    } catch (e) {
+      recoverError = e instanceof Error ? e.message : String(e);
+    }
+    for (const r of recovered) {
+      history.push(r);
+      handoverMetrics.observe(r, { backend: theLab.spec.state });
+    }
+    recovery = {
+      previousDaemon: processRecordOf(old),
+      at: new Date().toISOString(),
+      nodes: adoptedNodes.map((n) => ({ node: n.name, how: n.how, pid: n.pid })),
+      handovers: recovered.map(summarize),
+      ...(recoverError === undefined ? {} : { error: recoverError }),
+      ...(trafficEnded === undefined ? {} : { trafficEnded }),
+    };
+    process.stderr.write(`recovered lab '${a.name}' from daemon pid ${old.pid}: ${toJson(recovery)}\n`);
+  }
 
   /** A port by its name ("s1-vnf1") or by the node behind it ("vnf1"). */
   const port = (sw: string, to: string): string => {
@@ -290,6 +406,8 @@ async function main(): Promise<void> {
         handovers: history.slice(-20).map(summarize),
         controllerDataPackets,
         drops: dropCounters,
+        ...(recovery === undefined ? {} : { recovery }),
+        ...(trafficEnded === undefined || lastTraffic !== undefined || traffic.length ? {} : { trafficEnded }),
       };
     },
     'rule.list': async () => counters(),
@@ -346,7 +464,10 @@ async function main(): Promise<void> {
         // this handover's events only: a concurrent one's progress is not ours to show
         const backend = q.state ?? theLab.spec.state;
         const r = await engine.handover({
-          onEvent: (ev) => emit(ev),
+          onEvent: (ev) => {
+            emit(ev);
+            pauseHook(ev.step);
+          },
           rules,
           from,
           to: q.to,
@@ -397,10 +518,12 @@ async function main(): Promise<void> {
       await accounting.start();
       trafficFrom = history.length;
       for (const t of traffic) t.gen.start(q.rate);
+      // a daemon that replaces this one must know the run died with it
+      save({ ...state, traffic: { startedAt: new Date().toISOString(), rate: q.rate, flows: q.flows, reverse: q.reverse } });
       return { started: traffic.map((t) => t.name), rate: q.rate, flows: q.flows };
     },
     'traffic.stop': async () => {
-      if (!traffic.length) throw new Error('no traffic is running (sharpctl traffic start)');
+      if (!traffic.length) throw new Error(trafficEnded === undefined || lastTraffic !== undefined ? 'no traffic is running (sharpctl traffic start)' : `no traffic is running: ${trafficEnded.note}`);
       for (const t of traffic) await t.gen.stop();
       for (const t of traffic) await t.sink.drain(t.gen.sent);
       const a = await accounting?.read(history.slice(trafficFrom));
@@ -413,12 +536,16 @@ async function main(): Promise<void> {
         t.gen.close();
       }
       traffic = [];
+      const { traffic: _ended, ...rest } = state;
+      save(rest);
       return lastTraffic.map((r, i) => ({ direction: names[i], ...r, ...stampNote(r), timeline: undefined, flows: undefined }));
     },
     report: async () => ({
       handovers: history.map(summarize),
       traffic: (await trafficNow())?.map((r) => ({ ...r, ...stampNote(r), timeline: undefined })),
       drops: await drops(),
+      ...(recovery === undefined ? {} : { recovery }),
+      ...(trafficEnded === undefined ? {} : { trafficEnded }),
     }),
     shutdown: async () => {
       setImmediate(() => void teardown().then(() => process.exit(0)));
@@ -431,7 +558,8 @@ async function main(): Promise<void> {
   await new Promise<void>((r) => server!.once('listening', () => r()));
   // HTTP on a Unix socket of the run directory only (mode 0600): a TCP listener would need mutual TLS, which a lab has no certificates for
   metricsServer = await startMetricsServer({ unix: paths.metrics, render: () => handoverMetrics.text(), log: (l) => process.stderr.write(`${l}\n`) });
-  writeState(paths, { ...state, status: 'ready', metricsSocket: paths.metrics, namespaces: theLab.namespaces });
+  recovering = false;
+  save({ ...state, status: 'ready', metricsSocket: paths.metrics, namespaces: theLab.namespaces });
   writeFileSync(path.join(paths.dir, 'ready'), '');
 }
 

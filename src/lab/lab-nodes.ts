@@ -8,10 +8,11 @@
  * `node detach` refuses while a node answers there, `node status --socket`.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { createLabFromSpec, destroyLab, type NetnsLab } from './netns-lab.js';
+import { createLabFromSpec, destroyLab, labOfPlan, planLab, type NetnsLab } from './netns-lab.js';
+import { processRecord, sameProcess, stopRecordedProcesses, type DaemonRecord, type LabAdoption } from './run-dir.js';
 import { createManagementNetwork, removeManagementNetwork, ManagementNetworkError, MGMT_NODE_PORT, MGMT_ESTATE_PORT, type ManagementNetwork } from './management-net.js';
 import type { LabSpec } from './spec/types.js';
 import {
@@ -133,7 +134,24 @@ export interface NodeProcess {
   child: ChildProcess;
   /** what the node printed when ready */
   ready: { node: string; pid: number; adopted: boolean; unix: string | null };
-  stderr: string[];
+  /** the node's log lines so far (its log file, nodeLogFile) */
+  readonly stderr: string[];
+}
+
+/**
+ * Where a lab node process logs: a file next to its config, not a pipe to
+ * the process that started it, so that the node outlives that process (a
+ * write to a pipe whose reader died is EPIPE) and a later lab daemon, or an
+ * operator, can read what it said.
+ */
+export const nodeLogFile = (node: Pick<LabNode, 'role' | 'configFile'>): string => path.join(path.dirname(node.configFile), `${node.role}.log`);
+
+function logLines(file: string): string[] {
+  try {
+    return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+  } catch {
+    return [];
+  }
 }
 
 /** how long one node process may take to get ready */
@@ -145,16 +163,24 @@ export function startNodeProcess(node: LabNode, o: { cli: string; timeoutMs?: nu
     // nsenter, not ip netns exec: the node must share the host's mount namespace, where its bpffs pins live
     // two malloc arenas: a long-lived node's resident memory otherwise creeps with glibc's per-thread arenas (README, soak)
     const env = { ...process.env, MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2' };
-    const child = spawn('nsenter', [`--net=/run/netns/${node.netns}`, process.execPath, o.cli, 'node', 'run', '--config', node.configFile, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    const stderr: string[] = [];
-    createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
+    // stdout (a pipe) carries the ready line only; the log goes to a file (nodeLogFile)
+    const log = nodeLogFile(node);
+    const since = logLines(log).length;
+    const logFd = openSync(log, 'a', 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawn('nsenter', [`--net=/run/netns/${node.netns}`, process.execPath, o.cli, 'node', 'run', '--config', node.configFile, '--json'], { stdio: ['ignore', 'pipe', logFd], env });
+    } finally {
+      closeSync(logFd);
+    }
+    const said = (): string => logLines(log).slice(since).join(' | ');
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`node ${node.config.name} did not get ready within ${o.timeoutMs ?? START_TIMEOUT_MS} ms: ${stderr.join(' | ')}`));
+      reject(new Error(`node ${node.config.name} did not get ready within ${o.timeoutMs ?? START_TIMEOUT_MS} ms: ${said()}`));
     }, o.timeoutMs ?? START_TIMEOUT_MS);
     const onExit = (code: number | null): void => {
       clearTimeout(timer);
-      reject(new Error(`node ${node.config.name} exited (${code}) before it was ready: ${stderr.join(' | ')}`));
+      reject(new Error(`node ${node.config.name} exited (${code}) before it was ready: ${said()}`));
     };
     child.once('exit', onExit);
     createInterface({ input: child.stdout! }).once('line', (line) => {
@@ -167,7 +193,15 @@ export function startNodeProcess(node: LabNode, o: { cli: string; timeoutMs?: nu
         reject(new Error(`node ${node.config.name} printed '${line}' instead of its ready line`, { cause: e }));
         return;
       }
-      if (msg.ready === true) resolve({ node, child, ready: msg as NodeProcess['ready'], stderr });
+      if (msg.ready === true)
+        resolve({
+          node,
+          child,
+          ready: msg as NodeProcess['ready'],
+          get stderr() {
+            return logLines(log).slice(since);
+          },
+        });
       else reject(new Error(`node ${node.config.name} failed to start: ${msg.error?.message ?? line}`));
     });
   });
@@ -425,6 +459,107 @@ export function labNodeSockets(dir: string): { name: string; socket: string }[] 
   });
 }
 
+/** node names are DNS names: they are what the nodes' certificates name */
+const labNodePrefix = (prefix: string): string => prefix.replace(/[^A-Za-z0-9-]/g, '-');
+/** the one controller a lab's nodes accept (its certificate's name) */
+const labControllerName = (prefix: string): string => `${labNodePrefix(prefix)}lab-controller`;
+
+/** What a lab of node processes records for a daemon that may have to adopt it (LabAdoption, less what the daemon knows). */
+export function nodeLabAdoption(nl: Pick<NodeLab, 'management' | 'nodes'>, nodesDir: string): Omit<LabAdoption, 'instances' | 'spec'> {
+  return {
+    nodesDir,
+    nodes: nl.nodes.map((p) => ({ role: p.node.role, ...processRecord(p.ready.pid) })),
+    management: { netns: nl.management.netns, rootIfname: nl.management.rootIfname },
+  };
+}
+
+export class LabAdoptionError extends Error {
+  override name = 'LabAdoptionError';
+}
+
+export interface AdoptedNode {
+  role: string;
+  name: string;
+  pid: number;
+  pidStart?: number;
+  /** adopted: its process outlived the daemon that started it; restarted: it had died too, a new one re-adopted its pins */
+  how: 'adopted' | 'restarted';
+  /** its metrics socket */
+  metrics?: string;
+}
+
+export interface AdoptedNodeLab {
+  lab: NetnsLab;
+  dp: NodeLabDataPlane;
+  nodes: AdoptedNode[];
+  /** stops the node processes (by pid and start time), detaches what they pinned, removes the namespaces; idempotent */
+  close(): Promise<void>;
+}
+
+/**
+ * Takes over a lab of node processes whose daemon died (lab recover): the
+ * namespaces and the management network are there, each node process still
+ * runs (the same pid and start time) or is started again (it re-adopts its
+ * pins), and all are reached over the management network with the lab's
+ * certificates, as the dead daemon reached them. Nothing is created but the
+ * node processes that had died; nothing is removed if it fails.
+ */
+export async function adoptNodeLab(
+  spec: LabSpec,
+  prefix: string,
+  o: {
+    adoption: Omit<LabAdoption, 'instances' | 'spec'>;
+    namespaces: readonly string[];
+    cli: string;
+    callTimeoutMs?: number;
+    /** after each node process started again: the lab's node processes as they are now (recorded before anything else can fail) */
+    onRestart?: (nodes: LabAdoption['nodes']) => void;
+  },
+): Promise<AdoptedNodeLab> {
+  const gone = o.namespaces.filter((ns) => !existsSync(`/run/netns/${ns}`));
+  if (gone.length) throw new LabAdoptionError(`namespace(s) ${gone.join(', ')} of the lab are gone: it cannot be adopted`);
+  const lab = labOfPlan(planLab(spec, prefix), spec, prefix, [...o.namespaces]);
+  let index: { role: string; netns: string; configFile: string }[];
+  try {
+    index = JSON.parse(readFileSync(path.join(o.adoption.nodesDir, NODE_INDEX), 'utf8')) as typeof index;
+  } catch (e) {
+    throw new LabAdoptionError(`the lab's node index ${path.join(o.adoption.nodesDir, NODE_INDEX)} cannot be read: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
+  const nodes: LabNode[] = index.map((n) => ({ ...n, config: JSON.parse(readFileSync(n.configFile, 'utf8')) as NodeConfig }));
+  const adopted: AdoptedNode[] = [];
+  const procs: DaemonRecord[] = [];
+  /** the node processes as recorded, with those started again here */
+  let current = [...o.adoption.nodes];
+  const close = async (): Promise<void> => {
+    await dp?.close();
+    await stopRecordedProcesses(procs);
+    for (const n of nodes) detachLabNode(n, o.cli);
+    removeManagementNetwork(o.adoption.management);
+    destroyLab(prefix);
+  };
+  let dp: NodeLabDataPlane | undefined;
+  for (const n of nodes) {
+    const was = o.adoption.nodes.find((x) => x.role === n.role);
+    const metrics = n.config.metrics?.unix === undefined ? {} : { metrics: n.config.metrics.unix };
+    if (was !== undefined && sameProcess(was.pid, was.pidStart)) {
+      procs.push(was);
+      adopted.push({ role: n.role, name: n.config.name, pid: was.pid, ...(was.pidStart === undefined ? {} : { pidStart: was.pidStart }), how: 'adopted', ...metrics });
+      continue;
+    }
+    // one at a time: usually none or one has died with the daemon
+    const p = await startNodeProcess(n, { cli: o.cli });
+    const rec = processRecord(p.ready.pid);
+    procs.push(rec);
+    adopted.push({ role: n.role, name: n.config.name, ...rec, how: 'restarted', ...metrics });
+    current = [...current.filter((x) => x.role !== n.role), { role: n.role, ...rec }];
+    o.onRestart?.(current);
+  }
+  const tls = loadTls(controllerTlsFiles(path.join(o.adoption.nodesDir, 'certs'), labControllerName(prefix)), 'client');
+  dp = new NodeLabDataPlane(await connectLabNodes(nodes, { controller: tls, ...(o.callTimeoutMs === undefined ? {} : { callTimeoutMs: o.callTimeoutMs }) }));
+  let closed: Promise<void> | undefined;
+  return { lab, dp, nodes: adopted, close: () => (closed ??= close()) };
+}
+
 /**
  * Builds the spec's namespaces and their management network, makes the
  * lab's certificates, runs a node process in each switch and VNF namespace
@@ -433,9 +568,8 @@ export function labNodeSockets(dir: string): { name: string; socket: string }[] 
 export async function openNodeLab(spec: LabSpec, prefix: string, o: { dir: string; cli: string; quiescenceMs?: number; callTimeoutMs?: number }): Promise<NodeLab> {
   destroyLab(prefix);
   const lab = createLabFromSpec(spec, prefix);
-  // node names are DNS names: they are what the nodes' certificates name
-  const nodePrefix = prefix.replace(/[^A-Za-z0-9-]/g, '-');
-  const controller = `${nodePrefix}lab-controller`;
+  const nodePrefix = labNodePrefix(prefix);
+  const controller = labControllerName(prefix);
   const procs: NodeProcess[] = [];
   let nodes: LabNode[] = [];
   let dp: NodeLabDataPlane | undefined;

@@ -290,6 +290,11 @@ export function configureNats(spec: LabSpec, plan: LabPlan): void {
   }
 }
 
+/** The lab a plan describes, with the namespaces it has (built now, or adopted from a daemon that died). */
+export function labOfPlan(plan: LabPlan, spec: LabSpec, prefix: string, namespaces: string[]): NetnsLab {
+  return { prefix, hosts: plan.hosts, client: plan.hosts[0]!, server: plan.hosts[1] ?? plan.hosts[0]!, topology: plan.topology, namespaces, spec };
+}
+
 export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
   const plan = planLab(spec, prefix);
   const created: string[] = [];
@@ -312,7 +317,7 @@ export function createLabFromSpec(spec: LabSpec, prefix: string): NetnsLab {
     configureHosts(plan.hosts);
     configureStackVnfs(spec, plan);
     configureNats(spec, plan);
-    return { prefix, hosts: plan.hosts, client: plan.hosts[0]!, server: plan.hosts[1] ?? plan.hosts[0]!, topology: plan.topology, namespaces: created, spec };
+    return labOfPlan(plan, spec, prefix, created);
   } catch (e) {
     for (const c of created) deleteNetns(c);
     throw e;

@@ -10,7 +10,8 @@ import type { DataPlane } from '../dataplane/types.js';
 import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import { Bmv2DataPlane } from '../dataplane/bmv2/bmv2-dataplane.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
-import { openNodeLab } from './lab-nodes.js';
+import { nodeLabAdoption, openNodeLab } from './lab-nodes.js';
+import type { LabAdoption } from './run-dir.js';
 import { openBmv2NodeLab } from './bmv2-node-lab.js';
 import { repoRoot } from '../cli/paths.js';
 import path from 'node:path';
@@ -47,6 +48,8 @@ export interface OpenedLab {
   metricsSockets?: readonly string[];
   /** the VNF processes of the lab's `userspace` instances (started with the lab, stopped by close) */
   userspaceVnfs?: UserspaceVnfFleet;
+  /** what a replacement daemon needs to adopt the lab (an XDP lab of node processes only: everything else lives in the process that opened it) */
+  adoption?: Omit<LabAdoption, 'instances' | 'spec'>;
   /** closes the data plane, then removes the lab; idempotent */
   close(): Promise<void>;
 }
@@ -78,7 +81,9 @@ async function withUserspaceVnfs(opened: OpenedLab): Promise<OpenedLab> {
     throw e;
   }
   let closed: Promise<void> | undefined;
-  return { ...opened, userspaceVnfs: fleet, close: () => (closed ??= fleet.close().finally(() => opened.close())) };
+  // the VNF processes are this process's, their E-State with them: a replacement daemon could not adopt them
+  const { adoption: _notAdoptable, ...rest } = opened;
+  return { ...rest, userspaceVnfs: fleet, close: () => (closed ??= fleet.close().finally(() => opened.close())) };
 }
 
 async function openDataPlane(spec: LabSpec, prefix: string, o: OpenLabOptions): Promise<OpenedLab> {
@@ -86,9 +91,10 @@ async function openDataPlane(spec: LabSpec, prefix: string, o: OpenLabOptions): 
   const q = o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs };
   const bmv2 = { ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }), ...(o.simpleSwitchGrpc === undefined ? {} : { simpleSwitchGrpc: o.simpleSwitchGrpc }) };
   if (target === 'xdp' && (o.via ?? 'nodes') === 'nodes') {
-    const nl = await openNodeLab({ ...spec, target }, prefix, { dir: path.join(o.workDir, 'nodes'), cli: path.join(repoRoot, 'dist/src/cli/main.js'), ...q });
+    const nodesDir = path.join(o.workDir, 'nodes');
+    const nl = await openNodeLab({ ...spec, target }, prefix, { dir: nodesDir, cli: path.join(repoRoot, 'dist/src/cli/main.js'), ...q });
     const metricsSockets = nl.nodes.flatMap((p) => (p.node.config.metrics?.unix === undefined ? [] : [p.node.config.metrics.unix]));
-    return { target, lab: nl.lab, dp: nl.dp, metricsSockets, close: nl.close };
+    return { target, lab: nl.lab, dp: nl.dp, metricsSockets, adoption: nodeLabAdoption(nl, nodesDir), close: nl.close };
   }
   if (target === 'xdp') {
     destroyLab(prefix);

@@ -26,6 +26,40 @@ export interface LabState {
   metricsSocket?: string;
   namespaces: string[];
   target: 'xdp' | 'bmv2';
+  /** what a replacement daemon needs to adopt the lab (lab recover); absent: the lab cannot be recovered (BMv2, userspace VNFs, an older sharpctl) */
+  adopt?: LabAdoption;
+  /** the handover journal (FileJournal): what a replacement daemon recovers */
+  journal?: string;
+  /** the daemons that ran this lab before this one and died: their sessions may still hold processes they started (lab down stops them) */
+  previousDaemons?: DaemonRecord[];
+  /** the traffic run in progress (traffic start): a replacement daemon says it ended with the daemon that ran it */
+  traffic?: TrafficRecord;
+}
+
+/** A process by pid and start time: a reused pid is another process. */
+export interface DaemonRecord {
+  pid: number;
+  pidStart?: number;
+}
+
+export interface LabAdoption {
+  /** the standard lab's instances (no spec file) */
+  instances: number;
+  /** the validated spec the lab was built from (in the run directory), or none: the standard lab */
+  spec?: string;
+  /** the node folder (configs, lab-nodes.json, certs) */
+  nodesDir: string;
+  /** the node processes, by the lab's node name (switch or instance) */
+  nodes: { role: string; pid: number; pidStart?: number }[];
+  /** the management network's namespace and root-namespace end */
+  management: { netns: string; rootIfname: string };
+}
+
+export interface TrafficRecord {
+  startedAt: string;
+  rate: number;
+  flows: number;
+  reverse: boolean;
 }
 
 export interface LabPaths {
@@ -82,6 +116,12 @@ export function processStartTime(pid: number): number | undefined {
   return f === undefined ? undefined : Number(f[19]);
 }
 
+/** A process as a record to find it again by: its pid and, while it runs, its start time. */
+export function processRecord(pid: number): DaemonRecord {
+  const start = processStartTime(pid);
+  return start === undefined ? { pid } : { pid, pidStart: start };
+}
+
 /** The fields of /proc/<pid>/stat after "(comm)": state, ppid, pgrp, session, …; index i is field i + 3. */
 function procStat(pid: number): string[] | undefined {
   try {
@@ -96,6 +136,29 @@ function procStat(pid: number): string[] | undefined {
 export function sameProcess(pid: number, start: number | undefined): boolean {
   if (!processAlive(pid)) return false;
   return start === undefined || processStartTime(pid) === start;
+}
+
+/**
+ * Stops processes by pid, each only while it is still the process recorded
+ * (pid and start time): SIGTERM, then SIGKILL after `graceMs`. Returns the
+ * pids it signalled.
+ */
+export async function stopRecordedProcesses(procs: readonly DaemonRecord[], graceMs = 5_000): Promise<number[]> {
+  const live = procs.filter((p) => sameProcess(p.pid, p.pidStart));
+  const signal = (sig: NodeJS.Signals): void => {
+    for (const p of live) {
+      if (!sameProcess(p.pid, p.pidStart)) continue;
+      try {
+        process.kill(p.pid, sig);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  };
+  signal('SIGTERM');
+  for (let waited = 0; waited < graceMs && live.some((p) => sameProcess(p.pid, p.pidStart)); waited += 50) await new Promise((r) => setTimeout(r, 50));
+  signal('SIGKILL');
+  return live.map((p) => p.pid);
 }
 
 /** The lab's daemon runs: its pid is alive and, when the state has it, with the recorded start time. */
@@ -136,21 +199,8 @@ export function sessionLeftovers(st: Pick<LabState, 'pid' | 'pidStart'>): { pid:
 export async function stopSessionLeftovers(st: Pick<LabState, 'pid' | 'pidStart'>, graceMs = 3_000): Promise<{ pid: number; comm: string }[]> {
   const left = sessionLeftovers(st);
   if (left.length === 0) return [];
-  const starts = new Map(left.map((p) => [p.pid, processStartTime(p.pid)]));
-  const signal = (sig: NodeJS.Signals): void => {
-    for (const p of left) {
-      // the same process we found, still: never a process that took its pid since
-      if (!sameProcess(p.pid, starts.get(p.pid))) continue;
-      try {
-        process.kill(p.pid, sig);
-      } catch {
-        // gone meanwhile
-      }
-    }
-  };
-  signal('SIGTERM');
-  for (let waited = 0; waited < graceMs && left.some((p) => sameProcess(p.pid, starts.get(p.pid))); waited += 50) await new Promise((r) => setTimeout(r, 50));
-  signal('SIGKILL');
+  // the same processes we found, still: never a process that took one's pid since
+  await stopRecordedProcesses(left.map((p) => processRecord(p.pid)), graceMs);
   return left;
 }
 

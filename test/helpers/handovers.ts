@@ -119,7 +119,7 @@ export function twoWayProbes(
   t: Test,
   lab: Pick<NetnsLab, 'client' | 'server'>,
   o: { objectsDir: string; flows: number; stamps?: boolean },
-): { start(pps: number): void; stop(): Promise<TrafficReport[]>; stopAndAssertIntact(minSent: number): Promise<void> } {
+): { start(pps: number): void; delivered(): number[]; stop(): Promise<TrafficReport[]>; stopAndAssertIntact(minSent: number): Promise<void> } {
   const pairs = [
     [lab.client, lab.server],
     [lab.server, lab.client],
@@ -145,6 +145,8 @@ export function twoWayProbes(
   };
   return {
     start: (pps) => gens.forEach((g) => g.start(pps)),
+    /** probes delivered so far, each direction (while they run) */
+    delivered: () => sinks.map((s, i) => s.report(gens[i]!.sentPerFlow(), { running: true }).delivered),
     stop,
     stopAndAssertIntact: async (minSent) => {
       (await stop()).forEach((r, i) => {
