@@ -3,6 +3,7 @@
  *   certs init <dir>                       a CA: ca.crt, ca.key
  *   certs node <name> --ip … --dns …       node-<name>.crt/.key (server + client)
  *   certs controller <name>                controller-<name>.crt/.key (client)
+ *   certs switch <name> --ip … --dns …     switch-<name>.crt/.key (a P4Runtime server: simple_switch_grpc --grpc-server-ssl)
  *   certs show <file>                      who a certificate names, checked against ca.crt
  */
 import { statSync } from 'node:fs';
@@ -85,7 +86,7 @@ const out = (json: boolean | undefined, value: unknown, human: () => void): void
 export function addCertsCommands(program: Command): void {
   const certs = program
     .command('certs')
-    .description('make and inspect the certificates of the node control API (mutual TLS; openssl, EC P-256)')
+    .description('make and inspect the certificates of the node control API and of P4Runtime switches (mutual TLS; openssl, EC P-256)')
     .addHelpText(
       'after',
       `
@@ -93,11 +94,13 @@ Files (one folder per deployment; keys 0600, folder 0700):
   ca.crt ca.key                       the CA every node and controller trusts
   node-<name>.crt node-<name>.key     a node: serverAuth + clientAuth, CN=<name>, SAN DNS:<name> [+ --dns, --ip]
   controller-<name>.crt/.key          a controller: clientAuth, CN=<name>
+  switch-<name>.crt switch-<name>.key a P4Runtime switch: serverAuth, CN=<name>, SAN DNS:<name> [+ --dns, --ip]
 
 Examples:
   sharpctl certs init /etc/sharp/certs
   sharpctl certs node s1 --dir /etc/sharp/certs --ip 10.9.0.2
   sharpctl certs controller ctl1 --dir /etc/sharp/certs
+  sharpctl certs switch s2 --dir /etc/sharp/certs --ip 10.9.0.5
   sharpctl certs show /etc/sharp/certs/node-s1.crt`,
     );
 
@@ -149,6 +152,30 @@ Examples:
     DEFAULT_LEAF_DAYS,
     'replace an existing certificate of this controller',
     (t, name, o) => t.createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
+  );
+
+  issuing<{ dir: string; ip: string[]; dns: string[] }>(
+    certs
+      .command('switch')
+      .description("create a P4Runtime switch's server certificate and key, signed by the CA (serverAuth; CN and SAN DNS = the switch's name)")
+      .argument('<name>', "the switch's name in the deployment spec (the controller checks the switch's certificate against it)")
+      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+      .option('--ip <addr>', 'an IP address the switch is reached at (repeatable, or comma-separated)', collect, [])
+      .option('--dns <name>', 'a further DNS name of the switch (repeatable, or comma-separated)', collect, [])
+      .addHelpText(
+        'after',
+        `
+Give the files to simple_switch_grpc (the controller's certificate, controller-<name>.crt, is its client certificate):
+  simple_switch_grpc … -- --grpc-server-addr 10.9.0.5:9559 --grpc-server-ssl --grpc-server-with-client-auth \\
+    --grpc-server-cacert certs/ca.crt --grpc-server-cert certs/switch-s2.crt --grpc-server-key certs/switch-s2.key
+
+Examples:
+  sharpctl certs switch s2 --ip 10.9.0.5
+  sharpctl certs switch s2 --dir /etc/sharp/certs --ip 10.9.0.5 --dns s2.lab.example --json`,
+      ),
+    DEFAULT_LEAF_DAYS,
+    'replace an existing certificate of this switch',
+    (t, name, o) => t.createSwitchCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
   );
 
   certs
