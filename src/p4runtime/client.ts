@@ -199,6 +199,9 @@ const c = {
 
 const path = (method: string): string => `/${P4RUNTIME_SERVICE}/${method}`;
 
+/** grpc-js's last error when the connection closed before HTTP/2 began (not "... before the deadline": that is a timeout) */
+const CLOSED_BEFORE_HTTP2 = /Last error: (?:Error: )?(?:Failed to connect(?! before)|Connection dropped|read ECONNRESET|socket hang up)/;
+
 /** The host of a gRPC target ("10.0.0.5:9559", "[fd00::5]:9559", "dns:///s2:9559"): the name TLS checks by default. */
 export function hostOf(address: string): string {
   const a = address.replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, '');
@@ -251,8 +254,12 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
       this.#client = new grpc.Client(options.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
       return;
     }
-    if ((tls.cert === undefined) !== (tls.key === undefined)) throw new TypeError(`P4Runtime ${options.address}: give tls.cert and tls.key together (or neither)`);
-    this.identity = tls.cert === undefined ? undefined : identityOf(tls.cert).name;
+    if ((tls.cert === undefined) !== (tls.key === undefined)) throw new P4RuntimeError(`P4Runtime ${options.address}: give tls.cert and tls.key together (or neither)`, grpc.status.INVALID_ARGUMENT, '');
+    try {
+      this.identity = tls.cert === undefined ? undefined : identityOf(tls.cert).name;
+    } catch (e) {
+      throw new P4RuntimeError(`P4Runtime ${options.address}: tls.cert is not a PEM certificate (${(e as Error).message})`, grpc.status.INVALID_ARGUMENT, '', { cause: e });
+    }
     this.serverName = tls.serverName ?? hostOf(options.address);
     const credentials = grpc.credentials.createSsl(tls.ca, tls.key ?? null, tls.cert ?? null, {
       // grpc-js passes the override below as `host`; the names seen are kept for the error
@@ -277,23 +284,19 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
   #securityError(details: string, cause: unknown): P4RuntimeError | undefined {
     const reason = connectionReason(details);
     const me = this.identity === undefined ? 'this client (no certificate)' : `the certificate of '${this.identity}'`;
+    const closedEarly = CLOSED_BEFORE_HTTP2.test(details) && !UNREACHABLE.test(reason);
     if (this.serverName === undefined) {
-      // a plaintext client: a TLS server ends the connection at our first bytes, before HTTP/2 began
-      if (!UNREACHABLE.test(details) || /Failed to connect before the deadline/.test(details)) {
-        if (/Connection dropped|ECONNRESET|Failed to connect\b|socket hang up|Protocol error|closed/i.test(details) && !/ECONNREFUSED|ENOENT/.test(details)) {
-          return new P4RuntimeTransportMismatchError('the connection closed before HTTP/2 began: the server may require TLS (this client speaks plaintext)', this.#parties, reason, { cause });
-        }
-      }
-      return undefined;
+      // a plaintext client: a TLS server ends the connection at our first bytes
+      return closedEarly ? new P4RuntimeTransportMismatchError('the connection closed before HTTP/2 began: the server may require TLS (this client speaks plaintext)', this.#parties, reason, { cause }) : undefined;
     }
-    if (this.#presented !== undefined && /does not match|not in the cert|Hostname\/IP/i.test(details)) {
+    if (this.#presented !== undefined && /ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames/.test(details)) {
       return new P4RuntimeServerIdentityError(`the server's certificate names '${this.#presented.join("', '")}', expected '${this.serverName}'`, this.#parties, this.#presented, reason, { cause });
     }
     if (NOT_TLS.test(details)) return new P4RuntimeTransportMismatchError('the server does not speak TLS (plaintext?)', this.#parties, reason, { cause });
     if (REFUSED_BY_PEER.test(details)) return new P4RuntimeCertificateRefusedError(`refused ${me}`, this.#parties, reason, { cause });
     if (UNTRUSTED.test(details)) return new P4RuntimeUntrustedServerError(`the server's certificate is not signed by the CA this client trusts (expected '${this.serverName}')`, this.#parties, reason, { cause });
     // with TLS 1.3 a server refusing our certificate sends its alert after the handshake: grpc-js sees the connection close before HTTP/2 began
-    if (/Last error: Failed to connect\b|Connection dropped|ECONNRESET|socket hang up/.test(details)) return new P4RuntimeCertificateRefusedError(`closed the connection after the TLS handshake: it did not accept ${me}`, this.#parties, reason, { cause });
+    if (closedEarly) return new P4RuntimeCertificateRefusedError(`closed the connection after the TLS handshake: it did not accept ${me}`, this.#parties, reason, { cause });
     return undefined;
   }
 
