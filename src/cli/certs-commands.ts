@@ -8,7 +8,7 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { CertReport, IssuedCert } from '../node/transport/index.js';
 import { DEFAULT_CA_DAYS, DEFAULT_CA_NAME, DEFAULT_LEAF_DAYS } from '../node/transport/cert-defaults.js';
 
@@ -39,6 +39,10 @@ function days(v: string): number {
 
 /** repeatable and comma-separated: --ip 10.9.0.2 --ip fd00::2,10.9.1.2 */
 const collect = (v: string, prev: string[]): string[] => [...prev, ...v.split(',').map((s) => s.trim()).filter((s) => s !== '')];
+
+/** --ip and --dns of a server's certificate (its SAN) */
+const sanIp = (who: string): Option => new Option('--ip <addr>', `an IP address the ${who} is reached at (repeatable, or comma-separated)`).argParser(collect).default([]);
+const sanDns = (who: string): Option => new Option('--dns <name>', `a further DNS name of the ${who} (repeatable, or comma-separated)`).argParser(collect).default([]);
 
 const mode = (file: string): string => `0${(statSync(file).mode & 0o777).toString(8)}`;
 
@@ -134,8 +138,8 @@ Examples:
       .description("create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)")
       .argument('<name>', "the node's name (the controller checks the node's certificate against it)")
       .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-      .option('--ip <addr>', 'an IP address the node is reached at (repeatable, or comma-separated)', collect, [])
-      .option('--dns <name>', 'a further DNS name of the node (repeatable, or comma-separated)', collect, [])
+      .addOption(sanIp('node'))
+      .addOption(sanDns('node'))
       .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json'),
     DEFAULT_LEAF_DAYS,
     'replace an existing certificate of this node',
@@ -160,8 +164,8 @@ Examples:
       .description("create a P4Runtime switch's server certificate and key, signed by the CA (serverAuth; CN and SAN DNS = the switch's name)")
       .argument('<name>', "the switch's name in the deployment spec (the controller checks the switch's certificate against it)")
       .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-      .option('--ip <addr>', 'an IP address the switch is reached at (repeatable, or comma-separated)', collect, [])
-      .option('--dns <name>', 'a further DNS name of the switch (repeatable, or comma-separated)', collect, [])
+      .addOption(sanIp('switch'))
+      .addOption(sanDns('switch'))
       .addHelpText(
         'after',
         `

@@ -293,7 +293,7 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
       return new P4RuntimeServerIdentityError(`the server's certificate names '${this.#presented.join("', '")}', expected '${this.serverName}'`, this.#parties, this.#presented, reason, { cause });
     }
     if (NOT_TLS.test(details)) return new P4RuntimeTransportMismatchError('the server does not speak TLS (plaintext?)', this.#parties, reason, { cause });
-    if (REFUSED_BY_PEER.test(details)) return new P4RuntimeCertificateRefusedError(`refused ${me}`, this.#parties, reason, { cause });
+    if (REFUSED_BY_PEER.test(details)) return new P4RuntimeCertificateRefusedError(`did not accept ${me}`, this.#parties, reason, { cause });
     if (UNTRUSTED.test(details)) return new P4RuntimeUntrustedServerError(`the server's certificate is not signed by the CA this client trusts (expected '${this.serverName}')`, this.#parties, reason, { cause });
     // with TLS 1.3 a server refusing our certificate sends its alert after the handshake: grpc-js sees the connection close before HTTP/2 began
     if (closedEarly) return new P4RuntimeCertificateRefusedError(`closed the connection after the TLS handshake: it did not accept ${me}`, this.#parties, reason, { cause });

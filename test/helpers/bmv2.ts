@@ -113,7 +113,8 @@ json.dump(out, sys.stdout)
 `;
 import { commandPath } from '../../src/util/command.js';
 
-function runIn(netns: string, cmd: string, args: readonly string[], input: string, timeoutMs: number, onReady?: () => void): Promise<string> {
+/** Runs `cmd` in `netns` with `input` on its stdin; resolves with its stdout when it exits 0 (SIGKILLed after `timeoutMs`). */
+export function runIn(netns: string, cmd: string, args: readonly string[], input: string, timeoutMs: number, onReady?: () => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', netns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -309,8 +310,8 @@ export async function startTlsBmv2(t: Test, o: { ca: string; cert: string; key: 
     if (state.netns !== undefined) deleteNetns(state.netns);
     rmSync(dir, { recursive: true, force: true });
   });
+  state.netns = netns; // before it exists: a half-made one goes too
   createNetns(netns); // with lo up
-  state.netns = netns;
   const logBase = path.join(dir, 'bmv2');
   const log = (): string => (existsSync(`${logBase}.txt`) ? readFileSync(`${logBase}.txt`, 'utf8') : '');
   const args = [

@@ -6,13 +6,13 @@
  * connects asynchronously, so the namespace is entered by a process of its
  * own rather than by the test's thread.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { P4Info, P4RuntimeClient, P4RuntimeSecurityError, type P4RuntimeTlsOptions } from '../../src/p4runtime/index.js';
 import { P4_ARTIFACTS } from '../../src/dataplane/bmv2/artifacts.js';
 import { loadDeploySpec } from '../../src/deploy/spec.js';
 import { connectP4RuntimeSwitches } from '../../src/deploy/controller.js';
+import { runIn } from './bmv2.js';
 
 export interface TlsFileOptions {
   ca: string;
@@ -95,28 +95,14 @@ async function main(): Promise<void> {
 const self = fileURLToPath(import.meta.url);
 
 /** Runs `op` in namespace `netns` (a child node process) and returns its outcome; rejects only when the child itself fails. */
-export function inNetnsP4Runtime(netns: string, op: NetnsOp, timeoutMs = 60_000): Promise<NetnsOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', netns, process.execPath, self, JSON.stringify(op)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      try {
-        resolve(JSON.parse(line) as NetnsOutcome);
-      } catch {
-        reject(new Error(`${op.op} in ${netns} exited ${code ?? signal} without an outcome: ${err.trim() || out.trim()}`));
-      }
-    });
-  });
+export async function inNetnsP4Runtime(netns: string, op: NetnsOp, timeoutMs = 60_000): Promise<NetnsOutcome> {
+  const out = await runIn(netns, process.execPath, [self, JSON.stringify(op)], '', timeoutMs);
+  const line = out.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as NetnsOutcome;
+  } catch (e) {
+    throw new Error(`${op.op} in ${netns} printed no outcome: ${out.trim()}`, { cause: e });
+  }
 }
 
 if (process.argv[1] !== undefined && pathToFileURL(process.argv[1]).href === import.meta.url) await main();
