@@ -203,7 +203,7 @@ const path = (method: string): string => `/${P4RUNTIME_SERVICE}/${method}`;
 const CLOSED_BEFORE_HTTP2 = /Last error: (?:Error: )?(?:Failed to connect(?! before)|Connection dropped|read ECONNRESET|socket hang up)/;
 
 /** The host of a gRPC target ("10.0.0.5:9559", "[fd00::5]:9559", "dns:///s2:9559"): the name TLS checks by default. */
-export function hostOf(address: string): string {
+function hostOf(address: string): string {
   const a = address.replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, '');
   const v6 = /^\[([^\]]+)\]/.exec(a);
   if (v6) return v6[1]!;
