@@ -132,18 +132,28 @@ Examples:
     (t, dir, o) => t.createCa(dir, { name: o.name, days: o.days, force: o.force === true }),
   );
 
-  issuing<{ dir: string; ip: string[]; dns: string[] }>(
-    certs
-      .command('node')
-      .description("create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)")
-      .argument('<name>', "the node's name (the controller checks the node's certificate against it)")
-      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-      .addOption(sanIp('node'))
-      .addOption(sanDns('node'))
-      .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json'),
-    DEFAULT_LEAF_DAYS,
-    'replace an existing certificate of this node',
-    (t, name, o) => t.createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+  /** a server's certificate (node, switch): --dir, and --ip / --dns for its SAN */
+  const server = (kind: 'node' | 'switch', description: string, argument: string, help: string, create: (t: Transport) => Transport['createNodeCert']): Command =>
+    issuing<{ dir: string; ip: string[]; dns: string[] }>(
+      certs
+        .command(kind)
+        .description(description)
+        .argument('<name>', argument)
+        .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+        .addOption(sanIp(kind))
+        .addOption(sanDns(kind))
+        .addHelpText('after', help),
+      DEFAULT_LEAF_DAYS,
+      `replace an existing certificate of this ${kind}`,
+      (t, name, o) => create(t)(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+    );
+
+  server(
+    'node',
+    "create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)",
+    "the node's name (the controller checks the node's certificate against it)",
+    '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json',
+    (t) => t.createNodeCert,
   );
 
   issuing<{ dir: string }>(
@@ -158,17 +168,11 @@ Examples:
     (t, name, o) => t.createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
   );
 
-  issuing<{ dir: string; ip: string[]; dns: string[] }>(
-    certs
-      .command('switch')
-      .description("create a P4Runtime switch's server certificate and key, signed by the CA (serverAuth; CN and SAN DNS = the switch's name)")
-      .argument('<name>', "the switch's name in the deployment spec (the controller checks the switch's certificate against it)")
-      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-      .addOption(sanIp('switch'))
-      .addOption(sanDns('switch'))
-      .addHelpText(
-        'after',
-        `
+  server(
+    'switch',
+    "create a P4Runtime switch's server certificate and key, signed by the CA (serverAuth; CN and SAN DNS = the switch's name)",
+    "the switch's name in the deployment spec (the controller checks the switch's certificate against it)",
+    `
 Give the files to simple_switch_grpc (the controller's certificate, controller-<name>.crt, is its client certificate):
   simple_switch_grpc … -- --grpc-server-addr 10.9.0.5:9559 --grpc-server-ssl --grpc-server-with-client-auth \\
     --grpc-server-cacert certs/ca.crt --grpc-server-cert certs/switch-s2.crt --grpc-server-key certs/switch-s2.key
@@ -176,10 +180,7 @@ Give the files to simple_switch_grpc (the controller's certificate, controller-<
 Examples:
   sharpctl certs switch s2 --ip 10.9.0.5
   sharpctl certs switch s2 --dir /etc/sharp/certs --ip 10.9.0.5 --dns s2.lab.example --json`,
-      ),
-    DEFAULT_LEAF_DAYS,
-    'replace an existing certificate of this switch',
-    (t, name, o) => t.createSwitchCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+    (t) => t.createSwitchCert,
   );
 
   certs
