@@ -3,11 +3,12 @@
  *   certs init <dir>                       a CA: ca.crt, ca.key
  *   certs node <name> --ip … --dns …       node-<name>.crt/.key (server + client)
  *   certs controller <name>                controller-<name>.crt/.key (client)
+ *   certs switch <name> --ip … --dns …     switch-<name>.crt/.key (a P4Runtime server: simple_switch_grpc --grpc-server-ssl)
  *   certs show <file>                      who a certificate names, checked against ca.crt
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { CertReport, IssuedCert } from '../node/transport/index.js';
 import { DEFAULT_CA_DAYS, DEFAULT_CA_NAME, DEFAULT_LEAF_DAYS } from '../node/transport/cert-defaults.js';
 
@@ -38,6 +39,10 @@ function days(v: string): number {
 
 /** repeatable and comma-separated: --ip 10.9.0.2 --ip fd00::2,10.9.1.2 */
 const collect = (v: string, prev: string[]): string[] => [...prev, ...v.split(',').map((s) => s.trim()).filter((s) => s !== '')];
+
+/** --ip and --dns of a server's certificate (its SAN) */
+const sanIp = (who: string): Option => new Option('--ip <addr>', `an IP address the ${who} is reached at (repeatable, or comma-separated)`).argParser(collect).default([]);
+const sanDns = (who: string): Option => new Option('--dns <name>', `a further DNS name of the ${who} (repeatable, or comma-separated)`).argParser(collect).default([]);
 
 const mode = (file: string): string => `0${(statSync(file).mode & 0o777).toString(8)}`;
 
@@ -85,7 +90,7 @@ const out = (json: boolean | undefined, value: unknown, human: () => void): void
 export function addCertsCommands(program: Command): void {
   const certs = program
     .command('certs')
-    .description('make and inspect the certificates of the node control API (mutual TLS; openssl, EC P-256)')
+    .description('make and inspect the certificates of the node control API and of P4Runtime switches (mutual TLS; openssl, EC P-256)')
     .addHelpText(
       'after',
       `
@@ -93,11 +98,13 @@ Files (one folder per deployment; keys 0600, folder 0700):
   ca.crt ca.key                       the CA every node and controller trusts
   node-<name>.crt node-<name>.key     a node: serverAuth + clientAuth, CN=<name>, SAN DNS:<name> [+ --dns, --ip]
   controller-<name>.crt/.key          a controller: clientAuth, CN=<name>
+  switch-<name>.crt switch-<name>.key a P4Runtime switch: serverAuth, CN=<name>, SAN DNS:<name> [+ --dns, --ip]
 
 Examples:
   sharpctl certs init /etc/sharp/certs
   sharpctl certs node s1 --dir /etc/sharp/certs --ip 10.9.0.2
   sharpctl certs controller ctl1 --dir /etc/sharp/certs
+  sharpctl certs switch s2 --dir /etc/sharp/certs --ip 10.9.0.5
   sharpctl certs show /etc/sharp/certs/node-s1.crt`,
     );
 
@@ -125,18 +132,28 @@ Examples:
     (t, dir, o) => t.createCa(dir, { name: o.name, days: o.days, force: o.force === true }),
   );
 
-  issuing<{ dir: string; ip: string[]; dns: string[] }>(
-    certs
-      .command('node')
-      .description("create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)")
-      .argument('<name>', "the node's name (the controller checks the node's certificate against it)")
-      .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
-      .option('--ip <addr>', 'an IP address the node is reached at (repeatable, or comma-separated)', collect, [])
-      .option('--dns <name>', 'a further DNS name of the node (repeatable, or comma-separated)', collect, [])
-      .addHelpText('after', '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json'),
-    DEFAULT_LEAF_DAYS,
-    'replace an existing certificate of this node',
-    (t, name, o) => t.createNodeCert(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+  /** a server's certificate (node, switch): --dir, and --ip / --dns for its SAN */
+  const server = (kind: 'node' | 'switch', description: string, argument: string, help: string, create: (t: Transport) => Transport['createNodeCert']): Command =>
+    issuing<{ dir: string; ip: string[]; dns: string[] }>(
+      certs
+        .command(kind)
+        .description(description)
+        .argument('<name>', argument)
+        .option('--dir <dir>', 'folder with the CA', DEFAULT_DIR)
+        .addOption(sanIp(kind))
+        .addOption(sanDns(kind))
+        .addHelpText('after', help),
+      DEFAULT_LEAF_DAYS,
+      `replace an existing certificate of this ${kind}`,
+      (t, name, o) => create(t)(o.dir, name, { ips: o.ip, dns: o.dns, days: o.days, force: o.force === true }),
+    );
+
+  server(
+    'node',
+    "create a node's certificate and key, signed by the CA (serverAuth + clientAuth; CN and SAN DNS = the node's name)",
+    "the node's name (the controller checks the node's certificate against it)",
+    '\nExamples:\n  sharpctl certs node s1 --ip 10.9.0.2\n  sharpctl certs node vnf1 --dir /etc/sharp/certs --ip 10.9.0.3,fd00::3 --dns vnf1.lab.example --json',
+    (t) => t.createNodeCert,
   );
 
   issuing<{ dir: string }>(
@@ -149,6 +166,21 @@ Examples:
     DEFAULT_LEAF_DAYS,
     'replace an existing certificate of this controller',
     (t, name, o) => t.createControllerCert(o.dir, name, { days: o.days, force: o.force === true }),
+  );
+
+  server(
+    'switch',
+    "create a P4Runtime switch's server certificate and key, signed by the CA (serverAuth; CN and SAN DNS = the switch's name)",
+    "the switch's name in the deployment spec (the controller checks the switch's certificate against it)",
+    `
+Give the files to simple_switch_grpc (the controller's certificate, controller-<name>.crt, is its client certificate):
+  simple_switch_grpc … -- --grpc-server-addr 10.9.0.5:9559 --grpc-server-ssl --grpc-server-with-client-auth \\
+    --grpc-server-cacert certs/ca.crt --grpc-server-cert certs/switch-s2.crt --grpc-server-key certs/switch-s2.key
+
+Examples:
+  sharpctl certs switch s2 --ip 10.9.0.5
+  sharpctl certs switch s2 --dir /etc/sharp/certs --ip 10.9.0.5 --dns s2.lab.example --json`,
+    (t) => t.createSwitchCert,
   );
 
   certs

@@ -19,6 +19,10 @@ Deployment spec (YAML or JSON):
     - { name: s2, target: bmv2, p4runtime: "10.9.0.5:9559", deviceId: 1, pipeline: existing,
         ports: { s2-server: { port: 1 }, s2-vnfa: { port: 2, instance: vnfa, side: 1 } } }
                                        # pipeline: push installs p4/sharp.p4 (empties the tables): once
+                                       # TCP: mutual TLS (certs/ca.crt, controller-ctl1.crt/.key; the switch's
+                                       # certificate names s2: sharpctl certs switch s2 --ip 10.9.0.5);
+                                       # tls: { ca, cert, key, serverName } per switch; plaintext: true (warned);
+                                       # unix:/path: plaintext
   rules:
     - { switch: s1, match: { dst: 10.0.0.2/32, from: client }, to: vnfa, priority: 1 }
     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
@@ -74,10 +78,11 @@ export function addDeployCommands(program: Command): void {
         const rules = await Promise.all(d.switchControl.rules().map(async (r) => ({ ...r, counters: await d.switchControl.ruleCounters(r.id) })));
         const nodes = d.nodes.map((n) => ({ node: n.health.node, pid: n.health.pid, adopted: n.health.adopted, switches: n.switches(), instances: n.agentInstances().map((i) => i.name) }));
         // the switches this controller drives itself, over P4Runtime
-        const p4runtime = c.spec.switches.map((s) => ({ switch: s.name, target: s.target, p4runtime: s.p4runtime, deviceId: s.deviceId, pipeline: s.pipeline }));
+        const { switchTransport } = await import('../deploy/spec.js');
+        const p4runtime = c.spec.switches.map((s) => ({ switch: s.name, target: s.target, p4runtime: s.p4runtime, transport: switchTransport(c.spec.controller, s)?.kind, deviceId: s.deviceId, pipeline: s.pipeline }));
         out(o.json, { nodes, p4runtime, rules }, () => {
           for (const n of nodes) console.log(`node ${n.node} (pid ${n.pid}${n.adopted ? ', adopted' : ''}): switches ${n.switches.join(', ') || '-'}; instances ${n.instances.join(', ') || '-'}`);
-          for (const s of p4runtime) console.log(`switch ${s.switch} (${s.target}, P4Runtime ${s.p4runtime} device ${s.deviceId}, pipeline ${s.pipeline})`);
+          for (const s of p4runtime) console.log(`switch ${s.switch} (${s.target}, P4Runtime ${s.p4runtime}${s.transport === 'tls' ? ' mutual TLS' : s.transport === 'plaintext' ? ' PLAINTEXT' : ''} device ${s.deviceId}, pipeline ${s.pipeline})`);
           for (const r of rules) console.log(`  rule ${r.id} on ${r.switch} → ${r.action.outPort}${r.action.phase ? ` [phase ${r.action.phase} h${r.action.handoverId}]` : ''}: ${r.counters.packets} packets`);
         });
       }),

@@ -14,7 +14,8 @@ import { DataPlaneError, Phase, RuleError, type Rule, type RuleMatch } from '../
 import { protoNumber } from '../lab/spec/index.js';
 import { P4RuntimeSwitches } from '../dataplane/bmv2/p4runtime-switches.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
-import type { DeployRule, DeploySpec, DeploySwitch } from './spec.js';
+import type { P4RuntimeTlsOptions } from '../p4runtime/index.js';
+import { switchTransport, type DeployRule, type DeploySpec, type DeploySwitch, type SwitchController } from './spec.js';
 
 export interface Controller {
   /** the spec it was opened with */
@@ -36,7 +37,7 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
     }
     const onNodes = spec.switches.filter((s) => clients.some((c) => c.switches().includes(s.name)));
     if (onNodes.length > 0) throw new DataPlaneError(`switch ${onNodes[0]!.name} is in the spec's switches and runs on node ${clients.find((c) => c.switches().includes(onNodes[0]!.name))!.name} too: one of them must be renamed`);
-    const direct = spec.switches.length === 0 ? [] : [await connectP4RuntimeSwitches(spec.switches)];
+    const direct = spec.switches.length === 0 ? [] : [await connectP4RuntimeSwitches(spec.switches, { controller: spec.controller })];
     return new NodeDeployment(clients, direct);
   } catch (e) {
     for (const c of clients) c.close();
@@ -44,14 +45,29 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
   }
 }
 
+const warnOnStderr = (message: string): void => void process.stderr.write(`sharpctl: warning: ${message}\n`);
+
 /**
  * The spec's P4Runtime switches, with p4/sharp.p4's committed artifacts:
  * `push` installs them; `existing` refuses a switch running anything else
  * (PipelineMismatchError, naming what it runs) and leaves it untouched.
+ * Over TCP each is reached with mutual TLS (the controller's certificate
+ * from controller.certs unless the switch's tls names others), checked
+ * before connecting (CertificateFileError naming the file); `plaintext:
+ * true` is warned about, naming the switch.
  */
-export function connectP4RuntimeSwitches(switches: readonly DeploySwitch[]): Promise<P4RuntimeSwitches> {
+export async function connectP4RuntimeSwitches(switches: readonly DeploySwitch[], o: { controller?: SwitchController; warn?: (message: string) => void } = {}): Promise<P4RuntimeSwitches> {
+  const tlsOf = (s: DeploySwitch): { tls?: P4RuntimeTlsOptions } => {
+    const tr = switchTransport(o.controller ?? {}, s);
+    if (tr === undefined) throw new DataPlaneError(`switch ${s.name} at ${s.p4runtime}: P4Runtime over TCP takes mutual TLS and no certificates are given (controller.certs or the switch's tls), nor plaintext: true`);
+    if (tr.kind === 'plaintext') (o.warn ?? warnOnStderr)(`switch ${s.name}: P4Runtime at ${s.p4runtime} in plaintext (plaintext: true): whoever reaches that address can drive the switch`);
+    if (tr.kind !== 'tls') return {};
+    const m = loadTls(tr.files, 'client');
+    return { tls: { ca: m.ca, cert: m.cert, key: m.key, serverName: tr.serverName } };
+  };
   return P4RuntimeSwitches.connect(
     switches.map((s) => ({
+      ...tlsOf(s),
       name: s.name,
       grpcAddress: s.p4runtime,
       deviceId: s.deviceId,

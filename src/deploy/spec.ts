@@ -10,10 +10,13 @@
  *     - { name: sw1, address: "10.9.0.2:7441" }
  *     - { name: vnfa, socket: /run/sharpctl/vnfa.sock }
  *     - { name: vnfb, address: "10.9.0.4:7441", peerAddress: "10.8.0.4:7441" }   # peers hand it state on another network
- *   switches:                     # switches the controller drives itself, over P4Runtime (plaintext gRPC)
+ *   switches:                     # switches the controller drives itself, over P4Runtime
  *     - name: s2
  *       target: bmv2
- *       p4runtime: "10.9.0.5:9559"  # or unix:/run/bmv2/s2.grpc
+ *       p4runtime: "10.9.0.5:9559"  # mutual TLS: certs/ca.crt, controller-ctl1.crt/.key; its certificate must name s2
+ *                                   # (sharpctl certs switch s2); or unix:/run/bmv2/s2.grpc: plaintext, the socket's permissions guard it
+ *       # tls: { ca: …, cert: …, key: …, serverName: s2.lab }   # per switch, each field defaulting as above
+ *       # plaintext: true             # TCP without authentication: only when said, and warned about
  *       deviceId: 1
  *       pipeline: existing          # it must run p4/sharp.p4 already (push: install it, emptying its tables)
  *       ports:                      # name: BMv2 port number, and the instance side it is cabled to
@@ -23,8 +26,10 @@
  *     - { switch: s1, match: { dst: 10.0.0.2/32, from: client }, to: vnfa, priority: 1 }
  *     - { switch: s1, flow: { src: 10.0.0.1, dst: 10.0.0.2, sport: 20000, dport: 9000, proto: udp }, to: vnfa }
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
+import { controllerTlsFiles, type TlsFiles } from '../node/transport/certs.js';
 import { ConfigFileError, describeAjvError, readConfigFile } from '../util/config-file.js';
 import { STATE_KINDS, type StateKind } from '../state/factory.js';
 import { BMV2_CPU_PORT, type PipelineMode } from '../dataplane/bmv2/topology.js';
@@ -64,7 +69,37 @@ export interface DeploySwitch {
   relayAround: boolean;
   /** port name → BMv2 port number and what it faces; slots in this order */
   ports: Record<string, { port: number; instance?: string; side?: 0 | 1 }>;
+  /**
+   * mutual TLS on a TCP address (the default there): files default to
+   * controller.certs' ca.crt and controller-<name>.crt/.key, serverName
+   * (what the switch's certificate must name) to the switch's name
+   */
+  tls?: DeploySwitchTls;
+  /** plaintext gRPC on a TCP address: no authentication, so only when the spec says so (a warning names the switch) */
+  plaintext?: boolean;
 }
+
+export interface DeploySwitchTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  serverName?: string;
+}
+
+/** What a switch's default certificates come from: controller.certs' ca.crt and controller-<name>.crt/.key. */
+export type SwitchController = Partial<Pick<DeploySpec['controller'], 'name' | 'certs'>>;
+
+/** How the controller reaches a switch's P4Runtime server. */
+export type SwitchTransport =
+  | { kind: 'unix' }
+  | { kind: 'plaintext' }
+  | {
+      kind: 'tls';
+      files: TlsFiles;
+      /** where each file came from: the switch's tls field, or controller.certs */
+      from: Record<keyof TlsFiles, 'tls' | 'controller.certs'>;
+      serverName: string;
+    };
 
 export interface DeploySpec {
   controller: { name: string; certs?: string; journal: string };
@@ -119,6 +154,12 @@ const schema = {
           pipeline: { enum: ['push', 'existing'] },
           electionId: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
           relayAround: { type: 'boolean', default: false },
+          tls: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { ca: { type: 'string', minLength: 1 }, cert: { type: 'string', minLength: 1 }, key: { type: 'string', minLength: 1 }, serverName: { type: 'string', pattern: '^[A-Za-z0-9.:_-]{1,253}$' } },
+          },
+          plaintext: { type: 'boolean' },
           ports: {
             type: 'object',
             minProperties: 1,
@@ -170,6 +211,28 @@ export class DeploySpecError extends ConfigFileError {
 
 let validate: ReturnType<Ajv['compile']> | undefined;
 
+const TLS_FIELDS = ['ca', 'cert', 'key'] as const;
+
+/**
+ * A switch's transport: a Unix socket is plaintext (its file permissions
+ * guard it); TCP is mutual TLS unless the spec says `plaintext: true`.
+ * Undefined when TCP with TLS lacks files (no tls field and no controller.certs).
+ */
+export function switchTransport(controller: SwitchController, sw: DeploySwitch): SwitchTransport | undefined {
+  if (sw.p4runtime.startsWith('unix:')) return { kind: 'unix' };
+  if (sw.plaintext === true) return { kind: 'plaintext' };
+  const defaults = controller.certs === undefined || controller.name === undefined ? undefined : controllerTlsFiles(controller.certs, controller.name);
+  const files: Partial<TlsFiles> = {};
+  const from: Partial<Record<keyof TlsFiles, 'tls' | 'controller.certs'>> = {};
+  for (const f of TLS_FIELDS) {
+    const v = sw.tls?.[f] ?? defaults?.[f];
+    if (v === undefined) return undefined;
+    files[f] = v;
+    from[f] = sw.tls?.[f] === undefined ? 'controller.certs' : 'tls';
+  }
+  return { kind: 'tls', files: files as TlsFiles, from: from as Record<keyof TlsFiles, 'tls' | 'controller.certs'>, serverName: sw.tls?.serverName ?? sw.name };
+}
+
 export function validateDeploySpec(value: unknown, file = 'deployment spec'): DeploySpec {
   validate ??= new Ajv({ allErrors: true, useDefaults: true, strict: false }).compile(schema);
   const copy = structuredClone(value);
@@ -195,6 +258,15 @@ export function validateDeploySpec(value: unknown, file = 'deployment spec'): De
       ports.set(p.port, name);
       if (p.side !== undefined && p.instance === undefined) issues.push(`switches.${i}.ports.${name}.side: only a port facing an instance has a side (give instance)`);
     }
+    const unix = sw.p4runtime.startsWith('unix:');
+    if (unix && sw.tls !== undefined) issues.push(`switches.${i}.tls: switch ${sw.name} is on a Unix socket (${sw.p4runtime}): P4Runtime there is plaintext, its file permissions guard it; drop tls (or give a TCP address)`);
+    else if (sw.plaintext === true && sw.tls !== undefined) issues.push(`switches.${i}.plaintext: give tls (mutual TLS) or plaintext: true, not both`);
+    else if (!unix && switchTransport(s.controller, sw) === undefined) {
+      const missing = TLS_FIELDS.filter((f) => sw.tls?.[f] === undefined);
+      issues.push(
+        `switches.${i}.p4runtime: switch ${sw.name} over TCP takes mutual TLS: add controller.certs (ca.crt, controller-${s.controller.name}.crt/.key) or switches.${i}.tls { ${missing.join(', ')} }; plaintext: true to run it without authentication`,
+      );
+    }
   });
   s.rules.forEach((r, i) => {
     if ((r.match === undefined) === (r.flow === undefined)) issues.push(`rules.${i}: give exactly one of match (wildcard) or flow (exact)`);
@@ -210,9 +282,22 @@ export function loadDeploySpec(file: string): DeploySpec {
   const s = validateDeploySpec(value, file);
   const dir = path.dirname(path.resolve(file));
   const abs = (p: string): string => path.resolve(dir, p);
-  return {
+  const resolved: DeploySpec = {
     ...s,
     controller: { ...s.controller, journal: abs(s.controller.journal), ...(s.controller.certs === undefined ? {} : { certs: abs(s.controller.certs) }) },
     nodes: s.nodes.map((n) => ({ ...n, ...(n.socket === undefined ? {} : { socket: abs(n.socket) }) })),
+    switches: s.switches.map((sw) => (sw.tls === undefined ? sw : { ...sw, tls: { ...sw.tls, ...Object.fromEntries(TLS_FIELDS.flatMap((f) => (sw.tls![f] === undefined ? [] : [[f, abs(sw.tls![f]!)]]))) } })),
   };
+  // the certificates of the switches' mutual TLS, named by the field they come from: before any connection
+  const issues: string[] = [];
+  resolved.switches.forEach((sw, i) => {
+    const tr = switchTransport(resolved.controller, sw);
+    if (tr?.kind !== 'tls') return;
+    for (const f of TLS_FIELDS) {
+      if (existsSync(tr.files[f])) continue;
+      issues.push(tr.from[f] === 'tls' ? `switches.${i}.tls.${f}: no such file ${tr.files[f]}` : `controller.certs: no such file ${tr.files[f]} (the ${f} of switch ${sw.name}'s mutual TLS, switches.${i})`);
+    }
+  });
+  if (issues.length) throw new DeploySpecError(file, issues);
+  return resolved;
 }

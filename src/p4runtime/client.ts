@@ -19,11 +19,34 @@
  * errors; only emitted while someone listens, so an unobserved stream error
  * never crashes the process — it is kept in `lastError`), 'close'.
  *
+ * Transport: plaintext unless `tls` is given; with it, TLS with the server's
+ * certificate checked against `tls.ca` and a name (`tls.serverName`, else
+ * the address's host), presenting `tls.cert` when the server asks for
+ * client certificates (simple_switch_grpc --grpc-server-with-client-auth).
+ * A connection refused for its security fails with a P4RuntimeSecurityError
+ * subclass naming the address, both identities and the cause.
+ *
  * Debug tracing: SHARP_DEBUG=p4runtime.
  */
 import { EventEmitter } from 'node:events';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { codeName, P4RuntimeError, P4RuntimeNotPrimaryError, P4RuntimeUnavailableError, P4RuntimeWriteError, type FailedUpdate } from './errors.js';
+import {
+  codeName,
+  P4RuntimeCertificateRefusedError,
+  P4RuntimeError,
+  P4RuntimeNotPrimaryError,
+  P4RuntimeServerIdentityError,
+  P4RuntimeTransportMismatchError,
+  P4RuntimeUnavailableError,
+  P4RuntimeUntrustedServerError,
+  P4RuntimeWriteError,
+  type FailedUpdate,
+  type P4RuntimeTlsParties,
+} from './errors.js';
+import { identityOf, serverNames } from '../node/transport/identity.js';
+import { connectionReason } from '../node/transport/errors.js';
+import { NOT_TLS, REFUSED_BY_PEER, UNREACHABLE, UNTRUSTED } from '../net/tls-failure.js';
 import { bytestringToBigInt, counterEntry, decodeCounterData, decodePacketMetadata, decodeTableEntry, packetMetadata, tableEntry, type CounterValue, type DecodedTableEntry, type P4Value, type TableEntrySpec } from './encode.js';
 import { P4Info } from './p4info.js';
 import {
@@ -66,6 +89,19 @@ export interface P4RuntimeClientOptions {
   timeoutMs?: number;
   /** the P4Info of the running pipeline, when it is not set with setPipeline() */
   p4info?: P4Info;
+  /** TLS (mutual with cert and key); without it the channel is plaintext */
+  tls?: P4RuntimeTlsOptions;
+}
+
+/** TLS towards a P4Runtime server, PEM material in memory. */
+export interface P4RuntimeTlsOptions {
+  /** the CA certificate(s) the server's certificate must be signed by */
+  ca: Buffer;
+  /** this client's certificate and key (both or neither): what a server with client auth requires */
+  cert?: Buffer;
+  key?: Buffer;
+  /** the name the server's certificate must carry (SAN); default the host of the address */
+  serverName?: string;
 }
 
 export interface PacketIn {
@@ -163,6 +199,18 @@ const c = {
 
 const path = (method: string): string => `/${P4RUNTIME_SERVICE}/${method}`;
 
+/** grpc-js's last error when the connection closed before HTTP/2 began (not "... before the deadline": that is a timeout) */
+const CLOSED_BEFORE_HTTP2 = /Last error: (?:Error: )?(?:Failed to connect(?! before)|Connection dropped|read ECONNRESET|socket hang up)/;
+
+/** The host of a gRPC target ("10.0.0.5:9559", "[fd00::5]:9559", "dns:///s2:9559"): the name TLS checks by default. */
+function hostOf(address: string): string {
+  const a = address.replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, '');
+  const v6 = /^\[([^\]]+)\]/.exec(a);
+  if (v6) return v6[1]!;
+  const i = a.lastIndexOf(':');
+  return i < 0 ? a : a.slice(0, i);
+}
+
 function isServiceError(e: unknown): e is grpc.ServiceError {
   return e instanceof Error && typeof (e as Partial<grpc.ServiceError>).code === 'number';
 }
@@ -172,6 +220,10 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
   readonly deviceId: bigint;
   readonly electionId: bigint;
   readonly timeoutMs: number;
+  /** the CN of the certificate this client presents; undefined without TLS or without a client certificate */
+  readonly identity: string | undefined;
+  /** the name the server's certificate must carry; undefined on a plaintext channel */
+  readonly serverName: string | undefined;
   /** the last stream error (also when nobody listened for 'error') */
   lastError: P4RuntimeError | undefined;
 
@@ -184,6 +236,8 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
   #closeEmitted = false;
   // the pending arbitration of connect()
   #arbitration: { resolve: () => void; reject: (e: P4RuntimeError) => void } | undefined;
+  // the names on the last server certificate that did not carry serverName
+  #presented: string[] | undefined;
 
   private constructor(options: P4RuntimeClientOptions) {
     super();
@@ -193,7 +247,57 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.#p4info = options.p4info;
     uint128(this.electionId); // range check
-    this.#client = new grpc.Client(options.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    const tls = options.tls;
+    if (tls === undefined) {
+      this.identity = undefined;
+      this.serverName = undefined;
+      this.#client = new grpc.Client(options.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      return;
+    }
+    if ((tls.cert === undefined) !== (tls.key === undefined)) throw new P4RuntimeError(`P4Runtime ${options.address}: give tls.cert and tls.key together (or neither)`, grpc.status.INVALID_ARGUMENT, '');
+    try {
+      this.identity = tls.cert === undefined ? undefined : identityOf(tls.cert).name;
+    } catch (e) {
+      throw new P4RuntimeError(`P4Runtime ${options.address}: tls.cert is not a PEM certificate (${(e as Error).message})`, grpc.status.INVALID_ARGUMENT, '', { cause: e });
+    }
+    this.serverName = tls.serverName ?? hostOf(options.address);
+    const credentials = grpc.credentials.createSsl(tls.ca, tls.key ?? null, tls.cert ?? null, {
+      // grpc-js passes the override below as `host`; the names seen are kept for the error
+      checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
+        const err = checkServerIdentity(host, cert);
+        this.#presented = err === undefined ? undefined : serverNames(identityOf(cert.raw));
+        return err;
+      },
+    });
+    const named: grpc.ChannelOptions = tls.serverName === undefined ? {} : { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName };
+    this.#client = new grpc.Client(options.address, credentials, { ...CHANNEL_OPTIONS, ...named });
+  }
+
+  get #parties(): P4RuntimeTlsParties {
+    return { address: this.address, client: this.identity, serverName: this.serverName };
+  }
+
+  /**
+   * The P4RuntimeSecurityError a failed connection means (its status
+   * details say why), or undefined when it is not about security.
+   */
+  #securityError(details: string, cause: unknown): P4RuntimeError | undefined {
+    const reason = connectionReason(details);
+    const me = this.identity === undefined ? 'this client (no certificate)' : `the certificate of '${this.identity}'`;
+    const closedEarly = CLOSED_BEFORE_HTTP2.test(details) && !UNREACHABLE.test(reason);
+    if (this.serverName === undefined) {
+      // a plaintext client: a TLS server ends the connection at our first bytes
+      return closedEarly ? new P4RuntimeTransportMismatchError('the connection closed before HTTP/2 began: the server may require TLS (this client speaks plaintext)', this.#parties, reason, { cause }) : undefined;
+    }
+    if (this.#presented !== undefined && /ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames/.test(details)) {
+      return new P4RuntimeServerIdentityError(`the server's certificate names '${this.#presented.join("', '")}', expected '${this.serverName}'`, this.#parties, this.#presented, reason, { cause });
+    }
+    if (NOT_TLS.test(details)) return new P4RuntimeTransportMismatchError('the server does not speak TLS (plaintext?)', this.#parties, reason, { cause });
+    if (REFUSED_BY_PEER.test(details)) return new P4RuntimeCertificateRefusedError(`did not accept ${me}`, this.#parties, reason, { cause });
+    if (UNTRUSTED.test(details)) return new P4RuntimeUntrustedServerError(`the server's certificate is not signed by the CA this client trusts (expected '${this.serverName}')`, this.#parties, reason, { cause });
+    // with TLS 1.3 a server refusing our certificate sends its alert after the handshake: grpc-js sees the connection close before HTTP/2 began
+    if (closedEarly) return new P4RuntimeCertificateRefusedError(`closed the connection after the TLS handshake: it did not accept ${me}`, this.#parties, reason, { cause });
+    return undefined;
   }
 
   /**
@@ -239,11 +343,42 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
 
   #waitForReady(): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#client.waitForReady(Date.now() + this.timeoutMs, (err) => {
-        if (err) reject(new P4RuntimeUnavailableError(this.address, `not reachable within ${this.timeoutMs} ms (${err.message})`, { cause: err }));
-        else resolve();
+      const deadline = Date.now() + this.timeoutMs;
+      let done = false;
+      const finish = (e?: P4RuntimeError): void => {
+        if (done) return;
+        done = true;
+        if (e === undefined) resolve();
+        else reject(e);
+      };
+      this.#client.waitForReady(deadline, (err) => {
+        if (!err) return finish();
+        this.#lastConnectionError((details, probe) => {
+          trace(`${this.address}: not ready: ${details || err.message}`);
+          finish(this.#securityError(details, probe ?? err) ?? new P4RuntimeUnavailableError(this.address, `not reachable within ${this.timeoutMs} ms (${connectionReason(details) || err.message})`, { cause: probe ?? err }));
+        });
       });
+      // a connection refused for its security will be refused again: the first such attempt ends the wait
+      const channel = this.#client.getChannel();
+      const watch = (state: grpc.connectivityState): void => {
+        if (done) return;
+        if (state === grpc.connectivityState.TRANSIENT_FAILURE) {
+          this.#lastConnectionError((details, probe) => {
+            const e = probe === undefined ? undefined : this.#securityError(details, probe);
+            if (e !== undefined) finish(e);
+          });
+        }
+        channel.watchConnectivityState(state, deadline, (err) => {
+          if (!err) watch(channel.getConnectivityState(false));
+        });
+      };
+      watch(channel.getConnectivityState(true));
     });
+  }
+
+  /** The status details of the channel's last failed connection: a call that fails at once says them (waitForReady only says it timed out). */
+  #lastConnectionError(then: (details: string, error: grpc.ServiceError | undefined) => void): void {
+    this.#client.makeUnaryRequest<EmptyMsg, CapabilitiesResponseMsg>(path('Capabilities'), c.capabilities.serialize, c.capabilitiesResponse.deserialize, {}, new grpc.Metadata(), { deadline: Date.now() + 1000 }, (e) => then(e?.details ?? '', e ?? undefined));
   }
 
   #arbitrate(): Promise<void> {
@@ -311,6 +446,9 @@ export class P4RuntimeClient extends EventEmitter<P4RuntimeClientEvents> {
   #streamError(e: Error): P4RuntimeError {
     if (e instanceof P4RuntimeError) return e;
     if (isServiceError(e)) {
+      // before arbitration answered, a closed connection may be a TLS refusal (TLS 1.3: the server's alert comes after the handshake)
+      const refused = e.code === grpc.status.UNAVAILABLE && this.#arbitration !== undefined ? this.#securityError(e.details, e) : undefined;
+      if (refused !== undefined) return refused;
       if (e.code === grpc.status.UNAVAILABLE) return new P4RuntimeUnavailableError(this.address, e.details || e.message, { cause: e });
       return new P4RuntimeError(`P4Runtime stream to ${this.address}: ${codeName(e.code)}: ${e.details}`, e.code, e.details, { cause: e });
     }

@@ -98,3 +98,61 @@ export class P4RuntimeUnavailableError extends P4RuntimeError {
     super(`P4Runtime server at ${address} is unavailable: ${details}`, GrpcStatus.UNAVAILABLE, details, options);
   }
 }
+
+/** Who took part in a refused connection (for messages and callers). */
+export interface P4RuntimeTlsParties {
+  /** the gRPC target */
+  address: string;
+  /** the CN of the certificate this client presented; undefined when it presented none (or spoke plaintext) */
+  client: string | undefined;
+  /** the name the server's certificate had to carry; undefined on a plaintext channel */
+  serverName: string | undefined;
+}
+
+/**
+ * A connection to a P4Runtime server that was refused for its security,
+ * not for being unreachable: retrying does not help. Carries the address,
+ * the identities and the gRPC status of the failed connection.
+ */
+export class P4RuntimeSecurityError extends P4RuntimeError {
+  override name = 'P4RuntimeSecurityError';
+  readonly address: string;
+  readonly client: string | undefined;
+  readonly serverName: string | undefined;
+  constructor(message: string, parties: P4RuntimeTlsParties, details: string, options?: ErrorOptions) {
+    super(`P4Runtime server at ${parties.address}: ${message}${details === '' ? '' : ` (${details})`}`, GrpcStatus.UNAVAILABLE, details, options);
+    this.address = parties.address;
+    this.client = parties.client;
+    this.serverName = parties.serverName;
+  }
+}
+
+/** The server ended the TLS handshake: it did not accept this client's certificate, or wanted one and got none. */
+export class P4RuntimeCertificateRefusedError extends P4RuntimeSecurityError {
+  override name = 'P4RuntimeCertificateRefusedError';
+}
+
+/** The server's certificate is not signed by the CA this client trusts. */
+export class P4RuntimeUntrustedServerError extends P4RuntimeSecurityError {
+  override name = 'P4RuntimeUntrustedServerError';
+}
+
+/** The server's certificate is signed by our CA but names someone else. */
+export class P4RuntimeServerIdentityError extends P4RuntimeSecurityError {
+  override name = 'P4RuntimeServerIdentityError';
+  constructor(
+    message: string,
+    parties: P4RuntimeTlsParties,
+    /** the names the server's certificate carries */
+    readonly presented: readonly string[],
+    details: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, parties, details, options);
+  }
+}
+
+/** One side speaks TLS, the other plaintext. */
+export class P4RuntimeTransportMismatchError extends P4RuntimeSecurityError {
+  override name = 'P4RuntimeTransportMismatchError';
+}

@@ -1,9 +1,16 @@
 // The deployment spec's P4Runtime switches: what a valid one becomes, and
-// every bad field refused with its path and the limit. No root, no switch.
+// every bad field refused with its path and the limit; how each switch is
+// reached (mutual TLS by default on TCP, plaintext only when said, Unix
+// sockets plaintext) and its certificate files checked at load, named by
+// path. No root, no switch.
 import t from 'tap';
-import { validateDeploySpec, type DeploySwitch } from '../../src/deploy/spec.js';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadDeploySpec, switchTransport, validateDeploySpec, type DeploySwitch } from '../../src/deploy/spec.js';
 
-const base = { controller: { name: 'ctl1', journal: '/var/lib/sharpctl/journal' }, nodes: [{ name: 'vnfa', socket: '/run/sharpctl/vnfa.sock' }] };
+const base = { controller: { name: 'ctl1', certs: '/etc/sharp/certs', journal: '/var/lib/sharpctl/journal' }, nodes: [{ name: 'vnfa', socket: '/run/sharpctl/vnfa.sock' }] };
+const noCerts = { ...base, controller: { name: 'ctl1', journal: '/var/lib/sharpctl/journal' } };
 const s1 = { name: 's1', target: 'bmv2', p4runtime: '127.0.0.1:9559', deviceId: 1, pipeline: 'existing', ports: { 's1-client': { port: 1 }, 's1-vnfa': { port: 2, instance: 'vnfa', side: 0 } } };
 const withSwitch = (sw: Record<string, unknown>): unknown => ({ ...base, switches: [sw] });
 const issues = (v: unknown): string => {
@@ -43,4 +50,77 @@ t.test('what the schema cannot say: the CPU port, a port number twice, a side wi
   t.match(issues(withSwitch({ ...s1, ports: { a: { port: 3 }, b: { port: 3 } } })), /switches\.0\.ports\.b\.port: BMv2 port 3 is port a already/);
   t.match(issues(withSwitch({ ...s1, ports: { a: { port: 3, side: 1 } } })), /switches\.0\.ports\.a\.side: only a port facing an instance has a side/);
   t.match(issues({ ...base, switches: [s1, { ...s1, deviceId: 2 }] }), /switches\.1\.name: 's1' twice/);
+});
+
+t.test('a switch on TCP: mutual TLS with controller.certs by default, the switch named by its certificate', async (t) => {
+  const spec = validateDeploySpec(withSwitch(s1));
+  t.same(switchTransport(spec.controller, spec.switches[0]!), {
+    kind: 'tls',
+    files: { ca: '/etc/sharp/certs/ca.crt', cert: '/etc/sharp/certs/controller-ctl1.crt', key: '/etc/sharp/certs/controller-ctl1.key' },
+    from: { ca: 'controller.certs', cert: 'controller.certs', key: 'controller.certs' },
+    serverName: 's1',
+  });
+  // per switch: some files and the name its certificate carries; the rest from controller.certs
+  const own = validateDeploySpec(withSwitch({ ...s1, tls: { ca: '/etc/bmv2/ca.pem', serverName: 's1.lab.example' } }));
+  t.same(switchTransport(own.controller, own.switches[0]!), {
+    kind: 'tls',
+    files: { ca: '/etc/bmv2/ca.pem', cert: '/etc/sharp/certs/controller-ctl1.crt', key: '/etc/sharp/certs/controller-ctl1.key' },
+    from: { ca: 'tls', cert: 'controller.certs', key: 'controller.certs' },
+    serverName: 's1.lab.example',
+  });
+  // no controller.certs: every file in the switch's tls
+  const full = validateDeploySpec({ ...noCerts, switches: [{ ...s1, tls: { ca: 'a.crt', cert: 'c.crt', key: 'c.key' } }] });
+  t.same(switchTransport(full.controller, full.switches[0]!), { kind: 'tls', files: { ca: 'a.crt', cert: 'c.crt', key: 'c.key' }, from: { ca: 'tls', cert: 'tls', key: 'tls' }, serverName: 's1' });
+});
+
+t.test('plaintext only when the spec says so; a Unix socket is plaintext; what does not fit is named with its path', async (t) => {
+  t.match(
+    issues({ ...noCerts, switches: [s1] }),
+    /switches\.0\.p4runtime: switch s1 over TCP takes mutual TLS: add controller\.certs \(ca\.crt, controller-ctl1\.crt\/\.key\) or switches\.0\.tls \{ ca, cert, key \}; plaintext: true to run it without authentication/,
+  );
+  t.match(issues({ ...noCerts, switches: [{ ...s1, tls: { ca: 'a.crt' } }] }), /switches\.0\.p4runtime: .*switches\.0\.tls \{ cert, key \}/, 'only the fields missing are listed');
+  const plain = validateDeploySpec({ ...noCerts, switches: [{ ...s1, plaintext: true }] });
+  t.same(switchTransport(plain.controller, plain.switches[0]!), { kind: 'plaintext' }, 'plaintext: true needs no certificates');
+  const unix = validateDeploySpec({ ...noCerts, switches: [{ ...s1, p4runtime: 'unix:/run/bmv2/s1.grpc' }] });
+  t.same(switchTransport(unix.controller, unix.switches[0]!), { kind: 'unix' }, 'a Unix socket: plaintext, without certificates');
+  t.match(issues(withSwitch({ ...s1, p4runtime: 'unix:/run/bmv2/s1.grpc', tls: { ca: 'a.crt' } })), /switches\.0\.tls: switch s1 is on a Unix socket \(unix:\/run\/bmv2\/s1\.grpc\): P4Runtime there is plaintext/);
+  t.match(issues(withSwitch({ ...s1, plaintext: true, tls: { serverName: 's1' } })), /switches\.0\.plaintext: give tls \(mutual TLS\) or plaintext: true, not both/);
+  t.match(issues(withSwitch({ ...s1, plaintext: 'yes' })), /switches\.0\.plaintext: must be boolean/);
+  t.match(issues(withSwitch({ ...s1, tls: { ca: 'a.crt', pin: 'x' } })), /switches\.0\.tls: unknown field 'pin'/);
+  t.match(issues(withSwitch({ ...s1, tls: { serverName: 'not a name' } })), /switches\.0\.tls\.serverName: must match pattern/);
+  t.match(issues(withSwitch({ ...s1, tls: { cert: '' } })), /switches\.0\.tls\.cert: must NOT have fewer than 1 characters/);
+});
+
+t.test('loading a spec file: certificate paths relative to it, a missing file named by its path and the field it comes from', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-spec-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(path.join(dir, 'certs'));
+  writeFileSync(path.join(dir, 'certs', 'ca.crt'), '');
+  const write = (sw: Record<string, unknown>): string => {
+    const file = path.join(dir, 'deploy.json');
+    writeFileSync(file, JSON.stringify({ ...base, controller: { name: 'ctl1', certs: 'certs', journal: 'journal' }, switches: [sw] }));
+    return file;
+  };
+  const load = (file: string): string => {
+    try {
+      loadDeploySpec(file);
+    } catch (e) {
+      t.equal((e as Error).name, 'DeploySpecError');
+      return (e as Error).message;
+    }
+    throw new Error('the spec was loaded');
+  };
+  const c = path.join(dir, 'certs');
+  const missing = load(write(s1));
+  t.match(missing, `controller.certs: no such file ${c}/controller-ctl1.crt (the cert of switch s1's mutual TLS, switches.0)`);
+  t.match(missing, `controller.certs: no such file ${c}/controller-ctl1.key (the key of switch s1's mutual TLS, switches.0)`);
+  t.notMatch(missing, /ca\.crt/, 'ca.crt is there');
+  const own = load(write({ ...s1, tls: { cert: 'bmv2/ctl.crt', key: '/nowhere/ctl.key' } }));
+  t.match(own, `switches.0.tls.cert: no such file ${dir}/bmv2/ctl.crt`, 'relative to the spec file');
+  t.match(own, 'switches.0.tls.key: no such file /nowhere/ctl.key');
+  writeFileSync(path.join(c, 'controller-ctl1.crt'), '');
+  writeFileSync(path.join(c, 'controller-ctl1.key'), '');
+  const ok = loadDeploySpec(write({ ...s1, tls: { ca: 'certs/ca.crt' } }));
+  t.equal(ok.switches[0]!.tls!.ca, path.join(c, 'ca.crt'), 'the switch\'s files resolved against the spec folder');
+  t.same(loadDeploySpec(write({ ...s1, plaintext: true })).switches[0]!.plaintext, true, 'plaintext: no files checked');
 });

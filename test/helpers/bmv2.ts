@@ -113,7 +113,8 @@ json.dump(out, sys.stdout)
 `;
 import { commandPath } from '../../src/util/command.js';
 
-function runIn(netns: string, cmd: string, args: readonly string[], input: string, timeoutMs: number, onReady?: () => void): Promise<string> {
+/** Runs `cmd` in `netns` with `input` on its stdin; resolves with its stdout when it exits 0 (SIGKILLed after `timeoutMs`). */
+export function runIn(netns: string, cmd: string, args: readonly string[], input: string, timeoutMs: number, onReady?: () => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', netns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -277,4 +278,74 @@ export async function startBmv2(t: Test, options: { ports?: number; deviceId?: n
       return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, v.map((h) => Buffer.from(h, 'hex'))]));
     },
   };
+}
+
+export interface TlsBmv2 {
+  /** the private namespace it runs in (its Thrift server binds 0.0.0.0:9090 there) */
+  netns: string;
+  /** host:port of its P4Runtime server, inside `netns` */
+  address: string;
+  deviceId: number;
+  /** the switch's log so far */
+  log(): string;
+}
+
+/**
+ * Starts simple_switch_grpc without a pipeline in a namespace of its own,
+ * its P4Runtime server on 127.0.0.1:`port` there with TLS and client
+ * authentication (--grpc-server-with-client-auth: a client certificate
+ * signed by `ca`). The process (by its pid), the namespace and the folder
+ * go on teardown, also when the start fails. Call only when bmv2Skip is false.
+ */
+export async function startTlsBmv2(t: Test, o: { ca: string; cert: string; key: string; port?: number; deviceId?: number }): Promise<TlsBmv2> {
+  if (bmv2Skip !== false) throw new Error(bmv2Skip);
+  const port = o.port ?? 9559;
+  const deviceId = o.deviceId ?? 1;
+  const netns = uniqueName('p4tls');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-bmv2-tls-'));
+  const state: { child?: ChildProcess; netns?: string } = {};
+  t.teardown(async () => {
+    // the switch first: it must not outlive its namespace's name
+    if (state.child) await stopProcess(state.child);
+    if (state.netns !== undefined) deleteNetns(state.netns);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  state.netns = netns; // before it exists: a half-made one goes too
+  createNetns(netns); // with lo up
+  const logBase = path.join(dir, 'bmv2');
+  const log = (): string => (existsSync(`${logBase}.txt`) ? readFileSync(`${logBase}.txt`, 'utf8') : '');
+  const args = [
+    'netns', 'exec', netns, simpleSwitchGrpc!,
+    '--device-id', String(deviceId),
+    '--no-p4',
+    '--thrift-port', '9090',
+    '--notifications-addr', `ipc://${path.join(dir, 'notifications.ipc')}`,
+    '--log-file', logBase,
+    '--log-level', 'info',
+    '--log-flush',
+    '--',
+    '--grpc-server-addr', `127.0.0.1:${port}`,
+    '--grpc-server-ssl',
+    '--grpc-server-cacert', o.ca,
+    '--grpc-server-cert', o.cert,
+    '--grpc-server-key', o.key,
+    '--grpc-server-with-client-auth',
+  ];
+  const child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  state.child = child;
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  // listening is seen from inside the namespace (ss), the port being there only
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`simple_switch_grpc exited (${child.exitCode ?? child.signalCode}) before serving: ${stderr.trim()}\n${log().slice(-2000)}`);
+    if (inNetns(netns, 'ss', ['-Htln', `sport = :${port}`]).trim() !== '') break;
+    if (Date.now() > deadline) throw new Error(`simple_switch_grpc did not listen on 127.0.0.1:${port} in ${netns} within 20 s:\n${log().slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { netns, address: `127.0.0.1:${port}`, deviceId, log };
 }

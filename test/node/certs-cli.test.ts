@@ -19,12 +19,13 @@ function run(...args: string[]): { code: number | null; stdout: string; stderr: 
 const json = <T>(s: string): T => JSON.parse(s) as T;
 
 t.test('--help has examples', async (t) => {
-  for (const args of [['certs', '--help'], ['certs', 'init', '--help'], ['certs', 'node', '--help'], ['certs', 'controller', '--help'], ['certs', 'show', '--help']]) {
+  for (const args of [['certs', '--help'], ['certs', 'init', '--help'], ['certs', 'node', '--help'], ['certs', 'controller', '--help'], ['certs', 'switch', '--help'], ['certs', 'show', '--help']]) {
     const r = run(...args);
     t.equal(r.code, 0, `${args.join(' ')} exits 0`);
     t.match(r.stdout, /Examples:\n\s+sharpctl certs/, `${args.join(' ')} has examples`);
   }
   t.match(run('certs', 'node', '--help').stdout, /--ip <addr>.*--dns <name>/s);
+  t.match(run('certs', 'switch', '--help').stdout, /--ip <addr>.*--dns <name>.*--grpc-server-ssl --grpc-server-with-client-auth/s, 'the simple_switch_grpc flags the files go to');
 });
 
 t.test('init, node, controller, show', async (t) => {
@@ -54,6 +55,12 @@ t.test('init, node, controller, show', async (t) => {
   t.match(show.stdout, /CA check\s+issued by .*ca\.crt\n/);
   const sj = json<{ identity: { name: string; role: string }; verified: boolean; current: boolean }>(run('certs', 'show', path.join(dir, 'controller-ctl1.crt'), '--json').stdout);
   t.same([sj.identity.name, sj.identity.role, sj.verified, sj.current], ['ctl1', 'controller', true, true]);
+
+  const sw = run('certs', 'switch', 's2', '--dir', dir, '--ip', '10.9.0.5', '--json');
+  t.equal(sw.code, 0, sw.stderr);
+  const w = json<{ kind: string; cert: string; identity: { name: string; role: string; dns: string[]; ips: string[] } }>(sw.stdout);
+  t.same([w.kind, w.cert, w.identity.name, w.identity.role, w.identity.dns, w.identity.ips], ['switch', path.join(dir, 'switch-s2.crt'), 's2', 'switch', ['s2'], ['10.9.0.5']]);
+  t.match(run('certs', 'show', w.cert).stdout, /role \(OU\)\s+switch\n[\s\S]*usage\s+serverAuth\n/);
 
   // another CA's view of it: exit 1, says so
   run('certs', 'init', path.join(tmp, 'other'));

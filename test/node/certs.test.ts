@@ -1,5 +1,6 @@
 // Certificate tooling: what createCa / createNodeCert / createControllerCert
-// write, checked with node:crypto and independently with `openssl verify`.
+// / createSwitchCert write, checked with node:crypto and independently with
+// `openssl verify`.
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -15,11 +16,14 @@ import {
   createCa,
   createControllerCert,
   createNodeCert,
+  createSwitchCert,
   EKU_CLIENT_AUTH,
   EKU_SERVER_AUTH,
   identityOf,
+  loadTls,
   nodeFiles,
   showCert,
+  switchFiles,
 } from '../../src/node/transport/index.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'sharpt-certs-'));
@@ -70,6 +74,19 @@ t.test('a controller: clientAuth only, CN = its name', async (t) => {
   const ca = caFiles(dir).cert;
   t.ok(opensslOk('verify', '-CAfile', ca, '-purpose', 'sslclient', c.cert), 'a TLS client');
   t.notOk(opensslOk('verify', '-CAfile', ca, '-purpose', 'sslserver', c.cert), 'not a TLS server');
+});
+
+t.test('a P4Runtime switch: serverAuth only, OU=switch, CN and SAN DNS = its name, plus its address', async (t) => {
+  const c = await createSwitchCert(dir, 's2', { ips: ['10.9.0.5'] });
+  t.same([c.kind, c.cert, c.key], ['switch', switchFiles(dir, 's2').cert, switchFiles(dir, 's2').key]);
+  t.equal(mode(c.key), 0o600);
+  t.same([c.identity.name, c.identity.role, c.identity.dns, c.identity.ips, c.identity.extKeyUsage], ['s2', 'switch', ['s2'], ['10.9.0.5'], [EKU_SERVER_AUTH]]);
+  const ca = caFiles(dir).cert;
+  t.ok(opensslOk('verify', '-CAfile', ca, '-purpose', 'sslserver', c.cert), 'a TLS server of the CA');
+  t.notOk(opensslOk('verify', '-CAfile', ca, '-purpose', 'sslclient', c.cert), 'not a TLS client: a switch calls no one');
+  t.match(execFileSync('openssl', ['x509', '-in', c.cert, '-noout', '-checkip', '10.9.0.5'], { encoding: 'utf8' }), /does match/);
+  t.equal(loadTls({ ca, ...switchFiles(dir, 's2') }, 'server').identity.role, 'switch');
+  t.throws(() => loadTls({ ca, ...switchFiles(dir, 's2') }, 'client'), { name: 'CertificateFileError', message: /switch 's2' .* is not for client use \(it lacks clientAuth\)/ });
 });
 
 t.test('nothing is overwritten without force; force replaces', async (t) => {

@@ -1,13 +1,34 @@
 // The client against an in-process fake P4Runtime server (no BMv2 needed):
 // arbitration outcomes, primacy loss, Write errors through the
 // grpc-status-details-bin trailer, stream errors that nobody listens for,
-// unreachable servers, and close().
+// unreachable servers, close(), and TLS: mutual TLS accepted, every refusal
+// (no certificate, another CA's, an untrusted server, another name,
+// plaintext against TLS and the reverse) a typed error naming the parties.
 import t, { type Test } from 'tap';
 import path from 'node:path';
 import os from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { P4Info, P4RuntimeClient, P4RuntimeError, P4RuntimeNotPrimaryError, P4RuntimeUnavailableError, P4RuntimeWriteError, encodeMessage, decodeMessage, uint128, type PrimacyLost } from '../../src/p4runtime/index.js';
+import {
+  P4Info,
+  P4RuntimeCertificateRefusedError,
+  P4RuntimeClient,
+  P4RuntimeError,
+  P4RuntimeNotPrimaryError,
+  P4RuntimeSecurityError,
+  P4RuntimeServerIdentityError,
+  P4RuntimeTransportMismatchError,
+  P4RuntimeUnavailableError,
+  P4RuntimeUntrustedServerError,
+  P4RuntimeWriteError,
+  encodeMessage,
+  decodeMessage,
+  uint128,
+  type P4RuntimeTlsOptions,
+  type PrimacyLost,
+} from '../../src/p4runtime/index.js';
+import { createCa, createControllerCert, createSwitchCert } from '../../src/node/transport/index.js';
+import { commandPath } from '../../src/util/command.js';
 import { repoRoot } from '../helpers/env.js';
 
 const p4info = P4Info.load(path.join(repoRoot, 'p4/build/sharp.p4info.json'));
@@ -36,7 +57,7 @@ interface Fake {
 }
 
 /** A server that answers the first arbitration with `answer` and Writes with `onWrite`. */
-async function fake(t: Test, answer: { code: number; primary?: bigint } | 'end-with-error', onWrite: (req: Obj) => grpc.ServiceError | undefined = () => undefined): Promise<Fake> {
+async function fake(t: Test, answer: { code: number; primary?: bigint } | 'end-with-error', onWrite: (req: Obj) => grpc.ServiceError | undefined = () => undefined, credentials = grpc.ServerCredentials.createInsecure()): Promise<Fake> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-p4rt-'));
   const sock = path.join(dir, 'p4rt.sock');
   const server = new grpc.Server();
@@ -63,7 +84,7 @@ async function fake(t: Test, answer: { code: number; primary?: bigint } | 'end-w
       else cb(null, {});
     },
   });
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${sock}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${sock}`, credentials, (e) => (e ? reject(e) : resolve())));
   const f: Fake = {
     address: `unix:${sock}`,
     streams,
@@ -184,4 +205,79 @@ t.test("the server going away: 'close', lastError, no crash without an 'error' l
   t.notOk(c.isPrimary);
   t.ok(c.lastError instanceof P4RuntimeError, `lastError: ${c.lastError?.message}`);
   c.close();
+});
+
+const opensslMissing = commandPath('openssl') === undefined ? 'openssl is not on PATH (the certificates are made with it)' : false;
+
+t.test('TLS: mutual TLS with the switch named by its certificate; each refusal a typed error naming the address and identities', { skip: opensslMissing }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-p4rt-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [a, b] = [path.join(dir, 'a'), path.join(dir, 'b')];
+  for (const d of [a, b]) {
+    await createCa(d, { name: `${path.basename(d)}-ca` });
+    await createControllerCert(d, 'ctl1');
+  }
+  await createSwitchCert(a, 's1', { ips: ['127.0.0.1'] });
+  const pem = (f: string): Buffer => readFileSync(f);
+  // the server: client certificates signed by CA a required, as simple_switch_grpc --grpc-server-with-client-auth
+  const tlsServer = grpc.ServerCredentials.createSsl(pem(`${a}/ca.crt`), [{ cert_chain: pem(`${a}/switch-s1.crt`), private_key: pem(`${a}/switch-s1.key`) }], true);
+  const f = await fake(t, { code: 0 }, undefined, tlsServer);
+  const mine: P4RuntimeTlsOptions = { ca: pem(`${a}/ca.crt`), cert: pem(`${a}/controller-ctl1.crt`), key: pem(`${a}/controller-ctl1.key`), serverName: 's1' };
+
+  const c = await P4RuntimeClient.connect({ address: f.address, deviceId: 1, p4info, tls: mine });
+  t.same([c.identity, c.serverName, c.isPrimary], ['ctl1', 's1', true], 'connected and primary over mutual TLS');
+  await c.insertEntry({ table: 'tx_port', match: { slot: { exact: 1 } }, action: { name: 'set_tx', params: { port: 1 } } });
+  t.equal(f.writes.length, 1);
+  c.close();
+
+  const refused = async (tls: P4RuntimeTlsOptions | undefined): Promise<P4RuntimeSecurityError> => {
+    const started = Date.now();
+    const e = await P4RuntimeClient.connect({ address: f.address, deviceId: 1, timeoutMs: 5000, ...(tls === undefined ? {} : { tls }) }).then(
+      (x) => {
+        x.close();
+        return new Error('connected');
+      },
+      (x: unknown) => x,
+    );
+    if (!(e instanceof P4RuntimeSecurityError)) throw e;
+    t.equal(e.address, f.address);
+    t.equal(e.code, grpc.status.UNAVAILABLE);
+    t.ok(Date.now() - started < 4000, `refused at the first attempt, before the 5 s deadline (${Date.now() - started} ms)`);
+    return e;
+  };
+  const none = await refused({ ca: mine.ca, serverName: 's1' });
+  t.ok(none instanceof P4RuntimeCertificateRefusedError, none.message);
+  t.match(none.message, /did not accept this client \(no certificate\)/);
+  t.same([none.client, none.serverName], [undefined, 's1']);
+
+  const other = await refused({ ...mine, cert: pem(`${b}/controller-ctl1.crt`), key: pem(`${b}/controller-ctl1.key`) });
+  t.ok(other instanceof P4RuntimeCertificateRefusedError, other.message);
+  t.match(other.message, /the certificate of 'ctl1'/);
+  t.equal(other.client, 'ctl1');
+
+  const untrusted = await refused({ ...mine, ca: pem(`${b}/ca.crt`) });
+  t.ok(untrusted instanceof P4RuntimeUntrustedServerError, untrusted.message);
+  t.match(untrusted.message, /not signed by the CA this client trusts \(expected 's1'\)/);
+
+  const renamed = await refused({ ...mine, serverName: 's2' });
+  t.ok(renamed instanceof P4RuntimeServerIdentityError, renamed.message);
+  t.same((renamed as P4RuntimeServerIdentityError).presented, ['s1', '127.0.0.1']);
+  t.match(renamed.message, /the server's certificate names 's1', '127\.0\.0\.1', expected 's2'/);
+
+  const plain = await refused(undefined);
+  t.ok(plain instanceof P4RuntimeTransportMismatchError, plain.message);
+  t.match(plain.message, /may require TLS \(this client speaks plaintext\)/);
+  t.same([plain.client, plain.serverName], [undefined, undefined]);
+  t.equal(f.writes.length, 1, 'no refused client wrote');
+
+  // TLS against a plaintext server
+  const p = await fake(t, { code: 0 });
+  const e = await P4RuntimeClient.connect({ address: p.address, deviceId: 1, timeoutMs: 5000, tls: mine }).then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  t.ok(e instanceof P4RuntimeTransportMismatchError, String(e));
+  t.match((e as Error).message, /does not speak TLS/);
+
+  await t.rejects(P4RuntimeClient.connect({ address: f.address, deviceId: 1, tls: { ca: mine.ca, cert: mine.cert! } }), { name: 'P4RuntimeError', message: /give tls\.cert and tls\.key together/ });
 });

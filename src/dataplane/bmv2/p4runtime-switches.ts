@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { P4Info, P4InfoError, P4RuntimeClient, P4RuntimeWriteError, type CounterValue, type DecodedTableEntry, type MatchSpec, type P4Update, type TableEntrySpec } from '../../p4runtime/index.js';
+import { P4Info, P4InfoError, P4RuntimeClient, P4RuntimeWriteError, type CounterValue, type DecodedTableEntry, type MatchSpec, type P4RuntimeTlsOptions, type P4Update, type TableEntrySpec } from '../../p4runtime/index.js';
 import { SHARP_PORT_HOST, SHARP_PORT_VNF, SHARP_HID_MIN, SHARP_HID_MAX, SHARP_MAX_WILD_RULES, SHARP_DEFAULT_MAX_RULES } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { sleep } from '../../util/mutex.js';
@@ -77,13 +77,14 @@ export class PipelineMismatchError extends DataPlaneError {
 }
 
 /**
- * A switch and how to take it over; electionId overrides the options'.
+ * A switch and how to take it over; electionId overrides the options';
+ * tls: reach it over TLS (mutual with a client certificate), else plaintext.
  * relayAround: the agents of the instances behind it relay around it
  * (their nodes' directRelay, same kernel only); without it a rollback
  * after switch-over is refused at setRelay, since p4/sharp.p4 drops
  * relayed frames.
  */
-export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean };
+export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean; tls?: P4RuntimeTlsOptions };
 
 interface ConnectedSwitch {
   spec: P4RuntimeSwitch;
@@ -180,6 +181,7 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
       deviceId: spec.deviceId,
       ...((spec.electionId ?? o.electionId) === undefined ? {} : { electionId: spec.electionId ?? o.electionId! }),
       ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
+      ...(spec.tls === undefined ? {} : { tls: spec.tls }),
     });
     const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, relayAround: spec.relayAround === true, client, slots: new Map() };
     this.#switches.set(spec.name, sw);

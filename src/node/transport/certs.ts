@@ -7,6 +7,8 @@
  *   ca.crt ca.key
  *   node-<name>.crt node-<name>.key              CN=<name>, OU=node, SAN DNS:<name> [+ --dns, --ip]
  *   controller-<name>.crt controller-<name>.key  CN=<name>, OU=controller
+ *   switch-<name>.crt switch-<name>.key          CN=<name>, OU=switch, serverAuth only, SAN DNS:<name> [+ --dns, --ip]
+ *                                                (a P4Runtime server: simple_switch_grpc --grpc-server-ssl)
  *
  * Keys are written 0600, certificates 0644, the folder is created 0700.
  * Nothing is overwritten unless `force` is given; a file appears complete
@@ -20,7 +22,7 @@ import path from 'node:path';
 import { CaMissingError, CertExistsError, CertificateFileError, CertsUsageError, OpensslError, OpensslMissingError } from './errors.js';
 import { EKU_CLIENT_AUTH, EKU_SERVER_AUTH, identityOf, type CertIdentity } from './identity.js';
 
-export type CertKind = 'ca' | 'node' | 'controller';
+export type CertKind = 'ca' | 'node' | 'controller' | 'switch';
 
 export interface CertFiles {
   cert: string;
@@ -33,6 +35,8 @@ export { DEFAULT_CA_NAME, DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS };
 export const caFiles = (dir: string): CertFiles => ({ cert: path.join(dir, 'ca.crt'), key: path.join(dir, 'ca.key') });
 export const nodeFiles = (dir: string, name: string): CertFiles => ({ cert: path.join(dir, `node-${name}.crt`), key: path.join(dir, `node-${name}.key`) });
 export const controllerFiles = (dir: string, name: string): CertFiles => ({ cert: path.join(dir, `controller-${name}.crt`), key: path.join(dir, `controller-${name}.key`) });
+export const switchFiles = (dir: string, name: string): CertFiles => ({ cert: path.join(dir, `switch-${name}.crt`), key: path.join(dir, `switch-${name}.key`) });
+const leafFiles = { node: nodeFiles, controller: controllerFiles, switch: switchFiles } as const;
 
 /** A certificate the tooling made. */
 export interface IssuedCert {
@@ -255,9 +259,9 @@ function loadCa(dir: string): Ca {
 
 // ---------------------------------------------------------------- leaves
 
-async function issueLeaf(dir: string, kind: 'node' | 'controller', name: string, ext: Record<string, string>, o: LeafOptions): Promise<IssuedCert> {
+async function issueLeaf(dir: string, kind: Exclude<CertKind, 'ca'>, name: string, ext: Record<string, string>, o: LeafOptions): Promise<IssuedCert> {
   const days = checkDays(o.days ?? DEFAULT_LEAF_DAYS);
-  const files = kind === 'node' ? nodeFiles(dir, name) : controllerFiles(dir, name);
+  const files = leafFiles[kind](dir, name);
   refuseExisting([files.cert, files.key], o.force);
   const ca = loadCa(dir);
   await withScratch(dir, async (scratch) => {
@@ -279,17 +283,26 @@ async function issueLeaf(dir: string, kind: 'node' | 'controller', name: string,
  * serverAuth + clientAuth, SAN DNS:<name> plus the given DNS names and IPs.
  */
 export async function createNodeCert(dir: string, name: string, o: NodeCertOptions = {}): Promise<IssuedCert> {
-  checkName('node', name);
+  return issueServer(dir, 'node', name, 'serverAuth,clientAuth', o);
+}
+
+/**
+ * A P4Runtime switch's server certificate, signed by the CA in `dir`:
+ * CN=<name>, OU=switch, serverAuth only (a switch calls no one), SAN
+ * DNS:<name> plus the given DNS names and IPs — its address among them
+ * when clients check it by address.
+ */
+export async function createSwitchCert(dir: string, name: string, o: NodeCertOptions = {}): Promise<IssuedCert> {
+  return issueServer(dir, 'switch', name, 'serverAuth', o);
+}
+
+/** A server's leaf: SAN DNS:<name> plus the given DNS names and IPs. */
+function issueServer(dir: string, kind: 'node' | 'switch', name: string, eku: string, o: NodeCertOptions): Promise<IssuedCert> {
+  checkName(kind, name);
   const dns = [...new Set([name, ...(o.dns ?? []).map((d) => checkName('DNS', d))])];
   const ips = [...new Set((o.ips ?? []).map(checkIp))];
   const san = [...dns.map((d) => `DNS:${d}`), ...ips.map((i) => `IP:${i}`)].join(',');
-  return issueLeaf(
-    dir,
-    'node',
-    name,
-    { basicConstraints: 'critical,CA:FALSE', keyUsage: 'critical,digitalSignature', extendedKeyUsage: 'serverAuth,clientAuth', subjectAltName: san },
-    o,
-  );
+  return issueLeaf(dir, kind, name, { basicConstraints: 'critical,CA:FALSE', keyUsage: 'critical,digitalSignature', extendedKeyUsage: eku, subjectAltName: san }, o);
 }
 
 /** A controller's certificate, signed by the CA in `dir`: CN=<name>, OU=controller, clientAuth only. */

@@ -20,6 +20,7 @@ import {
 } from './errors.js';
 import { identityOf, serverNames, type CertIdentity } from './identity.js';
 import { REFUSED_IDENTITY_TRAILER } from './server.js';
+import { REFUSED_BY_PEER, UNREACHABLE, UNTRUSTED } from '../../net/tls-failure.js';
 
 export interface TlsEndpoint {
   transport: 'tls';
@@ -55,12 +56,6 @@ function asServiceError(e: unknown): grpc.ServiceError | undefined {
   if (e instanceof Error && typeof (e as Partial<grpc.ServiceError>).code === 'number') return e as grpc.ServiceError;
   return undefined;
 }
-
-// What OpenSSL and Node say when the *server* ended the handshake over our certificate
-const REFUSED_BY_PEER = /alert (certificate required|unknown ca|bad certificate|certificate unknown|certificate expired|certificate revoked|unsupported certificate|access denied|handshake failure)|certificate required|SSL alert number (40|42|43|44|45|46|48|49|116)/i;
-// ... and when the client could not verify the server's certificate
-const UNTRUSTED = /unable to verify the first certificate|self[- ]signed certificate|unable to get (local )?issuer certificate|certificate signature failure|certificate has expired|certificate is not yet valid|unsuitable certificate purpose|UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER_CERT|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|INVALID_PURPOSE/i;
-const UNREACHABLE = /ECONNREFUSED|ENOENT|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|EACCES|Failed to connect before the deadline|connect ECONN|No address added out of total/i;
 
 /**
  * How the controller reaches one node. Make clients with `client(Ctor)` (or

@@ -1,12 +1,12 @@
 /**
  * Identities: who a certificate names. Certificates made by certs.ts carry
  * the role in the subject's OU ("node", "controller", "ca") and the name in
- * its CN; a node's certificate also names itself in its SAN (DNS:<name>,
- * plus any further DNS names and IP addresses).
+ * its CN; a node's (and a P4Runtime switch's) certificate also names itself
+ * in its SAN (DNS:<name>, plus any further DNS names and IP addresses).
  */
 import { X509Certificate } from 'node:crypto';
 
-export type Role = 'node' | 'controller' | 'ca' | 'unknown';
+export type Role = 'node' | 'controller' | 'switch' | 'ca' | 'unknown';
 
 export const EKU_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 export const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -55,7 +55,7 @@ function san(x: X509Certificate): { dns: string[]; ips: string[] } {
   return { dns, ips };
 }
 
-const ROLES: readonly Role[] = ['node', 'controller', 'ca'];
+const ROLES: readonly Role[] = ['node', 'controller', 'switch', 'ca'];
 
 export function identityOf(cert: X509Certificate | Buffer | string): CertIdentity {
   const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
