@@ -35,6 +35,8 @@ export interface HandoverRequest {
   /** what to do when the ring may overflow: refuse (default) or warn and go on */
   capacityPolicy?: 'refuse' | 'warn';
   mover?: StateMover;
+  /** the name of the mover's backend, journalled so that a recovering controller uses the same one (HandoverEngine.recover's moverFor) */
+  stateBackend?: string;
   /**
    * 'sharp' (default): zero controller buffer. 'controller-buffer': the
    * baseline SHarP replaced (OpenNF-style): during the move the switches
@@ -276,6 +278,7 @@ export class HandoverEngine extends EventEmitter {
       run = new HandoverRun(this.#d, id, v.rules, v.from, v.to, ring, req.timeoutMs ?? this.#o.timeoutMs, mover, onEvent);
       run.events.push(...early);
       run.mode = mode;
+      if (req.stateBackend !== undefined) run.stateBackend = req.stateBackend;
       run.journal = this.#journal;
       run.save();
     } catch (e) {
@@ -354,14 +357,18 @@ export class HandoverEngine extends EventEmitter {
    * The controller-buffer baseline cannot be recovered once it diverted:
    * the frames it buffered died with the controller (reported as failed).
    */
-  async recover(): Promise<HandoverResult[]> {
+  /**
+   * moverFor: the mover of a journalled handover's stateBackend (undefined:
+   * the engine's own mover, as for entries written without one).
+   */
+  async recover(o: { moverFor?: (stateBackend: string) => StateMover | undefined } = {}): Promise<HandoverResult[]> {
     const out: HandoverResult[] = [];
-    for (const e of this.#journal?.entries() ?? []) out.push(await this.#recoverOne(e));
+    for (const e of this.#journal?.entries() ?? []) out.push(await this.#recoverOne(e, (e.stateBackend === undefined ? undefined : o.moverFor?.(e.stateBackend)) ?? this.#o.mover));
     this.#unrecovered = 0;
     return out;
   }
 
-  async #recoverOne(e: JournalEntry): Promise<HandoverResult> {
+  async #recoverOne(e: JournalEntry, mover: StateMover): Promise<HandoverResult> {
     const sc = this.#d.switchControl;
     const agents = this.#d.agentControl;
     const instances = instancesOf(this.#d);
@@ -373,8 +380,9 @@ export class HandoverEngine extends EventEmitter {
       this.#journal?.remove(e.id);
       throw new HandoverError(`handover ${e.id} of the journal names instance ${from === undefined ? e.from : e.to}, which the deployment no longer has: left as it is`, 'validating');
     }
-    const h = new HandoverRun(this.#d, e.id, rules, from, to, e.ring, this.#o.timeoutMs, this.#o.mover, onEvent);
+    const h = new HandoverRun(this.#d, e.id, rules, from, to, e.ring, this.#o.timeoutMs, mover, onEvent);
     h.mode = e.mode;
+    if (e.stateBackend !== undefined) h.stateBackend = e.stateBackend;
     h.journal = this.#journal;
     h.step = e.step;
     this.#ringsInUse.set(to.name, (this.#ringsInUse.get(to.name) ?? new Set<number>()).add(e.ring));

@@ -26,6 +26,8 @@ export interface JournalEntry {
   switchedOver: boolean;
   /** set when B's release began: only forward from here */
   committed: boolean;
+  /** the request's stateBackend (e.g. 'redis'): the recovering controller moves or rolls back state with that backend's mover */
+  stateBackend?: string;
   /** a rollback after switch-over had begun: A's second handover id and ring */
   back?: { id: number; ring: number };
   startedAt: number;

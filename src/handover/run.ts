@@ -126,6 +126,8 @@ export class HandoverRun {
   /** where the run is written before each step acts (a restarted controller reads it) */
   journal: HandoverJournal | undefined;
   mode: HandoverMode = 'sharp';
+  /** the request's stateBackend, journalled */
+  stateBackend: string | undefined;
   stateMs = 0;
   stateResult: StateMoveResult | undefined;
 
@@ -188,6 +190,7 @@ export class HandoverRun {
       step: this.step,
       switchedOver: this.#switchedOver,
       committed: this.#committed,
+      ...(this.stateBackend === undefined ? {} : { stateBackend: this.stateBackend }),
       ...(this.#back === undefined ? {} : { back: this.#back }),
       startedAt: Date.now() - this.elapsed(),
     });

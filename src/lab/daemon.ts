@@ -313,7 +313,7 @@ async function main(): Promise<void> {
     let recovered: HandoverResult[] = [];
     let recoverError: string | undefined;
     try {
-      recovered = await engine.recover();
+      recovered = await engine.recover({ moverFor: (backend) => mover(backend) });
     } catch (e) {
       recoverError = e instanceof Error ? e.message : String(e);
     }
@@ -472,6 +472,8 @@ async function main(): Promise<void> {
           from,
           to: q.to,
           mover: new DelayedStateMover(mover(backend), q.stateDelayMs ?? 0),
+          // journalled: a daemon recovering this handover moves or rolls back its state with the same backend
+          stateBackend: backend,
           // refused up front when the ring may overflow at the measured rate and the requested state delay
           capacityPolicy: 'refuse',
           mode: q.mode ?? 'sharp',

@@ -389,6 +389,41 @@ t.test('a controller that dies at any step: a new one recovers from the journal,
   }
 });
 
+t.test("recovery moves state with the journalled handover's backend, not the engine's default", async (t) => {
+  const { MemoryJournal } = await import('../../src/handover/journal.js');
+  const { d, rules } = await setup();
+  const journal = new MemoryJournal();
+  const dead = new HandoverEngine(d, { mover: new VnfMapStateMover(), journal });
+  d.hangs.push({ method: 'exportState', target: 'vnf1' });
+  d.start(1);
+  void dead.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100, stateBackend: 'other', mover: new DelayedStateMover(new VnfMapStateMover(), 5) });
+  for (let i = 0; i < 500 && journal.entries()[0]?.step !== 'moving-state'; i++) await sleep(2);
+  t.equal(journal.entries()[0]?.stateBackend, 'other', 'the backend is in the journal');
+  await sleep(20); // the dead controller's move reaches its hang (frames keep coming)
+  t.same(d.hangs, [], 'the dead controller is stuck in its state move');
+  const used: string[] = [];
+  const fallback = new VnfMapStateMover();
+  const other = new VnfMapStateMover();
+  const watch = (name: string, m: VnfMapStateMover): VnfMapStateMover => {
+    const rollback = m.rollback.bind(m);
+    m.rollback = async (ctx) => {
+      used.push(name);
+      await rollback(ctx);
+    };
+    return m;
+  };
+  const engine = new HandoverEngine(d, { mover: watch('default', fallback), journal });
+  const asked: string[] = [];
+  const [r] = await engine.recover({ moverFor: (b) => (asked.push(b), b === 'other' ? watch('other', other) : undefined) });
+  d.stop();
+  for (let i = 0; i < 5; i++) d.tick();
+  t.equal(r?.outcome, 'aborted', r?.reason ?? '');
+  t.same(asked, ['other'], 'the engine asked for the journalled backend');
+  t.same(used, ['other'], "the state move was rolled back by that backend's mover");
+  assertAt(t, d, rules, 'vnf1');
+  assertIntact(t, d, 'recovered with the journalled backend');
+});
+
 t.test("concurrent handovers: each request's onEvent sees its own handover's events only", async (t) => {
   const d = new FakeDeployment(['vnf1', 'vnf2']);
   const mk = async (sport: number): Promise<number[]> => {
