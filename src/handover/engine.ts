@@ -7,7 +7,8 @@
  * (controller-buffer.ts).
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
+import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type ReleaseResult, type Rule } from '../dataplane/types.js';
+import { windowedRelease } from './windowed-release.js';
 import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { allEnded, sleep, waitFor } from '../util/mutex.js';
 import { withCallDeadline } from '../util/call-deadline.js';
@@ -140,6 +141,12 @@ function stepError(step: HandoverStep, e: unknown): HandoverError {
   if (e instanceof HandoverError) return e;
   const msg = e instanceof Error ? e.message : String(e);
   return new HandoverError(`${step}: ${msg}`, step, { cause: e });
+}
+
+/** drops plus what the switches did not take in of the releases (counted once: taken out of ingestLoss) */
+function mergeIngestLoss(h: HandoverRun): void {
+  h.drops = [...h.drops, ...h.ingestLoss.splice(0)];
+  h.counts.dropped = totalFrames(h.drops);
 }
 
 const HID_MAX = 16383;
@@ -394,8 +401,10 @@ export class HandoverEngine extends EventEmitter {
       }
       if (e.committed) {
         h.enter('releasing', `finishing the release ${left}`);
-        if ((await agents.agentStatus(to.name, e.id)) !== undefined) await agents.release(to.name, e.id, { timeoutMs: h.remaining() });
+        // the dead controller may have released part of the ring (in windows): this goes on from where it stopped, in order
+        if ((await agents.agentStatus(to.name, e.id)) !== undefined) await this.#releaseToVnf(h, to.name, e.id, () => h.remaining());
         await h.cleanUp();
+        mergeIngestLoss(h);
         const lost = h.lost();
         if (lost.frames > 0n) return this.#finish(h, e.mode, 'lossy', `recovered (${left}), but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}`);
         return this.#finish(h, e.mode, 'completed', `recovered: ${left}, finished`);
@@ -466,7 +475,7 @@ export class HandoverEngine extends EventEmitter {
     // the state is at B now: from here on only forward (journaled before the release acts)
     h.committed = true;
     h.enter('releasing');
-    await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
+    await this.#releaseToVnf(h, h.to.name, h.id, () => h.remaining());
 
     // ---- 7. clean up: stop marking, let the last marked frames land, forget H
     await h.cleanUp();
@@ -544,7 +553,7 @@ export class HandoverEngine extends EventEmitter {
       try {
         await h.quiesce([h.to.name]);
         h.enter('releasing', `retry ${attempt}`);
-        await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
+        await this.#releaseToVnf(h, h.to.name, h.id, () => h.remaining());
         await h.cleanUp();
         await countDrops();
         const lost = h.lost();
@@ -594,11 +603,20 @@ export class HandoverEngine extends EventEmitter {
 
   /** counts.dropped and drops: what the scope dropped since `before`. */
   async #countDrops(h: HandoverRun, scope: DropScope, before: DropSnapshot | undefined): Promise<void> {
-    if (before === undefined) return;
-    const after = await this.#readDrops(h, scope);
-    if (after === undefined) return;
-    h.drops = dropDelta(before, after);
-    h.counts.dropped = totalFrames(h.drops);
+    const after = before === undefined ? undefined : await this.#readDrops(h, scope);
+    if (before !== undefined && after !== undefined) h.drops = dropDelta(before, after);
+    mergeIngestLoss(h);
+  }
+
+  /**
+   * A release into `instance`'s VNF: in windows towards P4 switches, at
+   * once elsewhere (windowed-release.ts). Frames the switches did not take
+   * in are kept for the drop count.
+   */
+  async #releaseToVnf(h: HandoverRun, instance: string, hid: number, remaining: () => number): Promise<ReleaseResult> {
+    const w = await windowedRelease(this.#d.switchControl, this.#d.agentControl, instance, hid, { remaining, warn: (d) => h.emit('warning', d) });
+    h.ingestLoss.push(...w.notIngested);
+    return w.result;
   }
 
   /** After a failed rollback: no rule stays marked (each goes to A unmarked if it still exists). */
@@ -670,7 +688,7 @@ export class HandoverEngine extends EventEmitter {
       // Timed: they were queued at the switches' ports towards B, where no
       // barrier reaches (a rollback after switch-over only)
       if (notBack === undefined) await sleep(h.Q);
-      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await agents.release(h.from.name, back, { timeoutMs: Math.max(h.remaining(), LATE_RELEASE_MS) });
+      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await this.#releaseToVnf(h, h.from.name, back, () => Math.max(h.remaining(), LATE_RELEASE_MS));
       await h.route(h.fromPorts, Phase.NONE);
       await h.quiesce([h.from.name]);
       if (notBack === undefined) await h.collect(h.to.name);
