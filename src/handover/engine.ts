@@ -7,8 +7,8 @@
  * (controller-buffer.ts).
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type ReleaseResult, type Rule } from '../dataplane/types.js';
-import { windowedRelease } from './windowed-release.js';
+import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, MAX_RELEASE_FRAMES, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type ReleaseResult, type Rule } from '../dataplane/types.js';
+import { RELEASE_WINDOW, windowedRelease } from './windowed-release.js';
 import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { allEnded, sleep, waitFor } from '../util/mutex.js';
 import { withCallDeadline } from '../util/call-deadline.js';
@@ -115,6 +115,13 @@ export interface EngineOptions {
    * operator.
    */
   journal?: HandoverJournal;
+  /**
+   * Frames a release may have in flight towards a P4 switch port (default
+   * RELEASE_WINDOW, 512; BMv2's input ring holds 1,310): see
+   * windowed-release.ts. Switches that do not count what they took in
+   * (XDP) are released to at once whatever this says.
+   */
+  releaseWindow?: number;
 }
 
 /**
@@ -187,7 +194,9 @@ export class HandoverEngine extends EventEmitter {
     super();
     this.#d = 'switchControl' in target ? target : localDeployment(target);
     const { journal, ...o } = options;
-    this.#o = { timeoutMs: 30_000, capacitySafety: 2, ...o };
+    const w = o.releaseWindow;
+    if (w !== undefined && (!Number.isInteger(w) || w < 2 || w > MAX_RELEASE_FRAMES)) throw new HandoverError(`releaseWindow ${w}: must be an integer 2..${MAX_RELEASE_FRAMES}`, 'validating');
+    this.#o = { timeoutMs: 30_000, capacitySafety: 2, releaseWindow: RELEASE_WINDOW, ...o };
     this.#journal = journal;
     this.#baseline = new ControllerBufferProcedure(this.#d);
     // their ids (and back ids) may still be armed at agents: never reuse them before recover()
@@ -614,7 +623,7 @@ export class HandoverEngine extends EventEmitter {
    * in are kept for the drop count.
    */
   async #releaseToVnf(h: HandoverRun, instance: string, hid: number, remaining: () => number): Promise<ReleaseResult> {
-    const w = await windowedRelease(this.#d.switchControl, this.#d.agentControl, instance, hid, { remaining, warn: (d) => h.emit('warning', d) });
+    const w = await windowedRelease(this.#d.switchControl, this.#d.agentControl, instance, hid, { remaining, warn: (d) => h.emit('warning', d), window: this.#o.releaseWindow });
     h.ingestLoss.push(...w.notIngested);
     return w.result;
   }

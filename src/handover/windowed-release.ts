@@ -8,7 +8,9 @@
  * took. So towards a switch that says what it ingested
  * (SwitchControl.ingestedFromInstances) the release goes in windows: at
  * most WINDOW frames per port in flight, the next window once the switch's
- * ingress counter shows enough of the last one taken in. Elsewhere (XDP
+ * ingress counter shows enough of the last one taken in (a counter that
+ * does not move for INGEST_STALL_MS: a warning, and the rest at once).
+ * Elsewhere (XDP
  * switches ingest at line rate) it is one unbounded release, as before.
  *
  * Counted from a baseline read before the release, other traffic entering
@@ -26,6 +28,10 @@ export const RELEASE_WINDOW = 512;
 /** no progress of the switch's ingress counter this long: go on (with a warning) */
 export const INGEST_STALL_MS = 1_000;
 const POLL_MS = 2;
+/** the loss count: readings this far apart, done once the least deficit has not gone down for SETTLED_MS (at most SETTLE_MAX_MS) */
+const SAMPLE_MS = 10;
+const SETTLED_MS = 300;
+const SETTLE_MAX_MS = 3_000;
 
 export interface WindowedReleaseOptions {
   /** the handover's time left (ms), asked before each call */
@@ -106,6 +112,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
       const d = sent - ((rx.get(key(p)) ?? p.rx0) - p.rx0);
       return d > 0n ? d : 0n;
     });
+  let stalled = false;
   /** waits until every port has at most `most` in flight, or its counter stalls (then those frames are no longer awaited) */
   const settle = async (most: bigint, what: string): Promise<Map<string, bigint>> => {
     let rx = await readRx();
@@ -116,7 +123,8 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
       if (performance.now() - moved > Math.min(stallMs, Math.max(0, o.remaining()))) {
         const stuck = ports.map((p, i) => ({ p, n: f[i]! - most })).filter((x) => x.n > 0n);
         for (const { p, n } of stuck) written.set(key(p), (written.get(key(p)) ?? 0n) + n);
-        o.warn(`${what}: ${stuck.map(({ p, n }) => `${p.sw}/${p.port} took in none of the last ${n} frames for ${stallMs} ms`).join(', ')}; going on`);
+        stalled = true;
+        o.warn(`${what}: ${stuck.map(({ p, n }) => `${p.sw}/${p.port} took in none of ${n} frames in flight for ${stallMs} ms`).join(', ')}; its counter says nothing now: the rest goes at once`);
         return rx;
       }
       await sleep(POLL_MS);
@@ -131,7 +139,8 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
   let rx = new Map(ports.map((p) => [key(p), p.rx0]));
   for (;;) {
     const busy = inFlight(rx).reduce((a, b) => (b > a ? b : a), 0n);
-    const r = await ac.release(instance, hid, { timeoutMs: o.remaining(), maxFrames: window - Number(busy) });
+    // after a stall, holding the flow's frames for a counter that does not move only delays them: the rest at once
+    const r = await ac.release(instance, hid, { timeoutMs: o.remaining(), ...(stalled ? {} : { maxFrames: window - Number(busy) }) });
     windows++;
     result = r;
     if (r.releasedNow === undefined) break; // a node that predates windows: it released everything
@@ -141,44 +150,50 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
     // the next window once half of this one is in: the switch stays busy meanwhile, and never has more than `window` waiting
     rx = await settle(BigInt(Math.floor(window / 2)), `releasing ${instance} in windows of ${window}`);
   }
-  await settle(0n, `the last window of ${instance}'s release`);
-  return { result, notIngested: await notIngested(sc, ac, instance, ports, stallMs, o.remaining), windows };
+  // the last window is still going in: the count below waits for it
+  return { result, notIngested: await notIngested(sc, ac, instance, ports, o.remaining), windows };
 }
 
 /**
  * What the instance sent into each port over the release that the switch
  * did not take in: its interface's tx count against the port's ingress
- * count (both from the baseline), once the ingress count has caught up with
- * the tx count read first, or stalled short of it. Frames in flight when
- * the baseline was read can only make it look smaller.
+ * count, both from the baseline. Traffic keeps flowing (the flow passes
+ * now), so one reading is off by the frames in flight: each reading reads
+ * tx first and the ingress counter after it (a frame sent in between counts
+ * as taken in, never as lost), and the least deficit of readings until it
+ * stops going down for SETTLED_MS (the switch has worked off its backlog)
+ * is the loss: frames in flight only ever add to a reading.
  */
-async function notIngested(sc: SwitchControl, ac: AgentControl, instance: string, ports: readonly Downstream[], stallMs: number, remaining: () => number): Promise<DropCount[]> {
+async function notIngested(sc: SwitchControl, ac: AgentControl, instance: string, ports: readonly Downstream[], remaining: () => number): Promise<DropCount[]> {
   if (ports.every((p) => p.tx0 === undefined)) return [];
-  let tx: Map<number, bigint> | undefined;
-  try {
-    tx = await readTx(ac, instance);
-  } catch {
-    return [];
-  }
-  if (tx === undefined) return [];
   const switches = new Set(ports.map((p) => p.sw));
-  const deficit = (rx: { sw: string; port: string; frames: bigint }[]): DropCount[] =>
-    ports.flatMap((p) => {
-      const t = tx!.get(p.side);
-      const r = rx.find((x) => x.sw === p.sw && x.port === p.port)?.frames;
-      if (p.tx0 === undefined || t === undefined || r === undefined) return [];
-      const d = t - p.tx0 - (r - p.rx0);
-      return d > 0n ? [{ where: `${p.sw}/${p.port}`, reason: 'notIngested' as const, frames: d }] : [];
-    });
-  let last = -1n;
-  let moved = performance.now();
+  const least = new Map<string, bigint>();
+  const start = performance.now();
+  let fell = start;
   for (;;) {
+    let tx: Map<number, bigint> | undefined;
+    try {
+      tx = await readTx(ac, instance);
+    } catch {
+      return [];
+    }
+    if (tx === undefined) return [];
     const rx = await readIngest(sc, instance, switches);
-    const d = deficit(rx);
-    const total = rx.reduce((a, x) => a + x.frames, 0n);
-    if (total !== last) moved = performance.now();
-    last = total;
-    if (d.length === 0 || performance.now() - moved > Math.min(stallMs, Math.max(0, remaining()))) return d;
-    await sleep(POLL_MS);
+    for (const p of ports) {
+      const t = tx.get(p.side);
+      const r = rx.find((x) => x.sw === p.sw && x.port === p.port)?.frames;
+      if (p.tx0 === undefined || t === undefined || r === undefined) continue;
+      const d = t - p.tx0 - (r - p.rx0);
+      const k = `${p.sw}/${p.port}`;
+      const was = least.get(k);
+      if (was === undefined || d < was) {
+        least.set(k, d);
+        fell = performance.now();
+      }
+    }
+    const now = performance.now();
+    if ([...least.values()].every((d) => d <= 0n) || now - fell > SETTLED_MS || now - start > SETTLE_MAX_MS || remaining() <= 0) break;
+    await sleep(SAMPLE_MS);
   }
+  return [...least].filter(([, d]) => d > 0n).map(([where, frames]) => ({ where, reason: 'notIngested' as const, frames }));
 }
