@@ -101,19 +101,17 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
 
   const switches = new Set(ports.map((p) => p.sw));
   const key = (p: { sw: string; port: string }): string => `${p.sw}/${p.port}`;
-  // per side of the ring: released by this helper, and frames given up on after a stall (no longer awaited)
+  // per side of the ring: released by this helper
   const released: [bigint, bigint] = [0n, 0n];
-  const written = new Map<string, bigint>();
   const readRx = async (): Promise<Map<string, bigint>> => new Map((await readIngest(sc, instance, switches)).map((p) => [key(p), p.frames]));
-  /** frames of side `s` released but not yet taken in by the port they enter (other traffic there only lowers it) */
+  /** per port: frames released into it (from the ring's other side) not yet taken in (other traffic there only lowers it) */
   const inFlight = (rx: Map<string, bigint>): bigint[] =>
     ports.map((p) => {
-      const sent = released[(1 - p.side) as 0 | 1] - (written.get(key(p)) ?? 0n);
-      const d = sent - ((rx.get(key(p)) ?? p.rx0) - p.rx0);
+      const d = released[(1 - p.side) as 0 | 1] - ((rx.get(key(p)) ?? p.rx0) - p.rx0);
       return d > 0n ? d : 0n;
     });
   let stalled = false;
-  /** waits until every port has at most `most` in flight, or its counter stalls (then those frames are no longer awaited) */
+  /** waits until every port has at most `most` in flight, or its counter stalls (then `stalled`) */
   const settle = async (most: bigint, what: string): Promise<Map<string, bigint>> => {
     let rx = await readRx();
     let moved = performance.now();
@@ -121,8 +119,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
       const f = inFlight(rx);
       if (f.every((x) => x <= most)) return rx;
       if (performance.now() - moved > Math.min(stallMs, Math.max(0, o.remaining()))) {
-        const stuck = ports.map((p, i) => ({ p, n: f[i]! - most })).filter((x) => x.n > 0n);
-        for (const { p, n } of stuck) written.set(key(p), (written.get(key(p)) ?? 0n) + n);
+        const stuck = ports.map((p, i) => ({ p, n: f[i]! })).filter((x) => x.n > most);
         stalled = true;
         o.warn(`${what}: ${stuck.map(({ p, n }) => `${p.sw}/${p.port} took in none of ${n} frames in flight for ${stallMs} ms`).join(', ')}; its counter says nothing now: the rest goes at once`);
         return rx;

@@ -9,28 +9,12 @@ import t, { type Test } from 'tap';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
 import { HandoverEngine } from '../../src/handover/engine.js';
 import { MemoryJournal } from '../../src/handover/journal.js';
-import { VnfMapStateMover, type HandoverContext, type StateMover } from '../../src/handover/state-mover.js';
+import { VnfMapStateMover } from '../../src/handover/state-mover.js';
+import { GateMover } from '../helpers/gate-mover.js';
 import { Phase } from '../../src/dataplane/types.js';
 
 const UDP = 17;
 const W = 100;
-
-/** Waits in the state move until opened: the test sends the frames B holds meanwhile. */
-class GateMover implements StateMover {
-  readonly name = 'gate';
-  readonly inner = new VnfMapStateMover();
-  open!: () => void;
-  readonly entered: Promise<void>;
-  #entered!: () => void;
-  constructor() {
-    this.entered = new Promise((r) => (this.#entered = r));
-  }
-  async move(ctx: HandoverContext, signal: AbortSignal): ReturnType<StateMover['move']> {
-    this.#entered();
-    await new Promise<void>((r) => (this.open = r));
-    return this.inner.move(ctx, signal);
-  }
-}
 
 async function setup(): Promise<{ d: FakeDeployment; rules: number[] }> {
   const d = new FakeDeployment(['vnf1', 'vnf2'], 8192);
