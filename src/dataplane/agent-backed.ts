@@ -4,7 +4,7 @@
  * A data plane supplies its switches; this supplies the rest.
  */
 import type { XdpAgentSet } from './xdp/agents.js';
-import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowSelection, type FlowStateEntry, type InstanceInfo, type InterfaceDrops, type ReleaseResult } from './types.js';
+import { instancesOf, type AgentHandoverStatus, type AgentInstanceInfo, type FlowKey, type FlowSelection, type FlowStateEntry, type InstanceInfo, type InterfaceDrops, type ReleaseOptions, type ReleaseResult } from './types.js';
 
 export abstract class AgentBackedDataPlane {
   /** the agents of the instances (throws once the data plane is closed) */
@@ -44,7 +44,7 @@ export abstract class AgentBackedDataPlane {
     return this.agentSet().arrivedFrames(name);
   }
 
-  release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
+  release(name: string, hid: number, options: ReleaseOptions = {}): Promise<ReleaseResult> {
     return this.agentSet().release(name, hid, options);
   }
 

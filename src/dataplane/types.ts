@@ -116,7 +116,13 @@ export type DropReason =
    */
   | 'stranded'
   /** a userspace VNF's TUN device could not queue it to the VNF process (its queue was full) */
-  | 'vnfDropped';
+  | 'vnfDropped'
+  /**
+   * an instance sent it out of its interface towards a switch port, but the
+   * switch never took it in (BMv2's libpcap ring of the port was full: it
+   * drops silently); counted at that switch port
+   */
+  | 'notIngested';
 
 /** A number of frames that died at one place for one reason. */
 export interface DropCount {
@@ -135,6 +141,8 @@ export interface InterfaceDrops {
   xmitFailed: bigint;
   /** frames that arrived on this interface whose redirect (by the agent's VNF) was refused */
   redirectFailed: bigint;
+  /** frames the interface transmitted so far (its tx packets); absent where the agent's host does not say (older nodes) */
+  txPackets?: bigint;
 }
 
 /** The agent's view of one handover on one instance. */
@@ -153,9 +161,36 @@ export interface AgentHandoverStatus {
   passing: [boolean, boolean];
 }
 
+/** the largest per-call bound of a release (ReleaseOptions.maxFrames; a ring holds far fewer) */
+export const MAX_RELEASE_FRAMES = 2 ** 31 - 1;
+
+export interface ReleaseOptions {
+  /** send them to another instance instead of this instance's VNF (rollback after switch-over; see AgentControl.release) */
+  relayTo?: string;
+  timeoutMs?: number;
+  /**
+   * Release at most this many frames per side in this call (1..2^31-1), in
+   * order; what is left stays held, and a later call goes on from there.
+   * Absent: everything, and the sides flip to passing.
+   */
+  maxFrames?: number;
+}
+
 export interface ReleaseResult {
+  /** frames released of the handover so far (both sides, every call) */
   released: bigint;
   rounds: number;
+  /** per side: frames released by this call. Absent (an older node): it released everything */
+  releasedNow?: [bigint, bigint];
+  /** per side: frames still held after this call */
+  queued?: [number, number];
+  /** per side: whether it flipped to passing (its ring emptied); absent: both did */
+  passing?: [boolean, boolean];
+}
+
+/** Whether a release left nothing held (an answer without per-side fields is a full release). */
+export function releaseDone(r: ReleaseResult): boolean {
+  return r.passing === undefined || (r.passing[0] && r.passing[1]);
 }
 
 /** One VNF per-flow state record, opaque to the engine. */
@@ -186,7 +221,7 @@ export interface InstanceInfo extends AgentInstanceInfo {
  */
 
 /** Switch control: rules, atomic action updates, counters. Switches and ports by name. */
-/** Frames a switch has sent out of a port facing an instance (see SwitchControl.sentTowardsInstances). */
+/** Frames a switch has sent out of (or taken in from) a port facing an instance (see SwitchControl.sentTowardsInstances, ingestedFromInstances). */
 export interface SentTowards {
   port: string;
   instance: string;
@@ -206,6 +241,16 @@ export interface SwitchControl {
    * so far. Absent or undefined: no such barrier (BMv2): the engine waits Q.
    */
   sentTowardsInstances?(sw: string): Promise<SentTowards[] | undefined>;
+  /**
+   * Per port facing a VNF instance, the frames the switch has taken in from
+   * it so far (`frames`: its ingress counter, whatever their flow). P4
+   * switches (BMv2) offer it: they read their ports through a bounded
+   * buffer (libpcap's ring) that drops silently when a release outruns the
+   * switch, so the engine releases in windows against it. Absent or
+   * undefined: the switch takes frames in as fast as they come (XDP): the
+   * release goes unbounded.
+   */
+  ingestedFromInstances?(sw: string): Promise<SentTowards[] | undefined>;
   switches(): string[];
   /** the port of `sw` that leads to `instance`, or undefined */
   portTowards(sw: string, instance: string): string | undefined;
@@ -267,7 +312,7 @@ export interface AgentControl {
    * SwitchControl.setRelay wrote (set them first). The agent needs no
    * knowledge of the switches' or the other instance's interfaces.
    */
-  release(instance: string, handoverId: number, options?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult>;
+  release(instance: string, handoverId: number, options?: ReleaseOptions): Promise<ReleaseResult>;
   disarm(instance: string, handoverId: number): Promise<void>;
   /**
    * The kernel's drop counters of the instance's interfaces (frames its agent

@@ -85,6 +85,7 @@ const WHY: Record<DropReason, string> = {
   replayFailed: 'held, failed to replay',
   stranded: "held in the new instance's ring, which the rollback could not bring back (its host did not answer)",
   vnfDropped: "not queued to the VNF process by its TUN device (the process's queue was full)",
+  notIngested: 'sent into the port by the instance, never taken in by the switch (its input buffer was full)',
 };
 
 /** "12 frames at s1/s1-vnf2: not transmitted by the device (…) [xmitFailed]" */

@@ -7,7 +7,8 @@
  * (controller-buffer.ts).
  */
 import { EventEmitter } from 'node:events';
-import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type Rule } from '../dataplane/types.js';
+import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, MAX_RELEASE_FRAMES, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type ReleaseResult, type Rule } from '../dataplane/types.js';
+import { RELEASE_WINDOW, windowedRelease } from './windowed-release.js';
 import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { allEnded, sleep, waitFor } from '../util/mutex.js';
 import { withCallDeadline } from '../util/call-deadline.js';
@@ -116,6 +117,13 @@ export interface EngineOptions {
    * operator.
    */
   journal?: HandoverJournal;
+  /**
+   * Frames a release may have in flight towards a P4 switch port (default
+   * RELEASE_WINDOW, 512; BMv2's input ring holds 1,310): see
+   * windowed-release.ts. Switches that do not count what they took in
+   * (XDP) are released to at once whatever this says.
+   */
+  releaseWindow?: number;
 }
 
 /**
@@ -142,6 +150,12 @@ function stepError(step: HandoverStep, e: unknown): HandoverError {
   if (e instanceof HandoverError) return e;
   const msg = e instanceof Error ? e.message : String(e);
   return new HandoverError(`${step}: ${msg}`, step, { cause: e });
+}
+
+/** drops plus what the switches did not take in of the releases (counted once: taken out of ingestLoss) */
+function mergeIngestLoss(h: HandoverRun): void {
+  h.drops = [...h.drops, ...h.ingestLoss.splice(0)];
+  h.counts.dropped = totalFrames(h.drops);
 }
 
 const HID_MAX = 16383;
@@ -182,7 +196,9 @@ export class HandoverEngine extends EventEmitter {
     super();
     this.#d = 'switchControl' in target ? target : localDeployment(target);
     const { journal, ...o } = options;
-    this.#o = { timeoutMs: 30_000, capacitySafety: 2, ...o };
+    const w = o.releaseWindow;
+    if (w !== undefined && (!Number.isInteger(w) || w < 2 || w > MAX_RELEASE_FRAMES)) throw new HandoverError(`releaseWindow ${w}: must be an integer 2..${MAX_RELEASE_FRAMES}`, 'validating');
+    this.#o = { timeoutMs: 30_000, capacitySafety: 2, releaseWindow: RELEASE_WINDOW, ...o };
     this.#journal = journal;
     this.#baseline = new ControllerBufferProcedure(this.#d);
     // their ids (and back ids) may still be armed at agents: never reuse them before recover()
@@ -402,8 +418,10 @@ export class HandoverEngine extends EventEmitter {
       }
       if (e.committed) {
         h.enter('releasing', `finishing the release ${left}`);
-        if ((await agents.agentStatus(to.name, e.id)) !== undefined) await agents.release(to.name, e.id, { timeoutMs: h.remaining() });
+        // the dead controller may have released part of the ring (in windows): this goes on from where it stopped, in order
+        if ((await agents.agentStatus(to.name, e.id)) !== undefined) await this.#releaseToVnf(h, to.name, e.id, () => h.remaining());
         await h.cleanUp();
+        mergeIngestLoss(h);
         const lost = h.lost();
         if (lost.frames > 0n) return this.#finish(h, e.mode, 'lossy', `recovered (${left}), but ${lost.frames} frames were lost: ${lost.reasons.join('; ')}`);
         return this.#finish(h, e.mode, 'completed', `recovered: ${left}, finished`);
@@ -474,7 +492,7 @@ export class HandoverEngine extends EventEmitter {
     // the state is at B now: from here on only forward (journaled before the release acts)
     h.committed = true;
     h.enter('releasing');
-    await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
+    await this.#releaseToVnf(h, h.to.name, h.id, () => h.remaining());
 
     // ---- 7. clean up: stop marking, let the last marked frames land, forget H
     await h.cleanUp();
@@ -552,7 +570,7 @@ export class HandoverEngine extends EventEmitter {
       try {
         await h.quiesce([h.to.name]);
         h.enter('releasing', `retry ${attempt}`);
-        await agents.release(h.to.name, h.id, { timeoutMs: h.remaining() });
+        await this.#releaseToVnf(h, h.to.name, h.id, () => h.remaining());
         await h.cleanUp();
         await countDrops();
         const lost = h.lost();
@@ -602,11 +620,20 @@ export class HandoverEngine extends EventEmitter {
 
   /** counts.dropped and drops: what the scope dropped since `before`. */
   async #countDrops(h: HandoverRun, scope: DropScope, before: DropSnapshot | undefined): Promise<void> {
-    if (before === undefined) return;
-    const after = await this.#readDrops(h, scope);
-    if (after === undefined) return;
-    h.drops = dropDelta(before, after);
-    h.counts.dropped = totalFrames(h.drops);
+    const after = before === undefined ? undefined : await this.#readDrops(h, scope);
+    if (before !== undefined && after !== undefined) h.drops = dropDelta(before, after);
+    mergeIngestLoss(h);
+  }
+
+  /**
+   * A release into `instance`'s VNF: in windows towards P4 switches, at
+   * once elsewhere (windowed-release.ts). Frames the switches did not take
+   * in are kept for the drop count.
+   */
+  async #releaseToVnf(h: HandoverRun, instance: string, hid: number, remaining: () => number): Promise<ReleaseResult> {
+    const w = await windowedRelease(this.#d.switchControl, this.#d.agentControl, instance, hid, { remaining, warn: (d) => h.emit('warning', d), window: this.#o.releaseWindow });
+    h.ingestLoss.push(...w.notIngested);
+    return w.result;
   }
 
   /** After a failed rollback: no rule stays marked (each goes to A unmarked if it still exists). */
@@ -678,7 +705,7 @@ export class HandoverEngine extends EventEmitter {
       // Timed: they were queued at the switches' ports towards B, where no
       // barrier reaches (a rollback after switch-over only)
       if (notBack === undefined) await sleep(h.Q);
-      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await agents.release(h.from.name, back, { timeoutMs: Math.max(h.remaining(), LATE_RELEASE_MS) });
+      if (resume === undefined || (await agents.agentStatus(h.from.name, back)) !== undefined) await this.#releaseToVnf(h, h.from.name, back, () => Math.max(h.remaining(), LATE_RELEASE_MS));
       await h.route(h.fromPorts, Phase.NONE);
       await h.quiesce([h.from.name]);
       if (notBack === undefined) await h.collect(h.to.name);

@@ -103,6 +103,8 @@ export class HandoverRun {
    * answer), per switch port that sent them there; part of lost()
    */
   stranded: DropCount[] = [];
+  /** frames released towards a P4 switch that it did not take in (windowed-release.ts); merged into drops when they are counted */
+  readonly ingestLoss: DropCount[] = [];
   /** overflow and replay failures per side of the rings (side 0: frames from the ingress switch) */
   readonly ringLoss: RingLoss = { overflow: [0n, 0n], replayFailed: [0n, 0n] };
   readonly fromPorts: Map<number, string>;

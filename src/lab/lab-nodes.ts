@@ -31,7 +31,7 @@ import {
   type InstanceInfo,
   type InterfaceDrops,
   type PortCounters,
-  type ReleaseResult,
+  type ReleaseOptions, type ReleaseResult,
   type Rule,
   type RuleAction,
   type RuleActionUpdate,
@@ -328,7 +328,7 @@ export class NodeLabDataPlane implements DataPlane {
   agentStatus(i: string, hid: number): Promise<AgentHandoverStatus | undefined> {
     return this.#d.agentControl.agentStatus(i, hid);
   }
-  release(i: string, hid: number, o?: { relayTo?: string; timeoutMs?: number }): Promise<ReleaseResult> {
+  release(i: string, hid: number, o?: ReleaseOptions): Promise<ReleaseResult> {
     return this.#d.agentControl.release(i, hid, o);
   }
   disarm(i: string, hid: number): Promise<void> {
@@ -340,6 +340,9 @@ export class NodeLabDataPlane implements DataPlane {
   // the exact quiescence event and host-to-host state moves, where the nodes offer them
   async sentTowardsInstances(sw: string): Promise<SentTowards[] | undefined> {
     return this.#d.switchControl.sentTowardsInstances?.(sw);
+  }
+  async ingestedFromInstances(sw: string): Promise<SentTowards[] | undefined> {
+    return this.#d.switchControl.ingestedFromInstances?.(sw);
   }
   async arrivedFrames(i: string): Promise<[bigint, bigint] | undefined> {
     return this.#d.agentControl.arrivedFrames?.(i);

@@ -21,6 +21,8 @@ export interface NetdevDrops {
   rxDropped: bigint;
   /** transmit "drop": frames handed to the device that it could not send (e.g. its veth peer is down) */
   txDropped: bigint;
+  /** transmit "packets" (absent for an interface that is gone) */
+  txPackets?: bigint;
 }
 
 export class NetdevStatsError extends Error {
@@ -40,10 +42,10 @@ function* netdevLines(text: string): Generator<{ name: string; f: string[] }> {
   }
 }
 
-/** Parses /proc/net/dev: interface name -> its drop counters. */
+/** Parses /proc/net/dev: interface name -> its drop counters (and transmitted packets). */
 export function parseNetdev(text: string): Map<string, NetdevDrops> {
   const out = new Map<string, NetdevDrops>();
-  for (const { name, f } of netdevLines(text)) out.set(name, { rxDropped: BigInt(f[3]!), txDropped: BigInt(f[11]!) });
+  for (const { name, f } of netdevLines(text)) out.set(name, { rxDropped: BigInt(f[3]!), txDropped: BigInt(f[11]!), txPackets: BigInt(f[9]!) });
   return out;
 }
 

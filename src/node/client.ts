@@ -29,7 +29,9 @@ import {
   type InterfaceDrops,
   type PortCounters,
   type SentTowards,
+  type ReleaseOptions,
   type ReleaseResult,
+  MAX_RELEASE_FRAMES,
   type Rule,
   type RuleAction,
   type RuleActionUpdate,
@@ -404,16 +406,28 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return statusFromWire(await this.#call('AgentStatus', { instance, handover_id: handoverId }));
   }
 
-  async release(instance: string, handoverId: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
+  async release(instance: string, handoverId: number, options: ReleaseOptions = {}): Promise<ReleaseResult> {
+    const max = options.maxFrames;
+    if (max !== undefined && (!Number.isInteger(max) || max < 1 || max > MAX_RELEASE_FRAMES)) throw new DataPlaneError(`maxFrames ${max}: must be an integer 1..${MAX_RELEASE_FRAMES}`);
     const timeoutMs = Math.ceil(options.timeoutMs ?? CALL_DEADLINE_MS);
     const nodeWaitMs = Math.max(1, timeoutMs - Math.min(RELEASE_MARGIN_MS, Math.floor(timeoutMs / 2)));
-    const r = await this.#call('Release', { instance, handover_id: handoverId, relay_to: options.relayTo ?? '', timeout_ms: nodeWaitMs }, timeoutMs);
-    return { released: BigInt(String(r['released'] ?? '0')), rounds: Number(r['rounds'] ?? 0) };
+    const r = await this.#call('Release', { instance, handover_id: handoverId, relay_to: options.relayTo ?? '', timeout_ms: nodeWaitMs, max_frames: max ?? 0 }, timeoutMs);
+    const out: ReleaseResult = { released: BigInt(String(r['released'] ?? '0')), rounds: Number(r['rounds'] ?? 0) };
+    // a node that predates the per-side fields released everything: leave them out (releaseDone)
+    const now = (r['released_now'] as unknown[] | undefined) ?? [];
+    const queued = (r['queued'] as unknown[] | undefined) ?? [];
+    const passing = (r['passing'] as unknown[] | undefined) ?? [];
+    if (now.length === 2 && queued.length === 2 && passing.length === 2) {
+      out.releasedNow = [BigInt(String(now[0])), BigInt(String(now[1]))];
+      out.queued = [Number(queued[0]), Number(queued[1])];
+      out.passing = [passing[0] === true, passing[1] === true];
+    }
+    return out;
   }
 
   async interfaceDrops(instance: string): Promise<InterfaceDrops[]> {
     const r = await this.#call('InterfaceDrops', { instance });
-    return ((r['ifaces'] as Wire[]) ?? []).map((d) => ({ iface: String(d['iface'] ?? ''), side: Number(d['side'] ?? 0), xmitFailed: BigInt(String(d['xmit_failed'] ?? '0')), redirectFailed: BigInt(String(d['redirect_failed'] ?? '0')) }));
+    return ((r['ifaces'] as Wire[]) ?? []).map((d) => ({ iface: String(d['iface'] ?? ''), side: Number(d['side'] ?? 0), xmitFailed: BigInt(String(d['xmit_failed'] ?? '0')), redirectFailed: BigInt(String(d['redirect_failed'] ?? '0')), ...(d['tx_known'] === true ? { txPackets: BigInt(String(d['tx_packets'] ?? '0')) } : {}) }));
   }
 
   /** undefined: the node has no barrier, or predates the call (UNIMPLEMENTED): the engine waits Q */
@@ -636,6 +650,11 @@ export class NodeDeployment implements Deployment {
       clearRelay: (sw, hid) => bySwitch(sw).clearRelay(sw, hid),
       // P4Runtime switches have no such barrier: undefined, the engine waits Q
       sentTowardsInstances: async (sw) => bySwitch(sw).sentTowardsInstances?.(sw),
+      // P4Runtime switches driven directly say what they took in from each port; nodes' (XDP) switches need not
+      ingestedFromInstances: async (sw) => {
+        const host = bySwitch(sw);
+        return host instanceof NodeClient ? undefined : host.ingestedFromInstances?.(sw);
+      },
     };
     this.agentControl = {
       agentInstances: () => nodes.flatMap((c) => c.agentInstances()),

@@ -5,7 +5,7 @@
  * field and the limit.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AgentUnavailableError, DataPlaneError, RuleError, type AgentControl, type ControllerPacketPath, type SwitchControl, type RuleActionUpdate, type VnfStateStore } from '../dataplane/types.js';
+import { AgentUnavailableError, DataPlaneError, RuleError, MAX_RELEASE_FRAMES, type AgentControl, type ControllerPacketPath, type SwitchControl, type RuleActionUpdate, type VnfStateStore } from '../dataplane/types.js';
 import { SHARP_HID_MIN, SHARP_HID_MAX } from '../generated/abi.js';
 import {
   actionFromWire,
@@ -272,17 +272,19 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const h = hid(w);
       const timeoutMs = Number(w['timeout_ms'] ?? 0);
       if (timeoutMs > MAX_RELEASE_TIMEOUT_MS) throw invalid(`timeout_ms ${timeoutMs}: at most ${MAX_RELEASE_TIMEOUT_MS}`);
+      const maxFrames = Number(w['max_frames'] ?? 0);
+      if (!Number.isInteger(maxFrames) || maxFrames < 0 || maxFrames > MAX_RELEASE_FRAMES) throw invalid(`max_frames ${maxFrames}: 0 (all) or 1..${MAX_RELEASE_FRAMES}`);
       const relayTo = String(w['relay_to'] ?? '');
       const t0 = process.hrtime.bigint();
-      const r = await agents().release(i.name, h, { ...(relayTo === '' ? {} : { relayTo }), ...(timeoutMs === 0 ? {} : { timeoutMs }) });
+      const r = await agents().release(i.name, h, { ...(relayTo === '' ? {} : { relayTo }), ...(timeoutMs === 0 ? {} : { timeoutMs }), ...(maxFrames === 0 ? {} : { maxFrames }) });
       rt.operations?.released(i.name, relayTo === '' ? 'vnf' : 'relay', r.rounds, secondsSince(t0));
-      return { released: r.released.toString(), rounds: r.rounds };
+      return { released: r.released.toString(), rounds: r.rounds, released_now: (r.releasedNow ?? []).map(String), queued: r.queued ?? [], passing: r.passing ?? [] };
     },
     InterfaceDrops: async (w) => {
       const i = instance(w);
       const a = agents();
       const drops = a.interfaceDrops === undefined ? [] : await a.interfaceDrops(i.name);
-      return { ifaces: drops.map((d) => ({ iface: d.iface, side: d.side, xmit_failed: d.xmitFailed.toString(), redirect_failed: d.redirectFailed.toString() })) };
+      return { ifaces: drops.map((d) => ({ iface: d.iface, side: d.side, xmit_failed: d.xmitFailed.toString(), redirect_failed: d.redirectFailed.toString(), tx_packets: (d.txPackets ?? 0n).toString(), tx_known: d.txPackets !== undefined })) };
     },
     SentTowardsInstances: async (w) => {
       const s = sw();

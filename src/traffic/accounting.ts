@@ -41,7 +41,7 @@ export interface RunAccounting {
 
 type Kind = 'rx' | 'tx';
 // vnfDropped: a TUN carries both directions, so its drops are reported unattributed
-const KIND: Record<DropReason, Kind> = { xmitFailed: 'tx', redirectFailed: 'rx', switchDrop: 'rx', overflow: 'rx', replayFailed: 'rx', stranded: 'tx', vnfDropped: 'rx' };
+const KIND: Record<DropReason, Kind> = { xmitFailed: 'tx', redirectFailed: 'rx', switchDrop: 'rx', overflow: 'rx', replayFailed: 'rx', stranded: 'tx', vnfDropped: 'rx', notIngested: 'rx' };
 
 export class TrafficAccounting {
   readonly #d: Deployment;

@@ -5,7 +5,8 @@
 import t, { type Test } from 'tap';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
 import { HandoverEngine, SHARP_STEPS, type HandoverResult } from '../../src/handover/engine.js';
-import { DelayedStateMover, VnfMapStateMover, type HandoverContext, type StateMover } from '../../src/handover/state-mover.js';
+import { DelayedStateMover, VnfMapStateMover, type StateMover } from '../../src/handover/state-mover.js';
+import { GateMover } from '../helpers/gate-mover.js';
 import { Phase } from '../../src/dataplane/types.js';
 import { sleep } from '../../src/util/mutex.js';
 
@@ -37,23 +38,6 @@ class FailingMover implements StateMover {
   readonly name = 'failing';
   async move(): Promise<never> {
     throw new Error('the state store is down');
-  }
-}
-
-/** Waits in the state move until released: lets a test act mid-handover. */
-class GateMover implements StateMover {
-  readonly name = 'gate';
-  readonly inner = new VnfMapStateMover();
-  open!: () => void;
-  readonly entered: Promise<void>;
-  #entered!: () => void;
-  constructor() {
-    this.entered = new Promise((r) => (this.#entered = r));
-  }
-  async move(ctx: HandoverContext, signal: AbortSignal): ReturnType<StateMover['move']> {
-    this.#entered();
-    await new Promise<void>((r) => (this.open = r));
-    return this.inner.move(ctx, signal);
   }
 }
 

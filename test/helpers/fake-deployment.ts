@@ -107,6 +107,18 @@ export class FakeDeployment implements Deployment {
   readonly #xmitFailed = new Map<string, bigint>();
   /** whether the data plane offers the quiescence event (false: like BMv2, the engine waits Q) */
   exactQuiescence = true;
+  /**
+   * Switches like BMv2 that take frames in from their ports facing
+   * instances at their own pace (ingestedFromInstances): each read of the
+   * counters takes in up to `perRead` more of what each such port has
+   * waiting (0: the switch stalls). Undefined: they take everything at once
+   * and offer no counter (like XDP).
+   */
+  p4Ingest: { perRead: number } | undefined;
+  /** port -> frames waiting to be taken in / taken in, and the most that ever waited (p4Ingest) */
+  readonly ingest = new Map<string, { waiting: number; taken: bigint; mostWaiting: number }>();
+  /** the maxFrames of every release call, in order */
+  readonly releaseBounds: (number | undefined)[] = [];
   readonly #wire: { instance: string; side: 0 | 1; frame: Frame }[] = [];
   /** port -> frames sent out of it */
   readonly #tx = new Map<string, bigint>();
@@ -275,6 +287,14 @@ export class FakeDeployment implements Deployment {
 
   /** The counter VNF: per-flow count, stamped on the frame; then the sink. */
   #vnf(instance: string, f: Frame): void {
+    if (this.p4Ingest !== undefined) {
+      // out of the VNF into the far switch's port facing it, where it waits to be taken in
+      const port = `${this.#rules.get(f.rule)?.switch === 's1' ? 's2' : 's1'}-${instance}`;
+      const g = this.ingest.get(port) ?? { waiting: 0, taken: 0n, mostWaiting: 0 };
+      g.waiting++;
+      g.mostWaiting = Math.max(g.mostWaiting, g.waiting);
+      this.ingest.set(port, g);
+    }
     const st = this.#state.get(instance)!;
     const n = (st.get(flowId(f.flow)) ?? 0) + 1;
     st.set(flowId(f.flow), n);
@@ -375,6 +395,20 @@ export class FakeDeployment implements Deployment {
       await this.#call('clearRelay', sw);
       this.#relays.delete(`${sw}/${hid}`);
     },
+    ingestedFromInstances: async (sw): Promise<SentTowards[] | undefined> => {
+      const p4 = this.p4Ingest;
+      if (p4 === undefined) return undefined;
+      await this.#call('ingestedFromInstances', sw);
+      return this.#instances.map((i) => {
+        const port = `${sw}-${i.name}`;
+        const g = this.ingest.get(port) ?? { waiting: 0, taken: 0n, mostWaiting: 0 };
+        const n = Math.min(g.waiting, p4.perRead);
+        g.waiting -= n;
+        g.taken += BigInt(n);
+        this.ingest.set(port, g);
+        return { port, instance: i.name, side: sw === 's1' ? 0 : 1, frames: g.taken };
+      });
+    },
     sentTowardsInstances: async (sw): Promise<SentTowards[] | undefined> => {
       await this.#call('sentTowardsInstances', sw);
       if (!this.exactQuiescence) return undefined;
@@ -449,16 +483,20 @@ export class FakeDeployment implements Deployment {
     release: async (i, hid, o): Promise<ReleaseResult> => {
       await this.#call('release', o?.relayTo === undefined ? i : `${i}->${o.relayTo}`);
       const h = this.#ho(i, hid);
-      const n = h.ring.length;
+      this.releaseBounds.push(o?.maxFrames);
+      // one ring here: the bound counts both sides' frames together (so each side's stays within it)
+      const n = Math.min(h.ring.length, o?.maxFrames ?? Infinity);
+      const now: [bigint, bigint] = [0n, 0n];
       // in order; a new frame arriving meanwhile queues behind the ring (agentRx)
-      while (h.ring.length > 0) {
+      for (let k = 0; k < n; k++) {
         const f = h.ring.shift()!;
         h.released++;
+        now[this.#rules.get(f.rule)?.switch === 's1' ? 0 : 1]++;
         if (o?.relayTo === undefined) this.#vnf(i, f);
         else this.#switchRelay({ ...f, hid });
       }
-      h.holding = false;
-      return { released: BigInt(n), rounds: n > 0 ? 1 : 0 };
+      if (h.ring.length === 0) h.holding = false;
+      return { released: h.released, rounds: n > 0 ? 1 : 0, releasedNow: now, queued: [h.ring.length, 0], passing: [!h.holding, !h.holding] };
     },
     arrivedFrames: async (i): Promise<[bigint, bigint] | undefined> => {
       await this.#call('arrivedFrames', i);

@@ -11,7 +11,7 @@ import { BpfObjectSpec, type BpfCollection, type XdpLink } from '../../bpf/index
 import type { P4RuntimeClient } from '../../p4runtime/index.js';
 import { XdpAgentSet } from '../xdp/agents.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
-import { DataPlaneError, type Counter, type DataPlane, type HandoverMarkCounters, type PortCounters, type ControllerChannel, type DivertedFrame, type Rule, type RuleAction } from '../types.js';
+import { DataPlaneError, type Counter, type DataPlane, type HandoverMarkCounters, type PortCounters, type ControllerChannel, type DivertedFrame, type Rule, type RuleAction, type SentTowards } from '../types.js';
 import { P4RuntimeSwitches, type P4RuntimeSwitchesOptions } from './p4runtime-switches.js';
 import type { Bmv2Topology, PipelineMode } from './topology.js';
 
@@ -128,6 +128,9 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   }
   portCounters(sw: string): Promise<PortCounters[]> {
     return this.#sw.portCounters(sw);
+  }
+  ingestedFromInstances(sw: string): Promise<SentTowards[]> {
+    return this.#sw.ingestedFromInstances(sw);
   }
   handoverCounters(sw: string, hid: number): Promise<HandoverMarkCounters> {
     return this.#sw.handoverCounters(sw, hid);

@@ -43,6 +43,7 @@ import {
   type Rule,
   type RuleAction,
   type RuleMatch,
+  type SentTowards,
   type SwitchControl,
   type WildcardMatch,
 } from '../types.js';
@@ -418,6 +419,15 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
         redirectFailed: 0n,
       };
     });
+  }
+
+  /** port_rx of each port facing an instance: what BMv2 has taken in from it (its libpcap ring drops silently what it did not) */
+  async ingestedFromInstances(swName: string): Promise<SentTowards[]> {
+    const sw = this.#switch(swName);
+    const rx = await sw.client.readCounters('port_rx');
+    return sw.spec.ports.flatMap((p) =>
+      p.instance === undefined ? [] : [{ port: p.name, instance: p.instance, side: p.instanceSide ?? 0, frames: rx.get(sw.slots.get(p.name)!)?.packets ?? 0n }],
+    );
   }
 
   async handoverCounters(swName: string, hid: number): Promise<HandoverMarkCounters> {

@@ -51,7 +51,7 @@ import {
 } from '../../generated/abi.js';
 import { ipv4Number, ipv4String } from '../../net/frame.js';
 import { Mutex, sleep } from '../../util/mutex.js';
-import { compileWildcards, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseResult } from '../types.js';
+import { compileWildcards, type FlowSelection, AgentUnavailableError, DataPlaneError, type InterfaceDrops, type AgentHandoverStatus, type FlowKey, type FlowStateEntry, type ReleaseOptions, type ReleaseResult, MAX_RELEASE_FRAMES } from '../types.js';
 import { tableSize, VNF_FLOWS_LIMIT, type XdpInstance } from './topology.js';
 import { vnfKind, type XdpVnfKind } from '../../node/vnf-kinds.js';
 import { ConntrackTable } from '../../state/conntrack-table.js';
@@ -546,9 +546,12 @@ export class XdpAgentSet {
     return inst.spec.ifaces.every((ifname) => rxQueueCount(ifname, inst.spec.netns) === 1);
   }
 
-  async release(name: string, hid: number, options: { relayTo?: string; timeoutMs?: number } = {}): Promise<ReleaseResult> {
+  async release(name: string, hid: number, options: ReleaseOptions = {}): Promise<ReleaseResult> {
     const inst = this.#instance(name);
+    const max = options.maxFrames;
+    if (max !== undefined && (!Number.isInteger(max) || max < 1 || max > MAX_RELEASE_FRAMES)) throw new DataPlaneError(`maxFrames ${max}: must be an integer 1..${MAX_RELEASE_FRAMES}`);
     return inst.releaseLock.run(async () => {
+      const releasedNow: [bigint, bigint] = [0n, 0n];
       const deadline = performance.now() + (options.timeoutMs ?? 10_000);
       const ctl = inst.agent.map('replay_ctl');
       const mode = inst.agent.map('replay_mode');
@@ -595,13 +598,17 @@ export class XdpAgentSet {
                 }
                 checked = true;
               }
+              // bounded (windowed against a P4 switch): the rest stays held, in order, for the next call
+              const left = max === undefined ? queued : max - Number(releasedNow[side]);
+              if (left <= 0) break;
               rounds++;
               const releasedBefore = st.released[side] as bigint;
               // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
               // a signal (a child process's SIGCHLD) interrupts a test run between batches: the frames
               // replayed so far have left and been flushed, the ring says what is left, the next round goes on
-              untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: Math.min(queued, round), liveFrames: true, netns: inst.spec.netns }));
+              untilNotInterrupted(() => inst.agent.program('agent_replay').run({ data: template, context: ctx, repeat: Math.min(queued, round, left), liveFrames: true, netns: inst.spec.netns }));
               after = this.#readHandover(name, hid);
+              if (after !== undefined) releasedNow[side] += (after.released[side] as bigint) - releasedBefore;
               // the flush mark matters once the ring is empty (a frame passes only then): one update, not one a round
               const head = after?.head[side] as number | undefined;
               if (head !== undefined && head === after!.tail[side]) releaseCtl.update(key, sharpReleaseCtlCodec.encode({ requested: 1, flushed_head: head }));
@@ -625,7 +632,14 @@ export class XdpAgentSet {
         mode.update(u32.encode(side), u32.encode(SHARP_REPLAY_TO_VNF));
       }
       const after = this.#readHandover(name, hid)!;
-      return { released: sum(after.released as bigint[]), rounds };
+      const sides: [0, 1] = [0, 1];
+      return {
+        released: sum(after.released as bigint[]),
+        rounds,
+        releasedNow,
+        queued: sides.map((x) => ((after.tail[x] as number) - (after.head[x] as number)) >>> 0) as [number, number],
+        passing: sides.map((x) => after.state[x] === SHARP_HOLD_PASSING) as [boolean, boolean],
+      };
     });
   }
 
@@ -651,7 +665,7 @@ export class XdpAgentSet {
     return inst.spec.ifaces.map((iface, side) => {
       const d = interfaceDrops(iface, inst.spec.netns, all);
       const replayLost = this.#replayLosses?.refused(inst.agent.program('agent_replay'), inst.ifindex[side === 0 ? 0 : 1]) ?? 0n;
-      return { iface, side, xmitFailed: d.txDropped, redirectFailed: d.rxDropped + replayLost };
+      return { iface, side, xmitFailed: d.txDropped, redirectFailed: d.rxDropped + replayLost, ...(d.txPackets === undefined ? {} : { txPackets: d.txPackets }) };
     });
   }
 

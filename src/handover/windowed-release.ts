@@ -1,0 +1,196 @@
+/**
+ * A release flow-controlled by what the downstream P4 switch has taken in.
+ *
+ * BMv2 reads each port through libpcap, whose TPACKET ring (1,310 frame
+ * slots here) drops silently once full: a release replays a ring of
+ * thousands of frames out of the VNF far faster than BMv2 ingests them, and
+ * the veth's tx count the agent paces against moves at once, whatever BMv2
+ * took. So towards a switch that says what it ingested
+ * (SwitchControl.ingestedFromInstances) the release goes in windows: at
+ * most WINDOW frames per port in flight, the next window once the switch's
+ * ingress counter shows enough of the last one taken in (a counter that
+ * does not move for INGEST_STALL_MS: a warning, and the rest at once).
+ * Elsewhere (XDP
+ * switches ingest at line rate) it is one unbounded release, as before.
+ *
+ * Counted from a baseline read before the release, other traffic entering
+ * the same port only moves the counter on (the wait ends sooner, never
+ * later). Where frames are lost anyway, the instance's interface tx count
+ * against the port's ingress count over the release says how many: counted
+ * as drops ('notIngested') at `<switch>/<port>`, so the handover cannot say
+ * "completed" silently.
+ */
+import { releaseDone, type AgentControl, type DropCount, type ReleaseResult, type SwitchControl } from '../dataplane/types.js';
+import { sleep } from '../util/mutex.js';
+
+/** frames a release may have in flight towards one P4 switch port: well under BMv2's libpcap ring (1,310 slots) */
+export const RELEASE_WINDOW = 512;
+/** no progress of the switch's ingress counter this long: go on (with a warning) */
+export const INGEST_STALL_MS = 1_000;
+const POLL_MS = 2;
+/** the loss count: readings this far apart, done once the least deficit has not gone down for SETTLED_MS (at most SETTLE_MAX_MS) */
+const SAMPLE_MS = 10;
+const SETTLED_MS = 300;
+const SETTLE_MAX_MS = 3_000;
+
+export interface WindowedReleaseOptions {
+  /** the handover's time left (ms), asked before each call */
+  remaining: () => number;
+  warn: (detail: string) => void;
+  window?: number;
+  stallMs?: number;
+}
+
+export interface WindowedReleaseResult {
+  result: ReleaseResult;
+  /** frames the instance sent into a switch port that the switch did not take in, per port */
+  notIngested: DropCount[];
+  /** release calls made (1 where unbounded) */
+  windows: number;
+}
+
+/** A switch port the released frames enter, with its ingress count at the baseline. */
+interface Downstream {
+  sw: string;
+  port: string;
+  /** the instance's side the port is cabled to: frames held on side 1 - side leave towards it */
+  side: number;
+  rx0: bigint;
+  /** the instance's interface tx count at the baseline, where its agent says */
+  tx0: bigint | undefined;
+}
+
+const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** The ingress counters of the P4 switch ports facing `instance`; [] where no switch offers them. */
+async function readIngest(sc: SwitchControl, instance: string, only?: ReadonlySet<string>): Promise<{ sw: string; port: string; side: number; frames: bigint }[]> {
+  const ingested = sc.ingestedFromInstances;
+  if (ingested === undefined) return [];
+  const per = await Promise.all(sc.switches().filter((sw) => only === undefined || only.has(sw)).map(async (sw) => ((await ingested.call(sc, sw)) ?? []).map((p) => ({ sw, ...p }))));
+  return per.flat().filter((p) => p.instance === instance);
+}
+
+async function readTx(ac: AgentControl, instance: string): Promise<Map<number, bigint> | undefined> {
+  if (ac.interfaceDrops === undefined) return undefined;
+  const out = new Map<number, bigint>();
+  for (const i of await ac.interfaceDrops(instance)) if (i.txPackets !== undefined) out.set(i.side, i.txPackets);
+  return out.size > 0 ? out : undefined;
+}
+
+/**
+ * Releases `instance`'s ring of handover `hid` to its VNF, windowed towards
+ * P4 switches (see the header). Resumable like the release itself: the ring
+ * keeps what a window did not take, so a controller that dies between
+ * windows leaves the rest held in order, and the next one's release (this,
+ * or unbounded) goes on from there.
+ */
+export async function windowedRelease(sc: SwitchControl, ac: AgentControl, instance: string, hid: number, o: WindowedReleaseOptions): Promise<WindowedReleaseResult> {
+  const window = o.window ?? RELEASE_WINDOW;
+  const stallMs = o.stallMs ?? INGEST_STALL_MS;
+  let ports: Downstream[];
+  try {
+    const rx = await readIngest(sc, instance);
+    // only then: a release towards XDP switches costs no call more than before
+    const tx = rx.length === 0 ? undefined : await readTx(ac, instance).catch(() => undefined);
+    ports = rx.map((p) => ({ sw: p.sw, port: p.port, side: p.side, rx0: p.frames, tx0: tx?.get(p.side) }));
+  } catch (e) {
+    o.warn(`the ingress counters of the switch ports facing ${instance} cannot be read (${errText(e)}): its release goes unbounded, and frames the switches do not take in would go unseen`);
+    ports = [];
+  }
+  if (ports.length === 0) return { result: await ac.release(instance, hid, { timeoutMs: o.remaining() }), notIngested: [], windows: 1 };
+
+  const switches = new Set(ports.map((p) => p.sw));
+  const key = (p: { sw: string; port: string }): string => `${p.sw}/${p.port}`;
+  // per side of the ring: released by this helper
+  const released: [bigint, bigint] = [0n, 0n];
+  const readRx = async (): Promise<Map<string, bigint>> => new Map((await readIngest(sc, instance, switches)).map((p) => [key(p), p.frames]));
+  /** per port: frames released into it (from the ring's other side) not yet taken in (other traffic there only lowers it) */
+  const inFlight = (rx: Map<string, bigint>): bigint[] =>
+    ports.map((p) => {
+      const d = released[(1 - p.side) as 0 | 1] - ((rx.get(key(p)) ?? p.rx0) - p.rx0);
+      return d > 0n ? d : 0n;
+    });
+  let stalled = false;
+  /** waits until every port has at most `most` in flight, or its counter stalls (then `stalled`) */
+  const settle = async (most: bigint, what: string): Promise<Map<string, bigint>> => {
+    let rx = await readRx();
+    let moved = performance.now();
+    for (;;) {
+      const f = inFlight(rx);
+      if (f.every((x) => x <= most)) return rx;
+      if (performance.now() - moved > Math.min(stallMs, Math.max(0, o.remaining()))) {
+        const stuck = ports.map((p, i) => ({ p, n: f[i]! })).filter((x) => x.n > most);
+        stalled = true;
+        o.warn(`${what}: ${stuck.map(({ p, n }) => `${p.sw}/${p.port} took in none of ${n} frames in flight for ${stallMs} ms`).join(', ')}; its counter says nothing now: the rest goes at once`);
+        return rx;
+      }
+      await sleep(POLL_MS);
+      const next = await readRx();
+      if ([...next].some(([k, v]) => v !== rx.get(k))) moved = performance.now();
+      rx = next;
+    }
+  };
+
+  let result: ReleaseResult | undefined;
+  let windows = 0;
+  let rx = new Map(ports.map((p) => [key(p), p.rx0]));
+  for (;;) {
+    const busy = inFlight(rx).reduce((a, b) => (b > a ? b : a), 0n);
+    // after a stall, holding the flow's frames for a counter that does not move only delays them: the rest at once
+    const r = await ac.release(instance, hid, { timeoutMs: o.remaining(), ...(stalled ? {} : { maxFrames: window - Number(busy) }) });
+    windows++;
+    result = r;
+    if (r.releasedNow === undefined) break; // a node that predates windows: it released everything
+    released[0] += r.releasedNow[0];
+    released[1] += r.releasedNow[1];
+    if (releaseDone(r)) break;
+    // the next window once half of this one is in: the switch stays busy meanwhile, and never has more than `window` waiting
+    rx = await settle(BigInt(Math.floor(window / 2)), `releasing ${instance} in windows of ${window}`);
+  }
+  // the last window is still going in: the count below waits for it
+  return { result, notIngested: await notIngested(sc, ac, instance, ports, o.remaining), windows };
+}
+
+/**
+ * What the instance sent into each port over the release that the switch
+ * did not take in: its interface's tx count against the port's ingress
+ * count, both from the baseline. Traffic keeps flowing (the flow passes
+ * now), so one reading is off by the frames in flight: each reading reads
+ * tx first and the ingress counter after it (a frame sent in between counts
+ * as taken in, never as lost), and the least deficit of readings until it
+ * stops going down for SETTLED_MS (the switch has worked off its backlog)
+ * is the loss: frames in flight only ever add to a reading.
+ */
+async function notIngested(sc: SwitchControl, ac: AgentControl, instance: string, ports: readonly Downstream[], remaining: () => number): Promise<DropCount[]> {
+  if (ports.every((p) => p.tx0 === undefined)) return [];
+  const switches = new Set(ports.map((p) => p.sw));
+  const least = new Map<string, bigint>();
+  const start = performance.now();
+  let fell = start;
+  for (;;) {
+    let tx: Map<number, bigint> | undefined;
+    try {
+      tx = await readTx(ac, instance);
+    } catch {
+      return [];
+    }
+    if (tx === undefined) return [];
+    const rx = await readIngest(sc, instance, switches);
+    for (const p of ports) {
+      const t = tx.get(p.side);
+      const r = rx.find((x) => x.sw === p.sw && x.port === p.port)?.frames;
+      if (p.tx0 === undefined || t === undefined || r === undefined) continue;
+      const d = t - p.tx0 - (r - p.rx0);
+      const k = `${p.sw}/${p.port}`;
+      const was = least.get(k);
+      if (was === undefined || d < was) {
+        least.set(k, d);
+        fell = performance.now();
+      }
+    }
+    const now = performance.now();
+    if ([...least.values()].every((d) => d <= 0n) || now - fell > SETTLED_MS || now - start > SETTLE_MAX_MS || remaining() <= 0) break;
+    await sleep(SAMPLE_MS);
+  }
+  return [...least].filter(([, d]) => d > 0n).map(([where, frames]) => ({ where, reason: 'notIngested' as const, frames }));
+}

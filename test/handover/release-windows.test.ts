@@ -1,0 +1,114 @@
+// The release's windows against the in-memory deployment (no root): towards
+// switches that count what they took in from a port (P4 switches), never
+// more than the window in flight at a port; a counter that stops moving
+// ends the windows with a warning, and the release goes on; a controller
+// killed between windows leaves the rest held, in order, for the next one's
+// recovery; towards switches without the counter (XDP), one unbounded
+// release as before. The BMv2 run of the same is release-bmv2.test.ts.
+import t, { type Test } from 'tap';
+import { FakeDeployment } from '../helpers/fake-deployment.js';
+import { HandoverEngine } from '../../src/handover/engine.js';
+import { MemoryJournal } from '../../src/handover/journal.js';
+import { VnfMapStateMover } from '../../src/handover/state-mover.js';
+import { GateMover } from '../helpers/gate-mover.js';
+import { Phase } from '../../src/dataplane/types.js';
+
+const UDP = 17;
+const W = 100;
+
+async function setup(): Promise<{ d: FakeDeployment; rules: number[] }> {
+  const d = new FakeDeployment(['vnf1', 'vnf2'], 8192);
+  const fwd = await d.switchControl.addRule({ switch: 's1', match: { kind: 'exact', flow: { src: '10.0.0.1', dst: '10.0.0.2', sport: 1000, dport: 9000, proto: UDP } }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
+  const rev = await d.switchControl.addRule({ switch: 's2', match: { kind: 'exact', flow: { src: '10.0.0.2', dst: '10.0.0.1', sport: 9000, dport: 1000, proto: UDP } }, action: { outPort: 's2-vnf1', phase: Phase.NONE, handoverId: 0 } });
+  for (let i = 0; i < 10; i++) d.tick();
+  return { d, rules: [fwd.id, rev.id] };
+}
+
+/** A handover from vnf1 to vnf2 holding `frames` frames per direction at vnf2 (sent during its state move). */
+async function holdAndRelease(d: FakeDeployment, engine: HandoverEngine, rules: number[], gate: GateMover, frames: number): ReturnType<HandoverEngine['handover']> {
+  const p = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1 });
+  await gate.entered;
+  for (let i = 0; i < frames; i++) d.tick();
+  gate.open();
+  return p;
+}
+
+function assertIntact(t: Test, d: FakeDeployment): void {
+  for (let i = 0; i < 10; i++) d.tick();
+  const r = d.report();
+  t.same({ lost: r.lost, reordered: r.reordered, duplicated: r.duplicated, stampMismatches: r.stampMismatches, delivered: r.delivered }, { lost: 0, reordered: 0, duplicated: 0, stampMismatches: 0, delivered: r.sent }, `all ${r.sent} frames delivered once, in order, the VNF's counter continuous`);
+}
+
+t.test('towards switches that count what they took in, the release goes in windows: never more than the window in flight at a port', async (t) => {
+  const { d, rules } = await setup();
+  d.p4Ingest = { perRead: 30 };
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+  const res = await holdAndRelease(d, engine, rules, gate, 600);
+  t.equal(res.outcome, 'completed', res.reason ?? '');
+  t.ok(res.counts.held > 1000n, `${res.counts.held} frames held`);
+  const bounds = d.releaseBounds;
+  t.ok(bounds.length >= 1200 / W, `${bounds.length} release calls`);
+  t.ok(bounds.every((b) => b !== undefined && b >= 1 && b <= W), `each call bounded by the window (${[...new Set(bounds)].join(', ')})`);
+  for (const port of ['s1-vnf2', 's2-vnf2']) {
+    const g = d.ingest.get(port);
+    t.ok(g !== undefined && g.taken + BigInt(g.waiting) > 500n, `${port}: ${g?.taken} frames taken in, ${g?.waiting} of the last window still waiting`);
+    t.ok(g !== undefined && g.mostWaiting <= W, `${port}: at most ${g?.mostWaiting} frames ever waited there (window ${W})`);
+  }
+  t.same(res.events.filter((e) => e.step === 'warning').map((e) => e.detail), [], 'no warning');
+  assertIntact(t, d);
+});
+
+t.test('a switch whose counter stops moving: a warning, and the rest of the release goes at once', async (t) => {
+  const { d, rules } = await setup();
+  d.p4Ingest = { perRead: 0 };
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+  const res = await holdAndRelease(d, engine, rules, gate, 400);
+  t.equal(res.outcome, 'completed', 'the fake loses nothing downstream (and its agents report no interface counts to compare)');
+  // the first window half in at each port (none taken, but no more than half the window each) lets a second go; that one stalls
+  t.same(d.releaseBounds, [W, W / 2, undefined], 'windows until the counter stalls, then the rest unbounded');
+  t.match(
+    res.events.filter((e) => e.step === 'warning').map((e) => e.detail),
+    [/releasing vnf2 in windows of 100: .*s2\/s2-vnf2 took in none of \d+ frames in flight .*the rest goes at once/],
+    'the stall is a warning that names the port',
+  );
+  assertIntact(t, d);
+});
+
+t.test('a controller killed between windows: the rest stays held in order, the next controller releases it', async (t) => {
+  const { d, rules } = await setup();
+  d.p4Ingest = { perRead: 1000 };
+  const journal = new MemoryJournal();
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W, journal });
+  // the third window's call never answers: as if the controller died in it (the frames before were released)
+  d.hangs.push({ method: 'release', target: 'vnf2', skip: 2 });
+  void holdAndRelease(d, engine, rules, gate, 300);
+  await gate.entered;
+  while (d.calls.filter((c) => c === 'release vnf2').length < 3) await new Promise((r) => setTimeout(r, 5));
+  t.equal(journal.entries()[0]?.committed, true, 'the journal says the release had begun');
+  const st = await d.agentControl.agentStatus('vnf2', journal.entries()[0]!.id);
+  t.ok(st !== undefined && st.released[0] === 2n * BigInt(W) && st.queued[0] > 0, `two windows released (${st?.released[0]}), ${st?.queued[0]} frames still held`);
+  const next = new HandoverEngine(d, { mover: new VnfMapStateMover(), releaseWindow: W, journal });
+  const [rec] = await next.recover();
+  t.equal(rec?.outcome, 'completed', rec?.reason ?? '');
+  t.ok(d.releaseBounds.slice(2).every((b) => b !== undefined && b <= W), 'the recovery released in windows too');
+  assertIntact(t, d);
+});
+
+t.test('towards switches without the counter (XDP), one unbounded release as before', async (t) => {
+  const { d, rules } = await setup();
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+  const res = await holdAndRelease(d, engine, rules, gate, 300);
+  t.equal(res.outcome, 'completed');
+  t.same(d.releaseBounds, [undefined], 'one release call, unbounded');
+  t.notOk(d.calls.includes('ingestedFromInstances s1'), 'no counter asked for');
+  assertIntact(t, d);
+});
+
+t.test('the window is checked', async (t) => {
+  const { d } = await setup();
+  for (const w of [0, 1, 1.5, -3]) t.throws(() => new HandoverEngine(d, { mover: new VnfMapStateMover(), releaseWindow: w }), { message: /releaseWindow .*: must be an integer 2\.\./ }, `window ${w} refused`);
+});

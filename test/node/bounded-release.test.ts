@@ -1,0 +1,58 @@
+// A bounded release over the node API (the engine's windows towards P4
+// switches use it): on the XDP lab's node processes, an agent holding a
+// flow releases at most maxFrames per call, says what it released, what is
+// still held and which side passes; a later call (bounded or not) goes on
+// where it stopped, and every frame arrives once, in order.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openLab } from '../../src/lab/open-lab.js';
+import { installRules, standardSpec, type NetnsLab } from '../../src/lab/netns-lab.js';
+import { Phase } from '../../src/dataplane/types.js';
+import { sleep } from '../../src/util/mutex.js';
+import { uniqueName } from '../helpers/env.js';
+import { objectsDir } from '../helpers/lab.js';
+import { twoWayProbes } from '../helpers/handovers.js';
+
+t.test('a release bounded per call goes on where the last one stopped, in order, over the node API', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-bounded-release-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const opened = await openLab(standardSpec({ ringCapacity: 8192 }), `${uniqueName('brl')}-`, { objectsDir, workDir: path.join(dir, 'work'), target: 'xdp' });
+  t.teardown(() => opened.close());
+  const dp = opened.dp;
+  const installed = await installRules(dp, opened.lab.spec.rules);
+  const fwd = installed.find((r) => r.switch === 's1' && r.action.outPort === 's1-vnf1');
+  if (fwd === undefined) throw new Error('the standard lab has no forward rule on s1 towards vnf1');
+  const probes = twoWayProbes(t, opened.lab as NetnsLab, { objectsDir, flows: 1 });
+  probes.start(500);
+  await sleep(300);
+  const hid = 4242;
+  // the forward flow to vnf2, held there (as after a switch-over); the reverse one stays on vnf1
+  await dp.armNew('vnf2', hid, 0);
+  await dp.setRuleAction(fwd.id, { outPort: 's1-vnf2', phase: Phase.POST, handoverId: hid });
+  await sleep(1000);
+  await t.rejects(dp.release('vnf2', hid, { maxFrames: 0 }), { message: /maxFrames 0: must be an integer 1\.\./ }, 'a bound of 0 is refused');
+
+  const a = await dp.release('vnf2', hid, { maxFrames: 100 });
+  t.same(a.releasedNow, [100n, 0n], 'the first call released 100 frames of the held side');
+  t.same(a.passing, [false, true], 'that side still holds; the other (nothing held) passes');
+  t.ok(a.queued !== undefined && a.queued[0] > 100, `${a.queued?.[0]} frames still held`);
+  await sleep(200);
+  const b = await dp.release('vnf2', hid, { maxFrames: 100 });
+  t.same([b.releasedNow, b.passing], [[100n, 0n], [false, true]], 'the second call 100 more');
+  const c = await dp.release('vnf2', hid);
+  t.same(c.passing, [true, true], 'unbounded: the rest, and the side passes');
+  t.ok(c.releasedNow !== undefined && c.releasedNow[0] >= BigInt(b.queued![0]), `${c.releasedNow?.[0]} frames released by the last call`);
+  const st = await dp.agentStatus('vnf2', hid);
+  t.ok(st !== undefined && st.released[0] === st.held[0] && st.queued[0] === 0, `all ${st?.held[0]} held frames released, none left`);
+
+  await dp.setRuleAction(fwd.id, { outPort: 's1-vnf2', phase: Phase.NONE, handoverId: 0 });
+  await sleep(200);
+  await dp.disarm('vnf2', hid);
+  await sleep(200);
+  const reports = await probes.stop();
+  reports.forEach((r, i) =>
+    t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0 }, `direction ${i}: all ${r.sent} probes delivered once, in order`),
+  );
+});
