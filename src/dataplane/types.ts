@@ -222,6 +222,15 @@ export interface SwitchControl {
    * one done. Absent: the engine calls setRuleAction per rule.
    */
   setRuleActions?(updates: readonly RuleActionUpdate[]): Promise<void>;
+  /**
+   * setRuleActions, then for every switch the updates touched what
+   * sentTowardsInstances answers after them: the write and the count a
+   * quiescence wait after it needs, in one round trip where the switch's
+   * host takes both in one call (a node; elsewhere the two calls). The
+   * counts are taken after every update was in, so they cover every frame
+   * that read an older action. Absent: the engine makes the calls itself.
+   */
+  setRuleActionsThenSent?(updates: readonly RuleActionUpdate[]): Promise<Map<string, SentTowards[] | undefined>>;
   ruleCounters(id: number): Promise<Counter>;
   portCounters(sw: string): Promise<PortCounters[]>;
   /** marked packets a switch sent for a handover (summed over CPUs) */

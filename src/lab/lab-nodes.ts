@@ -258,6 +258,9 @@ export class NodeLabDataPlane implements DataPlane {
     if (sc.setRuleActions !== undefined) return sc.setRuleActions(updates);
     for (const u of updates) await sc.setRuleAction(u.id, u.action);
   }
+  setRuleActionsThenSent(updates: readonly RuleActionUpdate[]): Promise<Map<string, SentTowards[] | undefined>> {
+    return this.#d.switchControl.setRuleActionsThenSent!(updates);
+  }
   ruleCounters(id: number): Promise<Counter> {
     return this.#d.switchControl.ruleCounters(id);
   }
