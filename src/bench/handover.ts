@@ -201,6 +201,9 @@ export interface OverheadResult {
   overheadP99Ms: number;
   /** every handover's overhead (its duration minus the state delay), ms, ascending */
   overheadsMs: number[];
+  /** the issue's measure: each handover's duration minus its whole state move (the delay and the transfer itself, as the engine timed it), median and p99, ms */
+  beyondStateMoveMedianMs: number;
+  beyondStateMoveP99Ms: number;
   allClean: boolean;
   /** with `breakdown` on a lab of node processes: where a handover's overhead goes */
   breakdown?: OverheadBreakdown;
@@ -271,7 +274,9 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
     const run = await withCpu(pids, () => s.run({ pps: o.pps, handovers: o.handovers, delayMs: o.delayMs }));
     const { report, results } = run.v;
     const over = results.map((r) => r.durationMs - o.delayMs).sort((a, b) => a - b);
-    const q = (p: number): number => over[Math.min(over.length - 1, Math.floor(p * over.length))]!;
+    const quantile = (xs: readonly number[], p: number): number => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+    const q = (p: number): number => quantile(over, p);
+    const beyond = results.map((r) => r.durationMs - r.stateMs).sort((a, b) => a - b);
     let breakdown: OverheadBreakdown | undefined;
     if (idle !== undefined) {
       const calls: Record<string, number> = {};
@@ -306,6 +311,8 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
       overheadMedianMs: +q(0.5).toFixed(2),
       overheadP99Ms: +q(0.99).toFixed(2),
       overheadsMs: over.map((x) => +x.toFixed(2)),
+      beyondStateMoveMedianMs: +quantile(beyond, 0.5).toFixed(2),
+      beyondStateMoveP99Ms: +quantile(beyond, 0.99).toFixed(2),
       allClean: clean(report) && results.every((r) => r.outcome === 'completed'),
       ...(breakdown === undefined ? {} : { breakdown }),
     };

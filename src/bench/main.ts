@@ -146,6 +146,9 @@ const ovh = await benchOverhead(objectsDir, { ...ovhOpts, breakdown: true });
 console.table({ overhead: { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.overheadP99Ms, 'all lossless': ovh.allClean } });
 results['handover.overheadMedianMs'] = ovh.overheadMedianMs;
 results['handover.overheadP99Ms'] = ovh.overheadP99Ms;
+// the measure: the handover minus its whole state move (the transfer's own time as well as the injected delay)
+results['handover.overheadBeyondStateMoveMedianMs'] = ovh.beyondStateMoveMedianMs;
+results['handover.overheadBeyondStateMoveP99Ms'] = ovh.beyondStateMoveP99Ms;
 if (ovh.breakdown !== undefined) {
   // where the overhead goes (node round trips, a Batch counted once; the calls inside counted one by one; CPU beyond the traffic's)
   results['handover.overhead.roundTripsPerHandover'] = ovh.breakdown.callsTotalPerHandover;
