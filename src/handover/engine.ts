@@ -447,7 +447,8 @@ export class HandoverEngine extends EventEmitter {
     await h.route(h.fromPorts, Phase.PRE);
     await h.quiesce([h.from.name]);
 
-    // ---- 3. switch over: to B, marked POST; once quiescent the PRE count is final
+    // ---- 3. switch over: to B, marked POST; the PRE count is final once the writes are in (read with them where the
+    // switches' hosts can, else after the quiescence)
     h.enter('switching');
     h.switchedOver = true;
     await h.route(h.toPorts, Phase.POST);

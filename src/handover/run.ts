@@ -4,7 +4,7 @@
  * controller-buffer baseline) are sequences of these operations; the engine
  * owns validation, allocation and rollback.
  */
-import { Phase, type Deployment, type DropCount, type Rule, type InstanceInfo, type SentTowards } from '../dataplane/types.js';
+import { Phase, type AfterWrite, type Deployment, type DropCount, type Rule, type InstanceInfo } from '../dataplane/types.js';
 import { describeDrop, totalFrames } from './drops.js';
 import { allEnded, sleep } from '../util/mutex.js';
 import type { HandoverJournal } from './journal.js';
@@ -121,8 +121,8 @@ export class HandoverRun {
    * retried forward, never rolled back (A's state is no longer the latest).
    */
   #committed = false;
-  /** what the last route() got back with its writes: each switch's sentTowardsInstances after them (one quiescence wait uses it) */
-  #sentAfterRoute: ReadonlyMap<string, SentTowards[] | undefined> | undefined;
+  /** what the last route() got back with its writes, per switch: the counts one quiescence wait uses, the marks one marks() uses */
+  #afterRoute: { sent: ReadonlyMap<string, AfterWrite> | undefined; marks: ReadonlyMap<string, AfterWrite> | undefined; hid: number } = { sent: undefined, marks: undefined, hid: 0 };
   /** each instance's arrivals as last read (quiesce, readArrivals): a later wait's counts must cover them */
   readonly #arrivalsSeen = new Map<string, [bigint, bigint]>();
   /** a rollback after switch-over: A's second handover id and ring */
@@ -238,8 +238,8 @@ export class HandoverRun {
    */
   async quiesce(instances: readonly string[]): Promise<void> {
     // the counts route() got with its writes, for this wait only (a later one reads afresh)
-    const sentAfterRoute = this.#sentAfterRoute;
-    this.#sentAfterRoute = undefined;
+    const sentAfterRoute = this.#afterRoute.sent;
+    this.#afterRoute.sent = undefined;
     const start = performance.now();
     const deadline = start + this.Q;
     const wait: QuiescenceWait = { step: this.step, instances: [...instances], by: 'event' };
@@ -254,7 +254,7 @@ export class HandoverRun {
     wait.ms = performance.now() - start;
   }
 
-  async #quiescenceEvent(instances: readonly string[], deadline: number, sentAfterRoute: ReadonlyMap<string, SentTowards[] | undefined> | undefined): Promise<QuiescenceWait['by']> {
+  async #quiescenceEvent(instances: readonly string[], deadline: number, sentAfterRoute: ReadonlyMap<string, AfterWrite> | undefined): Promise<QuiescenceWait['by']> {
     const sc = this.d.switchControl;
     const ac = this.d.agentControl;
     if (sc.sentTowardsInstances === undefined || (instances.length > 0 && ac.arrivedFrames === undefined)) return 'unsupported';
@@ -262,7 +262,7 @@ export class HandoverRun {
     const target = new Map(instances.map((i) => [i, [0n, 0n] as [bigint, bigint]]));
     // each switch's barrier and count on its own host: the switches at once
     // (taken after the rule writes of route() where its reply carried them)
-    const sentBefore = await allEnded(this.switchNames.map((sw) => (sentAfterRoute?.has(sw) ? Promise.resolve(sentAfterRoute.get(sw)) : sentTowards(sw))));
+    const sentBefore = await allEnded(this.switchNames.map((sw) => (sentAfterRoute?.has(sw) ? Promise.resolve(sentAfterRoute.get(sw)!.sent) : sentTowards(sw))));
     for (const sent of sentBefore) {
       if (sent === undefined) return 'unsupported';
       for (const p of sent) {
@@ -329,14 +329,17 @@ export class HandoverRun {
    * Points every moving rule at `ports` with the given mark, one atomic
    * action update per rule (in one call where the switches take a batch).
    * Where the switches' hosts can, their reply brings the counts the next
-   * quiescence wait starts from (taken after the writes).
+   * quiescence wait starts from and the marks of `hid` (both taken after
+   * the writes: the marks are final for the phase the writes ended).
    */
   async route(ports: ReadonlyMap<number, string>, phase: Phase, hid = this.id): Promise<void> {
     const sc = this.d.switchControl;
     const updates = this.rules.map((r) => ({ id: r.id, action: { outPort: ports.get(r.id)!, phase, handoverId: phase === Phase.NONE ? 0 : hid } }));
-    this.#sentAfterRoute = undefined;
-    if (sc.setRuleActionsThenSent !== undefined && sc.sentTowardsInstances !== undefined) this.#sentAfterRoute = await sc.setRuleActionsThenSent(updates);
-    else if (sc.setRuleActions !== undefined && updates.length > 1) await sc.setRuleActions(updates);
+    this.#afterRoute = { sent: undefined, marks: undefined, hid };
+    if (sc.setRuleActionsThenRead !== undefined && sc.sentTowardsInstances !== undefined) {
+      const after = await sc.setRuleActionsThenRead(updates, hid);
+      this.#afterRoute = { sent: after, marks: after, hid };
+    } else if (sc.setRuleActions !== undefined && updates.length > 1) await sc.setRuleActions(updates);
     else for (const u of updates) await sc.setRuleAction(u.id, u.action);
   }
 
@@ -360,9 +363,16 @@ export class HandoverRun {
     await allEnded(this.switchNames.map((s) => this.d.switchControl.resetHandoverCounters(s, hid)));
   }
 
-  /** Marked frames the switches sent for `hid` (each switch read on its own host, at once). */
+  /**
+   * Marked frames the switches sent for `hid` (each switch read on its own
+   * host, at once). Once: the marks the last route() got with its writes,
+   * where every switch's are there (a count read after the writes' barrier
+   * is final for the phase they ended, as one read later).
+   */
   async marks(hid = this.id): Promise<{ pre: bigint; post: bigint }> {
-    const counts = await allEnded(this.switchNames.map((s) => this.d.switchControl.handoverCounters(s, hid)));
+    const after = this.#afterRoute.hid === hid ? this.#afterRoute.marks : undefined;
+    this.#afterRoute.marks = undefined;
+    const counts = await allEnded(this.switchNames.map((s) => (after?.get(s)?.marks !== undefined ? Promise.resolve(after.get(s)!.marks!) : this.d.switchControl.handoverCounters(s, hid))));
     return { pre: counts.reduce((a, c) => a + c.pre, 0n), post: counts.reduce((a, c) => a + c.post, 0n) };
   }
 

@@ -34,6 +34,7 @@ import {
   type Rule,
   type RuleAction,
   type RuleActionUpdate,
+  type AfterWrite,
   type SentTowards,
   type StateTransferOptions,
   type StateTransferResult,
@@ -258,8 +259,8 @@ export class NodeLabDataPlane implements DataPlane {
     if (sc.setRuleActions !== undefined) return sc.setRuleActions(updates);
     for (const u of updates) await sc.setRuleAction(u.id, u.action);
   }
-  setRuleActionsThenSent(updates: readonly RuleActionUpdate[]): Promise<Map<string, SentTowards[] | undefined>> {
-    return this.#d.switchControl.setRuleActionsThenSent!(updates);
+  setRuleActionsThenRead(updates: readonly RuleActionUpdate[], marksOf?: number): Promise<Map<string, AfterWrite>> {
+    return this.#d.switchControl.setRuleActionsThenRead!(updates, marksOf);
   }
   ruleCounters(id: number): Promise<Counter> {
     return this.#d.switchControl.ruleCounters(id);

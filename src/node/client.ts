@@ -16,6 +16,7 @@ import {
   RuleError,
   type AgentControl,
   type AgentHandoverStatus,
+  type AfterWrite,
   type AgentInstanceInfo,
   type ControllerChannel,
   type ControllerPacketPath,
@@ -352,28 +353,33 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 
   /** Many rules' actions in one call; a node without SetRuleActions gets one SetRuleAction per rule. */
   async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
-    await this.#setRuleActions(updates, false);
+    await this.#setRuleActions(updates);
   }
 
   /**
    * setRuleActions with, in its reply, each touched switch's
-   * SentTowardsInstances after the updates (SwitchControl.setRuleActionsThenSent);
-   * a node that predates the flag (or SetRuleActions) is asked separately.
+   * SentTowardsInstances after the updates, and the marks of `marksOf`
+   * (SwitchControl.setRuleActionsThenRead); a node that predates the flags
+   * (or SetRuleActions) is asked for the counts separately, and the marks
+   * are left to the caller.
    */
-  async setRuleActionsThenSent(updates: readonly RuleActionUpdate[]): Promise<Map<string, SentTowards[] | undefined>> {
-    const reply = await this.#setRuleActions(updates, true);
-    const sent = new Map<string, SentTowards[] | undefined>();
-    for (const s of (reply?.['sent'] as Wire[] | undefined) ?? []) sent.set(String(s['switch'] ?? ''), sentTowardsFromWire(s));
+  async setRuleActionsThenRead(updates: readonly RuleActionUpdate[], marksOf?: number): Promise<Map<string, AfterWrite>> {
+    const reply = await this.#setRuleActions(updates, { then_sent_towards: true, then_marks_of: marksOf ?? 0 });
+    const after = new Map<string, AfterWrite>();
+    for (const a of (reply?.['after'] as Wire[] | undefined) ?? []) {
+      const marks = a['marks'] as Wire | null | undefined;
+      after.set(String(a['switch'] ?? ''), { sent: sentTowardsFromWire(a), ...(marksOf === undefined || marks === null || marks === undefined ? {} : { marks: marksFromWire(marks) }) });
+    }
     for (const sw of new Set(updates.map((u) => this.#rules.get(u.id)?.switch)))
-      if (sw !== undefined && !sent.has(sw)) sent.set(sw, await this.sentTowardsInstances(sw));
-    return sent;
+      if (sw !== undefined && !after.has(sw)) after.set(sw, { sent: await this.sentTowardsInstances(sw) });
+    return after;
   }
 
   /** the SetRuleActions reply, or undefined where the node took per-rule calls */
-  async #setRuleActions(updates: readonly RuleActionUpdate[], thenSent: boolean): Promise<Wire | undefined> {
+  async #setRuleActions(updates: readonly RuleActionUpdate[], then: Wire = {}): Promise<Wire | undefined> {
     if (!this.#noBatchActions)
       try {
-        const reply = await this.#call('SetRuleActions', { updates: updates.map((u) => ({ id: u.id, action: actionToWire(u.action) })), then_sent_towards: thenSent });
+        const reply = await this.#call('SetRuleActions', { updates: updates.map((u) => ({ id: u.id, action: actionToWire(u.action) })), ...then });
         for (const u of updates) {
           const r = this.#rules.get(u.id);
           if (r !== undefined) r.action = { ...u.action };
@@ -726,20 +732,19 @@ export class NodeDeployment implements Deployment {
       setRuleActions: async (updates) => {
         await allEnded([...updatesPerHost(updates)].map(([host, us]) => writeActions(host, us)));
       },
-      setRuleActionsThenSent: async (updates) => {
-        // as setRuleActions: one call per host, the hosts at once; a host without the combined call gets the two
-        const perHost = updatesPerHost(updates);
-        const sent = new Map<string, SentTowards[] | undefined>();
+      setRuleActionsThenRead: async (updates, marksOf) => {
+        // as setRuleActions: one call per host, the hosts at once; a host without the combined call gets the writes, then the counts (the marks left to the caller)
+        const after = new Map<string, AfterWrite>();
         await allEnded(
-          [...perHost].map(async ([host, us]) => {
-            if (host.setRuleActionsThenSent !== undefined) for (const [sw, s] of await host.setRuleActionsThenSent(us)) sent.set(sw, s);
+          [...updatesPerHost(updates)].map(async ([host, us]) => {
+            if (host.setRuleActionsThenRead !== undefined) for (const [sw, a] of await host.setRuleActionsThenRead(us, marksOf)) after.set(sw, a);
             else {
               await writeActions(host, us);
-              for (const sw of new Set(us.map((u) => host.getRule(u.id)!.switch))) sent.set(sw, await host.sentTowardsInstances?.(sw));
+              for (const sw of new Set(us.map((u) => host.getRule(u.id)!.switch))) after.set(sw, { sent: await host.sentTowardsInstances?.(sw) });
             }
           }),
         );
-        return sent;
+        return after;
       },
       ruleCounters: (id) => byRule(id).ruleCounters(id),
       portCounters: (sw) => bySwitch(sw).portCounters(sw),

@@ -238,13 +238,20 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       // every update checked before any is applied
       const health = rt.health();
       const updates = ((w['updates'] as Wire[] | undefined) ?? []).map((u) => ruleActionUpdate(u, health));
+      const marksOf = Number(w['then_marks_of'] ?? 0);
+      if (marksOf !== 0) hid(w, 'then_marks_of');
       const s = sw();
       if (s.setRuleActions !== undefined) await s.setRuleActions(updates);
       else for (const u of updates) await s.setRuleAction(u.id, u.action);
       if (w['then_sent_towards'] !== true) return {};
-      // the count a quiescence wait after these writes needs (each switch's barrier after all of them)
+      // what a quiescence wait and a mark count after these writes need (each switch's barrier after all of them; the marks after it)
       const touched = [...new Set(updates.map((u) => s.getRule(u.id)!.switch))];
-      return { sent: await Promise.all(touched.map(async (name) => ({ switch: name, ...sentTowardsToWire(await sentTowards(name)) }))) };
+      const after = [];
+      for (const name of touched) {
+        const sent = await sentTowards(name);
+        after.push({ switch: name, ...sentTowardsToWire(sent), ...(marksOf === 0 || sent === undefined ? {} : { marks: marksToWire(await s.handoverCounters(name, marksOf)) }) });
+      }
+      return { after };
     },
     RuleCounters: async (w) => counterToWire(await sw().ruleCounters(ruleId(w))),
     PortCounters: async (w) => ({ ports: (await sw().portCounters(switchNamed(w['switch']))).map(portCountersToWire) }),

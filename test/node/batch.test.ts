@@ -2,7 +2,8 @@
 // the fake data plane (no BPF): a handover through a switch node and an
 // agent node is lossless with the calls made to one node at once sent as
 // one Batch, the route writes bringing back the switches' counts
-// (SetRuleActions then_sent_towards) and no port count read a second time;
+// and the handover's marks (SetRuleActions then_sent_towards,
+// then_marks_of) and no port count read a second time;
 // a Batch runs its calls as if alone (each its own status, what comes
 // before a refused one done); a bad Batch changes nothing; a client falls
 // back to single calls against a node without Batch.
@@ -98,10 +99,14 @@ t.test('a handover through node processes: lossless, the calls to one node at on
   // 3 routes (pre-mark, switch over, unmark), each one SetRuleActions; the only SentTowardsInstances is draining's wait (no route before it)
   t.equal(count(sw.calls, 'SetRuleActions'), 3, 'one SetRuleActions per route');
   t.equal(count(sw.calls, 'SentTowardsInstances') + count(sw.batched, 'SentTowardsInstances'), 2, "the ports are counted by the route replies; read (one per switch) only in draining's wait, with no write before it, and never again to check");
+  t.equal(count(sw.calls, 'HandoverCounters') + count(sw.batched, 'HandoverCounters'), 0, 'the PRE and POST counts came with the switch-over and unmark writes');
+  t.ok(r.counts.preSent > 0n && r.counts.preSent === r.counts.preSeen, `the PRE count (${r.counts.preSent}) is what A saw`);
+  const post = (await d.switchControl.handoverCounters('s1', r.id)).post + (await d.switchControl.handoverCounters('s2', r.id)).post;
+  t.ok(r.counts.postSent > 0n && r.counts.postSent === post && r.counts.postSent >= r.counts.held, `the POST count (${r.counts.postSent}) is final: what the switches count now, at least what B held (${r.counts.held})`);
 });
 
 t.test('a Batch runs its calls as if alone: each its own status, the ones before a refused one done; a bad Batch changes nothing', async (t) => {
-  const { d, ag, sw, observed } = await lab(t);
+  const { d, ag, sw, nd, rules, observed } = await lab(t);
   // one turn of the event loop: the three go as one Batch
   const [a, b, c] = await Promise.allSettled([ag.armOld('vnf1', 9), ag.armNew('vnf2', 9, 99), ag.armNew('vnf2', 9, 1)]);
   t.equal(count(ag.calls, 'Batch'), 1, 'one round trip');
@@ -132,6 +137,18 @@ t.test('a Batch runs its calls as if alone: each its own status, the ones before
   );
   t.equal(((late as { results: { code: number }[] }).results[0]!).code, grpc.status.DEADLINE_EXCEEDED, 'a call read after its own deadline is not carried out');
   t.same(d.armed('vnf1'), [9], 'nothing armed by it');
+
+  // then_marks_of is a handover id: out of range refused before any update is applied
+  const sra = NODE_SERVICE['SetRuleActions']!;
+  const before = nd.switchControl.getRule(rules[0]!)!.action;
+  const swRaw = new grpc.Client(sw.target, grpc.credentials.createInsecure());
+  t.teardown(() => swRaw.close());
+  const bad = await new Promise<grpc.ServiceError | null>((resolve) =>
+    swRaw.makeUnaryRequest(sra.path, sra.requestSerialize, sra.responseDeserialize, { updates: [{ id: rules[0], action: { out_port: 's1-vnf2', phase: 0, handover_id: 0 } }], then_sent_towards: true, then_marks_of: 20000 }, (e) => resolve(e)),
+  );
+  t.equal(bad?.code, grpc.status.INVALID_ARGUMENT);
+  t.match(bad?.details ?? '', /then_marks_of 20000 out of range 1\.\.16383/);
+  t.same(d.switchControl.getRule(rules[0]!)!.action, before, 'the rule is as it was');
 });
 
 t.test('an older node (no Batch): the client sends the calls one by one, and reads the counts after a write itself', async (t) => {
