@@ -464,7 +464,8 @@ export class HandoverEngine extends EventEmitter {
     }, Math.min(h.remaining(), 5_000 + 10 * h.Q));
     if (drained === undefined)
       throw new HandoverError(`${h.from.name} received ${h.counts.preSeen} of ${h.counts.preSent} PRE frames before the timeout: ${h.counts.preSent - h.counts.preSeen} missing`, 'draining');
-    await h.quiesce([h.from.name]);
+    // again on the switch-over's counts: no rule was written since, and every frame of the flow towards A was sent before them
+    await h.quiesce([h.from.name], { again: true });
 
     // ---- 5. move state, now final at A
     await h.moveState(stateTimeoutMs);

@@ -98,7 +98,8 @@ t.test('a handover through node processes: lossless, the calls to one node at on
   t.ok(count(sw.batched, 'ResetHandoverCounters') === 2 && count(sw.batched, 'PortCounters') >= 2, "the switch node's resets and port counters went in a Batch");
   // 3 routes (pre-mark, switch over, unmark), each one SetRuleActions; the only SentTowardsInstances is draining's wait (no route before it)
   t.equal(count(sw.calls, 'SetRuleActions'), 3, 'one SetRuleActions per route');
-  t.equal(count(sw.calls, 'SentTowardsInstances') + count(sw.batched, 'SentTowardsInstances'), 2, "the ports are counted by the route replies; read (one per switch) only in draining's wait, with no write before it, and never again to check");
+  t.equal(count(sw.calls, 'SentTowardsInstances') + count(sw.batched, 'SentTowardsInstances'), 0, "the ports are counted by the route replies only: draining's wait stands on the switch-over's counts, and no wait reads them again to check");
+  t.same(r.waits.map((w) => [w.step, w.instances.join()]), [['pre-marking', 'vnf1'], ['switching', 'vnf1'], ['draining', 'vnf1'], ['cleaning', 'vnf2']], 'the four waits');
   t.equal(count(sw.calls, 'HandoverCounters') + count(sw.batched, 'HandoverCounters'), 0, 'the PRE and POST counts came with the switch-over and unmark writes');
   t.ok(r.counts.preSent > 0n && r.counts.preSent === r.counts.preSeen, `the PRE count (${r.counts.preSent}) is what A saw`);
   const post = (await d.switchControl.handoverCounters('s1', r.id)).post + (await d.switchControl.handoverCounters('s2', r.id)).post;
