@@ -17,7 +17,7 @@ import { nodeHandlers, type NodeRuntime } from '../../src/node/service.js';
 import { NodeCallError, NodeClient, NodeDeployment } from '../../src/node/client.js';
 import { nodeChannel, startNodeServer, unixEndpoint, type NodeServer } from '../../src/node/transport/index.js';
 import { Phase, type AgentControl, type SwitchControl, type VnfStateStore } from '../../src/dataplane/types.js';
-import { HandoverEngine } from '../../src/handover/engine.js';
+import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
 import { VnfMapStateMover } from '../../src/handover/state-mover.js';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
 
@@ -79,14 +79,20 @@ async function lab(t: Test, o: { without?: readonly NodeMethod[] } = {}): Promis
 
 const count = (m: ReadonlyMap<NodeMethod, number>, k: NodeMethod): number => m.get(k) ?? 0;
 
-t.test('a handover through node processes: lossless, the calls to one node at once in one Batch, the route writes bring the counts back', async (t) => {
-  const { d, rules, sw, ag, nd } = await lab(t);
+/** vnf1 → vnf2 while the fake sends frames; completed */
+async function handoverUnderTraffic(t: Test, d: FakeDeployment, nd: NodeDeployment, rules: number[]): Promise<HandoverResult> {
   const engine = new HandoverEngine(nd, { mover: new VnfMapStateMover() });
   d.start();
   const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
   d.stop();
   for (let i = 0; i < 5; i++) d.tick();
   t.equal(r.outcome, 'completed', r.reason ?? '');
+  return r;
+}
+
+t.test('a handover through node processes: lossless, the calls to one node at once in one Batch, the route writes bring the counts back', async (t) => {
+  const { d, rules, sw, ag, nd } = await lab(t);
+  const r = await handoverUnderTraffic(t, d, nd, rules);
   const rep = d.report();
   t.same({ lost: rep.lost, reordered: rep.reordered, duplicated: rep.duplicated, delivered: rep.delivered }, { lost: 0, reordered: 0, duplicated: 0, delivered: rep.sent }, `nothing lost, reordered or duplicated (${rep.sent} frames)`);
   t.ok(r.waits.every((w) => w.by === 'event'), `every quiescence wait ended by the exact event (${r.waits.map((w) => w.by).join(', ')})`);
@@ -154,12 +160,7 @@ t.test('a Batch runs its calls as if alone: each its own status, the ones before
 
 t.test('an older node (no Batch): the client sends the calls one by one, and reads the counts after a write itself', async (t) => {
   const { d, rules, sw, ag, nd } = await lab(t, { without: ['Batch'] });
-  const engine = new HandoverEngine(nd, { mover: new VnfMapStateMover() });
-  d.start();
-  const r = await engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 100 });
-  d.stop();
-  for (let i = 0; i < 5; i++) d.tick();
-  t.equal(r.outcome, 'completed', r.reason ?? '');
+  await handoverUnderTraffic(t, d, nd, rules);
   t.equal(d.report().lost, 0, 'nothing lost');
   t.equal(count(ag.batched, 'ArmNew') + count(sw.batched, 'ResetHandoverCounters'), 0, 'nothing went in a Batch');
   t.equal(count(ag.calls, 'ArmNew'), 1, 'ArmNew alone');
