@@ -381,9 +381,9 @@ export class HandoverRun {
 
   /**
    * Marked frames the switches sent for `hid` (each switch read on its own
-   * host, at once). Once: the marks the last route() got with its writes,
-   * where every switch's are there (a count read after the writes' barrier
-   * is final for the phase they ended, as one read later).
+   * host, at once); a switch whose marks of `hid` came with the last
+   * route()'s writes is not asked again, once (a count read after the
+   * writes' barrier is final for the phase they ended, as one read later).
    */
   async marks(hid = this.id): Promise<{ pre: bigint; post: bigint }> {
     const after = this.#afterRoute.hid === hid ? this.#afterRoute.marks : undefined;
