@@ -212,6 +212,9 @@ export interface OverheadResult {
   overheadP99Ms: number;
   /** every handover's overhead (its duration minus the state delay), ms, ascending */
   overheadsMs: number[];
+  /** the issue's measure: each handover's duration minus its whole state move (the delay and the transfer itself, as the engine timed it), median and p99, ms */
+  beyondStateMoveMedianMs: number;
+  beyondStateMoveP99Ms: number;
   allClean: boolean;
   /** with `breakdown` on a lab of node processes: where a handover's overhead goes */
   breakdown?: OverheadBreakdown;
@@ -219,11 +222,16 @@ export interface OverheadResult {
 
 /** Per handover, on a lab of node processes: the node API calls by method, and the CPU they cost on each side. */
 export interface OverheadBreakdown {
-  /** method -> calls per handover (every node together) */
+  /** method -> calls per handover that crossed to the nodes (every node together; calls that went inside a Batch count in `batchedPerHandover`, their Batch here) */
   callsPerHandover: Record<string, number>;
-  /** method -> mean wall time of one call, ms (call to answer, at the controller) */
+  /** method -> calls per handover carried inside a Batch (one round trip for the calls made to one node at once) */
+  batchedPerHandover: Record<string, number>;
+  /** method -> mean wall time of one call, ms (call to answer, at the controller; alone or in a Batch) */
   callMs: Record<string, number>;
+  /** round trips to the nodes per handover (a Batch is one) */
   callsTotalPerHandover: number;
+  /** calls per handover, a Batch's counted one by one (what callsTotalPerHandover was before Batch) */
+  logicalCallsPerHandover: number;
   /** the controller's (this process's) CPU per handover, ms, less what the traffic alone costs it */
   controllerCpuMsPerHandover: number;
   /** every node process's CPU together per handover, ms, less what they cost without handovers */
@@ -273,24 +281,34 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
     const idle = clients.length > 0 ? await withCpu(pids, () => s.run({ pps: o.pps, handovers: 0, delayMs: o.delayMs, warmupMs: 1000 })) : undefined;
     const calls0 = clients.map((c) => new Map(c.calls));
     const ms0 = clients.map((c) => new Map(c.callMs));
+    const batched0 = clients.map((c) => new Map(c.batched));
     const run = await withCpu(pids, () => s.run({ pps: o.pps, handovers: o.handovers, delayMs: o.delayMs }));
     const { report, results } = run.v;
     const over = results.map((r) => r.durationMs - o.delayMs).sort((a, b) => a - b);
-    const q = (p: number): number => over[Math.min(over.length - 1, Math.floor(p * over.length))]!;
+    const quantile = (xs: readonly number[], p: number): number => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+    const q = (p: number): number => quantile(over, p);
+    const beyond = results.map((r) => r.durationMs - r.stateMs).sort((a, b) => a - b);
     let breakdown: OverheadBreakdown | undefined;
     if (idle !== undefined) {
       const calls: Record<string, number> = {};
+      const batched: Record<string, number> = {};
       const callMs: Record<string, number> = {};
       clients.forEach((c, i) => {
         for (const [m, n] of c.calls) calls[m] = (calls[m] ?? 0) + n - (calls0[i]!.get(m) ?? 0);
+        for (const [m, n] of c.batched) batched[m] = (batched[m] ?? 0) + n - (batched0[i]!.get(m) ?? 0);
         for (const [m, t] of c.callMs) callMs[m] = (callMs[m] ?? 0) + t - (ms0[i]!.get(m) ?? 0);
       });
       const n = results.length;
       const used = Object.keys(calls).filter((m) => calls[m]! > 0).sort();
+      const inBatch = Object.keys(batched).filter((m) => batched[m]! > 0).sort();
+      const each = (m: string): number => (calls[m] ?? 0) + (batched[m] ?? 0);
+      const logical = [...new Set([...used, ...inBatch])].filter((m) => m !== 'Batch').sort();
       breakdown = {
         callsPerHandover: Object.fromEntries(used.map((m) => [m, +(calls[m]! / n).toFixed(2)])),
-        callMs: Object.fromEntries(used.map((m) => [m, +(callMs[m]! / calls[m]!).toFixed(3)])),
+        batchedPerHandover: Object.fromEntries(inBatch.map((m) => [m, +(batched[m]! / n).toFixed(2)])),
+        callMs: Object.fromEntries([...new Set([...used, ...inBatch])].sort().map((m) => [m, +(callMs[m]! / each(m)).toFixed(3)])),
         callsTotalPerHandover: +(used.reduce((a, m) => a + calls[m]!, 0) / n).toFixed(2),
+        logicalCallsPerHandover: +(logical.reduce((a, m) => a + each(m), 0) / n).toFixed(2),
         controllerCpuMsPerHandover: +((run.ownMs - (idle.ownMs / idle.ms) * run.ms) / n).toFixed(2),
         nodeCpuMsPerHandover: +((run.nodesMs - (idle.nodesMs / idle.ms) * run.ms) / n).toFixed(2),
         nodeCpuMsPerHandoverByNode: Object.fromEntries(clients.map((c, i) => [c.name, +((run.perNodeMs[i]! - (idle.perNodeMs[i]! / idle.ms) * run.ms) / n).toFixed(2)])),
@@ -304,6 +322,8 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
       overheadMedianMs: +q(0.5).toFixed(2),
       overheadP99Ms: +q(0.99).toFixed(2),
       overheadsMs: over.map((x) => +x.toFixed(2)),
+      beyondStateMoveMedianMs: +quantile(beyond, 0.5).toFixed(2),
+      beyondStateMoveP99Ms: +quantile(beyond, 0.99).toFixed(2),
       allClean: clean(report) && results.every((r) => r.outcome === 'completed'),
       ...(breakdown === undefined ? {} : { breakdown }),
     };

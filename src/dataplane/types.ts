@@ -221,6 +221,14 @@ export interface InstanceInfo extends AgentInstanceInfo {
  */
 
 /** Switch control: rules, atomic action updates, counters. Switches and ports by name. */
+/** What a switch read right after rule writes (SwitchControl.setRuleActionsThenRead). */
+export interface AfterWrite {
+  /** sentTowardsInstances after the writes; undefined: the switch has no barrier */
+  sent: SentTowards[] | undefined;
+  /** the handover's marks after the barrier (asked for, and the switch has one); final for the phase the writes ended */
+  marks?: HandoverMarkCounters;
+}
+
 /** Frames a switch has sent out of (or taken in from) a port facing an instance (see SwitchControl.sentTowardsInstances, ingestedFromInstances). */
 export interface SentTowards {
   port: string;
@@ -267,6 +275,16 @@ export interface SwitchControl {
    * one done. Absent: the engine calls setRuleAction per rule.
    */
   setRuleActions?(updates: readonly RuleActionUpdate[]): Promise<void>;
+  /**
+   * setRuleActions, then for every switch the updates touched what
+   * sentTowardsInstances answers after them (and, with `marksOf`, that
+   * handover's mark counters after its barrier): the write and the counts
+   * the quiescence wait and the mark count after it need, in one round trip
+   * where the switch's host takes all in one call (a node; elsewhere
+   * separate calls). Taken after every update was in, so they cover every
+   * frame that read an older action. Absent: the engine makes the calls.
+   */
+  setRuleActionsThenRead?(updates: readonly RuleActionUpdate[], marksOf?: number): Promise<Map<string, AfterWrite>>;
   ruleCounters(id: number): Promise<Counter>;
   portCounters(sw: string): Promise<PortCounters[]>;
   /** marked packets a switch sent for a handover (summed over CPUs) */

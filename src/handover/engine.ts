@@ -306,19 +306,19 @@ export class HandoverEngine extends EventEmitter {
     const scope = this.#dropScope(run);
     // read beside the arming (#sharp waits for it before the first mark: nothing moves traffic before); never rejects
     const drops0 = this.#readDrops(run, scope);
+    const countDrops = async (): Promise<void> => this.#countDrops(run, scope, await drops0);
     try {
       try {
         if (mode === 'controller-buffer') {
           await drops0;
           await this.#baseline.run(run, req.stateTimeoutMs);
-        } else await this.#sharp(run, req.stateTimeoutMs, drops0);
+          await countDrops();
+        } else await this.#sharp(run, req.stateTimeoutMs, drops0, countDrops);
       } catch (e) {
         const err = stepError(run.step, e);
-        const countDrops = async (): Promise<void> => this.#countDrops(run, scope, await drops0);
         // once committed (the state is at B) only forward; before, back to A
         return run.committed ? await this.#goForward(run, mode, err, countDrops) : await this.#rollback(run, mode, err, countDrops);
       }
-      await this.#countDrops(run, scope, await drops0);
       const lost = run.lost();
       if (lost.frames > 0n) {
         run.emit('warning', lost.reasons.join('; '));
@@ -451,14 +451,20 @@ export class HandoverEngine extends EventEmitter {
     }
   }
 
-  /** The seven steps of SHarP. `dropsBefore`: the drop counters' first reading, in flight; it must be in before any traffic moves. */
-  async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined, dropsBefore: Promise<unknown>): Promise<void> {
+  /**
+   * The seven steps of SHarP. `dropsBefore`: the drop counters' first
+   * reading, in flight; it must be in before any traffic moves.
+   * `countDrops`: their second reading and the difference, once the last
+   * marked frames have landed.
+   */
+  async #sharp(h: HandoverRun, stateTimeoutMs: number | undefined, dropsBefore: Promise<unknown>, countDrops: () => Promise<void>): Promise<void> {
     const agents = this.#d.agentControl;
 
     // ---- 1. arm: B holds shim(H) frames, A counts shim(H, PRE)
-    // (independent writes and reads on different hosts, at once; all of them ended before the first mark)
+    // (independent writes and reads on different hosts, at once; all of them ended before the first mark;
+    // A's and B's arrivals so far: what their ports' counts in the quiescence waits must cover)
     h.enter('arming');
-    await allEnded([dropsBefore, h.resetMarks(), agents.armNew(h.to.name, h.id, h.ring), agents.armOld(h.from.name, h.id)]);
+    await allEnded([dropsBefore, h.resetMarks(), agents.armNew(h.to.name, h.id, h.ring), agents.armOld(h.from.name, h.id), h.readArrivals([h.from.name, h.to.name])]);
 
     // ---- 2. pre-mark: still to A, now marked PRE and counted. Once every
     // unmarked frame sent before is through A (quiescence), all that A is
@@ -467,7 +473,8 @@ export class HandoverEngine extends EventEmitter {
     await h.route(h.fromPorts, Phase.PRE);
     await h.quiesce([h.from.name]);
 
-    // ---- 3. switch over: to B, marked POST; once quiescent the PRE count is final
+    // ---- 3. switch over: to B, marked POST; the PRE count is final once the writes are in (read with them where the
+    // switches' hosts can, else after the quiescence)
     h.enter('switching');
     h.switchedOver = true;
     await h.route(h.toPorts, Phase.POST);
@@ -483,7 +490,8 @@ export class HandoverEngine extends EventEmitter {
     }, Math.min(h.remaining(), 5_000 + 10 * h.Q));
     if (drained === undefined)
       throw new HandoverError(`${h.from.name} received ${h.counts.preSeen} of ${h.counts.preSent} PRE frames before the timeout: ${h.counts.preSent - h.counts.preSeen} missing`, 'draining');
-    await h.quiesce([h.from.name]);
+    // again on the switch-over's counts: no rule was written since, and every frame of the flow towards A was sent before them
+    await h.quiesce([h.from.name], { again: true });
 
     // ---- 5. move state, now final at A
     await h.moveState(stateTimeoutMs);
@@ -494,8 +502,8 @@ export class HandoverEngine extends EventEmitter {
     h.enter('releasing');
     await this.#releaseToVnf(h, h.to.name, h.id, () => h.remaining());
 
-    // ---- 7. clean up: stop marking, let the last marked frames land, forget H
-    await h.cleanUp();
+    // ---- 7. clean up: stop marking, let the last marked frames land, forget H; the drops counted beside
+    await h.cleanUp(countDrops);
   }
 
   #finish(h: HandoverRun, mode: HandoverMode, outcome: HandoverOutcome, reason?: string): HandoverResult {

@@ -4,7 +4,7 @@
  * controller-buffer baseline) are sequences of these operations; the engine
  * owns validation, allocation and rollback.
  */
-import { Phase, type Deployment, type DropCount, type Rule, type InstanceInfo } from '../dataplane/types.js';
+import { Phase, type AfterWrite, type Deployment, type DropCount, type Rule, type InstanceInfo } from '../dataplane/types.js';
 import { describeDrop, totalFrames } from './drops.js';
 import { allEnded, sleep } from '../util/mutex.js';
 import type { HandoverJournal } from './journal.js';
@@ -123,6 +123,12 @@ export class HandoverRun {
    * retried forward, never rolled back (A's state is no longer the latest).
    */
   #committed = false;
+  /** what the last route() got back with its writes, per switch: the counts one quiescence wait uses, the marks one marks() uses */
+  #afterRoute: { sent: ReadonlyMap<string, AfterWrite> | undefined; marks: ReadonlyMap<string, AfterWrite> | undefined; hid: number } = { sent: undefined, marks: undefined, hid: 0 };
+  /** the last quiescence wait's counts per instance and how it ended, until a rule is written (quiesce's `again`) */
+  #lastWait: { target: ReadonlyMap<string, readonly [bigint, bigint]>; by: QuiescenceWait['by'] } | undefined;
+  /** each instance's arrivals as last read (quiesce, readArrivals): a later wait's counts must cover them */
+  readonly #arrivalsSeen = new Map<string, [bigint, bigint]>();
   /** a rollback after switch-over: A's second handover id and ring */
   #back: { id: number; ring: number } | undefined;
   /** where the run is written before each step acts (a restarted controller reads it) */
@@ -237,13 +243,23 @@ export class HandoverRun {
    * way: the drop counters report them), the wait ends Q after it began, as
    * the timed wait did.
    */
-  async quiesce(instances: readonly string[]): Promise<void> {
+  async quiesce(instances: readonly string[], o: { again?: boolean } = {}): Promise<void> {
+    // the counts route() got with its writes, for this wait only (a later one reads afresh)
+    const sentAfterRoute = this.#afterRoute.sent;
+    this.#afterRoute.sent = undefined;
+    const last = o.again === true ? this.#lastWait : undefined;
+    this.#lastWait = undefined;
     const start = performance.now();
     const deadline = start + this.Q;
     const wait: QuiescenceWait = { step: this.step, instances: [...instances], by: 'event' };
     this.waits.push(wait);
     try {
-      wait.by = await this.#quiescenceEvent(instances, deadline);
+      // again, with no rule written since a wait on the same instances that ended by the event: its counts (checked then) still cover the flow's frames
+      if (last !== undefined && last.by === 'event' && last.target.size === instances.length && instances.every((i) => last.target.has(i))) {
+        this.#lastWait = last;
+        wait.by = await this.#arrivalsReach(last.target, deadline, new Map());
+      } else wait.by = await this.#quiescenceEvent(instances, deadline, sentAfterRoute);
+      if (this.#lastWait !== undefined) this.#lastWait.by = wait.by;
     } catch (e) {
       wait.by = 'timeout';
       this.emit('warning', `the quiescence event failed (${e instanceof Error ? e.message : String(e)}): waiting Q`);
@@ -252,14 +268,15 @@ export class HandoverRun {
     wait.ms = performance.now() - start;
   }
 
-  async #quiescenceEvent(instances: readonly string[], deadline: number): Promise<QuiescenceWait['by']> {
+  async #quiescenceEvent(instances: readonly string[], deadline: number, sentAfterRoute: ReadonlyMap<string, AfterWrite> | undefined): Promise<QuiescenceWait['by']> {
     const sc = this.d.switchControl;
     const ac = this.d.agentControl;
     if (sc.sentTowardsInstances === undefined || (instances.length > 0 && ac.arrivedFrames === undefined)) return 'unsupported';
     const sentTowards = sc.sentTowardsInstances.bind(sc);
     const target = new Map(instances.map((i) => [i, [0n, 0n] as [bigint, bigint]]));
     // each switch's barrier and count on its own host: the switches at once
-    const sentBefore = await allEnded(this.switchNames.map((sw) => sentTowards(sw)));
+    // (taken after the rule writes of route() where its reply carried them)
+    const sentBefore = await allEnded(this.switchNames.map((sw) => (sentAfterRoute?.has(sw) ? Promise.resolve(sentAfterRoute.get(sw)!.sent) : sentTowards(sw))));
     for (const sent of sentBefore) {
       if (sent === undefined) return 'unsupported';
       for (const p of sent) {
@@ -267,31 +284,31 @@ export class HandoverRun {
         if (t !== undefined && (p.side === 0 || p.side === 1)) t[p.side] += p.frames;
       }
     }
+    this.#lastWait = { target, by: 'timeout' };
+    // the arrivals read before these counts: checked against them once the wait is over
+    const before = new Map(instances.map((i) => [i, this.#arrivalsSeen.get(i)]));
     const arrivedAt = new Map<string, [bigint, bigint]>();
-    // each instance's agent polled on its own host, the instances at once
-    const reached = await allEnded(
-      [...target].map(async ([instance, t]): Promise<'event' | 'unsupported' | 'timeout'> => {
-        for (;;) {
-          const arrived = await ac.arrivedFrames!(instance);
-          if (arrived === undefined) return 'unsupported';
-          if (arrived[0] >= t[0] && arrived[1] >= t[1]) {
-            arrivedAt.set(instance, arrived);
-            return 'event';
-          }
-          if (performance.now() >= deadline) return 'timeout';
-          await sleep(0);
-        }
-      }),
-    );
-    const notReached = reached.find((r) => r !== 'event');
-    if (notReached !== undefined) return notReached;
-    // Every frame an agent took in was counted by its port first, so the port
-    // must count at least as many now. Fewer: the counts are not comparable
-    // (one side reloaded with fresh counters, or frames the switch did not
-    // count): the event proves nothing, Q decides. Where every agent took in
+    const notReached = await this.#arrivalsReach(target, deadline, arrivedAt);
+    if (notReached !== 'event') return notReached;
+    // Every frame an agent took in was counted by its port first, so a port
+    // counts at least what its agent took in at any earlier time. Fewer: the
+    // counts are not comparable (one side reloaded with fresh counters, or
+    // frames the switch did not count): the event proves nothing, Q decides.
+    // Checked against the arrivals read before this wait's counts (an
+    // earlier wait's, or those read at arming) where there are any; else
+    // against the ports' counts read again now. Where every agent took in
     // exactly what its ports had sent, the ports counted that many already
-    // (their counters only grow): nothing to read again.
-    const exactlyMet = [...target].every(([i, t]) => arrivedAt.get(i)![0] === t[0] && arrivedAt.get(i)![1] === t[1]);
+    // (their counters only grow): nothing to check.
+    for (const [i, t] of target) {
+      const a = before.get(i);
+      if (a === undefined) continue;
+      for (const side of [0, 1] as const)
+        if (a[side] > t[side]) {
+          this.emit('warning', `${i} had taken in ${a[side]} frames on side ${side} before its ports counted only ${t[side]} sent: counters of different incarnations; waiting Q`);
+          return 'mismatch';
+        }
+    }
+    const exactlyMet = [...target].every(([i, t]) => before.has(i) || (arrivedAt.get(i)![0] === t[0] && arrivedAt.get(i)![1] === t[1]));
     if (instances.length > 0 && !exactlyMet) {
       const sentAfter = await allEnded(this.switchNames.map((sw) => sentTowards(sw)));
       for (const [k, sw] of this.switchNames.entries())
@@ -306,21 +323,77 @@ export class HandoverRun {
     return 'event';
   }
 
-  /** Points every moving rule at `ports` with the given mark, one atomic action update per rule (in one call where the switches take a batch). */
+  /** Each instance's agent polled on its own host (the instances at once) until its arrivals reach `target`, or `deadline`; the arrivals that did in `arrivedAt`. */
+  async #arrivalsReach(target: ReadonlyMap<string, readonly [bigint, bigint]>, deadline: number, arrivedAt: Map<string, [bigint, bigint]>): Promise<'event' | 'unsupported' | 'timeout'> {
+    const ac = this.d.agentControl;
+    if (ac.arrivedFrames === undefined) return target.size === 0 ? 'event' : 'unsupported';
+    const reached = await allEnded(
+      [...target].map(async ([instance, t]): Promise<'event' | 'unsupported' | 'timeout'> => {
+        for (;;) {
+          const arrived = await ac.arrivedFrames!(instance);
+          if (arrived === undefined) return 'unsupported';
+          this.#arrivalsSeen.set(instance, arrived);
+          if (arrived[0] >= t[0] && arrived[1] >= t[1]) {
+            arrivedAt.set(instance, arrived);
+            return 'event';
+          }
+          if (performance.now() >= deadline) return 'timeout';
+          await sleep(0);
+        }
+      }),
+    );
+    return reached.find((r) => r !== 'event') ?? 'event';
+  }
+
+  /**
+   * Points every moving rule at `ports` with the given mark, one atomic
+   * action update per rule (in one call where the switches take a batch).
+   * Where the switches' hosts can, their reply brings the counts the next
+   * quiescence wait starts from and the marks of `hid` (both taken after
+   * the writes: the marks are final for the phase the writes ended).
+   */
   async route(ports: ReadonlyMap<number, string>, phase: Phase, hid = this.id): Promise<void> {
     const sc = this.d.switchControl;
     const updates = this.rules.map((r) => ({ id: r.id, action: { outPort: ports.get(r.id)!, phase, handoverId: phase === Phase.NONE ? 0 : hid } }));
-    if (sc.setRuleActions !== undefined && updates.length > 1) await sc.setRuleActions(updates);
+    this.#afterRoute = { sent: undefined, marks: undefined, hid };
+    this.#lastWait = undefined;
+    if (sc.setRuleActionsThenRead !== undefined && sc.sentTowardsInstances !== undefined) {
+      const after = await sc.setRuleActionsThenRead(updates, hid);
+      this.#afterRoute = { sent: after, marks: after, hid };
+    } else if (sc.setRuleActions !== undefined && updates.length > 1) await sc.setRuleActions(updates);
     else for (const u of updates) await sc.setRuleAction(u.id, u.action);
+  }
+
+  /**
+   * The instances' arrivals now, before any rule of the handover moves: the
+   * first quiescence wait on each checks its ports' counts against them
+   * (quiesce). Never fails: without them that wait reads the ports again.
+   */
+  async readArrivals(instances: readonly string[]): Promise<void> {
+    const ac = this.d.agentControl;
+    if (ac.arrivedFrames === undefined) return;
+    await allEnded(
+      instances.map(async (i) => {
+        const a = await ac.arrivedFrames!(i).catch(() => undefined);
+        if (a !== undefined) this.#arrivalsSeen.set(i, a);
+      }),
+    );
   }
 
   async resetMarks(hid = this.id): Promise<void> {
     await allEnded(this.switchNames.map((s) => this.d.switchControl.resetHandoverCounters(s, hid)));
   }
 
-  /** Marked frames the switches sent for `hid` (each switch read on its own host, at once). */
+  /**
+   * Marked frames the switches sent for `hid` (each switch read on its own
+   * host, at once); a switch whose marks of `hid` came with the last
+   * route()'s writes is not asked again, once (a count read after the
+   * writes' barrier is final for the phase they ended, as one read later).
+   */
   async marks(hid = this.id): Promise<{ pre: bigint; post: bigint }> {
-    const counts = await allEnded(this.switchNames.map((s) => this.d.switchControl.handoverCounters(s, hid)));
+    const after = this.#afterRoute.hid === hid ? this.#afterRoute.marks : undefined;
+    this.#afterRoute.marks = undefined;
+    const counts = await allEnded(this.switchNames.map((s) => (after?.get(s)?.marks !== undefined ? Promise.resolve(after.get(s)!.marks!) : this.d.switchControl.handoverCounters(s, hid))));
     return { pre: counts.reduce((a, c) => a + c.pre, 0n), post: counts.reduce((a, c) => a + c.post, 0n) };
   }
 
@@ -342,14 +415,18 @@ export class HandoverRun {
     }
   }
 
-  /** Step 7: stop marking, let the last marked frames land, forget the handover at both agents. */
-  async cleanUp(): Promise<void> {
+  /**
+   * Step 7: stop marking, let the last marked frames land, forget the
+   * handover at both agents. `beside`: what else waits for the last frames
+   * to land (the drop counters' second reading), at once with the forgetting.
+   */
+  async cleanUp(beside?: () => Promise<void>): Promise<void> {
     this.enter('cleaning');
     // B's counts are final once its release has returned (it holds nothing from then on): read beside the unmarking
     await allEnded([this.collect(this.to.name), this.route(this.toPorts, Phase.NONE)]);
     await this.quiesce([this.to.name]);
     // the last marked frames have landed: the POST count is final, and both agents forget H (different hosts, at once)
-    await allEnded([this.marks().then((m) => void (this.counts.postSent = m.post)), this.d.agentControl.disarm(this.from.name, this.id), this.d.agentControl.disarm(this.to.name, this.id)]);
+    await allEnded([this.marks().then((m) => void (this.counts.postSent = m.post)), this.d.agentControl.disarm(this.from.name, this.id), this.d.agentControl.disarm(this.to.name, this.id), beside?.() ?? Promise.resolve()]);
   }
 
   /** Adds an instance's hold/release counts of `hid` to the run's. */

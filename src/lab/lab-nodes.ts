@@ -35,6 +35,7 @@ import {
   type Rule,
   type RuleAction,
   type RuleActionUpdate,
+  type AfterWrite,
   type SentTowards,
   type StateTransferOptions,
   type StateTransferResult,
@@ -291,6 +292,9 @@ export class NodeLabDataPlane implements DataPlane {
     const sc = this.#d.switchControl;
     if (sc.setRuleActions !== undefined) return sc.setRuleActions(updates);
     for (const u of updates) await sc.setRuleAction(u.id, u.action);
+  }
+  setRuleActionsThenRead(updates: readonly RuleActionUpdate[], marksOf?: number): Promise<Map<string, AfterWrite>> {
+    return this.#d.switchControl.setRuleActionsThenRead!(updates, marksOf);
   }
   ruleCounters(id: number): Promise<Counter> {
     return this.#d.switchControl.ruleCounters(id);

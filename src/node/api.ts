@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import type * as grpc from '@grpc/grpc-js';
-import type { AgentHandoverStatus, Counter, FlowKey, FlowStateEntry, HandoverMarkCounters, PortCounters, Rule, RuleAction, RuleMatch } from '../dataplane/types.js';
+import type { AgentHandoverStatus, Counter, FlowKey, FlowStateEntry, HandoverMarkCounters, PortCounters, Rule, RuleAction, RuleMatch, SentTowards } from '../dataplane/types.js';
 import type { Phase } from '../dataplane/types.js';
 
 export const NODE_API = 'sharp.node.v1';
@@ -69,7 +69,34 @@ const METHOD_NAMES = {
   DiscardStagedState: 1,
   DrainDiverted: 1,
   SendFromController: 1,
+  Batch: 1,
 } as const;
+
+/**
+ * The calls a Batch may carry: short ones of the switch and the agents,
+ * which answer at once (never Release, the state moves or streams, whose
+ * wait would hold up the calls behind them).
+ */
+export const BATCHABLE: ReadonlySet<NodeMethod> = new Set<NodeMethod>([
+  'SetRuleAction',
+  'SetRuleActions',
+  'RuleCounters',
+  'PortCounters',
+  'HandoverCounters',
+  'ResetHandoverCounters',
+  'SetRelay',
+  'ClearRelay',
+  'CheckAgent',
+  'ArmOld',
+  'ArmNew',
+  'AgentStatus',
+  'Disarm',
+  'InterfaceDrops',
+  'SentTowardsInstances',
+  'ArrivedFrames',
+]);
+/** calls per Batch at most */
+export const MAX_BATCH_CALLS = 64;
 
 /** rpcs whose reply is a stream of messages */
 export type NodeStreamMethod = keyof typeof STREAM_METHOD_NAMES;
@@ -293,3 +320,13 @@ export function healthFromWire(w: Wire): NodeHealth {
  * what it reads too late (service.ts).
  */
 export const DEADLINE_METADATA = 'sharp-deadline-ms';
+
+/** SentTowardsInstances' answer (undefined: the node has no barrier), as in SentTowardsReply and SwitchSentTowards. */
+export function sentTowardsToWire(sent: readonly SentTowards[] | undefined): Wire {
+  return { exact: sent !== undefined, ports: (sent ?? []).map((p) => ({ port: p.port, instance: p.instance, side: p.side, frames: p.frames.toString() })) };
+}
+
+export function sentTowardsFromWire(w: Wire): SentTowards[] | undefined {
+  if (w['exact'] !== true) return undefined;
+  return ((w['ports'] as Wire[]) ?? []).map((p) => ({ port: str(p['port']), instance: str(p['instance']), side: num(p['side']), frames: big(p['frames']) }));
+}

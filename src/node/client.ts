@@ -16,6 +16,7 @@ import {
   RuleError,
   type AgentControl,
   type AgentHandoverStatus,
+  type AfterWrite,
   type AgentInstanceInfo,
   type ControllerChannel,
   type ControllerPacketPath,
@@ -41,6 +42,8 @@ import {
   type VnfStateStore,
 } from '../dataplane/types.js';
 import {
+  BATCHABLE,
+  MAX_BATCH_CALLS,
   NODE_SERVICE,
   actionToWire,
   counterFromWire,
@@ -54,6 +57,7 @@ import {
   matchToWire,
   portCountersFromWire,
   ruleFromWire,
+  sentTowardsFromWire,
   statusFromWire,
   type NodeHealth,
   type NodeMethod,
@@ -85,6 +89,16 @@ export class NodeCallError extends DataPlaneError {
   ) {
     super(message, options);
   }
+}
+
+/** A short call waiting for the turn's Batch. */
+interface PendingCall {
+  method: NodeMethod;
+  req: Wire;
+  deadline: number;
+  t0: number;
+  resolve: (w: Wire) => void;
+  reject: (e: unknown) => void;
 }
 
 function deadlineMetadata(deadline: number): grpc.Metadata {
@@ -135,6 +149,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   readonly #readRules: boolean;
   readonly #calls = new Map<NodeMethod, number>();
   readonly #callMs = new Map<NodeMethod, number>();
+  readonly #batched = new Map<NodeMethod, number>();
   readonly target: string;
   /** where other nodes reach this one for state transfers */
   readonly statePeer: StatePeerVia;
@@ -149,9 +164,14 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     this.statePeer = o.statePeer ?? (ep.transport === 'unix' ? { unix: ep.path } : { address: ep.address });
   }
 
-  /** calls this client made, per method (what crossed from this process to the node) */
+  /** calls this client made, per method (what crossed from this process to the node: a Batch counts once, as Batch) */
   get calls(): ReadonlyMap<NodeMethod, number> {
     return this.#calls;
+  }
+
+  /** calls that went inside a Batch, per method */
+  get batched(): ReadonlyMap<NodeMethod, number> {
+    return this.#batched;
   }
 
   /** wall time of this client's calls, per method, in ms (from the call to its answer) */
@@ -192,12 +212,24 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return this.#health?.node ?? this.target;
   }
 
-  /** `timeoutMs` given: that deadline; otherwise the client's, bounded by the caller's (util/call-deadline.ts) */
+  /**
+   * `timeoutMs` given: that deadline; otherwise the client's, bounded by the
+   * caller's (util/call-deadline.ts). Short calls (BATCHABLE) made in the
+   * same turn of the event loop go to the node together, as one Batch.
+   */
   #call(method: NodeMethod, req: Wire, timeoutMs?: number): Promise<Wire> {
     const deadline = timeoutMs === undefined ? callDeadline(this.#timeoutMs) : Date.now() + timeoutMs;
+    if (this.#batching && BATCHABLE.has(method))
+      return new Promise<Wire>((resolve, reject) => {
+        if (this.#pending.length === 0) setImmediate(() => this.#flush());
+        this.#pending.push({ method, req, deadline, t0: performance.now(), resolve, reject });
+      });
+    return this.#unary(method, req, deadline);
+  }
+
+  #unary(method: NodeMethod, req: Wire, deadline: number, t0 = performance.now()): Promise<Wire> {
     const def = NODE_SERVICE[method]!;
     this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
-    const t0 = performance.now();
     return new Promise<Wire>((resolve, reject) => {
       this.#client.makeUnaryRequest<Wire, Wire>(
         def.path,
@@ -213,6 +245,52 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         },
       );
     });
+  }
+
+  /** false once the node answered Batch UNIMPLEMENTED (an older node): every call alone from then on */
+  #batching = true;
+  /** short calls made in this turn of the event loop, not sent yet */
+  #pending: PendingCall[] = [];
+
+  /** Sends the calls made in the last turn: one alone as itself, several as one Batch (in the order they were made). */
+  #flush(): void {
+    const calls = this.#pending.splice(0, MAX_BATCH_CALLS);
+    if (this.#pending.length > 0) setImmediate(() => this.#flush());
+    const settle = (c: PendingCall, p: Promise<Wire>): void => void p.then(c.resolve, c.reject);
+    if (calls.length === 1 || !this.#batching) {
+      for (const c of calls) settle(c, this.#unary(c.method, c.req, c.deadline, c.t0));
+      return;
+    }
+    // the batch ends at its earliest call's deadline: no call waits longer than it would alone
+    const deadline = Math.min(...calls.map((c) => c.deadline));
+    const def = NODE_SERVICE['Batch']!;
+    const wire = calls.map((c) => ({ method: c.method, request: (NODE_SERVICE[c.method]!.requestSerialize as (v: Wire) => Buffer)(c.req), deadline_ms: c.deadline }));
+    this.#unary('Batch', { calls: wire }, deadline).then(
+      (reply) => {
+        const results = (reply['results'] as Wire[] | undefined) ?? [];
+        calls.forEach((c, i) => {
+          this.#batched.set(c.method, (this.#batched.get(c.method) ?? 0) + 1);
+          this.#callMs.set(c.method, (this.#callMs.get(c.method) ?? 0) + performance.now() - c.t0);
+          const r = results[i];
+          const code = Number(r?.['code'] ?? grpc.status.INTERNAL);
+          if (r !== undefined && code === grpc.status.OK) return c.resolve(NODE_SERVICE[c.method]!.responseDeserialize(r['reply'] as Buffer) as Wire);
+          // the status the call would have had alone
+          const md = new grpc.Metadata();
+          if (r !== undefined && String(r['error'] ?? '') !== '') md.set('sharp-error', String(r['error']));
+          const details = r === undefined ? `the node's Batch reply has no result for call ${i}` : String(r['details'] ?? '');
+          c.reject(this.#error(c.method, Object.assign(new Error(details), { code, details, metadata: md }) as grpc.ServiceError));
+        });
+      },
+      (e: unknown) => {
+        if (e instanceof NodeCallError && e.code === grpc.status.UNIMPLEMENTED) {
+          this.#batching = false;
+          for (const c of calls) settle(c, this.#unary(c.method, c.req, c.deadline, c.t0));
+          return;
+        }
+        // no answer to the batch is no answer to each of its calls
+        for (const c of calls) c.reject(e instanceof NodeCallError ? new NodeCallError(e.node, c.method, e.code, e.message.replace(/\bBatch\b/, c.method), { cause: e }) : e);
+      },
+    );
   }
 
   #error(method: string, err: grpc.ServiceError): Error {
@@ -277,14 +355,38 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 
   /** Many rules' actions in one call; a node without SetRuleActions gets one SetRuleAction per rule. */
   async setRuleActions(updates: readonly RuleActionUpdate[]): Promise<void> {
+    await this.#setRuleActions(updates);
+  }
+
+  /**
+   * setRuleActions with, in its reply, each touched switch's
+   * SentTowardsInstances after the updates, and the marks of `marksOf`
+   * (SwitchControl.setRuleActionsThenRead); a node that predates the flags
+   * (or SetRuleActions) is asked for the counts separately, and the marks
+   * are left to the caller.
+   */
+  async setRuleActionsThenRead(updates: readonly RuleActionUpdate[], marksOf?: number): Promise<Map<string, AfterWrite>> {
+    const reply = await this.#setRuleActions(updates, { then_sent_towards: true, then_marks_of: marksOf ?? 0 });
+    const after = new Map<string, AfterWrite>();
+    for (const a of (reply?.['after'] as Wire[] | undefined) ?? []) {
+      const marks = a['marks'] as Wire | null | undefined;
+      after.set(String(a['switch'] ?? ''), { sent: sentTowardsFromWire(a), ...(marksOf === undefined || marks === null || marks === undefined ? {} : { marks: marksFromWire(marks) }) });
+    }
+    for (const sw of new Set(updates.map((u) => this.#rules.get(u.id)?.switch)))
+      if (sw !== undefined && !after.has(sw)) after.set(sw, { sent: await this.sentTowardsInstances(sw) });
+    return after;
+  }
+
+  /** the SetRuleActions reply, or undefined where the node took per-rule calls */
+  async #setRuleActions(updates: readonly RuleActionUpdate[], then: Wire = {}): Promise<Wire | undefined> {
     if (!this.#noBatchActions)
       try {
-        await this.#call('SetRuleActions', { updates: updates.map((u) => ({ id: u.id, action: actionToWire(u.action) })) });
+        const reply = await this.#call('SetRuleActions', { updates: updates.map((u) => ({ id: u.id, action: actionToWire(u.action) })), ...then });
         for (const u of updates) {
           const r = this.#rules.get(u.id);
           if (r !== undefined) r.action = { ...u.action };
         }
-        return;
+        return reply;
       } catch (e) {
         // a failure part-way leaves the node's earlier updates done and ours unknown: the rules are read back
         if (!(e instanceof NodeCallError && e.code === grpc.status.UNIMPLEMENTED)) {
@@ -294,6 +396,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         this.#noBatchActions = true;
       }
     for (const u of updates) await this.setRuleAction(u.id, u.action);
+    return undefined;
   }
 
   async ruleCounters(id: number): Promise<Counter> {
@@ -433,8 +536,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   /** undefined: the node has no barrier, or predates the call (UNIMPLEMENTED): the engine waits Q */
   async sentTowardsInstances(sw: string): Promise<SentTowards[] | undefined> {
     const r = await this.#optionalCall('SentTowardsInstances', { switch: sw });
-    if (r === undefined || r['exact'] !== true) return undefined;
-    return ((r['ports'] as Wire[]) ?? []).map((p) => ({ port: String(p['port'] ?? ''), instance: String(p['instance'] ?? ''), side: Number(p['side'] ?? 0), frames: BigInt(String(p['frames'] ?? '0')) }));
+    return r === undefined ? undefined : sentTowardsFromWire(r);
   }
 
   async arrivedFrames(instance: string): Promise<[bigint, bigint] | undefined> {
@@ -611,6 +713,21 @@ export class NodeDeployment implements Deployment {
       if (n === undefined) throw new AgentUnavailableError(name, `no node carries it (instances: ${nodes.flatMap((c) => c.agentInstances().map((i) => i.name)).join(', ')})`);
       return n;
     };
+    // one call per host, in order within it; the hosts at once (each rule's update is atomic on its own switch, none waits for another's)
+    const updatesPerHost = (updates: readonly RuleActionUpdate[]): Map<NodeClient | DirectSwitches, RuleActionUpdate[]> => {
+      const perHost = new Map<NodeClient | DirectSwitches, RuleActionUpdate[]>();
+      for (const u of updates) {
+        const host = byRule(u.id);
+        const us = perHost.get(host);
+        if (us === undefined) perHost.set(host, [u]);
+        else us.push(u);
+      }
+      return perHost;
+    };
+    const writeActions = async (host: NodeClient | DirectSwitches, us: readonly RuleActionUpdate[]): Promise<void> => {
+      if (host.setRuleActions !== undefined) await host.setRuleActions(us);
+      else for (const u of us) await host.setRuleAction(u.id, u.action);
+    };
     this.switchControl = {
       get quiescenceMs() {
         return Math.max(1, ...switchHosts().map((c) => c.quiescenceMs));
@@ -627,20 +744,21 @@ export class NodeDeployment implements Deployment {
       rules: () => switchHosts().flatMap((c) => c.rules()).sort((a, b) => a.id - b.id),
       setRuleAction: (id, a) => byRule(id).setRuleAction(id, a),
       setRuleActions: async (updates) => {
-        // one call per host, in order within it; the hosts at once (each rule's update is atomic on its own switch, none waits for another's)
-        const perHost = new Map<NodeClient | DirectSwitches, RuleActionUpdate[]>();
-        for (const u of updates) {
-          const host = byRule(u.id);
-          const us = perHost.get(host);
-          if (us === undefined) perHost.set(host, [u]);
-          else us.push(u);
-        }
+        await allEnded([...updatesPerHost(updates)].map(([host, us]) => writeActions(host, us)));
+      },
+      setRuleActionsThenRead: async (updates, marksOf) => {
+        // as setRuleActions: one call per host, the hosts at once; a host without the combined call gets the writes, then the counts (the marks left to the caller)
+        const after = new Map<string, AfterWrite>();
         await allEnded(
-          [...perHost].map(async ([host, us]) => {
-            if (host.setRuleActions !== undefined) await host.setRuleActions(us);
-            else for (const u of us) await host.setRuleAction(u.id, u.action);
+          [...updatesPerHost(updates)].map(async ([host, us]) => {
+            if (host.setRuleActionsThenRead !== undefined) for (const [sw, a] of await host.setRuleActionsThenRead(us, marksOf)) after.set(sw, a);
+            else {
+              await writeActions(host, us);
+              for (const sw of new Set(us.map((u) => host.getRule(u.id)!.switch))) after.set(sw, { sent: await host.sentTowardsInstances?.(sw) });
+            }
           }),
         );
+        return after;
       },
       ruleCounters: (id) => byRule(id).ruleCounters(id),
       portCounters: (sw) => bySwitch(sw).portCounters(sw),

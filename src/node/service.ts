@@ -5,7 +5,7 @@
  * field and the limit.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AgentUnavailableError, DataPlaneError, RuleError, MAX_RELEASE_FRAMES, type AgentControl, type ControllerPacketPath, type SwitchControl, type RuleActionUpdate, type VnfStateStore } from '../dataplane/types.js';
+import { AgentUnavailableError, DataPlaneError, RuleError, MAX_RELEASE_FRAMES, type AgentControl, type ControllerPacketPath, type SwitchControl, type RuleActionUpdate, type SentTowards, type VnfStateStore } from '../dataplane/types.js';
 import { SHARP_HID_MIN, SHARP_HID_MAX } from '../generated/abi.js';
 import {
   actionFromWire,
@@ -20,9 +20,13 @@ import {
   matchFromWire,
   portCountersToWire,
   ruleToWire,
+  sentTowardsToWire,
   statusToWire,
   STAGING_STORES,
   type StagingStore,
+  BATCHABLE,
+  MAX_BATCH_CALLS,
+  NODE_SERVICE,
   type NodeHealth,
   type NodeMethod,
   type Wire,
@@ -59,6 +63,9 @@ export interface NodeRuntime {
   /** called once per successful Release and state operation with what it did (metrics) */
   operations?: NodeOperationObserver;
 }
+
+/** A unary call as a handler sees it: who calls, and whether the caller gave up. */
+type NodeCall = HasAuthContext & { readonly cancelled: boolean };
 
 const secondsSince = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e9;
 
@@ -173,6 +180,11 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     return { id, action };
   };
 
+  const sentTowards = async (name: string): Promise<SentTowards[] | undefined> => {
+    const s = sw();
+    return s.sentTowardsInstances === undefined ? undefined : s.sentTowardsInstances(name);
+  };
+
   const peerOfRequest = (w: Wire): { node: string; via: StatePeerVia } | undefined => {
     const p = w['peer'] as Wire | undefined | null;
     const node = String(p?.['node'] ?? '');
@@ -200,8 +212,9 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     return st;
   };
 
-  const impl: Record<NodeMethod, (req: Wire, call: HasAuthContext) => Promise<Wire>> = {
+  const impl: Record<NodeMethod, (req: Wire, call: NodeCall) => Promise<Wire>> = {
     Health: async () => healthToWire(rt.health()),
+    Batch: async (w, call) => runBatch(w, call),
     AddRule: async (w) => {
       const s = switchNamed(w['switch']);
       const action = actionFromWire(w['action'] as Wire);
@@ -225,10 +238,20 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       // every update checked before any is applied
       const health = rt.health();
       const updates = ((w['updates'] as Wire[] | undefined) ?? []).map((u) => ruleActionUpdate(u, health));
+      const marksOf = Number(w['then_marks_of'] ?? 0);
+      if (marksOf !== 0) hid(w, 'then_marks_of');
       const s = sw();
       if (s.setRuleActions !== undefined) await s.setRuleActions(updates);
       else for (const u of updates) await s.setRuleAction(u.id, u.action);
-      return {};
+      if (w['then_sent_towards'] !== true) return {};
+      // what a quiescence wait and a mark count after these writes need (each switch's barrier after all of them; the marks after it)
+      const touched = [...new Set(updates.map((u) => s.getRule(u.id)!.switch))];
+      const after = [];
+      for (const name of touched) {
+        const sent = await sentTowards(name);
+        after.push({ switch: name, ...sentTowardsToWire(sent), ...(marksOf === 0 || sent === undefined ? {} : { marks: marksToWire(await s.handoverCounters(name, marksOf)) }) });
+      }
+      return { after };
     },
     RuleCounters: async (w) => counterToWire(await sw().ruleCounters(ruleId(w))),
     PortCounters: async (w) => ({ ports: (await sw().portCounters(switchNamed(w['switch']))).map(portCountersToWire) }),
@@ -286,11 +309,7 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const drops = a.interfaceDrops === undefined ? [] : await a.interfaceDrops(i.name);
       return { ifaces: drops.map((d) => ({ iface: d.iface, side: d.side, xmit_failed: d.xmitFailed.toString(), redirect_failed: d.redirectFailed.toString(), tx_packets: (d.txPackets ?? 0n).toString(), tx_known: d.txPackets !== undefined })) };
     },
-    SentTowardsInstances: async (w) => {
-      const s = sw();
-      const sent = s.sentTowardsInstances === undefined ? undefined : await s.sentTowardsInstances(switchNamed(w['switch']));
-      return { exact: sent !== undefined, ports: (sent ?? []).map((p) => ({ port: p.port, instance: p.instance, side: p.side, frames: p.frames.toString() })) };
-    },
+    SentTowardsInstances: async (w) => sentTowardsToWire(await sentTowards(switchNamed(w['switch']))),
     ArrivedFrames: async (w) => {
       const a = agents();
       const n = a.arrivedFrames === undefined ? undefined : await a.arrivedFrames(instance(w).name);
@@ -409,6 +428,38 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       return res;
     };
   }
+
+  /** Batch: each call in order, as if alone (its own validation, deadline, status and metrics). */
+  const runBatch = async (w: Wire, call: NodeCall): Promise<Wire> => {
+    const calls = (w['calls'] as Wire[] | undefined) ?? [];
+    if (calls.length === 0 || calls.length > MAX_BATCH_CALLS) throw invalid(`calls: ${calls.length} calls, 1 to ${MAX_BATCH_CALLS} per batch`);
+    const methods = calls.map((c, i) => {
+      const m = String(c['method'] ?? '');
+      if (!BATCHABLE.has(m as NodeMethod)) throw invalid(`calls.${i}.method '${m.slice(0, 40)}': not one a batch may carry (${[...BATCHABLE].join(', ')})`);
+      return m as NodeMethod;
+    });
+    const results: Wire[] = [];
+    for (const [i, method] of methods.entries()) {
+      const t0 = process.hrtime.bigint();
+      const deadline = Number(calls[i]!['deadline_ms'] ?? 0);
+      const r = await (async (): Promise<Wire> => {
+        if (call.cancelled) return { code: grpc.status.DEADLINE_EXCEEDED, details: `${method} not carried out: the caller cancelled the batch` };
+        const now = Date.now();
+        if (deadline > 0 && deadline + CLOCK_SKEW_MS < now) return { code: grpc.status.DEADLINE_EXCEEDED, details: `${method} not carried out: its deadline (by the caller's clock) passed ${Math.round(now - deadline)} ms before the node read it` };
+        const def = NODE_SERVICE[method]!;
+        try {
+          const res = await impl[method](def.requestDeserialize(calls[i]!['request'] as Buffer) as Wire, call);
+          return { code: grpc.status.OK, reply: def.responseSerialize(res) };
+        } catch (e) {
+          const st = toStatus(e);
+          return { code: st.code, details: st.details, error: st.name };
+        }
+      })();
+      rt.observe?.(method, grpc.status[Number(r['code'])] ?? String(r['code']), secondsSince(t0));
+      results.push(r);
+    }
+    return { results };
+  };
 
   const unary = Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
