@@ -15,9 +15,17 @@
  *     EtherType 0x821C, tag = phase << 14 | hid, original EtherType.
  *   - Counts per port, per rule, and PRE/POST per handover id (ho_pre is the
  *     protocol's pre_sent). Counters are read over P4Runtime.
- *   - Drops and counts shim frames arriving on any switch port (a shim from a
- *     host or a VNF is forged handover traffic), IPv4 frames without a rule,
- *     malformed frames and bad actions.
+ *   - Relays rollbacks: shim(RELAY, hid) arriving on a VNF port while the
+ *     relays table has a route for hid is stripped and sent out of the
+ *     route's slot (the port towards the old instance), counted as relayed.
+ *   - Drops and counts every other shim frame arriving on a switch port (a
+ *     shim from a host or a VNF is forged handover traffic), IPv4 frames
+ *     without a rule, malformed frames and bad actions.
+ *   - Counts, per egress slot, the frames a rule action sent towards it
+ *     (sched_tx), inside the action: BMv2 runs an action under its table's
+ *     read lock, so once a P4Runtime MODIFY of an action has returned, every
+ *     frame that read the old action is in that count (the exact quiescence
+ *     event; XDP gets it from a CPU barrier).
  *   - DIVERT (controller-buffer baseline): the frame goes to the controller
  *     as a P4Runtime packet-in; the controller sends frames out of a port with
  *     packet-out.
@@ -49,7 +57,7 @@ typedef bit<16> l4_port_t;
 typedef bit<16> slot_t;         /* switch port slot, < SHARP_DEFAULT_MAX_PORTS */
 typedef bit<8>  role_t;         /* enum sharp_port_role */
 typedef bit<32> rule_id_t;
-typedef bit<2>  fwd_t;          /* what ingress decided, for egress */
+typedef bit<3>  fwd_t;          /* what ingress decided, for egress */
 
 const port_t CPU_PORT = 255;
 
@@ -61,9 +69,16 @@ const fwd_t FWD_NONE = 0;       /* dropped (or nothing decided) */
 const fwd_t FWD_RULE = 1;       /* forwarded by a rule: counted in egress */
 const fwd_t FWD_DIVERT = 2;     /* to the controller (DIVERT) */
 const fwd_t FWD_PACKET_OUT = 3; /* sent by the controller */
+const fwd_t FWD_RELAY = 4;      /* a rollback's frame, relayed to the old instance */
 
 /* Size of the per-ingress-port counter of frames on ports not in port_info. */
 const bit<32> BMV2_PORT_COUNT = 512;
+
+/* sched_tx index: out_slot, or out_slot + SHARP_DEFAULT_MAX_PORTS (64 = 1 << 6)
+ * for DIVERT (phase 3: the only phase with both bits set), without a branch. */
+bit<32> sched_index(in slot_t out_slot, in sharp_phase_t phase) {
+    return (bit<32>)out_slot + (((bit<32>)(phase & (phase >> 1))) << 6);
+}
 
 /* ======================================================================== */
 /* Headers                                                                  */
@@ -169,8 +184,16 @@ parser SharpParser(packet_in pkt,
         pkt.extract(hdr.ethernet);
         transition select(hdr.ethernet.ether_type) {
             ETHERTYPE_IPV4: parse_ipv4;
-            default: accept;    /* shim frames and non-IPv4: ingress decides */
+            SHARP_ETH_P_SHIM: parse_shim;
+            default: accept;    /* non-IPv4: ingress decides */
         }
+    }
+
+    /* A shim frame: the shim only (a relayed frame leaves with the rest as it
+     * came). Too short for a shim: parser_error, dropped as forged. */
+    state parse_shim {
+        pkt.extract(hdr.shim);
+        transition accept;
     }
 
     /* Like sharp_parse_ipv4(): version 4, ihl >= 5, all ihl*4 bytes present.
@@ -240,8 +263,16 @@ control SharpIngress(inout headers_t hdr,
     counter(SHARP_DEFAULT_MAX_PORTS, CounterType.packets) drop_malformed;
     /* action with a phase but handover id 0 */
     counter(SHARP_DEFAULT_MAX_PORTS, CounterType.packets) drop_bad_action;
-    /* action.out_slot not in tx_port */
+    /* action.out_slot (or a relay's slot) not in tx_port */
     counter(SHARP_DEFAULT_MAX_PORTS, CounterType.packets) drop_no_tx;
+    /* shim(RELAY) frames from this VNF port, stripped and sent on by a
+     * relays route */
+    counter(SHARP_DEFAULT_MAX_PORTS, CounterType.packets) relayed;
+    /* by egress slot: frames a rule action, a relay route or the controller
+     * (packet-out) sent towards it (see the header); DIVERT actions count at
+     * slot + SHARP_DEFAULT_MAX_PORTS (their frames go to the controller),
+     * without a branch in the action */
+    counter(2 * SHARP_DEFAULT_MAX_PORTS, CounterType.packets) sched_tx;
     /* frames on a BMv2 port that is not in port_info, by port number (XDP
      * passes these to the stack uncounted) */
     counter(BMV2_PORT_COUNT, CounterType.packets) drop_unknown_port;
@@ -272,6 +303,7 @@ control SharpIngress(inout headers_t hdr,
         meta.out_slot = out_slot;
         meta.hid = hid;
         meta.phase = phase;
+        sched_tx.count(sched_index(out_slot, phase));
     }
 
     /* rules_wild: only the rule id; the action is in rule_actions. */
@@ -285,6 +317,14 @@ control SharpIngress(inout headers_t hdr,
         meta.out_slot = out_slot;
         meta.hid = hid;
         meta.phase = phase;
+        sched_tx.count(sched_index(out_slot, phase));
+    }
+
+    /* relays: the route of a rollback's relayed frames (counted towards the
+     * old instance like any other frame sent its way) */
+    action relay_to(slot_t out_slot) {
+        meta.out_slot = out_slot;
+        sched_tx.count((bit<32>)out_slot);
     }
 
     /* tx_port (the devmap tx_ports) */
@@ -364,6 +404,20 @@ control SharpIngress(inout headers_t hdr,
         size = SHARP_DEFAULT_MAX_RULES;
     }
 
+    /* Rollback relay routes: hid -> out slot (the XDP relays map). Written
+     * only while a rollback after switch-over relays B's held frames. */
+    table relays {
+        key = {
+            hdr.shim.hid : exact @name("hid");
+        }
+        actions = {
+            relay_to;
+            @defaultonly NoAction;
+        }
+        const default_action = NoAction();
+        size = SHARP_DEFAULT_MAX_RELAYS;
+    }
+
     /* egress slot -> BMv2 port */
     table tx_port {
         key = {
@@ -406,71 +460,92 @@ control SharpIngress(inout headers_t hdr,
                 exit;
             }
             if (hdr.ethernet.ether_type == SHARP_ETH_P_SHIM) {
-                drop_shim.count((bit<32>)meta.in_slot);
-                drop();
-                exit;
-            }
-            if (hdr.ethernet.ether_type != ETHERTYPE_IPV4) {
-                drop_non_ip.count((bit<32>)meta.in_slot);
-                drop();
-                exit;
-            }
-            if (std_meta.parser_error != error.NoError) {
-                drop_malformed.count((bit<32>)meta.in_slot);
-                drop();
-                exit;
-            }
-
-            /* Flow key ports (0 when the frame has none). */
-            if (hdr.l4_ports.isValid()) {
-                meta.sport = hdr.l4_ports.sport;
-                meta.dport = hdr.l4_ports.dport;
-            } else {
-                meta.sport = 0;
-                meta.dport = 0;
-            }
-
-            /* Exact rules always win over wildcard rules. */
-            if (!rules_exact.apply().hit) {
-                if (rules_wild.apply().hit) {
-                    rule_actions.apply();
+                /* forged unless shim(RELAY, hid) from a VNF port with a route */
+                if (meta.in_role != SHARP_PORT_VNF || !hdr.shim.isValid() ||
+                    hdr.shim.phase != SHARP_PHASE_RELAY || hdr.shim.hid < SHARP_HID_MIN) {
+                    drop_shim.count((bit<32>)meta.in_slot);
+                    drop();
+                    exit;
                 }
-            }
-            if (!meta.has_action) {
-                drop_no_rule.count((bit<32>)meta.in_slot);
-                drop();
-                exit;
-            }
+                if (!relays.apply().hit) {
+                    drop_shim.count((bit<32>)meta.in_slot);
+                    drop();
+                    exit;
+                }
+                hdr.ethernet.ether_type = hdr.shim.inner_proto;
+                hdr.shim.setInvalid();
+                meta.phase = SHARP_PHASE_NONE;
+                meta.fwd = FWD_RELAY;
+            } else {
+                if (hdr.ethernet.ether_type != ETHERTYPE_IPV4) {
+                    drop_non_ip.count((bit<32>)meta.in_slot);
+                    drop();
+                    exit;
+                }
+                if (std_meta.parser_error != error.NoError) {
+                    drop_malformed.count((bit<32>)meta.in_slot);
+                    drop();
+                    exit;
+                }
 
-            /* Baseline (controller-buffer mode): the frame goes to the
-             * controller as it arrived, whatever the hid. */
-            if (meta.phase == SHARP_PHASE_DIVERT) {
-                hdr.packet_in.setValid();
-                hdr.packet_in.in_slot = meta.in_slot;
-                hdr.packet_in.hid = (bit<16>)meta.hid;
-                std_meta.egress_spec = CPU_PORT;
-                meta.fwd = FWD_DIVERT;
-                exit;
-            }
+                /* Flow key ports (0 when the frame has none). */
+                if (hdr.l4_ports.isValid()) {
+                    meta.sport = hdr.l4_ports.sport;
+                    meta.dport = hdr.l4_ports.dport;
+                } else {
+                    meta.sport = 0;
+                    meta.dport = 0;
+                }
 
-            /* phase > POST cannot be written (phase is 2 bits and 3 is
-             * DIVERT); hid > SHARP_HID_MAX cannot either (hid is 14 bits). */
-            if (meta.phase != SHARP_PHASE_NONE && meta.hid < SHARP_HID_MIN) {
-                drop_bad_action.count((bit<32>)meta.in_slot);
-                drop();
-                exit;
+                /* Exact rules always win over wildcard rules. */
+                if (!rules_exact.apply().hit) {
+                    if (rules_wild.apply().hit) {
+                        rule_actions.apply();
+                    }
+                }
+                if (!meta.has_action) {
+                    drop_no_rule.count((bit<32>)meta.in_slot);
+                    drop();
+                    exit;
+                }
+
+                /* Baseline (controller-buffer mode): the frame goes to the
+                 * controller as it arrived, whatever the hid. */
+                if (meta.phase == SHARP_PHASE_DIVERT) {
+                    hdr.packet_in.setValid();
+                    hdr.packet_in.in_slot = meta.in_slot;
+                    hdr.packet_in.hid = (bit<16>)meta.hid;
+                    std_meta.egress_spec = CPU_PORT;
+                    meta.fwd = FWD_DIVERT;
+                    exit;
+                }
+
+                /* phase > POST cannot be written (phase is 2 bits and 3 is
+                 * DIVERT); hid > SHARP_HID_MAX cannot either (hid is 14 bits). */
+                if (meta.phase != SHARP_PHASE_NONE && meta.hid < SHARP_HID_MIN) {
+                    drop_bad_action.count((bit<32>)meta.in_slot);
+                    drop();
+                    exit;
+                }
+                meta.fwd = FWD_RULE;
             }
-            meta.fwd = FWD_RULE;
         }
 
         /* One tx_port lookup for rules and packet-out alike (BMv2 applies a
          * table at most once per pass). */
         if (!tx_port.apply().hit) {
-            if (meta.fwd == FWD_RULE) {
+            if (meta.fwd == FWD_RULE || meta.fwd == FWD_RELAY) {
                 drop_no_tx.count((bit<32>)meta.in_slot);
             }
             drop();
             exit;
+        }
+        if (meta.fwd == FWD_RELAY) {
+            relayed.count((bit<32>)meta.in_slot);
+        } else if (meta.fwd == FWD_PACKET_OUT) {
+            /* the baseline's flush, counted towards the instance it goes to
+             * (here, once the slot is known to be a port) */
+            sched_tx.count((bit<32>)meta.out_slot);
         }
 
         /* Insert shim(phase, hid) after the MAC addresses; the original
@@ -528,6 +603,8 @@ control SharpEgress(inout headers_t hdr,
             } else if (meta.phase == SHARP_PHASE_POST) {
                 ho_post.count((bit<32>)meta.hid);
             }
+        } else if (meta.fwd == FWD_RELAY) {
+            port_tx.count((bit<32>)meta.out_slot);
         } else if (meta.fwd == FWD_DIVERT) {
             divert_stats.count(0);
         } else if (meta.fwd == FWD_PACKET_OUT) {

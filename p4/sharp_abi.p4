@@ -58,6 +58,10 @@ const sharp_phase_t SHARP_PHASE_NONE = 0;    /* not under handover: no shim */
 const sharp_phase_t SHARP_PHASE_PRE = 1;     /* to the old instance, counted */
 const sharp_phase_t SHARP_PHASE_POST = 2;    /* to the new instance, held there */
 const sharp_phase_t SHARP_PHASE_DIVERT = 3;  /* baseline: to the controller */
+/* In a shim on a link (never in an action): a frame the new instance's agent
+ * sends back into the switch on a rollback, for the switch to relay to the
+ * old instance (the relays table). Same value as DIVERT, as in the header. */
+const sharp_phase_t SHARP_PHASE_RELAY = 3;
 
 /* ------------------------------------------------------------------------ */
 /* Switch (enum sharp_port_role, enum sharp_switch_limits)                  */
@@ -69,5 +73,6 @@ const bit<8> SHARP_PORT_VNF = 2;
 const bit<32> SHARP_MAX_WILD_RULES = 256;
 const bit<32> SHARP_DEFAULT_MAX_PORTS = 64;
 const bit<32> SHARP_DEFAULT_MAX_RULES = 4096;
+const bit<32> SHARP_DEFAULT_MAX_RELAYS = 256;
 
 #endif /* SHARP_ABI_P4 */

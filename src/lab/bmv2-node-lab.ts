@@ -5,9 +5,10 @@
  * its Unix socket (Mininet's namespaces have no management network). The
  * same NodeDeployment a controller builds from a deployment spec.
  *
- * The agents relay around the P4 switch on rollbacks (the nodes'
- * directRelay: the switch's veths are in this kernel); the lab puts
- * xdp_pass on those veths so that XDP may transmit into them.
+ * Rollbacks relay through the P4 switch (its relays table), as across
+ * hosts; with `relayAround` the agents relay around it instead (the nodes'
+ * directRelay: the switch's veths are in this kernel). Either way the lab
+ * puts xdp_pass on the switch's veths so that XDP may transmit into them.
  */
 import path from 'node:path';
 import { createMininetLab, type MininetLab } from './mininet-lab.js';
@@ -33,7 +34,7 @@ const NODE_START_MS = 20_000;
 export async function openBmv2NodeLab(
   spec: LabSpec,
   prefix: string,
-  o: { dir: string; cli: string; objectsDir: string; quiescenceMs?: number; callTimeoutMs?: number; bmv2Log?: boolean; simpleSwitchGrpc?: string; pipeline?: PipelineMode },
+  o: { dir: string; cli: string; objectsDir: string; quiescenceMs?: number; callTimeoutMs?: number; bmv2Log?: boolean; simpleSwitchGrpc?: string; pipeline?: PipelineMode; relayAround?: boolean },
 ): Promise<Bmv2NodeLab> {
   const lab = await createMininetLab(spec, prefix, { dir: o.dir, ...(o.bmv2Log === undefined ? {} : { bmv2Log: o.bmv2Log }), ...(o.simpleSwitchGrpc === undefined ? {} : { simpleSwitchGrpc: o.simpleSwitchGrpc }) });
   const procs: NodeProcess[] = [];
@@ -52,7 +53,8 @@ export async function openBmv2NodeLab(
     pass = new SwitchVethPass(lab.bmv2, { objectsDir: o.objectsDir });
     // node names are DNS names, as in the XDP lab
     const nodePrefix = prefix.replace(/[^A-Za-z0-9-]/g, '-');
-    nodes = labNodeConfigs(lab, { dir: path.join(o.dir, 'nodes'), nodePrefix, p4Switches: lab.bmv2.switches });
+    const relayAround = o.relayAround === true;
+    nodes = labNodeConfigs(lab, { dir: path.join(o.dir, 'nodes'), nodePrefix, p4Switches: lab.bmv2.switches, relayAround });
     const started = await Promise.allSettled(nodes.map((n) => startNodeProcess(n, { cli: o.cli, timeoutMs: NODE_START_MS * nodes.length })));
     for (const r of started) if (r.status === 'fulfilled') procs.push(r.value);
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -61,8 +63,7 @@ export async function openBmv2NodeLab(
     let switches: P4RuntimeSwitches;
     try {
       switches = await P4RuntimeSwitches.connect(
-        // the instance nodes relay around them (directRelay, above)
-        lab.bmv2.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround: true })),
+        lab.bmv2.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround })),
         { p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json, ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) },
       );
     } catch (e) {

@@ -72,10 +72,14 @@ export interface LabNodeManagement {
  * One node per switch and per VNF instance; names `${nodePrefix}${switch|instance}`.
  * With `management`, each listens on its management address with mutual
  * TLS too, accepting only the lab's controller. With `p4Switches` (BMv2
- * switches the controller drives over P4Runtime) the switches get no node,
- * and the instances' agents relay around them (directRelay: same kernel).
+ * switches the controller drives over P4Runtime) the switches get no node;
+ * the P4 switches relay rollbacks themselves, unless `relayAround`: then
+ * the instances' agents relay around them (directRelay: same kernel).
  */
-export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: string; quiescenceMs?: number; management?: LabNodeManagement; p4Switches?: readonly AgentSwitchView[] }): LabNode[] {
+export function labNodeConfigs(
+  lab: NetnsLab,
+  o: { dir: string; nodePrefix: string; quiescenceMs?: number; management?: LabNodeManagement; p4Switches?: readonly AgentSwitchView[]; relayAround?: boolean },
+): LabNode[] {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const out: LabNode[] = [];
   const add = (role: string, netns: string, c: Omit<NodeConfig, 'name' | 'listen' | 'stateDir' | 'quiescenceMs' | 'xdpMode'>): void => {
@@ -92,7 +96,7 @@ export function labNodeConfigs(lab: NetnsLab, o: { dir: string; nodePrefix: stri
     out.push({ role, netns, config, configFile });
   };
   const directRelay: Pick<NodeConfig, 'directRelay'> =
-    o.p4Switches === undefined
+    o.p4Switches === undefined || o.relayAround !== true
       ? {}
       : { directRelay: o.p4Switches.map((s) => ({ ...(s.netns === undefined ? {} : { netns: s.netns }), ports: s.ports.flatMap((p) => (p.instance === undefined ? [] : [{ ifname: p.ifname, instance: p.instance, side: p.instanceSide ?? 0 }])) })) };
   for (const s of o.p4Switches === undefined ? lab.topology.switches : [])

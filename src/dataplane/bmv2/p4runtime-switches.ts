@@ -12,13 +12,17 @@
  *                        a rule_actions entry with the action; setRuleAction
  *                        = one MODIFY of rule_actions (all micro-flows at once)
  *   - counters        -> P4Runtime counter reads (BMv2 counts at egress)
+ *   - quiescence      -> sched_tx, counted inside the rule actions, which
+ *                        BMv2 runs under their table's read lock: once the
+ *                        MODIFY of an action has returned, every frame that
+ *                        read the old one is counted (sentTowardsInstances)
  *   - DIVERT          -> packet-in; sendFromController -> packet-out
- *   - rollback relay  -> NOT through the switch: p4/sharp.p4 drops every
- *                        shim, RELAY included, and p4c is not installed here
- *                        to rebuild it. Agents in the same kernel relay
- *                        straight out of the switch's interface facing the
- *                        target (RELAY_DIRECT); setRelay/clearRelay check
- *                        the names only. Across hosts there is no relay.
+ *   - rollback relay  -> a relays entry hid -> out slot: shim(RELAY, hid)
+ *                        frames from a VNF port leave stripped towards the
+ *                        old instance, wherever the agents are. With
+ *                        relayAround, agents in the switch's kernel relay
+ *                        straight out of its interface instead
+ *                        (RELAY_DIRECT) and setRelay/clearRelay write nothing.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -81,9 +85,8 @@ export class PipelineMismatchError extends DataPlaneError {
  * A switch and how to take it over; electionId overrides the options';
  * tls: reach it over TLS (mutual with a client certificate), else plaintext.
  * relayAround: the agents of the instances behind it relay around it
- * (their nodes' directRelay, same kernel only); without it a rollback
- * after switch-over is refused at setRelay, since p4/sharp.p4 drops
- * relayed frames.
+ * (their nodes' directRelay, same kernel only), so the switch's relays
+ * table is not written.
  */
 export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean; tls?: P4RuntimeTlsOptions };
 
@@ -395,8 +398,8 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
   async portCounters(swName: string): Promise<PortCounters[]> {
     const sw = this.#switch(swName);
     const read = (name: string): Promise<Map<number, CounterValue>> => sw.client.readCounters(name);
-    const [rx, tx, noRule, shim, nonIp, malformed, badAction, noTx] = await Promise.all(
-      ['port_rx', 'port_tx', 'drop_no_rule', 'drop_shim', 'drop_non_ip', 'drop_malformed', 'drop_bad_action', 'drop_no_tx'].map(read),
+    const [rx, tx, noRule, shim, nonIp, malformed, badAction, noTx, relayed] = await Promise.all(
+      ['port_rx', 'port_tx', 'drop_no_rule', 'drop_shim', 'drop_non_ip', 'drop_malformed', 'drop_bad_action', 'drop_no_tx', 'relayed'].map(read),
     );
     const zero: CounterValue = { packets: 0n, bytes: 0n };
     return sw.spec.ports.map((p) => {
@@ -412,8 +415,8 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
         dropShim: at(shim).packets,
         // non-IPv4 frames: XDP hands them to the kernel, BMv2 has no stack to hand them to
         dropOther: at(nonIp).packets + at(malformed).packets + at(badAction).packets + at(noTx).packets,
-        // relayed frames bypass the P4 switch (see the header)
-        relayed: 0n,
+        // zero where the agents relay around the switch (relayAround)
+        relayed: at(relayed).packets,
         // BMv2 drops inside its own queues, which P4Runtime does not count
         xmitFailed: 0n,
         redirectFailed: 0n,
@@ -446,26 +449,47 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
   }
 
   /**
-   * The P4 switch has no relay table yet (p4/sharp.p4 drops every shim, and
-   * p4c is not installed here to compile a new one): where the agents relay
-   * around the switch, straight out of its interface towards the old
-   * instance (relayAround: agents with directRelay, same kernel only), this
-   * checks the names only; elsewhere it refuses, so that a rollback after
-   * switch-over counts B's held frames as stranded instead of sending them
-   * to a switch that drops them.
+   * The route of a rollback's relayed frames: a relays entry hid -> the
+   * slot of outPort (written again if one is there: a recovered
+   * controller's second try). Where the agents relay around the switch
+   * (relayAround) nothing is written.
    */
-  async setRelay(swName: string, _hid: number, outPort: string): Promise<void> {
+  async setRelay(swName: string, hid: number, outPort: string): Promise<void> {
     const sw = this.#switch(swName);
-    if (!sw.slots.has(outPort)) throw new RuleError(`switch ${swName} has no port '${outPort}' (ports: ${[...sw.slots.keys()].join(', ')})`);
-    if (!sw.relayAround)
-      throw new DataPlaneError(
-        `switch ${swName} cannot relay frames back to ${outPort}: p4/sharp.p4 drops relayed frames, and a relaying P4 program needs p4c, which this machine lacks; agents in the switch's kernel can relay around it (node config directRelay, and relayAround: true on the switch), which hosts apart cannot`,
-      );
+    const slot = this.#slot(sw, outPort);
+    if (!Number.isInteger(hid) || hid < SHARP_HID_MIN || hid > SHARP_HID_MAX) throw new RuleError(`handover id ${hid} out of range ${SHARP_HID_MIN}..${SHARP_HID_MAX}`);
+    if (sw.relayAround) return;
+    const entry: TableEntrySpec = { table: 'relays', match: { hid: { exact: hid } }, action: { name: 'relay_to', params: { out_slot: slot } } };
+    try {
+      await sw.client.insertEntry(entry);
+    } catch (e) {
+      if (!(e instanceof P4RuntimeWriteError && e.updates.some((u) => u.code === grpcStatus.ALREADY_EXISTS))) throw e;
+      await sw.client.write([{ type: 'MODIFY', tableEntry: entry }]);
+    }
   }
 
-  /** No-op, as setRelay. */
-  async clearRelay(swName: string, _hid: number): Promise<void> {
-    this.#switch(swName);
+  /** Removes the route; none there (never set, or removed already) is not an error. */
+  async clearRelay(swName: string, hid: number): Promise<void> {
+    const sw = this.#switch(swName);
+    if (sw.relayAround) return;
+    try {
+      await sw.client.write([{ type: 'DELETE', tableEntry: { table: 'relays', match: { hid: { exact: hid } } } }]);
+    } catch (e) {
+      if (!(e instanceof P4RuntimeWriteError && e.updates.every((u) => u.code === grpcStatus.NOT_FOUND))) throw e;
+    }
+  }
+
+  /**
+   * The switch half of the exact quiescence event. No barrier is needed:
+   * BMv2 runs an action under its table's read lock, and sched_tx is
+   * counted inside the rule actions, so every frame that read an action
+   * replaced before this call is in the count (DIVERT actions count apart:
+   * their frames go to the controller).
+   */
+  async sentTowardsInstances(swName: string): Promise<SentTowards[]> {
+    const sw = this.#switch(swName);
+    const sched = await sw.client.readCounters('sched_tx');
+    return sw.spec.ports.flatMap((p) => (p.role === 'vnf' && p.instance !== undefined ? [{ port: p.name, instance: p.instance, side: p.instanceSide ?? 0, frames: sched.get(sw.slots.get(p.name)!)?.packets ?? 0n }] : []));
   }
 
   async controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }> {

@@ -95,10 +95,60 @@ t.test('pipeline: existing refuses another build of our program (its cookie), le
   t.same((await probe.readEntries('port_info')), [], 'no port table written');
 });
 
-t.test('pipeline: push replaces whatever the switch ran, with our cookie; without agents relaying around it, it refuses a relay', { skip }, async (t) => {
+t.test('pipeline: push replaces whatever the switch ran, with our cookie', { skip }, async (t) => {
   const sw = await startBmv2(t, { ports: 2 });
   const s = await take(t, sw, 'push');
   t.equal((await s.client('s1').getPipeline('COOKIE_ONLY'))?.cookie, ours.cookie);
   t.equal((await s.client('s1').readEntries('port_info')).length, 2);
-  await t.rejects(s.setRelay('s1', 5, 's1-vnf1'), { name: 'DataPlaneError', message: /switch s1 cannot relay frames back to s1-vnf1: p4\/sharp\.p4 drops relayed frames, .* needs p4c, which this machine lacks; .*hosts apart cannot/ }, 'no relay around it: a rollback after switch-over is refused, not sent to be dropped');
+});
+
+/** shim(phase, hid) inserted after the MAC addresses of a frame (sharp_abi.h layout) */
+const shimmed = (f: Buffer, phase: number, hid: number): Buffer => Buffer.concat([f.subarray(0, 12), Buffer.from([0x82, 0x1c, ((phase << 6) | (hid >> 8)) & 0xff, hid & 0xff]), f.subarray(12)]);
+
+t.test('the rollback relay: shim(RELAY, hid) from a VNF port leaves stripped towards the route; every other shim is dropped as forged', { skip }, async (t) => {
+  const sw = await startBmv2(t, { ports: 3 });
+  const s = await connectP4RuntimeSwitches([{ ...deploySwitch(sw, 'push'), ports: { 's1-client': { port: 1 }, 's1-vnf1': { port: 2, instance: 'vnf1', side: 0 }, 's1-vnf2': { port: 3, instance: 'vnf2', side: 0 } } }]);
+  t.teardown(() => s.close());
+  const [client, vnf1, vnf2] = sw.ports;
+  const plain = udpFrame({ srcMac: vnf2!.hostMac, dstMac: vnf1!.hostMac, srcIp: '10.0.0.1', dstIp: '10.0.0.2', srcPort: 20000, dstPort: 9000, payload: Buffer.alloc(64, 0xcd) });
+  const send = async (ifname: string, frames: Buffer[], expect: number): Promise<Buffer[]> => (await sw.exchange({ send: [{ ifname, frames }], capture: [vnf1!.hostIf], expect, lingerMs: 150, timeoutMs: 3000 }))[vnf1!.hostIf]!;
+  const counters = async (port: string): Promise<{ relayed: bigint; dropShim: bigint; txPackets: bigint }> => (await s.portCounters('s1')).find((p) => p.port === port)!;
+
+  await t.rejects(s.setRelay('s1', 5, 's1-nowhere'), { name: 'RuleError', message: /no port 's1-nowhere'/ });
+  await t.rejects(s.setRelay('s1', 0, 's1-vnf1'), { name: 'RuleError', message: /handover id 0 out of range 1\.\.16383/ });
+  t.same(await s.client('s1').readEntries('relays'), [], 'a refused route writes nothing');
+
+  t.same(await send(vnf2!.hostIf, [shimmed(plain, 3, 5)], 0), [], 'no route for handover 5 yet: dropped');
+  await s.setRelay('s1', 5, 's1-vnf1');
+  await s.setRelay('s1', 5, 's1-vnf1');
+  t.equal((await s.client('s1').readEntries('relays')).length, 1, 'one route, written twice (a recovered controller tries again)');
+  const relayed = await send(vnf2!.hostIf, [shimmed(plain, 3, 5), shimmed(plain, 3, 5)], 2);
+  t.same(relayed.map((f) => f.toString('hex')), [plain.toString('hex'), plain.toString('hex')], 'relayed to vnf1 with the shim stripped, byte for byte');
+  t.same(await send(vnf2!.hostIf, [shimmed(plain, 3, 6), shimmed(plain, 1, 5), shimmed(plain, 2, 5)], 0), [], 'another handover id, PRE and POST shims from a VNF port: dropped');
+  t.same(await send(client!.hostIf, [shimmed(plain, 3, 5)], 0), [], 'a RELAY shim from a host port: dropped');
+  const at2 = await counters('s1-vnf2');
+  t.equal(at2.relayed, 2n, 'relayed counted at the port the frames came in on');
+  t.equal(at2.dropShim, 4n, 'the forged ones counted as drop_shim there');
+  t.equal((await counters('s1-client')).dropShim, 1n);
+  t.equal((await counters('s1-vnf1')).txPackets, 2n, 'and as sent out of the port towards vnf1');
+
+  await s.clearRelay('s1', 5);
+  await s.clearRelay('s1', 5);
+  t.same(await s.client('s1').readEntries('relays'), [], 'the route is gone (cleared twice: no error)');
+  t.same(await send(vnf2!.hostIf, [shimmed(plain, 3, 5)], 0), [], 'and relayed frames are dropped again');
+});
+
+t.test('the exact quiescence count: sched_tx counts what rule actions sent towards each instance, DIVERT apart', { skip }, async (t) => {
+  const sw = await startBmv2(t, { ports: 2 });
+  const s = await take(t, sw, 'push');
+  t.same(await s.sentTowardsInstances('s1'), [{ port: 's1-vnf1', instance: 'vnf1', side: 0, frames: 0n }], 'one port faces an instance; nothing sent yet');
+  const wild = await s.addRule({ switch: 's1', match: { kind: 'wildcard', priority: 1, dst: '10.0.0.2/32' }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
+  t.equal(await sendThrough(sw, [1, 2, 3]), 3);
+  t.same((await s.sentTowardsInstances('s1')).map((p) => p.frames), [3n], 'the three frames the wildcard action sent');
+  await s.setRuleAction(wild.id, { outPort: 's1-vnf1', phase: Phase.PRE, handoverId: 4 });
+  t.equal(await sendThrough(sw, [4, 5]), 2);
+  t.same((await s.sentTowardsInstances('s1')).map((p) => p.frames), [5n], 'marked frames count too');
+  await s.setRuleAction(wild.id, { outPort: 's1-vnf1', phase: Phase.DIVERT, handoverId: 4 });
+  t.equal(await sendThrough(sw, [6, 7]), 0, 'diverted to the controller');
+  t.same((await s.sentTowardsInstances('s1')).map((p) => p.frames), [5n], 'DIVERT frames are not counted towards vnf1');
 });
