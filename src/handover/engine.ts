@@ -702,7 +702,12 @@ export class HandoverEngine extends EventEmitter {
           // whether its ring is still armed (a recovered rollback may find it
           // relayed and disarmed already)
           const armed = (await agents.agentStatus(h.to.name, h.id)) !== undefined;
-          if (resume === undefined || armed) h.counts.relayed = (await agents.release(h.to.name, h.id, { relayTo: h.from.name, timeoutMs: Math.max(h.remaining(), LATE_RELEASE_MS) })).released;
+          if (resume === undefined || armed) {
+            // in windows into P4 switches, as a release to the VNF (BMv2 takes a port's frames in no faster)
+            const w = await windowedRelease(sc, agents, h.to.name, h.id, { remaining: () => Math.max(h.remaining(), LATE_RELEASE_MS), warn: (d) => h.emit('warning', d), window: this.#o.releaseWindow, relayTo: h.from.name });
+            h.ingestLoss.push(...w.notIngested);
+            h.counts.relayed = w.result.released;
+          }
         } catch (e) {
           notBack = e;
           h.stranded = await this.#strandedFrames(h, e);

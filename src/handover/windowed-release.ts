@@ -39,6 +39,8 @@ export interface WindowedReleaseOptions {
   warn: (detail: string) => void;
   window?: number;
   stallMs?: number;
+  /** a rollback's relay: the ring goes back into the switches towards this instance (each side out of the interface it came in by) */
+  relayTo?: string;
 }
 
 export interface WindowedReleaseResult {
@@ -53,7 +55,7 @@ export interface WindowedReleaseResult {
 interface Downstream {
   sw: string;
   port: string;
-  /** the instance's side the port is cabled to: frames held on side 1 - side leave towards it */
+  /** the instance's side the port is cabled to: frames held on side 1 - side leave towards it (relayed: those held on this side) */
   side: number;
   rx0: bigint;
   /** the instance's interface tx count at the baseline, where its agent says */
@@ -93,11 +95,15 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
     // only then: a release towards XDP switches costs no call more than before
     const tx = rx.length === 0 ? undefined : await readTx(ac, instance).catch(() => undefined);
     ports = rx.map((p) => ({ sw: p.sw, port: p.port, side: p.side, rx0: p.frames, tx0: tx?.get(p.side) }));
+    // a port takes in what its side's frames relayed back, or (to the VNF) what went through the VNF from the other side
   } catch (e) {
     o.warn(`the ingress counters of the switch ports facing ${instance} cannot be read (${errText(e)}): its release goes unbounded, and frames the switches do not take in would go unseen`);
     ports = [];
   }
-  if (ports.length === 0) return { result: await ac.release(instance, hid, { timeoutMs: o.remaining() }), notIngested: [], windows: 1 };
+  const relay = o.relayTo === undefined ? {} : { relayTo: o.relayTo };
+  if (ports.length === 0) return { result: await ac.release(instance, hid, { timeoutMs: o.remaining(), ...relay }), notIngested: [], windows: 1 };
+  /** the ring side whose frames enter port p */
+  const feeding = (p: Downstream): 0 | 1 => (o.relayTo === undefined ? 1 - p.side : p.side) as 0 | 1;
 
   const switches = new Set(ports.map((p) => p.sw));
   const key = (p: { sw: string; port: string }): string => `${p.sw}/${p.port}`;
@@ -107,7 +113,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
   /** per port: frames released into it (from the ring's other side) not yet taken in (other traffic there only lowers it) */
   const inFlight = (rx: Map<string, bigint>): bigint[] =>
     ports.map((p) => {
-      const d = released[(1 - p.side) as 0 | 1] - ((rx.get(key(p)) ?? p.rx0) - p.rx0);
+      const d = released[feeding(p)] - ((rx.get(key(p)) ?? p.rx0) - p.rx0);
       return d > 0n ? d : 0n;
     });
   let stalled = false;
@@ -137,7 +143,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
   for (;;) {
     const busy = inFlight(rx).reduce((a, b) => (b > a ? b : a), 0n);
     // after a stall, holding the flow's frames for a counter that does not move only delays them: the rest at once
-    const r = await ac.release(instance, hid, { timeoutMs: o.remaining(), ...(stalled ? {} : { maxFrames: window - Number(busy) }) });
+    const r = await ac.release(instance, hid, { timeoutMs: o.remaining(), ...relay, ...(stalled ? {} : { maxFrames: window - Number(busy) }) });
     windows++;
     result = r;
     if (r.releasedNow === undefined) break; // a node that predates windows: it released everything
