@@ -106,7 +106,26 @@ export function linkMac(name: string, netns?: string): string {
 
 /** ethtool -K on an interface, e.g. { tx: 'off', gro: 'on' }. */
 /** The rx queues an interface has (`ip -d link`: num_rx_queues). */
+/**
+ * The rx queues an interface uses (real_num_rx_queues): a veth may have
+ * more allocated than in use (Mininet's have 2, of which 1 is used), and
+ * only those in use take frames. From its ethtool channels (RX + combined,
+ * "Current hardware settings"); where the driver reports none, the
+ * allocated count.
+ */
 export function rxQueueCount(name: string, netns?: string): number {
+  let channels: string | undefined;
+  try {
+    channels = netns === undefined ? run('ethtool', ['-l', name]) : inNetns(netns, 'ethtool', ['-l', name]);
+  } catch {
+    channels = undefined;
+  }
+  const current = channels?.split(/Current hardware settings:/)[1];
+  if (current !== undefined) {
+    const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\d+)`, 'm').exec(current)?.[1] ?? 0);
+    const n = field('RX') + field('Combined');
+    if (n > 0) return n;
+  }
   const out = ip(['-j', '-d', 'link', 'show', 'dev', name], netns);
   const n = (JSON.parse(out) as { num_rx_queues?: number }[])[0]?.num_rx_queues;
   if (n === undefined) throw new Error(`ip -d link show dev ${name}: no num_rx_queues in its output`);
