@@ -109,7 +109,8 @@ const median = (xs: readonly number[]): number => (xs.length === 0 ? 0 : [...xs]
 
 export async function benchBmv2Build(build: Bmv2Build, o: Bmv2BenchOptions): Promise<Bmv2BuildResult> {
   const log = o.log ?? (() => undefined);
-  const s = await openLab(o.objectsDir, `sharp-bench-bmv2-${process.pid}-${build.name}-`.slice(0, 40), 8192, { target: 'bmv2', simpleSwitchGrpc: build.simpleSwitchGrpc });
+  // short: node names are the prefix plus the node's, at most 32 characters
+  const s = await openLab(o.objectsDir, `sharp-bv${process.pid % 10000}-${build.name.slice(0, 8)}-`, 8192, { target: 'bmv2', simpleSwitchGrpc: build.simpleSwitchGrpc });
   const tryRate = async (pps: number, handovers: number): Promise<Bmv2RateTry & { results: HandoverResult[] }> => {
     const { directions, results } = await s.runBothWays({ ppsPerDirection: pps, handovers, delayMs: 0, flows: 4, warmupMs: handovers === 0 ? o.secondsPerRate * 1000 : 500 });
     const sum = (k: 'lost' | 'reordered' | 'duplicated'): number => directions.reduce((a, d) => a + d.report[k], 0);

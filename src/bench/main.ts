@@ -191,6 +191,7 @@ for (const r of stateRows) {
     const rows: Record<string, Record<string, number | string>> = {};
     const ceilings = new Map<string, number>();
     for (const b of builds) {
+      // one build that cannot run is recorded as such; the rest of the bench goes on
       const r = await benchBmv2Build(b, {
         objectsDir,
         rates: quick ? [500, 1000, 2000] : [500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10_000, 12_000],
@@ -199,7 +200,13 @@ for (const r of stateRows) {
         handoverFractions: quick ? [0.5, 0.9] : [0.5, 0.7, 0.8, 0.9, 1],
         handoversPerRate: quick ? 2 : 4,
         log: (l) => console.log(l),
+      }).catch((e: unknown) => {
+        const why = e instanceof Error ? e.message : String(e);
+        console.log(`  ${b.name}: failed: ${why}`);
+        results[`bmv2.${b.name}.broke`] = `could not run: ${why}`;
+        return undefined;
       });
+      if (r === undefined) continue;
       ceilings.set(b.name, r.ceilingPps);
       const k = `bmv2.${b.name}`;
       results[`${k}.ceilingPpsPerDirection`] = r.ceilingPps;
