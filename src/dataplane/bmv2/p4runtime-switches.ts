@@ -426,11 +426,14 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
 
   /** port_rx of each port facing an instance: what BMv2 has taken in from it (its libpcap ring drops silently what it did not) */
   async ingestedFromInstances(swName: string): Promise<SentTowards[]> {
+    return this.#perInstancePort(swName, 'port_rx');
+  }
+
+  /** A per-slot packet counter of a switch, at each port facing an instance. */
+  async #perInstancePort(swName: string, counter: 'port_rx' | 'sched_tx'): Promise<SentTowards[]> {
     const sw = this.#switch(swName);
-    const rx = await sw.client.readCounters('port_rx');
-    return sw.spec.ports.flatMap((p) =>
-      p.instance === undefined ? [] : [{ port: p.name, instance: p.instance, side: p.instanceSide ?? 0, frames: rx.get(sw.slots.get(p.name)!)?.packets ?? 0n }],
-    );
+    const c = await sw.client.readCounters(counter);
+    return sw.spec.ports.flatMap((p) => (p.role === 'vnf' && p.instance !== undefined ? [{ port: p.name, instance: p.instance, side: p.instanceSide ?? 0, frames: c.get(sw.slots.get(p.name)!)?.packets ?? 0n }] : []));
   }
 
   async handoverCounters(swName: string, hid: number): Promise<HandoverMarkCounters> {
@@ -487,9 +490,7 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
    * their frames go to the controller).
    */
   async sentTowardsInstances(swName: string): Promise<SentTowards[]> {
-    const sw = this.#switch(swName);
-    const sched = await sw.client.readCounters('sched_tx');
-    return sw.spec.ports.flatMap((p) => (p.role === 'vnf' && p.instance !== undefined ? [{ port: p.name, instance: p.instance, side: p.instanceSide ?? 0, frames: sched.get(sw.slots.get(p.name)!)?.packets ?? 0n }] : []));
+    return this.#perInstancePort(swName, 'sched_tx');
   }
 
   async controllerDataPackets(): Promise<{ packets: bigint; bytes: bigint }> {
