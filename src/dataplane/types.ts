@@ -95,6 +95,13 @@ export interface PortCounters extends Counter {
    * (its rx_dropped: e.g. the out port is down). 0 where not visible (BMv2).
    */
   redirectFailed: bigint;
+  /**
+   * Frames the port's interface received that the switch has not taken in:
+   * in flight in its input buffer, or lost there (BMv2's libpcap ring drops
+   * silently when full). See SwitchControl.inputShortfall. Absent where not
+   * visible (XDP takes every frame in; a P4 switch whose host nothing reads).
+   */
+  notIngested?: bigint;
 }
 
 /** Why a frame died in the data plane, for reports (see DropCount). */
@@ -259,6 +266,17 @@ export interface SwitchControl {
    * release goes unbounded.
    */
   ingestedFromInstances?(sw: string): Promise<SentTowards[] | undefined>;
+  /**
+   * Per port name of `sw`, the frames its interface received (the kernel's
+   * rx count on the switch's host) minus the frames the switch took in from
+   * it (its ingress counter), the ingress counter read first: frames still
+   * waiting in the switch's input buffer plus frames that buffer dropped.
+   * A reading once the switch has worked off its backlog is the loss; its
+   * growth while a release goes in says the switch falls behind on that
+   * port. Absent or undefined: nothing reads the switch's host (XDP needs
+   * none: it takes every frame in).
+   */
+  inputShortfall?(sw: string): Promise<Map<string, bigint> | undefined>;
   switches(): string[];
   /** the port of `sw` that leads to `instance`, or undefined */
   portTowards(sw: string, instance: string): string | undefined;

@@ -5,7 +5,8 @@
  * and agents it moved traffic through dropped meanwhile is loss, and the
  * outcome says so (never `completed`).
  */
-import type { Deployment, DropCount, DropReason } from '../dataplane/types.js';
+import type { Deployment, DropCount, DropReason, SwitchControl } from '../dataplane/types.js';
+import { leastDeficits } from './least-deficit.js';
 
 /** "where|reason" -> frames, a point-in-time reading of drop counters. */
 export type DropSnapshot = Map<string, DropCount>;
@@ -31,6 +32,10 @@ function put(s: DropSnapshot, where: string, reason: DropReason, frames: bigint)
  * `redirectFailed` and `switchDrop` (the switch program's own drops other
  * than no-rule and forged shims, which are not traffic of any rule) for every
  * port, because a moving flow may arrive on any of them.
+ * `notIngested` (frames a port's interface received that the switch did not
+ * take in: in flight or dropped by its input buffer) where the switch says,
+ * for the ports xmitFailed counts: a release crowds out a host port's live
+ * traffic as readily as it overflows the port it enters by.
  * Instances: both counters of every interface.
  * `unreadable`: an instance whose counters cannot be read is left out (and
  * reported to it) rather than failing the whole snapshot.
@@ -40,7 +45,10 @@ export async function snapshotDrops(d: Deployment, scope: DropScope, unreadable?
   for (const sw of scope.switches) {
     for (const p of await d.switchControl.portCounters(sw)) {
       const where = `${sw}/${p.port}`;
-      if (!scope.otherInstancePorts.has(where)) put(s, where, 'xmitFailed', p.xmitFailed);
+      if (!scope.otherInstancePorts.has(where)) {
+        put(s, where, 'xmitFailed', p.xmitFailed);
+        if (p.notIngested !== undefined) put(s, where, 'notIngested', p.notIngested);
+      }
       put(s, where, 'redirectFailed', p.redirectFailed);
       put(s, where, 'switchDrop', p.dropOther);
     }
@@ -65,6 +73,40 @@ export async function snapshotDrops(d: Deployment, scope: DropScope, unreadable?
   return s;
 }
 
+/**
+ * `after` with each notIngested count that grew since `before` lowered to
+ * its least reading from then on (least-deficit.ts): read right after a
+ * release, it also counts the frames still waiting in the switch's input
+ * buffer, which go in.
+ */
+export async function settleNotIngested(sc: SwitchControl, before: DropSnapshot, after: DropSnapshot, remaining: () => number): Promise<DropSnapshot> {
+  const grown = [...after.values()].filter((a) => a.reason === 'notIngested' && a.frames > (before.get(`${a.where}|notIngested`)?.frames ?? a.frames));
+  const read = sc.inputShortfall;
+  if (grown.length === 0 || read === undefined) return after;
+  const keys = new Set(grown.map((a) => a.where));
+  const switches = sc.switches().filter((sw) => grown.some((a) => a.where.startsWith(`${sw}/`)));
+  const least = await leastDeficits(async () => {
+    const out = new Map<string, bigint>();
+    for (const sw of switches) {
+      const m = await read.call(sc, sw).catch(() => undefined);
+      if (m === undefined) return undefined;
+      for (const [port, v] of m) {
+        const where = `${sw}/${port}`;
+        // as a deficit: what it holds more than before the handover
+        if (keys.has(where)) out.set(where, v - (before.get(`${where}|notIngested`)?.frames ?? v));
+      }
+    }
+    return out;
+  }, remaining);
+  const settled: DropSnapshot = new Map(after);
+  for (const a of grown) {
+    const d = least.get(a.where);
+    const b = before.get(`${a.where}|notIngested`)!.frames;
+    if (d !== undefined && b + d < a.frames) put(settled, a.where, 'notIngested', b + (d > 0n ? d : 0n));
+  }
+  return settled;
+}
+
 /** What grew between two snapshots (a counter that went down, e.g. an interface re-created, counts nothing). */
 export function dropDelta(before: DropSnapshot, after: DropSnapshot): DropCount[] {
   const out: DropCount[] = [];
@@ -85,7 +127,7 @@ const WHY: Record<DropReason, string> = {
   replayFailed: 'held, failed to replay',
   stranded: "held in the new instance's ring, which the rollback could not bring back (its host did not answer)",
   vnfDropped: "not queued to the VNF process by its TUN device (the process's queue was full)",
-  notIngested: 'sent into the port by the instance, never taken in by the switch (its input buffer was full)',
+  notIngested: 'arrived at the port, never taken in by the switch (its input buffer was full)',
 };
 
 /** "12 frames at s1/s1-vnf2: not transmitted by the device (…) [xmitFailed]" */

@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { Phase, DataPlaneError, instancesOf, localDeployment, unanswered, MAX_RELEASE_FRAMES, type AgentControl, type DataPlane, type Deployment, type SwitchControl, type DropCount, type InstanceInfo, type ReleaseResult, type Rule } from '../dataplane/types.js';
 import { RELEASE_WINDOW, windowedRelease } from './windowed-release.js';
-import { dropDelta, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
+import { dropDelta, settleNotIngested, snapshotDrops, totalFrames, type DropScope, type DropSnapshot } from './drops.js';
 import { allEnded, sleep, waitFor } from '../util/mutex.js';
 import { withCallDeadline } from '../util/call-deadline.js';
 import type { HandoverCounts, StateMover, StateMoveResult } from './state-mover.js';
@@ -154,7 +154,14 @@ function stepError(step: HandoverStep, e: unknown): HandoverError {
 
 /** drops plus what the switches did not take in of the releases (counted once: taken out of ingestLoss) */
 function mergeIngestLoss(h: HandoverRun): void {
-  h.drops = [...h.drops, ...h.ingestLoss.splice(0)];
+  const key = (x: DropCount): string => `${x.where}|${x.reason}`;
+  // releases lose frames of their own: summed per port
+  const released = new Map<string, DropCount>();
+  for (const x of h.ingestLoss.splice(0)) released.set(key(x), { ...x, frames: (released.get(key(x))?.frames ?? 0n) + x.frames });
+  // a port whose interface the switch's host reads counted the same frames over the whole handover: the larger count of one loss seen twice
+  const merged = new Map(h.drops.map((x) => [key(x), x]));
+  for (const [k, x] of released) if (!(x.frames <= (merged.get(k)?.frames ?? -1n))) merged.set(k, x);
+  h.drops = [...merged.values()];
   h.counts.dropped = totalFrames(h.drops);
 }
 
@@ -629,7 +636,7 @@ export class HandoverEngine extends EventEmitter {
   /** counts.dropped and drops: what the scope dropped since `before`. */
   async #countDrops(h: HandoverRun, scope: DropScope, before: DropSnapshot | undefined): Promise<void> {
     const after = before === undefined ? undefined : await this.#readDrops(h, scope);
-    if (before !== undefined && after !== undefined) h.drops = dropDelta(before, after);
+    if (before !== undefined && after !== undefined) h.drops = dropDelta(before, await settleNotIngested(this.#d.switchControl, before, after, () => Math.max(h.remaining(), LATE_CALL_MS)));
     mergeIngestLoss(h);
   }
 

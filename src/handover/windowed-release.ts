@@ -13,6 +13,14 @@
  * Elsewhere (XDP
  * switches ingest at line rate) it is one unbounded release, as before.
  *
+ * The release shares the switch's input with the live traffic of its other
+ * ports (the hosts'): BMv2 reads its ports in turn, so while a release keeps
+ * it busy a host port's ring fills and drops as silently, out of sight of
+ * the instance's counters. Where the switch says what each port's input
+ * buffer holds (SwitchControl.inputShortfall), the next window also waits
+ * until no port of the switch holds more than half a window more than at
+ * the baseline.
+ *
  * Counted from a baseline read before the release, other traffic entering
  * the same port only moves the counter on (the wait ends sooner, never
  * later). Where frames are lost anyway, the instance's interface tx count
@@ -22,16 +30,13 @@
  */
 import { releaseDone, type AgentControl, type DropCount, type ReleaseResult, type SwitchControl } from '../dataplane/types.js';
 import { sleep } from '../util/mutex.js';
+import { leastDeficits } from './least-deficit.js';
 
 /** frames a release may have in flight towards one P4 switch port: well under BMv2's libpcap ring (1,310 slots) */
 export const RELEASE_WINDOW = 512;
 /** no progress of the switch's ingress counter this long: go on (with a warning) */
 export const INGEST_STALL_MS = 1_000;
 const POLL_MS = 2;
-/** the loss count: readings this far apart, done once the least deficit has not gone down for SETTLED_MS (at most SETTLE_MAX_MS) */
-const SAMPLE_MS = 10;
-const SETTLED_MS = 300;
-const SETTLE_MAX_MS = 3_000;
 
 export interface WindowedReleaseOptions {
   /** the handover's time left (ms), asked before each call */
@@ -70,6 +75,19 @@ async function readIngest(sc: SwitchControl, instance: string, only?: ReadonlySe
   if (ingested === undefined) return [];
   const per = await Promise.all(sc.switches().filter((sw) => only === undefined || only.has(sw)).map(async (sw) => ((await ingested.call(sc, sw)) ?? []).map((p) => ({ sw, ...p }))));
   return per.flat().filter((p) => p.instance === instance);
+}
+
+/** inputShortfall of every port of `switches`, keyed "switch/port"; undefined where a switch does not say */
+async function readShortfalls(sc: SwitchControl, switches: ReadonlySet<string>): Promise<Map<string, bigint> | undefined> {
+  const read = sc.inputShortfall;
+  if (read === undefined) return undefined;
+  const out = new Map<string, bigint>();
+  for (const sw of switches) {
+    const m = await read.call(sc, sw);
+    if (m === undefined) return undefined;
+    for (const [port, v] of m) out.set(`${sw}/${port}`, v);
+  }
+  return out;
 }
 
 async function readTx(ac: AgentControl, instance: string): Promise<Map<number, bigint> | undefined> {
@@ -117,13 +135,45 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
       return d > 0n ? d : 0n;
     });
   let stalled = false;
-  /** waits until every port has at most `most` in flight, or its counter stalls (then `stalled`) */
+  // every port of those switches, the hosts' too: the release shares the switch's input with their live traffic
+  const shortfall0 = await readShortfalls(sc, switches).catch(() => undefined);
+  let behindGivenUp = shortfall0 === undefined;
+  let behindLeast: bigint | undefined;
+  let behindFell = performance.now();
+  /**
+   * Ports of the switches whose input buffers hold more than `most` frames
+   * more than at the baseline (the release's frames are in there, or the
+   * live traffic they crowd out). Not going down for stallMs with the
+   * release held: the live traffic alone is more than the switch takes in,
+   * and waiting on it from then on would only hold the flow.
+   */
+  const behind = async (most: bigint, what: string): Promise<boolean> => {
+    if (behindGivenUp) return false;
+    const now = await readShortfalls(sc, switches).catch(() => undefined);
+    if (now === undefined) return false;
+    const over = [...now].flatMap(([k, v]) => {
+      const b = v - (shortfall0!.get(k) ?? v);
+      return b > most ? [{ k, b }] : [];
+    });
+    if (over.length === 0) return false;
+    const excess = over.reduce((a, x) => a + x.b - most, 0n);
+    if (behindLeast === undefined || excess < behindLeast) {
+      behindLeast = excess;
+      behindFell = performance.now();
+    } else if (performance.now() - behindFell > Math.min(stallMs, Math.max(0, o.remaining()))) {
+      behindGivenUp = true;
+      o.warn(`${what}: ${over.map((x) => `${x.k} has ${x.b} frames waiting to go in`).join(', ')}, not fewer for ${stallMs} ms with the release held: the switch takes in less than arrives there; the release goes on without waiting for it`);
+      return false;
+    }
+    return true;
+  };
+  /** waits until every port has at most `most` in flight, or its counter stalls (then `stalled`), and no port of the switches is behind */
   const settle = async (most: bigint, what: string): Promise<Map<string, bigint>> => {
     let rx = await readRx();
     let moved = performance.now();
     for (;;) {
       const f = inFlight(rx);
-      if (f.every((x) => x <= most)) return rx;
+      if (f.every((x) => x <= most) && !(await behind(most, what))) return rx;
       if (performance.now() - moved > Math.min(stallMs, Math.max(0, o.remaining()))) {
         const stuck = ports.map((p, i) => ({ p, n: f[i]! })).filter((x) => x.n > most);
         stalled = true;
@@ -163,40 +213,28 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
  * count, both from the baseline. Traffic keeps flowing (the flow passes
  * now), so one reading is off by the frames in flight: each reading reads
  * tx first and the ingress counter after it (a frame sent in between counts
- * as taken in, never as lost), and the least deficit of readings until it
- * stops going down for SETTLED_MS (the switch has worked off its backlog)
- * is the loss: frames in flight only ever add to a reading.
+ * as taken in, never as lost), and the least deficit is the loss
+ * (least-deficit.ts).
  */
 async function notIngested(sc: SwitchControl, ac: AgentControl, instance: string, ports: readonly Downstream[], remaining: () => number): Promise<DropCount[]> {
   if (ports.every((p) => p.tx0 === undefined)) return [];
   const switches = new Set(ports.map((p) => p.sw));
-  const least = new Map<string, bigint>();
-  const start = performance.now();
-  let fell = start;
-  for (;;) {
+  const least = await leastDeficits(async () => {
     let tx: Map<number, bigint> | undefined;
     try {
       tx = await readTx(ac, instance);
     } catch {
-      return [];
+      return undefined;
     }
-    if (tx === undefined) return [];
+    if (tx === undefined) return undefined;
     const rx = await readIngest(sc, instance, switches);
+    const out = new Map<string, bigint>();
     for (const p of ports) {
       const t = tx.get(p.side);
       const r = rx.find((x) => x.sw === p.sw && x.port === p.port)?.frames;
-      if (p.tx0 === undefined || t === undefined || r === undefined) continue;
-      const d = t - p.tx0 - (r - p.rx0);
-      const k = `${p.sw}/${p.port}`;
-      const was = least.get(k);
-      if (was === undefined || d < was) {
-        least.set(k, d);
-        fell = performance.now();
-      }
+      if (p.tx0 !== undefined && t !== undefined && r !== undefined) out.set(`${p.sw}/${p.port}`, t - p.tx0 - (r - p.rx0));
     }
-    const now = performance.now();
-    if ([...least.values()].every((d) => d <= 0n) || now - fell > SETTLED_MS || now - start > SETTLE_MAX_MS || remaining() <= 0) break;
-    await sleep(SAMPLE_MS);
-  }
+    return out;
+  }, remaining);
   return [...least].filter(([, d]) => d > 0n).map(([where, frames]) => ({ where, reason: 'notIngested' as const, frames }));
 }

@@ -16,7 +16,7 @@ import { connectLabNodes, labNodeConfigs, startNodeProcess, stopLabNodes, NodeLa
 import type { LabSpec } from './spec/types.js';
 import { NodeDeployment } from '../node/client.js';
 import { P4RuntimeSwitches } from '../dataplane/bmv2/p4runtime-switches.js';
-import { SwitchVethPass } from '../dataplane/bmv2/bmv2-dataplane.js';
+import { SwitchPortArrivals, SwitchVethPass } from '../dataplane/bmv2/bmv2-dataplane.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import type { PipelineMode } from '../dataplane/bmv2/topology.js';
 
@@ -40,6 +40,7 @@ export async function openBmv2NodeLab(
   const procs: NodeProcess[] = [];
   let nodes: LabNode[] = [];
   let pass: SwitchVethPass | undefined;
+  let arrivals: SwitchPortArrivals | undefined;
   let dp: NodeLabDataPlane | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -47,10 +48,13 @@ export async function openBmv2NodeLab(
       await dp?.close();
       await stopLabNodes(procs, nodes, o.cli);
       pass?.close();
+      arrivals?.close();
       await lab.stop();
     })());
   try {
     pass = new SwitchVethPass(lab.bmv2, { objectsDir: o.objectsDir });
+    // this process runs where the switches do: it reads their ports' interfaces (what BMv2's input buffers hold or dropped)
+    const arrived = (arrivals = new SwitchPortArrivals(lab.bmv2));
     // node names are DNS names, as in the XDP lab
     const nodePrefix = prefix.replace(/[^A-Za-z0-9-]/g, '-');
     const relayAround = o.relayAround === true;
@@ -63,7 +67,7 @@ export async function openBmv2NodeLab(
     let switches: P4RuntimeSwitches;
     try {
       switches = await P4RuntimeSwitches.connect(
-        lab.bmv2.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround })),
+        lab.bmv2.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround, arrivals: arrived.of(s) })),
         { p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json, ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) },
       );
     } catch (e) {

@@ -352,6 +352,9 @@ export class NodeLabDataPlane implements DataPlane {
   async ingestedFromInstances(sw: string): Promise<SentTowards[] | undefined> {
     return this.#d.switchControl.ingestedFromInstances?.(sw);
   }
+  async inputShortfall(sw: string): Promise<Map<string, bigint> | undefined> {
+    return this.#d.switchControl.inputShortfall?.(sw);
+  }
   async arrivedFrames(i: string): Promise<[bigint, bigint] | undefined> {
     return this.#d.agentControl.arrivedFrames?.(i);
   }

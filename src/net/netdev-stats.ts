@@ -60,41 +60,79 @@ export function interfaceDrops(ifname: string, netns: NetnsRef, all?: Map<string
 }
 
 /**
- * The transmit packet counter of one interface, read again and again from a
- * /proc/net/dev opened once in its namespace (a positional read of the open
- * file is ~15 µs; a setns pair and an open cost several times that). For a
- * veth whose peer runs XDP, transmitted packets are what the peer took from
- * its rx ring (veth adds the peer's xdp_packets): what it has consumed, not
- * merely what was put in the ring.
+ * /proc/net/dev of one namespace, opened once and read again and again (a
+ * positional read of the open file is ~15 µs; a setns pair and an open cost
+ * several times that): what the counters of a few interfaces polled every
+ * few ms need.
  */
-export class TxPacketCounter {
+export class NetdevFile {
   readonly #fd: number;
   readonly #buf = Buffer.alloc(16 * 1024);
   #closed = false;
 
-  private constructor(fd: number, readonly ifname: string) {
+  private constructor(fd: number) {
     this.#fd = fd;
   }
 
-  static open(ifname: string, netns: NetnsRef): TxPacketCounter {
-    return new TxPacketCounter(withNetns(netns, () => openSync('/proc/thread-self/net/dev', 'r')), ifname);
+  static open(netns: NetnsRef): NetdevFile {
+    return new NetdevFile(withNetns(netns, () => openSync('/proc/thread-self/net/dev', 'r')));
   }
 
-  /** Packets the interface transmitted so far; undefined when it is gone. */
-  read(): bigint | undefined {
+  /** The 16 counters (as text) of every interface now. */
+  lines(): Map<string, string[]> {
     let text = '';
     // a host with many interfaces has more than one buffer of them
     for (let n = this.#buf.length, at = 0; n === this.#buf.length; at += n) {
       n = readSync(this.#fd, this.#buf, 0, this.#buf.length, at);
       text += this.#buf.toString('latin1', 0, n);
     }
-    for (const { name, f } of netdevLines(text)) if (name === this.ifname) return BigInt(f[9]!);
-    return undefined;
+    const out = new Map<string, string[]>();
+    for (const { name, f } of netdevLines(text)) out.set(name, f);
+    return out;
+  }
+
+  /** Received packets per interface of `names` (an interface that is gone: absent). */
+  rxPackets(names: Iterable<string>): Map<string, bigint> {
+    const all = this.lines();
+    const out = new Map<string, bigint>();
+    for (const n of names) {
+      const f = all.get(n);
+      if (f !== undefined) out.set(n, BigInt(f[1]!));
+    }
+    return out;
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     closeSync(this.#fd);
+  }
+}
+
+/**
+ * The transmit packet counter of one interface (NetdevFile). For a veth
+ * whose peer runs XDP, transmitted packets are what the peer took from its
+ * rx ring (veth adds the peer's xdp_packets): what it has consumed, not
+ * merely what was put in the ring.
+ */
+export class TxPacketCounter {
+  readonly #file: NetdevFile;
+
+  private constructor(file: NetdevFile, readonly ifname: string) {
+    this.#file = file;
+  }
+
+  static open(ifname: string, netns: NetnsRef): TxPacketCounter {
+    return new TxPacketCounter(NetdevFile.open(netns), ifname);
+  }
+
+  /** Packets the interface transmitted so far; undefined when it is gone. */
+  read(): bigint | undefined {
+    const f = this.#file.lines().get(this.ifname);
+    return f === undefined ? undefined : BigInt(f[9]!);
+  }
+
+  close(): void {
+    this.#file.close();
   }
 }

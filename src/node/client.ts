@@ -773,6 +773,10 @@ export class NodeDeployment implements Deployment {
         const host = bySwitch(sw);
         return host instanceof NodeClient ? undefined : host.ingestedFromInstances?.(sw);
       },
+      inputShortfall: async (sw) => {
+        const host = bySwitch(sw);
+        return host instanceof NodeClient ? undefined : host.inputShortfall?.(sw);
+      },
     };
     this.agentControl = {
       agentInstances: () => nodes.flatMap((c) => c.agentInstances()),

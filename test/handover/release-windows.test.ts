@@ -4,7 +4,9 @@
 // ends the windows with a warning, and the release goes on; a controller
 // killed between windows leaves the rest held, in order, for the next one's
 // recovery; towards switches without the counter (XDP), one unbounded
-// release as before. The BMv2 run of the same is release-bmv2.test.ts.
+// release as before; a host port the release crowds out: paced against where
+// the switch says, its losses counted there. The BMv2 run of the same is
+// release-bmv2.test.ts.
 import t, { type Test } from 'tap';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
 import { HandoverEngine } from '../../src/handover/engine.js';
@@ -111,4 +113,89 @@ t.test('towards switches without the counter (XDP), one unbounded release as bef
 t.test('the window is checked', async (t) => {
   const { d } = await setup();
   for (const w of [0, 1, 1.5, -3]) t.throws(() => new HandoverEngine(d, { mover: new VnfMapStateMover(), releaseWindow: w }), { message: /releaseWindow .*: must be an integer 2\.\./ }, `window ${w} refused`);
+});
+
+t.test("frames a P4 switch's input buffer drops at a host port during the handover: counted there, the outcome lossy", async (t) => {
+  const { d, rules } = await setup();
+  d.p4Ingest = { perRead: 1000 };
+  d.readsHosts = true;
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+  const p = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1 });
+  await gate.entered;
+  // h2's live traffic while the switch is busy: 7 frames its port's ring has no room for
+  d.loseAtHostInput.set('s2-h2', 7);
+  for (let i = 0; i < 50; i++) d.tick();
+  gate.open();
+  const res = await p;
+  t.equal(res.outcome, 'lossy', res.reason ?? '');
+  t.same(
+    res.drops.filter((x) => x.reason === 'notIngested'),
+    [{ where: 's2/s2-h2', reason: 'notIngested', frames: 7n }],
+    'the 7 frames, at the port they were lost at, once',
+  );
+  t.match(res.reason, /7 frames were lost/);
+  for (let i = 0; i < 10; i++) d.tick();
+  const r = d.report();
+  t.equal(r.lost, 7, 'the sink misses exactly those');
+  t.equal(r.delivered + Number(res.counts.dropped), r.sent, `sent ${r.sent} = delivered ${r.delivered} + reported ${res.counts.dropped}`);
+});
+
+t.test('a P4 switch whose hosts are read: the release waits while a host port holds more than half a window more than before it', async (t) => {
+  const most = async (readsHosts: boolean): Promise<{ host: number; warnings: string[]; windows: number }> => {
+    const { d, rules } = await setup();
+    // every frame the release puts in leaves 2 of the host's waiting
+    d.p4Ingest = { perRead: 40, crowdOut: 2 };
+    d.readsHosts = readsHosts;
+    const gate = new GateMover();
+    const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+    const p = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1 });
+    await gate.entered;
+    for (let i = 0; i < 400; i++) d.tick();
+    // from the release on (the frames before went through vnf1)
+    for (const port of ['s1-h1', 's2-h2']) d.ingest.delete(port);
+    gate.open();
+    const res = await p;
+    t.equal(res.outcome, 'completed', res.reason ?? '');
+    assertIntact(t, d);
+    return {
+      host: Math.max(...['s1-h1', 's2-h2'].map((port) => d.ingest.get(port)?.mostWaiting ?? 0)),
+      warnings: res.events.filter((e) => e.step === 'warning').map((e) => e.detail ?? ''),
+      windows: d.releaseBounds.length,
+    };
+  };
+  const blind = await most(false);
+  const paced = await most(true);
+  // a window of W puts 2W at the host port; the next waits until at most W/2 more than at the start is left there
+  t.ok(paced.host <= W / 2 + 2 * W, `paced: at most ${paced.host} frames waited at a host port (window ${W})`);
+  t.ok(blind.host > paced.host, `without the host ports read, ${blind.host} waited there`);
+  t.same(paced.warnings, [], 'no warning');
+  t.ok(paced.windows >= 800 / W, `${paced.windows} windows`);
+});
+
+t.test('a host port whose backlog does not go down with the release held: a warning, the release goes on, and what never went in is lost there', async (t) => {
+  const { d, rules } = await setup();
+  d.p4Ingest = { perRead: 1000, crowdOut: 3 };
+  d.readsHosts = true;
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+  const p = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1 });
+  await gate.entered;
+  for (let i = 0; i < 300; i++) d.tick();
+  // the switch takes nothing in from its host ports any more: reads drain only the ports facing instances
+  d.p4Ingest = { perRead: 1000, crowdOut: 3, hostStalled: true };
+  gate.open();
+  const res = await p;
+  t.equal(res.outcome, 'lossy', 'the hosts\' frames that never went in are lost');
+  t.same(
+    res.drops.map((x) => `${x.where} ${x.reason}`).sort(),
+    ['s1/s1-h1 notIngested', 's2/s2-h2 notIngested'],
+    'counted at the host ports',
+  );
+  t.match(
+    res.events.filter((e) => e.step === 'warning').map((e) => e.detail),
+    [/s\d\/s\d-h\d has \d+ frames waiting to go in, not fewer for \d+ ms with the release held: the switch takes in less than arrives there; the release goes on/],
+    'one warning naming the port',
+  );
+  assertIntact(t, d);
 });

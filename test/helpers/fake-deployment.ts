@@ -105,6 +105,17 @@ export class FakeDeployment implements Deployment {
   readonly loseAtHostPort = new Map<string, number>();
   /** port -> frames its device failed to transmit */
   readonly #xmitFailed = new Map<string, bigint>();
+  /**
+   * Frames a host sends that its switch port's input buffer drops (like
+   * BMv2's libpcap ring when full): they arrive at the port's interface and
+   * are never taken in, e.g. `{ 's2-h2': 5 }`. The switches say so
+   * (inputShortfall, portCounters' notIngested) only with `readsHosts`.
+   */
+  readonly loseAtHostInput = new Map<string, number>();
+  /** whether the switches' hosts are read: inputShortfall and notIngested answer (like BMv2 with its ports' interfaces read) */
+  readsHosts = false;
+  /** port -> frames arrived at its interface and never taken in */
+  readonly #inputLost = new Map<string, bigint>();
   /** whether the data plane offers the quiescence event (false: like BMv2, the engine waits Q) */
   exactQuiescence = true;
   /**
@@ -112,9 +123,12 @@ export class FakeDeployment implements Deployment {
    * instances at their own pace (ingestedFromInstances): each read of the
    * counters takes in up to `perRead` more of what each such port has
    * waiting (0: the switch stalls). Undefined: they take everything at once
-   * and offer no counter (like XDP).
+   * and offer no counter (like XDP). `crowdOut`: frames that pile up at the
+   * switch's host port per frame entering a port facing an instance (the
+   * hosts' live traffic a busy switch reads later), taken in at the same pace
+   * (`hostStalled`: never).
    */
-  p4Ingest: { perRead: number } | undefined;
+  p4Ingest: { perRead: number; crowdOut?: number; hostStalled?: boolean } | undefined;
   /** port -> frames waiting to be taken in / taken in, and the most that ever waited (p4Ingest) */
   readonly ingest = new Map<string, { waiting: number; taken: bigint; mostWaiting: number }>();
   /** the maxFrames of every release call, in order */
@@ -250,6 +264,14 @@ export class FakeDeployment implements Deployment {
     this.#ruleStats.set(ruleId, (this.#ruleStats.get(ruleId) ?? 0n) + 1n);
     const flow = r.match.kind === 'exact' ? r.match.flow : { src: '0.0.0.0', dst: '0.0.0.0', sport: ruleId, dport: 0, proto: 17 };
     this.#flows.set(flowId(flow), flow);
+    const hostPort = r.switch === 's1' ? 's1-h1' : 's2-h2';
+    const drop = this.loseAtHostInput.get(hostPort) ?? 0;
+    if (drop > 0) {
+      // sent by the host (its sequence number is gone), never taken in by the switch
+      this.loseAtHostInput.set(hostPort, drop - 1);
+      this.#inputLost.set(hostPort, (this.#inputLost.get(hostPort) ?? 0n) + 1n);
+      return;
+    }
     const a = r.action;
     if (a.phase === Phase.PRE || a.phase === Phase.POST) {
       const k = `${r.switch}/${a.handoverId}`;
@@ -259,6 +281,23 @@ export class FakeDeployment implements Deployment {
       this.#marks.set(k, m);
     }
     this.#transmit(r.switch, a.outPort, { rule: ruleId, seq, flow, phase: a.phase, hid: a.handoverId });
+  }
+
+  /** Each read of a switch's ingress counters: it has taken in up to perRead more of what waits at each of its ports (p4Ingest). */
+  #takeIn(sw: string): void {
+    const p4 = this.p4Ingest;
+    if (p4 === undefined) return;
+    for (const [port, g] of this.ingest) {
+      if (!port.startsWith(`${sw}-`) || (p4.hostStalled === true && /-h\d$/.test(port))) continue;
+      const n = Math.min(g.waiting, p4.perRead);
+      g.waiting -= n;
+      g.taken += BigInt(n);
+    }
+  }
+
+  /** what a port's interface received and the switch did not take in: lost there, or (p4Ingest) still waiting */
+  #shortfall(port: string): bigint {
+    return (this.#inputLost.get(port) ?? 0n) + BigInt(this.ingest.get(port)?.waiting ?? 0);
   }
 
   #instanceOf(port: string): string {
@@ -294,6 +333,14 @@ export class FakeDeployment implements Deployment {
       g.waiting++;
       g.mostWaiting = Math.max(g.mostWaiting, g.waiting);
       this.ingest.set(port, g);
+      const crowd = this.p4Ingest.crowdOut ?? 0;
+      if (crowd > 0) {
+        const host = port.startsWith('s1-') ? 's1-h1' : 's2-h2';
+        const h = this.ingest.get(host) ?? { waiting: 0, taken: 0n, mostWaiting: 0 };
+        h.waiting += crowd;
+        h.mostWaiting = Math.max(h.mostWaiting, h.waiting);
+        this.ingest.set(host, h);
+      }
     }
     const st = this.#state.get(instance)!;
     const n = (st.get(flowId(f.flow)) ?? 0) + 1;
@@ -377,7 +424,14 @@ export class FakeDeployment implements Deployment {
       await this.#call('portCounters', sw);
       const zero = { packets: 0n, bytes: 0n, txPackets: 0n, txBytes: 0n, dropNoRule: 0n, dropShim: 0n, dropOther: 0n, relayed: 0n, redirectFailed: 0n };
       const ports = [...this.#agents.keys()].map((i) => `${sw}-${i}`).concat(sw === 's1' ? 's1-h1' : 's2-h2');
-      return ports.map((port) => ({ ...zero, port, xmitFailed: this.#xmitFailed.get(port) ?? 0n }));
+      return ports.map((port) => ({ ...zero, port, xmitFailed: this.#xmitFailed.get(port) ?? 0n, ...(this.readsHosts ? { notIngested: this.#shortfall(port) } : {}) }));
+    },
+    inputShortfall: async (sw): Promise<Map<string, bigint> | undefined> => {
+      await this.#call('inputShortfall', sw);
+      if (!this.readsHosts) return undefined;
+      this.#takeIn(sw);
+      const ports = [...this.#agents.keys()].map((i) => `${sw}-${i}`).concat(sw === 's1' ? 's1-h1' : 's2-h2');
+      return new Map(ports.map((port) => [port, this.#shortfall(port)]));
     },
     handoverCounters: async (sw, hid) => {
       await this.#call('handoverCounters', sw);
@@ -396,18 +450,10 @@ export class FakeDeployment implements Deployment {
       this.#relays.delete(`${sw}/${hid}`);
     },
     ingestedFromInstances: async (sw): Promise<SentTowards[] | undefined> => {
-      const p4 = this.p4Ingest;
-      if (p4 === undefined) return undefined;
+      if (this.p4Ingest === undefined) return undefined;
       await this.#call('ingestedFromInstances', sw);
-      return this.#instances.map((i) => {
-        const port = `${sw}-${i.name}`;
-        const g = this.ingest.get(port) ?? { waiting: 0, taken: 0n, mostWaiting: 0 };
-        const n = Math.min(g.waiting, p4.perRead);
-        g.waiting -= n;
-        g.taken += BigInt(n);
-        this.ingest.set(port, g);
-        return { port, instance: i.name, side: sw === 's1' ? 0 : 1, frames: g.taken };
-      });
+      this.#takeIn(sw);
+      return this.#instances.map((i) => ({ port: `${sw}-${i.name}`, instance: i.name, side: sw === 's1' ? 0 : 1, frames: this.ingest.get(`${sw}-${i.name}`)?.taken ?? 0n }));
     },
     sentTowardsInstances: async (sw): Promise<SentTowards[] | undefined> => {
       await this.#call('sentTowardsInstances', sw);

@@ -1,5 +1,6 @@
 // TxPacketCounter: the transmit packets of one interface, read again and
-// again from one open /proc/net/dev in its namespace. For a veth whose peer
+// again from one open /proc/net/dev in its namespace (NetdevFile, whose
+// receive counts a BMv2 lab reads at its switch ports). For a veth whose peer
 // runs XDP they are what the peer took from its rx ring: the release paces
 // its rounds against them (src/dataplane/xdp/agents.ts).
 import t from 'tap';
@@ -10,7 +11,7 @@ import { testNetns } from '../helpers/netns.js';
 import { BpfObjectSpec, ifindexOf, xdpMd } from '../../src/bpf/index.js';
 import { createVeth, deleteLink } from '../../src/net/iproute.js';
 import { udpFrame } from '../../src/net/frame.js';
-import { TxPacketCounter } from '../../src/net/netdev-stats.js';
+import { NetdevFile, TxPacketCounter } from '../../src/net/netdev-stats.js';
 
 t.test('counts what the XDP peer took, from one open file; undefined once the interface is gone', async (t) => {
   const ns = testNetns(t, 'txc');
@@ -23,12 +24,18 @@ t.test('counts what the XDP peer took, from one open file; undefined once the in
   t.teardown(() => sink.close());
   const counter = TxPacketCounter.open('a0', ns);
   t.teardown(() => counter.close());
+  // b0's receive side, as a BMv2 lab reads its switch ports' arrivals
+  const file = NetdevFile.open(ns);
+  t.teardown(() => file.close());
+  const rx0 = file.rxPackets(['b0', 'nosuch0']);
+  t.same([...rx0.keys()], ['b0'], 'rxPackets answers for the interfaces there only');
   const before = counter.read();
   t.type(before, 'bigint', 'a0 found in its namespace (this process is not in it)');
   const frame = udpFrame({ srcMac: '02:00:00:00:01:01', dstMac: '02:00:00:00:01:02', srcIp: '10.9.0.1', dstIp: '10.9.0.2', srcPort: 1, dstPort: 2, payload: Buffer.alloc(60), udpChecksum: false });
   // XDP_TX in a live-frames run: redirected out of a0, into b0's ring, drained by b0's XDP sink
   bench.program('bench_tx').run({ data: frame, context: xdpMd({ dataLen: frame.length, ingressIfindex: ifindexOf('a0', ns) }), repeat: 200, liveFrames: true, netns: ns });
   t.equal(counter.read()! - before!, 200n, 'the 200 frames b0 took, read again from the same file');
+  t.equal(file.rxPackets(['b0']).get('b0')! - rx0.get('b0')!, 200n, 'and b0 received them (its rx count, from the same kind of file)');
   const none = TxPacketCounter.open('nosuch0', ns);
   t.teardown(() => none.close());
   t.equal(none.read(), undefined, 'an interface that is not there reads undefined');

@@ -12,8 +12,9 @@ import type { P4RuntimeClient } from '../../p4runtime/index.js';
 import { XdpAgentSet } from '../xdp/agents.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
 import { DataPlaneError, type Counter, type DataPlane, type HandoverMarkCounters, type PortCounters, type ControllerChannel, type DivertedFrame, type Rule, type RuleAction, type SentTowards } from '../types.js';
-import { P4RuntimeSwitches, type P4RuntimeSwitchesOptions } from './p4runtime-switches.js';
-import type { Bmv2Topology, PipelineMode } from './topology.js';
+import { NetdevFile } from '../../net/netdev-stats.js';
+import { P4RuntimeSwitches, type P4RuntimeSwitchesOptions, type PortArrivals } from './p4runtime-switches.js';
+import type { Bmv2Switch, Bmv2Topology, PipelineMode } from './topology.js';
 
 export { p4rtPriority, wildMatch, exactMatch } from './p4runtime-switches.js';
 
@@ -50,10 +51,46 @@ export class SwitchVethPass {
   }
 }
 
+/**
+ * The kernel's rx count of every switch port's interface, read in the
+ * switches' namespaces (one /proc/net/dev opened per namespace): the
+ * PortArrivals with which P4RuntimeSwitches says what BMv2's input buffers
+ * still hold or dropped. Same kernel only: lab plumbing.
+ */
+export class SwitchPortArrivals {
+  readonly #files = new Map<string, NetdevFile>();
+
+  constructor(topology: Pick<Bmv2Topology, 'switches'>) {
+    try {
+      for (const s of topology.switches) if (!this.#files.has(s.netns)) this.#files.set(s.netns, NetdevFile.open(s.netns));
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** switch `s`'s ports' arrivals, by port name */
+  of(s: Bmv2Switch): PortArrivals {
+    const file = this.#files.get(s.netns);
+    if (file === undefined) throw new DataPlaneError(`switch ${s.name} was not in the topology the arrivals were opened for`);
+    const portOf = new Map(s.ports.map((p) => [p.ifname, p.name]));
+    return () => {
+      const rx = file.rxPackets(portOf.keys());
+      return Promise.resolve(new Map([...rx].map(([ifname, n]) => [portOf.get(ifname)!, n])));
+    };
+  }
+
+  close(): void {
+    for (const f of this.#files.values()) f.close();
+    this.#files.clear();
+  }
+}
+
 export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   readonly kind = 'bmv2';
   #switches: P4RuntimeSwitches | undefined;
   #pass: SwitchVethPass | undefined;
+  #arrivals: SwitchPortArrivals | undefined;
   #agents: XdpAgentSet | undefined;
   #closed = false;
 
@@ -69,8 +106,9 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   static async create(topology: Bmv2Topology, o: Bmv2DataPlaneOptions): Promise<Bmv2DataPlane> {
     const dp = new Bmv2DataPlane();
     try {
+      const arrivals = (dp.#arrivals = new SwitchPortArrivals(topology));
       dp.#switches = await P4RuntimeSwitches.connect(
-        topology.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround: true })),
+        topology.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround: true, arrivals: arrivals.of(s) })),
         o,
       );
       dp.#pass = new SwitchVethPass(topology, o);
@@ -132,6 +170,9 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   ingestedFromInstances(sw: string): Promise<SentTowards[]> {
     return this.#sw.ingestedFromInstances(sw);
   }
+  inputShortfall(sw: string): Promise<Map<string, bigint> | undefined> {
+    return this.#sw.inputShortfall(sw);
+  }
   handoverCounters(sw: string, hid: number): Promise<HandoverMarkCounters> {
     return this.#sw.handoverCounters(sw, hid);
   }
@@ -168,5 +209,7 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
     this.#pass = undefined;
     this.#switches?.close();
     this.#switches = undefined;
+    this.#arrivals?.close();
+    this.#arrivals = undefined;
   }
 }

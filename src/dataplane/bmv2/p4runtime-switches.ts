@@ -88,7 +88,15 @@ export class PipelineMismatchError extends DataPlaneError {
  * (their nodes' directRelay, same kernel only), so the switch's relays
  * table is not written.
  */
-export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean; tls?: P4RuntimeTlsOptions };
+export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean; tls?: P4RuntimeTlsOptions; arrivals?: PortArrivals };
+
+/**
+ * Per port name, the frames its interface has received: the kernel's rx
+ * count on the host the switch runs on, read by whatever runs there (the
+ * lab's daemon, a node). With it the switch says what its input buffer
+ * still holds or dropped (inputShortfall); undefined: unreadable now.
+ */
+export type PortArrivals = () => Promise<Map<string, bigint> | undefined>;
 
 interface ConnectedSwitch {
   spec: P4RuntimeSwitch;
@@ -98,6 +106,7 @@ interface ConnectedSwitch {
   slots: Map<string, number>;
   /** set when another controller took over: every later call fails with it */
   lostPrimacy?: string;
+  arrivals?: PortArrivals;
 }
 
 /**
@@ -187,7 +196,7 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
       ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
       ...(spec.tls === undefined ? {} : { tls: spec.tls }),
     });
-    const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, relayAround: spec.relayAround === true, client, slots: new Map() };
+    const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, relayAround: spec.relayAround === true, client, slots: new Map(), ...(spec.arrivals === undefined ? {} : { arrivals: spec.arrivals }) };
     this.#switches.set(spec.name, sw);
     client.on('primacy-lost', (p) => {
       sw.lostPrimacy = `controller with election id ${p.primaryElectionId ?? '?'} took switch ${spec.name} over`;
@@ -401,11 +410,15 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
     const [rx, tx, noRule, shim, nonIp, malformed, badAction, noTx, relayed] = await Promise.all(
       ['port_rx', 'port_tx', 'drop_no_rule', 'drop_shim', 'drop_non_ip', 'drop_malformed', 'drop_bad_action', 'drop_no_tx', 'relayed'].map(read),
     );
+    // after port_rx (see inputShortfall)
+    const arrived = await sw.arrivals?.();
     const zero: CounterValue = { packets: 0n, bytes: 0n };
     return sw.spec.ports.map((p) => {
       const slot = sw.slots.get(p.name)!;
       const at = (m: Map<number, CounterValue> | undefined): CounterValue => m?.get(slot) ?? zero;
+      const a = arrived?.get(p.name);
       return {
+        ...(a === undefined ? {} : { notIngested: a - at(rx).packets }),
         port: p.name,
         packets: at(rx).packets,
         bytes: at(rx).bytes,
@@ -427,6 +440,26 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
   /** port_rx of each port facing an instance: what BMv2 has taken in from it (its libpcap ring drops silently what it did not) */
   async ingestedFromInstances(swName: string): Promise<SentTowards[]> {
     return this.#perInstancePort(swName, 'port_rx');
+  }
+
+  /**
+   * Per port: its interface's rx count minus port_rx, port_rx read first (a
+   * frame arriving in between counts as not yet taken in, never as taken in
+   * unseen). Both count from their own start (the kernel's from the
+   * interface's creation, port_rx from the pipeline's), so a reading holds an
+   * offset that a difference of two cancels. Undefined where nothing reads
+   * the switch's host.
+   */
+  async inputShortfall(swName: string): Promise<Map<string, bigint> | undefined> {
+    const sw = this.#switch(swName);
+    if (sw.arrivals === undefined) return undefined;
+    const rx = await sw.client.readCounters('port_rx');
+    const arrived = await sw.arrivals();
+    if (arrived === undefined) return undefined;
+    return new Map(sw.spec.ports.flatMap((p): [string, bigint][] => {
+      const a = arrived.get(p.name);
+      return a === undefined ? [] : [[p.name, a - (rx.get(sw.slots.get(p.name)!)?.packets ?? 0n)]];
+    }));
   }
 
   /** A per-slot packet counter of a switch, at each port facing an instance. */
