@@ -62,6 +62,11 @@ export interface Bmv2RateTry {
   duplicated: number;
   /** every handover completed (handover tries only) */
   completed: boolean;
+  /** the handovers' outcomes, e.g. "completed 3, lossy 1" ('' without handovers) */
+  outcomes: string;
+  /** lost probes the counters explain (the handovers' and the switches' drop counts), and those none does (must be 0) */
+  reported: number;
+  unaccounted: number;
   clean: boolean;
   /** one-way latency client→server, ms (sampled probes) */
   latencyP50Ms: number;
@@ -101,7 +106,12 @@ export interface Bmv2BenchOptions {
 const cleanReport = (r: TrafficReport): boolean => r.sent > 0 && r.lost === 0 && r.reordered === 0 && r.duplicated === 0 && r.stampMismatches === 0 && r.unaccounted === 0;
 
 function what(t: Bmv2RateTry): string {
-  const bad = [t.lost && `${t.lost} lost`, t.reordered && `${t.reordered} reordered`, t.duplicated && `${t.duplicated} duplicated`, !t.completed && 'a handover did not complete'].filter(Boolean);
+  const bad = [
+    t.lost && `${t.lost} lost (${t.unaccounted === 0 ? 'all' : t.reported} counted where they were lost${t.unaccounted === 0 ? '' : `, ${t.unaccounted} unaccounted`})`,
+    t.reordered && `${t.reordered} reordered`,
+    t.duplicated && `${t.duplicated} duplicated`,
+    !t.completed && `handovers ${t.outcomes}`,
+  ].filter(Boolean);
   return `${t.pps} pps per direction: ${bad.join(', ') || 'stamps differ'}`;
 }
 
@@ -115,6 +125,8 @@ export async function benchBmv2Build(build: Bmv2Build, o: Bmv2BenchOptions): Pro
     const { directions, results } = await s.runBothWays({ ppsPerDirection: pps, handovers, delayMs: 0, flows: 4, warmupMs: handovers === 0 ? o.secondsPerRate * 1000 : 500 });
     const sum = (k: 'lost' | 'reordered' | 'duplicated'): number => directions.reduce((a, d) => a + d.report[k], 0);
     const completed = results.every((r) => r.outcome === 'completed');
+    const outcomes = new Map<string, number>();
+    for (const r of results) outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
     const lat = directions[0]!.report.latencyUs;
     const t: Bmv2RateTry & { results: HandoverResult[] } = {
       pps,
@@ -123,6 +135,9 @@ export async function benchBmv2Build(build: Bmv2Build, o: Bmv2BenchOptions): Pro
       reordered: sum('reordered'),
       duplicated: sum('duplicated'),
       completed,
+      outcomes: [...outcomes].map(([k, n]) => `${k} ${n}`).join(', '),
+      reported: directions.reduce((a, d) => a + d.report.reported, 0),
+      unaccounted: directions.reduce((a, d) => a + d.report.unaccounted, 0),
       clean: completed && directions.every((d) => cleanReport(d.report)),
       latencyP50Ms: +(lat.median / 1000).toFixed(2),
       latencyP99Ms: +(lat.p99 / 1000).toFixed(2),

@@ -214,6 +214,9 @@ for (const r of stateRows) {
       results[`${k}.handoverVsCeilingRatio`] = r.handoverVsCeiling;
       results[`${k}.handoverMedianMs`] = r.handoverMedianMs;
       results[`${k}.broke`] = r.brokeAt ?? 'nothing up to the ceiling';
+      // lost probes of the handover tries that no counter explains: must be 0 (a loss is counted where it happened, the outcome says lossy)
+      results[`${k}.handoverUnaccountedProbes`] = r.handovers.reduce((a, t) => a + t.unaccounted, 0);
+      results[`${k}.handoverOutcomes`] = r.handovers.map((t) => `${t.pps}: ${t.outcomes}`).join('; ');
       const atCeiling = r.forwarding.filter((t) => t.clean).at(-1);
       if (atCeiling !== undefined) results[`${k}.latencyP50MsAtCeiling`] = atCeiling.latencyP50Ms;
       rows[b.name] = { 'ceiling pps/dir': r.ceilingPps, 'handovers lossless up to pps/dir': r.handoverMaxLosslessPps, 'vs ceiling': r.handoverVsCeiling, 'handover median ms': r.handoverMedianMs, broke: r.brokeAt ?? '-' };

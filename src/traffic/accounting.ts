@@ -105,6 +105,8 @@ export class TrafficAccounting {
         put(where, 'redirectFailed', p.redirectFailed);
         // every drop of the switch program: in a lab only probes flow, so each is one of the run's
         put(where, 'switchDrop', p.dropOther + p.dropNoRule + p.dropShim);
+        // what the port's interface received and a P4 switch never took in (read once traffic stopped: nothing is still waiting)
+        if (p.notIngested !== undefined) put(where, 'notIngested', p.notIngested);
       }
     const agents = this.#d.agentControl;
     if (agents.interfaceDrops !== undefined)
