@@ -13,10 +13,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { NODE_API, NODE_SERVICE, type NodeHealth, type NodeMethod } from '../../src/node/api.js';
-import { nodeHandlers, type NodeRuntime } from '../../src/node/service.js';
+import { MAX_RELEASE_TIMEOUT_MS, nodeHandlers, type NodeRuntime } from '../../src/node/service.js';
 import { NodeCallError, NodeClient, NodeDeployment } from '../../src/node/client.js';
 import { nodeChannel, startNodeServer, unixEndpoint, type NodeServer } from '../../src/node/transport/index.js';
-import { Phase, type AgentControl, type SwitchControl, type VnfStateStore } from '../../src/dataplane/types.js';
+import { MAX_RELEASE_FRAMES, Phase, type AgentControl, type SwitchControl, type VnfStateStore } from '../../src/dataplane/types.js';
 import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
 import { VnfMapStateMover } from '../../src/handover/state-mover.js';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
@@ -164,4 +164,24 @@ t.test('an older node (no Batch): the client sends the calls one by one, and rea
   t.equal(d.report().lost, 0, 'nothing lost');
   t.equal(count(ag.batched, 'ArmNew') + count(sw.batched, 'ResetHandoverCounters'), 0, 'nothing went in a Batch');
   t.equal(count(ag.calls, 'ArmNew'), 1, 'ArmNew alone');
+});
+
+t.test("Release's bounds are checked by the node itself: out of range refused, naming the field and the limit, nothing released", async (t) => {
+  const { d, ag } = await lab(t);
+  await ag.armNew('vnf2', 12, 0);
+  const rel = NODE_SERVICE['Release']!;
+  const raw = new grpc.Client(ag.target, grpc.credentials.createInsecure());
+  t.teardown(() => raw.close());
+  const call = (req: Record<string, unknown>): Promise<grpc.ServiceError | null> =>
+    new Promise((resolve) => raw.makeUnaryRequest(rel.path, rel.requestSerialize, rel.responseDeserialize, { instance: 'vnf2', handover_id: 12, ...req }, (e) => resolve(e)));
+  // a client that checks nothing (ours refuses these before sending)
+  const tooMany = await call({ max_frames: MAX_RELEASE_FRAMES + 1 });
+  t.equal(tooMany?.code, grpc.status.INVALID_ARGUMENT);
+  t.match(tooMany?.details ?? '', new RegExp(`max_frames ${MAX_RELEASE_FRAMES + 1}: 0 \\(all\\) or 1\\.\\.${MAX_RELEASE_FRAMES}`));
+  const tooLong = await call({ timeout_ms: MAX_RELEASE_TIMEOUT_MS + 1 });
+  t.equal(tooLong?.code, grpc.status.INVALID_ARGUMENT);
+  t.match(tooLong?.details ?? '', new RegExp(`timeout_ms ${MAX_RELEASE_TIMEOUT_MS + 1}: at most ${MAX_RELEASE_TIMEOUT_MS}`));
+  t.same(d.releaseBounds, [], 'no release reached the agents');
+  t.equal(await call({ max_frames: MAX_RELEASE_FRAMES }), null, 'the largest bound is taken');
+  t.same(d.releaseBounds, [MAX_RELEASE_FRAMES], 'and passed on as it is');
 });
