@@ -132,18 +132,35 @@ export function addDeployCommands(program: Command): void {
         const list = ids === 'all' ? ('all' as const) : ids.split(',').map((x) => Number(x));
         if (list !== 'all' && list.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`rules: '${ids}' is not a comma-separated list of rule ids (or 'all')`);
         for (const r of await c.engine.recover()) process.stderr.write(`recovered handover ${r.id} ${r.from} → ${r.to}: ${r.outcome} (${r.reason ?? ''})\n`);
-        const { rules, from } = rulesToMove(c.deployment, list, o.from);
         const t0 = Date.now();
-        const r = await runHandover(c, {
-          rules,
-          from,
-          to: o.to,
-          stateDelayMs: o.stateDelay,
-          ...(o.timeout === undefined ? {} : { timeoutMs: o.timeout }),
-          onEvent: (e) => {
-            if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);
-          },
-        });
+        let r: Awaited<ReturnType<typeof runHandover>>;
+        try {
+          const { rules, from } = rulesToMove(c.deployment, list, o.from);
+          r = await runHandover(c, {
+            rules,
+            from,
+            to: o.to,
+            stateDelayMs: o.stateDelay,
+            ...(o.timeout === undefined ? {} : { timeoutMs: o.timeout }),
+            onEvent: (e) => {
+              if (!o.json) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${e.step}${e.detail ? `: ${e.detail}` : ''}\n`);
+            },
+          });
+        } catch (e) {
+          // refused before anything changed: counted too, by its reason (a file that cannot take it does not hide the refusal)
+          if (textfile !== undefined) {
+            const { HandoverMetrics } = await import('../handover/metrics.js');
+            const { mergeIntoTextfile } = await import('../metrics/textfile.js');
+            const m = new HandoverMetrics();
+            m.refused(e);
+            try {
+              mergeIntoTextfile(textfile, m.text());
+            } catch (w) {
+              process.stderr.write(`sharpctl: warning: the refusal is not in ${textfile}: ${(w as Error).message}\n`);
+            }
+          }
+          throw e;
+        }
         const summary = { id: r.id, from: r.from, to: r.to, rules: r.rules, outcome: r.outcome, reason: r.reason, durationMs: +r.durationMs.toFixed(2), stateMs: +r.stateMs.toFixed(2), counts: r.counts };
         out(o.json, summary, () => console.log(`handover ${r.id} ${r.from} → ${r.to}: ${r.outcome} in ${r.durationMs.toFixed(1)} ms${r.reason ? ` (${r.reason})` : ''}`));
         if (textfile !== undefined) {

@@ -7,7 +7,7 @@
  */
 import { Counter, Exposition, Histogram } from '../metrics/exposition.js';
 import { totalFrames } from './drops.js';
-import type { HandoverOutcome, HandoverResult } from './engine.js';
+import { CapacityError, type HandoverOutcome, type HandoverResult } from './engine.js';
 import type { HandoverStep } from './run.js';
 
 /** Seconds: a phase takes from ~100 µs (a rule write) to the state move's seconds; a handover's timeout is at most minutes. */
@@ -36,6 +36,22 @@ export function lostFrames(r: Pick<HandoverResult, 'counts' | 'stranded'>): bigi
   return r.counts.overflow + r.counts.replayFailed + r.counts.dropped + totalFrames(r.stranded);
 }
 
+/**
+ * Why a handover request was refused before anything changed: capacity (its
+ * hold ring would overflow at the measured rate: CapacityError), busy
+ * (another handover holds one of its rules or B's rings), invalid (anything
+ * else: no such rule or instance, a bad request).
+ */
+export type RefusalReason = 'capacity' | 'busy' | 'invalid';
+const REFUSALS: readonly RefusalReason[] = ['capacity', 'busy', 'invalid'];
+
+export function refusalReason(e: unknown): RefusalReason {
+  if (e instanceof CapacityError) return 'capacity';
+  const msg = e instanceof Error ? e.message : '';
+  if ((e instanceof Error && e.name === 'LockedRuleError') || /is being moved by handover|has no free hold ring|in flight/.test(msg)) return 'busy';
+  return 'invalid';
+}
+
 export interface ObservedHandover {
   /** the state backend the handover moved its state with (the --state kind: vnf-map, conntrack, redis, estate, copy) */
   backend: string;
@@ -47,11 +63,18 @@ export class HandoverMetrics {
   readonly #stateMove = new Histogram('sharp_handover_state_move_duration_seconds', 'Time the state move of a handover took (moving-state), by state backend', HANDOVER_BUCKETS);
   readonly #handovers = new Counter('sharp_handovers_total', 'Handovers finished, by outcome (completed; lossy: moved with frames lost; aborted: rolled back; failed: rollback failed)');
   readonly #lost = new Counter('sharp_handover_lost_frames_total', 'Frames the handovers lost (ring overflow, failed replays, drops on their path, stranded by a failed rollback)');
+  readonly #refused = new Counter('sharp_handovers_refused_total', 'Handover requests refused before anything changed, by reason (capacity: the hold ring would overflow; busy: another handover holds a rule or the rings; invalid: anything else)');
 
   constructor() {
     // every outcome's series from the start: "no failed handover" reads 0, not "no data"
     for (const outcome of OUTCOMES) this.#handovers.inc({ outcome }, 0);
+    for (const reason of REFUSALS) this.#refused.inc({ reason }, 0);
     this.#lost.inc({}, 0);
+  }
+
+  /** a request refused up front (the engine or the daemon threw before any handover ran) */
+  refused(e: unknown): void {
+    this.#refused.inc({ reason: refusalReason(e) });
   }
 
   observe(r: HandoverResult, o: ObservedHandover): void {
@@ -64,6 +87,7 @@ export class HandoverMetrics {
 
   write(e: Exposition): void {
     this.#handovers.write(e);
+    this.#refused.write(e);
     this.#lost.write(e);
     this.#duration.write(e);
     this.#phases.write(e);

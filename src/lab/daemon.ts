@@ -372,6 +372,51 @@ async function main(): Promise<void> {
   /** a report's stamp fields: stampMismatches stays (0 when not checked) for old readers; stampsNotChecked says why nothing was compared */
   const stampNote = (r: TrafficReport): { stampsNotChecked?: string } => (r.stampsChecked || stampsNotChecked === undefined ? {} : { stampsNotChecked });
 
+  /** A handover request: the rules to move resolved, then the engine's handover (refusals are counted by the caller). */
+  const handover: Handler = async (p, emit) => {
+    const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number; mode?: 'sharp' | 'controller-buffer'; state?: string };
+    let rules = q.rules;
+    let from = q.from;
+    if (rules === 'all') {
+      if (from === undefined) throw new Error("handover all needs --from: the instance whose rules move");
+      rules = theDp.rules().filter((r) => theDp.portTowards(r.switch, from!) === r.action.outPort).map((r) => r.id);
+      if (rules.length === 0) throw new Error(`no rule sends traffic to ${from}`);
+    }
+    // a rule another handover moves is named first: its action says where that one takes it
+    for (const rid of rules) {
+      const busy = engine.ruleLock(rid);
+      if (busy !== undefined) throw new LockedRuleError(`rule ${rid} is being moved by handover ${busy}`);
+    }
+    if (from === undefined) {
+      const first = theDp.getRule(rules[0]!);
+      if (first === undefined) throw new Error(`no rule ${rules[0]}`);
+      from = theDp.instances().find((i) => theDp.portTowards(first.switch, i.name) === first.action.outPort)?.name;
+      if (from === undefined) throw new Error(`rule ${first.id} does not send to a VNF instance (it sends to ${first.action.outPort})`);
+    }
+    {
+      // this handover's events only: a concurrent one's progress is not ours to show
+      const backend = q.state ?? theLab.spec.state;
+      const r = await engine.handover({
+        onEvent: (ev) => {
+          emit(ev);
+          pauseHook(ev.step);
+        },
+        rules,
+        from,
+        to: q.to,
+        mover: new DelayedStateMover(mover(backend), q.stateDelayMs ?? 0),
+        // journalled: a daemon recovering this handover moves or rolls back its state with the same backend
+        stateBackend: backend,
+        // refused up front when the ring may overflow at the measured rate and the requested state delay
+        capacityPolicy: 'refuse',
+        mode: q.mode ?? 'sharp',
+        ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),
+      });
+      history.push(r);
+      handoverMetrics.observe(r, { backend });
+      return summarize(r);
+    }
+  };
   const handlers: Record<string, Handler> = {
     status: async () => {
       // the reads at once: each is a round trip to the lab's node processes
@@ -441,49 +486,14 @@ async function main(): Promise<void> {
       return { deleted: (p as { id: number }).id };
     },
     handover: async (p, emit) => {
-      const q = p as { rules: number[] | 'all'; from?: string; to: string; stateDelayMs?: number; timeoutMs?: number; mode?: 'sharp' | 'controller-buffer'; state?: string };
-      let rules = q.rules;
-      let from = q.from;
-      if (rules === 'all') {
-        if (from === undefined) throw new Error("handover all needs --from: the instance whose rules move");
-        rules = theDp.rules().filter((r) => theDp.portTowards(r.switch, from!) === r.action.outPort).map((r) => r.id);
-        if (rules.length === 0) throw new Error(`no rule sends traffic to ${from}`);
-      }
-      // a rule another handover moves is named first: its action says where that one takes it
-      for (const rid of rules) {
-        const busy = engine.ruleLock(rid);
-        if (busy !== undefined) throw new LockedRuleError(`rule ${rid} is being moved by handover ${busy}`);
-      }
-      if (from === undefined) {
-        const first = theDp.getRule(rules[0]!);
-        if (first === undefined) throw new Error(`no rule ${rules[0]}`);
-        from = theDp.instances().find((i) => theDp.portTowards(first.switch, i.name) === first.action.outPort)?.name;
-        if (from === undefined) throw new Error(`rule ${first.id} does not send to a VNF instance (it sends to ${first.action.outPort})`);
-      }
-      {
-        // this handover's events only: a concurrent one's progress is not ours to show
-        const backend = q.state ?? theLab.spec.state;
-        const r = await engine.handover({
-          onEvent: (ev) => {
-            emit(ev);
-            pauseHook(ev.step);
-          },
-          rules,
-          from,
-          to: q.to,
-          mover: new DelayedStateMover(mover(backend), q.stateDelayMs ?? 0),
-          // journalled: a daemon recovering this handover moves or rolls back its state with the same backend
-          stateBackend: backend,
-          // refused up front when the ring may overflow at the measured rate and the requested state delay
-          capacityPolicy: 'refuse',
-          mode: q.mode ?? 'sharp',
-          ...(q.timeoutMs === undefined ? {} : { timeoutMs: q.timeoutMs }),
-        });
-        history.push(r);
-        handoverMetrics.observe(r, { backend });
-        return summarize(r);
+      try {
+        return await handover(p, emit);
+      } catch (e) {
+        handoverMetrics.refused(e);
+        throw e;
       }
     },
+
     'traffic.start': async (p) => {
       const q = p as { rate: number; flows: number; reverse: boolean };
       if (traffic.length) throw new Error('traffic is running already (sharpctl traffic stop)');

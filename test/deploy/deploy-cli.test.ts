@@ -64,8 +64,16 @@ t.test('deploy apply, handovers under traffic, a killed controller recovered by 
   const samples = parseExposition(readFileSync(textfile, 'utf8'), textfile).flatMap((f) => f.samples);
   const sample = (name: string, label?: [string, string]): number | undefined => samples.find((s) => s.name === name && (label === undefined || s.labels.some((l) => l[0] === label[0] && l[1] === label[1])))?.value;
   t.equal(sample('sharp_handovers_total', ['outcome', 'completed']), 2, 'the textfile counts both handovers');
+  t.equal(sample('sharp_handovers_refused_total', ['reason', 'invalid']), 0, 'and no refusal yet');
   t.equal(sample('sharp_handover_phase_duration_seconds_count', ['phase', 'moving-state']), 2, 'and both state moves');
   t.equal(sample('sharp_handover_state_move_duration_seconds_count', ['backend', 'vnf-map']), 2, "under the spec's backend");
+  // a request the controller refuses (nothing sends to vnf2 now) is counted as refused in the same file, and no handover
+  const none = run(['handover', 'all', '--from', 'vnf2', '--to', 'vnf1', '--metrics-textfile', textfile]);
+  t.not(none.code, 0, 'a handover of no rule is refused');
+  const again = parseExposition(readFileSync(textfile, 'utf8'), textfile).flatMap((f) => f.samples);
+  const now = (name: string, label: [string, string]): number | undefined => again.find((s) => s.name === name && s.labels.some((l) => l[0] === label[0] && l[1] === label[1]))?.value;
+  t.equal(now('sharp_handovers_refused_total', ['reason', 'invalid']), 1, 'sharp_handovers_refused_total{reason="invalid"} 1');
+  t.equal(now('sharp_handovers_total', ['outcome', 'completed']), 2, 'the handovers still 2');
   // a malformed textfile stops the handover before it begins
   const broken = path.join(dir, 'broken.prom');
   writeFileSync(broken, '# TYPE sharp_handovers_total counter\nsharp_handovers_total{outcome="completed"} two\n');

@@ -2,7 +2,8 @@
 // (XDP, node processes), two real handovers through the CLI, then GET
 // /metrics on the daemon's Unix socket with a real HTTP client, and
 // `sharpctl lab metrics` (text and --json). Two completed handovers: every
-// SHarP phase observed twice, their time within the handovers' time.
+// SHarP phase observed twice, their time within the handovers' time; a
+// refused request counted by its reason, as no handover.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { statSync, existsSync } from 'node:fs';
@@ -56,16 +57,24 @@ t.test('lab daemon metrics: two handovers, every phase observed twice, within th
   const before = samplesOf(fresh.body);
   t.equal(value(before, 'sharp_handovers_total', { outcome: 'completed' }), 0, 'before any handover: completed 0');
   t.equal(before.filter((s) => s.name === 'sharp_handover_phase_duration_seconds_count').length, 0, 'and no phase observed');
+  for (const reason of ['capacity', 'busy', 'invalid']) t.equal(value(before, 'sharp_handovers_refused_total', { reason }), 0, `refused (${reason}): 0`);
 
   const first = JSON.parse(run(['handover', 'all', '--from', 'vnf1', '--to', 'vnf2', '--state-delay', '30', '--json'])) as { outcome: string; durationMs: number };
   const second = JSON.parse(run(['handover', 'all', '--from', 'vnf2', '--to', 'vnf1', '--state-delay', '30', '--json'])) as { outcome: string; durationMs: number };
   t.same([first.outcome, second.outcome], ['completed', 'completed'], 'both handovers completed');
+
+  // the rules are back at vnf1: a request to move them from vnf2 is refused, and counted as such (no handover ran)
+  const refused = spawnSync(process.execPath, [cli, 'handover', 'all', '--from', 'vnf2', '--to', 'vnf1', '--name', name], { encoding: 'utf8', timeout: 120_000, cwd: repoRoot, env });
+  t.not(refused.status, 0, 'a handover of no rule is refused');
+  t.match(refused.stderr, /no rule sends traffic to vnf2/);
 
   const r = await scrape(socket);
   t.equal(r.status, 200);
   const after = samplesOf(r.body);
   t.equal(value(after, 'sharp_handovers_total', { outcome: 'completed' }), 2, 'sharp_handovers_total{outcome="completed"} 2');
   for (const outcome of ['lossy', 'aborted', 'failed']) t.equal(value(after, 'sharp_handovers_total', { outcome }), 0, `${outcome}: 0`);
+  t.equal(value(after, 'sharp_handovers_refused_total', { reason: 'invalid' }), 1, 'sharp_handovers_refused_total{reason="invalid"} 1: the refused request');
+  t.equal(value(after, 'sharp_handovers_refused_total', { reason: 'capacity' }) + value(after, 'sharp_handovers_refused_total', { reason: 'busy' }), 0, 'no other refusal');
   t.equal(value(after, 'sharp_handover_lost_frames_total'), 0, 'no frame lost');
   t.equal(value(after, 'sharp_handover_duration_seconds_count', { mode: 'sharp' }), 2);
   const total = value(after, 'sharp_handover_duration_seconds_sum', { mode: 'sharp' });
