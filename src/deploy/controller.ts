@@ -4,7 +4,8 @@
  * handovers with a journal on disk, so a controller killed mid-handover is
  * recovered by the next one it starts.
  */
-import { NodeClient, NodeDeployment } from '../node/client.js';
+import * as grpc from '@grpc/grpc-js';
+import { NodeCallError, NodeClient, NodeDeployment } from '../node/client.js';
 import { controllerTlsFiles, loadTls, nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
 import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../handover/engine.js';
 import { FileJournal } from '../handover/journal.js';
@@ -12,7 +13,7 @@ import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
 import { controllerStateMover } from '../state/factory.js';
 import { DataPlaneError, Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
-import { P4RuntimeSwitches } from '../dataplane/bmv2/p4runtime-switches.js';
+import { P4RuntimeSwitches, type PortArrivals } from '../dataplane/bmv2/p4runtime-switches.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import type { P4RuntimeTlsOptions } from '../p4runtime/index.js';
 import { switchTransport, type DeployRule, type DeploySpec, type DeploySwitch, type SwitchController } from './spec.js';
@@ -37,7 +38,7 @@ export async function connectDeployment(spec: DeploySpec, o: { callTimeoutMs?: n
     }
     const onNodes = spec.switches.filter((s) => clients.some((c) => c.switches().includes(s.name)));
     if (onNodes.length > 0) throw new DataPlaneError(`switch ${onNodes[0]!.name} is in the spec's switches and runs on node ${clients.find((c) => c.switches().includes(onNodes[0]!.name))!.name} too: one of them must be renamed`);
-    const direct = spec.switches.length === 0 ? [] : [await connectP4RuntimeSwitches(spec.switches, { controller: spec.controller })];
+    const direct = spec.switches.length === 0 ? [] : [await connectP4RuntimeSwitches(spec.switches, { controller: spec.controller, nodes: new Map(spec.nodes.map((n, i) => [n.name, clients[i]!])) })];
     return new NodeDeployment(clients, direct);
   } catch (e) {
     for (const c of clients) c.close();
@@ -54,20 +55,48 @@ const warnOnStderr = (message: string): void => void process.stderr.write(`sharp
  * Over TCP each is reached with mutual TLS (the controller's certificate
  * from controller.certs unless the switch's tls names others), checked
  * before connecting (CertificateFileError naming the file); `plaintext:
- * true` is warned about, naming the switch.
+ * true` is warned about, naming the switch. A switch with `node` has its
+ * ports' receive counts read by that node (`nodes`: the connected ones);
+ * one without is warned about (the frames its input buffers drop are not
+ * seen).
  */
-export async function connectP4RuntimeSwitches(switches: readonly DeploySwitch[], o: { controller?: SwitchController; warn?: (message: string) => void } = {}): Promise<P4RuntimeSwitches> {
+export async function connectP4RuntimeSwitches(
+  switches: readonly DeploySwitch[],
+  o: { controller?: SwitchController; warn?: (message: string) => void; nodes?: ReadonlyMap<string, Pick<NodeClient, 'switchArrivals'>> } = {},
+): Promise<P4RuntimeSwitches> {
+  const warn = o.warn ?? warnOnStderr;
   const tlsOf = (s: DeploySwitch): { tls?: P4RuntimeTlsOptions } => {
     const tr = switchTransport(o.controller ?? {}, s);
     if (tr === undefined) throw new DataPlaneError(`switch ${s.name} at ${s.p4runtime}: P4Runtime over TCP takes mutual TLS and no certificates are given (controller.certs or the switch's tls), nor plaintext: true`);
-    if (tr.kind === 'plaintext') (o.warn ?? warnOnStderr)(`switch ${s.name}: P4Runtime at ${s.p4runtime} in plaintext (plaintext: true): whoever reaches that address can drive the switch`);
+    if (tr.kind === 'plaintext') warn(`switch ${s.name}: P4Runtime at ${s.p4runtime} in plaintext (plaintext: true): whoever reaches that address can drive the switch`);
     if (tr.kind !== 'tls') return {};
     const m = loadTls(tr.files, 'client');
     return { tls: { ca: m.ca, cert: m.cert, key: m.key, serverName: tr.serverName } };
   };
-  return P4RuntimeSwitches.connect(
-    switches.map((s) => ({
+  const arrivalsOf = (s: DeploySwitch): { arrivals?: PortArrivals } => {
+    if (s.node === undefined) return {};
+    const client = o.nodes?.get(s.node);
+    if (client === undefined) throw new DataPlaneError(`switch ${s.name}: its node ${s.node} (which reads its ports) is not connected`);
+    return { arrivals: () => client.switchArrivals(s.name) };
+  };
+  const arrivals = switches.map(arrivalsOf);
+  // one reading now: a node that does not list the switch is a mistake in the configs, better seen before any handover
+  for (const [i, s] of switches.entries()) {
+    const read = arrivals[i]!.arrivals;
+    if (read === undefined) continue;
+    const now = await read().catch((e: unknown) => {
+      if (e instanceof NodeCallError && e.code === grpc.status.NOT_FOUND) throw new DataPlaneError(`switch ${s.name}: node ${s.node} does not read its ports (${e.message}): list the switch under that node's p4Switches`, { cause: e });
+      throw e;
+    });
+    if (now !== undefined) continue;
+    // no call each time that can only answer UNIMPLEMENTED
+    arrivals[i] = {};
+    warn(`switch ${s.name}: node ${s.node} predates SwitchArrivals: frames the switch's input buffers drop are not seen`);
+  }
+  const connected = await P4RuntimeSwitches.connect(
+    switches.map((s, i) => ({
       ...tlsOf(s),
+      ...arrivals[i]!,
       name: s.name,
       grpcAddress: s.p4runtime,
       deviceId: s.deviceId,
@@ -78,6 +107,9 @@ export async function connectP4RuntimeSwitches(switches: readonly DeploySwitch[]
     })),
     { p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json },
   );
+  // once connected: about switches that run
+  for (const s of switches) if (s.node === undefined) warn(`switch ${s.name}: no node reads its ports (give it node: the node on its host, listing the switch under its p4Switches): frames its input buffers drop are not seen`);
+  return connected;
 }
 
 export async function openController(spec: DeploySpec): Promise<Controller> {

@@ -19,6 +19,8 @@
  *       # plaintext: true             # TCP without authentication: only when said, and warned about
  *       deviceId: 1
  *       pipeline: existing          # it must run p4/sharp.p4 already (push: install it, emptying its tables)
+ *       node: sw2                   # the node on s2's host whose config lists s2 under p4Switches: it reads the
+ *                                   # ports' receive counts (what BMv2's input buffers drop); without it they are unseen
  *       ports:                      # name: BMv2 port number, and the instance side it is cabled to
  *         s2-client: { port: 1 }
  *         s2-vnfa: { port: 2, instance: vnfa, side: 0 }
@@ -77,6 +79,12 @@ export interface DeploySwitch {
   tls?: DeploySwitchTls;
   /** plaintext gRPC on a TCP address: no authentication, so only when the spec says so (a warning names the switch) */
   plaintext?: boolean;
+  /**
+   * a node of `nodes` on the switch's host whose config lists this switch
+   * under p4Switches: it reads the ports' receive counts, with which the
+   * controller sees the frames BMv2's input buffers drop (unseen without)
+   */
+  node?: string;
 }
 
 export interface DeploySwitchTls {
@@ -160,6 +168,7 @@ const schema = {
             properties: { ca: { type: 'string', minLength: 1 }, cert: { type: 'string', minLength: 1 }, key: { type: 'string', minLength: 1 }, serverName: { type: 'string', pattern: '^[A-Za-z0-9.:_-]{1,253}$' } },
           },
           plaintext: { type: 'boolean' },
+          node: { type: 'string', pattern: NAME },
           ports: {
             type: 'object',
             minProperties: 1,
@@ -258,6 +267,7 @@ export function validateDeploySpec(value: unknown, file = 'deployment spec'): De
       ports.set(p.port, name);
       if (p.side !== undefined && p.instance === undefined) issues.push(`switches.${i}.ports.${name}.side: only a port facing an instance has a side (give instance)`);
     }
+    if (sw.node !== undefined && !names.has(sw.node)) issues.push(`switches.${i}.node: '${sw.node}' is not a node of nodes (${[...names].join(', ')}): name the node on switch ${sw.name}'s host that reads its ports`);
     const unix = sw.p4runtime.startsWith('unix:');
     if (unix && sw.tls !== undefined) issues.push(`switches.${i}.tls: switch ${sw.name} is on a Unix socket (${sw.p4runtime}): P4Runtime there is plaintext, its file permissions guard it; drop tls (or give a TCP address)`);
     else if (sw.plaintext === true && sw.tls !== undefined) issues.push(`switches.${i}.plaintext: give tls (mutual TLS) or plaintext: true, not both`);

@@ -16,7 +16,8 @@ import { connectLabNodes, labNodeConfigs, startNodeProcess, stopLabNodes, NodeLa
 import type { LabSpec } from './spec/types.js';
 import { NodeDeployment } from '../node/client.js';
 import { P4RuntimeSwitches } from '../dataplane/bmv2/p4runtime-switches.js';
-import { SwitchPortArrivals, SwitchVethPass } from '../dataplane/bmv2/bmv2-dataplane.js';
+import { SwitchVethPass } from '../dataplane/bmv2/bmv2-dataplane.js';
+import { SwitchPortArrivals } from '../dataplane/bmv2/port-arrivals.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import type { PipelineMode } from '../dataplane/bmv2/topology.js';
 

@@ -63,6 +63,7 @@ const METHOD_NAMES = {
   DeleteState: 1,
   SentTowardsInstances: 1,
   ArrivedFrames: 1,
+  SwitchArrivals: 1,
   TransferState: 1,
   StageState: 1,
   ObtainState: 1,
@@ -94,6 +95,7 @@ export const BATCHABLE: ReadonlySet<NodeMethod> = new Set<NodeMethod>([
   'InterfaceDrops',
   'SentTowardsInstances',
   'ArrivedFrames',
+  'SwitchArrivals',
 ]);
 /** calls per Batch at most */
 export const MAX_BATCH_CALLS = 64;

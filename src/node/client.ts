@@ -219,11 +219,8 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
    */
   #call(method: NodeMethod, req: Wire, timeoutMs?: number): Promise<Wire> {
     const deadline = timeoutMs === undefined ? callDeadline(this.#timeoutMs) : Date.now() + timeoutMs;
-    if (this.#batching && BATCHABLE.has(method))
-      return new Promise<Wire>((resolve, reject) => {
-        if (this.#pending.length === 0) setImmediate(() => this.#flush());
-        this.#pending.push({ method, req, deadline, t0: performance.now(), resolve, reject });
-      });
+    if (this.#batching && BATCHABLE.has(method) && !this.#alone.has(method))
+      return new Promise<Wire>((resolve, reject) => this.#enqueue({ method, req, deadline, t0: performance.now(), resolve, reject }));
     return this.#unary(method, req, deadline);
   }
 
@@ -251,6 +248,13 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   #batching = true;
   /** short calls made in this turn of the event loop, not sent yet */
   #pending: PendingCall[] = [];
+  /** methods this node's Batch refused to carry (a node older than the method): each alone */
+  readonly #alone = new Set<NodeMethod>();
+
+  #enqueue(c: PendingCall): void {
+    if (this.#pending.length === 0) setImmediate(() => this.#flush());
+    this.#pending.push(c);
+  }
 
   /** Sends the calls made in the last turn: one alone as itself, several as one Batch (in the order they were made). */
   #flush(): void {
@@ -285,6 +289,16 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
         if (e instanceof NodeCallError && e.code === grpc.status.UNIMPLEMENTED) {
           this.#batching = false;
           for (const c of calls) settle(c, this.#unary(c.method, c.req, c.deadline, c.t0));
+          return;
+        }
+        const refused = e instanceof NodeCallError && e.code === grpc.status.INVALID_ARGUMENT ? /calls\.\d+\.method '([^']*)': not one a batch may carry/.exec(e.message)?.[1] : undefined;
+        if (refused !== undefined && !this.#alone.has(refused as NodeMethod) && calls.some((c) => c.method === refused)) {
+          // the whole batch was refused, nothing run: the calls again, that method alone from now on
+          this.#alone.add(refused as NodeMethod);
+          for (const c of calls) {
+            if (this.#alone.has(c.method)) settle(c, this.#unary(c.method, c.req, c.deadline, c.t0));
+            else this.#enqueue(c);
+          }
           return;
         }
         // no answer to the batch is no answer to each of its calls
@@ -544,6 +558,16 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     const n = (r?.['arrived'] as unknown[] | undefined) ?? [];
     if (r === undefined || r['exact'] !== true || n.length !== 2) return undefined;
     return [BigInt(String(n[0])), BigInt(String(n[1]))];
+  }
+
+  /**
+   * Switch `sw`'s ports' receive counts on its host (a P4 switch the node's
+   * config lists under p4Switches), by port name; undefined when the node
+   * predates the call.
+   */
+  async switchArrivals(sw: string): Promise<Map<string, bigint> | undefined> {
+    const r = await this.#optionalCall('SwitchArrivals', { switch: sw });
+    return r === undefined ? undefined : new Map(((r['ports'] as Wire[] | undefined) ?? []).map((p) => [String(p['port'] ?? ''), BigInt(String(p['rx_packets'] ?? '0'))]));
   }
 
   /** A call an older node may not know: undefined then. */

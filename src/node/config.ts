@@ -21,6 +21,8 @@
  *     - { name: vnf1, kind: counter, ifaces: [eth0, eth1] }
  *   directRelay:   # only beside a switch that cannot relay (BMv2 running p4/sharp.p4) in this kernel
  *     - { netns: s1ns, ports: [{ ifname: s1-eth2, instance: vnf1, side: 0 }, { ifname: s1-eth3, instance: vnf2, side: 0 }] }
+ *   p4Switches:    # BMv2 switches on this host that the controller drives over P4Runtime: the node reads their ports' receive counts, nothing else
+ *     - { name: s2, netns: s2ns, ports: [{ name: s2-client, ifname: s2-eth1 }, { name: s2-vnf1, ifname: s2-eth2 }] }
  */
 import path from 'node:path';
 import { Ajv } from 'ajv';
@@ -92,10 +94,20 @@ export interface NodeConfig {
    * relayed through the switch (an XDP switch's relay route).
    */
   directRelay?: { netns?: string; ports: { ifname: string; instance: string; side: number }[] }[];
+  /**
+   * P4 switches (BMv2) on this host that the controller drives over
+   * P4Runtime: the node reads their ports' receive counts and nothing else
+   * (SwitchArrivals), so the controller can tell what BMv2's input buffers
+   * hold or dropped (libpcap's ring drops silently). Port names as the
+   * deployment spec names them; netns: the namespace of the interfaces
+   * (default the node's).
+   */
+  p4Switches?: { name: string; netns?: string; ports: { name: string; ifname: string }[] }[];
 }
 
 export const MAX_CONFIG_BYTES = 1 << 20;
 const NAME = '^[A-Za-z0-9_-]{1,32}$';
+const NETNS = '^[A-Za-z0-9_.-]{1,64}$';
 const ADDRESS_OR_UNIX = '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s/]+):[0-9]{1,5}|unix:/.{1,106})$';
 
 export const nodeConfigSchema = {
@@ -220,7 +232,7 @@ export const nodeConfigSchema = {
         additionalProperties: false,
         required: ['ports'],
         properties: {
-          netns: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+          netns: { type: 'string', pattern: NETNS },
           ports: {
             type: 'array',
             minItems: 1,
@@ -230,6 +242,31 @@ export const nodeConfigSchema = {
               additionalProperties: false,
               required: ['ifname', 'instance', 'side'],
               properties: { ifname: { type: 'string', minLength: 1, maxLength: 15 }, instance: { type: 'string', pattern: NAME }, side: { type: 'integer', minimum: 0, maximum: 1 } },
+            },
+          },
+        },
+      },
+    },
+    p4Switches: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 64,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'ports'],
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          netns: { type: 'string', pattern: NETNS },
+          ports: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 64,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'ifname'],
+              properties: { name: { type: 'string', pattern: NAME }, ifname: { type: 'string', minLength: 1, maxLength: 15 } },
             },
           },
         },
@@ -324,7 +361,25 @@ export function validateNodeConfig(value: unknown, file = 'node config'): NodeCo
   // the ports facing this node's instances and those facing the instances they may relay to (on other nodes too)
   if (c.directRelay !== undefined && !c.instances.some((i) => c.directRelay!.some((d) => d.ports.some((p) => p.instance === i.name))))
     issues.push(`directRelay: no port faces an instance of this node (${c.instances.map((i) => i.name).join(', ')}): list the switch interfaces facing them and their targets`);
-  if (c.switches.length === 0 && c.instances.length === 0) issues.push('(top level): the node runs nothing: give switches and/or instances');
+  // interfaces of the same namespace: the node's own (netns unset) are claimed with its switches' and instances'
+  const p4Ifnames = new Map<string, Set<string>>();
+  const p4Names = new Set<string>();
+  c.p4Switches?.forEach((s, si) => {
+    const at = `p4Switches.${si}`;
+    if (p4Names.has(s.name)) issues.push(`${at}.name: '${s.name}' twice`);
+    p4Names.add(s.name);
+    if (seen.has(s.name)) issues.push(`${at}.name: '${s.name}' is a switch this node runs itself (switches): a P4 switch here is one the controller drives over P4Runtime`);
+    const ports = new Set<string>();
+    s.ports.forEach((p, pi) => {
+      if (ports.has(p.name)) issues.push(`${at}.ports.${pi}.name: '${p.name}' twice in switch ${s.name}`);
+      ports.add(p.name);
+      if (s.netns === undefined) return claim(`${at}.ports.${pi}.ifname`, p.ifname);
+      const ns = p4Ifnames.get(s.netns) ?? new Set<string>();
+      if (ns.has(p.ifname)) issues.push(`${at}.ports.${pi}.ifname: interface ${p.ifname} of namespace ${s.netns} is used twice`);
+      p4Ifnames.set(s.netns, ns.add(p.ifname));
+    });
+  });
+  if (c.switches.length === 0 && c.instances.length === 0 && c.p4Switches === undefined) issues.push('(top level): the node runs nothing: give switches, instances and/or p4Switches');
   if (issues.length) throw new NodeConfigError(file, issues);
   return c;
 }

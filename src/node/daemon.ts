@@ -26,6 +26,7 @@ import { NodeCapture } from './capture-service.js';
 import { NodeDivert } from './divert-service.js';
 import { xdpCaptureTargets } from '../capture/targets.js';
 import { disableCapture } from '../capture/tap.js';
+import { SwitchPortArrivals } from '../dataplane/bmv2/port-arrivals.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
 
@@ -112,12 +113,28 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const topology = topologyOf(c);
   // before the data plane: a password file that cannot be read stops the start with nothing opened
   const stateStore = c.stateStore?.redis === undefined ? undefined : openStateStore(c);
+  // likewise a P4 switch's namespace that is not there
+  let p4Arrivals: SwitchPortArrivals | undefined;
+  try {
+    p4Arrivals = c.p4Switches === undefined ? undefined : new SwitchPortArrivals({ switches: c.p4Switches });
+  } catch (e) {
+    await stateStore?.close();
+    throw e;
+  }
   const adopted = store.list().length > 0;
   const directRelay = c.directRelay === undefined ? {} : { directRelay: c.directRelay.map((d) => ({ ...(d.netns === undefined ? {} : { netns: d.netns }), ports: d.ports.map((p) => ({ ifname: p.ifname, instance: p.instance, instanceSide: p.side })) })) };
-  const dp = adopted
-    ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir, ...directRelay })
-    : await XdpDataPlane.create(topology, { objectsDir: o.objectsDir, pins: { store, ...(o.replace === undefined ? {} : { replace: o.replace }) }, quiescenceMs: c.quiescenceMs, xdpMode: c.xdpMode, ...directRelay });
+  let dp: XdpDataPlane;
+  try {
+    dp = adopted
+      ? await XdpDataPlane.adopt({ pins: { store }, quiescenceMs: c.quiescenceMs, topology, objectsDir: o.objectsDir, ...directRelay })
+      : await XdpDataPlane.create(topology, { objectsDir: o.objectsDir, pins: { store, ...(o.replace === undefined ? {} : { replace: o.replace }) }, quiescenceMs: c.quiescenceMs, xdpMode: c.xdpMode, ...directRelay });
+  } catch (e) {
+    p4Arrivals?.close();
+    await stateStore?.close();
+    throw e;
+  }
   log(`${adopted ? 'adopted' : 'loaded'} ${c.switches.length} switch(es), ${c.instances.length} instance(s); pins in ${store.pinDir}`);
+  if (p4Arrivals !== undefined) log(`reading the ports of P4 switch(es) ${p4Arrivals.switches().join(', ')}`);
   const startedAt = Date.now();
   const health = (): NodeHealth => ({
     node: c.name,
@@ -153,7 +170,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds), operations }) }],
+      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(p4Arrivals === undefined ? {} : { p4Arrivals }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds), operations }) }],
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
@@ -180,6 +197,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     statePeers?.close();
     await stateStore?.close();
     await estateStore?.close();
+    p4Arrivals?.close();
     // the data plane stays (pinned) for the next start; only this process's handles go
     await dp.close();
     throw e;
@@ -191,6 +209,8 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     stopped = true;
     statePeers?.close();
     await Promise.all([server.close(500), metrics?.close(), stateStore?.close(), estateStore?.close()]);
+    // after the server: no call reads them any more
+    p4Arrivals?.close();
   };
   return {
     config: c,

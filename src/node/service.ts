@@ -39,6 +39,7 @@ import { flowKeyString } from '../state/flow-key.js';
 import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
 import { describePeer, peerOf, type HasAuthContext } from './transport/server.js';
 import { STATE_OPERATIONS, STORE_OPERATIONS, type NodeOperationObserver } from './metrics.js';
+import type { SwitchPortArrivals } from '../dataplane/bmv2/port-arrivals.js';
 
 /** a node without peers still moves state between its own instances */
 const localPeers = (self: string): StatePeers => new StatePeers({ self, allow: [], tls: undefined });
@@ -56,6 +57,8 @@ export interface NodeRuntime {
   statePeers?: StatePeers;
   /** where this node stages its instances' state for handovers (its config's stateStore), by store */
   stateStores?: Partial<Record<StagingStore, Pick<NodeRedisStore, 'describe' | 'stage' | 'obtain' | 'discard'>>>;
+  /** the receive counts of the P4 switches' ports on this host (its config's p4Switches) */
+  p4Arrivals?: Pick<SwitchPortArrivals, 'switches' | 'read'>;
   /** the daemon's log */
   log?: (line: string) => void;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
@@ -314,6 +317,12 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const a = agents();
       const n = a.arrivedFrames === undefined ? undefined : await a.arrivedFrames(instance(w).name);
       return { exact: n !== undefined, arrived: (n ?? []).map(String) };
+    },
+    SwitchArrivals: async (w) => {
+      const n = String(w['switch'] ?? '');
+      const known = rt.p4Arrivals?.switches() ?? [];
+      if (!known.includes(n)) throw new NodeRequestError(grpc.status.NOT_FOUND, `node ${rt.health().node} reads no P4 switch '${n.slice(0, 40)}' (p4Switches: ${known.join(', ') || 'none'})`);
+      return { ports: [...rt.p4Arrivals!.read(n)].map(([port, rx]) => ({ port, rx_packets: rx.toString() })) };
     },
     Disarm: async (w) => {
       await agents().disarm(instance(w).name, hid(w));

@@ -52,6 +52,15 @@ t.test('what the schema cannot say: the CPU port, a port number twice, a side wi
   t.match(issues({ ...base, switches: [s1, { ...s1, deviceId: 2 }] }), /switches\.1\.name: 's1' twice/);
 });
 
+t.test("a switch's node: the node on its host that reads its ports' receive counts, one of the spec's nodes", async (t) => {
+  const spec = validateDeploySpec({ ...base, nodes: [...base.nodes, { name: 'sw1', address: '10.9.0.5:7441' }], switches: [{ ...s1, node: 'sw1' }] });
+  t.equal(spec.switches[0]!.node, 'sw1', 'kept as given');
+  t.equal(validateDeploySpec(withSwitch({ ...s1, node: 'vnfa' })).switches[0]!.node, 'vnfa', 'a VNF node on the same host may read them');
+  t.equal(validateDeploySpec(withSwitch(s1)).switches[0]!.node, undefined, 'optional: without it no node reads the ports');
+  t.match(issues(withSwitch({ ...s1, node: 'sw9' })), /switches\.0\.node: 'sw9' is not a node of nodes \(vnfa\)/);
+  t.match(issues(withSwitch({ ...s1, node: 'bad name' })), /switches\.0\.node: must match pattern/);
+});
+
 t.test('a switch on TCP: mutual TLS with controller.certs by default, the switch named by its certificate', async (t) => {
   const spec = validateDeploySpec(withSwitch(s1));
   t.same(switchTransport(spec.controller, spec.switches[0]!), {

@@ -12,9 +12,9 @@ import type { P4RuntimeClient } from '../../p4runtime/index.js';
 import { XdpAgentSet } from '../xdp/agents.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
 import { DataPlaneError, type Counter, type DataPlane, type HandoverMarkCounters, type PortCounters, type ControllerChannel, type DivertedFrame, type Rule, type RuleAction, type SentTowards } from '../types.js';
-import { NetdevFile } from '../../net/netdev-stats.js';
-import { P4RuntimeSwitches, type P4RuntimeSwitchesOptions, type PortArrivals } from './p4runtime-switches.js';
-import type { Bmv2Switch, Bmv2Topology, PipelineMode } from './topology.js';
+import { SwitchPortArrivals } from './port-arrivals.js';
+import { P4RuntimeSwitches, type P4RuntimeSwitchesOptions } from './p4runtime-switches.js';
+import type { Bmv2Topology, PipelineMode } from './topology.js';
 
 export { p4rtPriority, wildMatch, exactMatch } from './p4runtime-switches.js';
 
@@ -48,41 +48,6 @@ export class SwitchVethPass {
   close(): void {
     for (const l of this.#links.splice(0)) l.close();
     this.#pass.close();
-  }
-}
-
-/**
- * The kernel's rx count of every switch port's interface, read in the
- * switches' namespaces (one /proc/net/dev opened per namespace): the
- * PortArrivals with which P4RuntimeSwitches says what BMv2's input buffers
- * still hold or dropped. Same kernel only: lab plumbing.
- */
-export class SwitchPortArrivals {
-  readonly #files = new Map<string, NetdevFile>();
-
-  constructor(topology: Pick<Bmv2Topology, 'switches'>) {
-    try {
-      for (const s of topology.switches) if (!this.#files.has(s.netns)) this.#files.set(s.netns, NetdevFile.open(s.netns));
-    } catch (e) {
-      this.close();
-      throw e;
-    }
-  }
-
-  /** switch `s`'s ports' arrivals, by port name */
-  of(s: Bmv2Switch): PortArrivals {
-    const file = this.#files.get(s.netns);
-    if (file === undefined) throw new DataPlaneError(`switch ${s.name} was not in the topology the arrivals were opened for`);
-    const portOf = new Map(s.ports.map((p) => [p.ifname, p.name]));
-    return () => {
-      const rx = file.rxPackets(portOf.keys());
-      return Promise.resolve(new Map([...rx].map(([ifname, n]) => [portOf.get(ifname)!, n])));
-    };
-  }
-
-  close(): void {
-    for (const f of this.#files.values()) f.close();
-    this.#files.clear();
   }
 }
 

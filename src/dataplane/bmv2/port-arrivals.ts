@@ -1,0 +1,69 @@
+/**
+ * The kernel's rx count of every P4 switch port's interface, read in the
+ * switches' namespaces (one /proc/net/dev opened per namespace): the
+ * PortArrivals with which P4RuntimeSwitches says what BMv2's input buffers
+ * still hold or dropped. Whatever runs on the switch's host reads them: a
+ * BMv2 lab in its own process, a node (its config's p4Switches) for a
+ * controller elsewhere (SwitchArrivals).
+ */
+import type { NetnsRef } from '../../bpf/index.js';
+import { NetdevFile } from '../../net/netdev-stats.js';
+import { DataPlaneError } from '../types.js';
+import type { PortArrivals } from './p4runtime-switches.js';
+
+/** A switch whose ports are read: its name, the namespace of its interfaces (undefined: this process's) and its ports. */
+export interface ArrivalsSwitch {
+  name: string;
+  netns?: NetnsRef;
+  ports: readonly { name: string; ifname: string }[];
+}
+
+export class SwitchPortArrivals {
+  /** switch name -> its namespace's file and its interfaces' port names */
+  readonly #switches = new Map<string, { file: NetdevFile; portOf: Map<string, string> }>();
+  readonly #files: NetdevFile[] = [];
+
+  constructor(topology: { switches: readonly ArrivalsSwitch[] }) {
+    const byNetns = new Map<NetnsRef, NetdevFile>();
+    try {
+      for (const s of topology.switches) {
+        let file = byNetns.get(s.netns);
+        if (file === undefined) {
+          file = NetdevFile.open(s.netns);
+          byNetns.set(s.netns, file);
+          this.#files.push(file);
+        }
+        this.#switches.set(s.name, { file, portOf: new Map(s.ports.map((p) => [p.ifname, p.name])) });
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** the switches read here */
+  switches(): string[] {
+    return [...this.#switches.keys()];
+  }
+
+  /** Switch `name`'s ports' rx counts now, by port name (a port whose interface is gone: absent). */
+  read(name: string): Map<string, bigint> {
+    const s = this.#switches.get(name);
+    if (s === undefined) throw new DataPlaneError(`switch ${name}: its ports' arrivals are not read here (not among ${this.switches().join(', ') || 'none'}, or closed)`);
+    const rx = s.file.rxPackets(s.portOf.keys());
+    return new Map([...rx].map(([ifname, n]) => [s.portOf.get(ifname)!, n]));
+  }
+
+  /** switch `s`'s ports' arrivals, by port name */
+  of(s: Pick<ArrivalsSwitch, 'name'>): PortArrivals {
+    // checked now: a switch that is not read here is a mistake of the caller's, not a reading to retry
+    this.read(s.name);
+    return () => Promise.resolve(this.read(s.name));
+  }
+
+  close(): void {
+    // a closed fd's number may be reused by another file: nothing reads after close
+    this.#switches.clear();
+    for (const f of this.#files.splice(0)) f.close();
+  }
+}
