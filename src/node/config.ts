@@ -108,6 +108,9 @@ export interface NodeConfig {
 export const MAX_CONFIG_BYTES = 1 << 20;
 const NAME = '^[A-Za-z0-9_-]{1,32}$';
 const NETNS = '^[A-Za-z0-9_.-]{1,64}$';
+const IFNAME = { type: 'string', minLength: 1, maxLength: 15 } as const;
+/** the ports of a switch or of a namespace: 1 to 64 */
+const portList = <R extends readonly string[], P extends object>(required: R, properties: P) => ({ type: 'array', minItems: 1, maxItems: 64, items: { type: 'object', additionalProperties: false, required, properties } }) as const;
 const ADDRESS_OR_UNIX = '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s/]+):[0-9]{1,5}|unix:/.{1,106})$';
 
 export const nodeConfigSchema = {
@@ -204,23 +207,13 @@ export const nodeConfigSchema = {
         properties: {
           name: { type: 'string', pattern: NAME },
           maxRules: { type: 'integer', minimum: 2, maximum: SHARP_MAX_RULES_LIMIT },
-          ports: {
-            type: 'array',
-            minItems: 1,
-            maxItems: 64,
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['name', 'ifname', 'role'],
-              properties: {
-                name: { type: 'string', pattern: NAME },
-                ifname: { type: 'string', minLength: 1, maxLength: 15 },
-                role: { enum: ['host', 'vnf'] },
-                instance: { type: 'string', pattern: NAME },
-                side: { type: 'integer', minimum: 0, maximum: 1 },
-              },
-            },
-          },
+          ports: portList(['name', 'ifname', 'role'], {
+            name: { type: 'string', pattern: NAME },
+            ifname: IFNAME,
+            role: { enum: ['host', 'vnf'] },
+            instance: { type: 'string', pattern: NAME },
+            side: { type: 'integer', minimum: 0, maximum: 1 },
+          }),
         },
       },
     },
@@ -233,17 +226,7 @@ export const nodeConfigSchema = {
         required: ['ports'],
         properties: {
           netns: { type: 'string', pattern: NETNS },
-          ports: {
-            type: 'array',
-            minItems: 1,
-            maxItems: 64,
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['ifname', 'instance', 'side'],
-              properties: { ifname: { type: 'string', minLength: 1, maxLength: 15 }, instance: { type: 'string', pattern: NAME }, side: { type: 'integer', minimum: 0, maximum: 1 } },
-            },
-          },
+          ports: portList(['ifname', 'instance', 'side'], { ifname: IFNAME, instance: { type: 'string', pattern: NAME }, side: { type: 'integer', minimum: 0, maximum: 1 } }),
         },
       },
     },
@@ -258,17 +241,7 @@ export const nodeConfigSchema = {
         properties: {
           name: { type: 'string', pattern: NAME },
           netns: { type: 'string', pattern: NETNS },
-          ports: {
-            type: 'array',
-            minItems: 1,
-            maxItems: 64,
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['name', 'ifname'],
-              properties: { name: { type: 'string', pattern: NAME }, ifname: { type: 'string', minLength: 1, maxLength: 15 } },
-            },
-          },
+          ports: portList(['name', 'ifname'], { name: { type: 'string', pattern: NAME }, ifname: IFNAME }),
         },
       },
     },
@@ -282,7 +255,7 @@ export const nodeConfigSchema = {
         properties: {
           name: { type: 'string', pattern: NAME },
           kind: { enum: Object.keys(VNF_KINDS) },
-          ifaces: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', minLength: 1, maxLength: 15 } },
+          ifaces: { type: 'array', minItems: 2, maxItems: 2, items: IFNAME },
           ringCapacity: { type: 'integer', minimum: 16, maximum: 262144, default: 8192 },
           ringCount: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
           vnfFlows: { type: 'integer', minimum: 1, maximum: VNF_FLOWS_LIMIT },

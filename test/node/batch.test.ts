@@ -185,3 +185,37 @@ t.test("Release's bounds are checked by the node itself: out of range refused, n
   t.equal(await call({ max_frames: MAX_RELEASE_FRAMES }), null, 'the largest bound is taken');
   t.same(d.releaseBounds, [MAX_RELEASE_FRAMES], 'and passed on as it is');
 });
+
+t.test("a node whose Batch predates a method: the batch it refused is sent again, that method alone from then on, nothing run twice", async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-batch-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const d = new FakeDeployment(['vnf1', 'vnf2'], 1024);
+  const agents = { ...d.agentControl, ...d.vnfState } as AgentControl & VnfStateStore;
+  const impl = nodeHandlers({ health: () => agentHealth(d), agents });
+  const batches: string[][] = [];
+  // as a node older than SwitchArrivals: it serves no such rpc, and its Batch refuses to carry it (whole, nothing run)
+  const batch: grpc.handleUnaryCall<Record<string, unknown>, Record<string, unknown>> = (call, cb) => {
+    const methods = ((call.request['calls'] as { method: string }[] | undefined) ?? []).map((c) => c.method);
+    batches.push(methods);
+    const i = methods.indexOf('SwitchArrivals');
+    if (i >= 0) return cb({ code: grpc.status.INVALID_ARGUMENT, details: `calls.${i}.method 'SwitchArrivals': not one a batch may carry (ArmOld, AgentStatus)` });
+    (impl['Batch'] as grpc.handleUnaryCall<Record<string, unknown>, Record<string, unknown>>)(call, cb);
+  };
+  const sock = path.join(dir, 'old.sock');
+  const definition = Object.fromEntries(Object.entries(NODE_SERVICE).filter(([m]) => m !== 'SwitchArrivals')) as grpc.ServiceDefinition;
+  const server = await startNodeServer({ node: 'agnode', services: [{ definition, implementation: { ...impl, Batch: batch } }], unix: { path: sock } });
+  t.teardown(() => server.close(0));
+  const ag = await NodeClient.connect({ channel: nodeChannel(unixEndpoint(sock, 'agnode')) });
+  t.teardown(() => ag.close());
+
+  const [armed, arrivals] = await Promise.all([ag.armOld('vnf1', 9), ag.switchArrivals('s2')]);
+  t.same([armed, arrivals], [undefined, undefined], 'the arm applied; the arrivals unknown (the node predates them)');
+  t.same(batches, [['ArmOld', 'SwitchArrivals']], 'one Batch, refused whole');
+  t.same(d.armed('vnf1'), [9], 'the arm ran');
+  t.equal(count(ag.calls, 'ArmOld'), 1, 'sent again alone (a batch of one is a call), once');
+  const [status, again] = await Promise.all([ag.agentStatus('vnf1', 9), ag.switchArrivals('s2'), ag.armNew('vnf2', 9, 0)]);
+  t.equal(status?.role, 'old');
+  t.equal(again, undefined);
+  t.same(batches, [['ArmOld', 'SwitchArrivals'], ['AgentStatus', 'ArmNew']], 'then the other calls of a turn in a Batch without SwitchArrivals');
+  t.equal(count(ag.calls, 'SwitchArrivals'), 2, 'SwitchArrivals went alone each time');
+});
