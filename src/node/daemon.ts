@@ -119,7 +119,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     p4Arrivals = c.p4Switches === undefined ? undefined : new SwitchPortArrivals({ switches: c.p4Switches });
   } catch (e) {
     await stateStore?.close();
-    throw e;
+    throw new NodeConfigError(`node ${c.name}'s config`, [`p4Switches: ${(e as Error).message}: a P4 switch's interfaces are read in their namespace, which must exist when the node starts`], { cause: e });
   }
   const adopted = store.list().length > 0;
   const directRelay = c.directRelay === undefined ? {} : { directRelay: c.directRelay.map((d) => ({ ...(d.netns === undefined ? {} : { netns: d.netns }), ports: d.ports.map((p) => ({ ifname: p.ifname, instance: p.instance, instanceSide: p.side })) })) };

@@ -4,7 +4,8 @@
 // Mininet host's): over its socket the node answers each port's kernel
 // receive count, which grows by exactly the frames sent into the interface;
 // a port whose interface is not there is left out; a switch it does not
-// list is refused naming it; a Batch carries the call.
+// list is refused naming it; a Batch carries the call. A namespace that is
+// not there stops the node's start, naming p4Switches.
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import { execFileSync } from 'node:child_process';
@@ -81,4 +82,25 @@ t.test("a node reads a P4 switch's ports in the switch's namespace: exactly the 
   );
   t.ok(refused instanceof NodeCallError && refused.code === grpc.status.NOT_FOUND, 'a switch not in p4Switches: NOT_FOUND');
   t.match((refused as Error).message, /reads no P4 switch 's9' \(p4Switches: s2\)/, 'naming it and the ones it reads');
+});
+
+t.test("a P4 switch's namespace that is not there stops the node's start, naming p4Switches", async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-p4arr-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const nodeNs = testNetns(t, 'p4nd');
+  const missing = uniqueName('p4gone');
+  const config = validateNodeConfig({ name: uniqueName('p4n'), listen: { unix: path.join(dir, 'node.sock') }, stateDir: path.join(dir, 'state'), p4Switches: [{ name: 's2', netns: missing, ports: [{ name: 's2-vnf1', ifname: 'b0' }] }] });
+  const configFile = path.join(dir, 'node.json');
+  writeFileSync(configFile, JSON.stringify(config));
+  const node: LabNode = { role: 'p4reader', netns: nodeNs, config, configFile };
+  // whatever a node that did not get ready may have left
+  t.teardown(() => stopAndDetachNodes([], [node], cli));
+  const started = await startNodeProcess(node, { cli }).then(
+    async (p) => {
+      await stopAndDetachNodes([p], [node], cli);
+      return undefined;
+    },
+    (e: unknown) => e,
+  );
+  t.match((started as Error | undefined)?.message, new RegExp(`p4Switches: network namespace ${missing} cannot be entered \\(ENOENT\\): a P4 switch's interfaces are read in their namespace`), 'the start fails, naming the field and the namespace');
 });
