@@ -123,6 +123,12 @@ export interface NativeBinding {
   /** flock(2): true when taken, false when held elsewhere (nonblock) */
   flock(fd: number, op: 'ex' | 'sh' | 'un', nonblock?: boolean): boolean;
   setCloexec(fd: number, on: boolean): void;
+  /** pidfd_open(2) */
+  pidfdOpen(pid: number): number;
+  /** pidfd_getfd(2): this process's copy of fd `fd` of the process behind `pidfd` */
+  pidfdGetfd(pidfd: number, fd: number): number;
+  /** an AF_PACKET socket's PACKET_STATISTICS (reset by the kernel on each read) and bound ifindex; null for another kind of fd */
+  packetSocketStats(fd: number): { ifindex: number; packets: number; drops: number } | null;
   progGetFdById(id: number): number;
   netnsEnter(path: string): number;
   netnsRestore(saved: number): void;

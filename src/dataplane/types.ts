@@ -102,6 +102,8 @@ export interface PortCounters extends Counter {
    * visible (XDP takes every frame in; a P4 switch whose host nothing reads).
    */
   notIngested?: bigint;
+  /** notIngested is the input buffer's own drop count (BMv2's rings read), not what it may still hold: no settling needed */
+  notIngestedExact?: boolean;
 }
 
 /** Why a frame died in the data plane, for reports (see DropCount). */
@@ -277,6 +279,8 @@ export interface SwitchControl {
    * none: it takes every frame in).
    */
   inputShortfall?(sw: string): Promise<Map<string, bigint> | undefined>;
+  /** whether portCounters' notIngested of `sw` are its input buffers' own drop counts (exact: nothing to estimate) */
+  countsInputDrops?(sw: string): boolean;
   switches(): string[];
   /** the port of `sw` that leads to `instance`, or undefined */
   portTowards(sw: string, instance: string): string | undefined;

@@ -8,8 +8,8 @@
 import type { Deployment, DropCount, DropReason, SwitchControl } from '../dataplane/types.js';
 import { leastDeficits } from './least-deficit.js';
 
-/** "where|reason" -> frames, a point-in-time reading of drop counters. */
-export type DropSnapshot = Map<string, DropCount>;
+/** "where|reason" -> frames, a point-in-time reading of drop counters; `exact`: a notIngested count that is the buffer's own drop count (nothing to settle) */
+export type DropSnapshot = Map<string, DropCount & { exact?: boolean }>;
 
 export interface DropScope {
   /** every switch of the deployment: a moved flow's frames cross the ones its rules are on and then any on its way to its host */
@@ -20,8 +20,8 @@ export interface DropScope {
   instances: readonly string[];
 }
 
-function put(s: DropSnapshot, where: string, reason: DropReason, frames: bigint): void {
-  s.set(`${where}|${reason}`, { where, reason, frames });
+function put(s: DropSnapshot, where: string, reason: DropReason, frames: bigint, exact?: boolean): void {
+  s.set(`${where}|${reason}`, { where, reason, frames, ...(exact === true ? { exact } : {}) });
 }
 
 /**
@@ -47,7 +47,7 @@ export async function snapshotDrops(d: Deployment, scope: DropScope, unreadable?
       const where = `${sw}/${p.port}`;
       if (!scope.otherInstancePorts.has(where)) {
         put(s, where, 'xmitFailed', p.xmitFailed);
-        if (p.notIngested !== undefined) put(s, where, 'notIngested', p.notIngested);
+        if (p.notIngested !== undefined) put(s, where, 'notIngested', p.notIngested, p.notIngestedExact);
       }
       put(s, where, 'redirectFailed', p.redirectFailed);
       put(s, where, 'switchDrop', p.dropOther);
@@ -77,10 +77,10 @@ export async function snapshotDrops(d: Deployment, scope: DropScope, unreadable?
  * `after` with each notIngested count that grew since `before` lowered to
  * its least reading from then on (least-deficit.ts): read right after a
  * release, it also counts the frames still waiting in the switch's input
- * buffer, which go in.
+ * buffer, which go in. Exact counts (the buffer's own drops) stand as read.
  */
 export async function settleNotIngested(sc: SwitchControl, before: DropSnapshot, after: DropSnapshot, remaining: () => number): Promise<DropSnapshot> {
-  const grown = [...after.values()].filter((a) => a.reason === 'notIngested' && a.frames > (before.get(`${a.where}|notIngested`)?.frames ?? a.frames));
+  const grown = [...after.values()].filter((a) => a.reason === 'notIngested' && a.exact !== true && a.frames > (before.get(`${a.where}|notIngested`)?.frames ?? a.frames));
   const read = sc.inputShortfall;
   if (grown.length === 0 || read === undefined) return after;
   const keys = new Set(grown.map((a) => a.where));

@@ -153,11 +153,11 @@ function stepError(step: HandoverStep, e: unknown): HandoverError {
 }
 
 /** drops plus what the switches did not take in of the releases (counted once: taken out of ingestLoss) */
-function mergeIngestLoss(h: HandoverRun): void {
+function mergeIngestLoss(h: HandoverRun, exact: ReadonlySet<string> = new Set()): void {
   const key = (x: DropCount): string => `${x.where}|${x.reason}`;
   // releases lose frames of their own: summed per port
   const released = new Map<string, DropCount>();
-  for (const x of h.ingestLoss.splice(0)) released.set(key(x), { ...x, frames: (released.get(key(x))?.frames ?? 0n) + x.frames });
+  for (const x of h.ingestLoss.splice(0)) if (!exact.has(key(x))) released.set(key(x), { ...x, frames: (released.get(key(x))?.frames ?? 0n) + x.frames });
   // a port whose interface the switch's host reads counted the same frames over the whole handover: the larger count of one loss seen twice
   const merged = new Map(h.drops.map((x) => [key(x), x]));
   for (const [k, x] of released) if (!(x.frames <= (merged.get(k)?.frames ?? -1n))) merged.set(k, x);
@@ -637,7 +637,9 @@ export class HandoverEngine extends EventEmitter {
   async #countDrops(h: HandoverRun, scope: DropScope, before: DropSnapshot | undefined): Promise<void> {
     const after = before === undefined ? undefined : await this.#readDrops(h, scope);
     if (before !== undefined && after !== undefined) h.drops = dropDelta(before, await settleNotIngested(this.#d.switchControl, before, after, () => Math.max(h.remaining(), LATE_CALL_MS)));
-    mergeIngestLoss(h);
+    // where the switch read its buffers' own drop counts, those are the loss: the release's estimate of the same port is not
+    const exact = before === undefined || after === undefined ? new Set<string>() : new Set([...after.values()].filter((a) => a.exact === true).map((a) => `${a.where}|${a.reason}`));
+    mergeIngestLoss(h, exact);
   }
 
   /**

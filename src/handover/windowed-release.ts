@@ -36,6 +36,13 @@ import { leastDeficits } from './least-deficit.js';
 export const RELEASE_WINDOW = 512;
 /** no progress of the switch's ingress counter this long: go on (with a warning) */
 export const INGEST_STALL_MS = 1_000;
+/**
+ * The handover's time left below which the rest goes at once: a switch at
+ * its capacity takes windows in more slowly than the flow fills the ring,
+ * and a release cut off by the handover's deadline would leave the flow
+ * held. Frames the switch then cannot take in are counted, the flow flows.
+ */
+export const RELEASE_RESERVE_MS = 3_000;
 const POLL_MS = 2;
 
 export interface WindowedReleaseOptions {
@@ -168,12 +175,18 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
     return true;
   };
   /** waits until every port has at most `most` in flight, or its counter stalls (then `stalled`), and no port of the switches is behind */
+  const outOfTime = (what: string): boolean => {
+    if (stalled || o.remaining() >= RELEASE_RESERVE_MS) return stalled;
+    stalled = true;
+    o.warn(`${what}: the handover has ${Math.max(0, Math.round(o.remaining()))} ms left: the rest goes at once (frames the switch cannot take in are counted)`);
+    return true;
+  };
   const settle = async (most: bigint, what: string): Promise<Map<string, bigint>> => {
     let rx = await readRx();
     let moved = performance.now();
     for (;;) {
       const f = inFlight(rx);
-      if (f.every((x) => x <= most) && !(await behind(most, what))) return rx;
+      if (outOfTime(what) || (f.every((x) => x <= most) && !(await behind(most, what)))) return rx;
       if (performance.now() - moved > Math.min(stallMs, Math.max(0, o.remaining()))) {
         const stuck = ports.map((p, i) => ({ p, n: f[i]! })).filter((x) => x.n > most);
         stalled = true;
@@ -192,6 +205,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
   let rx = new Map(ports.map((p) => [key(p), p.rx0]));
   for (;;) {
     const busy = inFlight(rx).reduce((a, b) => (b > a ? b : a), 0n);
+    outOfTime(`releasing ${instance} in windows of ${window}`);
     // after a stall, holding the flow's frames for a counter that does not move only delays them: the rest at once
     const r = await ac.release(instance, hid, { timeoutMs: o.remaining(), ...relay, ...(stalled ? {} : { maxFrames: window - Number(busy) }) });
     windows++;
@@ -217,7 +231,8 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
  * (least-deficit.ts).
  */
 async function notIngested(sc: SwitchControl, ac: AgentControl, instance: string, ports: readonly Downstream[], remaining: () => number): Promise<DropCount[]> {
-  if (ports.every((p) => p.tx0 === undefined)) return [];
+  // switches that count their buffers' drops themselves: the handover's drop count has them exactly, nothing to estimate
+  if (ports.every((p) => p.tx0 === undefined || sc.countsInputDrops?.(p.sw) === true)) return [];
   const switches = new Set(ports.map((p) => p.sw));
   const least = await leastDeficits(async () => {
     let tx: Map<number, bigint> | undefined;

@@ -68,7 +68,7 @@ export async function openBmv2NodeLab(
     let switches: P4RuntimeSwitches;
     try {
       switches = await P4RuntimeSwitches.connect(
-        lab.bmv2.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround, arrivals: arrived.of(s) })),
+        lab.bmv2.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround, ...arrived.readers(s) })),
         { p4infoPath: P4_ARTIFACTS.p4info, deviceConfigPath: P4_ARTIFACTS.bmv2Json, ...(o.quiescenceMs === undefined ? {} : { quiescenceMs: o.quiescenceMs }) },
       );
     } catch (e) {

@@ -355,6 +355,9 @@ export class NodeLabDataPlane implements DataPlane {
   async inputShortfall(sw: string): Promise<Map<string, bigint> | undefined> {
     return this.#d.switchControl.inputShortfall?.(sw);
   }
+  countsInputDrops(sw: string): boolean {
+    return this.#d.switchControl.countsInputDrops?.(sw) === true;
+  }
   async arrivedFrames(i: string): Promise<[bigint, bigint] | undefined> {
     return this.#d.agentControl.arrivedFrames?.(i);
   }

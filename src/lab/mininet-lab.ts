@@ -140,13 +140,13 @@ export async function createMininetLab(spec: LabSpec, prefix: string, o: Mininet
     })());
   const stderrTail = (): string => (existsSync(errLog) ? readFileSync(errLog, 'utf8').trim().split('\n').slice(-5).join(' | ') : '');
   try {
-    const ready = await new Promise<{ pid: number; warnings: string[] }>((resolve, reject) => {
+    const ready = await new Promise<{ pid: number; warnings: string[]; switches?: Record<string, number> }>((resolve, reject) => {
       const lines = createInterface({ input: child.stdout! });
       const timer = setTimeout(() => reject(new MininetLabError(`Mininet did not report ready within ${(o.startTimeoutMs ?? 60_000) / 1000} s (${errLog}: ${stderrTail()})`)), o.startTimeoutMs ?? 60_000);
       lines.on('line', (line) => {
         if (line.startsWith('READY ')) {
           clearTimeout(timer);
-          resolve(JSON.parse(line.slice(6)) as { pid: number; warnings: string[] });
+          resolve(JSON.parse(line.slice(6)) as { pid: number; warnings: string[]; switches?: Record<string, number> });
         } else if (line.startsWith('ERROR ')) {
           clearTimeout(timer);
           reject(new MininetLabError(`Mininet: ${line.slice(6)}${stderrTail() ? ` (${errLog}: ${stderrTail()})` : ''}`));
@@ -158,6 +158,10 @@ export async function createMininetLab(spec: LabSpec, prefix: string, o: Mininet
       });
     });
     configureHosts(plan.hosts);
+    for (const s of bmv2.switches) {
+      const pid = ready.switches?.[s.name];
+      if (pid !== undefined) s.pid = pid;
+    }
     return {
       prefix,
       hosts: plan.hosts,

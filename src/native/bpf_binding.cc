@@ -29,6 +29,8 @@
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
 #include <linux/if_tun.h>
+#include <linux/if_packet.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/file.h>
 #include <string>
@@ -544,6 +546,41 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
   if (flock(fd, how) == 0) return Napi::Boolean::New(info.Env(), true);
   if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
   ThrowErrno(info.Env(), "flock", errno);
+}
+
+// pidfd_open(2): a process handle for pidfd_getfd (close it with closeFd).
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  int pid = static_cast<int>(IntArg(info, 0, "pid"));
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) ThrowErrno(info.Env(), "pidfd_open(" + std::to_string(pid) + ")", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// pidfd_getfd(2): this process's own copy of another process's fd (same
+// open file: a socket's options read through it are that socket's).
+Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  int pidfd = static_cast<int>(IntArg(info, 0, "pidfd"));
+  int target = static_cast<int>(IntArg(info, 1, "fd"));
+  int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  if (fd < 0) ThrowErrno(info.Env(), "pidfd_getfd(" + std::to_string(target) + ")", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// An AF_PACKET socket's PACKET_STATISTICS (which the kernel resets on every
+// read) and the interface it is bound to; null for any other fd.
+Napi::Value PacketSocketStats(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  struct sockaddr_ll sll {};
+  socklen_t sl = sizeof sll;
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&sll), &sl) != 0 || sll.sll_family != AF_PACKET) return info.Env().Null();
+  struct tpacket_stats_v3 st {};
+  socklen_t l = sizeof st;
+  if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &l) != 0) ThrowErrno(info.Env(), "getsockopt(PACKET_STATISTICS)", errno);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("ifindex", Napi::Number::New(info.Env(), sll.sll_ifindex));
+  out.Set("packets", Napi::Number::New(info.Env(), st.tp_packets));
+  out.Set("drops", Napi::Number::New(info.Env(), st.tp_drops));
+  return out;
 }
 
 // FD_CLOEXEC on or off: whether exec'd children inherit the fd.
@@ -1445,6 +1482,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("closeFd", CloseFd);
   EXPORT("flock", Flock);
   EXPORT("setCloexec", SetCloexec);
+  EXPORT("pidfdOpen", PidfdOpen);
+  EXPORT("pidfdGetfd", PidfdGetfd);
+  EXPORT("packetSocketStats", PacketSocketStats);
   EXPORT("progGetFdById", ProgGetFdById);
   EXPORT("netnsEnter", NetnsEnter);
   EXPORT("netnsRestore", NetnsRestore);

@@ -801,6 +801,10 @@ export class NodeDeployment implements Deployment {
         const host = bySwitch(sw);
         return host instanceof NodeClient ? undefined : host.inputShortfall?.(sw);
       },
+      countsInputDrops: (sw) => {
+        const host = bySwitch(sw);
+        return !(host instanceof NodeClient) && host.countsInputDrops?.(sw) === true;
+      },
     };
     this.agentControl = {
       agentInstances: () => nodes.flatMap((c) => c.agentInstances()),

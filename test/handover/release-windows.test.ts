@@ -199,3 +199,21 @@ t.test('a host port whose backlog does not go down with the release held: a warn
   );
   assertIntact(t, d);
 });
+
+t.test("windows that would outlast the handover's time: the rest goes at once, with a warning, and the flow is not left held", async (t) => {
+  const { d, rules } = await setup();
+  // a switch that takes in one frame per read: hundreds of windows' worth of reads
+  d.p4Ingest = { perRead: 1 };
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W, timeoutMs: 3600 });
+  const res = await holdAndRelease(d, engine, rules, gate, 600);
+  t.equal(res.outcome, 'completed', res.reason ?? '');
+  t.equal(d.releaseBounds.at(-1), undefined, 'the last release unbounded');
+  t.ok(d.releaseBounds.length >= 2, `${d.releaseBounds.length - 1} windows before it`);
+  t.match(
+    res.events.filter((e) => e.step === 'warning').map((e) => e.detail),
+    [/releasing vnf2 in windows of 100: the handover has \d+ ms left: the rest goes at once/],
+    'one warning, saying why',
+  );
+  assertIntact(t, d);
+});

@@ -73,7 +73,7 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
     try {
       const arrivals = (dp.#arrivals = new SwitchPortArrivals(topology));
       dp.#switches = await P4RuntimeSwitches.connect(
-        topology.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround: true, arrivals: arrivals.of(s) })),
+        topology.switches.map((s) => ({ ...s, pipeline: o.pipeline ?? 'push', relayAround: true, ...arrivals.readers(s) })),
         o,
       );
       dp.#pass = new SwitchVethPass(topology, o);
@@ -137,6 +137,9 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   }
   inputShortfall(sw: string): Promise<Map<string, bigint> | undefined> {
     return this.#sw.inputShortfall(sw);
+  }
+  countsInputDrops(sw: string): boolean {
+    return this.#sw.countsInputDrops(sw);
   }
   handoverCounters(sw: string, hid: number): Promise<HandoverMarkCounters> {
     return this.#sw.handoverCounters(sw, hid);

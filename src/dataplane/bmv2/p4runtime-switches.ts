@@ -88,7 +88,7 @@ export class PipelineMismatchError extends DataPlaneError {
  * (their nodes' directRelay, same kernel only), so the switch's relays
  * table is not written.
  */
-export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean; tls?: P4RuntimeTlsOptions; arrivals?: PortArrivals };
+export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electionId?: bigint; relayAround?: boolean; tls?: P4RuntimeTlsOptions; arrivals?: PortArrivals; inputDrops?: PortInputDrops };
 
 /**
  * Per port name, the frames its interface has received: the kernel's rx
@@ -97,6 +97,14 @@ export type SwitchToConnect = P4RuntimeSwitch & { pipeline: PipelineMode; electi
  * still holds or dropped (inputShortfall); undefined: unreadable now.
  */
 export type PortArrivals = () => Promise<Map<string, bigint> | undefined>;
+
+/**
+ * Per port name, the frames its input buffer dropped so far, exactly: BMv2's
+ * libpcap rings' own drop counts (PACKET_STATISTICS), read where its process
+ * is known (the lab that started it). With it the switch tells what its
+ * buffers dropped from what they still hold.
+ */
+export type PortInputDrops = () => Promise<Map<string, bigint> | undefined>;
 
 interface ConnectedSwitch {
   spec: P4RuntimeSwitch;
@@ -107,6 +115,7 @@ interface ConnectedSwitch {
   /** set when another controller took over: every later call fails with it */
   lostPrimacy?: string;
   arrivals?: PortArrivals;
+  inputDrops?: PortInputDrops;
 }
 
 /**
@@ -196,7 +205,7 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
       ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
       ...(spec.tls === undefined ? {} : { tls: spec.tls }),
     });
-    const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, relayAround: spec.relayAround === true, client, slots: new Map(), ...(spec.arrivals === undefined ? {} : { arrivals: spec.arrivals }) };
+    const sw: ConnectedSwitch = { spec: { name: spec.name, grpcAddress: spec.grpcAddress, deviceId: spec.deviceId, ports: spec.ports }, relayAround: spec.relayAround === true, client, slots: new Map(), ...(spec.arrivals === undefined ? {} : { arrivals: spec.arrivals }), ...(spec.inputDrops === undefined ? {} : { inputDrops: spec.inputDrops }) };
     this.#switches.set(spec.name, sw);
     client.on('primacy-lost', (p) => {
       sw.lostPrimacy = `controller with election id ${p.primaryElectionId ?? '?'} took switch ${spec.name} over`;
@@ -412,13 +421,16 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
     );
     // after port_rx (see inputShortfall)
     const arrived = await sw.arrivals?.();
+    const dropped = await sw.inputDrops?.();
     const zero: CounterValue = { packets: 0n, bytes: 0n };
     return sw.spec.ports.map((p) => {
       const slot = sw.slots.get(p.name)!;
       const at = (m: Map<number, CounterValue> | undefined): CounterValue => m?.get(slot) ?? zero;
       const a = arrived?.get(p.name);
+      const d = dropped?.get(p.name);
       return {
-        ...(a === undefined ? {} : { notIngested: a - at(rx).packets }),
+        // exact where the rings' own drop counts are read; else what the port received and the switch did not (yet) take in
+        ...(d !== undefined ? { notIngested: d, notIngestedExact: true } : a === undefined ? {} : { notIngested: a - at(rx).packets }),
         port: p.name,
         packets: at(rx).packets,
         bytes: at(rx).bytes,
@@ -447,18 +459,24 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
    * frame arriving in between counts as not yet taken in, never as taken in
    * unseen). Both count from their own start (the kernel's from the
    * interface's creation, port_rx from the pipeline's), so a reading holds an
-   * offset that a difference of two cancels. Undefined where nothing reads
-   * the switch's host.
+   * offset that a difference of two cancels. Where the rings' drops are read
+   * too (inputDrops), those are taken out: what the buffer holds, exactly.
+   * Undefined where nothing reads the switch's host.
    */
+  countsInputDrops(swName: string): boolean {
+    return this.#switch(swName).inputDrops !== undefined;
+  }
+
   async inputShortfall(swName: string): Promise<Map<string, bigint> | undefined> {
     const sw = this.#switch(swName);
     if (sw.arrivals === undefined) return undefined;
     const rx = await sw.client.readCounters('port_rx');
     const arrived = await sw.arrivals();
     if (arrived === undefined) return undefined;
+    const dropped = await sw.inputDrops?.();
     return new Map(sw.spec.ports.flatMap((p): [string, bigint][] => {
       const a = arrived.get(p.name);
-      return a === undefined ? [] : [[p.name, a - (rx.get(sw.slots.get(p.name)!)?.packets ?? 0n)]];
+      return a === undefined ? [] : [[p.name, a - (rx.get(sw.slots.get(p.name)!)?.packets ?? 0n) - (dropped?.get(p.name) ?? 0n)]];
     }));
   }
 

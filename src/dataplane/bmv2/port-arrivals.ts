@@ -6,21 +6,28 @@
  * BMv2 lab in its own process, a node (its config's p4Switches) for a
  * controller elsewhere (SwitchArrivals).
  */
-import type { NetnsRef } from '../../bpf/index.js';
+import { ifindexOf, type NetnsRef } from '../../bpf/index.js';
 import { NetdevFile } from '../../net/netdev-stats.js';
+import { PacketSocketDrops } from '../../net/packet-socket-drops.js';
 import { DataPlaneError } from '../types.js';
-import type { PortArrivals } from './p4runtime-switches.js';
+import type { PortArrivals, PortInputDrops } from './p4runtime-switches.js';
 
-/** A switch whose ports are read: its name, the namespace of its interfaces (undefined: this process's) and its ports. */
+/**
+ * A switch whose ports are read: its name, the namespace of its interfaces
+ * (undefined: this process's) and its ports; `pid`: its BMv2 process, whose
+ * packet sockets say exactly what each port's input ring dropped (the lab
+ * that started it knows it).
+ */
 export interface ArrivalsSwitch {
   name: string;
   netns?: NetnsRef;
   ports: readonly { name: string; ifname: string }[];
+  pid?: number;
 }
 
 export class SwitchPortArrivals {
   /** switch name -> its namespace's file and its interfaces' port names */
-  readonly #switches = new Map<string, { file: NetdevFile; portOf: Map<string, string> }>();
+  readonly #switches = new Map<string, { file: NetdevFile; portOf: Map<string, string>; drops?: { sockets: PacketSocketDrops; portOf: Map<number, string> } }>();
   readonly #files: NetdevFile[] = [];
 
   constructor(topology: { switches: readonly ArrivalsSwitch[] }) {
@@ -33,7 +40,9 @@ export class SwitchPortArrivals {
           byNetns.set(s.netns, file);
           this.#files.push(file);
         }
-        this.#switches.set(s.name, { file, portOf: new Map(s.ports.map((p) => [p.ifname, p.name])) });
+        const sockets = s.pid === undefined ? undefined : PacketSocketDrops.adopt(s.pid);
+        const drops = sockets === undefined ? undefined : { sockets, portOf: new Map(s.ports.map((p) => [ifindexOf(p.ifname, s.netns), p.name])) };
+        this.#switches.set(s.name, { file, portOf: new Map(s.ports.map((p) => [p.ifname, p.name])), ...(drops === undefined ? {} : { drops }) });
       }
     } catch (e) {
       this.close();
@@ -54,6 +63,33 @@ export class SwitchPortArrivals {
     return new Map([...rx].map(([ifname, n]) => [s.portOf.get(ifname)!, n]));
   }
 
+  /** Switch `name`'s ports' input-ring drops so far, by port name; undefined where its process is not known. */
+  dropped(name: string): Map<string, bigint> | undefined {
+    const s = this.#switches.get(name);
+    if (s === undefined) throw new DataPlaneError(`switch ${name}: its ports are not read here (not among ${this.switches().join(', ') || 'none'}, or closed)`);
+    if (s.drops === undefined) return undefined;
+    const out = new Map<string, bigint>();
+    for (const [ifindex, n] of s.drops.sockets.read()) {
+      const port = s.drops.portOf.get(ifindex);
+      if (port !== undefined) out.set(port, (out.get(port) ?? 0n) + n);
+    }
+    // a port whose socket dropped nothing yet reads 0, not absent
+    for (const port of s.drops.portOf.values()) if (!out.has(port)) out.set(port, 0n);
+    return out;
+  }
+
+  /** switch `s`'s ports' input-ring drops, where its process is known */
+  dropsOf(s: Pick<ArrivalsSwitch, 'name'>): PortInputDrops | undefined {
+    if (this.dropped(s.name) === undefined) return undefined;
+    return () => Promise.resolve(this.dropped(s.name));
+  }
+
+  /** what P4RuntimeSwitches takes to read switch `s`'s ports: their arrivals, and their rings' drops where its process is known */
+  readers(s: Pick<ArrivalsSwitch, 'name'>): { arrivals: PortArrivals; inputDrops?: PortInputDrops } {
+    const drops = this.dropsOf(s);
+    return { arrivals: this.of(s), ...(drops === undefined ? {} : { inputDrops: drops }) };
+  }
+
   /** switch `s`'s ports' arrivals, by port name */
   of(s: Pick<ArrivalsSwitch, 'name'>): PortArrivals {
     // checked now: a switch that is not read here is a mistake of the caller's, not a reading to retry
@@ -63,6 +99,7 @@ export class SwitchPortArrivals {
 
   close(): void {
     // a closed fd's number may be reused by another file: nothing reads after close
+    for (const s of this.#switches.values()) s.drops?.sockets.close();
     this.#switches.clear();
     for (const f of this.#files.splice(0)) f.close();
   }

@@ -41,6 +41,8 @@ export interface Bmv2Switch {
   grpcAddress: string;
   deviceId: number;
   ports: Bmv2SwitchPort[];
+  /** the simple_switch_grpc process, where known (the lab that started it): its packet sockets say what its input rings dropped */
+  pid?: number;
 }
 
 export interface Bmv2Topology {
