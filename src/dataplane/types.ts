@@ -247,6 +247,14 @@ export interface SentTowards {
   frames: bigint;
 }
 
+/** A port's input buffer (SwitchControl.inputShortfall): the frames in it, and the switch's ingress counter of the port as the reading used it. */
+export interface PortInput {
+  /** received minus taken in (minus dropped, where the switch counts its buffers' drops): waiting, or lost where it cannot tell */
+  waiting: bigint;
+  /** the ingress counter read before the receive count: every frame of `waiting` is taken in once it has grown by as many */
+  ingested: bigint;
+}
+
 export interface SwitchControl {
   /** Q: longer than any packet takes through a switch (and through an agent into its VNF); the fallback where no exact event exists */
   readonly quiescenceMs: number;
@@ -278,7 +286,7 @@ export interface SwitchControl {
    * port. Absent or undefined: nothing reads the switch's host (XDP needs
    * none: it takes every frame in).
    */
-  inputShortfall?(sw: string): Promise<Map<string, bigint> | undefined>;
+  inputShortfall?(sw: string): Promise<Map<string, PortInput> | undefined>;
   /** whether portCounters' notIngested of `sw` are its input buffers' own drop counts (exact: nothing to estimate) */
   countsInputDrops?(sw: string): boolean;
   switches(): string[];

@@ -90,7 +90,7 @@ export async function settleNotIngested(sc: SwitchControl, before: DropSnapshot,
     for (const sw of switches) {
       const m = await read.call(sc, sw).catch(() => undefined);
       if (m === undefined) return undefined;
-      for (const [port, v] of m) {
+      for (const [port, { waiting: v }] of m) {
         const where = `${sw}/${port}`;
         // as a deficit: what it holds more than before the handover
         if (keys.has(where)) out.set(where, v - (before.get(`${where}|notIngested`)?.frames ?? v));

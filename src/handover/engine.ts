@@ -648,7 +648,9 @@ export class HandoverEngine extends EventEmitter {
    * in are kept for the drop count.
    */
   async #releaseToVnf(h: HandoverRun, instance: string, hid: number, remaining: () => number): Promise<ReleaseResult> {
-    const w = await windowedRelease(this.#d.switchControl, this.#d.agentControl, instance, hid, { remaining, warn: (d) => h.emit('warning', d), window: this.#o.releaseWindow });
+    // the instance the flow leaves (A for B's release; B for A's take-back): its last frames may still wait at the switches' ports facing it
+    const after = instance === h.to.name ? h.from.name : h.to.name;
+    const w = await windowedRelease(this.#d.switchControl, this.#d.agentControl, instance, hid, { remaining, warn: (d) => h.emit('warning', d), window: this.#o.releaseWindow, after });
     h.ingestLoss.push(...w.notIngested);
     return w.result;
   }

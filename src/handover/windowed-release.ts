@@ -28,7 +28,7 @@
  * as drops ('notIngested') at `<switch>/<port>`, so the handover cannot say
  * "completed" silently.
  */
-import { releaseDone, type AgentControl, type DropCount, type ReleaseResult, type SwitchControl } from '../dataplane/types.js';
+import { releaseDone, type AgentControl, type DropCount, type PortInput, type ReleaseResult, type SwitchControl } from '../dataplane/types.js';
 import { sleep } from '../util/mutex.js';
 import { leastDeficits } from './least-deficit.js';
 
@@ -53,6 +53,14 @@ export interface WindowedReleaseOptions {
   stallMs?: number;
   /** a rollback's relay: the ring goes back into the switches towards this instance (each side out of the interface it came in by) */
   relayTo?: string;
+  /**
+   * The instance the flow came through before (A, for B's release): its
+   * last frames of the flow may still wait in the switches' input buffers
+   * at the ports facing it, and BMv2 reads its ports in turn, so the
+   * release goes in only once those buffers have been worked off (see
+   * drainOldPorts).
+   */
+  after?: string;
 }
 
 export interface WindowedReleaseResult {
@@ -84,17 +92,57 @@ async function readIngest(sc: SwitchControl, instance: string, only?: ReadonlySe
   return per.flat().filter((p) => p.instance === instance);
 }
 
+/**
+ * Waits until each switch has taken in what waited at its ports facing
+ * `old` when called: what its input buffer held there (inputShortfall:
+ * exact where the switch counts its buffers' drops), read against the
+ * port's ingress counter. The quiescence wait before saw the flow's last
+ * frames leave towards the old instance; they come back out of it into
+ * these buffers, and a release into another port of the same switch would
+ * overtake them (reordered). A buffer that does not move for stallMs, or
+ * the handover's time running out: a warning, and the release goes on.
+ * Switches that say nothing of their buffers: nothing to wait for here.
+ */
+async function drainOldPorts(sc: SwitchControl, old: string, switches: ReadonlySet<string>, o: WindowedReleaseOptions, stallMs: number): Promise<void> {
+  const inputs = await readInputs(sc, switches).catch(() => undefined);
+  if (inputs === undefined) return;
+  const facing = new Set((await readIngest(sc, old, switches)).map((p) => `${p.sw}/${p.port}`));
+  // per port facing the old instance: the ingress count at which what waited there is in
+  const owed = new Map([...inputs].flatMap(([k, v]) => (facing.has(k) && v.waiting > 0n ? [[k, { n: v.waiting, until: v.ingested + v.waiting }] as const] : [])));
+  if (owed.size === 0) return;
+  let moved = performance.now();
+  let last = new Map<string, bigint>();
+  for (;;) {
+    const rx = new Map<string, bigint>((await readIngest(sc, old, switches)).map((p) => [`${p.sw}/${p.port}`, p.frames]));
+    const left = [...owed].filter(([k, o]) => (rx.get(k) ?? 0n) < o.until).map(([k, o]) => [k, o.n] as const);
+    if (left.length === 0) return;
+    if ([...rx].some(([k, v]) => v !== last.get(k))) moved = performance.now();
+    last = rx;
+    if (performance.now() - moved > stallMs || o.remaining() < RELEASE_RESERVE_MS) {
+      o.warn(`before releasing: ${left.map(([k, n]) => `${k} has not taken in the ${n} frames that waited there (from ${old})`).join(', ')}: the release goes on; it may overtake them`);
+      return;
+    }
+    await sleep(POLL_MS);
+  }
+}
+
 /** inputShortfall of every port of `switches`, keyed "switch/port"; undefined where a switch does not say */
-async function readShortfalls(sc: SwitchControl, switches: ReadonlySet<string>): Promise<Map<string, bigint> | undefined> {
+async function readInputs(sc: SwitchControl, switches: ReadonlySet<string>): Promise<Map<string, PortInput> | undefined> {
   const read = sc.inputShortfall;
   if (read === undefined) return undefined;
-  const out = new Map<string, bigint>();
+  const out = new Map<string, PortInput>();
   for (const sw of switches) {
     const m = await read.call(sc, sw);
     if (m === undefined) return undefined;
     for (const [port, v] of m) out.set(`${sw}/${port}`, v);
   }
   return out;
+}
+
+/** the frames waiting at every port of `switches` (readInputs) */
+async function readShortfalls(sc: SwitchControl, switches: ReadonlySet<string>): Promise<Map<string, bigint> | undefined> {
+  const m = await readInputs(sc, switches);
+  return m === undefined ? undefined : new Map([...m].map(([k, v]) => [k, v.waiting]));
 }
 
 async function readTx(ac: AgentControl, instance: string): Promise<Map<number, bigint> | undefined> {
@@ -126,6 +174,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
     ports = [];
   }
   const relay = o.relayTo === undefined ? {} : { relayTo: o.relayTo };
+  if (ports.length > 0 && o.after !== undefined) await drainOldPorts(sc, o.after, new Set(ports.map((p) => p.sw)), o, stallMs);
   if (ports.length === 0) return { result: await ac.release(instance, hid, { timeoutMs: o.remaining(), ...relay }), notIngested: [], windows: 1 };
   /** the ring side whose frames enter port p */
   const feeding = (p: Downstream): 0 | 1 => (o.relayTo === undefined ? 1 - p.side : p.side) as 0 | 1;

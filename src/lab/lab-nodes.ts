@@ -37,6 +37,7 @@ import {
   type RuleActionUpdate,
   type AfterWrite,
   type SentTowards,
+  type PortInput,
   type StateTransferOptions,
   type StateTransferResult,
 } from '../dataplane/types.js';
@@ -352,7 +353,7 @@ export class NodeLabDataPlane implements DataPlane {
   async ingestedFromInstances(sw: string): Promise<SentTowards[] | undefined> {
     return this.#d.switchControl.ingestedFromInstances?.(sw);
   }
-  async inputShortfall(sw: string): Promise<Map<string, bigint> | undefined> {
+  async inputShortfall(sw: string): Promise<Map<string, PortInput> | undefined> {
     return this.#d.switchControl.inputShortfall?.(sw);
   }
   countsInputDrops(sw: string): boolean {

@@ -217,3 +217,29 @@ t.test("windows that would outlast the handover's time: the rest goes at once, w
   );
   assertIntact(t, d);
 });
+
+t.test("B's release waits until the switches have taken in A's last frames at the ports facing A (BMv2 reads its ports in turn: the release would overtake them)", async (t) => {
+  const { d, rules } = await setup();
+  d.p4Ingest = { perRead: 1 };
+  d.readsHosts = true;
+  // vnf1's frames pile up at the far switches' ports facing it: taken in one per read from now on
+  for (let i = 0; i < 60; i++) d.tick();
+  const gate = new GateMover();
+  const engine = new HandoverEngine(d, { mover: gate, releaseWindow: W });
+  const p = engine.handover({ rules, from: 'vnf1', to: 'vnf2', expectedPps: 1 });
+  await gate.entered;
+  const waitingAtA = (): number => (d.ingest.get('s1-vnf1')?.waiting ?? 0) + (d.ingest.get('s2-vnf1')?.waiting ?? 0);
+  const before = waitingAtA();
+  let atRelease: number | undefined;
+  d.onCall = (call) => {
+    if (call === 'release' && atRelease === undefined) atRelease = waitingAtA();
+  };
+  for (let i = 0; i < 100; i++) d.tick();
+  gate.open();
+  const res = await p;
+  t.equal(res.outcome, 'completed', res.reason ?? '');
+  t.ok(before > 0, `${before} frames from vnf1 waited at the switches' ports facing it when the state move began`);
+  t.equal(atRelease, 0, 'none when the first release went in');
+  t.same(res.events.filter((e) => e.step === 'warning').map((e) => e.detail), [], 'no warning');
+  assertIntact(t, d);
+});

@@ -30,6 +30,7 @@ import {
   type Rule,
   type RuleAction,
   type SentTowards,
+  type PortInput,
   type SwitchControl,
   type VnfStateStore,
 } from '../../src/dataplane/types.js';
@@ -426,12 +427,12 @@ export class FakeDeployment implements Deployment {
       const ports = [...this.#agents.keys()].map((i) => `${sw}-${i}`).concat(sw === 's1' ? 's1-h1' : 's2-h2');
       return ports.map((port) => ({ ...zero, port, xmitFailed: this.#xmitFailed.get(port) ?? 0n, ...(this.readsHosts ? { notIngested: this.#shortfall(port) } : {}) }));
     },
-    inputShortfall: async (sw): Promise<Map<string, bigint> | undefined> => {
+    inputShortfall: async (sw): Promise<Map<string, PortInput> | undefined> => {
       await this.#call('inputShortfall', sw);
       if (!this.readsHosts) return undefined;
       this.#takeIn(sw);
       const ports = [...this.#agents.keys()].map((i) => `${sw}-${i}`).concat(sw === 's1' ? 's1-h1' : 's2-h2');
-      return new Map(ports.map((port) => [port, this.#shortfall(port)]));
+      return new Map(ports.map((port) => [port, { waiting: this.#shortfall(port), ingested: this.ingest.get(port)?.taken ?? 0n }]));
     },
     handoverCounters: async (sw, hid) => {
       await this.#call('handoverCounters', sw);

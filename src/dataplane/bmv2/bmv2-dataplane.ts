@@ -11,7 +11,7 @@ import { BpfObjectSpec, type BpfCollection, type XdpLink } from '../../bpf/index
 import type { P4RuntimeClient } from '../../p4runtime/index.js';
 import { XdpAgentSet } from '../xdp/agents.js';
 import { AgentBackedDataPlane } from '../agent-backed.js';
-import { DataPlaneError, type Counter, type DataPlane, type HandoverMarkCounters, type PortCounters, type ControllerChannel, type DivertedFrame, type Rule, type RuleAction, type SentTowards } from '../types.js';
+import { DataPlaneError, type Counter, type DataPlane, type HandoverMarkCounters, type PortCounters, type ControllerChannel, type DivertedFrame, type Rule, type RuleAction, type SentTowards, type PortInput } from '../types.js';
 import { SwitchPortArrivals } from './port-arrivals.js';
 import { P4RuntimeSwitches, type P4RuntimeSwitchesOptions } from './p4runtime-switches.js';
 import type { Bmv2Topology, PipelineMode } from './topology.js';
@@ -135,7 +135,7 @@ export class Bmv2DataPlane extends AgentBackedDataPlane implements DataPlane {
   ingestedFromInstances(sw: string): Promise<SentTowards[]> {
     return this.#sw.ingestedFromInstances(sw);
   }
-  inputShortfall(sw: string): Promise<Map<string, bigint> | undefined> {
+  inputShortfall(sw: string): Promise<Map<string, PortInput> | undefined> {
     return this.#sw.inputShortfall(sw);
   }
   countsInputDrops(sw: string): boolean {

@@ -48,6 +48,7 @@ import {
   type RuleAction,
   type RuleMatch,
   type SentTowards,
+  type PortInput,
   type SwitchControl,
   type WildcardMatch,
 } from '../types.js';
@@ -467,16 +468,17 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
     return this.#switch(swName).inputDrops !== undefined;
   }
 
-  async inputShortfall(swName: string): Promise<Map<string, bigint> | undefined> {
+  async inputShortfall(swName: string): Promise<Map<string, PortInput> | undefined> {
     const sw = this.#switch(swName);
     if (sw.arrivals === undefined) return undefined;
     const rx = await sw.client.readCounters('port_rx');
     const arrived = await sw.arrivals();
     if (arrived === undefined) return undefined;
     const dropped = await sw.inputDrops?.();
-    return new Map(sw.spec.ports.flatMap((p): [string, bigint][] => {
+    return new Map(sw.spec.ports.flatMap((p): [string, PortInput][] => {
       const a = arrived.get(p.name);
-      return a === undefined ? [] : [[p.name, a - (rx.get(sw.slots.get(p.name)!)?.packets ?? 0n) - (dropped?.get(p.name) ?? 0n)]];
+      const ingested = rx.get(sw.slots.get(p.name)!)?.packets ?? 0n;
+      return a === undefined ? [] : [[p.name, { waiting: a - ingested - (dropped?.get(p.name) ?? 0n), ingested }]];
     }));
   }
 
