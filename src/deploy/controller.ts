@@ -5,7 +5,7 @@
  * recovered by the next one it starts.
  */
 import * as grpc from '@grpc/grpc-js';
-import { NodeCallError, NodeClient, NodeDeployment } from '../node/client.js';
+import { NodeCallError, NodeClient, NodeDeployment, type SwitchPortInputs } from '../node/client.js';
 import { controllerTlsFiles, loadTls, nodeChannel, tlsEndpoint, unixEndpoint } from '../node/transport/index.js';
 import { HandoverEngine, type HandoverEvent, type HandoverResult } from '../handover/engine.js';
 import { FileJournal } from '../handover/journal.js';
@@ -13,7 +13,7 @@ import { DelayedStateMover, type StateMover } from '../handover/state-mover.js';
 import { controllerStateMover } from '../state/factory.js';
 import { DataPlaneError, Phase, RuleError, type Rule, type RuleMatch } from '../dataplane/types.js';
 import { protoNumber } from '../lab/spec/index.js';
-import { P4RuntimeSwitches, type PortArrivals } from '../dataplane/bmv2/p4runtime-switches.js';
+import { P4RuntimeSwitches, type PortArrivals, type PortInputDrops } from '../dataplane/bmv2/p4runtime-switches.js';
 import { P4_ARTIFACTS } from '../dataplane/bmv2/artifacts.js';
 import type { P4RuntimeTlsOptions } from '../p4runtime/index.js';
 import { switchTransport, type DeployRule, type DeploySpec, type DeploySwitch, type SwitchController } from './spec.js';
@@ -56,13 +56,37 @@ const warnOnStderr = (message: string): void => void process.stderr.write(`sharp
  * from controller.certs unless the switch's tls names others), checked
  * before connecting (CertificateFileError naming the file); `plaintext:
  * true` is warned about, naming the switch. A switch with `node` has its
- * ports' receive counts read by that node (`nodes`: the connected ones);
- * one without is warned about (the frames its input buffers drop are not
- * seen).
+ * ports' receive counts read by that node (`nodes`: the connected ones),
+ * and what its input rings drop where the node knows BMv2's pid (else
+ * warned about: losses estimated, not counted); one without is warned
+ * about (the frames its input buffers drop are not seen).
  */
+/**
+ * A switch's arrivals and input drops from one SwitchArrivals call each
+ * poll: P4RuntimeSwitches reads arrivals, then drops; the drops are those
+ * of the latest reading whose drops no one took yet, else a reading of
+ * their own. One reading also makes the two of the same instant.
+ */
+export function nodePortReaders(read: () => Promise<SwitchPortInputs | undefined>): { arrivals: PortArrivals; inputDrops: PortInputDrops } {
+  let latest: { reading: Promise<SwitchPortInputs | undefined>; dropsTaken: boolean } | undefined;
+  return {
+    arrivals: async () => {
+      const reading = read();
+      latest = { reading, dropsTaken: false };
+      return (await reading)?.arrivals;
+    },
+    inputDrops: async () => {
+      const l = latest;
+      if (l === undefined || l.dropsTaken) return (await read())?.dropped;
+      l.dropsTaken = true;
+      return (await l.reading)?.dropped;
+    },
+  };
+}
+
 export async function connectP4RuntimeSwitches(
   switches: readonly DeploySwitch[],
-  o: { controller?: SwitchController; warn?: (message: string) => void; nodes?: ReadonlyMap<string, Pick<NodeClient, 'switchArrivals'>> } = {},
+  o: { controller?: SwitchController; warn?: (message: string) => void; nodes?: ReadonlyMap<string, Pick<NodeClient, 'switchPortInputs'>> } = {},
 ): Promise<P4RuntimeSwitches> {
   const warn = o.warn ?? warnOnStderr;
   const tlsOf = (s: DeploySwitch): { tls?: P4RuntimeTlsOptions } => {
@@ -73,30 +97,36 @@ export async function connectP4RuntimeSwitches(
     const m = loadTls(tr.files, 'client');
     return { tls: { ca: m.ca, cert: m.cert, key: m.key, serverName: tr.serverName } };
   };
-  const arrivalsOf = (s: DeploySwitch): { arrivals?: PortArrivals } => {
+  const readersOf = (s: DeploySwitch): { arrivals?: PortArrivals; inputDrops?: PortInputDrops } => {
     if (s.node === undefined) return {};
     const client = o.nodes?.get(s.node);
     if (client === undefined) throw new DataPlaneError(`switch ${s.name}: its node ${s.node} (which reads its ports) is not connected`);
-    return { arrivals: () => client.switchArrivals(s.name) };
+    return nodePortReaders(() => client.switchPortInputs(s.name));
   };
-  const arrivals = switches.map(arrivalsOf);
+  const readers = switches.map(readersOf);
   // one reading now: a node that does not list the switch is a mistake in the configs, better seen before any handover
   for (const [i, s] of switches.entries()) {
-    const read = arrivals[i]!.arrivals;
-    if (read === undefined) continue;
-    const now = await read().catch((e: unknown) => {
+    const r = readers[i]!;
+    if (r.arrivals === undefined) continue;
+    const now = await r.arrivals().catch((e: unknown) => {
       if (e instanceof NodeCallError && e.code === grpc.status.NOT_FOUND) throw new DataPlaneError(`switch ${s.name}: node ${s.node} does not read its ports (${e.message}): list the switch under that node's p4Switches`, { cause: e });
       throw e;
     });
-    if (now !== undefined) continue;
-    // no call each time that can only answer UNIMPLEMENTED
-    arrivals[i] = {};
-    warn(`switch ${s.name}: node ${s.node} predates SwitchArrivals: frames the switch's input buffers drop are not seen`);
+    if (now === undefined) {
+      // no call each time that can only answer UNIMPLEMENTED
+      readers[i] = {};
+      warn(`switch ${s.name}: node ${s.node} predates SwitchArrivals: frames the switch's input buffers drop are not seen`);
+      continue;
+    }
+    // the same reading's drops (no second call)
+    if ((await r.inputDrops!()) !== undefined) continue;
+    readers[i] = { arrivals: r.arrivals };
+    warn(`switch ${s.name}: node ${s.node} reads its ports' arrivals but not what BMv2's input rings drop (give the node's p4Switches entry pidFile): losses are estimated, not counted`);
   }
   const connected = await P4RuntimeSwitches.connect(
     switches.map((s, i) => ({
       ...tlsOf(s),
-      ...arrivals[i]!,
+      ...readers[i]!,
       name: s.name,
       grpcAddress: s.p4runtime,
       deviceId: s.deviceId,

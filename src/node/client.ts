@@ -119,6 +119,12 @@ export interface NodeClientOptions {
 }
 
 /** How one node reaches another's API for a state transfer: its Unix socket (same host) or its mutual-TLS address. */
+/** A P4 switch's ports as its node reads them: receive counts, and input-ring drops where the node knows BMv2's pid. */
+export interface SwitchPortInputs {
+  arrivals: Map<string, bigint>;
+  dropped?: Map<string, bigint>;
+}
+
 export type StatePeerVia = { unix: string } | { address: string };
 
 /** Where a state transfer went, as the sending node reports it. */
@@ -566,8 +572,22 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
    * predates the call.
    */
   async switchArrivals(sw: string): Promise<Map<string, bigint> | undefined> {
+    return (await this.switchPortInputs(sw))?.arrivals;
+  }
+
+  /**
+   * Switch `sw`'s ports' receive counts and, where the node knows BMv2's
+   * pid, what each port's input ring dropped (`dropped`), in one call;
+   * undefined when the node predates SwitchArrivals.
+   */
+  async switchPortInputs(sw: string): Promise<SwitchPortInputs | undefined> {
     const r = await this.#optionalCall('SwitchArrivals', { switch: sw });
-    return r === undefined ? undefined : new Map(((r['ports'] as Wire[] | undefined) ?? []).map((p) => [String(p['port'] ?? ''), BigInt(String(p['rx_packets'] ?? '0'))]));
+    if (r === undefined) return undefined;
+    const ports = (r['ports'] as Wire[] | undefined) ?? [];
+    const arrivals = new Map(ports.map((p) => [String(p['port'] ?? ''), BigInt(String(p['rx_packets'] ?? '0'))]));
+    // an older node sends no drops_known: false, as without a pid
+    if (r['drops_known'] !== true) return { arrivals };
+    return { arrivals, dropped: new Map(ports.map((p) => [String(p['port'] ?? ''), BigInt(String(p['dropped'] ?? '0'))])) };
   }
 
   /** A call an older node may not know: undefined then. */

@@ -22,7 +22,9 @@
  *   directRelay:   # only beside a switch that cannot relay (BMv2 running p4/sharp.p4) in this kernel
  *     - { netns: s1ns, ports: [{ ifname: s1-eth2, instance: vnf1, side: 0 }, { ifname: s1-eth3, instance: vnf2, side: 0 }] }
  *   p4Switches:    # BMv2 switches on this host that the controller drives over P4Runtime: the node reads their ports' receive counts, nothing else
- *     - { name: s2, netns: s2ns, ports: [{ name: s2-client, ifname: s2-eth1 }, { name: s2-vnf1, ifname: s2-eth2 }] }
+ *     - { name: s2, netns: s2ns, pidFile: /run/bmv2-s2.pid, ports: [{ name: s2-client, ifname: s2-eth1 }, { name: s2-vnf1, ifname: s2-eth2 }] }
+ *       # pidFile (optional): BMv2's pid; the node then counts exactly what its input rings drop (it adopts BMv2's
+ *       # packet sockets: root or CAP_SYS_PTRACE over BMv2, and the node must be their statistics' only reader)
  */
 import path from 'node:path';
 import { Ajv } from 'ajv';
@@ -100,9 +102,15 @@ export interface NodeConfig {
    * (SwitchArrivals), so the controller can tell what BMv2's input buffers
    * hold or dropped (libpcap's ring drops silently). Port names as the
    * deployment spec names them; netns: the namespace of the interfaces
-   * (default the node's).
+   * (default the node's). pidFile (relative to the config): the file
+   * holding BMv2's pid; the node then adopts BMv2's packet sockets
+   * (pidfd_getfd: root or CAP_SYS_PTRACE over BMv2) and reads exactly what
+   * each port's input ring dropped. The kernel resets those statistics on
+   * each read, so the node must be their only reader. Read at start (a
+   * pid that cannot be adopted stops it) and again at every reading, so a
+   * restarted BMv2's new pid is followed.
    */
-  p4Switches?: { name: string; netns?: string; ports: { name: string; ifname: string }[] }[];
+  p4Switches?: { name: string; netns?: string; pidFile?: string; ports: { name: string; ifname: string }[] }[];
 }
 
 export const MAX_CONFIG_BYTES = 1 << 20;
@@ -241,6 +249,7 @@ export const nodeConfigSchema = {
         properties: {
           name: { type: 'string', pattern: NAME },
           netns: { type: 'string', pattern: NETNS },
+          pidFile: { type: 'string', minLength: 1, maxLength: 4096 },
           ports: portList(['name', 'ifname'], { name: { type: 'string', pattern: NAME }, ifname: IFNAME }),
         },
       },
@@ -369,5 +378,6 @@ export function loadNodeConfig(file: string): NodeConfig {
   if (c.peers?.ca !== undefined) c.peers = { ...c.peers, ca: path.resolve(path.dirname(path.resolve(file)), c.peers.ca) };
   const pw = c.stateStore?.redis?.passwordFile;
   if (pw !== undefined) c.stateStore = { ...c.stateStore, redis: { ...c.stateStore!.redis!, passwordFile: path.resolve(path.dirname(path.resolve(file)), pw) } };
+  if (c.p4Switches !== undefined) c.p4Switches = c.p4Switches.map((s) => (s.pidFile === undefined ? s : { ...s, pidFile: path.resolve(path.dirname(path.resolve(file)), s.pidFile) }));
   return c;
 }

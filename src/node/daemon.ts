@@ -26,7 +26,8 @@ import { NodeCapture } from './capture-service.js';
 import { NodeDivert } from './divert-service.js';
 import { xdpCaptureTargets } from '../capture/targets.js';
 import { disableCapture } from '../capture/tap.js';
-import { SwitchPortArrivals } from '../dataplane/bmv2/port-arrivals.js';
+import { SwitchDropsError, SwitchPortArrivals } from '../dataplane/bmv2/port-arrivals.js';
+import { P4SwitchReaders, readPidFile } from './p4-switch-readers.js';
 
 export const SHARPCTL_VERSION = '0.1.0';
 
@@ -103,6 +104,33 @@ async function startEStateStore(c: NodeConfig, es: NonNullable<NonNullable<NodeC
   return store;
 }
 
+/**
+ * The P4 switches' port readers; a switch with pidFile has BMv2's packet
+ * sockets adopted now. Whatever is missing (a namespace, a pid file, a
+ * process this node may not adopt) stops the start naming its field.
+ */
+function openP4Switches(c: NodeConfig, switches: NonNullable<NodeConfig['p4Switches']>, log: (line: string) => void): P4SwitchReaders {
+  const pids = switches.map((s, i) => {
+    if (s.pidFile === undefined) return undefined;
+    try {
+      return readPidFile(s.pidFile);
+    } catch (e) {
+      throw new NodeConfigError(`node ${c.name}'s config`, [`p4Switches.${i}.pidFile: ${(e as Error).message}`], { cause: e });
+    }
+  });
+  let arrivals: SwitchPortArrivals;
+  try {
+    arrivals = new SwitchPortArrivals({ switches: switches.map((s, i) => ({ name: s.name, ports: s.ports, ...(s.netns === undefined ? {} : { netns: s.netns }), ...(pids[i] === undefined ? {} : { pid: pids[i] }) })) });
+  } catch (e) {
+    if (e instanceof SwitchDropsError) {
+      const i = switches.findIndex((s) => s.name === e.switchName);
+      throw new NodeConfigError(`node ${c.name}'s config`, [`p4Switches.${i}.pidFile: ${e.message} (BMv2's pid from ${switches[i]?.pidFile}): adopting its packet sockets takes root or CAP_SYS_PTRACE over it`], { cause: e });
+    }
+    throw new NodeConfigError(`node ${c.name}'s config`, [`p4Switches: ${(e as Error).message}: a P4 switch's interfaces are read in their namespace, which must exist when the node starts`], { cause: e });
+  }
+  return new P4SwitchReaders(arrivals, new Map(switches.flatMap((s, i) => (s.pidFile === undefined ? [] : [[s.name, { pidFile: s.pidFile, pid: pids[i]! }]]))), log);
+}
+
 export function pinStoreOf(c: NodeConfig): PinStore {
   return PinStore.open({ node: c.name, ...(c.pinDir === undefined ? {} : { pinDir: c.pinDir }), ...(c.stateDir === undefined ? {} : { stateDir: c.stateDir }) });
 }
@@ -114,12 +142,12 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   // before the data plane: a password file that cannot be read stops the start with nothing opened
   const stateStore = c.stateStore?.redis === undefined ? undefined : openStateStore(c);
   // likewise a P4 switch's namespace that is not there
-  let p4Arrivals: SwitchPortArrivals | undefined;
+  let p4Arrivals: P4SwitchReaders | undefined;
   try {
-    p4Arrivals = c.p4Switches === undefined ? undefined : new SwitchPortArrivals({ switches: c.p4Switches });
+    p4Arrivals = c.p4Switches === undefined ? undefined : openP4Switches(c, c.p4Switches, log);
   } catch (e) {
     await stateStore?.close();
-    throw new NodeConfigError(`node ${c.name}'s config`, [`p4Switches: ${(e as Error).message}: a P4 switch's interfaces are read in their namespace, which must exist when the node starts`], { cause: e });
+    throw e;
   }
   const adopted = store.list().length > 0;
   const directRelay = c.directRelay === undefined ? {} : { directRelay: c.directRelay.map((d) => ({ ...(d.netns === undefined ? {} : { netns: d.netns }), ports: d.ports.map((p) => ({ ifname: p.ifname, instance: p.instance, instanceSide: p.side })) })) };

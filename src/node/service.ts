@@ -57,8 +57,8 @@ export interface NodeRuntime {
   statePeers?: StatePeers;
   /** where this node stages its instances' state for handovers (its config's stateStore), by store */
   stateStores?: Partial<Record<StagingStore, Pick<NodeRedisStore, 'describe' | 'stage' | 'obtain' | 'discard'>>>;
-  /** the receive counts of the P4 switches' ports on this host (its config's p4Switches) */
-  p4Arrivals?: Pick<SwitchPortArrivals, 'switches' | 'read'>;
+  /** the receive counts of the P4 switches' ports on this host (its config's p4Switches), and their input rings' drops where BMv2's pid is known */
+  p4Arrivals?: Pick<SwitchPortArrivals, 'switches' | 'read' | 'dropped'>;
   /** the daemon's log */
   log?: (line: string) => void;
   /** called once per call with its method, gRPC status code name and duration (metrics) */
@@ -322,7 +322,9 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
       const n = String(w['switch'] ?? '');
       const known = rt.p4Arrivals?.switches() ?? [];
       if (!known.includes(n)) throw new NodeRequestError(grpc.status.NOT_FOUND, `node ${rt.health().node} reads no P4 switch '${n.slice(0, 40)}' (p4Switches: ${known.join(', ') || 'none'})`);
-      return { ports: [...rt.p4Arrivals!.read(n)].map(([port, rx]) => ({ port, rx_packets: rx.toString() })) };
+      const rx = rt.p4Arrivals!.read(n);
+      const dropped = rt.p4Arrivals!.dropped(n);
+      return { ports: [...rx].map(([port, r]) => ({ port, rx_packets: r.toString(), dropped: (dropped?.get(port) ?? 0n).toString() })), drops_known: dropped !== undefined };
     },
     Disarm: async (w) => {
       await agents().disarm(instance(w).name, hid(w));

@@ -1,12 +1,17 @@
 /** Stopping node daemon processes a test started, and removing what they attached and pinned; probe traffic through their lab. */
 import path from 'node:path';
 import type { Test } from 'tap';
-import { detachLabNode, type LabNode, type NodeProcess } from '../../src/lab/lab-nodes.js';
+import { writeFileSync } from 'node:fs';
+import { detachLabNode, startNodeProcess, type LabNode, type NodeProcess } from '../../src/lab/lab-nodes.js';
+import { validateNodeConfig } from '../../src/node/config.js';
+import { NodeClient } from '../../src/node/client.js';
+import { nodeChannel, unixEndpoint } from '../../src/node/transport/index.js';
+import { testNetns } from './netns.js';
 import type { NetnsLab } from '../../src/lab/netns-lab.js';
 import { TrafficGenerator } from '../../src/traffic/generator.js';
 import { TrafficSink, type TrafficReport } from '../../src/traffic/sink.js';
 import { sleep } from '../../src/util/mutex.js';
-import { repoRoot } from './env.js';
+import { repoRoot, uniqueName } from './env.js';
 
 const objectsDir = path.join(repoRoot, 'build/ebpf');
 
@@ -24,6 +29,30 @@ export async function stopAndDetachNodes(procs: Iterable<NodeProcess>, nodes: re
     const err = detachLabNode(n, cli);
     if (err !== undefined) console.error(`# detach of ${n.config.name} failed: ${err}`);
   }
+}
+
+/**
+ * A real node process (`sharpctl node run`, in a namespace of its own) that
+ * only reads P4 switches' ports (`p4Switches` as the config file says them:
+ * relative paths stay relative), and a client on its socket; all stopped and
+ * removed on teardown, also when the start fails.
+ */
+export async function startP4ReaderNode(t: Test, o: { dir: string; cli: string; p4Switches: unknown[] }): Promise<{ proc: NodeProcess; client: NodeClient; name: string }> {
+  const name = uniqueName('p4n');
+  const sock = path.join(o.dir, `${name}.sock`);
+  const raw = { name, listen: { unix: sock }, stateDir: path.join(o.dir, `state-${name}`), p4Switches: o.p4Switches };
+  const configFile = path.join(o.dir, `${name}.json`);
+  writeFileSync(configFile, JSON.stringify(raw));
+  const node: LabNode = { role: 'p4reader', netns: testNetns(t, 'p4nd'), config: validateNodeConfig(raw), configFile };
+  const proc = await startNodeProcess(node, { cli: o.cli }).catch(async (e: unknown) => {
+    // a node that did not get ready (startNodeProcess killed it) may still have pinned something
+    await stopAndDetachNodes([], [node], o.cli);
+    throw e;
+  });
+  t.teardown(() => stopAndDetachNodes([proc], [node], o.cli));
+  const client = await NodeClient.connect({ channel: nodeChannel(unixEndpoint(sock, name)) });
+  t.teardown(() => client.close());
+  return { proc, client, name };
 }
 
 /** Probe traffic both ways between the lab's client and server (`flows` flows each); `closers` get the generators and sinks. */

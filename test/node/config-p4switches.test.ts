@@ -3,7 +3,10 @@
 // reads (SwitchArrivals) and nothing else. Every problem names its path and
 // the limit.
 import t from 'tap';
-import { validateNodeConfig } from '../../src/node/config.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadNodeConfig, validateNodeConfig } from '../../src/node/config.js';
 
 const listen = { unix: '/run/sharpt/sw2.sock' };
 const s2 = { name: 's2', netns: 'sharp-lab-s2', ports: [{ name: 's2-client', ifname: 's2-eth1' }, { name: 's2-vnf1', ifname: 's2-eth2' }] };
@@ -44,6 +47,9 @@ t.test('refused, the field named with the limit', async (t) => {
   t.match(problems({ ...p4Node, p4Switches: [{ ...s2, name: 's2/x' }] }), /p4Switches\.0\.name: must match pattern/);
   t.match(problems({ ...p4Node, p4Switches: [{ ...s2, netns: 'a b' }] }), /p4Switches\.0\.netns: must match pattern/);
   t.match(problems({ ...p4Node, p4Switches: [{ name: 's2' }] }), /p4Switches\.0: missing field 'ports'/);
+  t.match(problems({ ...p4Node, p4Switches: [{ ...s2, pidFile: 7 }] }), /p4Switches\.0\.pidFile: must be string/);
+  t.match(problems({ ...p4Node, p4Switches: [{ ...s2, pidFile: '' }] }), /p4Switches\.0\.pidFile: must NOT have fewer than 1 characters/);
+  t.match(problems({ ...p4Node, p4Switches: [{ ...s2, pidFile: 'x'.repeat(4097) }] }), /p4Switches\.0\.pidFile: must NOT have more than 4096 characters/);
 });
 
 t.test('what the schema cannot say: a name twice, a switch the node runs itself, an interface twice', async (t) => {
@@ -53,4 +59,19 @@ t.test('what the schema cannot say: a name twice, a switch the node runs itself,
   t.match(problems({ ...p4Node, switches: [own] }), /p4Switches\.0\.name: 's2' is a switch this node runs itself \(switches\)/);
   t.match(problems({ ...p4Node, p4Switches: [s2, { ...s2, name: 's3' }] }), /p4Switches\.1\.ports\.0\.ifname: interface s2-eth1 of namespace sharp-lab-s2 is used twice/);
   t.match(problems({ ...vnfNode, p4Switches: [{ name: 's2', ports: [{ name: 's2-vnf1', ifname: 'eth0' }] }] }), /p4Switches\.0\.ports\.0\.ifname: interface eth0 is used twice on this node/, "in the node's own namespace: not an interface of its instances");
+});
+
+t.test("pidFile: BMv2's pid file, relative to the config's folder like the config's other files", async (t) => {
+  t.same(validateNodeConfig({ ...p4Node, p4Switches: [{ ...s2, pidFile: '/run/bmv2-s2.pid' }] }).p4Switches?.[0]?.pidFile, '/run/bmv2-s2.pid', 'accepted as given');
+  t.ok(validateNodeConfig({ ...p4Node, p4Switches: [{ ...s2, pidFile: 'x'.repeat(4096) }] }), 'up to 4096 characters');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-p4cfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'node.json');
+  writeFileSync(file, JSON.stringify({ ...p4Node, p4Switches: [{ ...s2, pidFile: 'run/bmv2.pid' }, { ...s2, name: 's3', netns: 'sharp-lab-s3', pidFile: '/abs/bmv2.pid' }, { ...s2, name: 's4', netns: 'sharp-lab-s4' }] }));
+  const c = loadNodeConfig(file);
+  t.same(
+    c.p4Switches?.map((s) => s.pidFile),
+    [path.join(dir, 'run/bmv2.pid'), '/abs/bmv2.pid', undefined],
+    'a relative one resolved against the config, an absolute one kept, none left out',
+  );
 });

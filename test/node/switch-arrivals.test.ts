@@ -14,15 +14,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { startNodeProcess, type LabNode } from '../../src/lab/lab-nodes.js';
 import { validateNodeConfig } from '../../src/node/config.js';
-import { NodeCallError, NodeClient } from '../../src/node/client.js';
-import { nodeChannel, unixEndpoint } from '../../src/node/transport/index.js';
+import { NodeCallError } from '../../src/node/client.js';
 import { BpfObjectSpec, ifindexOf, xdpMd } from '../../src/bpf/index.js';
 import { createVeth } from '../../src/net/iproute.js';
 import { udpFrame } from '../../src/net/frame.js';
 import { objectsDir } from '../helpers/lab.js';
 import { testNetns } from '../helpers/netns.js';
 import { repoRoot, uniqueName } from '../helpers/env.js';
-import { stopAndDetachNodes } from '../helpers/node-procs.js';
+import { startP4ReaderNode, stopAndDetachNodes } from '../helpers/node-procs.js';
 
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 
@@ -33,27 +32,8 @@ t.test("a node reads a P4 switch's ports in the switch's namespace: exactly the 
   // no IPv6 chatter (router solicitations, MLD reports) on the veths: every frame counted is one sent here
   execFileSync('ip', ['netns', 'exec', swNs, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
   createVeth({ name: 'a0', netns: swNs }, { name: 'b0', netns: swNs });
-  const nodeNs = testNetns(t, 'p4nd');
-  const name = uniqueName('p4n');
-  const sock = path.join(dir, 'node.sock');
-  const config = validateNodeConfig({
-    name,
-    listen: { unix: sock },
-    stateDir: path.join(dir, 'state'),
-    p4Switches: [{ name: 's2', netns: swNs, ports: [{ name: 's2-vnf1', ifname: 'b0' }, { name: 's2-client', ifname: 'a0' }, { name: 's2-gone', ifname: 'nosuch0' }] }],
-  });
-  const configFile = path.join(dir, 'node.json');
-  writeFileSync(configFile, JSON.stringify(config));
-  const node: LabNode = { role: 'p4reader', netns: nodeNs, config, configFile };
-  const proc = await startNodeProcess(node, { cli }).catch(async (e: unknown) => {
-    // a node that did not get ready (startNodeProcess killed it) may still have pinned something
-    await stopAndDetachNodes([], [node], cli);
-    throw e;
-  });
-  t.teardown(() => stopAndDetachNodes([proc], [node], cli));
+  const { proc, client } = await startP4ReaderNode(t, { dir, cli, p4Switches: [{ name: 's2', netns: swNs, ports: [{ name: 's2-vnf1', ifname: 'b0' }, { name: 's2-client', ifname: 'a0' }, { name: 's2-gone', ifname: 'nosuch0' }] }] });
   t.ok(proc.stderr.some((l) => /reading the ports of P4 switch\(es\) s2/.test(l)), "the node's log says what it reads");
-  const client = await NodeClient.connect({ channel: nodeChannel(unixEndpoint(sock, name)) });
-  t.teardown(() => client.close());
   t.same(client.switches(), [], 'the node runs no switch of its own: s2 is driven over P4Runtime, elsewhere');
 
   // b0's receive side takes the frames: an XDP sink there, as BMv2's ports have a program for the agents' redirects

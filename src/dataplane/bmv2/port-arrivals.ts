@@ -25,9 +25,21 @@ export interface ArrivalsSwitch {
   pid?: number;
 }
 
+/** A switch's BMv2 process whose packet sockets could not be adopted (`switchName`: which switch). */
+export class SwitchDropsError extends DataPlaneError {
+  override name = 'SwitchDropsError';
+  constructor(
+    readonly switchName: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 export class SwitchPortArrivals {
   /** switch name -> its namespace's file and its interfaces' port names */
-  readonly #switches = new Map<string, { file: NetdevFile; portOf: Map<string, string>; drops?: { sockets: PacketSocketDrops; portOf: Map<number, string> } }>();
+  readonly #switches = new Map<string, { file: NetdevFile; portOf: Map<string, string>; drops?: { sockets: PacketSocketDrops; portOf: Map<number, string> }; netns: NetnsRef; ports: ArrivalsSwitch['ports'] }>();
   readonly #files: NetdevFile[] = [];
 
   constructor(topology: { switches: readonly ArrivalsSwitch[] }) {
@@ -40,14 +52,41 @@ export class SwitchPortArrivals {
           byNetns.set(s.netns, file);
           this.#files.push(file);
         }
-        const sockets = s.pid === undefined ? undefined : PacketSocketDrops.adopt(s.pid);
-        const drops = sockets === undefined ? undefined : { sockets, portOf: new Map(s.ports.map((p) => [ifindexOf(p.ifname, s.netns), p.name])) };
-        this.#switches.set(s.name, { file, portOf: new Map(s.ports.map((p) => [p.ifname, p.name])), ...(drops === undefined ? {} : { drops }) });
+        const drops = s.pid === undefined ? undefined : SwitchPortArrivals.#adopt(s, s.pid);
+        this.#switches.set(s.name, { file, portOf: new Map(s.ports.map((p) => [p.ifname, p.name])), ...(drops === undefined ? {} : { drops }), netns: s.netns, ports: s.ports });
       }
     } catch (e) {
       this.close();
       throw e;
     }
+  }
+
+  static #adopt(s: Pick<ArrivalsSwitch, 'name' | 'netns' | 'ports'>, pid: number): { sockets: PacketSocketDrops; portOf: Map<number, string> } {
+    let portOf: Map<number, string>;
+    try {
+      portOf = new Map(s.ports.map((p) => [ifindexOf(p.ifname, s.netns), p.name]));
+    } catch (e) {
+      throw new SwitchDropsError(s.name, `switch ${s.name}: its ports' input drops are read by interface: ${(e as Error).message}`, { cause: e });
+    }
+    try {
+      return { sockets: PacketSocketDrops.adopt(pid), portOf };
+    } catch (e) {
+      throw new SwitchDropsError(s.name, `switch ${s.name}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /**
+   * Switch `name`'s drops read from process `pid` from now on (its BMv2
+   * restarted; undefined: from none, its drops unknown): the old process's
+   * sockets let go, their sums with them.
+   */
+  readopt(name: string, pid: number | undefined): void {
+    const s = this.#switches.get(name);
+    if (s === undefined) throw new DataPlaneError(`switch ${name}: its ports are not read here (not among ${this.switches().join(', ') || 'none'}, or closed)`);
+    // our copies keep a dead BMv2's sockets bound, counting frames nobody reads as drops: let them go first
+    s.drops?.sockets.close();
+    delete s.drops;
+    if (pid !== undefined) s.drops = SwitchPortArrivals.#adopt({ name, netns: s.netns, ports: s.ports }, pid);
   }
 
   /** the switches read here */
