@@ -18,8 +18,8 @@
  * it busy a host port's ring fills and drops as silently, out of sight of
  * the instance's counters. Where the switch says what each port's input
  * buffer holds (SwitchControl.inputShortfall), the next window also waits
- * until no port of the switch holds more than half a window more than at
- * the baseline.
+ * until no port of the switch holds more than a window more than at the
+ * baseline (for at most INGEST_STALL_MS at a time: then no longer).
  *
  * Counted from a baseline read before the release, other traffic entering
  * the same port only moves the counter on (the wait ends sooner, never
@@ -194,36 +194,52 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
   // every port of those switches, the hosts' too: the release shares the switch's input with their live traffic
   const shortfall0 = await readShortfalls(sc, switches).catch(() => undefined);
   let behindGivenUp = shortfall0 === undefined;
-  let behindLeast: bigint | undefined;
-  let behindFell = performance.now();
+  /** when the current wait on the switches' other ports began (undefined: not waiting on them) */
+  let behindSince: number | undefined;
   /**
-   * Ports of the switches whose input buffers hold more than `most` frames
-   * more than at the baseline (the release's frames are in there, or the
-   * live traffic they crowd out). Not going down for stallMs with the
-   * release held: the live traffic alone is more than the switch takes in,
-   * and waiting on it from then on would only hold the flow.
+   * Ports of the switches whose input buffers hold more than a window more
+   * than at the baseline (the release's frames are in there, or the live
+   * traffic they crowd out). A wait on them longer than stallMs: the live
+   * traffic alone is about what the switch takes in, and waiting on it from
+   * then on would only hold the flow while its ring fills: given up for the
+   * rest of the release.
    */
-  const behind = async (most: bigint, what: string): Promise<boolean> => {
+  const behind = async (what: string): Promise<boolean> => {
     if (behindGivenUp) return false;
     const now = await readShortfalls(sc, switches).catch(() => undefined);
     if (now === undefined) return false;
+    const most = BigInt(window);
     const over = [...now].flatMap(([k, v]) => {
       const b = v - (shortfall0!.get(k) ?? v);
       return b > most ? [{ k, b }] : [];
     });
-    if (over.length === 0) return false;
-    const excess = over.reduce((a, x) => a + x.b - most, 0n);
-    if (behindLeast === undefined || excess < behindLeast) {
-      behindLeast = excess;
-      behindFell = performance.now();
-    } else if (performance.now() - behindFell > Math.min(stallMs, Math.max(0, o.remaining()))) {
+    if (over.length === 0) {
+      behindSince = undefined;
+      return false;
+    }
+    behindSince ??= performance.now();
+    if (performance.now() - behindSince > Math.min(stallMs, Math.max(0, o.remaining()))) {
       behindGivenUp = true;
-      o.warn(`${what}: ${over.map((x) => `${x.k} has ${x.b} frames waiting to go in`).join(', ')}, not fewer for ${stallMs} ms with the release held: the switch takes in less than arrives there; the release goes on without waiting for it`);
+      o.warn(`${what}: ${over.map((x) => `${x.k} has ${x.b} frames waiting to go in`).join(', ')}, more than a window for ${stallMs} ms with the release held: the switch takes in little more than arrives there; the release goes on without waiting for it`);
       return false;
     }
     return true;
   };
   /** waits until every port has at most `most` in flight, or its counter stalls (then `stalled`), and no port of the switches is behind */
+  // the ring's fill after each window: one that has not gone below its least for stallMs fills faster than the switch takes the release in
+  let ringLeast: number | undefined;
+  let ringFell = performance.now();
+  const ringNotDraining = (r: ReleaseResult, what: string): void => {
+    if (stalled || r.queued === undefined) return;
+    const q = r.queued[0] + r.queued[1];
+    if (ringLeast === undefined || q < ringLeast) {
+      ringLeast = q;
+      ringFell = performance.now();
+    } else if (performance.now() - ringFell > stallMs) {
+      stalled = true;
+      o.warn(`${what}: the ring still holds ${q} frames, not fewer for ${stallMs} ms: the flow fills it faster than the switch takes the windows in; the rest goes at once (frames the switch cannot take in are counted)`);
+    }
+  };
   const outOfTime = (what: string): boolean => {
     if (stalled || o.remaining() >= RELEASE_RESERVE_MS) return stalled;
     stalled = true;
@@ -235,7 +251,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
     let moved = performance.now();
     for (;;) {
       const f = inFlight(rx);
-      if (outOfTime(what) || (f.every((x) => x <= most) && !(await behind(most, what)))) return rx;
+      if (outOfTime(what) || (f.every((x) => x <= most) && !(await behind(what)))) return rx;
       if (performance.now() - moved > Math.min(stallMs, Math.max(0, o.remaining()))) {
         const stuck = ports.map((p, i) => ({ p, n: f[i]! })).filter((x) => x.n > most);
         stalled = true;
@@ -263,6 +279,7 @@ export async function windowedRelease(sc: SwitchControl, ac: AgentControl, insta
     released[0] += r.releasedNow[0];
     released[1] += r.releasedNow[1];
     if (releaseDone(r)) break;
+    ringNotDraining(r, `releasing ${instance} in windows of ${window}`);
     // the next window once half of this one is in: the switch stays busy meanwhile, and never has more than `window` waiting
     rx = await settle(BigInt(Math.floor(window / 2)), `releasing ${instance} in windows of ${window}`);
   }
