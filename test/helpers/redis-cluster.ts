@@ -5,6 +5,7 @@
 import type { HandoverContext, StateMover, StateMoveResult } from '../../src/handover/state-mover.js';
 import type { RedisCluster } from '../../src/state/redis-cluster-server.js';
 import { handoverTag } from '../../src/state/redis-stage.js';
+import { sleep } from '../../src/util/mutex.js';
 
 /** keys under `pattern` on every node that answers (masters and replicas: nothing may linger anywhere) */
 export async function clusterKeys(c: RedisCluster, pattern: string): Promise<string[]> {
@@ -67,8 +68,17 @@ export class FailingOverMover implements StateMover {
     } finally {
       const moveMs = performance.now() - t0;
       await failover;
-      await this.cluster.waitHealthy();
-      this.failovers.push({ id: ctx.id, kind: what, before: master.address, after: (await this.cluster.ownerOf(handoverTag(ctx.id))).master.address, moveMs });
+      // CLUSTER FAILOVER answers OK at once and fails over afterwards (the replica first catches up with its master, which may itself
+      // have rejoined lately): the slot's new owner is waited for, up to 10 s, rather than read at the first healthy moment
+      const until = Date.now() + 10_000;
+      let after = master.address;
+      for (;;) {
+        await this.cluster.waitHealthy();
+        after = (await this.cluster.ownerOf(handoverTag(ctx.id))).master.address;
+        if (after !== master.address || Date.now() > until) break;
+        await sleep(100);
+      }
+      this.failovers.push({ id: ctx.id, kind: what, before: master.address, after, moveMs });
     }
   }
   async rollback(ctx: HandoverContext): Promise<void> {
