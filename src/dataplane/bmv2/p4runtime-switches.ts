@@ -455,6 +455,11 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
     return this.#perInstancePort(swName, 'port_rx');
   }
 
+  /** whether portCounters' notIngested of `swName` are its rings' own drop counts (inputDrops given) */
+  countsInputDrops(swName: string): boolean {
+    return this.#switch(swName).inputDrops !== undefined;
+  }
+
   /**
    * Per port: its interface's rx count minus port_rx, port_rx read first (a
    * frame arriving in between counts as not yet taken in, never as taken in
@@ -464,10 +469,6 @@ export class P4RuntimeSwitches implements SwitchControl, ControllerPacketPath {
    * too (inputDrops), those are taken out: what the buffer holds, exactly.
    * Undefined where nothing reads the switch's host.
    */
-  countsInputDrops(swName: string): boolean {
-    return this.#switch(swName).inputDrops !== undefined;
-  }
-
   async inputShortfall(swName: string): Promise<Map<string, PortInput> | undefined> {
     const sw = this.#switch(swName);
     if (sw.arrivals === undefined) return undefined;
