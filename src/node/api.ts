@@ -267,6 +267,8 @@ export interface NodeHealth {
   stateStore?: string;
   /** the E-State group this node stages VNF state in ('' or undefined: none) */
   estateStore?: string;
+  /** the framed control channel (transport/frames.ts): its Unix socket and TCP port, where the node serves one */
+  frames?: { unix?: string; port?: number };
 }
 
 /** The stores a node may stage VNF state in (its config's stateStore). */
@@ -287,6 +289,8 @@ export function healthToWire(h: NodeHealth): Wire {
     state_peers: h.statePeers ?? [],
     state_store: h.stateStore ?? '',
     estate_store: h.estateStore ?? '',
+    frames_unix: h.frames?.unix ?? '',
+    frames_port: h.frames?.port ?? 0,
   };
 }
 
@@ -312,6 +316,7 @@ export function healthFromWire(w: Wire): NodeHealth {
     statePeers: ((w['state_peers'] as unknown[]) ?? []).map(str),
     stateStore: str(w['state_store']),
     estateStore: str(w['estate_store']),
+    ...(str(w['frames_unix']) === '' && num(w['frames_port']) === 0 ? {} : { frames: { ...(str(w['frames_unix']) === '' ? {} : { unix: str(w['frames_unix']) }), ...(num(w['frames_port']) === 0 ? {} : { port: num(w['frames_port']) }) } }),
   };
 }
 

@@ -9,7 +9,8 @@ import { XdpDataPlane } from '../dataplane/xdp/xdp-dataplane.js';
 import type { XdpTopology } from '../dataplane/xdp/topology.js';
 import { PinStore } from './pins.js';
 import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
-import { nodeHandlers } from './service.js';
+import { nodeService } from './service.js';
+import type { FramedHandler } from './transport/frames.js';
 import { loadTls, startNodeServer, type NodeServer, type TlsMaterial } from './transport/index.js';
 import { StatePeers } from './state-transfer.js';
 import { X509Certificate } from 'node:crypto';
@@ -135,6 +136,18 @@ export function pinStoreOf(c: NodeConfig): PinStore {
   return PinStore.open({ node: c.name, ...(c.pinDir === undefined ? {} : { pinDir: c.pinDir }), ...(c.stateDir === undefined ? {} : { stateDir: c.stateDir }) });
 }
 
+/** Where the framed control channel listens: the config's listen.frames, else beside the gRPC socket and on the gRPC host at a free port; none with frames: false. */
+function framesListen(c: NodeConfig, handler: FramedHandler): { frames?: { handler: FramedHandler; service: string; unix?: string; tcp?: string } } {
+  const f = c.listen.frames;
+  if (f === false) return {};
+  const besideUnix = c.listen.unix === undefined ? undefined : `${c.listen.unix}.frames`;
+  // a default path too long for sun_path means no framed socket, not a failed start
+  const unix = f?.unix ?? (besideUnix !== undefined && Buffer.byteLength(besideUnix) <= 107 ? besideUnix : undefined);
+  const tcp = f?.tcp ?? (c.listen.tcp === undefined ? undefined : `${c.listen.tcp.slice(0, c.listen.tcp.lastIndexOf(':'))}:0`);
+  if (unix === undefined && tcp === undefined) return {};
+  return { frames: { handler, service: `${NODE_API}.Node`, ...(unix === undefined ? {} : { unix }), ...(tcp === undefined ? {} : { tcp }) } };
+}
+
 export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?: boolean; log?: (line: string) => void }): Promise<RunningNode> {
   const log = o.log ?? (() => undefined);
   const store = pinStoreOf(c);
@@ -177,6 +190,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     statePeers: [...(c.peers?.allow ?? [])],
     stateStore: stateStore?.describe() ?? '',
     estateStore: estateStore?.describe() ?? '',
+    ...(server === undefined || (server.framesUnixPath === undefined && server.framesTcpPort === undefined) ? {} : { frames: { ...(server.framesUnixPath === undefined ? {} : { unix: server.framesUnixPath }), ...(server.framesTcpPort === undefined ? {} : { port: server.framesTcpPort }) } }),
   });
   const captureTargets = xdpCaptureTargets(dp, topology);
   // a capture that died with an earlier node may have left a hook on
@@ -186,7 +200,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
   const operations = new NodeOperationMetrics(c.instances);
   let statePeers: StatePeers | undefined;
   let estateStore: NodeEStateStore | undefined;
-  let server: NodeServer;
+  let server: NodeServer | undefined;
   let metrics: MetricsServer | undefined;
   try {
     // state peers: this node's certificate as a client, their CA trusted beside the controllers'
@@ -196,9 +210,11 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     const ownTls = c.tls === undefined || c.listen.tcp === undefined ? undefined : loadTls(c.tls, 'server');
     const twoCas = ownTls !== undefined && peersTls !== undefined && !peersTls.ca.equals(ownTls.ca);
     const serverTls = (t: TlsMaterial): TlsMaterial => (twoCas ? { ...t, ca: Buffer.concat([t.ca, Buffer.from('\n'), peersTls!.ca]) } : t);
+    const service = nodeService({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(p4Arrivals === undefined ? {} : { p4Arrivals }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds), operations });
     server = await startNodeServer({
       node: c.name,
-      services: [{ definition: NODE_SERVICE, implementation: nodeHandlers({ health, ...(c.switches.length ? { switchControl: dp, divert: new NodeDivert(dp) } : {}), ...(c.instances.length ? { agents: dp } : {}), ...(statePeers === undefined ? {} : { statePeers }), ...(p4Arrivals === undefined ? {} : { p4Arrivals }), stateStores: { ...(stateStore === undefined ? {} : { redis: stateStore }), ...(estateStore === undefined ? {} : { estate: estateStore }) }, log, capture, observe: (method, code, seconds) => api.observe({ method, code }, seconds), operations }) }],
+      services: [{ definition: NODE_SERVICE, implementation: service.implementation }],
+      ...framesListen(c, service.framed),
       ...(c.listen.unix === undefined ? {} : { unix: { path: c.listen.unix } }),
       ...(c.listen.tcp === undefined || c.tls === undefined ? {} : { tcp: { address: c.listen.tcp, tls: serverTls(ownTls!) } }),
       ...(c.tls?.allow === undefined ? {} : { allowControllers: c.tls.allow }),
@@ -230,7 +246,7 @@ export async function startNode(c: NodeConfig, o: { objectsDir: string; replace?
     await dp.close();
     throw e;
   }
-  log(`serving ${NODE_API} on ${[server.unixPath && `unix:${server.unixPath}`, server.tcpAddress && `tcp ${server.tcpAddress} (mutual TLS)`].filter(Boolean).join(' and ')}`);
+  log(`serving ${NODE_API} on ${[server.unixPath && `unix:${server.unixPath}`, server.tcpAddress && `tcp ${server.tcpAddress} (mutual TLS)`].filter(Boolean).join(' and ')}${server.framesUnixPath === undefined && server.framesTcpPort === undefined ? '' : `; framed calls on ${[server.framesUnixPath && `unix:${server.framesUnixPath}`, server.framesTcpPort && `tcp port ${server.framesTcpPort} (mutual TLS)`].filter(Boolean).join(' and ')}`}`);
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;

@@ -38,6 +38,7 @@ import type { NodeRedisStore } from '../state/redis-stage.js';
 import { flowKeyString } from '../state/flow-key.js';
 import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
 import { describePeer, peerOf, type HasAuthContext } from './transport/server.js';
+import type { FramedHandler } from './transport/frames.js';
 import { STATE_OPERATIONS, STORE_OPERATIONS, type NodeOperationObserver } from './metrics.js';
 import type { SwitchPortArrivals } from '../dataplane/bmv2/port-arrivals.js';
 
@@ -117,14 +118,11 @@ const CLOCK_SKEW_MS = 1_000;
  * the node read it) or by the caller's clock (DEADLINE_METADATA, allowing
  * CLOCK_SKEW_MS between the hosts' clocks).
  */
-function staleness(call: grpc.ServerUnaryCall<Wire, Wire>): string | undefined {
+function staleness(call: { readonly cancelled: boolean }, deadlineAt: number, callersDeadline: number): string | undefined {
   if (call.cancelled) return 'the caller cancelled it (its deadline passed) before the node read it';
   const now = Date.now();
-  const d = call.getDeadline();
-  const at = d instanceof Date ? d.getTime() : d;
-  if (Number.isFinite(at) && at <= now) return `its deadline passed ${now - at} ms before the node read it`;
-  const callers = Number(call.metadata.get(DEADLINE_METADATA)[0] ?? NaN);
-  if (Number.isFinite(callers) && callers + CLOCK_SKEW_MS < now) return `its deadline (by the caller's clock) passed ${now - callers} ms before the node read it`;
+  if (Number.isFinite(deadlineAt) && deadlineAt <= now) return `its deadline passed ${now - deadlineAt} ms before the node read it`;
+  if (Number.isFinite(callersDeadline) && callersDeadline > 0 && callersDeadline + CLOCK_SKEW_MS < now) return `its deadline (by the caller's clock) passed ${now - callersDeadline} ms before the node read it`;
   return undefined;
 }
 
@@ -140,7 +138,13 @@ function batch<T>(xs: unknown, field: string): T[] {
   return a;
 }
 
+/** The gRPC service's handlers for one node runtime. */
 export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation {
+  return nodeService(rt).implementation;
+}
+
+/** One node runtime's calls, as gRPC handlers and as the framed channel's handler (the same calls behind both). */
+export function nodeService(rt: NodeRuntime): { implementation: grpc.UntypedServiceImplementation; framed: FramedHandler } {
   const sw = (): SwitchControl => {
     if (rt.switchControl === undefined) throw new NodeRequestError(grpc.status.FAILED_PRECONDITION, `node ${rt.health().node} runs no switch`);
     return rt.switchControl;
@@ -472,41 +476,74 @@ export function nodeHandlers(rt: NodeRuntime): grpc.UntypedServiceImplementation
     return { results };
   };
 
+  /** One call, however it came: refused when read after its deadline, else run; its status and metrics. */
+  const runOne = (name: NodeMethod, request: () => Wire, call: NodeCall, deadlineAt: number, callersDeadline: number): Promise<{ code: grpc.status.OK; reply: Wire } | { code: grpc.status; details: string; error?: string }> => {
+    const t0 = process.hrtime.bigint();
+    const done = (code: grpc.status): void => rt.observe?.(name, grpc.status[code] ?? String(code), secondsSince(t0));
+    // A request read after its caller gave up (the node was stopped or
+    // cut off while it waited in the socket) must not act: the caller
+    // has gone on as if it had not, e.g. a rollback that relayed nothing
+    // and removed the relay routes, or a later handover reusing the id.
+    // (one turn of the event loop first: a cancellation read in the same
+    // batch of frames as the request is seen)
+    return new Promise((resolve) =>
+      setImmediate(() => {
+        const late = staleness(call, deadlineAt, callersDeadline);
+        if (late !== undefined) {
+          done(grpc.status.DEADLINE_EXCEEDED);
+          return resolve({ code: grpc.status.DEADLINE_EXCEEDED, details: `${name} not carried out: ${late}` });
+        }
+        let req: Wire;
+        try {
+          req = request();
+        } catch (e) {
+          done(grpc.status.INVALID_ARGUMENT);
+          return resolve({ code: grpc.status.INVALID_ARGUMENT, details: `the ${name} request cannot be decoded: ${e instanceof Error ? e.message : String(e)}` });
+        }
+        impl[name](req, call).then(
+          (reply) => {
+            done(grpc.status.OK);
+            resolve({ code: grpc.status.OK, reply });
+          },
+          (e: unknown) => {
+            const st = toStatus(e);
+            done(st.code);
+            resolve({ code: st.code, details: st.details, error: st.name });
+          },
+        );
+      }),
+    );
+  };
+
   const unary = Object.fromEntries(
-    Object.entries(impl).map(([name, fn]) => [
+    Object.keys(impl).map((name) => [
       name,
       (call: grpc.ServerUnaryCall<Wire, Wire>, cb: grpc.sendUnaryData<Wire>): void => {
-        const t0 = process.hrtime.bigint();
-        const done = (code: grpc.status): void => rt.observe?.(name as NodeMethod, grpc.status[code] ?? String(code), secondsSince(t0));
-        // A request read after its caller gave up (the node was stopped or
-        // cut off while it waited in the socket) must not act: the caller
-        // has gone on as if it had not, e.g. a rollback that relayed nothing
-        // and removed the relay routes, or a later handover reusing the id.
-        // (one turn of the event loop first: a cancellation read in the same
-        // batch of frames as the request is seen)
-        setImmediate(() => {
-          const late = staleness(call);
-          if (late !== undefined) {
-            done(grpc.status.DEADLINE_EXCEEDED);
-            cb({ code: grpc.status.DEADLINE_EXCEEDED, details: `${name} not carried out: ${late}` });
-            return;
-          }
-          fn(call.request, call).then(
-            (res) => {
-              done(grpc.status.OK);
-              cb(null, res);
-            },
-            (e: unknown) => {
-              const st = toStatus(e);
-              done(st.code);
-              const md = new grpc.Metadata();
-              md.set('sharp-error', st.name);
-              cb({ code: st.code, details: st.details, metadata: md });
-            },
-          );
+        const d = call.getDeadline();
+        void runOne(name as NodeMethod, () => call.request, call, d instanceof Date ? d.getTime() : d, Number(call.metadata.get(DEADLINE_METADATA)[0] ?? NaN)).then((r) => {
+          if (r.code === grpc.status.OK && 'reply' in r) return cb(null, r.reply);
+          const f = r as { code: grpc.status; details: string; error?: string };
+          const md = new grpc.Metadata();
+          if (f.error !== undefined) md.set('sharp-error', f.error);
+          cb({ code: f.code, details: f.details, metadata: md });
         });
       },
     ]),
   );
-  return { ...unary, Capture: captureHandler(rt.capture, () => rt.health().node), DivertedFrames: divertedFramesHandler(rt.divert, () => rt.health().node) };
+
+  /** The framed channel's handler (transport/frames.ts): the same calls, their messages as the .proto encodes them. */
+  const framed: FramedHandler = async (method, body, fc) => {
+    if (!Object.hasOwn(impl, method)) return { code: grpc.status.UNIMPLEMENTED, details: `node ${rt.health().node} has no unary method ${method.slice(0, 40)} on its framed channel` };
+    const name = method as NodeMethod;
+    const def = NODE_SERVICE[name]!;
+    const call: NodeCall = {
+      getAuthContext: () => ({ sslPeerCertificate: fc.peerCertificate === undefined ? undefined : { raw: fc.peerCertificate } }),
+      get cancelled() {
+        return fc.cancelled;
+      },
+    };
+    const r = await runOne(name, () => def.requestDeserialize(body) as Wire, call, NaN, fc.deadline);
+    return r.code === grpc.status.OK && 'reply' in r ? { code: grpc.status.OK, reply: def.responseSerialize(r.reply) } : (r as { code: grpc.status; details: string; error?: string });
+  };
+  return { implementation: { ...unary, Capture: captureHandler(rt.capture, () => rt.health().node), DivertedFrames: divertedFramesHandler(rt.divert, () => rt.health().node) }, framed };
 }

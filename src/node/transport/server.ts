@@ -18,6 +18,7 @@ import { X509Certificate } from 'node:crypto';
 import type { TlsMaterial } from './certs.js';
 import { ListenError, SocketInUseError, SocketPathError } from './errors.js';
 import { describeIdentity, identityOf, type CertIdentity } from './identity.js';
+import { startFramedServer, type FramedHandler, type FramedServer } from './frames.js';
 
 /** Trailer the gate sets on a refused call: the identity it refused (the client maps it). */
 export const REFUSED_IDENTITY_TRAILER = 'sharp-refused-identity';
@@ -81,6 +82,12 @@ export interface NodeServerOptions {
   onRefused?: (r: RefusedCall) => void;
   /** further grpc-js server options (the gate runs before any interceptors given here) */
   grpcOptions?: grpc.ServerOptions;
+  /**
+   * The framed control channel beside gRPC (frames.ts), through the same
+   * gate: on a Unix socket, and on TCP (host:port, port 0: a free one) with
+   * the TLS material of `tcp`.
+   */
+  frames?: { handler: FramedHandler; service: string; unix?: string; tcp?: string };
 }
 
 export interface NodeServer {
@@ -91,6 +98,9 @@ export interface NodeServer {
   /** host:port actually bound, when listening on TCP */
   readonly tcpAddress: string | undefined;
   readonly tcpPort: number | undefined;
+  /** the framed channel's Unix socket and TCP port, where it listens */
+  readonly framesUnixPath: string | undefined;
+  readonly framesTcpPort: number | undefined;
   /** stops serving: finishes calls in flight for up to graceMs (default 2000), then cuts them; removes the socket */
   close(graceMs?: number): Promise<void>;
 }
@@ -162,9 +172,43 @@ function issuedBy(raw: Buffer, ca: X509Certificate): boolean {
   return ok;
 }
 
-function gate(o: NodeServerOptions): grpc.ServerInterceptor {
+/** Why the gate refuses a call, or undefined to let it through. */
+export interface Refusal {
+  code: grpc.status;
+  reason: string;
+  identity: CertIdentity | undefined;
+}
+
+/**
+ * The gate's decision for one call of `methodPath` ('/pkg.Service/Method'),
+ * made by whoever presented client certificate `raw` (undefined: none), on
+ * TCP or the Unix socket. Shared by the gRPC server and the framed channel.
+ */
+export type Gate = (methodPath: string, raw: Buffer | undefined, onTcp: boolean, remote: string) => Refusal | undefined;
+
+export function gateOf(o: NodeServerOptions): Gate {
   const allow = o.allowControllers === undefined ? undefined : new Set(o.allowControllers);
   const nodes = o.allowNodes === undefined ? undefined : { ...o.allowNodes, names: new Set(o.allowNodes.names), methods: new Set(o.allowNodes.methods) };
+  return (methodPath, raw, onTcp, remote) => {
+    const peer = peerOfCert(raw);
+    if (peer.transport === 'unix') {
+      if (onTcp) return { code: grpc.status.UNAUTHENTICATED, reason: `node ${o.node} accepts no call without a verified client certificate on TCP (from ${remote})`, identity: undefined };
+    } else if (nodes !== undefined && peer.identity.role === 'node' && nodes.names.has(peer.identity.name)) {
+      // a peer node: state it pushes, nothing else
+      if (!nodes.methods.has(methodPath)) return { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} accepts ${describeIdentity(peer.identity)} as a state peer only (${[...nodes.methods].map((m) => m.slice(m.lastIndexOf('/') + 1)).join(', ')}), not for ${methodPath}`, identity: peer.identity };
+      if (nodes.ca !== undefined && raw !== undefined && !issuedBy(raw, nodes.ca)) return { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its peers' CA '${identityOf(nodes.ca).name}'`, identity: peer.identity };
+    } else if (nodes !== undefined && peer.identity.role === 'node') {
+      return { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its peers.allow`, identity: peer.identity };
+    } else if (o.controllersCa !== undefined && raw !== undefined && !issuedBy(raw, o.controllersCa)) {
+      return { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its controllers' CA '${identityOf(o.controllersCa).name}'`, identity: peer.identity };
+    } else if (allow !== undefined && !(peer.identity.role === 'controller' && allow.has(peer.identity.name))) {
+      return { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its list of controllers`, identity: peer.identity };
+    }
+    return undefined;
+  };
+}
+
+function gate(o: NodeServerOptions, decide: Gate): grpc.ServerInterceptor {
   return (method, call) => {
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
@@ -172,22 +216,7 @@ function gate(o: NodeServerOptions): grpc.ServerInterceptor {
         const onTcp = info.remotePort !== undefined;
         const remote = onTcp ? `${info.remoteAddress ?? '?'}:${info.remotePort}` : 'unix';
         // one getPeerCertificate per call (it copies the certificate out of OpenSSL each time)
-        const raw = call.getAuthContext().sslPeerCertificate?.raw;
-        const peer = peerOfCert(raw);
-        let refusal: { code: grpc.status; reason: string; identity: CertIdentity | undefined } | undefined;
-        if (peer.transport === 'unix') {
-          if (onTcp) refusal = { code: grpc.status.UNAUTHENTICATED, reason: `node ${o.node} accepts no call without a verified client certificate on TCP (from ${remote})`, identity: undefined };
-        } else if (nodes !== undefined && peer.identity.role === 'node' && nodes.names.has(peer.identity.name)) {
-          // a peer node: state it pushes, nothing else
-          if (!nodes.methods.has(method.path)) refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} accepts ${describeIdentity(peer.identity)} as a state peer only (${[...nodes.methods].map((m) => m.slice(m.lastIndexOf('/') + 1)).join(', ')}), not for ${method.path}`, identity: peer.identity };
-          else if (nodes.ca !== undefined && raw !== undefined && !issuedBy(raw, nodes.ca)) refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its peers' CA '${identityOf(nodes.ca).name}'`, identity: peer.identity };
-        } else if (nodes !== undefined && peer.identity.role === 'node') {
-          refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its peers.allow`, identity: peer.identity };
-        } else if (o.controllersCa !== undefined && raw !== undefined && !issuedBy(raw, o.controllersCa)) {
-          refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not issued by its controllers' CA '${identityOf(o.controllersCa).name}'`, identity: peer.identity };
-        } else if (allow !== undefined && !(peer.identity.role === 'controller' && allow.has(peer.identity.name))) {
-          refusal = { code: grpc.status.PERMISSION_DENIED, reason: `node ${o.node} does not accept ${describeIdentity(peer.identity)}: not on its list of controllers`, identity: peer.identity };
-        }
+        const refusal = decide(method.path, call.getAuthContext().sslPeerCertificate?.raw, onTcp, remote);
         if (refusal === undefined) return next(metadata);
         o.onRefused?.({ method: method.path, remote, ...refusal });
         const trailer = new grpc.Metadata();
@@ -221,7 +250,7 @@ function connectable(p: string): Promise<boolean> {
 }
 
 /** Makes the socket's folder (0700), removes a stale socket; refuses a live one or a non-socket. */
-async function prepareSocket(p: string): Promise<void> {
+export async function prepareSocket(p: string): Promise<void> {
   if (Buffer.byteLength(p) > SUN_PATH_MAX) throw new SocketPathError(p, `Unix socket path ${p} is longer than ${SUN_PATH_MAX} bytes`);
   const dir = path.dirname(p);
   if (!existsSync(dir)) {
@@ -260,11 +289,13 @@ function splitAddress(address: string): [string, string] {
 export async function startNodeServer(o: NodeServerOptions): Promise<NodeServer> {
   if (o.unix === undefined && o.tcp === undefined) throw new ListenError('', `node ${o.node}: give a Unix socket and/or a TCP address to listen on`);
   const [host] = o.tcp === undefined ? [''] : splitAddress(o.tcp.address);
-  const server = new grpc.Server({ ...o.grpcOptions, interceptors: [gate(o), ...(o.grpcOptions?.interceptors ?? [])] });
+  const decide = gateOf(o);
+  const server = new grpc.Server({ ...o.grpcOptions, interceptors: [gate(o, decide), ...(o.grpcOptions?.interceptors ?? [])] });
   for (const s of o.services) server.addService(s.definition, s.implementation);
   let unixPath: string | undefined;
   let unixIno: number | undefined;
   let tcpPort: number | undefined;
+  let framed: FramedServer | undefined;
   const removeSocket = (): void => {
     if (unixPath === undefined) return;
     try {
@@ -288,6 +319,16 @@ export async function startNodeServer(o: NodeServerOptions): Promise<NodeServer>
       const creds = grpc.ServerCredentials.createSsl(t.ca, [{ cert_chain: t.cert, private_key: t.key }], true);
       tcpPort = await bind(server, o.tcp.address, creds);
     }
+    const f = o.frames;
+    if (f !== undefined && (f.unix !== undefined || (f.tcp !== undefined && o.tcp !== undefined))) {
+      framed = await startFramedServer(
+        o.node,
+        f.service,
+        { handler: f.handler, ...(f.unix === undefined ? {} : { unix: path.resolve(f.unix) }), ...(f.tcp === undefined || o.tcp === undefined ? {} : { tcp: { address: f.tcp, tls: o.tcp.tls } }) },
+        decide,
+        o.onRefused,
+      );
+    }
   } catch (e) {
     server.forceShutdown();
     removeSocket();
@@ -300,7 +341,11 @@ export async function startNodeServer(o: NodeServerOptions): Promise<NodeServer>
     unixPath,
     tcpAddress: tcpPort === undefined ? undefined : `${host}:${tcpPort}`,
     tcpPort,
+    framesUnixPath: framed?.unixPath,
+    framesTcpPort: framed?.tcpPort,
     close(graceMs = 2000): Promise<void> {
+      // framed calls in flight are cut: their callers see the connection close (UNAVAILABLE), as for a stopped node
+      framed?.close();
       closed ??= new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           server.forceShutdown();

@@ -14,10 +14,7 @@
  * socket; getGlobal fans out to every peer, so that cost was the whole
  * latency (see the benchmark and src/state/README.md).
  *
- * Frame: u32 length of what follows | u8 kind | u32 call id | u8 method | body
- *   kind 0 request  body: the method's request message
- *   kind 1 answer   body: the method's reply message
- *   kind 2 failure  body: utf8 "<STATUS> <detail>"
+ * Frames: src/net/frames.ts; a failure's body is utf8 "<STATUS> <detail>".
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -25,6 +22,7 @@ import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import type { TlsMaterial } from '../../node/transport/certs.js';
+import { encodeFrame, frameReader, oversizeMessage, FRAME_ANSWER, FRAME_FAILURE, FRAME_REQUEST, MAX_FRAME_BYTES } from '../../net/frames.js';
 import { StateError } from '../types.js';
 
 /** Why a call failed (the names and meanings of gRPC's status codes). */
@@ -51,15 +49,14 @@ export class PeerAddressError extends StateError {
   override name = 'PeerAddressError';
 }
 
-/** Largest frame either end accepts (a Fetch of many flow records fits; a corrupt length does not make us buffer gigabytes). */
-export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+export { MAX_FRAME_BYTES };
 /** sun_path holds 108 bytes, the terminating NUL included */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-const HEADER = 10;
-const KIND_REQUEST = 0;
-const KIND_ANSWER = 1;
-const KIND_FAILURE = 2;
+const frame = encodeFrame;
+const KIND_REQUEST = FRAME_REQUEST;
+const KIND_ANSWER = FRAME_ANSWER;
+const KIND_FAILURE = FRAME_FAILURE;
 
 export type PeerAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
 
@@ -74,39 +71,6 @@ export function parsePeerAddress(address: string): PeerAddress {
   const port = m === null ? NaN : Number(m[3]);
   if (m === null || !(port >= 1 && port <= 65535)) throw new PeerAddressError(`peer address '${address}' is neither unix:/path nor host:port with port 1-65535`);
   return { kind: 'tcp', host: m[1] ?? m[2]!, port };
-}
-
-function frame(kind: number, id: number, method: number, body: Buffer): Buffer {
-  const f = Buffer.allocUnsafe(HEADER + body.length);
-  f.writeUInt32BE(HEADER - 4 + body.length, 0);
-  f[4] = kind;
-  f.writeUInt32BE(id, 5);
-  f[9] = method;
-  body.copy(f, HEADER);
-  return f;
-}
-
-/** Cuts a byte stream into frames; calls `onFrame` for each, `onError` (once, then stops) for a frame over the limit. */
-function frameReader(onFrame: (kind: number, id: number, method: number, body: Buffer) => void, onError: (e: Error) => void): (chunk: Buffer) => void {
-  let pending: Buffer | undefined;
-  let failed = false;
-  return (chunk) => {
-    if (failed) return;
-    let b = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
-    pending = undefined;
-    while (b.length >= 4) {
-      const len = b.readUInt32BE(0);
-      if (len < HEADER - 4 || len > MAX_FRAME_BYTES) {
-        failed = true;
-        return onError(new PeerCallError('RESOURCE_EXHAUSTED', `frame of ${len} bytes (allowed ${HEADER - 4} to ${MAX_FRAME_BYTES})`));
-      }
-      if (b.length < 4 + len) break;
-      // a copy: bodies outlive the chunk (adopted byte values), and must not pin it
-      onFrame(b[4]!, b.readUInt32BE(5), b[9]!, Buffer.from(b.subarray(HEADER, 4 + len)));
-      b = b.subarray(4 + len);
-    }
-    if (b.length > 0) pending = Buffer.from(b);
-  };
 }
 
 function failureBody(status: CallStatus, detail: string): Buffer {
@@ -338,7 +302,7 @@ export class PeerLink {
           if (kind === KIND_ANSWER) p.resolve(body);
           else if (kind === KIND_FAILURE) p.reject(parseFailure(body));
         },
-        (e) => die(`${address}: ${e.message}`, e),
+        (len) => die(`${address}: ${oversizeMessage(len)}`, new PeerCallError('RESOURCE_EXHAUSTED', oversizeMessage(len))),
       ),
     );
   }
