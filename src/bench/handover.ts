@@ -11,6 +11,7 @@ import path from 'node:path';
 import { installRules, standardSpec, type NetnsLab } from '../lab/netns-lab.js';
 import { openLab as openAnyLab } from '../lab/open-lab.js';
 import { NodeLabDataPlane } from '../lab/lab-nodes.js';
+import { NodeClient } from '../node/client.js';
 import { LIMITS } from '../lab/spec/types.js';
 import { localDeployment, type DataPlane } from '../dataplane/types.js';
 import { TrafficAccounting } from '../traffic/accounting.js';
@@ -274,8 +275,8 @@ function stepMedians(results: readonly HandoverResult[]): Record<string, number>
   return Object.fromEntries([...per].map(([k, xs]) => [k, +[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!.toFixed(2)]));
 }
 
-export async function benchOverhead(objectsDir: string, o: { handovers: number; pps: number; delayMs: number; breakdown?: boolean }): Promise<OverheadResult> {
-  const s = await openLab(objectsDir, `sharp-bench-ovh-${process.pid}-`);
+export async function benchOverhead(objectsDir: string, o: { handovers: number; pps: number; delayMs: number; breakdown?: boolean; nodeFrames?: boolean }): Promise<OverheadResult> {
+  const s = await withNodeFrames(o.nodeFrames ?? true, () => openLab(objectsDir, `sharp-bench-ovh-${process.pid}-`));
   try {
     const clients = s.dp instanceof NodeLabDataPlane && o.breakdown === true ? s.dp.deployment.nodes : [];
     const pids = clients.map((c) => c.health.pid);
@@ -335,42 +336,80 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
 }
 
 /** One kind of node call, alone: mean wall time and CPU per call at the controller and at the node answering. */
+/** Runs `f` with the lab's node clients made on the framed channel (true) or on gRPC only (SHARP_NODE_FRAMES, read when a client is made). */
+async function withNodeFrames<T>(on: boolean, f: () => Promise<T>): Promise<T> {
+  const before = process.env['SHARP_NODE_FRAMES'];
+  if (!on) process.env['SHARP_NODE_FRAMES'] = '0';
+  try {
+    return await f();
+  } finally {
+    if (before === undefined) delete process.env['SHARP_NODE_FRAMES'];
+    else process.env['SHARP_NODE_FRAMES'] = before;
+  }
+}
+
+/** What one call of a kind costs over the framed channel, and (`grpc`) the same call over gRPC in the same run. */
 export interface CallCost {
   call: string;
   wallMs: number;
   controllerCpuMs: number;
   nodeCpuMs: number;
+  grpc: { wallMs: number; controllerCpuMs: number; nodeCpuMs: number };
 }
 
-/** `n` calls of each kind a handover makes, one after another, on an idle lab of node processes. */
+/**
+ * One call of each kind a handover makes, `n` times, on an idle lab: wall
+ * time and the CPU it costs the controller and the node that answers; over
+ * the node's framed channel and over gRPC, in alternating rounds on the same
+ * nodes (a second client per node, gRPC only).
+ */
 export async function benchCallCosts(objectsDir: string, n: number): Promise<CallCost[]> {
   const s = await openLab(objectsDir, `sharp-bench-calls-${process.pid}-`);
+  const grpcOnly: NodeClient[] = [];
   try {
     if (!(s.dp instanceof NodeLabDataPlane)) throw new Error('benchCallCosts needs a lab of node processes');
     const d = s.dp.deployment;
-    const sc = d.switchControl;
-    const ac = d.agentControl;
-    const rule = sc.getRule(s.rules[0]!)!;
-    const kinds: [string, string, () => Promise<unknown>][] = [
-      ['HandoverCounters', rule.switch, () => sc.handoverCounters(rule.switch, 1)],
-      ['SetRuleActions (1 rule)', rule.switch, () => sc.setRuleActions!([{ id: rule.id, action: rule.action }])],
-      ['PortCounters', rule.switch, () => sc.portCounters(rule.switch)],
-      ['SentTowardsInstances', rule.switch, () => sc.sentTowardsInstances!(rule.switch)],
-      ['AgentStatus', 'vnf1', () => ac.agentStatus('vnf1', 1)],
-      ['ArrivedFrames', 'vnf1', () => ac.arrivedFrames!('vnf1')],
-      ['InterfaceDrops', 'vnf1', () => ac.interfaceDrops!('vnf1')],
+    for (const c of d.nodes) grpcOnly.push(await NodeClient.connect({ channel: c.channel, frames: false }));
+    const rule = d.switchControl.getRule(s.rules[0]!)!;
+    const kinds: [string, string, (c: NodeClient) => Promise<unknown>][] = [
+      ['HandoverCounters', rule.switch, (c) => c.handoverCounters(rule.switch, 1)],
+      ['SetRuleActions (1 rule)', rule.switch, (c) => c.setRuleActions([{ id: rule.id, action: rule.action }])],
+      ['PortCounters', rule.switch, (c) => c.portCounters(rule.switch)],
+      ['SentTowardsInstances', rule.switch, (c) => c.sentTowardsInstances(rule.switch)],
+      ['AgentStatus', 'vnf1', (c) => c.agentStatus('vnf1', 1)],
+      ['ArrivedFrames', 'vnf1', (c) => c.arrivedFrames('vnf1')],
+      ['InterfaceDrops', 'vnf1', (c) => c.interfaceDrops('vnf1')],
     ];
     const out: CallCost[] = [];
+    const rounds = 4;
     for (const [call, on, f] of kinds) {
-      const node = d.nodes.find((c) => c.switches().includes(on) || c.agentInstances().some((i) => i.name === on))!;
-      for (let i = 0; i < 20; i++) await f(); // warm
-      const m = await withCpu([node.health.pid], async () => {
-        for (let i = 0; i < n; i++) await f();
+      const i = d.nodes.findIndex((c) => c.switches().includes(on) || c.agentInstances().some((x) => x.name === on));
+      const framed = d.nodes[i]!;
+      const grpcClient = grpcOnly[i]!;
+      if (framed.transport !== 'frames') throw new Error(`benchCallCosts: node ${framed.name} calls go over gRPC: ${framed.transportNote ?? ''}`);
+      const sum = { frames: { ms: 0, own: 0, node: 0 }, grpc: { ms: 0, own: 0, node: 0 } };
+      for (const c of [framed, grpcClient]) for (let k = 0; k < 20; k++) await f(c); // warm
+      for (let r = 0; r < rounds; r++)
+        for (const [which, c] of [['frames', framed], ['grpc', grpcClient]] as const) {
+          const m = await withCpu([framed.health.pid], async () => {
+            for (let k = 0; k < Math.ceil(n / rounds); k++) await f(c);
+          });
+          sum[which].ms += m.ms;
+          sum[which].own += m.ownMs;
+          sum[which].node += m.nodesMs;
+        }
+      const per = (x: number): number => +(x / (Math.ceil(n / rounds) * rounds)).toFixed(3);
+      out.push({
+        call,
+        wallMs: per(sum.frames.ms),
+        controllerCpuMs: per(sum.frames.own),
+        nodeCpuMs: per(sum.frames.node),
+        grpc: { wallMs: per(sum.grpc.ms), controllerCpuMs: per(sum.grpc.own), nodeCpuMs: per(sum.grpc.node) },
       });
-      out.push({ call, wallMs: +(m.ms / n).toFixed(3), controllerCpuMs: +(m.ownMs / n).toFixed(3), nodeCpuMs: +(m.nodesMs / n).toFixed(3) });
     }
     return out;
   } finally {
+    for (const c of grpcOnly) c.close();
     await s.close();
   }
 }

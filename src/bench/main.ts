@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchMapOps } from './map-ops.js';
 import { benchForwarding } from './forwarding.js';
-import { benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.js';
+import { benchCallCosts, benchMaxLosslessRate, benchOverhead, benchLineRate } from './handover.js';
 import { benchGeneratorCeiling } from './traffic.js';
 import { writeLineRate } from './line-rate-report.js';
 import { writeOverheadDistribution } from './overhead-report.js';
@@ -159,6 +159,25 @@ if (ovh.breakdown !== undefined) {
   results['handover.overhead.nodeCpuMsPerHandover'] = ovh.breakdown.nodeCpuMsPerHandover;
 }
 console.log(`overhead distribution: ${path.relative(process.cwd(), writeOverheadDistribution(repoRoot, ovh, machine()))}`);
+{
+  // the same measure with the node API's calls on gRPC (the transport before the framed channel), in the same run
+  const viaGrpc = await benchOverhead(objectsDir, { ...ovhOpts, nodeFrames: false });
+  console.table({ 'overhead, framed channel': { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.overheadP99Ms }, 'overhead, gRPC': { 'median ms': viaGrpc.overheadMedianMs, 'p99 ms': viaGrpc.overheadP99Ms, 'all lossless': viaGrpc.allClean } });
+  results['handover.overheadGrpcMedianMs'] = viaGrpc.overheadMedianMs;
+  results['handover.overheadGrpcP99Ms'] = viaGrpc.overheadP99Ms;
+  results['handover.overheadFramesVsGrpcMedianRatio'] = +(ovh.overheadMedianMs / viaGrpc.overheadMedianMs).toFixed(3);
+  // one call of each kind a handover makes, both transports in alternating rounds
+  const costs = await benchCallCosts(objectsDir, quick ? 40 : 200);
+  console.table(Object.fromEntries(costs.map((c) => [c.call, { 'framed wall ms': c.wallMs, 'framed ctl+node CPU ms': +(c.controllerCpuMs + c.nodeCpuMs).toFixed(3), 'gRPC wall ms': c.grpc.wallMs, 'gRPC ctl+node CPU ms': +(c.grpc.controllerCpuMs + c.grpc.nodeCpuMs).toFixed(3) }])));
+  const mean = (xs: number[]): number => +(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3);
+  const framedCpu = mean(costs.map((c) => c.controllerCpuMs + c.nodeCpuMs));
+  const grpcCpu = mean(costs.map((c) => c.grpc.controllerCpuMs + c.grpc.nodeCpuMs));
+  results['node.call.framedCpuMs'] = framedCpu;
+  results['node.call.grpcCpuMs'] = grpcCpu;
+  results['node.call.framedWallMs'] = mean(costs.map((c) => c.wallMs));
+  results['node.call.grpcWallMs'] = mean(costs.map((c) => c.grpc.wallMs));
+  results['node.call.framedVsGrpcCpuRatio'] = +(framedCpu / grpcCpu).toFixed(3);
+}
 
 console.log('\nstate management (E-State, peers in separate processes on Unix sockets, vs Redis):');
 const stateRows = await benchState(quick ? { localOps: 20_000, redisOps: 2000, samples: 50, peerCounts: [1, 2] } : {});

@@ -9,7 +9,10 @@
  * time on an idle lab: each one's wall time and the CPU it costs the
  * controller and the node that answers.
  *
- *   node dist/src/bench/overhead-main.js [--handovers=N] [--pps=P] [--delay=MS] [--calls=N]
+ * With --grpc, the lab's node clients make their calls over gRPC (the
+ * transport before the framed channel).
+ *
+ *   node dist/src/bench/overhead-main.js [--handovers=N] [--pps=P] [--delay=MS] [--calls=N] [--grpc]
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -30,5 +33,5 @@ const delayMs = arg('delay', 100);
 const calls = arg('calls', 0);
 const loadBefore = os.loadavg()[0]!;
 if (calls > 0) console.log(JSON.stringify({ callCosts: await benchCallCosts(objectsDir, calls), loadAverage: +os.loadavg()[0]!.toFixed(2) }, null, 2));
-const r = await benchOverhead(objectsDir, { handovers, pps, delayMs, breakdown: true });
+const r = await benchOverhead(objectsDir, { handovers, pps, delayMs, breakdown: true, nodeFrames: !process.argv.includes('--grpc') });
 console.log(JSON.stringify({ ...r, loadAverage: [+loadBefore.toFixed(2), +os.loadavg()[0]!.toFixed(2)] }, null, 2));

@@ -221,6 +221,11 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     return this.#health;
   }
 
+  /** how this client reaches the node */
+  get channel(): NodeChannel {
+    return this.#channel;
+  }
+
   /** the node's certificate as the TLS handshake verified it (undefined on a Unix socket) */
   get serverIdentity(): CertIdentity | undefined {
     return this.#channel.verifiedServer;
