@@ -215,6 +215,11 @@ export interface OverheadResult {
   overheadP99Ms: number;
   /** every handover's overhead (its duration minus the state delay), ms, ascending */
   overheadsMs: number[];
+  /** the same, in the order the handovers ran (a slow first one is its connections' set-up) */
+  overheadsInOrderMs: number[];
+  /** the median and p99 without the first WARM_HANDOVERS (the nodes' first calls compile their code, the first state move opens its connection) */
+  warmMedianMs?: number;
+  warmP99Ms?: number;
   /** the issue's measure: each handover's duration minus its whole state move (the delay and the transfer itself, as the engine timed it), median and p99, ms */
   beyondStateMoveMedianMs: number;
   beyondStateMoveP99Ms: number;
@@ -275,6 +280,9 @@ function stepMedians(results: readonly HandoverResult[]): Record<string, number>
   return Object.fromEntries([...per].map(([k, xs]) => [k, +[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!.toFixed(2)]));
 }
 
+/** Handovers a lab's first run pays for set-up (JIT, connections): left out of the warm figures. */
+export const WARM_HANDOVERS = 2;
+
 export async function benchOverhead(objectsDir: string, o: { handovers: number; pps: number; delayMs: number; breakdown?: boolean; nodeFrames?: boolean }): Promise<OverheadResult> {
   const s = await withNodeFrames(o.nodeFrames ?? true, () => openLab(objectsDir, `sharp-bench-ovh-${process.pid}-`));
   try {
@@ -325,6 +333,13 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
       overheadMedianMs: +q(0.5).toFixed(2),
       overheadP99Ms: +q(0.99).toFixed(2),
       overheadsMs: over.map((x) => +x.toFixed(2)),
+      overheadsInOrderMs: results.map((r) => +(r.durationMs - o.delayMs).toFixed(2)),
+      ...(results.length > 2 * WARM_HANDOVERS
+        ? (() => {
+            const warm = results.slice(WARM_HANDOVERS).map((r) => r.durationMs - o.delayMs).sort((a, b) => a - b);
+            return { warmMedianMs: +quantile(warm, 0.5).toFixed(2), warmP99Ms: +quantile(warm, 0.99).toFixed(2) };
+          })()
+        : {}),
       beyondStateMoveMedianMs: +quantile(beyond, 0.5).toFixed(2),
       beyondStateMoveP99Ms: +quantile(beyond, 0.99).toFixed(2),
       allClean: clean(report) && results.every((r) => r.outcome === 'completed'),

@@ -148,6 +148,10 @@ const ovh = await benchOverhead(objectsDir, { ...ovhOpts, breakdown: true });
 console.table({ overhead: { 'median ms': ovh.overheadMedianMs, 'p99 ms': ovh.overheadP99Ms, 'all lossless': ovh.allClean } });
 results['handover.overheadMedianMs'] = ovh.overheadMedianMs;
 results['handover.overheadP99Ms'] = ovh.overheadP99Ms;
+// without the lab's first handovers (their nodes' first calls, the state move's first connection), and the first one itself
+if (ovh.warmMedianMs !== undefined) results['handover.overheadWarmMedianMs'] = ovh.warmMedianMs;
+if (ovh.warmP99Ms !== undefined) results['handover.overheadWarmP99Ms'] = ovh.warmP99Ms;
+results['handover.overheadFirstMs'] = ovh.overheadsInOrderMs[0] ?? 0;
 // the issue's measure: the handover minus its whole state move (the transfer's own time as well as the injected delay)
 results['handover.overheadBeyondStateMoveMedianMs'] = ovh.beyondStateMoveMedianMs;
 results['handover.overheadBeyondStateMoveP99Ms'] = ovh.beyondStateMoveP99Ms;
