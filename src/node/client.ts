@@ -65,7 +65,7 @@ import {
   type StagingStore,
 } from './api.js';
 import type { NodeChannel } from './transport/client.js';
-import { FramedLink, type FramedTarget } from './transport/frames.js';
+import { describeTarget, FramedLink, type FramedTarget } from './transport/frames.js';
 import { callDeadline } from '../util/call-deadline.js';
 import { allEnded } from '../util/mutex.js';
 import { captureRequestToWire, countsFromWire, frameFromWire, type CaptureSinks } from './capture-service.js';
@@ -210,7 +210,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   async refresh(): Promise<NodeHealth> {
     this.#health = healthFromWire(await this.#call('Health', {}));
     const target = this.#framesTargetOf(this.#health);
-    if (JSON.stringify(target === undefined ? null : { ...target, tls: undefined }) !== JSON.stringify(this.#framesTarget === undefined ? null : { ...this.#framesTarget, tls: undefined })) {
+    if (target === undefined || this.#framesTarget === undefined || describeTarget(target) !== describeTarget(this.#framesTarget)) {
       this.#framed?.close();
       this.#framed = undefined;
     }
@@ -266,7 +266,8 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
           // the channel could not be reached: the request never left, so gRPC may carry it (and the channel is looked up again)
           if (e.notSent === true) {
             this.#framesTarget = undefined;
-            this.#framesNote = `the framed channel at ${link.describe} could not be reached (${e.details}): gRPC until the next refresh`;
+            this.#framesNote = `the framed channel at ${link.describe} could not be reached (${e.details}): gRPC until the node's Health names one that answers`;
+            this.#relearnFrames(link.describe);
             return this.#grpcUnary(method, req, deadline, t0);
           }
           took();
@@ -300,6 +301,30 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   #framed: FramedLink | undefined;
   #framesNote: string | undefined;
   readonly #framesWanted: boolean;
+
+  #relearning = false;
+
+  /**
+   * Asks the node's Health (over gRPC) where its framed channel is now: a
+   * restarted node listens at another free port. Calls go over gRPC
+   * meanwhile, and for good where Health names the place that failed.
+   */
+  #relearnFrames(failed: string): void {
+    if (this.#relearning) return;
+    this.#relearning = true;
+    void this.#grpcUnary('Health', {}, Date.now() + this.#timeoutMs, performance.now())
+      .then((w) => {
+        const target = this.#framesTargetOf(healthFromWire(w));
+        // the same place again would fail the same way: it stays gRPC until a refresh
+        if (target === undefined || describeTarget(target) === failed) return;
+        this.#framed?.close();
+        this.#framed = undefined;
+        this.#framesTarget = target;
+        this.#framesNote = undefined;
+      })
+      .catch(() => undefined)
+      .finally(() => (this.#relearning = false));
+  }
 
   /** The link to the framed channel (a new one after the last died), or undefined where there is none. */
   #framedLink(): FramedLink | undefined {

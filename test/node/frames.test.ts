@@ -15,7 +15,7 @@ import { NODE_API, NODE_SERVICE, type NodeHealth, type NodeMethod } from '../../
 import { nodeService, type NodeRuntime } from '../../src/node/service.js';
 import { NodeCallError, NodeClient, NodeDeployment } from '../../src/node/client.js';
 import { controllerTlsFiles, createCa, createControllerCert, createNodeCert, loadTls, nodeChannel, nodeTlsFiles, startNodeServer, tlsEndpoint, unixEndpoint, type NodeServer, type RefusedCall } from '../../src/node/transport/index.js';
-import { FramedLink } from '../../src/node/transport/frames.js';
+import { FRAMED_CONNECT_TIMEOUT_MS, FramedLink } from '../../src/node/transport/frames.js';
 import { MAX_FRAME_BYTES } from '../../src/net/frames.js';
 import { Phase, RuleError, type SwitchControl } from '../../src/dataplane/types.js';
 import { HandoverEngine } from '../../src/handover/engine.js';
@@ -42,7 +42,7 @@ interface Served {
  * plane, serving gRPC and the framed channel; `without`: rpcs its gRPC
  * service lacks (the framed channel still has them).
  */
-async function serve(t: Test, o: { name: string; tcp?: boolean; without?: readonly NodeMethod[]; allow?: string[]; onRefused?: (r: RefusedCall) => void }): Promise<Served> {
+async function serve(t: Test, o: { name: string; tcp?: boolean; without?: readonly NodeMethod[]; allow?: string[]; onRefused?: (r: RefusedCall) => void; framesUnix?: string; advertisePort?: number }): Promise<Served> {
   const d = new FakeDeployment(['vnf1', 'vnf2'], 1024);
   const fwd = await d.switchControl.addRule({ switch: 's1', match: { kind: 'exact', flow: { src: '10.0.0.1', dst: '10.0.0.2', sport: 1000, dport: 9000, proto: UDP } }, action: { outPort: 's1-vnf1', phase: Phase.NONE, handoverId: 0 } });
   const rev = await d.switchControl.addRule({ switch: 's2', match: { kind: 'exact', flow: { src: '10.0.0.2', dst: '10.0.0.1', sport: 9000, dport: 1000, proto: UDP } }, action: { outPort: 's2-vnf1', phase: Phase.NONE, handoverId: 0 } });
@@ -61,7 +61,7 @@ async function serve(t: Test, o: { name: string; tcp?: boolean; without?: readon
     quiescenceMs: sc.quiescenceMs,
     switches: sc.switches().map((s) => ({ name: s, ports: instances.map((i) => ({ name: sc.portTowards(s, i.name)!, ifname: `${s}${i.name}`, role: 'vnf' as const, instance: i.name, instanceSide: s === 's1' ? 0 : 1 })) })),
     instances: instances.map((i) => ({ name: i.name, kind: 'counter', ifaces: [`${i.name}a`, `${i.name}b`], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
-    ...(server === undefined ? {} : { frames: { ...(server.framesUnixPath === undefined ? {} : { unix: server.framesUnixPath }), ...(server.framesTcpPort === undefined ? {} : { port: server.framesTcpPort }) } }),
+    ...(server === undefined ? {} : { frames: { ...(server.framesUnixPath === undefined ? {} : { unix: server.framesUnixPath }), ...(server.framesTcpPort === undefined ? {} : { port: o.advertisePort ?? server.framesTcpPort }) } }),
   });
   const switchControl = Object.assign(Object.create(sc) as SwitchControl, { controllerDataPackets: async () => ({ packets: 0n, bytes: 0n }) });
   const rt: NodeRuntime = { health, switchControl, agents: { ...d.agentControl, ...d.vnfState }, observe: (m, code) => void observed.push(`${m} ${code}`) };
@@ -72,7 +72,7 @@ async function serve(t: Test, o: { name: string; tcp?: boolean; without?: readon
     node: o.name,
     services: [{ definition, implementation: service.implementation }],
     ...(o.tcp === true ? { tcp: { address: '127.0.0.1:0', tls: loadTls(nodeTlsFiles(dir, 'swnode'), 'server') } } : { unix: { path: sock } }),
-    frames: { handler: service.framed, service: `${NODE_API}.Node`, ...(o.tcp === true ? { tcp: '127.0.0.1:0' } : { unix: `${sock}.frames` }) },
+    frames: { handler: service.framed, service: `${NODE_API}.Node`, ...(o.tcp === true ? { tcp: '127.0.0.1:0' } : { unix: o.framesUnix ?? `${sock}.frames` }) },
     ...(o.allow === undefined ? {} : { allowControllers: o.allow }),
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
   });
@@ -246,7 +246,7 @@ t.test('a framed channel that cannot be reached: the call goes over gRPC, and th
   const r = await c.ruleCounters(s.rules[0]!);
   t.ok(r.packets >= 0n, 'the call was answered');
   t.equal(c.transport, 'grpc');
-  t.match(c.transportNote ?? '', /could not be reached.*gRPC until the next refresh/);
+  t.match(c.transportNote ?? '', /could not be reached.*gRPC until the node's Health names one that answers/);
 });
 
 t.test("a node config's listen.frames: given, turned off, or refused naming the field", async (t) => {
@@ -268,4 +268,43 @@ t.test("a node config's listen.frames: given, turned off, or refused naming the 
   t.match(problems({ unix: '/run/x.sock', frames: { unix: '/run/x.sock' } }), /listen\.frames\.unix: \/run\/x\.sock is the gRPC socket/);
   t.match(problems({ unix: '/run/x.sock', frames: { port: 1 } }), /listen/, 'an unknown field is refused');
   t.match(problems({ unix: '/run/x.sock', frames: true }), /listen/, 'true is not a value: give the addresses, or false');
+});
+
+t.test('a node restarted with its framed channel elsewhere: one call over gRPC, then the client finds the new channel in Health', async (t) => {
+  const first = await serve(t, { name: 'fr9' });
+  const c = await unixClient(t, first);
+  t.equal(c.transport, 'frames');
+  await first.server.close(0);
+  // the restarted node: the same gRPC socket, its framed socket at another path, and no RuleCounters on gRPC
+  const again = await serve(t, { name: 'fr9', framesUnix: path.join(dir, 'fr9.sock.frames2'), without: ['RuleCounters'] });
+  const ports = await c.portCounters('s1');
+  t.ok(ports.length > 0, 'the call after the restart is answered (over gRPC: the old framed socket is gone)');
+  for (let i = 0; i < 100 && c.transport !== 'frames'; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(c.transport, 'frames', "the node's Health named the new channel");
+  t.ok((await c.ruleCounters(again.rules[0]!)).packets >= 0n, 'a call gRPC lacks is answered: it went on the new framed channel');
+});
+
+t.test('a framed port that never completes a connection (a firewall): no call waits past the connect timeout, and the calls stay on gRPC', async (t) => {
+  // accepts TCP, never answers the TLS handshake
+  const sockets: net.Socket[] = [];
+  const blackhole = net.createServer((s) => void sockets.push(s));
+  await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    blackhole.close();
+  });
+  const s = await serve(t, { name: 'swnode', tcp: true, advertisePort: (blackhole.address() as net.AddressInfo).port });
+  const ctl1 = loadTls(controllerTlsFiles(dir, 'ctl1'), 'client');
+  const t0 = Date.now();
+  const c = await NodeClient.connect({ channel: nodeChannel(tlsEndpoint('swnode', s.server.tcpAddress!, ctl1)) });
+  t.teardown(() => c.close());
+  const took = Date.now() - t0;
+  t.equal(c.rules().length, 2, 'the rule table was read');
+  t.ok(took < FRAMED_CONNECT_TIMEOUT_MS + 3000, `connected in ${took} ms (the framed connect gives up after ${FRAMED_CONNECT_TIMEOUT_MS} ms)`);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(c.transport, 'grpc', 'Health names the same port again: the client stays on gRPC');
+  t.match(c.transportNote ?? '', new RegExp(`no connection within ${FRAMED_CONNECT_TIMEOUT_MS} ms`));
+  const t1 = Date.now();
+  await c.portCounters('s1');
+  t.ok(Date.now() - t1 < FRAMED_CONNECT_TIMEOUT_MS, 'the next call does not try the port again');
 });

@@ -193,6 +193,12 @@ function callError(code: grpc.status, details: string, error?: string, refused?:
 
 export type FramedTarget = { unix: string } | { host: string; port: number; node: string; tls: TlsMaterial };
 
+/** "unix:/path" or "host:port" ("[v6]:port") */
+export const describeTarget = (t: FramedTarget): string => ('unix' in t ? `unix:${t.unix}` : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`);
+
+/** How long a link waits for its connection (and TLS handshake) before it counts the channel as unreachable. */
+export const FRAMED_CONNECT_TIMEOUT_MS = 2000;
+
 interface Pending {
   resolve(b: Buffer): void;
   reject(e: FramedCallError): void;
@@ -215,10 +221,10 @@ export class FramedLink {
 
   constructor(target: FramedTarget) {
     if ('unix' in target) {
-      this.describe = `unix:${target.unix}`;
+      this.describe = describeTarget(target);
       this.#socket = net.createConnection(target.unix);
     } else {
-      this.describe = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+      this.describe = describeTarget(target);
       const t = target.tls;
       this.#socket = tls.connect({
         host: target.host,
@@ -238,9 +244,16 @@ export class FramedLink {
       this.#socket.setNoDelay(true);
     }
     let connected = false;
-    this.#socket.once('unix' in target ? 'connect' : 'secureConnect', () => (connected = true));
+    // a port a firewall drops would hold every call to its deadline: no connection in time is no channel
+    const connectTimer = setTimeout(() => die(`no connection within ${FRAMED_CONNECT_TIMEOUT_MS} ms`), FRAMED_CONNECT_TIMEOUT_MS);
+    connectTimer.unref();
+    this.#socket.once('unix' in target ? 'connect' : 'secureConnect', () => {
+      connected = true;
+      clearTimeout(connectTimer);
+    });
     const die = (why: string): void => {
       if (this.#dead !== undefined) return;
+      clearTimeout(connectTimer);
       // never connected: no request left this process (the caller may send it another way)
       this.#dead = Object.assign(callError(grpc.status.UNAVAILABLE, `${this.describe}: ${why}`), connected ? {} : { notSent: true });
       this.#socket.destroy();
