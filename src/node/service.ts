@@ -538,8 +538,9 @@ export function nodeService(rt: NodeRuntime): { implementation: grpc.UntypedServ
     const def = NODE_SERVICE[name]!;
     const call: NodeCall = {
       getAuthContext: () => ({ sslPeerCertificate: fc.peerCertificate === undefined ? undefined : { raw: fc.peerCertificate } }),
+      // as gRPC's: the caller is gone, or its deadline has passed (by its clock, with the skew allowed)
       get cancelled() {
-        return fc.cancelled;
+        return fc.cancelled || (fc.deadline > 0 && Date.now() > fc.deadline + CLOCK_SKEW_MS);
       },
     };
     const r = await runOne(name, () => def.requestDeserialize(body) as Wire, call, NaN, fc.deadline);
