@@ -119,10 +119,11 @@ const CLOCK_SKEW_MS = 1_000;
  * CLOCK_SKEW_MS between the hosts' clocks).
  */
 function staleness(call: { readonly cancelled: boolean }, deadlineAt: number, callersDeadline: number): string | undefined {
-  if (call.cancelled) return 'the caller cancelled it (its deadline passed) before the node read it';
+  // the deadlines first: they say by how much
   const now = Date.now();
   if (Number.isFinite(deadlineAt) && deadlineAt <= now) return `its deadline passed ${now - deadlineAt} ms before the node read it`;
   if (Number.isFinite(callersDeadline) && callersDeadline > 0 && callersDeadline + CLOCK_SKEW_MS < now) return `its deadline (by the caller's clock) passed ${now - callersDeadline} ms before the node read it`;
+  if (call.cancelled) return 'the caller cancelled it (its deadline passed) before the node read it';
   return undefined;
 }
 
