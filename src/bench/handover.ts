@@ -248,6 +248,8 @@ export interface OverheadBreakdown {
   nodeCpuMsPerHandoverByNode: Record<string, number>;
   /** step -> median ms from its start to the next step's ('start': to arming; 'wait <step>': one quiescence wait in it) */
   stepMedianMs: Record<string, number>;
+  /** the same for each of the first WARM_HANDOVERS handovers, where the set-up goes */
+  firstStepsMs: Record<string, number>[];
 }
 
 /** ns a process spent on a CPU (/proc/PID/schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat) */
@@ -266,17 +268,18 @@ async function withCpu<T>(pids: readonly number[], f: () => Promise<T>): Promise
 }
 
 /** step -> median ms from its start to the next step's; 'start' from the run's start to arming (the drop counters read first); 'wait <step>' the quiescence waits in it */
+/** One handover's step times: step -> ms from its start to the next step's ('start': to arming; 'wait <step>': its quiescence wait). */
+function stepTimes(r: HandoverResult): [string, number][] {
+  const out: [string, number][] = [['start', r.timings['arming'] ?? 0]];
+  for (const w of r.waits) out.push([`wait ${w.step}`, w.ms ?? 0]);
+  const steps = Object.entries(r.timings).sort((a, b) => a[1] - b[1]);
+  steps.forEach(([step, t], i) => out.push([step, (i + 1 < steps.length ? steps[i + 1]![1] : r.durationMs) - t]));
+  return out;
+}
+
 function stepMedians(results: readonly HandoverResult[]): Record<string, number> {
   const per = new Map<string, number[]>();
-  for (const r of results) {
-    per.set('start', [...(per.get('start') ?? []), r.timings['arming'] ?? 0]);
-    for (const w of r.waits) per.set(`wait ${w.step}`, [...(per.get(`wait ${w.step}`) ?? []), w.ms ?? 0]);
-    const steps = Object.entries(r.timings).sort((a, b) => a[1] - b[1]);
-    steps.forEach(([step, t], i) => {
-      const end = i + 1 < steps.length ? steps[i + 1]![1] : r.durationMs;
-      per.set(step, [...(per.get(step) ?? []), end - t]);
-    });
-  }
+  for (const r of results) for (const [k, ms] of stepTimes(r)) per.set(k, [...(per.get(k) ?? []), ms]);
   return Object.fromEntries([...per].map(([k, xs]) => [k, +[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!.toFixed(2)]));
 }
 
@@ -324,6 +327,7 @@ export async function benchOverhead(objectsDir: string, o: { handovers: number; 
         nodeCpuMsPerHandover: +((run.nodesMs - (idle.nodesMs / idle.ms) * run.ms) / n).toFixed(2),
         nodeCpuMsPerHandoverByNode: Object.fromEntries(clients.map((c, i) => [c.name, +((run.perNodeMs[i]! - (idle.perNodeMs[i]! / idle.ms) * run.ms) / n).toFixed(2)])),
         stepMedianMs: stepMedians(results),
+        firstStepsMs: results.slice(0, WARM_HANDOVERS).map((r) => Object.fromEntries(stepTimes(r).map(([k, ms]) => [k, +ms.toFixed(2)]))),
       };
     }
     return {

@@ -124,6 +124,12 @@ export interface NodeClientOptions {
    * the streams stay on gRPC.
    */
   frames?: boolean;
+  /**
+   * Where the node's framed channel is, when already known (a peer's, as
+   * the controller passes it): the first call, Health, goes there instead
+   * of opening a gRPC connection first.
+   */
+  framesHint?: PeerFrames;
 }
 
 /** How one node reaches another's API for a state transfer: its Unix socket (same host) or its mutual-TLS address. */
@@ -134,6 +140,9 @@ export interface SwitchPortInputs {
 }
 
 export type StatePeerVia = { unix: string } | { address: string };
+
+/** Where a node's framed channel is, as its Health says: the socket, and the port on the host it is reached at. */
+export type PeerFrames = { unix?: string; port?: number };
 
 /** Where a state transfer went, as the sending node reports it. */
 export interface NodeTransferResult extends StateTransferResult {
@@ -175,8 +184,10 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     this.#timeoutMs = o.callTimeoutMs ?? CALL_DEADLINE_MS;
     this.#readRules = o.readRules ?? true;
     this.#framesWanted = o.frames ?? process.env['SHARP_NODE_FRAMES'] !== '0';
+    if (o.framesHint !== undefined) this.#framesTarget = this.#framesTargetOf({ frames: o.framesHint });
     const ep = o.channel.endpoint;
     this.statePeer = o.statePeer ?? (ep.transport === 'unix' ? { unix: ep.path } : { address: ep.address });
+    this.#statePeerIsChannel = o.statePeer === undefined;
   }
 
   /** calls this client made, per method (what crossed from this process to the node: a Batch counts once, as Batch) */
@@ -216,9 +227,21 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     }
     this.#framesTarget = target;
     this.#framesNote = undefined;
+    // the connection (and its TLS handshake) now, not in the first call of a handover
+    this.#framedLink();
     this.#rules.clear();
     if (this.#readRules && this.#health.switches.length > 0) for (const r of ((await this.#call('ListRules', {}))['rules'] as Wire[]) ?? []) this.#rules.set(Number(r['id']), ruleFromWire(r));
     return this.#health;
+  }
+
+  /**
+   * Where other nodes find this node's framed channel: what its Health
+   * says, when they reach it where this client does (statePeer is the
+   * channel's own socket or address); undefined otherwise, and they learn
+   * it from Health at the address they are given.
+   */
+  get statePeerFrames(): PeerFrames | undefined {
+    return this.#statePeerIsChannel ? this.#health?.frames : undefined;
   }
 
   /** how this client reaches the node */
@@ -228,7 +251,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
 
   /** the node's certificate as the TLS handshake verified it (undefined on a Unix socket) */
   get serverIdentity(): CertIdentity | undefined {
-    return this.#channel.verifiedServer;
+    return this.#channel.verifiedServer ?? this.#framed?.verifiedServer;
   }
 
   get health(): NodeHealth {
@@ -255,7 +278,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
     const def = NODE_SERVICE[method]!;
     this.#calls.set(method, (this.#calls.get(method) ?? 0) + 1);
     const took = (): void => void this.#callMs.set(method, (this.#callMs.get(method) ?? 0) + performance.now() - t0);
-    const link = method === 'Health' ? undefined : this.#framedLink();
+    const link = this.#framedLink();
     if (link !== undefined)
       return link.call(method, (def.requestSerialize as (v: Wire) => Buffer)(req), deadline).then(
         (b) => {
@@ -301,6 +324,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   #framed: FramedLink | undefined;
   #framesNote: string | undefined;
   readonly #framesWanted: boolean;
+  readonly #statePeerIsChannel: boolean;
 
   #relearning = false;
 
@@ -334,7 +358,7 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
   }
 
   /** Where this node's framed channel is reached, from its Health: the same socket folder, or the same host over the same TLS. */
-  #framesTargetOf(h: NodeHealth): FramedTarget | undefined {
+  #framesTargetOf(h: Pick<NodeHealth, 'frames'>): FramedTarget | undefined {
     if (!this.#framesWanted || h.frames === undefined) return undefined;
     const ep = this.#channel.endpoint;
     if (ep.transport === 'unix') return h.frames.unix === undefined ? undefined : { unix: h.frames.unix };
@@ -767,12 +791,12 @@ export class NodeClient implements SwitchControl, AgentControl, VnfStateStore {
    * on node `peer` (reached `via`), node to node; `peer` undefined: both
    * instances are on this node. Only the selection crosses from here.
    */
-  async transferStateTo(instance: string, toInstance: string, peer: { node: string; via: StatePeerVia } | undefined, select: FlowSelection, o: StateTransferOptions = {}): Promise<NodeTransferResult> {
+  async transferStateTo(instance: string, toInstance: string, peer: { node: string; via: StatePeerVia; frames?: PeerFrames } | undefined, select: FlowSelection, o: StateTransferOptions = {}): Promise<NodeTransferResult> {
     const budget = Math.ceil(o.timeoutMs ?? this.#timeoutMs);
     const req: Wire = {
       instance,
       to_instance: toInstance,
-      ...(peer === undefined ? {} : { peer: { node: peer.node, ...peer.via } }),
+      ...(peer === undefined ? {} : { peer: { node: peer.node, ...peer.via, ...(peer.frames?.unix === undefined || !('unix' in peer.via) ? {} : { frames_unix: peer.frames.unix }), ...(peer.frames?.port === undefined || 'unix' in peer.via ? {} : { frames_port: peer.frames.port }) } }),
       ...(select === 'all' ? { all: true } : { all: false, matches: select.map(matchToWire) }),
       handover_id: o.handoverId ?? 0,
       timeout_ms: budget,
@@ -956,7 +980,8 @@ export class NodeDeployment implements Deployment {
       transferState: (from, to, sel, o) => {
         const a = byInstance(from);
         const b = byInstance(to);
-        return a.transferStateTo(from, to, a === b ? undefined : { node: b.name, via: b.statePeer }, sel, o);
+        const frames = b.statePeerFrames;
+        return a.transferStateTo(from, to, a === b ? undefined : { node: b.name, via: b.statePeer, ...(frames === undefined ? {} : { frames }) }, sel, o);
       },
       // through the store when both instances' nodes stage state in the same one
       canStageState: (from, to, store) => {

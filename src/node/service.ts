@@ -33,7 +33,7 @@ import {
 } from './api.js';
 import { captureHandler, type NodeCapture } from './capture-service.js';
 import { DivertBusyError, divertedFramesHandler, SEND_LIMITS, type NodeDivert } from './divert-service.js';
-import type { StatePeerVia } from './client.js';
+import type { PeerFrames, StatePeerVia } from './client.js';
 import type { NodeRedisStore } from '../state/redis-stage.js';
 import { flowKeyString } from '../state/flow-key.js';
 import { importKeeping, StatePeerNotAllowedError, StatePeers, StateTransferError, StateTransferTimeoutError } from './state-transfer.js';
@@ -193,21 +193,26 @@ export function nodeService(rt: NodeRuntime): { implementation: grpc.UntypedServ
     return s.sentTowardsInstances === undefined ? undefined : s.sentTowardsInstances(name);
   };
 
-  const peerOfRequest = (w: Wire): { node: string; via: StatePeerVia } | undefined => {
+  const peerOfRequest = (w: Wire): { node: string; via: StatePeerVia; frames?: PeerFrames } | undefined => {
     const p = w['peer'] as Wire | undefined | null;
     const node = String(p?.['node'] ?? '');
     if (p === undefined || p === null || node === '' || node === rt.health().node) return undefined;
     if (!NODE_NAME.test(node)) throw invalid(`peer.node '${node.slice(0, 40)}': a node name is 1-32 letters, digits, _ or -`);
+    const fu = String(p['frames_unix'] ?? '');
+    const fp = Number(p['frames_port'] ?? 0);
+    if (fu !== '' && (!fu.startsWith('/') || Buffer.byteLength(fu) > SUN_PATH_MAX)) throw invalid(`peer.frames_unix: an absolute socket path of at most ${SUN_PATH_MAX} bytes, got ${Buffer.byteLength(fu)} bytes`);
+    if (!Number.isInteger(fp) || fp < 0 || fp > 65535) throw invalid(`peer.frames_port ${fp}: 1..65535 (0: none)`);
+    const frames = fu === '' && fp === 0 ? {} : { frames: { ...(fu === '' ? {} : { unix: fu }), ...(fp === 0 ? {} : { port: fp }) } };
     if (p['via'] === 'unix') {
       const u = String(p['unix'] ?? '');
       if (!u.startsWith('/') || Buffer.byteLength(u) > SUN_PATH_MAX) throw invalid(`peer.unix: an absolute socket path of at most ${SUN_PATH_MAX} bytes, got ${Buffer.byteLength(u)} bytes`);
-      return { node, via: { unix: u } };
+      return { node, via: { unix: u }, ...frames };
     }
     if (p['via'] === 'address') {
       const a = String(p['address'] ?? '');
       const port = Number(a.slice(a.lastIndexOf(':') + 1));
       if (!TCP_ADDRESS.test(a) || port < 1 || port > 65535) throw invalid(`peer.address '${a.slice(0, 80)}': host:port with a port 1..65535`);
-      return { node, via: { address: a } };
+      return { node, via: { address: a }, ...frames };
     }
     throw invalid(`peer: give unix or address for node ${node}`);
   };

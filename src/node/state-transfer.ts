@@ -11,7 +11,7 @@
  * Unix peer by the name its Health gives.
  */
 import type { FlowSelection, FlowStateEntry, VnfStateStore } from '../dataplane/types.js';
-import { NodeClient, type StatePeerVia } from './client.js';
+import { NodeClient, type PeerFrames, type StatePeerVia } from './client.js';
 import { describeIdentity, nodeChannel, tlsEndpoint, unixEndpoint, type TlsMaterial } from './transport/index.js';
 
 /** records per ImportState call to the peer: far below gRPC's 4 MiB message limit for any VNF record size the node accepts */
@@ -52,7 +52,7 @@ export interface TransferRequest {
   instance: string;
   toInstance: string;
   /** undefined: toInstance is on this node */
-  peer: { node: string; via: StatePeerVia } | undefined;
+  peer: { node: string; via: StatePeerVia; frames?: PeerFrames } | undefined;
   select: FlowSelection;
   keepExisting: boolean;
   handoverId: number;
@@ -97,14 +97,14 @@ export class StatePeers {
     return this.#policy.allow;
   }
 
-  #connect(node: string, via: StatePeerVia, timeoutMs: number): Promise<NodeClient> {
+  #connect(node: string, via: StatePeerVia, timeoutMs: number, frames?: PeerFrames): Promise<NodeClient> {
     const key = `${node}\0${'unix' in via ? `unix:${via.unix}` : via.address}`;
     let c = this.#clients.get(key);
     if (c === undefined) {
       const tls = this.#policy.tls;
       if (!('unix' in via) && tls === undefined) throw new StateTransferError(node, `node ${this.#policy.self} has no certificate (tls) to reach node ${node} at ${via.address} over mutual TLS`);
       const channel = 'unix' in via ? nodeChannel(unixEndpoint(via.unix, node)) : nodeChannel(tlsEndpoint(node, via.address, tls!));
-      c = NodeClient.connect({ channel, readRules: false, callTimeoutMs: timeoutMs });
+      c = NodeClient.connect({ channel, readRules: false, callTimeoutMs: timeoutMs, ...(frames === undefined ? {} : { framesHint: frames }) });
       this.#clients.set(key, c);
       // a failed connection is not kept: the next transfer tries again
       c.catch(() => this.#clients.delete(key));
@@ -139,7 +139,7 @@ export class StatePeers {
     let calls = 0;
     let peerIdentity = '';
     try {
-      const peer = await this.#connect(node, via, Math.max(1, left()));
+      const peer = await this.#connect(node, via, Math.max(1, left()), r.peer!.frames);
       if (peer.name !== node) throw new StateTransferError(node, `${where} says it is node '${peer.name}'`);
       const verified = peer.serverIdentity;
       if (verified !== undefined) peerIdentity = describeIdentity(verified);

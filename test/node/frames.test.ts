@@ -310,3 +310,17 @@ t.test('a framed port that never completes a connection (a firewall): no call wa
   await c.portCounters('s1');
   t.ok(Date.now() - t1 < FRAMED_CONNECT_TIMEOUT_MS, 'the next call does not try the port again');
 });
+
+t.test('a client told where the framed channel is (a state peer) makes even its first call, Health, there; a wrong hint falls back to gRPC', async (t) => {
+  const s = await serve(t, { name: 'fr10', without: ['Health'] });
+  const hinted = await NodeClient.connect({ channel: nodeChannel(unixEndpoint(s.server.unixPath!, 'fr10')), readRules: false, framesHint: { unix: s.server.framesUnixPath! } });
+  t.teardown(() => hinted.close());
+  t.equal(hinted.name, 'fr10', "Health answered although the node's gRPC has none: it went on the framed channel");
+  t.equal(hinted.transport, 'frames');
+  const s2 = await serve(t, { name: 'fr11' });
+  const wrong = await NodeClient.connect({ channel: nodeChannel(unixEndpoint(s2.server.unixPath!, 'fr11')), readRules: false, framesHint: { unix: path.join(dir, 'nothing-here.sock') } });
+  t.teardown(() => wrong.close());
+  t.equal(wrong.name, 'fr11', 'a hint where nothing listens: Health over gRPC');
+  for (let i = 0; i < 100 && wrong.transport !== 'frames'; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(wrong.transport, 'frames', "and the channel the node's Health names after that");
+});
