@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NODE_API, NODE_SERVICE, type NodeHealth, type NodeMethod } from '../../src/node/api.js';
+import { NODE_SERVICE, type NodeHealth, type NodeMethod } from '../../src/node/api.js';
 import { MAX_RELEASE_TIMEOUT_MS, nodeHandlers, type NodeRuntime } from '../../src/node/service.js';
 import { NodeCallError, NodeClient, NodeDeployment } from '../../src/node/client.js';
 import { nodeChannel, startNodeServer, unixEndpoint, type NodeServer } from '../../src/node/transport/index.js';
@@ -20,32 +20,12 @@ import { MAX_RELEASE_FRAMES, Phase, type AgentControl, type SwitchControl, type 
 import { HandoverEngine, type HandoverResult } from '../../src/handover/engine.js';
 import { VnfMapStateMover } from '../../src/handover/state-mover.js';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
+import { fakeNodeHealth } from '../helpers/fake-node-health.js';
 
 const UDP = 17;
 
-function switchHealth(d: FakeDeployment): NodeHealth {
-  const sc = d.switchControl;
-  const instances = d.agentControl.agentInstances();
-  return {
-    node: 'swnode',
-    api: NODE_API,
-    version: 'test',
-    pid: process.pid,
-    startedAt: Date.now(),
-    adopted: false,
-    quiescenceMs: sc.quiescenceMs,
-    switches: sc.switches().map((s) => ({
-      name: s,
-      ports: instances.map((i) => ({ name: sc.portTowards(s, i.name)!, ifname: `${s}${i.name}`, role: 'vnf' as const, instance: i.name, instanceSide: s === 's1' ? 0 : 1 })),
-    })),
-    instances: [],
-  };
-}
-
-function agentHealth(d: FakeDeployment): NodeHealth {
-  const instances = d.agentControl.agentInstances();
-  return { node: 'agnode', api: NODE_API, version: 'test', pid: process.pid, startedAt: Date.now(), adopted: false, quiescenceMs: 1, switches: [], instances: instances.map((i) => ({ name: i.name, kind: 'counter', ifaces: [`${i.name}a`, `${i.name}b`], ringCapacity: i.ringCapacity, ringCount: i.ringCount })) };
-}
+const switchHealth = (d: FakeDeployment): NodeHealth => fakeNodeHealth(d, 'swnode', { switches: true, instances: false });
+const agentHealth = (d: FakeDeployment): NodeHealth => fakeNodeHealth(d, 'agnode', { switches: false, instances: true, quiescenceMs: 1 });
 
 /** A node serving `rt` on a Unix socket in `dir`; `without`: rpcs it answers UNIMPLEMENTED (an older node). */
 async function serve(t: Test, dir: string, name: string, rt: NodeRuntime, without: readonly NodeMethod[] = []): Promise<string> {

@@ -21,6 +21,7 @@ import { Phase, RuleError, type SwitchControl } from '../../src/dataplane/types.
 import { HandoverEngine } from '../../src/handover/engine.js';
 import { VnfMapStateMover } from '../../src/handover/state-mover.js';
 import { FakeDeployment } from '../helpers/fake-deployment.js';
+import { fakeNodeHealth } from '../helpers/fake-node-health.js';
 
 const UDP = 17;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-frames-'));
@@ -49,18 +50,9 @@ async function serve(t: Test, o: { name: string; tcp?: boolean; without?: readon
   for (let i = 0; i < 10; i++) d.tick();
   const observed: string[] = [];
   const sc = d.switchControl;
-  const instances = d.agentControl.agentInstances();
   let server: NodeServer | undefined;
   const health = (): NodeHealth => ({
-    node: o.name,
-    api: NODE_API,
-    version: 'test',
-    pid: process.pid,
-    startedAt: Date.now(),
-    adopted: false,
-    quiescenceMs: sc.quiescenceMs,
-    switches: sc.switches().map((s) => ({ name: s, ports: instances.map((i) => ({ name: sc.portTowards(s, i.name)!, ifname: `${s}${i.name}`, role: 'vnf' as const, instance: i.name, instanceSide: s === 's1' ? 0 : 1 })) })),
-    instances: instances.map((i) => ({ name: i.name, kind: 'counter', ifaces: [`${i.name}a`, `${i.name}b`], ringCapacity: i.ringCapacity, ringCount: i.ringCount })),
+    ...fakeNodeHealth(d, o.name, { switches: true, instances: true }),
     ...(server === undefined ? {} : { frames: { ...(server.framesUnixPath === undefined ? {} : { unix: server.framesUnixPath }), ...(server.framesTcpPort === undefined ? {} : { port: o.advertisePort ?? server.framesTcpPort }) } }),
   });
   const switchControl = Object.assign(Object.create(sc) as SwitchControl, { controllerDataPackets: async () => ({ packets: 0n, bytes: 0n }) });

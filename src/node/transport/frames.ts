@@ -27,7 +27,7 @@ import tls from 'node:tls';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { encodeFrame, frameReader, oversizeMessage, FRAME_ANSWER, FRAME_FAILURE, FRAME_REQUEST } from '../../net/frames.js';
+import { encodeFrame, frameReader, FramedCalls, FRAME_ANSWER, FRAME_FAILURE, FRAME_REQUEST } from '../../net/frames.js';
 import type { TlsMaterial } from './certs.js';
 import { identityOf, type CertIdentity } from './identity.js';
 import { ListenError } from './errors.js';
@@ -199,9 +199,16 @@ export const describeTarget = (t: FramedTarget): string => ('unix' in t ? `unix:
 /** How long a link waits for its connection (and TLS handshake) before it counts the channel as unreachable. */
 export const FRAMED_CONNECT_TIMEOUT_MS = 2000;
 
-interface Pending {
-  resolve(b: Buffer): void;
-  reject(e: FramedCallError): void;
+/** A failure frame's body (JSON: code, details, error, refused) as the error it means. */
+function failureOf(body: Buffer): FramedCallError {
+  let f: { code?: unknown; details?: unknown; error?: unknown; refused?: unknown };
+  try {
+    f = JSON.parse(body.toString()) as typeof f;
+  } catch {
+    f = { code: grpc.status.INTERNAL, details: `a failure the client cannot read: ${body.toString().slice(0, 80)}` };
+  }
+  const code = Number.isInteger(f.code) ? (f.code as grpc.status) : grpc.status.INTERNAL;
+  return callError(code, String(f.details ?? ''), typeof f.error === 'string' ? f.error : undefined, typeof f.refused === 'string' ? f.refused : undefined);
 }
 
 /**
@@ -212,19 +219,15 @@ interface Pending {
  */
 export class FramedLink {
   readonly #socket: net.Socket;
-  readonly #pending = new Map<number, Pending>();
-  #nextId = 0;
-  #dead: FramedCallError | undefined;
+  readonly #calls: FramedCalls<FramedCallError>;
   /** the node's certificate as the handshake verified it */
   verifiedServer: CertIdentity | undefined;
   readonly describe: string;
 
   constructor(target: FramedTarget) {
-    if ('unix' in target) {
-      this.describe = describeTarget(target);
-      this.#socket = net.createConnection(target.unix);
-    } else {
-      this.describe = describeTarget(target);
+    this.describe = describeTarget(target);
+    if ('unix' in target) this.#socket = net.createConnection(target.unix);
+    else {
       const t = target.tls;
       this.#socket = tls.connect({
         host: target.host,
@@ -244,77 +247,33 @@ export class FramedLink {
       this.#socket.setNoDelay(true);
     }
     let connected = false;
+    this.#calls = new FramedCalls<FramedCallError>(
+      this.#socket,
+      {
+        failure: failureOf,
+        // never connected: no request left this process (the caller may send it another way)
+        dead: (why) => Object.assign(callError(grpc.status.UNAVAILABLE, `${this.describe}: ${why}`), connected ? {} : { notSent: true }),
+        timeout: (ms) => callError(grpc.status.DEADLINE_EXCEEDED, `${this.describe}: no answer within ${ms} ms`),
+        cancelled: () => callError(grpc.status.CANCELLED, `${this.describe}: cancelled`),
+      },
+      () => clearTimeout(connectTimer),
+    );
     // a port a firewall drops would hold every call to its deadline: no connection in time is no channel
-    const connectTimer = setTimeout(() => die(`no connection within ${FRAMED_CONNECT_TIMEOUT_MS} ms`), FRAMED_CONNECT_TIMEOUT_MS);
+    const connectTimer = setTimeout(() => this.#calls.kill(`no connection within ${FRAMED_CONNECT_TIMEOUT_MS} ms`, undefined, () => undefined), FRAMED_CONNECT_TIMEOUT_MS);
     connectTimer.unref();
     this.#socket.once('unix' in target ? 'connect' : 'secureConnect', () => {
       connected = true;
       clearTimeout(connectTimer);
     });
-    const die = (why: string): void => {
-      if (this.#dead !== undefined) return;
-      clearTimeout(connectTimer);
-      // never connected: no request left this process (the caller may send it another way)
-      this.#dead = Object.assign(callError(grpc.status.UNAVAILABLE, `${this.describe}: ${why}`), connected ? {} : { notSent: true });
-      this.#socket.destroy();
-      for (const p of this.#pending.values()) p.reject(this.#dead);
-      this.#pending.clear();
-    };
-    this.#socket.on('error', (e) => die(e.message));
-    this.#socket.on('close', () => die('connection closed'));
-    this.#socket.on(
-      'data',
-      frameReader(
-        (kind, id, _method, body) => {
-          const p = this.#pending.get(id);
-          if (p === undefined) return; // answered after its deadline
-          this.#pending.delete(id);
-          if (kind === FRAME_ANSWER) p.resolve(body);
-          else if (kind === FRAME_FAILURE) {
-            let f: { code?: unknown; details?: unknown; error?: unknown; refused?: unknown } = {};
-            try {
-              f = JSON.parse(body.toString()) as typeof f;
-            } catch {
-              f = { code: grpc.status.INTERNAL, details: `a failure the client cannot read: ${body.toString().slice(0, 80)}` };
-            }
-            const code = Number.isInteger(f.code) ? (f.code as grpc.status) : grpc.status.INTERNAL;
-            p.reject(callError(code, String(f.details ?? ''), typeof f.error === 'string' ? f.error : undefined, typeof f.refused === 'string' ? f.refused : undefined));
-          }
-        },
-        (len) => die(oversizeMessage(len)),
-      ),
-    );
   }
 
   get dead(): boolean {
-    return this.#dead !== undefined;
+    return this.#calls.dead !== undefined;
   }
 
   /** One call; rejects with a grpc-shaped error (DEADLINE_EXCEEDED at `deadline`, UNAVAILABLE when the connection fails). */
   call(method: string, body: Buffer, deadline: number): Promise<Buffer> {
-    if (this.#dead !== undefined) return Promise.reject(this.#dead);
-    const id = (this.#nextId = (this.#nextId + 1) >>> 0);
-    return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(
-        () => {
-          this.#pending.delete(id);
-          reject(callError(grpc.status.DEADLINE_EXCEEDED, `${this.describe}: no answer to ${method} before its deadline`));
-        },
-        Math.max(0, deadline - Date.now()),
-      );
-      this.#pending.set(id, {
-        resolve: (b) => {
-          clearTimeout(timer);
-          resolve(b);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      // written before the connection is up too: the socket queues it
-      this.#socket.write(encodeFrame(FRAME_REQUEST, id, 0, encodeRequest(method, deadline, body)));
-    });
+    return this.#calls.call(0, encodeRequest(method, deadline, body), deadline - Date.now());
   }
 
   close(): void {

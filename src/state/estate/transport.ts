@@ -22,7 +22,7 @@ import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import type { TlsMaterial } from '../../node/transport/certs.js';
-import { encodeFrame, frameReader, oversizeMessage, FRAME_ANSWER, FRAME_FAILURE, FRAME_REQUEST, MAX_FRAME_BYTES } from '../../net/frames.js';
+import { encodeFrame, frameReader, FramedCalls, FRAME_ANSWER, FRAME_FAILURE, FRAME_REQUEST, MAX_FRAME_BYTES } from '../../net/frames.js';
 import { StateError } from '../types.js';
 
 /** Why a call failed (the names and meanings of gRPC's status codes). */
@@ -258,17 +258,10 @@ export class PeerServer {
 
 // ---------------------------------------------------------------- client
 
-interface Pending {
-  resolve(b: Buffer): void;
-  reject(e: PeerCallError): void;
-}
-
 /** One connection to a peer; calls are multiplexed on it. Once it fails or closes it is dead: the owner makes a new one. */
 export class PeerLink {
   readonly #socket: net.Socket;
-  readonly #pending = new Map<number, Pending>();
-  #nextId = 0;
-  #dead: PeerCallError | undefined;
+  readonly #calls: FramedCalls<PeerCallError>;
 
   constructor(
     readonly address: string,
@@ -282,68 +275,25 @@ export class PeerLink {
       this.#socket = tls.connect({ host: a.host, port: a.port, ca: clientTls.ca, cert: clientTls.cert, key: clientTls.key, minVersion: 'TLSv1.3', ...(net.isIP(a.host) ? {} : { servername: a.host }) });
       this.#socket.setNoDelay(true);
     }
-    const die = (why: string, cause?: unknown): void => {
-      if (this.#dead !== undefined) return;
-      this.#dead = new PeerCallError('UNAVAILABLE', why, cause === undefined ? undefined : { cause });
-      this.#socket.destroy();
-      for (const p of this.#pending.values()) p.reject(this.#dead);
-      this.#pending.clear();
-      onDead(this);
-    };
-    this.#socket.on('error', (e) => die(`${address}: ${e.message}`, e));
-    this.#socket.on('close', () => die(`${address}: connection closed`));
-    this.#socket.on(
-      'data',
-      frameReader(
-        (kind, id, _method, body) => {
-          const p = this.#pending.get(id);
-          if (p === undefined) return; // answered after its deadline
-          this.#pending.delete(id);
-          if (kind === KIND_ANSWER) p.resolve(body);
-          else if (kind === KIND_FAILURE) p.reject(parseFailure(body));
-        },
-        (len) => die(`${address}: ${oversizeMessage(len)}`, new PeerCallError('RESOURCE_EXHAUSTED', oversizeMessage(len))),
-      ),
+    this.#calls = new FramedCalls<PeerCallError>(
+      this.#socket,
+      {
+        failure: parseFailure,
+        dead: (why, cause) => new PeerCallError('UNAVAILABLE', `${address}: ${why}`, cause === undefined ? undefined : { cause }),
+        timeout: (ms) => new PeerCallError('DEADLINE_EXCEEDED', `${address}: no answer within ${ms} ms`),
+        cancelled: () => new PeerCallError('CANCELLED', `${address}: cancelled`),
+      },
+      () => onDead(this),
     );
   }
 
   get dead(): boolean {
-    return this.#dead !== undefined;
+    return this.#calls.dead !== undefined;
   }
 
   /** One request; rejects with a PeerCallError (DEADLINE_EXCEEDED after `timeoutMs`, CANCELLED on `signal`). */
   call(method: number, body: Buffer, timeoutMs: number, signal: AbortSignal | undefined): Promise<Buffer> {
-    if (this.#dead !== undefined) return Promise.reject(this.#dead);
-    const id = (this.#nextId = (this.#nextId + 1) >>> 0);
-    return new Promise<Buffer>((resolve, reject) => {
-      const settle = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        settle();
-        reject(new PeerCallError('DEADLINE_EXCEEDED', `${this.address}: no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const onAbort = (): void => {
-        this.#pending.delete(id);
-        settle();
-        reject(new PeerCallError('CANCELLED', `${this.address}: cancelled`));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, {
-        resolve: (b) => {
-          settle();
-          resolve(b);
-        },
-        reject: (e) => {
-          settle();
-          reject(e);
-        },
-      });
-      // written before the connection is up too: the socket queues it
-      this.#socket.write(frame(KIND_REQUEST, id, method, body));
-    });
+    return this.#calls.call(method, body, timeoutMs, signal);
   }
 
   close(): void {
