@@ -56,7 +56,7 @@ export function addNodeCommands(program: Command): void {
         });
       const log = (line: string): void => void process.stderr.write(o.json ? `${JSON.stringify({ node: config.name, log: line })}\n` : `node ${config.name}: ${line}\n`);
       const n = await startNode(config, { objectsDir, replace: o.replace, log });
-      const ready = { ready: true, node: config.name, pid: process.pid, adopted: n.adopted, unix: n.server.unixPath ?? null, tcp: n.server.tcpAddress ?? null, metrics: n.metrics === undefined ? null : { unix: n.metrics.unixPath ?? null, tcp: n.metrics.tcpAddress ?? null } };
+      const ready = { ready: true, node: config.name, pid: process.pid, adopted: n.adopted, unix: n.server.unixPath ?? null, tcp: n.server.tcpAddress ?? null, frames: n.server.framesUnixPath === undefined && n.server.framesTcpPort === undefined ? null : { unix: n.server.framesUnixPath ?? null, tcpPort: n.server.framesTcpPort ?? null }, metrics: n.metrics === undefined ? null : { unix: n.metrics.unixPath ?? null, tcp: n.metrics.tcpAddress ?? null } };
       process.stdout.write(o.json ? `${JSON.stringify(ready)}\n` : `node ${config.name} ready (pid ${process.pid}${n.adopted ? ', adopted its pinned data plane' : ''})\n`);
       ownSignals();
       await new Promise<void>((resolve) => {
@@ -110,10 +110,15 @@ export function addNodeCommands(program: Command): void {
       } else throw Object.assign(new Error('give --socket or --address'), { name: 'UsageError' });
       const c = await NodeClient.connect({ channel, callTimeoutMs: 5000 });
       try {
+        // Health once more, now on the framed channel where the node offers one: the line below says whether calls get there
+        await c.refresh();
         const h = c.health;
-        if (o.json) console.log(JSON.stringify({ health: h, rules: c.rules() }, null, 2));
+        const transport = { calls: c.transport, ...(c.transportNote === undefined ? {} : { note: c.transportNote }) };
+        if (o.json) console.log(JSON.stringify({ health: h, rules: c.rules(), transport }, null, 2));
         else {
           console.log(`node ${h.node} (${h.api}, sharpctl ${h.version}, pid ${h.pid}${h.adopted ? ', adopted' : ''})`);
+          const where = [h.frames?.unix && `unix:${h.frames.unix}`, h.frames?.port && `tcp port ${h.frames.port}`].filter(Boolean).join(', ');
+          console.log(`  calls: ${c.transport === 'frames' ? `framed channel (${where})` : `gRPC (${c.transportNote ?? 'no framed channel'})`}`);
           for (const s of h.switches) console.log(`  switch ${s.name}: ${s.ports.map((p) => `${p.name}=${p.ifname}`).join(' ')}`);
           for (const i of h.instances) console.log(`  instance ${i.name} (${i.kind}) on ${i.ifaces.join(', ')}, ring ${i.ringCount}×${i.ringCapacity}`);
           for (const r of c.rules()) console.log(`  rule ${r.id} on ${r.switch} → ${r.action.outPort}${r.action.phase ? ` [phase ${r.action.phase} h${r.action.handoverId}]` : ''}`);

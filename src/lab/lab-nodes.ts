@@ -139,7 +139,7 @@ export interface NodeProcess {
   node: LabNode;
   child: ChildProcess;
   /** what the node printed when ready */
-  ready: { node: string; pid: number; adopted: boolean; unix: string | null };
+  ready: { node: string; pid: number; adopted: boolean; unix: string | null; frames?: { unix: string | null; tcpPort: number | null } | null };
   /** the node's log lines so far (its log file, nodeLogFile) */
   readonly stderr: string[];
 }
