@@ -58,7 +58,8 @@ export interface LabSession {
   ringCapacity: number;
   run(o: RunOptions): Promise<{ report: TrafficReport; results: HandoverResult[]; seconds: number }>;
   /** Natively paced traffic client→server and server→client at once, checked in the kernel, with handovers of both rules. */
-  runBothWays(o: BothWaysOptions): Promise<{ directions: DirectionReport[]; results: HandoverResult[]; seconds: number }>;
+  /** `refused`: a handover the engine refused to begin (and what the one before it left), which ended the run early */
+  runBothWays(o: BothWaysOptions): Promise<{ directions: DirectionReport[]; results: HandoverResult[]; seconds: number; refused?: string }>;
   close(): Promise<void>;
 }
 
@@ -129,9 +130,18 @@ export async function openLab(
         for (const d of dirs) d.gen.start(ppsPerDirection);
         await sleep(warmupMs);
         const results: HandoverResult[] = [];
+        let refused: string | undefined;
         for (let i = 0; i < handovers; i++) {
           const to = at === 'vnf1' ? 'vnf2' : 'vnf1';
-          const res = await engine.handover({ rules: [f.id, r.id], from: at, to, expectedPps: 2 * ppsPerDirection, expectedStateMs: delayMs, capacityPolicy: 'warn' });
+          let res: HandoverResult;
+          try {
+            res = await engine.handover({ rules: [f.id, r.id], from: at, to, expectedPps: 2 * ppsPerDirection, expectedStateMs: delayMs, capacityPolicy: 'warn' });
+          } catch (e) {
+            // refused before it began (validation): what the handover before left is the finding
+            const before = results.at(-1);
+            refused = `handover ${i + 1} refused: ${e instanceof Error ? e.message : String(e)}${before === undefined ? '' : `; the one before ended ${before.outcome}${before.reason === undefined ? '' : ` (${before.reason})`}`}`;
+            break;
+          }
           at = where(at);
           results.push(res);
           await sleep(10);
@@ -141,7 +151,7 @@ export async function openLab(
         for (const d of dirs) await d.sink.drain(d.gen.sent);
         const acc = await accounting.read(results);
         const directions = dirs.map((d) => ({ name: d.name, report: d.sink.report(d.gen.sentPerFlow(), { accounting: acc.directions.get(d.name)! }), achievedPps: Math.round(d.gen.lastPacedPps ?? d.gen.sent / seconds) }));
-        return { directions, results, seconds };
+        return { directions, results, seconds, ...(refused === undefined ? {} : { refused }) };
       } finally {
         for (const c of closers.reverse()) c();
       }
@@ -551,7 +561,7 @@ export async function benchLineRate(
   let broke = '';
   try {
     for (const agg of o.aggregateRates) {
-      const { directions, results } = await s.runBothWays({ ppsPerDirection: agg / 2, handovers: handoversPerRate, delayMs, flows });
+      const { directions, results, refused } = await s.runBothWays({ ppsPerDirection: agg / 2, handovers: handoversPerRate, delayMs, flows });
       const sum = (k: 'lost' | 'reordered' | 'duplicated' | 'stampMismatches' | 'beyondWindow' | 'unchecked'): number => directions.reduce((a, d) => a + d.report[k], 0);
       const durations = results.map((r) => r.durationMs).sort((a, b) => a - b);
       const step: Omit<LineRateStep, 'clean' | 'broke'> = {
@@ -570,7 +580,7 @@ export async function benchLineRate(
         handoverMaxMs: +(durations.at(-1) ?? 0).toFixed(2),
         releasedPerSecMedian: median(results.map(releaseRate).filter((x): x is number => x !== undefined)),
       };
-      const why = whatBroke(step, results, steps.at(-1)?.achievedAggregatePps);
+      const why = refused ?? whatBroke(step, results, steps.at(-1)?.achievedAggregatePps);
       const full: LineRateStep = { ...step, clean: why === '', broke: why };
       steps.push(full);
       o.onStep?.(full);

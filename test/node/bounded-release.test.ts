@@ -56,3 +56,38 @@ t.test('a release bounded per call goes on where the last one stopped, in order,
     t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0 }, `direction ${i}: all ${r.sent} probes delivered once, in order`),
   );
 });
+
+t.test('a release given less time than its backlog needs ends at its deadline, says so, and keeps the rest held in order', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sharpt-release-deadline-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const opened = await openLab(standardSpec({ ringCapacity: 65536 }), `${uniqueName('rdl')}-`, { objectsDir, workDir: path.join(dir, 'work'), target: 'xdp' });
+  t.teardown(() => opened.close());
+  const dp = opened.dp;
+  const installed = await installRules(dp, opened.lab.spec.rules);
+  const fwd = installed.find((r) => r.switch === 's1' && r.action.outPort === 's1-vnf1')!;
+  const probes = twoWayProbes(t, opened.lab as NetnsLab, { objectsDir, flows: 1 });
+  probes.start(20_000);
+  await sleep(300);
+  const hid = 4343;
+  await dp.armNew('vnf2', hid, 0);
+  await dp.setRuleAction(fwd.id, { outPort: 's1-vnf2', phase: Phase.POST, handoverId: hid });
+  await sleep(2000);
+  const held = (await dp.agentStatus('vnf2', hid))!;
+  t.ok(held.queued[0] > 20_000, `${held.queued[0]} frames held`);
+  // 20 ms for the call, 10 of them the node's: far less than tens of thousands of frames take
+  const t0 = performance.now();
+  await t.rejects(dp.release('vnf2', hid, { timeoutMs: 20 }), { message: /releasing handover 4343 did not finish within 10 ms: \d+ frames still held on side 0 \(\d+ sent in this call; they stay in the ring, in order\)/ }, 'the call ends at its deadline and says what is still held');
+  const took = performance.now() - t0;
+  const mid = (await dp.agentStatus('vnf2', hid))!;
+  t.ok(mid.queued[0] > 0 && mid.released[0] < mid.held[0], `the rest is still held (${mid.queued[0]} frames; ${mid.released[0]} released), answered in ${took.toFixed(0)} ms`);
+  const done = await dp.release('vnf2', hid, { timeoutMs: 10_000 });
+  t.same(done.passing, [true, true], 'a release with time enough finishes');
+  await dp.setRuleAction(fwd.id, { outPort: 's1-vnf2', phase: Phase.NONE, handoverId: 0 });
+  await sleep(200);
+  await dp.disarm('vnf2', hid);
+  await sleep(200);
+  const reports = await probes.stop();
+  reports.forEach((r, i) =>
+    t.same({ delivered: r.delivered, lost: r.lost, reordered: r.reordered, duplicated: r.duplicated }, { delivered: r.sent, lost: 0, reordered: 0, duplicated: 0 }, `direction ${i}: all ${r.sent} probes delivered once, in order`),
+  );
+});

@@ -601,6 +601,10 @@ export class XdpAgentSet {
               // bounded (windowed against a P4 switch): the rest stays held, in order, for the next call
               const left = max === undefined ? queued : max - Number(releasedNow[side]);
               if (left <= 0) break;
+              // frames arriving as fast as they are sent would keep this loop going past any budget: the
+              // call ends at its deadline, saying so, and what is still held stays in the ring, in order
+              if (rounds > 0 && performance.now() > deadline)
+                throw new DataPlaneError(`${name}: releasing handover ${hid} did not finish within ${options.timeoutMs ?? 10_000} ms: ${queued} frames still held on side ${side} (${releasedNow[side]} sent in this call; they stay in the ring, in order)`);
               rounds++;
               const releasedBefore = st.released[side] as bigint;
               // synchronous: the shorter the gap between replay and flush mark, the sooner a live frame may pass
