@@ -120,8 +120,9 @@ export interface NodeClientOptions {
   /**
    * Make the unary calls on the node's framed channel where its Health
    * offers one (default true; SHARP_NODE_FRAMES=0 in the environment turns
-   * it off): the same messages at ~1/20 of gRPC's CPU per call. Health and
-   * the streams stay on gRPC.
+   * it off): the same messages at about a quarter of gRPC's CPU per call.
+   * The streams stay on gRPC, and so does the first Health unless
+   * `framesHint` says where the channel is.
    */
   frames?: boolean;
   /**

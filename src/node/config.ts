@@ -6,7 +6,7 @@
  *
  *   name: s1
  *   listen: { unix: /run/sharpctl/node-s1.sock, tcp: "10.9.0.2:7441" }
- *     # frames (optional): the framed control channel beside gRPC (handovers' short calls, ~20x less CPU per call):
+ *     # frames (optional): the framed control channel beside gRPC (the unary calls, about a quarter of gRPC's CPU per call):
  *     #   { tcp: "10.9.0.2:7442", unix: /run/sharpctl/node-s1.sock.frames }; default: listen.unix + ".frames",
  *     #   and listen.tcp's host at a free port (Health tells clients); false: none (clients then use gRPC only)
  *   tls: { ca: certs/ca.crt, cert: certs/node-s1.crt, key: certs/node-s1.key, allow: [ctl1] }

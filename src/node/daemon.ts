@@ -12,6 +12,7 @@ import { NODE_API, NODE_SERVICE, type NodeHealth } from './api.js';
 import { nodeService } from './service.js';
 import type { FramedHandler } from './transport/frames.js';
 import { loadTls, startNodeServer, type NodeServer, type TlsMaterial } from './transport/index.js';
+import { splitAddress } from './transport/server.js';
 import { StatePeers } from './state-transfer.js';
 import { X509Certificate } from 'node:crypto';
 import { NodeConfigError, type NodeConfig } from './config.js';
@@ -143,7 +144,7 @@ function framesListen(c: NodeConfig, handler: FramedHandler): { frames?: { handl
   const besideUnix = c.listen.unix === undefined ? undefined : `${c.listen.unix}.frames`;
   // a default path too long for sun_path means no framed socket, not a failed start
   const unix = f?.unix ?? (besideUnix !== undefined && Buffer.byteLength(besideUnix) <= 107 ? besideUnix : undefined);
-  const tcp = f?.tcp ?? (c.listen.tcp === undefined ? undefined : `${c.listen.tcp.slice(0, c.listen.tcp.lastIndexOf(':'))}:0`);
+  const tcp = f?.tcp ?? (c.listen.tcp === undefined ? undefined : `${splitAddress(c.listen.tcp)[0]}:0`);
   if (unix === undefined && tcp === undefined) return {};
   return { frames: { handler, service: `${NODE_API}.Node`, ...(unix === undefined ? {} : { unix }), ...(tcp === undefined ? {} : { tcp }) } };
 }

@@ -4,7 +4,8 @@
  * stream socket (src/net/frames.ts) beside it, for the unary calls a
  * handover makes. Measured here: a grpc-js unary call costs ~1 ms of CPU at
  * each end (HTTP/2 streams, metadata, the call layers), and a handover makes
- * two dozen; a framed round trip costs tens of µs.
+ * two dozen; a framed one costs about a quarter of that here (make bench:
+ * node.call.*, 0.57 against 2.0 ms at both ends together).
  *
  *  - Unix socket: 0600, in the folder of the gRPC socket (the same rule:
  *    the owner's processes only);
@@ -31,7 +32,7 @@ import { encodeFrame, frameReader, FramedCalls, FRAME_ANSWER, FRAME_FAILURE, FRA
 import type { TlsMaterial } from './certs.js';
 import { identityOf, type CertIdentity } from './identity.js';
 import { ListenError } from './errors.js';
-import { REFUSED_IDENTITY_TRAILER, prepareSocket, type Gate, type RefusedCall } from './server.js';
+import { REFUSED_IDENTITY_TRAILER, prepareSocket, splitAddress, type Gate, type RefusedCall } from './server.js';
 
 /** What a handler learns of a framed call besides its request. */
 export interface FramedCall {
@@ -164,12 +165,11 @@ export async function startFramedServer(node: string, service: string, o: Framed
       unixIno = lstatSync(o.unix).ino;
     }
     if (o.tcp !== undefined) {
-      const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(o.tcp.address);
-      if (m === null) throw new ListenError(o.tcp.address, `framed TCP address must be host:port (or [v6]:port), got '${o.tcp.address}'`);
+      const [host, port] = splitAddress(o.tcp.address);
       const t = o.tcp.tls;
       const srv = tls.createServer({ ca: t.ca, cert: t.cert, key: t.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (s) => onConnection(s, true));
       servers.push(srv);
-      await listen(srv, { host: m[1] ?? m[2]!, port: Number(m[3]), exclusive: true }, o.tcp.address);
+      await listen(srv, { host: host.replace(/^\[(.*)\]$/, '$1'), port: Number(port), exclusive: true }, o.tcp.address);
       tcpPort = (srv.address() as net.AddressInfo).port;
     }
   } catch (e) {

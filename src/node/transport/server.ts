@@ -279,7 +279,7 @@ function bind(server: grpc.Server, address: string, creds: grpc.ServerCredential
 }
 
 /** host:port -> [host, port]; "[::1]:7441" -> ["[::1]", "7441"] */
-function splitAddress(address: string): [string, string] {
+export function splitAddress(address: string): [string, string] {
   const m = /^(\[[^\]]+\]|[^:[\]]+):(\d+)$/.exec(address);
   if (m === null) throw new ListenError(address, `TCP address must be host:port (or [v6]:port), got '${address}'`);
   return [m[1]!, m[2]!];
